@@ -1,0 +1,69 @@
+"""Configuration dataclasses owned by the data layer (channels, ingest)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from datasets.errors import DataError
+
+#: Default display colours, one per channel position (nucleus first, as most screens order them).
+DEFAULT_COLOURS = ("#3b82f6", "#22c55e", "#ef4444", "#eab308", "#d946ef")
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+NORMALISE_BY = ("auto", "dataset", "plate")
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One fluorescence (or brightfield) channel as shown to the user."""
+
+    name: str  # label shown in the app and written to exports, e.g. "DNA"
+    colour: str = "#ffffff"  # display colour as #rrggbb
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise DataError("channel name is empty; give every channel a name such as 'DNA'")
+        if not _HEX.match(self.colour):
+            raise DataError(
+                f"channel {self.name!r}: colour {self.colour!r} is not of the form #rrggbb"
+            )
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How source images become stored crops."""
+
+    crop_size: int = 64  # every crop is padded or centre-cropped to crop_size x crop_size
+    scale: float = 1.0  # dataset-wide rescale factor (never per cell: size is a phenotype)
+    keep_empty_channels: bool = False  # keep channels that are all zero in every image
+    percentiles: tuple[float, float] = (1.0, 99.8)  # robust low/high for per-channel scaling
+    normalise_by: str = "auto"  # "dataset", "plate", or "auto" (plate when a plate column exists)
+    channel_names: tuple[str, ...] = field(default_factory=tuple)  # names; empty = ch0, ch1, ...
+    max_channels: int = 5  # the product supports 1-5 channels
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.crop_size <= 512:
+            raise DataError(f"crop_size {self.crop_size} is out of range; use 8-512 pixels")
+        if not 0.05 <= self.scale <= 20:
+            raise DataError(f"scale {self.scale} is out of range; use 0.05-20")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise DataError(f"percentiles {self.percentiles} must satisfy 0 <= low < high <= 100")
+        if self.normalise_by not in NORMALISE_BY:
+            raise DataError(f"normalise_by {self.normalise_by!r}: allowed {NORMALISE_BY}")
+
+
+def default_channels(n_channels: int, names: tuple[str, ...] = ()) -> tuple[ChannelSpec, ...]:
+    """Channel specs for ``n_channels`` channels, named ``names`` or ``ch0``, ``ch1``, ...
+
+    Raises:
+        DataError: when ``names`` is given with a different length.
+    """
+    if names and len(names) != n_channels:
+        raise DataError(
+            f"{len(names)} channel names {list(names)} given for images with {n_channels} channels"
+        )
+    names = names or tuple(f"ch{i}" for i in range(n_channels))
+    return tuple(
+        ChannelSpec(n, DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]) for i, n in enumerate(names)
+    )

@@ -1,0 +1,83 @@
+"""Import existing labels (from an earlier project or another tool) as real labels."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from datasets.errors import DataError
+from labeling.project import Project
+
+logger = logging.getLogger(__name__)
+
+IMPORT_ANNOTATOR = "import"
+
+
+def _read_label_csv(path: Path):  # -> pd.DataFrame
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such labels file") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot parse as CSV ({exc})") from exc
+    missing = {"path", "label"} - set(df.columns)
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {sorted(missing)}; expected a header 'path,label' "
+            f"(found {list(df.columns)})"
+        )
+    if (df["label"].str.strip() == "").any():
+        row = int((df["label"].str.strip() == "").to_numpy().argmax()) + 2
+        raise DataError(f"{path}: empty label on line {row}")
+    return df
+
+
+def _path_index(project: Project) -> dict[str, str]:
+    """Every way a label file may name a cell -> its cell_id: the cell id itself, the source path
+    relative to its crops folder, and the absolute source path."""
+    from datasets.cells import read_parts
+
+    cells = project.cells(columns=["cell_id", "source", "part"])
+    roots = {int(p["part"]): Path(p["root"]) for p in read_parts(project.path)}
+    index: dict[str, str] = {}
+    for cell_id, source, part in cells.itertuples(index=False):
+        index[cell_id] = cell_id
+        index.setdefault(source, cell_id)
+        index[str(roots[int(part)] / source)] = cell_id
+    return index
+
+
+def import_labels(project: Project, csv_path: Path, annotator: str = IMPORT_ANNOTATOR) -> int:
+    """Commit the labels of a ``path,label`` CSV to the store, in one transaction.
+
+    A path may be a cell id, a path relative to the CSV's folder or to the crops folder, or an
+    absolute path (``file.npz#i`` for an image inside an npz).
+
+    Returns:
+        The number of labels committed.
+
+    Raises:
+        DataError: on a bad CSV or paths that match no cell (nothing is committed then).
+    """
+    csv_path = Path(csv_path)
+    df = _read_label_csv(csv_path)
+    index = _path_index(project)
+    labels: dict[str, str] = {}
+    unknown: list[str] = []
+    for raw, label in zip(df["path"], df["label"]):
+        candidates = (raw, str((csv_path.parent / raw).resolve()), str(Path(raw).resolve()))
+        cell_id = next((index[c] for c in candidates if c in index), None)
+        if cell_id is None:
+            unknown.append(raw)
+        else:
+            labels[cell_id] = label.strip()
+    if unknown:
+        raise DataError(
+            f"{csv_path}: {len(unknown)} path(s) match no cell of the project, e.g. "
+            f"{unknown[:3]}; nothing was imported"
+        )
+    n = project.store.submit(labels, annotator=annotator, source="import")
+    logger.info("imported %d labels from %s", n, csv_path)
+    return n

@@ -1,0 +1,40 @@
+"""Shared fixtures: seeded randomness and a small demo screen built once per session."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+JURKAT = SHARED_DATA / "jurkat_cellcycle_ifc"
+NUCLEI_FIELD = SHARED_DATA / "dsb2018_nuclei_field"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Path:
+    """A 600-cell demo screen folder (crops, labels.csv, metadata.csv)."""
+    from datasets.demo import generate_demo
+
+    out = tmp_path_factory.mktemp("demo") / "screen"
+    generate_demo(out, n_cells=600, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory, small_demo) -> Path:
+    """A project created from :func:`small_demo` (treat as read-only; copy to modify)."""
+    from labeling.project import create_project
+
+    path = tmp_path_factory.mktemp("proj") / "demo_project"
+    project, _ = create_project(path, small_demo)
+    project.close()
+    return path

@@ -1,0 +1,127 @@
+"""The `phenoscout` command line end to end on a small demo screen."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from labeling.cli import build_parser, main
+from tests.conftest import JURKAT
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_every_subcommand_explains_itself(capsys):
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert {"demo", "init", "add", "export", "info", "app"} <= set(sub.choices)
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        assert f"usage: phenoscout {name}" in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    exe = shutil.which("phenoscout", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe, "the phenoscout console script is not installed in this environment"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "active-learning" in out.stdout
+
+
+def test_init_info_export_import_add(tmp_path, capsys, small_demo):
+    proj = tmp_path / "proj"
+    code, out, _ = run(capsys, "init", proj, "--crops", small_demo, "--channels", "DNA,Cyto")
+    assert code == 0, out
+    assert "600 cells" in out and "project ready" in out
+
+    code, out, _ = run(capsys, "info", proj)
+    assert code == 0 and "cells     600" in out and "DNA" in out
+
+    # no labels yet: a header-only labels export
+    code, out, _ = run(capsys, "export", proj, "--out", tmp_path / "labels.csv")
+    assert code == 0 and "wrote 0 rows" in out
+    assert list(pd.read_csv(tmp_path / "labels.csv").columns[:4]) == [
+        "cell_id", "label", "annotator", "labeled_at"]
+
+    # the cell table carries metadata and ground truth
+    run(capsys, "export", proj, "--out", tmp_path / "cells.parquet", "--what", "cells")
+    cells = pd.read_parquet(tmp_path / "cells.parquet")
+    truth = pd.read_csv(small_demo / "labels.csv")
+    assert len(cells) == 600 and {"plate", "well", "site", "truth"} <= set(cells.columns)
+    assert cells["truth"].value_counts().to_dict() == truth["label"].value_counts().to_dict()
+
+    # import 30 existing labels as real labels, then export them with metadata
+    old = tmp_path / "old_labels.csv"
+    truth.iloc[:30].assign(path=lambda d: [str(small_demo / p) for p in d["path"]]).to_csv(
+        old, index=False)
+    proj2 = tmp_path / "proj2"
+    code, out, err = run(capsys, "init", proj2, "--crops", small_demo, "--import-labels", old)
+    assert code == 0, err
+    assert "imported 30 labels" in out
+    run(capsys, "export", proj2, "--out", tmp_path / "labels.parquet")
+    labels = pd.read_parquet(tmp_path / "labels.parquet")
+    assert len(labels) == 30 and set(labels["annotator"]) == {"import"}
+    assert {"plate", "well", "path"} <= set(labels.columns)
+    assert dict(zip(labels["path"], labels["label"])) == dict(
+        zip(truth["path"].iloc[:30], truth["label"].iloc[:30]))
+
+    # a second plate: 600 more cells, cell ids stay unique
+    from datasets.demo import generate_demo
+
+    plate2 = tmp_path / "plate2"
+    generate_demo(plate2, n_cells=600, seed=4)
+    code, out, err = run(capsys, "add", proj, "--crops", plate2)
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", proj)
+    assert "cells     1200" in out
+    ids = pd.read_parquet(proj / "cells.parquet", columns=["cell_id"])["cell_id"]
+    assert ids.is_unique
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["init", "{tmp}/p", "--crops", "{tmp}/does_not_exist"], "does_not_exist"),
+        (["info", "{tmp}/nowhere"], "no such project folder"),
+        (["export", "{project}", "--out", "{tmp}/x.xlsx"], "unsupported export format"),
+        (["init", "{project}", "--crops", "{tmp}"], "already exists and is not empty"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code(tmp_path, capsys, small_project, argv, needle):
+    argv = [a.format(tmp=tmp_path, project=small_project) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_empty_and_corrupt_input(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "init", tmp_path / "p1", "--crops", empty)
+    assert code == 2 and "empty" in err and str(empty) in err
+    assert not (tmp_path / "p1").exists(), "a failed init must leave nothing behind"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cell.tif").write_bytes(b"II*\x00garbage")
+    code, _, err = run(capsys, "init", tmp_path / "p2", "--crops", bad)
+    assert code == 2 and "cell.tif" in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not JURKAT.exists(), reason="shared Jurkat data not present")
+def test_jurkat_loads_with_its_class_counts(tmp_path, capsys):
+    code, out, err = run(capsys, "init", tmp_path / "jurkat", "--crops", JURKAT)
+    assert code == 0, err
+    assert "3419 cells" in out
+    cells = pd.read_parquet(tmp_path / "jurkat" / "cells.parquet")
+    assert cells["truth"].value_counts().to_dict() == {
+        "G1": 900, "S_phase": 900, "G2": 900, "Prophase": 606,
+        "Metaphase": 69, "Telophase": 28, "Anaphase": 16}
