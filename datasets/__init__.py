@@ -1,1 +1,39 @@
-"""placeholder"""
+"""Reading screens: crops and fields, channels, normalisation, pixels, features, the demo screen.
+
+Public names load lazily on first use, so ``import datasets`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "PhenoScoutError": "datasets.errors",
+    "DataError": "datasets.errors",
+    "ChannelSpec": "datasets.config",
+    "IngestConfig": "datasets.config",
+    "default_channels": "datasets.config",
+    "compute_ranges": "datasets.normalise",
+    "apply_ranges": "datasets.normalise",
+    "find_images": "datasets.readers",
+    "read_image_file": "datasets.readers",
+    "read_cells": "datasets.cells",
+    "PixelStore": "datasets.pixels",
+    "IngestReport": "datasets.ingest",
+    "ingest_crops": "datasets.ingest",
+    "morphology_features": "datasets.morphology",
+    "detect_polarity": "datasets.morphology",
+    "compute_morphology": "datasets.features",
+    "read_features": "datasets.features",
+    "generate_demo": "datasets.demo",
+    "composite": "datasets.render",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'datasets' has no attribute {name!r}")

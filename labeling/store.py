@@ -1,0 +1,594 @@
+"""The label store: ``labels.db`` (SQLite, WAL) holding classes, label history, rounds, leases.
+
+The store is the only writer of ``labels.db``. Every write is one ``BEGIN IMMEDIATE`` ...
+``COMMIT`` transaction, committed before the method returns, so two processes (the app and
+``phenoscout label``, say) can write at the same time and nothing is lost. Labels are never
+deleted: the current label of a cell is its latest (highest ``label_id``) row that is not undone.
+
+Importing this module loads only the standard library (pandas is imported inside
+:meth:`LabelStore.current_labels_frame`), so the CLI reaches its commit quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labeling.class_names import SKIP, _did_you_mean, normalise_class_name
+from labeling.errors import StoreError
+from labeling.store_rounds import RoundsAndLeases, _now_iso
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+UNSURE = "unsure"  # pseudo-class: a label a user can give, never a training class
+BAD_SEGMENTATION = "bad segmentation"  # pseudo-class, as above
+SOURCES = ("batch", "review", "cli", "import", "more_like_this")
+BUSY_TIMEOUT_S = 10.0
+_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
+_PALETTE = tuple(
+    "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #bcbd22 #17becf #393b79".split()
+)
+_PSEUDO = ((UNSURE, "#b0b0b0", "u"), (BAD_SEGMENTATION, "#5a5a5a", "b"))
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cells(cell_id TEXT PRIMARY KEY);
+CREATE TABLE classes(class_id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, colour TEXT,
+    key TEXT, created_at TEXT, pseudo INTEGER NOT NULL DEFAULT 0,
+    merged_into INTEGER NULL REFERENCES classes(class_id), merged_at TEXT NULL);
+CREATE TABLE rounds(round_id INTEGER PRIMARY KEY, started_at TEXT, finished_at TEXT,
+    annotator TEXT, strategy TEXT, model_version TEXT, n_cells INTEGER, timings TEXT, state TEXT);
+CREATE TABLE labels(label_id INTEGER PRIMARY KEY,
+    cell_id TEXT NOT NULL REFERENCES cells(cell_id),
+    class_id INTEGER NOT NULL REFERENCES classes(class_id), annotator TEXT NOT NULL,
+    labeled_at TEXT, round_id INTEGER NULL REFERENCES rounds(round_id), source TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0,
+    sub_strategy TEXT NULL, guess TEXT NULL, confidence REAL NULL);
+CREATE INDEX labels_cell ON labels(cell_id);
+CREATE TABLE leases(cell_id TEXT PRIMARY KEY REFERENCES cells(cell_id), annotator TEXT,
+    round_id INTEGER, sub_strategy TEXT, guess TEXT, confidence REAL, expires_at REAL);
+"""
+
+# Latest non-undone row per cell, with the class resolved through merges (``eff``).
+_CURRENT = """
+SELECT l.cell_id, eff.name AS label, l.annotator, l.labeled_at, l.round_id, l.source,
+       eff.pseudo AS pseudo, eff.class_id AS class_id
+FROM labels l JOIN classes c ON c.class_id = l.class_id
+JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id)
+WHERE l.label_id IN (SELECT MAX(label_id) FROM labels WHERE undone = 0 GROUP BY cell_id)
+"""
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """One label event (a row of the ``labels`` table)."""
+
+    cell_id: str  # the labeled cell
+    label: str  # class name (see LabelStore.history / label_events for merged classes)
+    annotator: str  # who gave it
+    labeled_at: str  # ISO 8601 UTC with milliseconds, e.g. "2025-01-31T12:00:00.123Z"
+    round_id: int | None  # the round it answered, None outside rounds
+    source: str  # one of SOURCES
+    undone: bool = False  # True once undone by LabelStore.undo_last
+    sub_strategy: str | None = None  # the query sub-strategy that picked the cell, if leased
+    guess: str | None = None  # the model's guess when the cell was handed out, if any
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """A class as listed by :meth:`LabelStore.classes`."""
+
+    name: str  # free text, 1-200 characters
+    colour: str | None  # "#rrggbb"
+    key: str | None  # one-character keyboard shortcut, or None
+    created_at: str  # ISO 8601 UTC
+    pseudo: bool  # True for "unsure" and "bad segmentation": never a training class
+    n_labeled: int  # cells whose current label is this class
+
+
+class LabelStore(RoundsAndLeases):
+    """Reads and writes ``labels.db``; safe to share between threads of one process.
+
+    Args:
+        path: the ``labels.db`` file.
+        create: create the file (and its schema) when missing; otherwise a missing file is an
+            error.
+
+    Raises:
+        StoreError: the file is missing (and ``create`` is False), is not a PhenoScout label
+            store, is damaged, or was written by a newer PhenoScout.
+    """
+
+    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        if not self.path.exists() and not create:
+            raise StoreError(
+                f"{self.path}: label store not found; check the project folder or create the "
+                "project first (phenoscout ingest)"
+            )
+        if create and not self.path.parent.is_dir():
+            raise StoreError(f"{self.path}: folder {self.path.parent} does not exist; create it")
+        try:
+            self._db = self._connect()
+            self._ensure_schema(create)
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise StoreError(
+                f"{self.path}: cannot open the label store ({e}); the file is damaged or not a "
+                "labels.db - restore it from a backup or move it away"
+            ) from e
+        except StoreError:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            logger.warning("%s: journal mode is %s, not WAL", self.path, mode)
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _ensure_schema(self, create: bool) -> None:
+        with self._write() as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "meta" not in tables:
+                if tables or not create:
+                    raise StoreError(
+                        f"{self.path}: not a PhenoScout label store (no meta table); "
+                        "point to the project's labels.db"
+                    )
+                self._create_schema(conn)
+                return
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: label store schema version {version} is newer than this "
+                f"PhenoScout supports ({SCHEMA_VERSION}); upgrade PhenoScout"
+            )
+        if version < 1:
+            raise StoreError(f"{self.path}: label store has no valid schema_version ({row})")
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (_now_iso(),))
+        conn.executemany(
+            "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 1)",
+            [(name, colour, key, _now_iso()) for name, colour, key in _PSEUDO],
+        )
+        logger.info("%s: created label store (schema %d)", self.path, SCHEMA_VERSION)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"{self.path}: the label store is closed; open a new LabelStore")
+        return self._db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, rolled back on any error."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise StoreError(
+                    f"{self.path}: cannot start a write ({e}); another process has held the "
+                    f"store for over {BUSY_TIMEOUT_S:.0f} s - close it or retry"
+                ) from e
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close the connection; further calls raise StoreError. Safe to call twice."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> LabelStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ cells
+    def add_cells(self, cell_ids: Iterable[str]) -> int:
+        """Register cell ids (one transaction; known ids are ignored). Returns how many were new.
+
+        Raises:
+            StoreError: when an id is not a non-empty string.
+        """
+        ids = list(cell_ids)
+        bad = [c for c in ids if not isinstance(c, str) or not c]
+        if bad:
+            raise StoreError(f"cell id {bad[0]!r} is not a non-empty string; cell ids are text")
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO cells(cell_id) VALUES (?)", ((c,) for c in ids))
+            return conn.total_changes - before
+
+    def n_cells(self) -> int:
+        """Number of cells registered in the project."""
+        return int(self._read("SELECT COUNT(*) FROM cells")[0][0])
+
+    def unknown_cells(self, cell_ids: Iterable[str]) -> list[str]:
+        """The ids among ``cell_ids`` that are not cells of this project, in input order."""
+        with self._lock:
+            return self._unknown(self._conn, list(cell_ids))
+
+    has_cells = unknown_cells  # the name used in the design brief; returns the UNKNOWN ids
+
+    @staticmethod
+    def _unknown(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
+        rows = conn.execute(
+            "SELECT j.value FROM json_each(?) j LEFT JOIN cells c ON c.cell_id = j.value "
+            "WHERE c.cell_id IS NULL ORDER BY j.key",
+            (json.dumps([str(c) for c in ids]),),
+        )
+        return [r[0] for r in rows]
+
+    def _check_cells(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+        unknown = self._unknown(conn, ids)
+        if unknown:
+            raise StoreError(
+                f"{self.path.name}: {len(unknown)} unknown cell id(s), e.g. {unknown[:5]}; "
+                "nothing of this call was saved - check the ids against cells.parquet"
+            )
+
+    # ------------------------------------------------------------------ classes
+    @staticmethod
+    def _classes_by_name(conn: sqlite3.Connection) -> dict[str, tuple]:
+        """name -> (name, class_id, merged_into, pseudo, key, colour) of every class row."""
+        rows = conn.execute(
+            "SELECT name, class_id, merged_into, pseudo, key, colour FROM classes"
+        ).fetchall()
+        return {r[0]: r for r in rows}
+
+    def _active_class_id(self, conn: sqlite3.Connection, name: str) -> tuple[int, bool]:
+        """(class_id, pseudo) of an existing, unmerged class, else StoreError."""
+        clean = normalise_class_name(name)
+        by_name = self._classes_by_name(conn)
+        row = by_name.get(clean)
+        if row is None or row[2] is not None:
+            active = [n for n, r in by_name.items() if r[2] is None]
+            why = "was merged into another class" if row is not None else "does not exist"
+            raise StoreError(f"class {clean!r} {why}{_did_you_mean(clean, active)}")
+        return int(row[1]), bool(row[3])
+
+    def _insert_class(
+        self, conn: sqlite3.Connection, name: str, colour: str | None, key: str | None
+    ) -> int:
+        by_name = self._classes_by_name(conn)
+        if name in by_name:
+            merged = by_name[name][2] is not None
+            raise StoreError(
+                f"class {name!r} "
+                + ("was merged into another class" if merged else "exists")
+                + "; pick another name"
+            )
+        self._check_case_clash(by_name, name, exclude=None)
+        active = [r for r in by_name.values() if r[2] is None]
+        used_keys = {r[4] for r in active}
+        if key is None:
+            key = next((k for k in _KEYS if k not in used_keys), None)
+        else:
+            self._check_key(conn, key, exclude=None)
+        if colour is None:
+            used = {r[5] for r in active}
+            n_real = sum(1 for r in by_name.values() if not r[3])
+            colour = next((c for c in _PALETTE if c not in used), _PALETTE[n_real % len(_PALETTE)])
+        colour = self._check_colour(colour)
+        cur = conn.execute(
+            "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 0)",
+            (name, colour, key, _now_iso()),
+        )
+        logger.info("%s: new class %r (key %s, colour %s)", self.path.name, name, key, colour)
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _check_case_clash(by_name: Mapping[str, Any], name: str, exclude: str | None) -> None:
+        for other, row in by_name.items():
+            if other != exclude and row[2] is None and other.casefold() == name.casefold():
+                raise StoreError(
+                    f"class {name!r} differs from existing class {other!r} only by case; "
+                    f"use {other!r} or pick another name"
+                )
+
+    @staticmethod
+    def _check_colour(colour: str) -> str:
+        if not isinstance(colour, str) or not _HEX.match(colour):
+            raise StoreError(f"colour {colour!r} is not of the form #rrggbb, e.g. '#1f77b4'")
+        return colour.lower()
+
+    def _check_key(self, conn: sqlite3.Connection, key: str, exclude: int | None) -> None:
+        if not isinstance(key, str) or len(key) != 1 or not key.isprintable() or key.isspace():
+            raise StoreError(f"key {key!r} is not a single printable character, e.g. '1' or 'm'")
+        row = conn.execute(
+            "SELECT name FROM classes WHERE key = ? AND merged_into IS NULL AND class_id IS NOT ?",
+            (key, exclude),
+        ).fetchone()
+        if row:
+            raise StoreError(f"key {key!r} is already used by class {row[0]!r}; free it first")
+
+    def add_class(self, name: str, colour: str | None = None, key: str | None = None) -> ClassInfo:
+        """Create a class. Default colour: the next unused palette colour; default key: the next
+        free one of "1".."9", "0" (none once all ten are taken).
+
+        Raises:
+            StoreError: for a bad or existing name (also one differing only by case), a bad
+                colour, or a key that is malformed or already used.
+        """
+        clean = normalise_class_name(name)
+        with self._write() as conn:
+            self._insert_class(conn, clean, colour, key)
+        return next(c for c in self.classes() if c.name == clean)
+
+    def classes(self, include_pseudo: bool = True) -> list[ClassInfo]:
+        """Classes in creation order (pseudo-classes last); merged-away classes are not listed."""
+        rows = self._read(
+            "SELECT k.name, k.colour, k.key, k.created_at, k.pseudo, COUNT(cur.cell_id) "
+            f"FROM classes k LEFT JOIN ({_CURRENT}) cur ON cur.class_id = k.class_id "
+            "WHERE k.merged_into IS NULL AND (k.pseudo = 0 OR ?) "
+            "GROUP BY k.class_id ORDER BY k.pseudo, k.class_id",
+            (int(include_pseudo),),
+        )
+        return [ClassInfo(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5])) for r in rows]
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class; its labels follow (history shows the new name).
+
+        Raises:
+            StoreError: when ``old`` is unknown or a pseudo-class, or ``new`` is bad or taken.
+        """
+        clean = normalise_class_name(new)
+        with self._write() as conn:
+            class_id, pseudo = self._active_class_id(conn, old)
+            if pseudo:
+                raise StoreError(f"pseudo-class {old!r} cannot be renamed")
+            by_name = self._classes_by_name(conn)
+            old_name = normalise_class_name(old)
+            if clean in by_name and clean != old_name:
+                raise StoreError(f"cannot rename {old!r} to {clean!r}: that name is taken")
+            self._check_case_clash(by_name, clean, exclude=old_name)
+            conn.execute("UPDATE classes SET name = ? WHERE class_id = ?", (clean, class_id))
+        logger.info("%s: renamed class %r to %r", self.path.name, old, clean)
+
+    def merge_classes(self, source: str, target: str) -> int:
+        """Merge ``source`` into ``target``: cells labeled ``source`` now count as ``target``.
+
+        Label rows are kept as given (cell, time, annotator, original class); the class row of
+        ``source`` records ``merged_into`` and ``merged_at`` and leaves the class list. Later
+        labels submitted under the old name go to ``target``.
+
+        Returns:
+            The number of cells whose current label changed.
+
+        Raises:
+            StoreError: unknown classes, ``source == target``, or ``source`` a pseudo-class.
+        """
+        with self._write() as conn:
+            src_id, src_pseudo = self._active_class_id(conn, source)
+            dst_id, _ = self._active_class_id(conn, target)
+            if src_id == dst_id:
+                raise StoreError(f"cannot merge class {source!r} into itself")
+            if src_pseudo:
+                raise StoreError(f"pseudo-class {source!r} cannot be merged away")
+            n_cells = conn.execute(
+                f"SELECT COUNT(*) FROM ({_CURRENT}) WHERE class_id = ?", (src_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE classes SET merged_into = ?, merged_at = ?, key = NULL "
+                "WHERE class_id = ? OR merged_into = ?",
+                (dst_id, _now_iso(), src_id, src_id),
+            )
+        logger.info("%s: merged %r into %r (%d cells)", self.path.name, source, target, n_cells)
+        return int(n_cells)
+
+    def set_class_key(self, name: str, key: str | None) -> None:
+        """Set (or with None clear) a class's one-character keyboard shortcut."""
+        with self._write() as conn:
+            class_id, _ = self._active_class_id(conn, name)
+            if key is not None:
+                self._check_key(conn, key, exclude=class_id)
+            conn.execute("UPDATE classes SET key = ? WHERE class_id = ?", (key, class_id))
+
+    def set_class_colour(self, name: str, colour: str) -> None:
+        """Set a class's display colour ("#rrggbb")."""
+        colour = self._check_colour(colour)
+        with self._write() as conn:
+            class_id, _ = self._active_class_id(conn, name)
+            conn.execute("UPDATE classes SET colour = ? WHERE class_id = ?", (colour, class_id))
+
+    # ------------------------------------------------------------------ labels
+    def submit(
+        self,
+        labels: Mapping[str, str] | Sequence[tuple[str, str]],
+        annotator: str,
+        source: str,
+        round_id: int | None = None,
+        create_classes: bool = True,
+    ) -> int:
+        """Record labels in ONE transaction, committed before returning.
+
+        Every cell id is checked first; one unknown id (or unknown class with
+        ``create_classes=False``) saves nothing of the call. Each (cell, class) pair adds a
+        history row and closes every lease on that cell. A label of ``SKIP`` only closes the
+        lease. A class name that was merged away is recorded as its merge target.
+
+        Returns:
+            The number of label rows committed (SKIP entries are not counted).
+
+        Raises:
+            StoreError: unknown cell ids or classes, bad class names, a bad ``source``, an empty
+                ``annotator`` or an unknown ``round_id``.
+        """
+        pairs = list(labels.items()) if isinstance(labels, Mapping) else list(labels)
+        if not pairs:
+            return 0
+        self._check_submit_args(annotator, source)
+        cell_ids = [str(c) for c, _ in pairs]
+        named = [(str(c), normalise_class_name(lab)) for c, lab in pairs if lab != SKIP]
+        now = _now_iso()
+        with self._write() as conn:
+            self._check_cells(conn, cell_ids)
+            self._check_round(conn, round_id)
+            ids = self._class_ids(conn, {lab for _, lab in named}, create_classes)
+            leased = self._lease_info(conn, cell_ids)
+            conn.executemany(
+                "INSERT INTO labels(cell_id, class_id, annotator, labeled_at, round_id, source, "
+                "sub_strategy, guess, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c, ids[lab], annotator, now,
+                     round_id if round_id is not None else leased.get(c, (None,) * 4)[0],
+                     source, *leased.get(c, (None,) * 4)[1:])
+                    for c, lab in named
+                ],
+            )  # fmt: skip
+            conn.execute(
+                "DELETE FROM leases WHERE cell_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(cell_ids),),
+            )
+        logger.debug("%s: committed %d labels by %s", self.path.name, len(named), annotator)
+        return len(named)
+
+    @staticmethod
+    def _check_submit_args(annotator: str, source: str) -> None:
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise StoreError(f"annotator {annotator!r} is empty; give a name or initials")
+        if source not in SOURCES:
+            raise StoreError(f"label source {source!r} is unknown; use one of {SOURCES}")
+
+    def _check_round(self, conn: sqlite3.Connection, round_id: int | None) -> None:
+        if round_id is None:
+            return
+        if not conn.execute("SELECT 1 FROM rounds WHERE round_id = ?", (round_id,)).fetchone():
+            raise StoreError(
+                f"{self.path.name}: round {round_id} does not exist; call start_round first"
+            )
+
+    def _class_ids(self, conn: sqlite3.Connection, names: set[str], create: bool) -> dict[str, int]:
+        by_name = self._classes_by_name(conn)
+        ids: dict[str, int] = {}
+        for name in sorted(names):
+            row = by_name.get(name)
+            if row is not None:
+                ids[name] = int(row[2] if row[2] is not None else row[1])
+            elif create:
+                ids[name] = self._insert_class(conn, name, None, None)
+                by_name = self._classes_by_name(conn)
+            else:
+                active = [n for n, r in by_name.items() if r[2] is None]
+                raise StoreError(
+                    f"class {name!r} does not exist{_did_you_mean(name, active)}; add it first "
+                    "- nothing of this call was saved"
+                )
+        return ids
+
+    def undo_last(self, annotator: str) -> LabelRecord | None:
+        """Undo ``annotator``'s latest label still in force; the cell's previous label (if any)
+        becomes current again. Returns the undone record (``undone=True``), or None."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT l.label_id, l.cell_id, c.name, l.annotator, l.labeled_at, l.round_id, "
+                "l.source FROM labels l JOIN classes c ON c.class_id = l.class_id "
+                "WHERE l.annotator = ? AND l.undone = 0 ORDER BY l.label_id DESC LIMIT 1",
+                (annotator,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE labels SET undone = 1 WHERE label_id = ?", (row[0],))
+        logger.info("%s: undid label of %s by %s", self.path.name, row[1], annotator)
+        return LabelRecord(row[1], row[2], row[3], row[4], row[5], row[6], undone=True)
+
+    def current_labels(self, include_pseudo: bool = False) -> dict[str, str]:
+        """cell_id -> class name of every labeled cell (latest non-undone row wins)."""
+        rows = self._read(
+            f"SELECT cell_id, label FROM ({_CURRENT}) WHERE pseudo = 0 OR ?", (int(include_pseudo),)
+        )
+        return dict(rows)
+
+    def current_labels_frame(self, include_pseudo: bool = False) -> pd.DataFrame:
+        """Current labels as a frame: cell_id, label, annotator, labeled_at, round_id (Int64),
+        source, pseudo; one row per labeled cell, in labeling order."""
+        import pandas as pd
+
+        rows = self._read(
+            "SELECT cell_id, label, annotator, labeled_at, round_id, source, pseudo "
+            f"FROM ({_CURRENT}) WHERE pseudo = 0 OR ?",
+            (int(include_pseudo),),
+        )
+        cols = ["cell_id", "label", "annotator", "labeled_at", "round_id", "source", "pseudo"]
+        frame = pd.DataFrame.from_records(rows, columns=cols)
+        frame["round_id"] = frame["round_id"].astype("Int64")
+        frame["pseudo"] = frame["pseudo"].astype(bool)
+        return frame
+
+    def history(self, cell_id: str) -> list[LabelRecord]:
+        """Every label event of a cell, oldest first, undone ones flagged. ``label`` is the class
+        the row was given as (a merged-away class keeps its old name here).
+
+        Raises:
+            StoreError: when ``cell_id`` is not a cell of the project.
+        """
+        with self._lock:
+            self._check_cells(self._conn, [cell_id])
+            rows = self._conn.execute(
+                "SELECT l.cell_id, c.name, l.annotator, l.labeled_at, l.round_id, l.source, "
+                "l.undone FROM labels l JOIN classes c ON c.class_id = l.class_id "
+                "WHERE l.cell_id = ? ORDER BY l.label_id",
+                (cell_id,),
+            ).fetchall()
+        return [LabelRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+    def label_counts(self, include_pseudo: bool = False) -> dict[str, int]:
+        """Class name -> number of cells currently carrying it, for every listed class (0s too)."""
+        return {c.name: c.n_labeled for c in self.classes(include_pseudo=include_pseudo)}
+
+    def n_labels_given(self) -> int:
+        """Label events in force (not undone), pseudo-labels included: the "labels spent" axis."""
+        return int(self._read("SELECT COUNT(*) FROM labels WHERE undone = 0")[0][0])
+
+    def label_events(self) -> list[LabelRecord]:
+        """All non-undone label events in the order given, with class names resolved through
+        merges (for discovery curves); pseudo-labels included."""
+        rows = self._read(
+            "SELECT l.cell_id, eff.name, l.annotator, l.labeled_at, l.round_id, l.source, 0, "
+            "l.sub_strategy, l.guess FROM labels l JOIN classes c ON c.class_id = l.class_id "
+            "JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id) "
+            "WHERE l.undone = 0 ORDER BY l.label_id"
+        )
+        return [LabelRecord(*r[:6], False, *r[7:]) for r in rows]

@@ -1,0 +1,178 @@
+"""Rounds (one per batch handed out, with the strategy's state) and leases (which annotator
+holds which cells until when) of the label store; mixed into :class:`labeling.store.LabelStore`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from labeling.errors import StoreError
+
+_LEASE_COLS = "cell_id, annotator, round_id, sub_strategy, guess, confidence, expires_at"
+_ROUND_COLS = (
+    "round_id, started_at, finished_at, annotator, strategy, model_version, n_cells, timings, state"
+)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _dumps(obj: dict | None) -> str | None:
+    return None if obj is None else json.dumps(obj, default=_json_default)
+
+
+def _loads(text: str | None) -> dict | None:
+    return None if text is None else json.loads(text)
+
+
+class RoundsAndLeases:
+    """Round and lease methods; the host class provides the connection helpers below."""
+
+    path: Path
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _check_cells(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def _check_round(self, conn: sqlite3.Connection, round_id: int | None) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ rounds
+    def start_round(
+        self,
+        annotator: str,
+        strategy: str,
+        model_version: str | None,
+        n_cells: int,
+        state: dict | None = None,
+    ) -> int:
+        """Record the start of a query round (``state``: strategy JSON state); return its id."""
+        state_json = _dumps(state)
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO rounds(started_at, annotator, strategy, model_version, n_cells, state)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (_now_iso(), annotator, strategy, model_version, int(n_cells), state_json),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_round(self, round_id: int, timings: dict) -> None:
+        """Mark a round finished and store its timings (seconds per step, say) as JSON."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE rounds SET finished_at = ?, timings = ? WHERE round_id = ?",
+                (_now_iso(), _dumps(timings), round_id),
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"{self.path.name}: round {round_id} does not exist")
+
+    def last_state(self, strategy: str) -> dict:
+        """The JSON state of the latest round of ``strategy`` that saved one ({} if none)."""
+        rows = self._read(
+            "SELECT state FROM rounds WHERE strategy = ? AND state IS NOT NULL "
+            "ORDER BY round_id DESC LIMIT 1",
+            (strategy,),
+        )
+        return (_loads(rows[0][0]) or {}) if rows else {}
+
+    def rounds(self) -> list[dict]:
+        """Every round as a dict (timings and state parsed), oldest first."""
+        cols = _ROUND_COLS.split(", ")
+        rows = self._read(f"SELECT {_ROUND_COLS} FROM rounds ORDER BY round_id")
+        out = [dict(zip(cols, r, strict=True)) for r in rows]
+        for d in out:
+            d["timings"], d["state"] = _loads(d["timings"]), _loads(d["state"])
+        return out
+
+    # ------------------------------------------------------------------ leases
+    @staticmethod
+    def _lease_info(conn: sqlite3.Connection, cell_ids: list[str]) -> dict[str, tuple]:
+        """cell_id -> (round_id, sub_strategy, guess, confidence) of the leases on these cells,
+        so that a label remembers which strategy picked its cell and what the model guessed."""
+        rows = conn.execute(
+            "SELECT cell_id, round_id, sub_strategy, guess, confidence FROM leases "
+            "WHERE cell_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(cell_ids),),
+        ).fetchall()
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+    def lease(
+        self, items: Sequence[Mapping[str, Any]], annotator: str, round_id: int, ttl_s: float = 3600
+    ) -> int:
+        """Lease cells to ``annotator`` for ``ttl_s`` seconds (one transaction).
+
+        Args:
+            items: dicts with ``cell_id`` and optionally ``sub_strategy``, ``guess`` (class
+                name) and ``confidence``, in the order the batch is shown.
+            annotator: who gets the batch.
+            round_id: the round the batch belongs to.
+            ttl_s: lease lifetime; 0 gives a lease that has already expired.
+
+        Returns:
+            The number leased: cells held by another annotator's unexpired lease are left out
+            (the annotator's own earlier leases of the same cells are renewed; leases of other
+            cells stay open, so call :meth:`release` first to start a fresh batch).
+        """
+        cell_ids = [str(it["cell_id"]) for it in items]
+        now = time.time()
+        with self._write() as conn:
+            self._check_cells(conn, cell_ids)
+            self._check_round(conn, round_id)
+            conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
+            sql = "SELECT cell_id FROM leases WHERE annotator != ?"
+            taken = {r[0] for r in conn.execute(sql, (annotator,))}
+            rows = [
+                (cid, annotator, round_id, it.get("sub_strategy"), it.get("guess"),
+                 _float_or_none(it.get("confidence")), now + ttl_s)
+                for cid, it in zip(cell_ids, items, strict=True) if cid not in taken
+            ]  # fmt: skip
+            sql = f"INSERT OR REPLACE INTO leases({_LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            conn.executemany(sql, rows)
+        return len(rows)
+
+    def leased_ids(self, exclude_annotator: str | None = None) -> set[str]:
+        """Ids of cells under an unexpired lease (of other annotators when one is excluded)."""
+        rows = self._read(
+            "SELECT cell_id FROM leases WHERE expires_at > ? AND annotator IS NOT ?",
+            (time.time(), exclude_annotator),
+        )
+        return {r[0] for r in rows}
+
+    def open_lease(self, annotator: str) -> list[dict]:
+        """``annotator``'s unexpired leases not yet labeled or skipped, in lease order (dicts
+        with cell_id, annotator, round_id, sub_strategy, guess, confidence, expires_at)."""
+        rows = self._read(
+            f"SELECT {_LEASE_COLS} FROM leases WHERE annotator = ? AND expires_at > ? "
+            "ORDER BY rowid",
+            (annotator, time.time()),
+        )
+        cols = _LEASE_COLS.split(", ")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def release(self, annotator: str) -> int:
+        """Drop every lease of ``annotator``. Returns how many were dropped."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM leases WHERE annotator = ?", (annotator,)).rowcount
+
