@@ -75,11 +75,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from labeling.imports import import_labels
     from labeling.project import create_project
 
-    with tqdm_progress("ingest") as progress:
+    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
         project, report = create_project(
             Path(args.project), Path(args.crops), _ingest_config(args),
             labels_csv=args.labels_csv, metadata_csv=args.metadata_csv,
-            seed=args.seed, progress=progress,
+            seed=args.seed, progress=progress, feature_progress=fprogress,
         )
     _print_report(report)
     if args.import_labels:
@@ -94,10 +94,10 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from labeling.project import add_crops, open_project
 
     project = open_project(Path(args.project))
-    with tqdm_progress("ingest") as progress:
+    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
         report = add_crops(
-            project, Path(args.crops),
-            labels_csv=args.labels_csv, metadata_csv=args.metadata_csv, progress=progress,
+            project, Path(args.crops), labels_csv=args.labels_csv,
+            metadata_csv=args.metadata_csv, progress=progress, feature_progress=fprogress,
         )
     _print_report(report)
     if args.import_labels:

@@ -107,6 +107,7 @@ def create_project(
     metadata_csv: Path | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    feature_progress: Progress | None = None,
 ) -> tuple[Project, IngestReport]:
     """Create a project from a folder of single-cell crops.
 
@@ -120,7 +121,8 @@ def create_project(
         labels_csv: ground truth ``path,label`` (simulation and evaluation only).
         metadata_csv: ``path`` + metadata columns carried to every export.
         seed: the project's seed.
-        progress: ``progress(done, total)`` over ingest, then over features.
+        progress: ``progress(done, total)`` over the ingest, in cells.
+        feature_progress: the same over the feature computation.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
@@ -155,7 +157,7 @@ def create_project(
         project = Project(path, config)
         with LabelStore(path / DB_FILE, create=True) as store:
             store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
-        compute_morphology(path, progress=progress)
+        compute_morphology(path, progress=feature_progress)
     except BaseException:
         _remove_partial(path, created)
         raise
@@ -182,6 +184,7 @@ def add_crops(
     labels_csv: Path | None = None,
     metadata_csv: Path | None = None,
     progress: Progress | None = None,
+    feature_progress: Progress | None = None,
 ) -> IngestReport:
     """Add a folder of crops (a new plate) to an existing project.
 
@@ -201,5 +204,5 @@ def add_crops(
     )
     project.__dict__.pop("pixels", None)
     project.store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
-    compute_morphology(project.path, progress=progress)
+    compute_morphology(project.path, progress=feature_progress)
     return report

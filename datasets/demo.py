@@ -1,0 +1,505 @@
+"""The built-in demo screen: a synthetic two-channel fluorescence screen of single-cell crops.
+
+Layout written by :func:`generate_demo`::
+
+    OUT/plate{p}/{well}_s{site}.npz   "images": (n, 2, 64, 64) uint16, channel 0 nucleus (DNA),
+                                      channel 1 cytoplasm; one file per imaged site
+    OUT/labels.csv                    path,label   (path like "plate1/B03_s2.npz#17", 0-based)
+    OUT/metadata.csv                  path,plate,well,site,control
+    OUT/README.txt                    what this is
+
+Seven phenotypes, three of them rare, overlap honestly (size, shape and DNA content are
+continuous; out-of-focus cells hide detail), with screen-like nuisances: Poisson-like noise on
+a camera offset, per-cell blur, plate and site intensity shifts, neighbours cut at the crop
+edge. A few "hit" wells per plate are enriched in one phenotype. A seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from scipy import fft as sfft
+
+from datasets.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+PHENOTYPES = (
+    "interphase", "large_flat", "elongated", "binucleated",
+    "mitotic", "apoptotic", "micronucleated",
+)  # fmt: skip
+PREVALENCE = (0.565, 0.17, 0.145, 0.095, 0.012, 0.008, 0.005)  # screen-wide share, same order
+RARE_PHENOTYPES = PHENOTYPES[4:]
+CHANNELS = ("DNA", "cytoplasm")
+CROP_SIZE = 64
+MIN_CELLS = 100
+_MARGIN = 8  # canvas margin so that blur and neighbours behave at the crop edge
+_CANVAS = CROP_SIZE + 2 * _MARGIN
+_N_PLATES, _SITES_PER_WELL, _CELLS_PER_SITE = 2, 3, 100
+_HIT_BOOST = {"binucleated": 3.0, "mitotic": 6.0, "apoptotic": 6.0, "micronucleated": 6.0}
+_PLATE_GAIN = ((1.0, 1.0), (0.8, 1.2))  # per plate, per channel
+_BACKGROUND = (30.0, 60.0)  # photons per pixel, per channel
+_CAMERA_OFFSET, _READ_NOISE = 100.0, 4.0  # ADU
+_DNA_UNIT = 1.8e5  # photons of a 2N nucleus
+_CYTO_LEVEL = 500.0  # photons per pixel of an interphase cytoplasm
+_MAX_NUCLEI = 6
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: same seed, same bytes
+_README_MARK = "PhenoScout demo screen"
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What :func:`generate_demo` wrote."""
+
+    out_dir: Path  # the demo folder
+    n_cells: int  # cells written
+    class_counts: dict[str, int]  # cells per phenotype
+    n_files: int  # .npz site files written
+
+
+# How each phenotype looks, one row per PHENOTYPES entry; lengths are semi-axes in pixels.
+# cell size (mean, sd), cell aspect (low, high), nucleus size (mean, sd), nucleus aspect
+# (low, high), cytoplasm brightness, chromatin texture, outline ruffle.
+_LOOKS = np.array([
+    [12.5, 1.6, 1.0, 1.40, 6.2, 0.8, 1.0, 1.30, 1.0, 0.15, 0.06],  # interphase
+    [16.5, 2.2, 1.0, 1.45, 7.4, 0.9, 1.0, 1.30, 0.6, 0.12, 0.09],  # large_flat
+    [13.0, 1.6, 1.6, 3.00, 6.2, 0.8, 1.2, 1.70, 1.0, 0.15, 0.05],  # elongated
+    [14.0, 1.8, 1.1, 1.60, 5.5, 0.7, 1.0, 1.25, 0.9, 0.15, 0.06],  # binucleated
+    [10.5, 1.2, 1.0, 1.15, 5.8, 0.6, 1.0, 1.20, 1.5, 0.45, 0.03],  # mitotic
+    [8.5, 1.3, 1.0, 1.40, 3.0, 0.5, 1.0, 1.30, 1.4, 0.30, 0.22],  # apoptotic
+    [12.5, 1.6, 1.0, 1.40, 6.2, 0.8, 1.0, 1.30, 1.0, 0.15, 0.06],  # micronucleated
+])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Site:
+    plate: int  # 1-based
+    well: str  # e.g. "B03"
+    site: int  # 1-based
+    control: str  # "negative" or "none"
+    well_idx: int  # position in the layout's well list
+
+    @property
+    def path(self) -> str:
+        return f"plate{self.plate}/{self.well}_s{self.site}.npz"
+
+
+def generate_demo(
+    out_dir: Path,
+    n_cells: int = 20000,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> DemoSummary:
+    """Write the synthetic demo screen (see the module docstring for the layout).
+
+    Args:
+        out_dir: folder to write; created, or an earlier demo there is replaced.
+        n_cells: number of cells, at least 100.
+        seed: seed of the one random generator behind every choice; same seed, same bytes.
+        progress: called as ``progress(done_cells, n_cells)`` after each site file.
+
+    Returns:
+        What was written.
+
+    Raises:
+        DataError: on ``n_cells`` < 100, or when ``out_dir`` holds something else.
+    """
+    if n_cells < MIN_CELLS:
+        raise DataError(f"n_cells={n_cells} is too small for a screen; use at least {MIN_CELLS}")
+    out_dir = Path(out_dir)
+    _prepare_folder(out_dir)
+    rng = np.random.default_rng(seed)
+    sites, site_of_cell, labels = _plan(n_cells, rng)
+    done = 0
+    for site_idx, site in enumerate(sites):
+        cells = labels[site_of_cell == site_idx]
+        images = _render(cells, _PLATE_GAIN[site.plate - 1], rng)
+        _write_npz(out_dir / site.path, images)
+        done += len(cells)
+        if progress is not None:
+            progress(done, n_cells)
+    _write_tables(out_dir, sites, site_of_cell, labels)
+    counts = {name: int((labels == k).sum()) for k, name in enumerate(PHENOTYPES)}
+    logger.info("demo: %d cells in %d files under %s", n_cells, len(sites), out_dir)
+    return DemoSummary(out_dir, n_cells, counts, len(sites))
+
+
+def plan_phenotypes(n_cells: int, seed: int = 0) -> npt.NDArray[np.int64]:
+    """The phenotype index (into PHENOTYPES) of every cell that ``generate_demo`` would write,
+    in labels.csv order, without rendering anything (cheap; for tests and reports).
+
+    Returns:
+        (n_cells,) int64.
+    """
+    return _plan(n_cells, np.random.default_rng(seed))[2]
+
+
+def _plan(n_cells: int, rng: np.random.Generator) -> tuple[list[_Site], npt.NDArray, npt.NDArray]:
+    """Sites in file order, each cell's site index (n,) and phenotype index (n,)."""
+    sites, weights = _layout(n_cells, rng)
+    share = rng.gamma(3.0, size=len(sites))  # uneven cell density; every site gets a cell
+    counts = 1 + rng.multinomial(n_cells - len(sites), share / share.sum())
+    site_of_cell = np.repeat(np.arange(len(sites)), counts)
+    well_weights = weights[[s.well_idx for s in sites]][site_of_cell]
+    return sites, site_of_cell, _assign_phenotypes(well_weights, rng)
+
+
+# -- plan: wells, sites, phenotypes ------------------------------------------------------------
+
+
+def _layout(n_cells: int, rng: np.random.Generator) -> tuple[list[_Site], npt.NDArray]:
+    """Sites in file order, and per-well phenotype weights (n_wells, n_phenotypes).
+
+    Column 2 of every plate holds negative controls; a few other wells per plate are hits,
+    enriched in one phenotype each; every well varies mildly.
+    """
+    n_wells = max(2, math.ceil(n_cells / (_N_PLATES * _SITES_PER_WELL * _CELLS_PER_SITE)))
+    n_rows = min(8, max(1, round(math.sqrt(n_wells / 1.5))))
+    n_cols = max(2, math.ceil(n_wells / n_rows))
+    wells = [f"{'BCDEFGHI'[r]}{c:02d}" for c in range(2, 2 + n_cols) for r in range(n_rows)]
+    sites, weights = [], []
+    for plate in range(1, _N_PLATES + 1):
+        w = rng.lognormal(0.0, 0.15, size=(len(wells), len(PHENOTYPES)))
+        candidates = rng.permutation(np.arange(n_rows, len(wells)))  # all but column 2
+        n_hits = max(1, round(0.06 * len(candidates)))
+        for k, name in enumerate(_HIT_BOOST):
+            hits = candidates[(k * n_hits) % len(candidates) :][:n_hits]
+            w[hits, PHENOTYPES.index(name)] *= _HIT_BOOST[name]
+        for i, well in enumerate(wells):
+            control = "negative" if i < n_rows else "none"
+            for s in range(1, _SITES_PER_WELL + 1):
+                sites.append(_Site(plate, well, s, control, len(weights) + i))
+        weights.extend(w)
+    return sites, np.asarray(weights)
+
+
+def _assign_phenotypes(weights: npt.NDArray, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """Phenotype of each cell (n,) with exact screen-wide counts (``PREVALENCE`` x n), placed
+    with probability proportional to each cell's well weight (n, n_phenotypes)."""
+    n = len(weights)
+    counts = [round(p * n) for p in PREVALENCE[1:]]
+    labels = np.zeros(n, dtype=np.int64)
+    free = np.arange(n)
+    for k in range(len(PHENOTYPES) - 1, 0, -1):  # rarest first
+        keys = rng.exponential(size=len(free)) / weights[free, k]
+        chosen = np.argsort(keys, kind="stable")[: counts[k - 1]]
+        labels[free[chosen]] = k
+        free = np.delete(free, chosen)
+    return labels
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+_YY, _XX = (np.mgrid[:_CANVAS, :_CANVAS].astype(np.float32) - (_CANVAS - 1) / 2.0)[:, None]
+
+
+def _render(
+    labels: npt.NDArray, gain: tuple[float, float], rng: np.random.Generator
+) -> npt.NDArray:
+    """(m, 2, 64, 64) uint16 crops of cells with phenotypes ``labels`` (m,)."""
+    cells = _cell_params(labels, rng)
+    nuclei = _nucleus_params(labels, cells, rng)
+    dna, cyto = _paint(cells, nuclei)
+    _paint_neighbours(dna, cyto, cells, rng)
+    texture = _smooth_noise(len(labels), rng)
+    dna *= np.maximum(1.0 + cells["texture"].astype(np.float32)[:, None, None] * texture[:, 0], 0.1)
+    cyto *= np.maximum(1.0 + 0.2 * texture[:, 1], 0.1)
+    return _camera(np.stack([dna, cyto], axis=1), cells["blur"], gain, rng)
+
+
+def _cell_params(labels: npt.NDArray, rng: np.random.Generator) -> dict[str, npt.NDArray]:
+    """Cell-body geometry and brightness, (m,) arrays (``ruffle`` is (m, 3, 2))."""
+    m = len(labels)
+    look = _LOOKS[labels]
+    r = np.maximum(rng.normal(look[:, 0], look[:, 1]), 5.0)
+    aspect = rng.uniform(look[:, 2], look[:, 3])
+    return {
+        "x": rng.normal(0.0, 1.0, m), "y": rng.normal(0.0, 1.0, m),
+        "a": r * np.sqrt(aspect), "b": r / np.sqrt(aspect), "theta": rng.uniform(0, np.pi, m),
+        "cyto": look[:, 8] * rng.lognormal(0.0, 0.25, m), "texture": look[:, 9],
+        "ruffle": np.stack([look[:, 10, None] * rng.uniform(0.3, 1.0, (m, 3)),
+                            rng.uniform(0, 2 * np.pi, (m, 3))], axis=2),
+        "blur": np.where(rng.random(m) < 0.07, rng.uniform(2.0, 3.5, m), rng.uniform(0.8, 1.3, m)),
+        "look": look,
+    }  # fmt: skip
+
+
+def _nucleus_params(
+    labels: npt.NDArray, cells: dict[str, npt.NDArray], rng: np.random.Generator
+) -> dict[str, npt.NDArray]:
+    """Up to six nuclear objects per cell: (m, 6) arrays x, y, a, b, theta, dna, on."""
+    m, look = len(labels), cells["look"]
+    nuc = {k: np.zeros((m, _MAX_NUCLEI)) for k in ("x", "y", "a", "b", "theta", "dna")}
+    nuc["on"] = np.zeros((m, _MAX_NUCLEI), dtype=bool)
+    phase = rng.random(m)  # G1, S or G2 DNA content
+    dna = np.where(phase < 0.55, 1.0, np.where(phase < 0.8, rng.uniform(1.0, 2.0, m), 2.0))
+    dna *= rng.lognormal(0.0, 0.07, m)
+    r = np.maximum(rng.normal(look[:, 4], look[:, 5]), 2.0) * dna**0.25
+    aspect = rng.uniform(look[:, 6], look[:, 7])
+    shift, angle = rng.uniform(0, 0.25, m) * cells["b"], rng.uniform(0, 2 * np.pi, m)
+    _place(
+        nuc, np.arange(m), 0, x=cells["x"] + shift * np.cos(angle),
+        y=cells["y"] + shift * np.sin(angle), a=r * np.sqrt(aspect), b=r / np.sqrt(aspect),
+        theta=cells["theta"] + rng.normal(0.0, 0.3, m), dna=dna,
+    )  # fmt: skip
+    for name, change in _NUCLEUS_CHANGES.items():
+        idx = np.flatnonzero(labels == PHENOTYPES.index(name))
+        if len(idx):
+            change(idx, nuc, cells, rng)
+    return nuc
+
+
+def _place(nuc: dict, idx: npt.NDArray, slot: int, **values: npt.NDArray | float) -> None:
+    """Switch on nuclear object ``slot`` of cells ``idx`` with the given x, y, a, b, ..."""
+    for key, value in values.items():
+        nuc[key][idx, slot] = value
+    nuc["on"][idx, slot] = True
+
+
+def _binucleated(idx: npt.NDArray, nuc: dict, cells: dict, rng: np.random.Generator) -> None:
+    """Two G1-like nuclei along the cell's long axis, from touching to well apart."""
+    n = len(idx)
+    gap = rng.uniform(1.4, 2.8, n) * nuc["b"][idx, 0]
+    theta = cells["theta"][idx]
+    a, b = nuc["a"][idx, 0], nuc["b"][idx, 0]
+    for slot, sign in ((0, 0.5), (1, -0.5)):
+        _place(
+            nuc, idx, slot, x=cells["x"][idx] + sign * gap * np.cos(theta),
+            y=cells["y"][idx] + sign * gap * np.sin(theta), a=a * rng.uniform(0.85, 1.1, n),
+            b=b * rng.uniform(0.85, 1.1, n), theta=rng.uniform(0, np.pi, n),
+            dna=rng.lognormal(0.0, 0.1, n),
+        )  # fmt: skip
+
+
+def _mitotic(idx: npt.NDArray, nuc: dict, cells: dict, rng: np.random.Generator) -> None:
+    """Condensed chromatin: prophase (textured 4N nucleus), metaphase plate, or two
+    separating anaphase/telophase plates in a stretched cell."""
+    stage = rng.random(len(idx))
+    nuc["dna"][idx, 0] = 2.0 * rng.lognormal(0.0, 0.07, len(idx))
+    cells["texture"][idx[stage < 0.25]] = 0.7  # prophase: condensing threads
+    plates = idx[stage >= 0.25]
+    n = len(plates)
+    nuc["a"][plates, 0], nuc["b"][plates, 0] = rng.uniform(5, 7, n), rng.uniform(1.6, 2.6, n)
+    nuc["theta"][plates, 0] = rng.uniform(0, np.pi, n)
+    late = idx[stage >= 0.8]
+    n, axis = len(late), cells["theta"][late]
+    cells["a"][late] *= 1.3
+    gap = rng.uniform(3.5, 7.0, n)
+    for slot, sign in ((0, 1.0), (1, -1.0)):
+        _place(
+            nuc, late, slot, x=cells["x"][late] + sign * gap * np.cos(axis),
+            y=cells["y"][late] + sign * gap * np.sin(axis), a=rng.uniform(4, 6, n),
+            b=rng.uniform(1.5, 2.3, n), theta=axis + np.pi / 2, dna=1.0,
+        )  # fmt: skip
+
+
+def _apoptotic(idx: npt.NDArray, nuc: dict, cells: dict, rng: np.random.Generator) -> None:
+    """A pyknotic bright nucleus, or 3-6 scattered fragments (apoptotic bodies)."""
+    total = rng.uniform(0.8, 1.8, len(idx))
+    n_frag = np.where(rng.random(len(idx)) < 0.2, 1, rng.integers(3, _MAX_NUCLEI + 1, len(idx)))
+    for slot in range(_MAX_NUCLEI):
+        on = idx[n_frag > slot]
+        n, share = len(on), total[n_frag > slot] / n_frag[n_frag > slot]
+        single = n_frag[n_frag > slot] == 1
+        r = np.where(single, rng.uniform(2.5, 3.8, n), rng.uniform(1.4, 2.8, n))
+        reach = np.where(single, 1.0, rng.uniform(3.0, 8.0, n))
+        angle = rng.uniform(0, 2 * np.pi, n)
+        _place(
+            nuc, on, slot, x=cells["x"][on] + reach * np.cos(angle),
+            y=cells["y"][on] + reach * np.sin(angle), a=r * 1.1, b=r / 1.1, theta=angle, dna=share,
+        )  # fmt: skip
+
+
+def _micronucleated(idx: npt.NDArray, nuc: dict, cells: dict, rng: np.random.Generator) -> None:
+    """One or two small micronuclei just outside the main nucleus."""
+    n_micro = np.where(rng.random(len(idx)) < 0.35, 2, 1)
+    for slot in (1, 2):
+        on = idx[n_micro >= slot]
+        n = len(on)
+        r = rng.uniform(1.6, 2.6, n)
+        reach = nuc["a"][on, 0] + rng.uniform(3.0, 5.5, n)
+        angle, main_area = rng.uniform(0, 2 * np.pi, n), nuc["a"][on, 0] * nuc["b"][on, 0]
+        brighter = nuc["dna"][on, 0] * r * r / main_area * rng.uniform(1.1, 1.7, n)
+        _place(
+            nuc, on, slot, x=nuc["x"][on, 0] + reach * np.cos(angle),
+            y=nuc["y"][on, 0] + reach * np.sin(angle), a=r, b=r, theta=0.0, dna=brighter,
+        )  # fmt: skip
+
+
+_NUCLEUS_CHANGES = {
+    "binucleated": _binucleated,
+    "mitotic": _mitotic,
+    "apoptotic": _apoptotic,
+    "micronucleated": _micronucleated,
+}
+
+
+def _ellipse(
+    x: npt.NDArray, y: npt.NDArray, a: npt.NDArray, b: npt.NDArray, theta: npt.NDArray,
+    ruffle: npt.NDArray | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:  # fmt: skip
+    """Anti-aliased coverage (m, H, W) in [0, 1] of m ellipses on the canvas, and a dome
+    profile (1 at the centre, 0.75 at the rim); ``ruffle`` (m, 3, 2) bends the outline."""
+
+    def col(v: npt.NDArray) -> npt.NDArray[np.float32]:
+        return np.asarray(v, dtype=np.float32)[:, None, None]
+
+    dx, dy = _XX - col(x), _YY - col(y)
+    cos, sin = col(np.cos(theta)), col(np.sin(theta))
+    u, v = (dx * cos + dy * sin) / col(a), (dy * cos - dx * sin) / col(b)
+    rr = np.sqrt(u * u + v * v)
+    if ruffle is not None:
+        phi = np.arctan2(v, u)
+        bend = sum(col(ruffle[:, k, 0]) * np.cos(h * phi + col(ruffle[:, k, 1]))
+                   for k, h in enumerate((2, 3, 5)))  # fmt: skip
+        rr /= 1.0 + bend
+    cover = np.clip((1.0 - rr) * col(np.sqrt(a * b)) + 0.5, 0.0, 1.0)
+    dome = 0.75 + 0.25 * np.sqrt(np.clip(1.0 - rr * rr, 0.0, 1.0))
+    return cover, dome
+
+
+def _paint(
+    cells: dict[str, npt.NDArray], nuc: dict[str, npt.NDArray]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Noise-free photon images (m, H, W) of the DNA and cytoplasm channels of the cells."""
+    m = len(cells["x"])
+    dna = np.zeros((m, _CANVAS, _CANVAS), dtype=np.float32)
+    for slot in range(_MAX_NUCLEI):
+        idx = np.flatnonzero(nuc["on"][:, slot])
+        if len(idx) == 0:
+            continue
+        geom = [nuc[k][idx, slot] for k in ("x", "y", "a", "b", "theta")]
+        cover, dome = _ellipse(*geom)
+        peak = nuc["dna"][idx, slot] * _DNA_UNIT / (np.pi * geom[2] * geom[3] * 0.92)
+        dna[idx] = np.maximum(dna[idx], cover * dome * peak.astype(np.float32)[:, None, None])
+    cover, _ = _ellipse(*(cells[k] for k in ("x", "y", "a", "b", "theta")), cells["ruffle"])
+    dx, dy = _XX - nuc["x"][:, :1, None], _YY - nuc["y"][:, :1, None]
+    spread = (2.0 * (1.8 * nuc["b"][:, :1, None]) ** 2).astype(np.float32)
+    thick = 0.6 + 0.4 * np.exp(-(dx * dx + dy * dy) / spread)  # thicker around the nucleus
+    cyto = cover * thick * (cells["cyto"] * _CYTO_LEVEL).astype(np.float32)[:, None, None]
+    return dna, cyto
+
+
+def _smooth_noise(m: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """(m, 2, H, W) float32 Gaussian noise smoothed over ~1.2 px, scaled to unit variance."""
+    white = sfft.rfft2(rng.standard_normal((m, 2, _CANVAS, _CANVAS), dtype=np.float32))
+    smooth = sfft.irfft2(white * _gaussian_otf(np.array([1.2]))[:, None], s=(_CANVAS, _CANVAS))
+    return smooth * np.float32(2.0 * 1.2 * np.sqrt(np.pi))  # 1 / std of the smoothed noise
+
+
+def _gaussian_otf(sigma: npt.NDArray) -> npt.NDArray[np.float32]:
+    """(m, H, W // 2 + 1) transfer functions of Gaussian blurs with widths ``sigma`` (m,)."""
+    fy, fx = np.fft.fftfreq(_CANVAS)[:, None], np.fft.rfftfreq(_CANVAS)[None, :]
+    f2 = (fy * fy + fx * fx).astype(np.float32)
+    return np.exp(-2.0 * np.pi**2 * (sigma.astype(np.float32)[:, None, None] ** 2) * f2)
+
+
+def _paint_neighbours(
+    dna: npt.NDArray, cyto: npt.NDArray, cells: dict[str, npt.NDArray], rng: np.random.Generator
+) -> None:
+    """Add up to three neighbouring interphase cells, mostly outside the crop, in place."""
+    m = len(dna)
+    for chance in (0.65, 0.35, 0.12):
+        idx = np.flatnonzero(rng.random(m) < chance)
+        n = len(idx)
+        r, aspect = np.maximum(rng.normal(12.5, 2.0, n), 6.0), rng.uniform(1.0, 1.5, n)
+        reach = np.maximum(rng.uniform(24, 38, n), np.maximum(cells["a"][idx], 8) + 0.6 * r)
+        angle, theta = rng.uniform(0, 2 * np.pi, n), rng.uniform(0, np.pi, n)
+        x, y = reach * np.cos(angle), reach * np.sin(angle)
+        body, _ = _ellipse(x, y, r * np.sqrt(aspect), r / np.sqrt(aspect), theta)
+        level = (0.8 * _CYTO_LEVEL * rng.lognormal(0.0, 0.3, n)).astype(np.float32)[:, None, None]
+        cyto[idx] = np.maximum(cyto[idx], body * level)
+        rn, content = np.maximum(rng.normal(6.2, 0.8, n), 3.0), rng.uniform(1.0, 2.0, n)
+        cover, dome = _ellipse(x, y, rn * 1.1, rn / 1.1, theta)
+        peak = (content * _DNA_UNIT / (np.pi * rn * rn * 0.92)).astype(np.float32)
+        dna[idx] = np.maximum(dna[idx], cover * dome * peak[:, None, None])
+
+
+def _camera(
+    photons: npt.NDArray, blur: npt.NDArray, gain: tuple[float, float], rng: np.random.Generator
+) -> npt.NDArray[np.uint16]:
+    """Blur (per-cell width ``blur`` (m,)), crop and digitise photon images (m, 2, H, W)
+    into (m, 2, 64, 64) uint16."""
+    m = len(photons)
+    scale = np.asarray(gain) * rng.lognormal(0.0, 0.06, 2)  # plate and site illumination
+    per_cell = np.stack([rng.lognormal(0.0, 0.08, m), np.ones(m)], axis=1) * scale
+    photons = photons * per_cell.astype(np.float32)[:, :, None, None]
+    photons += (np.asarray(_BACKGROUND) * scale).astype(np.float32)[None, :, None, None]
+    otf = _gaussian_otf(blur)[:, None]
+    blurred = sfft.irfft2(sfft.rfft2(photons) * otf, s=(_CANVAS, _CANVAS))
+    crop = np.maximum(blurred[:, :, _MARGIN:-_MARGIN, _MARGIN:-_MARGIN], 0.0).astype(np.float32)
+    # shot noise (Gaussian approximation of Poisson) and read noise in one draw
+    adu = crop + np.sqrt(crop + _READ_NOISE**2) * rng.standard_normal(crop.shape, np.float32)
+    adu += _CAMERA_OFFSET
+    return np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def _prepare_folder(out_dir: Path) -> None:
+    """Create ``out_dir``, or clear the files of an earlier demo there; refuse anything else."""
+    readme = out_dir / "README.txt"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (readme.exists() and readme.read_text().startswith(_README_MARK)):
+            raise DataError(
+                f"{out_dir}: folder is not empty and holds no earlier demo; "
+                "choose a new folder or empty this one"
+            )
+        for old in sorted(out_dir.glob("plate*/*.npz")):
+            old.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_npz(path: Path, images: npt.NDArray[np.uint16]) -> None:
+    """Write ``images`` as an .npz readable by ``np.load``, byte-identical for equal arrays
+    (``np.savez`` stamps the current time into the zip)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    info = zipfile.ZipInfo("images.npy", date_time=_ZIP_TIME)
+    info.compress_type, info.external_attr = zipfile.ZIP_STORED, 0o644 << 16
+    with zipfile.ZipFile(tmp, "w") as zf, zf.open(info, "w", force_zip64=True) as f:
+        np.lib.format.write_array(f, np.ascontiguousarray(images), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _write_tables(
+    out_dir: Path, sites: list[_Site], site_of_cell: npt.NDArray, labels: npt.NDArray
+) -> None:
+    """Write labels.csv, metadata.csv and README.txt."""
+    first = np.searchsorted(site_of_cell, np.arange(len(sites)))
+    with open(out_dir / "labels.csv", "w", newline="") as lf, \
+            open(out_dir / "metadata.csv", "w", newline="") as mf:  # fmt: skip
+        lw, mw = csv.writer(lf, lineterminator="\n"), csv.writer(mf, lineterminator="\n")
+        lw.writerow(["path", "label"])
+        mw.writerow(["path", "plate", "well", "site", "control"])
+        for cell, (site_idx, label) in enumerate(zip(site_of_cell, labels, strict=True)):
+            site = sites[site_idx]
+            path = f"{site.path}#{cell - first[site_idx]}"
+            lw.writerow([path, PHENOTYPES[label]])
+            mw.writerow([path, f"plate{site.plate}", site.well, site.site, site.control])
+    (out_dir / "README.txt").write_text(_README)
+
+
+_README = f"""{_README_MARK} (synthetic; written by datasets.demo.generate_demo)
+
+Single-cell crops of a simulated two-channel fluorescence screen: 64x64 uint16 pixels,
+channel 0 = nucleus (DNA stain), channel 1 = cytoplasm stain, raw camera values (offset ~100).
+plate<p>/<well>_s<site>.npz   array "images" (n_cells, 2, 64, 64) for one imaged site
+labels.csv                    path,label   true phenotype; path = file#index (0-based)
+metadata.csv                  path,plate,well,site,control   column 02 = negative controls
+
+Phenotypes (screen-wide share): {", ".join(f"{n} {p:.1%}" for n, p in zip(PHENOTYPES, PREVALENCE))}.
+A few wells per plate are "hits" enriched in binucleated, mitotic, apoptotic or micronucleated
+cells. Plate 2 is dimmer in DNA and brighter in cytoplasm than plate 1; about 8% of the cells
+are out of focus. Nothing here is real data.
+"""

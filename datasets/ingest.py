@@ -1,0 +1,514 @@
+"""Ingest a folder of single-cell crops into a project: cell table plus pixel store.
+
+Two streaming passes over the files keep memory flat however many crops there are:
+
+1. read headers (shape, dtype, layout) to size the pixel array and find odd files;
+2. read pixels file by file, pad or centre-crop them to ``crop_size`` and write them through a
+   memory-mapped window into ``pixels/part-NNNN.npy``.
+
+Afterwards the all-zero channels (and rows of files that failed in pass 2) are removed in one
+chunked rewrite, per-channel normalisation ranges are computed from a seeded random sample of
+up to 2,000 cells per group (dataset or plate), and ``parts.json`` and ``cells.parquet`` are
+written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from datasets import cells as cell_table
+from datasets.config import IngestConfig, default_channels
+from datasets.crops import fit_crops, rescale_images, widest_dtype
+from datasets.errors import DataError
+from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
+from datasets.readers import (
+    ImageHeader,
+    find_images,
+    read_header,
+    read_image_file,
+    read_npz_labels,
+    scan_folder,
+)
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_PER_GROUP = 2000  # cells per group (dataset or plate) sampled for normalisation ranges
+_N_SHOWN = 5  # skipped files named in the summary
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: counts, detected layout, dropped channels, skipped files."""
+
+    n_files: int = 0  # files whose crops were stored
+    n_cells: int = 0  # crops stored by this ingest
+    n_channels: int = 0  # channels stored (after dropping all-zero ones)
+    channel_names: tuple[str, ...] = ()
+    dtype: str = ""  # storage dtype: uint8, uint16 or float32
+    layout: str = ""  # detected layout(s), e.g. "channel-first" or "RGB (3), grey (2)"
+    dropped_channels: list[int] = field(default_factory=list)  # source indices, all zero
+    flat_channels: list[int] = field(default_factory=list)  # stored indices with high <= low
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    class_counts: dict[str, int] = field(default_factory=dict)  # ground-truth label counts
+    normalise_by: str = "dataset"  # "dataset" or "plate", as resolved
+    labels_csv: str | None = None
+    metadata_csv: str | None = None
+    part: int = 0  # which part of the project this ingest wrote
+    crop_size: int = 0
+    notes: list[str] = field(default_factory=list)  # anything else worth telling the user
+
+    def summary(self) -> str:
+        """A few human-readable lines describing the ingest."""
+        names = ", ".join(self.channel_names)
+        lines = [
+            f"Ingested {self.n_cells} cells from {self.n_files} files (part {self.part})",
+            f"Channels: {self.n_channels} ({names}), {self.dtype}, layout {self.layout}, "
+            f"crops {self.crop_size}x{self.crop_size}",
+            "Normalised per channel over "
+            + ("each plate" if self.normalise_by == "plate" else "the whole dataset"),
+        ]
+        if self.dropped_channels:
+            lines.append(f"Dropped all-zero source channels: {self.dropped_channels}")
+        if self.flat_channels:
+            lines.append(f"Flat channels (no intensity range): {self.flat_channels}")
+        if self.class_counts:
+            counts = ", ".join(f"{k} {v}" for k, v in self.class_counts.items())
+            lines.append(f"Ground truth ({self.labels_csv or 'npz labels'}): {counts}")
+        if self.metadata_csv:
+            lines.append(f"Metadata: {self.metadata_csv}")
+        if self.skipped:
+            n_more = len(self.skipped) - _N_SHOWN
+            shown = "; ".join(f"{f} ({r})" for f, r in self.skipped[:_N_SHOWN])
+            more = f" and {n_more} more" if n_more > 0 else ""
+            lines.append(f"Skipped {len(self.skipped)} files: {shown}{more}")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One source file in the plan."""
+
+    path: Path
+    rel: str  # posix path relative to the crops root
+    header: ImageHeader
+    labels: npt.NDArray | None = None  # npz ground truth, (n,)
+    first_row: int = 0  # row of its first crop in the part file being written
+    ok: bool = True  # False once pass 2 failed to read it
+
+
+@dataclass
+class _Context:
+    """Everything one ingest call works with; passed between the steps below."""
+
+    src: Path
+    project: Path
+    cfg: IngestConfig
+    report: IngestReport
+    manifest: dict[str, Any] | None  # existing pixels/parts.json, None for a new project
+    labels: cell_table.PathCsv | None = None  # labels.csv, one column "label"
+    metadata: cell_table.PathCsv | None = None
+    entries: list[_Entry] = field(default_factory=list)
+
+
+def ingest_crops(
+    src_dir: Path,
+    project_dir: Path,
+    cfg: IngestConfig = IngestConfig(),
+    *,
+    labels_csv: Path | None = None,
+    metadata_csv: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+) -> IngestReport:
+    """Read a folder of single-cell crops into the project's cell table and pixel store.
+
+    Calling it again on a project that has cells adds a new part (e.g. a new plate): its
+    channel count (after dropping) and crop size must match the existing ones.
+
+    Args:
+        src_dir: folder of TIFF/PNG/JPEG/npz crops, searched recursively.
+        project_dir: existing project folder; ``cells.parquet`` and ``pixels/`` go here.
+        cfg: crop size, scale, channel handling and normalisation settings.
+        labels_csv: ``path,label`` ground truth; default ``src_dir/labels.csv`` if present.
+        metadata_csv: ``path`` + metadata columns; default ``src_dir/metadata.csv`` if present.
+        progress: called as ``progress(cells_done, cells_total)`` while pixels are written.
+        seed: seeds the sample of cells the normalisation ranges are computed from.
+
+    Returns:
+        The :class:`IngestReport` (also logged).
+
+    Raises:
+        DataError: missing/empty folder, no readable file, bad CSV, too many channels, or a
+            part that does not match the project's existing channels or crop size.
+    """
+    project = Path(project_dir)
+    report = IngestReport(crop_size=cfg.crop_size)
+    manifest = cell_table.read_manifest(project)
+    ctx = _Context(Path(src_dir).resolve(), project, cfg, report, manifest)
+    _check_existing(ctx)
+    _load_csvs(ctx, labels_csv, metadata_csv)
+    _scan(ctx)
+    dtype = widest_dtype([e.header.dtype for e in ctx.entries])
+    part = len(ctx.manifest["parts"]) if ctx.manifest else 0
+    final = part_file(project, part)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_suffix(".npy.tmp")
+    try:
+        nonzero = _write_pixels(ctx, tmp, dtype, progress)
+        keep = _choose_channels(ctx, nonzero)
+        _finalise_pixels(ctx, tmp, final, keep)
+    finally:
+        tmp.unlink(missing_ok=True)
+    table = _build_table(ctx, part)
+    cell_table.release_arrow_memory()
+    ranges = _normalisation_ranges(ctx, table, final, seed)
+    _fill_report(ctx, table, part, dtype, keep)
+    _save(ctx, table, _part_entry(ctx, part, keep, ranges))
+    logger.info("ingest finished:\n%s", report.summary())
+    return report
+
+
+def _check_existing(ctx: _Context) -> None:
+    """In a project with cells, check the crop size; refuse a half-written project."""
+    has_cells = (ctx.project / cell_table.CELLS_FILE).is_file()
+    if ctx.manifest is None:
+        if has_cells:
+            raise DataError(
+                f"{ctx.project}: has cells.parquet but no pixels/parts.json; the project was "
+                "not created by ingest_crops, start a new project"
+            )
+        return
+    if ctx.manifest["crop_size"] != ctx.cfg.crop_size:
+        raise DataError(
+            f"{ctx.project}: stores {ctx.manifest['crop_size']}-pixel crops, cannot add "
+            f"{ctx.cfg.crop_size}-pixel crops; set crop_size={ctx.manifest['crop_size']}"
+        )
+
+
+def _resolve_csv(src: Path, given: Path | None, name: str, report: IngestReport) -> Path | None:
+    if given is not None:
+        if not Path(given).is_file():
+            raise DataError(f"{given}: {name} does not exist; pass an existing CSV or none")
+        return Path(given)
+    found = src / name
+    if found.is_file():
+        report.notes.append(f"Used {name} found at the root of the crops folder")
+        return found
+    return None
+
+
+def _load_csvs(ctx: _Context, labels_csv: Path | None, metadata_csv: Path | None) -> None:
+    if not ctx.src.is_dir():
+        scan_folder(ctx.src)  # raises the folder error
+    labels_path = _resolve_csv(ctx.src, labels_csv, "labels.csv", ctx.report)
+    metadata_path = _resolve_csv(ctx.src, metadata_csv, "metadata.csv", ctx.report)
+    if labels_path is not None:
+        ctx.labels = cell_table.read_labels_csv(labels_path)
+        ctx.report.labels_csv = str(labels_path)
+    if metadata_path is not None:
+        ctx.metadata = cell_table.read_metadata_csv(metadata_path)
+        ctx.report.metadata_csv = str(metadata_path)
+
+
+def _skip(ctx: _Context, path: Path, reason: str) -> None:
+    rel = path.relative_to(ctx.src).as_posix() if path.is_relative_to(ctx.src) else str(path)
+    ctx.report.skipped.append((rel, reason))
+    logger.warning("skipped %s: %s", rel, reason)
+
+
+def _reason(err: DataError, path: Path) -> str:
+    """The cause of a per-file error, without the path the message starts with."""
+    return str(err).removeprefix(f"{path}: ")
+
+
+def _scan(ctx: _Context) -> None:
+    """Pass 1: headers of every file; skip unreadable, unsupported and odd-channel files."""
+    images, unsupported = scan_folder(ctx.src)
+    if not images:
+        find_images(ctx.src)  # raises the "no images found" error
+    for path in unsupported:
+        _skip(ctx, path, f"unsupported file type {path.suffix.lower() or '(none)'!r}")
+    first_error = ""
+    for path in images:
+        try:
+            header = read_header(path)
+            labels = read_npz_labels(path) if path.suffix.lower() == ".npz" else None
+            if labels is not None and len(labels) != header.n:
+                raise DataError(f"{path}: {len(labels)} labels for {header.n} images")
+        except DataError as err:
+            first_error = first_error or str(err)
+            _skip(ctx, path, _reason(err, path))
+            continue
+        ctx.entries.append(_Entry(path, path.relative_to(ctx.src).as_posix(), header, labels))
+    if not ctx.entries:
+        detail = f"; first error: {first_error}" if first_error else ""
+        raise DataError(f"{ctx.src}: no readable image among {len(images)} files{detail}")
+    _keep_majority_channels(ctx)
+    row = 0
+    for entry in ctx.entries:
+        entry.first_row, row = row, row + entry.header.n
+
+
+def _keep_majority_channels(ctx: _Context) -> None:
+    counts = Counter(e.header.channels for e in ctx.entries)
+    n_channels = counts.most_common(1)[0][0]
+    if n_channels > ctx.cfg.max_channels:
+        raise DataError(
+            f"{ctx.src}: images have {n_channels} channels, at most {ctx.cfg.max_channels} "
+            "are supported; save fewer channels per crop"
+        )
+    if len(counts) > 1:
+        for entry in ctx.entries:
+            if entry.header.channels != n_channels:
+                reason = f"{entry.header.channels} channels, most files have {n_channels}"
+                _skip(ctx, entry.path, reason)
+        ctx.entries = [e for e in ctx.entries if e.header.channels == n_channels]
+
+
+def _read_pixels(entry: _Entry) -> npt.NDArray:
+    """Pass-2 read of one file; it must still match its pass-1 header."""
+    pixels, _ = read_image_file(entry.path)
+    h = entry.header
+    if pixels.shape != (h.n, h.channels, h.height, h.width):
+        raise DataError(
+            f"{entry.path}: pixels have shape {pixels.shape}, header said "
+            f"{(h.n, h.channels, h.height, h.width)}"
+        )
+    return pixels
+
+
+def _write_pixels(
+    ctx: _Context, tmp: Path, dtype: np.dtype, progress: Callable[[int, int], None] | None
+) -> npt.NDArray[np.bool_]:
+    """Pass 2: fit every crop and write it; returns which source channels hold any nonzero."""
+    size, n_channels = ctx.cfg.crop_size, ctx.entries[0].header.channels
+    total = sum(e.header.n for e in ctx.entries)
+    writer = PartWriter(tmp, (total, n_channels, size, size), dtype)
+    nonzero = np.zeros(n_channels, dtype=bool)
+    done = 0
+    for entry in ctx.entries:
+        try:
+            pixels = _read_pixels(entry).astype(dtype, copy=False)
+        except DataError as err:
+            entry.ok = False
+            _skip(ctx, entry.path, _reason(err, entry.path))
+        else:
+            nonzero |= pixels.any(axis=(0, 2, 3))
+            writer.write(entry.first_row, fit_crops(rescale_images(pixels, ctx.cfg.scale), size))
+        done += entry.header.n
+        if progress is not None:
+            progress(done, total)
+    writer.close()
+    if not any(e.ok for e in ctx.entries):
+        first = ctx.report.skipped[-1]
+        raise DataError(
+            f"{ctx.src}: no readable image; every file failed, e.g. {first[0]}: {first[1]}"
+        )
+    return nonzero
+
+
+def _choose_channels(ctx: _Context, nonzero: npt.NDArray[np.bool_]) -> list[int]:
+    """Source channels to store: all-zero ones dropped unless kept; must match earlier parts."""
+    n_source = len(nonzero)
+    keep = [c for c in range(n_source) if nonzero[c] or ctx.cfg.keep_empty_channels]
+    if not keep:
+        raise DataError(
+            f"{ctx.src}: every channel is zero in every image; check the files "
+            "(set keep_empty_channels=True to store them anyway)"
+        )
+    first = ctx.manifest["parts"][0] if ctx.manifest else None
+    if first is not None and first["source_channels"] == n_source:
+        lost = [c for c in range(n_source) if nonzero[c] and c not in first["channels_kept"]]
+        if lost:
+            raise DataError(
+                f"{ctx.src}: channel(s) {lost} hold data but were dropped as all zero in "
+                "part 0; re-ingest all parts with keep_empty_channels=True"
+            )
+        keep = list(first["channels_kept"])
+    if ctx.manifest and len(keep) != ctx.manifest["n_channels"]:
+        raise DataError(
+            f"{ctx.src}: {len(keep)} channels after dropping empty ones, the project stores "
+            f"{ctx.manifest['n_channels']}; add only crops with the same channels"
+        )
+    return keep
+
+
+def _finalise_pixels(ctx: _Context, tmp: Path, final: Path, keep: list[int]) -> None:
+    """Move the written part into place, rewriting it when channels or rows must go."""
+    ok_rows = np.repeat([e.ok for e in ctx.entries], [e.header.n for e in ctx.entries])
+    n_source = ctx.entries[0].header.channels
+    if ok_rows.all() and keep == list(range(n_source)):
+        os.replace(tmp, final)
+        return
+    staged = final.with_suffix(".npy.tmp2")
+    try:
+        rewrite_part(tmp, staged, ok_rows, keep)
+        os.replace(staged, final)
+    finally:
+        staged.unlink(missing_ok=True)
+    ctx.entries = [e for e in ctx.entries if e.ok]
+    row = 0
+    for entry in ctx.entries:
+        entry.first_row, row = row, row + entry.header.n
+
+
+def _build_table(ctx: _Context, part: int) -> pd.DataFrame:
+    """The new part's rows of the cell table (ids unique against existing cells)."""
+    entries = [e for e in ctx.entries if e.ok]
+    sources = _sources(entries)
+    root = str(ctx.src)
+    keys, files = cell_table.source_keys(root, sources)
+    existing: set[str] = set()
+    if ctx.manifest is not None:
+        existing = set(cell_table.read_cells(ctx.project, ["cell_id"])["cell_id"])
+    n_per = [e.header.n for e in entries]
+    table = pd.DataFrame(
+        {
+            "cell_id": cell_table.make_cell_ids(sources, existing),
+            "source": sources,
+            "part": np.full(len(sources), part, dtype=np.int64),
+            "row": np.arange(len(sources), dtype=np.int64),
+            "height": np.repeat([e.header.height for e in entries], n_per).astype(np.int64),
+            "width": np.repeat([e.header.width for e in entries], n_per).astype(np.int64),
+            "truth": _npz_truth(entries),
+        }
+    )
+    skipped = [f"{root}/{f}" for f, _ in ctx.report.skipped]
+    if ctx.labels is not None:  # labels.csv overrides npz labels
+        labels, note = cell_table.match_csv(ctx.labels, keys, files, skipped)
+        table["truth"] = labels["label"].where(labels["label"].notna(), table["truth"])
+        ctx.report.notes.extend([note] if note else [])
+    if ctx.metadata is not None:
+        metadata, note = cell_table.match_csv(ctx.metadata, keys, files, skipped)
+        table = pd.concat([table, metadata.astype("str")], axis=1)
+        ctx.report.notes.extend([note] if note else [])
+    return table
+
+
+def _sources(entries: list[_Entry]) -> list[str]:
+    """Each cell's source: the relative path, ``file.npz#i`` for npz members."""
+    sources: list[str] = []
+    for e in entries:
+        if e.path.suffix.lower() == ".npz":
+            sources.extend(f"{e.rel}#{i}" for i in range(e.header.n))
+        else:
+            sources.append(e.rel)
+    return sources
+
+
+def _npz_truth(entries: list[_Entry]) -> pd.Series:
+    """Ground truth from npz ``labels`` arrays; missing for every other cell."""
+    parts = [
+        e.labels.astype(str) if e.labels is not None else np.full(e.header.n, None, dtype=object)
+        for e in entries
+    ]
+    return pd.Series(np.concatenate(parts), dtype="str")
+
+
+def _group_labels(ctx: _Context, table: pd.DataFrame) -> pd.Series | None:
+    """Each cell's plate when normalising per plate (missing plate = ""), else None."""
+    by = ctx.cfg.normalise_by
+    has_plate = "plate" in table.columns
+    if by == "plate" and not has_plate:
+        raise DataError(
+            f"normalise_by='plate' needs a 'plate' column in metadata.csv "
+            f"({ctx.report.metadata_csv or 'none given'}); add one or use normalise_by='dataset'"
+        )
+    per_plate = by == "plate" or (by == "auto" and has_plate)
+    ctx.report.normalise_by = "plate" if per_plate else "dataset"
+    if ctx.report.normalise_by == "dataset":
+        return None
+    return table["plate"].fillna("").astype(str)
+
+
+def _normalisation_ranges(
+    ctx: _Context, table: pd.DataFrame, path: Path, seed: int
+) -> dict[str, list[list[float]]]:
+    """Per-group (C, 2) ranges from a seeded sample of up to 2,000 cells per group."""
+    groups = _group_labels(ctx, table)
+    rng = np.random.default_rng(seed)
+    ranges, flat = part_ranges(path, groups, ctx.cfg.percentiles, rng, SAMPLE_PER_GROUP)
+    ctx.report.flat_channels = sorted({c for channels in flat.values() for c in channels})
+    if groups is not None:
+        ctx.report.notes.extend(
+            f"Plate {name!r}: flat channel(s) {chans}" for name, chans in flat.items() if chans
+        )
+    return ranges
+
+
+def _channel_names(cfg: IngestConfig, n_source: int, keep: list[int]) -> tuple[str, ...]:
+    names = cfg.channel_names
+    if names and len(names) == n_source != len(keep):
+        names = tuple(names[c] for c in keep)
+    return tuple(spec.name for spec in default_channels(len(keep), names))
+
+
+def _fill_report(
+    ctx: _Context, table: pd.DataFrame, part: int, dtype: np.dtype, keep: list[int]
+) -> None:
+    report, n_source = ctx.report, ctx.entries[0].header.channels
+    layouts = Counter(e.header.layout for e in ctx.entries)
+    report.part, report.n_files, report.n_cells = part, len(ctx.entries), len(table)
+    report.n_channels, report.dtype = len(keep), str(dtype)
+    report.channel_names = _channel_names(ctx.cfg, n_source, keep)
+    report.layout = (
+        next(iter(layouts))
+        if len(layouts) == 1
+        else ", ".join(f"{k} ({v} files)" for k, v in layouts.most_common())
+    )
+    report.dropped_channels = [c for c in range(n_source) if c not in keep]
+    counts = table["truth"].value_counts()
+    report.class_counts = {str(k): int(v) for k, v in counts.items()}
+    dtypes = sorted({str(e.header.dtype) for e in ctx.entries})
+    if dtypes != [str(dtype)]:
+        report.notes.append(f"Source dtypes {dtypes} stored as {dtype}")
+    if ctx.cfg.scale != 1.0:
+        report.notes.append(f"Every image rescaled by {ctx.cfg.scale} before fitting")
+
+
+def _part_entry(
+    ctx: _Context, part: int, keep: list[int], ranges: dict[str, list[list[float]]]
+) -> dict[str, Any]:
+    report = ctx.report
+    return {
+        "part": part,
+        "file": part_file(ctx.project, part).name,
+        "root": str(ctx.src),
+        "dtype": report.dtype,
+        "n_cells": report.n_cells,
+        "layout": report.layout,
+        "source_channels": ctx.entries[0].header.channels,
+        "channels_kept": keep,
+        "channel_names": list(report.channel_names),
+        "scale": ctx.cfg.scale,
+        "percentiles": list(ctx.cfg.percentiles),
+        "normalise_by": report.normalise_by,
+        "group_column": "plate" if report.normalise_by == "plate" else None,
+        "ranges": ranges,
+    }
+
+
+def _save(ctx: _Context, table: pd.DataFrame, entry: dict[str, Any]) -> None:
+    """Append the part to parts.json, then the cells to cells.parquet (both atomic)."""
+    manifest = ctx.manifest or {
+        "format": cell_table.MANIFEST_FORMAT,
+        "crop_size": ctx.cfg.crop_size,
+        "n_channels": len(entry["channels_kept"]),
+        "parts": [],
+    }
+    manifest["parts"].append(entry)
+    cell_table.write_manifest(ctx.project, manifest)
+    if ctx.manifest is not None:
+        table = pd.concat([cell_table.read_cells(ctx.project), table], ignore_index=True)
+    cell_table.write_cells(ctx.project, table)

@@ -1,0 +1,360 @@
+"""Read single-cell crop images (TIFF, PNG, JPEG, npz) into ``(n, C, H, W)`` arrays.
+
+Every reader returns pixels in their native dtype with the channel axis first, plus a short
+layout note (``"channel-first"``, ``"channel-last"``, ``"RGBA, alpha dropped"``, ...) so that
+what was detected can be reported to the user. Errors from tifffile, PIL, numpy and zipfile
+become one-line :class:`DataError` messages of the form ``"{path}: cannot read ({cause})"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import tifffile
+from PIL import Image
+
+from datasets.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npz")
+#: Files that may sit next to crops without being reported as unsupported images.
+_SIDECAR_SUFFIXES = (".csv", ".tsv", ".txt", ".md", ".json", ".toml", ".yaml", ".yml", ".ini")
+_MAX_CHANNELS = 5  # a leading/trailing axis of 1-5 is read as the channel axis
+_MIN_SIDE = 5  # spatial axes must be longer than this
+
+#: Exceptions the image libraries raise for unreadable, truncated or malformed files.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes PIL.UnidentifiedImageError and truncated-file errors
+    ValueError,
+    EOFError,
+    KeyError,
+    IndexError,
+    SyntaxError,  # PIL raises it for some broken headers
+    struct.error,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    tifffile.TiffFileError,
+    Image.DecompressionBombError,
+)
+_PIL_MODES = {  # mode -> (channels, dtype, layout note)
+    "1": (1, np.uint8, "grey (1-bit)"),
+    "L": (1, np.uint8, "grey"),
+    "LA": (1, np.uint8, "grey+alpha, alpha dropped"),
+    "P": (3, np.uint8, "palette, converted to RGB"),
+    "PA": (3, np.uint8, "palette+alpha, converted to RGB, alpha dropped"),
+    "RGB": (3, np.uint8, "RGB"),
+    "RGBA": (3, np.uint8, "RGBA, alpha dropped"),
+    "I;16": (1, np.uint16, "grey 16-bit"),
+    "I;16B": (1, np.uint16, "grey 16-bit"),
+    "I;16L": (1, np.uint16, "grey 16-bit"),
+    "I": (1, np.int32, "grey 32-bit"),
+    "F": (1, np.float32, "grey float"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    """What a file holds, read without decoding pixels where the format allows."""
+
+    n: int  # number of images (1 except for npz)
+    channels: int  # channels per image after layout handling (alpha dropped)
+    height: int
+    width: int
+    dtype: np.dtype  # native pixel dtype
+    layout: str  # layout note, e.g. "channel-first"
+
+
+def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
+    """Supported image files and unsupported other files under ``root``, recursively.
+
+    Hidden files and folders (``.name``) and sidecar files such as ``labels.csv`` are ignored.
+
+    Returns:
+        ``(images, unsupported)``, both sorted.
+
+    Raises:
+        DataError: when ``root`` does not exist or is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"{root}: crops folder {what}; pass the folder that holds the images")
+    images: list[Path] = []
+    unsupported: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            suffix = os.path.splitext(name)[1].lower()
+            if name.startswith(".") or suffix in _SIDECAR_SUFFIXES or name == "Thumbs.db":
+                continue
+            target = images if suffix in SUPPORTED_SUFFIXES else unsupported
+            target.append(Path(dirpath) / name)
+    return sorted(images), sorted(unsupported)
+
+
+def find_images(root: Path) -> list[Path]:
+    """All supported image files under ``root``, recursively, sorted.
+
+    Raises:
+        DataError: when ``root`` is missing, not a folder, or holds no supported image.
+    """
+    images, unsupported = scan_folder(root)
+    if not images:
+        extra = ""
+        if unsupported:
+            kinds = sorted({p.suffix.lower() or p.name for p in unsupported})
+            extra = f" ({len(unsupported)} files of unsupported type {', '.join(kinds)})"
+        raise DataError(
+            f"{root}: no images found{extra}; supported types are {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    return images
+
+
+def layout_3d(shape: tuple[int, ...]) -> str:
+    """Whether a 3-D image shape is ``"channel-first"`` or ``"channel-last"``.
+
+    A leading axis of 1-5 with both trailing axes longer than 5 is channel-first; a last axis of
+    1-5 with both leading axes longer than 5 is channel-last.
+
+    Raises:
+        ValueError: for any other (ambiguous) shape; the message explains why.
+    """
+    a, b, c = shape
+    if a <= _MAX_CHANNELS and b > _MIN_SIDE and c > _MIN_SIDE:
+        return "channel-first"
+    if c <= _MAX_CHANNELS and a > _MIN_SIDE and b > _MIN_SIDE:
+        return "channel-last"
+    if min(shape) > _MAX_CHANNELS:
+        why = f"no axis of 1-{_MAX_CHANNELS} channels (z-stacks and >5 channels are unsupported)"
+    else:
+        why = "cannot tell the channel axis from the spatial axes"
+    raise ValueError(
+        f"ambiguous image shape {tuple(shape)}: {why}; save crops as (C, H, W) or (H, W, C) "
+        f"with C = 1-{_MAX_CHANNELS} and H, W > {_MIN_SIDE}"
+    )
+
+
+def _squeeze_leading(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop leading length-1 axes of shapes with more than 3 axes, e.g. ImageJ (1, C, H, W)."""
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def _stack_layout(shape: tuple[int, ...]) -> tuple[str, tuple[int, int, int]]:
+    """Layout note and ``(C, H, W)`` of one image of ``shape`` (2-D or 3-D)."""
+    shape = _squeeze_leading(tuple(int(s) for s in shape))
+    if len(shape) == 2:
+        return "2-D", (1, shape[0], shape[1])
+    if len(shape) != 3:
+        raise ValueError(f"image has shape {shape}; expected 2-D (H, W) or 3-D (C, H, W)")
+    layout = layout_3d(shape)
+    if layout == "channel-first":
+        return layout, (shape[0], shape[1], shape[2])
+    return layout, (shape[2], shape[0], shape[1])
+
+
+def _to_nchw(image: npt.NDArray, layout: str) -> npt.NDArray:
+    """One image in ``layout`` as a (1, C, H, W) array (a view where possible)."""
+    image = image.reshape(_squeeze_leading(image.shape))
+    if image.ndim == 2:
+        return image[None, None]
+    if layout == "channel-last":
+        image = np.moveaxis(image, -1, 0)
+    return image[None]
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(
+            f"{path}: cannot read (unsupported file type {suffix or 'without suffix'!r}); "
+            f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    return suffix
+
+
+def _cannot_read(path: Path, err: BaseException) -> DataError:
+    cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DataError(f"{path}: cannot read ({cause})")
+
+
+def read_header(path: Path) -> ImageHeader:
+    """Shape, dtype and layout of an image file, decoding as little as the format allows.
+
+    Raises:
+        DataError: unsupported type, unreadable or malformed file, ambiguous layout.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    try:
+        if suffix == ".npz":
+            header = _npz_header(path)
+        elif suffix in (".png", ".jpg", ".jpeg"):
+            with Image.open(path) as im:
+                channels, dtype, layout = _pil_mode(im.mode)
+                header = ImageHeader(1, channels, im.height, im.width, np.dtype(dtype), layout)
+        else:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                layout, (c, h, w) = _stack_layout(series.shape)
+                header = ImageHeader(1, c, h, w, np.dtype(series.dtype), layout)
+    except DataError:
+        raise
+    except _READ_ERRORS as err:
+        raise _cannot_read(path, err) from err
+    _check_dtype(path, header.dtype)
+    if not header.dtype.isnative:  # big-endian TIFF or PNG: pixels are returned native
+        header = replace(header, dtype=header.dtype.newbyteorder("="))
+    return header
+
+
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    if dtype.kind not in "buif":
+        raise DataError(
+            f"{path}: cannot read (pixel dtype {dtype} is not numeric); save crops as uint8, "
+            "uint16 or float32"
+        )
+
+
+def read_image_file(path: Path) -> tuple[npt.NDArray, str]:
+    """Pixels of an image file as ``(n, C, H, W)`` in the file's native dtype.
+
+    ``n`` is 1 except for npz files (their ``images`` array). RGBA and grey+alpha lose the
+    alpha channel; palette images become RGB; 1-bit images become uint8 0/1.
+
+    Returns:
+        ``(pixels, layout)``: pixels (n, C, H, W) in the file's dtype (native byte order);
+        layout a short note such as ``"channel-first"``, ``"channel-last"``,
+        ``"RGBA, alpha dropped"`` or ``"npz (n, H, W)"``.
+
+    Raises:
+        DataError: ``"{path}: cannot read ({cause})"`` for unsupported, unreadable, truncated or
+            malformed files and ambiguous layouts.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    try:
+        if suffix == ".npz":
+            pixels, layout = _read_npz_images(path)
+        elif suffix in (".png", ".jpg", ".jpeg"):
+            pixels, layout = _read_pil(path)
+        else:
+            pixels, layout = _read_tiff(path)
+    except DataError:
+        raise
+    except _READ_ERRORS as err:
+        raise _cannot_read(path, err) from err
+    _check_dtype(path, pixels.dtype)
+    if not pixels.dtype.isnative:
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return pixels, layout
+
+
+def read_npz_labels(path: Path) -> npt.NDArray | None:
+    """The optional ``labels`` (n,) array of an npz file, or None when it has none.
+
+    Raises:
+        DataError: unreadable file or ``labels`` not one-dimensional.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "labels" not in npz.files:
+                return None
+            labels = npz["labels"]
+    except _READ_ERRORS as err:
+        raise _cannot_read(path, err) from err
+    if labels.ndim != 1:
+        raise DataError(f"{path}: cannot read ('labels' has shape {labels.shape}, expected (n,))")
+    return labels
+
+
+def _pil_mode(mode: str) -> tuple[int, type, str]:
+    if mode not in _PIL_MODES:
+        raise ValueError(f"unsupported image mode {mode!r}; save as grey or RGB")
+    return _PIL_MODES[mode]
+
+
+def _read_pil(path: Path) -> tuple[npt.NDArray, str]:
+    with Image.open(path) as im:
+        _, _, layout = _pil_mode(im.mode)
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGB")
+        elif im.mode == "1":
+            im = im.convert("L")
+        data = np.asarray(im)
+    if data.ndim == 3:  # (H, W, bands): drop alpha, move channels first
+        bands = 1 if data.shape[2] == 2 else min(data.shape[2], 3)
+        return np.moveaxis(data[:, :, :bands], -1, 0)[None], layout
+    return data[None, None], layout
+
+
+def _read_tiff(path: Path) -> tuple[npt.NDArray, str]:
+    with tifffile.TiffFile(path) as tif:
+        data = tif.series[0].asarray()
+    layout, _ = _stack_layout(data.shape)
+    return _to_nchw(data, layout), layout
+
+
+def _npz_layout(path: Path, shape: tuple[int, ...]) -> tuple[str, tuple[int, int, int, int]]:
+    """Layout note and (n, C, H, W) of an npz ``images`` array of ``shape``."""
+    if len(shape) == 3:
+        return "npz (n, H, W)", (shape[0], 1, shape[1], shape[2])
+    if len(shape) != 4:
+        raise DataError(
+            f"{path}: cannot read ('images' has shape {shape}; expected (n, C, H, W) or (n, H, W))"
+        )
+    try:
+        layout = layout_3d(shape[1:])
+    except ValueError as err:
+        raise _cannot_read(path, err) from err
+    if layout == "channel-last":
+        return "npz (n, H, W, C)", (shape[0], shape[3], shape[1], shape[2])
+    return "npz (n, C, H, W)", (shape[0], shape[1], shape[2], shape[3])
+
+
+def _npz_header(path: Path) -> ImageHeader:
+    with zipfile.ZipFile(path) as zf:
+        if "images.npy" not in zf.namelist():
+            names = [n.removesuffix(".npy") for n in zf.namelist()]
+            raise DataError(
+                f"{path}: cannot read (no 'images' array, found {names}); "
+                "save with np.savez(path, images=...)"
+            )
+        with zf.open("images.npy") as fp:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    layout, (n, c, h, w) = _npz_layout(path, tuple(shape))
+    if n == 0:
+        raise DataError(f"{path}: cannot read ('images' holds no image)")
+    return ImageHeader(n, c, h, w, np.dtype(dtype), layout)
+
+
+def _read_npz_images(path: Path) -> tuple[npt.NDArray, str]:
+    with np.load(path, allow_pickle=False) as npz:
+        if "images" not in npz.files:
+            raise DataError(
+                f"{path}: cannot read (no 'images' array, found {list(npz.files)}); "
+                "save with np.savez(path, images=...)"
+            )
+        images = npz["images"]
+    layout, _ = _npz_layout(path, images.shape)
+    if images.ndim == 3:
+        images = images[:, None]
+    elif layout == "npz (n, H, W, C)":
+        images = np.moveaxis(images, -1, 1)
+    if images.shape[0] == 0:
+        raise DataError(f"{path}: cannot read ('images' holds no image)")
+    return images, layout

@@ -1,0 +1,221 @@
+"""``discover``: a Thompson-sampling bandit over the sub-strategies, tuned to find rare classes.
+
+Each batch holds
+
+1. a uniformly random slice (:attr:`DiscoverConfig.random_fraction` of the batch, at least one
+   cell when the batch has two or more), so class prevalence can be estimated without bias;
+2. at least one cell from an exploration arm (cluster coverage, novelty, diversity) and, once a
+   model over two classes exists, at least one from margin sampling;
+3. the other slots, each given to the arm with the highest draw from its Beta posterior.
+
+An arm is rewarded per labeled cell it chose: :attr:`DiscoverConfig.new_class_reward` when the
+label is a class nobody had labeled before the batch (shared among the batch's cells of that
+class, so an arm earns it per class found, not per cell), :attr:`DiscoverConfig.disagree_reward`
+when it differs from the model's guess, 0 otherwise. Old evidence fades by
+:attr:`DiscoverConfig.discount` per round, so the mix follows the screen as labeling goes on.
+Cold start (no model over two classes) uses the exploration arms only, so the first batch is a
+diverse one. The bandit's state is a JSON-able dict kept by the store between rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from labeling.strategies.arms import (
+    RoundContext,
+    make_uncertain,
+    rank_coverage,
+    rank_diversity,
+    rank_novelty,
+    rank_predicted_rare,
+    rank_random,
+    rank_rare_neighbours,
+)
+from labeling.strategies.batch import assemble
+from labeling.strategies.pool import Selection
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+EXPLORE = {"cluster_coverage": rank_coverage, "novelty": rank_novelty, "diversity": rank_diversity}
+EXPLOIT = {
+    "margin": make_uncertain("margin"),
+    "predicted_rare": rank_predicted_rare,
+    "more_like_this": rank_rare_neighbours,
+}
+ARMS = {**EXPLORE, **EXPLOIT}
+
+
+#: Beta prior (alpha, beta) of each arm: what was measured before on other screens
+#: (cluster coverage and margin found rare classes fastest) for the bandit to correct.
+PRIORS = {
+    "cluster_coverage": (2.0, 1.0),
+    "margin": (2.0, 1.0),
+    "novelty": (1.0, 1.0),
+    "diversity": (1.0, 2.0),
+    "predicted_rare": (1.0, 2.0),
+    "more_like_this": (1.0, 3.0),
+}
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """Knobs of the discover bandit (defaults measured on the Jurkat cell-cycle set)."""
+
+    random_fraction: float = 0.1  # share of each batch drawn uniformly at random
+    discount: float = 0.8  # weight of an arm's past evidence after each round
+    new_class_reward: float = 1.0  # reward for a label of a class not seen before the batch
+    disagree_reward: float = 0.5  # reward for a label that differs from the model's guess
+    rare_ratio: float = 0.25  # a class is rare below this share of the largest class's labels
+    priors: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(PRIORS))
+
+
+DEFAULT = DiscoverConfig()
+
+
+def new_state(cfg: DiscoverConfig = DEFAULT) -> dict[str, Any]:
+    """A fresh bandit state: every arm at its prior."""
+    arms = {
+        a: {"alpha": cfg.priors[a][0], "beta": cfg.priors[a][1], "picked": 0, "reward": 0.0}
+        for a in ARMS
+    }
+    return {"strategy": "discover", "version": STATE_VERSION, "round": 0, "arms": arms}
+
+
+def _checked(state: Mapping[str, Any], cfg: DiscoverConfig = DEFAULT) -> dict[str, Any]:
+    """``state`` as a discover state (a deep copy), fresh when it is empty or foreign."""
+    if state.get("strategy") != "discover" or state.get("version") != STATE_VERSION:
+        if state:
+            logger.warning("discover: ignoring a state of another strategy or version")
+        return new_state(cfg)
+    out = copy.deepcopy(dict(state))
+    for arm, stats in new_state(cfg)["arms"].items():
+        out["arms"].setdefault(arm, stats)
+    return out
+
+
+def _n_random(n: int, rng: np.random.Generator, cfg: DiscoverConfig) -> int:
+    """Random-slice size: round(fraction * n), at least 1 for n >= 2; for n == 1 the cell is
+    random with probability ``fraction``."""
+    if n == 1:
+        return int(rng.random() < cfg.random_fraction)
+    return max(1, int(round(cfg.random_fraction * n)))
+
+
+def _available(ctx: RoundContext, cfg: DiscoverConfig) -> tuple[list[str], list[str]]:
+    """(exploration arms, model-driven arms) that can run this round."""
+    explore = ["cluster_coverage", "diversity"] + (["novelty"] if len(ctx.lab) else [])
+    counts = ctx.pool.class_counts
+    if not ctx.has_model or len(counts) < 2:
+        return explore, []
+    exploit = ["margin"]
+    if min(counts.values()) < cfg.rare_ratio * max(counts.values()):
+        exploit += ["predicted_rare", "more_like_this"]
+    return explore, exploit
+
+
+def _allocate(
+    explore: list[str], exploit: list[str], n_slots: int, state: Mapping[str, Any],
+    rng: np.random.Generator,
+) -> list[str]:
+    """One arm per slot by Thompson sampling; slot 0 goes to an exploration arm and slot 1 to
+    margin (when a model exists)."""
+    arms = explore + exploit
+    alpha = np.asarray([state["arms"][a]["alpha"] for a in arms])
+    beta = np.asarray([state["arms"][a]["beta"] for a in arms])
+    out = []
+    for slot in range(n_slots):
+        draw = rng.beta(alpha, beta)
+        if slot == 0:
+            draw[len(explore) :] = -1.0
+        elif slot == 1 and exploit:
+            draw[[a != "margin" for a in arms]] = -1.0
+        out.append(arms[int(np.argmax(draw))])
+    return out
+
+
+def _interleave(allocation: list[str]) -> list[str]:
+    """Round-robin over arms (most slots first, then by name) so each arm's best candidates
+    come before any arm's second best."""
+    counts: dict[str, int] = {}
+    for a in allocation:
+        counts[a] = counts.get(a, 0) + 1
+    order = sorted(counts, key=lambda a: (-counts[a], a))
+    out = []
+    for r in range(max(counts.values(), default=0)):
+        out += [a for a in order if counts[a] > r]
+    return out
+
+
+def run_discover(
+    ctx: RoundContext, n: int, state: Mapping[str, Any], cfg: DiscoverConfig = DEFAULT
+) -> tuple[Selection, dict[str, Any]]:
+    """Choose a batch of ``n`` cells (see the module docstring); the batch order is shuffled.
+
+    Returns:
+        ``(selection, state)``; the state is returned unchanged (rewards come with labels,
+        through :func:`reward_discover`) apart from the round's arm allocation.
+    """
+    state = _checked(state, cfg)
+    n_random = _n_random(n, ctx.rng, cfg)
+    explore, exploit = _available(ctx, cfg)
+    plan = _interleave(_allocate(explore, exploit, n - n_random, state, ctx.rng))
+    plan = ["random"] * n_random + plan
+    wanted: dict[str, int] = {}
+    for a in plan:
+        wanted[a] = wanted.get(a, 0) + 1
+    arms = {**ARMS, "random": rank_random}
+    ranked = {a: arms[a](ctx, k) for a, k in sorted(wanted.items())}
+    sel = assemble(ctx, plan, ranked)
+    order = ctx.rng.permutation(len(sel.cell_ids))
+    sel = Selection(*([lst[i] for i in order] for lst in (sel.cell_ids, sel.strategies,
+                                                         sel.scores)))
+    state["last_plan"] = dict(sorted(wanted.items()))
+    logger.debug("discover round %d: %s", state["round"], state["last_plan"])
+    return sel, state
+
+
+def reward_discover(
+    state: Mapping[str, Any],
+    selection: Selection,
+    given: Mapping[str, str],
+    guesses: Mapping[str, str | None],
+    known_classes_before: set[str],
+    cfg: DiscoverConfig = DEFAULT,
+) -> dict[str, Any]:
+    """Fade every arm's evidence by ``cfg.discount``, then reward the arms that chose the
+    labeled cells of ``selection`` (cells without a label in ``given`` are skipped)."""
+    out = _checked(state, cfg)
+    for arm, stats in out["arms"].items():
+        a0, b0 = cfg.priors.get(arm, (1.0, 1.0))
+        stats["alpha"] = a0 + cfg.discount * (stats["alpha"] - a0)
+        stats["beta"] = b0 + cfg.discount * (stats["beta"] - b0)
+    new_cells = Counter(
+        given[c] for c in selection.cell_ids
+        if given.get(c) is not None and given[c] not in known_classes_before
+    )
+    for cell_id, arm in zip(selection.cell_ids, selection.strategies, strict=True):
+        label = given.get(cell_id)
+        if label is None:
+            continue
+        guess = guesses.get(cell_id)
+        if label in new_cells:
+            r = cfg.new_class_reward / new_cells[label]
+        elif guess is not None and label != guess:
+            r = cfg.disagree_reward
+        else:
+            r = 0.0
+        stats = out["arms"].setdefault(arm, {"alpha": 1.0, "beta": 1.0, "picked": 0, "reward": 0.0})
+        stats["alpha"] += r
+        stats["beta"] += 1.0 - r
+        stats["picked"] += 1
+        stats["reward"] += r
+    out["round"] += 1
+    return out

@@ -1,0 +1,136 @@
+"""PixelStore reads, the windowed part writer, and part rewriting."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import datasets.pixels as pixels_module
+from datasets.cells import read_cells, read_manifest
+from datasets.config import IngestConfig
+from datasets.errors import DataError
+from datasets.ingest import ingest_crops
+from datasets.normalise import apply_ranges
+from datasets.pixels import PartWriter, PixelStore, read_rows, rewrite_part
+
+
+@pytest.fixture
+def npz_project(make, tmp_path, project, rng):
+    """A project of 3 npz files x 10 cells, 2 channels, 24x24 crops; returns (project, images)."""
+    images = np.stack([make.blob(rng, channels=2, size=24) for _ in range(30)])
+    for i in range(3):
+        make.npz(tmp_path / "in" / f"f{i}.npz", images[10 * i : 10 * (i + 1)])
+    ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=24))
+    return project, images
+
+
+def test_store_shape_attributes(npz_project):
+    project, _ = npz_project
+    store = PixelStore(project)
+    assert (store.n_cells, store.n_channels, store.crop_size) == (30, 2, 24)
+    assert store.dtype == np.uint16
+
+
+def test_read_raw_any_order_with_repeats(npz_project):
+    project, images = npz_project
+    store = PixelStore(project)
+    ids = read_cells(project)["cell_id"].tolist()
+    assert ids[12] == "f1.npz:2"
+    picked = [ids[29], ids[3], ids[12], ids[3]]
+    np.testing.assert_array_equal(store.read_raw(picked), images[[29, 3, 12, 3]])
+    for rows in ([3, 3, 5], [7, 8, 9], [5, 4], []):  # repeats and gaps, a run, reversed, none
+        np.testing.assert_array_equal(store.read_raw([ids[r] for r in rows]), images[rows])
+
+
+def test_read_is_normalised_with_the_stored_ranges(npz_project):
+    project, images = npz_project
+    store = PixelStore(project)
+    ranges = np.array(read_manifest(project)["parts"][0]["ranges"]["*"])
+    ids = read_cells(project)["cell_id"].tolist()
+    crops = store.read([ids[5], ids[20]])
+    assert crops.dtype == np.float32 and crops.min() >= 0 and crops.max() <= 1
+    np.testing.assert_allclose(crops, apply_ranges(images[[5, 20]], ranges))
+    assert crops.max() == 1.0 and crops.min() == 0.0  # range spans the data, clipped at ends
+
+
+def test_iter_batches_covers_all_cells_in_table_order(npz_project):
+    project, images = npz_project
+    store = PixelStore(project)
+    batches = list(store.iter_batches(batch_size=8))
+    assert [len(ids) for ids, _ in batches] == [8, 8, 8, 6]
+    all_ids = [i for ids, _ in batches for i in ids]
+    assert all_ids == read_cells(project)["cell_id"].tolist()
+    stacked = np.concatenate([crops for _, crops in batches])
+    np.testing.assert_array_equal(stacked, store.read(all_ids))
+    with pytest.raises(DataError, match="batch_size 0"):
+        next(store.iter_batches(0))
+
+
+def test_unknown_ids_and_missing_store(npz_project, tmp_path):
+    project, _ = npz_project
+    with pytest.raises(DataError, match=r"2 unknown cell id\(s\), e.g. \['nope', 'also'\]"):
+        PixelStore(project).read(["f0.npz:0", "nope", "also"])
+    with pytest.raises(DataError, match="no pixels stored"):
+        PixelStore(tmp_path)
+    ids = read_cells(project)["cell_id"].tolist()
+    (project / "pixels" / "part-0000.npy").unlink()
+    with pytest.raises(DataError, match=r"part-0000\.npy: cannot read stored pixels"):
+        PixelStore(project).read([ids[0], ids[5]])
+
+
+def test_store_spans_parts_of_different_dtypes(npz_project, make, tmp_path, rng):
+    project, images = npz_project
+    small = np.stack(
+        [make.blob(rng, channels=2, size=24, dtype=np.uint8, peak=100) for _ in range(4)]
+    )
+    make.npz(tmp_path / "in8" / "f0.npz", small)  # same relative name as part 0's first file
+    report = ingest_crops(tmp_path / "in8", project, IngestConfig(crop_size=24))
+    assert report.dtype == "uint8"
+    store = PixelStore(project)
+    assert store.n_cells == 34 and store.dtype == np.uint16
+    raw = store.read_raw(["f0.npz:1.2", "f0.npz:1"])
+    np.testing.assert_array_equal(raw, np.stack([small[1], images[1]]))
+    ranges = [np.array(p["ranges"]["*"]) for p in read_manifest(project)["parts"]]
+    assert ranges[1][1, 1] < ranges[0][1, 1] / 2  # the uint8 part has its own, lower ranges
+    np.testing.assert_allclose(
+        store.read(["f0.npz:1.2", "f0.npz:1"]),
+        np.stack([apply_ranges(small[1], ranges[1]), apply_ranges(images[1], ranges[0])]),
+    )
+
+
+def test_part_writer_windows(tmp_path, monkeypatch):
+    monkeypatch.setattr(pixels_module, "_WINDOW_BYTES", 3 * 2 * 4 * 4 * 2)  # 3 rows a window
+    data = np.arange(10 * 2 * 4 * 4, dtype=np.uint16).reshape(10, 2, 4, 4)
+    writer = PartWriter(tmp_path / "p.npy", data.shape, np.uint16)
+    writer.write(0, data[:1])
+    writer.write(1, data[1:8])  # crosses two window boundaries
+    writer.write(8, data[8:])
+    writer.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), data)
+    np.testing.assert_array_equal(read_rows(tmp_path / "p.npy", 4, 9), data[4:9])
+
+
+def test_rewrite_part_keeps_rows_and_channels(tmp_path, monkeypatch):
+    monkeypatch.setattr(pixels_module, "_WINDOW_BYTES", 64)  # force many chunks
+    data = np.random.default_rng(1).random((9, 3, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "src.npy", data)
+    keep = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1], bool)
+    n = rewrite_part(tmp_path / "src.npy", tmp_path / "dst.npy", keep, [0, 2])
+    assert n == 6
+    np.testing.assert_array_equal(np.load(tmp_path / "dst.npy"), data[keep][:, [0, 2]])
+
+
+def test_read_batch_is_fast(make, tmp_path, project, rng):
+    images = np.stack([make.blob(rng, channels=2, size=32) for _ in range(200)])
+    for i in range(10):
+        make.npz(tmp_path / "in" / f"f{i}.npz", images)
+    ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=32))
+    store = PixelStore(project)
+    ids = read_cells(project)["cell_id"].sample(1024, random_state=0).tolist()
+    crops = store.read(ids)
+    assert crops.shape == (1024, 2, 32, 32)
+    start = time.perf_counter()
+    store.read(ids)
+    assert time.perf_counter() - start < 0.5  # ~20 ms on a laptop
