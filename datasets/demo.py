@@ -44,7 +44,8 @@ CROP_SIZE = 64
 MIN_CELLS = 100
 _MARGIN = 8  # canvas margin so that blur and neighbours behave at the crop edge
 _CANVAS = CROP_SIZE + 2 * _MARGIN
-_N_PLATES, _SITES_PER_WELL, _CELLS_PER_SITE = 2, 3, 100
+_N_PLATES, _SITES_PER_WELL, _CELLS_PER_SITE = 2, 3, 100  # more cells per site past 396k
+_ROWS = "BCDEFGHIJKLMNOPQ"  # plate rows used, at most 16
 _HIT_BOOST = {"binucleated": 3.0, "mitotic": 6.0, "apoptotic": 6.0, "micronucleated": 6.0}
 _PLATE_GAIN = ((1.0, 1.0), (0.8, 1.2))  # per plate, per channel
 _BACKGROUND = (30.0, 60.0)  # photons per pixel, per channel
@@ -143,6 +144,9 @@ def plan_phenotypes(n_cells: int, seed: int = 0) -> npt.NDArray[np.int64]:
     return _plan(n_cells, np.random.default_rng(seed))[2]
 
 
+# -- plan: wells, sites, phenotypes ------------------------------------------------------------
+
+
 def _plan(n_cells: int, rng: np.random.Generator) -> tuple[list[_Site], npt.NDArray, npt.NDArray]:
     """Sites in file order, each cell's site index (n,) and phenotype index (n,)."""
     sites, weights = _layout(n_cells, rng)
@@ -153,20 +157,18 @@ def _plan(n_cells: int, rng: np.random.Generator) -> tuple[list[_Site], npt.NDAr
     return sites, site_of_cell, _assign_phenotypes(well_weights, rng)
 
 
-# -- plan: wells, sites, phenotypes ------------------------------------------------------------
-
-
 def _layout(n_cells: int, rng: np.random.Generator) -> tuple[list[_Site], npt.NDArray]:
     """Sites in file order, and per-well phenotype weights (n_wells, n_phenotypes).
 
     Column 2 of every plate holds negative controls; a few other wells per plate are hits,
     enriched in one phenotype each; every well varies mildly.
     """
-    n_wells = max(2, math.ceil(n_cells / (_N_PLATES * _SITES_PER_WELL * _CELLS_PER_SITE)))
-    n_rows = min(8, max(1, round(math.sqrt(n_wells / 1.5))))
-    n_cols = max(2, math.ceil(n_wells / n_rows))
-    wells = [f"{'BCDEFGHI'[r]}{c:02d}" for c in range(2, 2 + n_cols) for r in range(n_rows)]
-    sites, weights = [], []
+    n_wells = math.ceil(n_cells / (_N_PLATES * _SITES_PER_WELL * _CELLS_PER_SITE))
+    n_rows = min(len(_ROWS), max(1, round(math.sqrt(n_wells / 1.5))))
+    n_cols = min(22, max(2, math.ceil(n_wells / n_rows)))  # columns 02-23 of a 384-well plate
+    wells = [f"{_ROWS[r]}{c:02d}" for c in range(2, 2 + n_cols) for r in range(n_rows)]
+    sites: list[_Site] = []
+    weights: list[npt.NDArray] = []
     for plate in range(1, _N_PLATES + 1):
         w = rng.lognormal(0.0, 0.15, size=(len(wells), len(PHENOTYPES)))
         candidates = rng.permutation(np.arange(n_rows, len(wells)))  # all but column 2
@@ -335,6 +337,7 @@ def _micronucleated(idx: npt.NDArray, nuc: dict, cells: dict, rng: np.random.Gen
         )  # fmt: skip
 
 
+# Phenotype-specific nuclei; each edits the nucleus (and cell) arrays of cells ``idx`` in place.
 _NUCLEUS_CHANGES = {
     "binucleated": _binucleated,
     "mitotic": _mitotic,
@@ -381,7 +384,8 @@ def _paint(
         cover, dome = _ellipse(*geom)
         peak = nuc["dna"][idx, slot] * _DNA_UNIT / (np.pi * geom[2] * geom[3] * 0.92)
         dna[idx] = np.maximum(dna[idx], cover * dome * peak.astype(np.float32)[:, None, None])
-    cover, _ = _ellipse(*(cells[k] for k in ("x", "y", "a", "b", "theta")), cells["ruffle"])
+    geom = [cells[k] for k in ("x", "y", "a", "b", "theta")]
+    cover, _ = _ellipse(geom[0], geom[1], geom[2], geom[3], geom[4], cells["ruffle"])
     dx, dy = _XX - nuc["x"][:, :1, None], _YY - nuc["y"][:, :1, None]
     spread = (2.0 * (1.8 * nuc["b"][:, :1, None]) ** 2).astype(np.float32)
     thick = 0.6 + 0.4 * np.exp(-(dx * dx + dy * dy) / spread)  # thicker around the nucleus
@@ -449,8 +453,10 @@ def _camera(
 def _prepare_folder(out_dir: Path) -> None:
     """Create ``out_dir``, or clear the files of an earlier demo there; refuse anything else."""
     readme = out_dir / "README.txt"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file; give a folder for the demo screen")
     if out_dir.exists() and any(out_dir.iterdir()):
-        if not (readme.exists() and readme.read_text().startswith(_README_MARK)):
+        if not (readme.is_file() and readme.read_text().startswith(_README_MARK)):
             raise DataError(
                 f"{out_dir}: folder is not empty and holds no earlier demo; "
                 "choose a new folder or empty this one"
@@ -500,6 +506,6 @@ metadata.csv                  path,plate,well,site,control   column 02 = negativ
 
 Phenotypes (screen-wide share): {", ".join(f"{n} {p:.1%}" for n, p in zip(PHENOTYPES, PREVALENCE))}.
 A few wells per plate are "hits" enriched in binucleated, mitotic, apoptotic or micronucleated
-cells. Plate 2 is dimmer in DNA and brighter in cytoplasm than plate 1; about 8% of the cells
+cells. Plate 2 is dimmer in DNA and brighter in cytoplasm than plate 1; about 7% of the cells
 are out of focus. Nothing here is real data.
 """

@@ -196,14 +196,16 @@ def _centre_order(size: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float
 
 def _moments(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray, npt.NDArray, npt.NDArray]:
     """Area (B,) and the two eigenvalues (B,) of each mask's second-moment matrix."""
-    size = mask.shape[-1]
-    yy, xx = np.mgrid[:size, :size].reshape(2, -1).astype(np.float64)
-    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], axis=1)
-    m = mask.reshape(len(mask), -1).astype(np.float64) @ basis  # (B, 6) raw moments
-    area = m[:, 0]
+    pos = np.arange(mask.shape[-1], dtype=np.float64)
+    per_col = mask.sum(axis=1, dtype=np.float64)  # (B, S): pixels in each column x
+    per_row = mask.sum(axis=2, dtype=np.float64)  # (B, S): pixels in each row y
+    x_per_row = (mask * pos).sum(axis=2)  # (B, S): sum of x in each row
+    area = per_col.sum(axis=1)
     a = np.maximum(area, 1.0)
-    cx, cy = m[:, 1] / a, m[:, 2] / a
-    mu20, mu02, mu11 = m[:, 3] / a - cx * cx, m[:, 4] / a - cy * cy, m[:, 5] / a - cx * cy
+    cx, cy = (per_col * pos).sum(axis=1) / a, (per_row * pos).sum(axis=1) / a
+    mu20 = (per_col * pos * pos).sum(axis=1) / a - cx * cx
+    mu02 = (per_row * pos * pos).sum(axis=1) / a - cy * cy
+    mu11 = (x_per_row * pos).sum(axis=1) / a - cx * cy
     half_diff = np.sqrt(((mu20 - mu02) / 2.0) ** 2 + mu11 * mu11)
     lam1 = np.maximum((mu20 + mu02) / 2.0 + half_diff, 0.0)
     lam2 = np.maximum((mu20 + mu02) / 2.0 - half_diff, 0.0)
@@ -247,7 +249,7 @@ def _shape_features(mask: npt.NDArray[np.bool_], objects: npt.NDArray) -> npt.ND
         + m[:, :, [0, -1]].sum(axis=(1, 2))
     )
     perimeter = edges * (np.pi / 4.0)  # exposed pixel edges, corrected for the staircase
-    rows, cols = mask.any(axis=2), mask.any(axis=1)
+    rows, cols = np.asarray(mask.any(axis=2)), np.asarray(mask.any(axis=1))
     bbox = _span(rows) * _span(cols)
     safe_area = np.maximum(area, 1.0)
     hull = _hull_area(mask)

@@ -47,7 +47,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from datasets.demo import generate_demo
 
     with tqdm_progress("demo cells") as progress:
-        summary = generate_demo(Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress)
+        summary = generate_demo(
+            Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress
+        )
     print(f"wrote {summary.n_cells} cells in {summary.n_files} files to {summary.out_dir}")
     for name, count in sorted(summary.class_counts.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<24} {count:>7}  {100 * count / summary.n_cells:5.2f}%")
@@ -77,9 +79,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
     with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
         project, report = create_project(
-            Path(args.project), Path(args.crops), _ingest_config(args),
-            labels_csv=args.labels_csv, metadata_csv=args.metadata_csv,
-            seed=args.seed, progress=progress, feature_progress=fprogress,
+            Path(args.project),
+            Path(args.crops),
+            _ingest_config(args),
+            labels_csv=args.labels_csv,
+            metadata_csv=args.metadata_csv,
+            seed=args.seed,
+            progress=progress,
+            feature_progress=fprogress,
         )
     _print_report(report)
     if args.import_labels:
@@ -96,8 +103,12 @@ def _cmd_add(args: argparse.Namespace) -> int:
     project = open_project(Path(args.project))
     with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
         report = add_crops(
-            project, Path(args.crops), labels_csv=args.labels_csv,
-            metadata_csv=args.metadata_csv, progress=progress, feature_progress=fprogress,
+            project,
+            Path(args.crops),
+            labels_csv=args.labels_csv,
+            metadata_csv=args.metadata_csv,
+            progress=progress,
+            feature_progress=fprogress,
         )
     _print_report(report)
     if args.import_labels:
@@ -134,6 +145,97 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_next(args: argparse.Namespace) -> int:
+    import json
+
+    from labeling.loop import next_batch
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    batch = next_batch(
+        project, args.n, annotator=args.annotator, strategy=args.strategy, resume=False
+    )
+    for item in batch:
+        print(json.dumps(item, ensure_ascii=False))
+    return 0
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["CELL_ID=CLASS", ...]`` -> {cell_id: class}, split at the first ``=``.
+
+    Raises:
+        PhenoScoutError: for an item without ``=`` or with an empty side.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        cell_id, sep, label = item.partition("=")
+        if not sep or not cell_id.strip() or not label.strip():
+            raise PhenoScoutError(
+                f"{item!r} is not CELL_ID=CLASS (e.g. plate1.A01_s1.npz:3=mitotic)"
+            )
+        out[cell_id.strip()] = label
+    return out
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+
+    labels = parse_assignments(args.assignments)
+    project = open_project(Path(args.project))
+    n = project.store.submit(labels, annotator=args.annotator, source="cli")
+    print(f"committed {n}", flush=True)
+    if not args.no_refit:
+        from labeling.loop import fit_head
+
+        head = fit_head(project)
+        if head.version:
+            print(
+                f"head refit: {head.version} ({len(head.classes)} classes, "
+                f"{head.fit_seconds:.2f} s)"
+            )
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from labeling.errors import ConfigError
+    from labeling.simulate import SimConfig, simulate
+
+    if args.finetune:
+        raise ConfigError(
+            "--finetune needs the deep trainer of the models package, which is "
+            "not built yet; run without it"
+        )
+    cfg = SimConfig(
+        strategies=tuple(s.strip() for s in args.strategy.split(",") if s.strip()),
+        budget=args.budget,
+        batch_size=args.batch_size,
+        seeds=args.seeds,
+    )
+    with tqdm_progress("runs") as progress:
+        summary = simulate(Path(args.data_dir), cfg, Path(args.out), progress=progress)
+    table = summary.groupby("strategy", sort=False).agg(
+        labels_to_all=("labels_to_all_classes", "median"),
+        found=("classes_found", "median"),
+        macro_f1=("macro_f1", "median"),
+        bal_acc=("balanced_accuracy", "median"),
+        round_s=("mean_round_seconds", "mean"),
+    )
+    print(table.round(3).to_string())
+    print(f"wrote {args.out}/curves.csv, summary.csv, discovery.png")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+    from labeling.reports import write_report
+
+    project = open_project(Path(args.project))
+    paths = write_report(project, Path(args.out))
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -141,9 +243,19 @@ def _cmd_app(args: argparse.Namespace) -> int:
     if not app_file.exists():
         raise PhenoScoutError(f"{app_file}: the app file is missing; reinstall PhenoScout")
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(app_file),
-        "--server.headless", "true", "--server.address", args.host,
-        "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_file),
+        "--server.headless",
+        "true",
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--browser.gatherUsageStats",
+        "false",
     ]
     if args.project:
         cmd += ["--", "--project", str(Path(args.project).resolve())]
@@ -155,39 +267,75 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 
 def _add_ingest_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels-csv", type=Path, help="ground truth path,label (simulation/evaluation only)")
-    p.add_argument("--metadata-csv", type=Path, help="path + metadata columns (plate, well, site, control)")
-    p.add_argument("--import-labels", type=Path, help="existing labels path,label, stored as real labels (annotator 'import')")
+    p.add_argument(
+        "--labels-csv", type=Path, help="ground truth path,label (simulation/evaluation only)"
+    )
+    p.add_argument(
+        "--metadata-csv", type=Path, help="path + metadata columns (plate, well, site, control)"
+    )
+    p.add_argument(
+        "--import-labels",
+        type=Path,
+        help="existing labels path,label, stored as real labels (annotator 'import')",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
         prog="phenoscout",
-        description="PhenoScout: active-learning labeling of microscopy screens that surfaces rare phenotypes early.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="PhenoScout: active-learning labeling of microscopy screens that surfaces rare "
+        "phenotypes early.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="write the built-in synthetic demo screen",
-                       description="Write a synthetic 2-channel (nucleus, cytoplasm) screen of single-cell crops with plate/well/site metadata and a labels.csv of 7 phenotypes, 3 of them rare.")
+    p = sub.add_parser(
+        "demo",
+        help="write the built-in synthetic demo screen",
+        description="Write a synthetic 2-channel (nucleus, cytoplasm) screen of single-cell "
+        "crops with plate/well/site metadata and a labels.csv of 7 phenotypes, 3 of them rare.",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--cells", type=int, default=20000, help="number of cells (default 20000)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("init", help="create a project from a folder of cell crops",
-                       description="Create a project folder: ingest crops (TIFF, PNG, JPEG, npz), normalise, compute features, create the label store.")
+    p = sub.add_parser(
+        "init",
+        help="create a project from a folder of cell crops",
+        description="Create a project folder: ingest crops (TIFF, PNG, JPEG, npz), "
+        "normalise, compute features, create the label store.",
+    )
     p.add_argument("project", help="new project folder")
-    p.add_argument("--crops", required=True, help="folder of single-cell images (searched recursively)")
+    p.add_argument(
+        "--crops", required=True, help="folder of single-cell images (searched recursively)"
+    )
     _add_ingest_args(p)
-    p.add_argument("--crop-size", type=int, default=64, help="crops are padded or centre-cropped to this size (default 64)")
-    p.add_argument("--scale", type=float, default=1.0, help="dataset-wide rescale factor (default 1: none)")
+    p.add_argument(
+        "--crop-size",
+        type=int,
+        default=64,
+        help="crops are padded or centre-cropped to this size (default 64)",
+    )
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="dataset-wide rescale factor (default 1: none)"
+    )
     p.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Tubulin")
-    p.add_argument("--keep-empty-channels", action="store_true", help="keep channels that are all zero in every image")
-    p.add_argument("--normalise-by", choices=["auto", "dataset", "plate"], default="auto",
-                   help="intensity ranges per dataset or per plate (auto: per plate when metadata has a plate column)")
+    p.add_argument(
+        "--keep-empty-channels",
+        action="store_true",
+        help="keep channels that are all zero in every image",
+    )
+    p.add_argument(
+        "--normalise-by",
+        choices=["auto", "dataset", "plate"],
+        default="auto",
+        help="intensity ranges per dataset or per plate "
+        "(auto: per plate when metadata has a plate column)",
+    )
     p.add_argument("--seed", type=int, default=0, help="project seed")
     p.set_defaults(func=_cmd_init)
 
@@ -200,20 +348,93 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export labels or the cell table (CSV or Parquet by suffix)")
     p.add_argument("project", help="project folder")
     p.add_argument("--out", required=True, help="output file, .csv or .parquet")
-    p.add_argument("--what", default="labels", choices=["labels", "cells"],
-                   help="labels: one row per labeled cell with metadata; cells: one row per cell")
+    p.add_argument(
+        "--what",
+        default="labels",
+        choices=["labels", "cells"],
+        help="labels: one row per labeled cell with metadata; cells: one row per cell",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("info", help="summarise a project: cells, channels, classes, labels")
     p.add_argument("project", help="project folder")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("app", help="start the browser app",
-                       description="Start the Streamlit app, bound to 127.0.0.1 unless --host says otherwise.")
+    p = sub.add_parser("next", help="choose the next batch, lease it, print one JSON line per cell")
+    p.add_argument("project", help="project folder")
+    p.add_argument("--n", type=int, default=24, help="batch size (default 24)")
+    p.add_argument("--annotator", default="cli", help="who labels the batch (default cli)")
+    p.add_argument(
+        "--strategy",
+        help="query strategy (default: the project's, discover); "
+        "one of random, least_confidence, margin, entropy, diversity, novelty, "
+        "cluster_coverage, predicted_rare, discover",
+    )
+    p.set_defaults(func=_cmd_next)
+
+    p = sub.add_parser(
+        "label",
+        help="commit labels CELL_ID=CLASS ... in one transaction",
+        description="Commit labels in one transaction (a new class is created "
+        "as needed), print 'committed N', then refit the head.",
+    )
+    p.add_argument("project", help="project folder")
+    p.add_argument(
+        "assignments",
+        nargs="+",
+        metavar="CELL_ID=CLASS",
+        help="split at the first '=' (class names may contain '=' and spaces)",
+    )
+    p.add_argument("--annotator", default="cli", help="who gives the labels (default cli)")
+    p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
+    p.set_defaults(func=_cmd_label)
+
+    p = sub.add_parser(
+        "simulate",
+        help="benchmark strategies on a crops folder with labels.csv",
+        description="Simulated labeling: labels.csv is the oracle, revealed only "
+        "for the cells a strategy picks. Writes OUT/curves.csv, summary.csv, "
+        "discovery.png.",
+    )
+    p.add_argument("data_dir", help="crops folder with labels.csv (path,label)")
+    p.add_argument(
+        "--strategy",
+        default="discover,random",
+        help="comma-separated strategies (default discover,random)",
+    )
+    p.add_argument("--budget", type=int, default=300, help="labels per run (default 300)")
+    p.add_argument("--batch-size", type=int, default=10, help="labels per round (default 10)")
+    p.add_argument("--seeds", type=int, default=5, help="runs per strategy (default 5)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="also fine-tune the deep backbone between rounds (needs the models trainer)",
+    )
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser(
+        "report",
+        help="discovery curves, prevalence, stopping signal, "
+        "cross-validated confusion matrix (CSV and PNG)",
+    )
+    p.add_argument("project", help="project folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "app",
+        help="start the browser app",
+        description="Start the Streamlit app, bound to 127.0.0.1 unless --host says otherwise.",
+    )
     p.add_argument("project", nargs="?", help="project to open first")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the app and its data to the network)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the app and its "
+        "data to the network)",
+    )
     p.set_defaults(func=_cmd_app)
     return parser
 

@@ -2,7 +2,9 @@
 
 The loop sees a model only through :class:`FeatureModel` (features in, probabilities out, never
 crops); :class:`SklearnHead` is the scikit-learn implementation. Refit on 5,000 labels x 100
-features takes well under a second on 2 cores (logistic regression).
+features takes well under a second on 2 cores (logistic regression). BLAS runs single-threaded
+inside fit and predict: the matrices are small, and multi-threaded BLAS on a 2-core machine
+shared with the app and the trainer spins (a simulated run was 5x slower).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
+from threadpoolctl import threadpool_limits
 
 from labeling.errors import ConfigError, DataError, NotTrainedError
 
@@ -116,7 +119,7 @@ class SklearnHead:
         self._scaler = StandardScaler().fit(x)
         self._model = self._new_model(len(y))
         xs = self._scaler.transform(x)
-        with warnings.catch_warnings(record=True) as caught:
+        with threadpool_limits(limits=1), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             if isinstance(self._model, MLPClassifier):
                 self._model.fit(xs, y, sample_weight=compute_sample_weight("balanced", y))
@@ -144,7 +147,8 @@ class SklearnHead:
         x = np.asarray(features, dtype=np.float32)
         if self._model is None or self._scaler is None:
             return np.ones((len(x), 1), dtype=np.float32)
-        proba = self._model.predict_proba(self._scaler.transform(x))
+        with threadpool_limits(limits=1):
+            proba = self._model.predict_proba(self._scaler.transform(x))
         if tuple(self._model.classes_) != self.classes_:  # sklearn sorts too; never reorders
             raise NotTrainedError("head classes are out of order; refit the head")
         return proba.astype(np.float32, copy=False)

@@ -1,21 +1,190 @@
-"""The headless labeling loop: choose the next batch, lease it, take labels back.
+"""The headless labeling loop: choose the next batch, lease it, take labels back, refit.
 
-The app and the CLI call these functions; nothing here imports torch or streamlit.
+One round: fit the head on the labeled cells' features (or reuse the head cached for exactly
+these labels), score every cell, let the strategy pick a batch, lease it to the annotator and
+record the round. The app and the CLI call these functions; no torch or streamlit here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from labeling.errors import PoolExhaustedError
 from labeling.project import Project
+from labeling.store import LabelRecord
 
 logger = logging.getLogger(__name__)
+
+_CACHE_DIR = "cache"
+_POOLS: dict[tuple[str, str], PoolData] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+@dataclass
+class PoolData:
+    """What stays fixed for one feature version: ids, standardised features, the pool index."""
+
+    version: str  # hash of the feature files
+    cell_ids: npt.NDArray[np.str_]  # (n,)
+    features: npt.NDArray[np.float32]  # (n, d), standardised
+    index: Any  # labeling.strategies.PoolIndex
+    position: dict[str, int]  # cell_id -> row
+    index_seconds: float  # time spent building (or loading) the index
+
+
+def feature_version(project: Project) -> str:
+    """A hash of the project's feature files (names, sizes, modification times)."""
+    h = hashlib.sha1()
+    for path in sorted((project.path / "features").glob("*.parquet")):
+        st = path.stat()
+        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def pool_data(project: Project) -> PoolData:
+    """Features and pool index of ``project``, cached in memory and on disk per feature version."""
+    version = feature_version(project)
+    key = (str(project.path.resolve()), version)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = _load_pool(project, version)
+        return _POOLS[key]
+
+
+def _load_pool(project: Project, version: str) -> PoolData:
+    from datasets.features import read_features
+    from labeling.simulate import standardise
+    from labeling.strategies import build_index
+    from labeling.strategies.pool import PoolIndex
+
+    ids, feats, _ = read_features(project.path)
+    feats = standardise(feats)
+    t0 = time.perf_counter()
+    cache = project.path / _CACHE_DIR / f"index-{version}.npz"
+    index = None
+    if cache.exists():
+        try:
+            with np.load(cache) as z:
+                from sklearn.neighbors import NearestNeighbors
+
+                nn = NearestNeighbors(algorithm="brute").fit(feats)
+                index = PoolIndex(z["cluster_ids"], z["centroids"], z["sizes"],
+                                  z["member_order"], z["cluster_start"], nn)
+        except (OSError, KeyError, ValueError) as exc:
+            logger.warning("%s: unreadable index cache (%s); rebuilding", cache, exc)
+    if index is None or index.n_cells != len(ids):
+        index = build_index(feats, np.random.default_rng(project.config.seed))
+        _save_npz(cache, cluster_ids=index.cluster_ids, centroids=index.centroids,
+                  sizes=index.sizes, member_order=index.member_order,
+                  cluster_start=index.cluster_start)
+    seconds = time.perf_counter() - t0
+    logger.info("pool of %d cells ready in %.1f s", len(ids), seconds)
+    return PoolData(version, ids, feats, index, {c: i for i, c in enumerate(ids)}, seconds)
+
+
+def _save_npz(path: Path, **arrays: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only project still works, just without the cache
+        logger.warning("%s: cannot write cache (%s)", path, exc)
+
+
+@dataclass
+class HeadState:
+    """The head fitted on the current labels and its probabilities for every cell."""
+
+    version: str | None  # None when fewer than two classes have labels
+    classes: tuple[str, ...]
+    proba: npt.NDArray[np.float32] | None  # (n, k) for every cell of the pool
+    fit_seconds: float
+
+
+def _labels_key(store_events: list[LabelRecord], pool: PoolData, seed: int) -> str:
+    h = hashlib.sha1(f"{pool.version}:{seed}".encode())
+    for e in store_events:
+        h.update(f"{e.cell_id}\x1f{e.label}\x1e".encode())
+    return h.hexdigest()[:16]
+
+
+def fit_head(project: Project, pool: PoolData | None = None) -> HeadState:
+    """Fit the head on the current (non-pseudo) labels and score every cell.
+
+    The result is cached in ``PROJECT/cache/head.npz`` for exactly these labels, so the next
+    batch (or another process) reuses it without refitting.
+    """
+    from labeling.head import HeadConfig, SklearnHead
+
+    pool = pool or pool_data(project)
+    labels = project.store.current_labels(include_pseudo=False)
+    key = _labels_key(project.store.label_events(), pool, project.config.seed)
+    cache = project.path / _CACHE_DIR / "head.npz"
+    cached = _read_head_cache(cache, key)
+    if cached is not None:
+        return cached
+    t0 = time.perf_counter()
+    rows = np.array([pool.position[c] for c in labels if c in pool.position], dtype=np.int64)
+    y = [labels[c] for c in labels if c in pool.position]
+    if len(set(y)) < 2:
+        return HeadState(None, tuple(sorted(set(y))), None, time.perf_counter() - t0)
+    head = SklearnHead(HeadConfig(seed=project.config.seed)).fit(pool.features[rows], y)
+    proba = head.predict_proba(pool.features)
+    state = HeadState(head.version, tuple(head.classes_), proba, time.perf_counter() - t0)
+    _save_npz(cache, key=np.array(key), version=np.array(head.version),
+              classes=np.array(json.dumps(state.classes)), proba=proba,
+              fit_seconds=np.array(state.fit_seconds))
+    return state
+
+
+def _read_head_cache(path: Path, key: str) -> HeadState | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["key"]) != key:
+                return None
+            return HeadState(str(z["version"]), tuple(json.loads(str(z["classes"]))),
+                             z["proba"], float(z["fit_seconds"]))
+    except (OSError, KeyError, ValueError) as exc:
+        logger.warning("%s: unreadable head cache (%s); refitting", path, exc)
+        return None
+
+
+def _fold_previous_round(project: Project, strategy: str) -> dict[str, Any]:
+    """The strategy's state with the labels of its latest round folded in (bandit rewards)."""
+    from labeling.strategies import Selection, update_state
+
+    store = project.store
+    rounds = [r for r in store.rounds() if r["strategy"] == strategy and r["state"] is not None]
+    if not rounds:
+        return {}
+    last = rounds[-1]
+    state = dict(last["state"])
+    events = store.label_events()
+    mine = [e for e in events if e.round_id == last["round_id"] and e.sub_strategy]
+    if not mine:
+        return state
+    first = events.index(mine[0])
+    known_before = {e.label for e in events[:first]}
+    selection = Selection([e.cell_id for e in mine], [str(e.sub_strategy) for e in mine],
+                          [0.0] * len(mine))
+    given = {e.cell_id: e.label for e in mine}
+    guesses = {e.cell_id: e.guess for e in mine}
+    return update_state(strategy, state, selection, given, guesses, known_before)
 
 
 def next_batch(
@@ -26,53 +195,84 @@ def next_batch(
     *,
     resume: bool = True,
 ) -> list[dict[str, Any]]:
-    """Choose the next ``n`` cells for ``annotator``, lease them, and describe them.
+    """Choose the next ``n`` cells for ``annotator`` with the newest head, lease and describe them.
 
     Args:
         project: the open project.
         n: batch size.
         annotator: who labels this batch; cells leased to others are never handed out.
-        strategy: query strategy name; the project's default when None.
+        strategy: query strategy name (``phenoscout next --help`` lists them); the project's
+            default when None.
         resume: return this annotator's still-open batch instead, when there is one.
 
     Returns:
         One dict per cell: ``cell_id, path, strategy, guess, confidence``.
 
     Raises:
+        ConfigError: for an unknown strategy.
         PoolExhaustedError: when no unlabeled, unleased cell is left.
     """
+    from labeling.strategies import Pool, check_strategy, select
+
+    strategy = strategy or project.config.loop.strategy
+    check_strategy(strategy)
     store = project.store
     if resume:
         open_items = store.open_lease(annotator)
         if open_items:
             return _describe(project, open_items)
     store.release(annotator)
-    strategy = strategy or project.config.loop.strategy
     t0 = time.perf_counter()
-    cells = project.cells(columns=["cell_id"])["cell_id"].to_numpy()
-    blocked = set(store.current_labels(include_pseudo=True)) | store.leased_ids()
-    free = np.array([c for c in cells if c not in blocked])
-    if len(free) == 0:
-        raise PoolExhaustedError("pool exhausted: every cell is labeled or leased")
-    n_rounds = len(store.rounds())
-    rng = np.random.default_rng([project.config.seed, n_rounds])
-    chosen = rng.choice(free, size=min(n, len(free)), replace=False)
-    round_id = store.start_round(annotator, "random", None, len(chosen))
-    items = [
-        {"cell_id": str(c), "sub_strategy": "random", "guess": None, "confidence": None}
-        for c in chosen
-    ]
+    pool = pool_data(project)
+    head = fit_head(project, pool)
+    t_fit = time.perf_counter()
+    labeled_map = store.current_labels(include_pseudo=True)
+    blocked = np.zeros(len(pool.cell_ids), dtype=bool)
+    labels = np.full(len(pool.cell_ids), None, dtype=object)
+    for cell_id, label in labeled_map.items():
+        if cell_id in pool.position:
+            blocked[pool.position[cell_id]] = True
+            labels[pool.position[cell_id]] = label
+    for cell_id in store.leased_ids(exclude_annotator=annotator):
+        if cell_id in pool.position:
+            blocked[pool.position[cell_id]] = True
+    n_free = int((~blocked).sum())
+    if n_free == 0:
+        raise PoolExhaustedError("pool exhausted: every cell is labeled or leased to someone")
+    state = _fold_previous_round(project, strategy)
+    rng = np.random.default_rng([project.config.seed, len(store.rounds())])
+    the_pool = Pool(pool.cell_ids, pool.features, blocked, labels, head.proba, head.classes,
+                    pool.index)
+    selection, state = select(strategy, the_pool, min(n, n_free), rng, state)
+    t_sel = time.perf_counter()
+    items = _items(selection, pool, head)
+    round_id = store.start_round(annotator, strategy, head.version, len(items), state)
     store.lease(items, annotator, round_id, ttl_s=project.config.loop.lease_minutes * 60)
-    store.finish_round(round_id, {"select_s": time.perf_counter() - t0})
+    store.finish_round(round_id, {
+        "fit_s": round(t_fit - t0, 4), "select_s": round(t_sel - t_fit, 4),
+        "total_s": round(time.perf_counter() - t0, 4), "index_s": round(pool.index_seconds, 3),
+    })  # fmt: skip
     return _describe(project, items)
 
 
+def _items(selection: Any, pool: PoolData, head: HeadState) -> list[dict[str, Any]]:
+    items = []
+    for cell_id, sub in zip(selection.cell_ids, selection.strategies):
+        guess, confidence = None, None
+        if head.proba is not None:
+            row = head.proba[pool.position[cell_id]]
+            guess, confidence = head.classes[int(row.argmax())], round(float(row.max()), 4)
+        items.append({"cell_id": cell_id, "sub_strategy": sub, "guess": guess,
+                      "confidence": confidence})
+    return items
+
+
 def _describe(project: Project, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    cells = project.cells(columns=["cell_id", "source"]).set_index("cell_id")["source"]
+    sources = project.cells(columns=["cell_id", "source"]).set_index("cell_id")["source"]
     return [
         {
             "cell_id": it["cell_id"],
-            "path": str(cells.get(it["cell_id"], "")),
+            "path": str(sources.get(it["cell_id"], "")),
             "strategy": it.get("sub_strategy"),
             "guess": it.get("guess"),
             "confidence": it.get("confidence"),
@@ -87,5 +287,9 @@ def submit_labels(
     annotator: str = "cli",
     source: str = "batch",
 ) -> int:
-    """Commit ``labels`` (cell_id -> class name) in one transaction; returns the count committed."""
+    """Commit ``labels`` (cell_id -> class name, or ``SKIP``) in one transaction.
+
+    Returns:
+        The number of labels committed. Nothing slow runs before the commit.
+    """
     return project.store.submit(dict(labels), annotator=annotator, source=source)

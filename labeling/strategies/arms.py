@@ -23,11 +23,9 @@ logger = logging.getLogger(__name__)
 #: Candidates handed to modAL's ranked batch mode (its cost is quadratic in this).
 UNCERTAIN_CANDIDATES = 300
 #: Random sample of the pool that k-means++ seeding draws from.
-DIVERSITY_SAMPLE = 4000
+DIVERSITY_SAMPLE = 2000
 #: Unlabeled cells (from the clusters farthest from any label) that novelty examines.
 NOVELTY_CANDIDATES = 3000
-#: Cluster coverage prefers small clusters: distance is scaled by (median size / size) ** this.
-SMALL_CLUSTER_POWER = 0.0
 #: Most cells that predicted-rare takes from one cluster per batch.
 RARE_PER_CLUSTER = 2
 
@@ -185,7 +183,6 @@ def _far_candidates(ctx: RoundContext, n_wanted: int) -> npt.NDArray[np.int64]:
 def _farthest_first(
     ctx: RoundContext, x: npt.NDArray[np.float32], dist: npt.NDArray[np.float64],
     idx: npt.NDArray[np.int64], m: int, first: int | None = None,
-    weight: npt.NDArray[np.float64] | None = None,
 ) -> tuple[list[int], list[float]]:
     """Greedy k-centre: repeatedly take the row of ``x`` farthest from everything taken so far.
 
@@ -196,8 +193,7 @@ def _farthest_first(
     picks: list[int] = []
     scores: list[float] = []
     for _ in range(min(m, len(x))):
-        score = dist if weight is None else dist * weight
-        j = first if first is not None and not picks else ctx.best(score, idx)
+        j = first if first is not None and not picks else ctx.best(dist, idx)
         picks.append(j)
         scores.append(float(dist[j]) if np.isfinite(dist[j]) else 0.0)
         dist = np.minimum(dist, np.linalg.norm(x - x[j], axis=1))
@@ -232,11 +228,9 @@ def rank_coverage(ctx: RoundContext, k: int) -> Ranked:
     if np.isinf(dist).all():
         sizes = ctx.free_per_cluster[open_].astype(float)
         first = int(ctx.rng.choice(len(open_), p=sizes / sizes.sum()))
-    sizes = ctx.index.sizes[open_].astype(float)
-    weight = (np.median(ctx.index.sizes) / sizes) ** SMALL_CLUSTER_POWER
     picks, scores = _farthest_first(
         ctx, ctx.index.centroids[open_], dist, _representatives(ctx, open_), _n_wanted(ctx, k),
-        first, weight,
+        first,
     )
     members = ctx.free_members(open_[picks])
     depth = max(len(m) for m in members)
@@ -252,8 +246,8 @@ def _representatives(ctx: RoundContext, clusters: npt.NDArray[np.int64]) -> npt.
 
 def rank_predicted_rare(ctx: RoundContext, k: int) -> Ranked:
     """Cells the model gives to classes with few labels: score ``max_c p_c * w_c`` with class
-    weight ``w_c`` proportional to 1 / labels of ``c``; at most :data:`RARE_PER_CLUSTER` per
-    cluster. Without a model it hands over to diversity."""
+    weight ``w_c`` proportional to 1 / labels of ``c``; :data:`RARE_PER_CLUSTER` per cluster
+    come first, then the rest by score. Without a model it hands over to diversity."""
     if not ctx.has_model:
         return rank_diversity(ctx, k)
     proba = ctx.pool.proba
@@ -265,13 +259,11 @@ def rank_predicted_rare(ctx: RoundContext, k: int) -> Ranked:
     m = _n_wanted(ctx, k)
     cand = rank_desc(scores, ctx.unl, ctx.ids, 10 * m)
     taken: dict[int, int] = {}
-    keep = []
-    for i in cand:
-        c = int(ctx.index.cluster_ids[i])
-        if taken.get(c, 0) < RARE_PER_CLUSTER:
-            taken[c] = taken.get(c, 0) + 1
-            keep.append(i)
-    idx = np.asarray(keep[:m], dtype=np.int64)
+    spread = np.zeros(len(cand), dtype=bool)
+    for j, c in enumerate(ctx.index.cluster_ids[cand].tolist()):
+        taken[c] = taken.get(c, 0) + 1
+        spread[j] = taken[c] <= RARE_PER_CLUSTER
+    idx = np.concatenate([cand[spread], cand[~spread]])[:m]
     return Ranked("predicted_rare", idx, (proba[idx] * w).max(axis=1).astype(np.float64))
 
 

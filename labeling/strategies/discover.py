@@ -20,8 +20,8 @@ diverse one. The bandit's state is a JSON-able dict kept by the store between ro
 from __future__ import annotations
 
 import copy
-from collections import Counter
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,8 +56,8 @@ ARMS = {**EXPLORE, **EXPLOIT}
 #: Beta prior (alpha, beta) of each arm: what was measured before on other screens
 #: (cluster coverage and margin found rare classes fastest) for the bandit to correct.
 PRIORS = {
-    "cluster_coverage": (2.0, 1.0),
-    "margin": (2.0, 1.0),
+    "cluster_coverage": (4.0, 1.0),
+    "margin": (4.0, 1.0),
     "novelty": (1.0, 1.0),
     "diversity": (1.0, 2.0),
     "predicted_rare": (1.0, 2.0),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from labeling.errors import ConfigError, DataError, PoolExhaustedError
 from labeling.strategies.arms import (
@@ -93,9 +94,12 @@ def select(
     _check_size(pool, n)
     ctx = RoundContext(pool, rng)
     rank = STRATEGIES[name].rank
-    if rank is None:
-        return run_discover(ctx, int(n), state)
-    return assemble(ctx, [name] * n, {name: rank(ctx, int(n))}), dict(state)
+    # Single-threaded BLAS/OpenMP: the matrices are small, and on a 2-core machine shared with
+    # the app and the trainer, threaded BLAS spins (a simulated run: 5.5 s vs 1.0 s).
+    with threadpool_limits(limits=1):
+        if rank is None:
+            return run_discover(ctx, int(n), state)
+        return assemble(ctx, [name] * n, {name: rank(ctx, int(n))}), dict(state)
 
 
 def more_like_this(pool: Pool, query_cell_ids: Sequence[str], n: int) -> Selection:
@@ -124,8 +128,9 @@ def more_like_this(pool: Pool, query_cell_ids: Sequence[str], n: int) -> Selecti
     if missing:
         raise DataError(f"cell ids not in the pool: {missing[:5]}; use ids from the cell table")
     ctx = RoundContext(pool, np.random.default_rng(0))
-    ranked = neighbours(ctx, pos.astype(np.int64), 3 * int(n))
-    return assemble(ctx, ["more_like_this"] * n, {"more_like_this": ranked})
+    with threadpool_limits(limits=1):  # as in select()
+        ranked = neighbours(ctx, pos.astype(np.int64), 3 * int(n))
+        return assemble(ctx, ["more_like_this"] * n, {"more_like_this": ranked})
 
 
 def update_state(

@@ -12,7 +12,6 @@ import tifffile
 from PIL import Image
 
 
-
 def blob(
     rng: np.random.Generator,
     channels: int = 2,

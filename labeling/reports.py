@@ -1,0 +1,377 @@
+"""User-facing curves and estimates: what was found at what cost, how common each class is,
+whether to stop labeling, and how well the head does (cross-validated).
+
+Every function returns a pandas table (or a dict) for the app and the CLI; :func:`write_report`
+writes them all as CSV, JSON and PNG (``phenoscout report PROJECT --out DIR``).
+
+Label events come from :meth:`LabelStore.label_events` (not undone, in the order given, class
+names resolved through merges). Every event is one label spent, pseudo-labels ("unsure", "bad
+segmentation") and relabels included; pseudo-classes never count as classes found. Prevalence
+and the Good-Turing stopping signal use only the RANDOM SLICE, the cells picked by the "random"
+sub-strategy: the only part of the labels that samples the screen without bias.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from statistics import NormalDist
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from labeling.errors import ConfigError, DataError, NotTrainedError
+from labeling.store import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
+
+if TYPE_CHECKING:
+    from labeling.project import Project
+
+logger = logging.getLogger(__name__)
+
+PSEUDO_CLASSES = (UNSURE, BAD_SEGMENTATION)  # labels that are never classes found
+RANDOM = "random"  # the sub-strategy whose picks form the random slice
+MAX_FOLDS = 5  # cross-validation folds (fewer when the smallest class has fewer labels)
+
+
+# ---------------------------------------------------------------- helpers over events
+def _live(events: Iterable[LabelRecord]) -> list[LabelRecord]:
+    return [e for e in events if not e.undone]
+
+
+def _first_found(events: Sequence[LabelRecord], pseudo: Iterable[str]) -> dict[str, int]:
+    """Class -> labels spent (1-based) when it was first given, in order of discovery."""
+    skip, first = set(pseudo), {}
+    for t, e in enumerate(events, start=1):
+        if e.label not in skip and e.label not in first:
+            first[e.label] = t
+    return first
+
+
+def _class_names(
+    events: Sequence[LabelRecord], classes: Iterable[str] | None, pseudo: Iterable[str]
+) -> list[str]:
+    """Real classes in order of discovery, then those of ``classes`` never given."""
+    names = list(_first_found(events, pseudo))
+    skip = set(pseudo) | set(names)
+    return names + [c for c in (classes or ()) if c not in skip]
+
+
+def random_slice(events: Iterable[LabelRecord]) -> dict[str, str]:
+    """cell_id -> latest label of every cell picked by the "random" sub-strategy.
+
+    A later label of such a cell (a review correction, say) replaces the first one, so the
+    slice holds each random cell once, with its best-known class (pseudo-labels included).
+    """
+    live = _live(events)
+    picked = {e.cell_id for e in live if e.sub_strategy == RANDOM}
+    return {e.cell_id: e.label for e in live if e.cell_id in picked}
+
+
+# ---------------------------------------------------------------- discovery
+def discovery_curves(
+    events: Iterable[LabelRecord],
+    classes: Iterable[str] | None = None,
+    pseudo: Sequence[str] = PSEUDO_CLASSES,
+) -> pd.DataFrame:
+    """Per-class discovery curves: cells found against labels spent.
+
+    Args:
+        events: label events in the order given (``LabelStore.label_events()``).
+        classes: classes to list even if never given (the store's classes, say).
+        pseudo: labels that spend a label but are not classes.
+
+    Returns:
+        One row per class per label spent: ``n_labeled`` (1..number of events), ``label``,
+        ``n_found`` (cells whose label at that point is the class; a relabel moves its cell to
+        the new class). Classes in order of discovery, rows by class then ``n_labeled``.
+    """
+    live = _live(events)
+    names = _class_names(live, classes, pseudo)
+    col = {c: j for j, c in enumerate(names)}
+    delta = np.zeros((len(live), len(names)), dtype=np.int64)
+    current: dict[str, str] = {}
+    for t, e in enumerate(live):
+        before = current.get(e.cell_id)
+        if before in col:
+            delta[t, col[before]] -= 1
+        if e.label in col:
+            delta[t, col[e.label]] += 1
+        current[e.cell_id] = e.label
+    found = delta.cumsum(axis=0)
+    return pd.DataFrame({
+        "n_labeled": np.tile(np.arange(1, len(live) + 1), len(names)),
+        "label": np.repeat(np.array(names, dtype=object), len(live)),
+        "n_found": found.T.reshape(-1),
+    })  # fmt: skip
+
+
+def expected_random_curve(
+    n_labeled: int | Sequence[int] | npt.NDArray[np.int64], prevalence_table: pd.DataFrame
+) -> pd.DataFrame:
+    """Expected discovery curve of random sampling: labels spent x estimated prevalence.
+
+    Args:
+        n_labeled: the labels-spent axis, or its maximum (then 0..n_labeled).
+        prevalence_table: the output of :func:`prevalence`.
+
+    Returns:
+        One row per class per x: ``n_labeled, label, expected, low, high`` (``low``/``high``
+        from the prevalence interval).
+    """
+    x = np.arange(int(n_labeled) + 1) if np.ndim(n_labeled) == 0 else np.asarray(n_labeled)
+    p = prevalence_table
+    reps = len(p)
+    return pd.DataFrame({
+        "n_labeled": np.tile(x, reps),
+        "label": np.repeat(p["label"].to_numpy(dtype=object), len(x)),
+        **{k: np.outer(p[col].to_numpy(dtype=float), x).reshape(-1)
+           for k, col in (("expected", "estimate"), ("low", "low"), ("high", "high"))},
+    })  # fmt: skip
+
+
+# ---------------------------------------------------------------- prevalence and stopping
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n``; (0, 1) when ``n`` is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    z2 = NormalDist().inv_cdf(0.5 + confidence / 2) ** 2
+    p = k / n
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = math.sqrt(z2 * p * (1 - p) / n + z2 * z2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def prevalence(
+    events: Iterable[LabelRecord],
+    classes: Iterable[str] | None = None,
+    confidence: float = 0.95,
+    pseudo: Sequence[str] = PSEUDO_CLASSES,
+) -> pd.DataFrame:
+    """Share of the screen in each class, from the random slice only, with a Wilson interval.
+
+    The denominator is the whole random slice, pseudo-labeled cells included, so ``estimate``
+    is the chance that a random cell gets this class (what random labeling would find per label).
+    A class never seen in the slice gets estimate 0 and a non-zero upper bound. Intervals are
+    per class, not simultaneous.
+
+    Returns:
+        One row per real class (order of discovery, then ``classes``): ``label``, ``n_random``
+        (cells of the class in the slice), ``n_slice`` (slice size), ``estimate`` (NaN when the
+        slice is empty), ``low``, ``high``.
+    """
+    live = _live(events)
+    slice_ = random_slice(live)
+    n = len(slice_)
+    counts = Counter(slice_.values())
+    rows = []
+    for name in _class_names(live, classes, pseudo):
+        k = counts.get(name, 0)
+        low, high = wilson_interval(k, n, confidence)
+        rows.append((name, k, n, k / n if n else math.nan, low, high))
+    cols = ["label", "n_random", "n_slice", "estimate", "low", "high"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def stopping_signal(
+    events: Iterable[LabelRecord], pseudo: Sequence[str] = PSEUDO_CLASSES
+) -> dict[str, object]:
+    """Should labeling go on? Labels since the last new class, and the Good-Turing estimate.
+
+    ``p_new_class`` = n1 / n on the random slice (n1: real classes seen exactly once there, n:
+    slice size): the estimated chance that the next random cell is of a class the slice has not
+    seen. It is conservative, since classes found by other strategies may still be unseen in the
+    slice. None while the slice is empty.
+
+    Returns:
+        JSON-ready dict: ``n_labels`` (labels spent), ``n_classes`` (classes found),
+        ``last_new_class`` and ``last_new_class_at`` (None before any), ``labels_since_new_class``,
+        ``n_random`` (slice size), ``n_singletons`` (n1), ``p_new_class``.
+    """
+    live = _live(events)
+    first = _first_found(live, pseudo)
+    last = max(first.items(), key=lambda kv: kv[1]) if first else (None, None)
+    slice_ = random_slice(live)
+    skip = set(pseudo)
+    counts = Counter(lab for lab in slice_.values() if lab not in skip)
+    n1 = sum(1 for k in counts.values() if k == 1)
+    return {
+        "n_labels": len(live),
+        "n_classes": len(first),
+        "last_new_class": last[0],
+        "last_new_class_at": last[1],
+        "labels_since_new_class": len(live) - (last[1] or 0),
+        "n_random": len(slice_),
+        "n_singletons": n1,
+        "p_new_class": n1 / len(slice_) if slice_ else None,
+    }
+
+
+# ---------------------------------------------------------------- store summaries
+def class_counts(store: LabelStore, events: Sequence[LabelRecord] | None = None) -> pd.DataFrame:
+    """Per class (pseudo-classes last): ``label, n_labeled`` (cells now carrying it),
+    ``n_given`` (label events with it), ``fraction`` (of cells with a real class; NaN for
+    pseudo-classes), ``first_found_at`` (labels spent when first given), ``pseudo``, ``colour``.
+    """
+    live = store.label_events() if events is None else _live(events)
+    first = _first_found(live, ())
+    given = Counter(e.label for e in live)
+    infos = store.classes(include_pseudo=True)
+    n_real = sum(c.n_labeled for c in infos if not c.pseudo)
+    frame = pd.DataFrame({
+        "label": [c.name for c in infos],
+        "n_labeled": [c.n_labeled for c in infos],
+        "n_given": [given.get(c.name, 0) for c in infos],
+        "fraction": [math.nan if c.pseudo or not n_real else c.n_labeled / n_real for c in infos],
+        "first_found_at": pd.array([first.get(c.name) for c in infos], dtype="Int64"),
+        "pseudo": [c.pseudo for c in infos],
+        "colour": [c.colour for c in infos],
+    })  # fmt: skip
+    return frame
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        return math.nan
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def labels_per_round(
+    store: LabelStore, events: Sequence[LabelRecord] | None = None
+) -> pd.DataFrame:
+    """One row per round, plus one (``round_id`` <NA>) for labels given outside rounds.
+
+    Returns:
+        ``round_id`` (Int64), ``strategy``, ``annotator``, ``n_cells`` (handed out),
+        ``n_labels`` (label events of the round), ``new_classes`` (classes first found in it),
+        ``new_class_names`` ("; "-joined), ``seconds`` (round start to its last label; NaN
+        without labels). ``n_labels`` sums to the labels spent.
+    """
+    live = store.label_events() if events is None else _live(events)
+    new_at = {t: c for c, t in _first_found(live, PSEUDO_CLASSES).items()}
+    agg: dict[int | None, dict] = {}
+    for t, e in enumerate(live, start=1):
+        a = agg.setdefault(e.round_id, {"n": 0, "new": [], "last": None})
+        a["n"] += 1
+        a["new"] += [new_at[t]] if t in new_at else []
+        a["last"] = max(a["last"] or e.labeled_at, e.labeled_at)
+    rounds = store.rounds()
+    if None in agg:
+        rounds.append({"round_id": None, "strategy": None, "annotator": None, "n_cells": None})
+    rows = []
+    for r in rounds:
+        a = agg.get(r["round_id"], {"n": 0, "new": [], "last": None})
+        rows.append((r["round_id"], r["strategy"], r["annotator"], r["n_cells"], a["n"],
+                     len(a["new"]), "; ".join(a["new"]), _seconds(r.get("started_at"), a["last"])))
+    cols = ["round_id", "strategy", "annotator", "n_cells", "n_labels", "new_classes",
+            "new_class_names", "seconds"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=cols)
+    for c in ("round_id", "n_cells"):
+        frame[c] = frame[c].astype("Int64")
+    return frame
+
+
+# ---------------------------------------------------------------- cross-validation
+def _cv_data(
+    features: tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]], labels: Mapping[str, str]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.object_], list[str], dict[str, int]]:
+    """Standardised features and labels of the cells of classes with >= 2 labels."""
+    from labeling.simulate import standardise
+
+    ids, x = features
+    counts = Counter(labels.values())
+    left_out = sorted(c for c, k in counts.items() if k < 2)
+    if sum(1 for k in counts.values() if k >= 2) < 2:
+        raise NotTrainedError(
+            f"cross-validation needs at least 2 classes with >= 2 labels each; have "
+            f"{dict(sorted(counts.items()))} - label more cells of at least two classes"
+        )
+    pos = {str(c): i for i, c in enumerate(ids)}
+    keep = sorted(c for c, lab in labels.items() if counts[lab] >= 2)
+    missing = [c for c in keep if c not in pos]
+    if missing:
+        raise DataError(
+            f"{len(missing)} labeled cell(s) have no features, e.g. {missing[:3]}; "
+            "compute them with `phenoscout features PROJECT`"
+        )
+    rows = np.array([pos[c] for c in keep], dtype=np.int64)
+    y = np.array([labels[c] for c in keep], dtype=object)
+    return standardise(np.asarray(x, dtype=np.float32))[rows], y, left_out, dict(counts)
+
+
+def _cv_predict(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.object_], k: int, seed: int
+) -> npt.NDArray[np.object_]:
+    """Out-of-fold predictions of the loop's head (stratified k-fold)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from labeling.head import HeadConfig, SklearnHead
+
+    pred = np.empty(len(y), dtype=object)
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        head = SklearnHead(HeadConfig(seed=seed)).fit(x[train], y[train].tolist())
+        proba = head.predict_proba(x[test])
+        pred[test] = np.asarray(head.classes_, dtype=object)[proba.argmax(axis=1)]
+    return pred
+
+
+def cross_validated(
+    project: Project | None = None,
+    features: tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]] | None = None,
+    labels: Mapping[str, str] | None = None,
+    seed: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cross-validated quality of the loop's head on the current labels.
+
+    Stratified k-fold, k = min(5, smallest class count), over the classes with >= 2 labels;
+    features are standardised over all cells first.
+
+    Args:
+        project: supplies whatever of the rest is None (features from ``features/``, current
+            labels without pseudo-labels, ``config.seed``).
+        features: ``(cell_ids (n,), features (n, d) float32)``.
+        labels: cell_id -> class name.
+        seed: seeds the fold split and the head.
+
+    Returns:
+        ``(confusion, per_class)``: confusion counts, index = true class, columns = predicted;
+        per_class rows ``label, precision, recall, f1, support, included`` (left-out classes
+        with NaN metrics and ``included`` False). ``per_class.attrs`` holds ``n_splits``,
+        ``left_out``, ``macro_f1`` and ``balanced_accuracy``.
+
+    Raises:
+        NotTrainedError: fewer than 2 classes have >= 2 labels.
+        DataError: a labeled cell has no features.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    if project is None and (features is None or labels is None):
+        raise ConfigError("cross_validated: give a project, or both features and labels")
+    if features is None:
+        from datasets.features import read_features
+
+        features = read_features(project.path)[:2]  # type: ignore[union-attr]
+    labels = dict(project.store.current_labels() if labels is None else labels)  # type: ignore[union-attr]
+    seed = (project.config.seed if project is not None else 0) if seed is None else seed
+    x, y, left_out, counts = _cv_data(features, labels)
+    k = min(MAX_FOLDS, min(Counter(y.tolist()).values()))
+    pred = _cv_predict(x, y, k, seed)
+    names = sorted(set(y.tolist()))
+    conf = pd.DataFrame(confusion_matrix(y, pred, labels=names), index=pd.Index(names, name="true"),
+                        columns=pd.Index(names, name="predicted"))  # fmt: skip
+    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=names, zero_division=0)
+    per_class = pd.DataFrame({"label": names + left_out,
+                              "precision": [*prec, *[math.nan] * len(left_out)],
+                              "recall": [*rec, *[math.nan] * len(left_out)],
+                              "f1": [*f1, *[math.nan] * len(left_out)],
+                              "support": [*sup, *[counts[c] for c in left_out]],
+                              "included": [True] * len(names) + [False] * len(left_out)})  # fmt: skip
+    per_class.attrs.update(n_splits=k, left_out=left_out, macro_f1=float(np.mean(f1)),
+                           balanced_accuracy=float(np.mean(rec)))  # fmt: skip
+    logger.info("cross-validated %d labels, %d folds: macro F1 %.3f", len(y), k, np.mean(f1))
+    return conf, per_class
