@@ -13,13 +13,15 @@ sub-strategy: the only part of the labels that samples the screen without bias.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -103,11 +105,13 @@ def discovery_curves(
             delta[t, col[e.label]] += 1
         current[e.cell_id] = e.label
     found = delta.cumsum(axis=0)
-    return pd.DataFrame({
-        "n_labeled": np.tile(np.arange(1, len(live) + 1), len(names)),
-        "label": np.repeat(np.array(names, dtype=object), len(live)),
-        "n_found": found.T.reshape(-1),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "n_labeled": np.tile(np.arange(1, len(live) + 1), len(names)),
+            "label": np.repeat(np.array(names, dtype=object), len(live)),
+            "n_found": found.T.reshape(-1),
+        }
+    )
 
 
 def expected_random_curve(
@@ -123,15 +127,22 @@ def expected_random_curve(
         One row per class per x: ``n_labeled, label, expected, low, high`` (``low``/``high``
         from the prevalence interval).
     """
-    x = np.arange(int(n_labeled) + 1) if np.ndim(n_labeled) == 0 else np.asarray(n_labeled)
+    if isinstance(n_labeled, int | np.integer):
+        x = np.arange(int(n_labeled) + 1)
+    else:
+        x = np.asarray(n_labeled, dtype=np.int64)
     p = prevalence_table
     reps = len(p)
-    return pd.DataFrame({
-        "n_labeled": np.tile(x, reps),
-        "label": np.repeat(p["label"].to_numpy(dtype=object), len(x)),
-        **{k: np.outer(p[col].to_numpy(dtype=float), x).reshape(-1)
-           for k, col in (("expected", "estimate"), ("low", "low"), ("high", "high"))},
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "n_labeled": np.tile(x, reps),
+            "label": np.repeat(p["label"].to_numpy(dtype=object), len(x)),
+            **{
+                k: np.outer(p[col].to_numpy(dtype=float), x).reshape(-1)
+                for k, col in (("expected", "estimate"), ("low", "low"), ("high", "high"))
+            },
+        }
+    )
 
 
 # ---------------------------------------------------------------- prevalence and stopping
@@ -223,15 +234,11 @@ def class_counts(store: LabelStore, events: Sequence[LabelRecord] | None = None)
     given = Counter(e.label for e in live)
     infos = store.classes(include_pseudo=True)
     n_real = sum(c.n_labeled for c in infos if not c.pseudo)
-    frame = pd.DataFrame({
-        "label": [c.name for c in infos],
-        "n_labeled": [c.n_labeled for c in infos],
-        "n_given": [given.get(c.name, 0) for c in infos],
-        "fraction": [math.nan if c.pseudo or not n_real else c.n_labeled / n_real for c in infos],
-        "first_found_at": pd.array([first.get(c.name) for c in infos], dtype="Int64"),
-        "pseudo": [c.pseudo for c in infos],
-        "colour": [c.colour for c in infos],
-    })  # fmt: skip
+    frame = pd.DataFrame([(c.name, c.n_labeled, given.get(c.name, 0), c.pseudo, c.colour)
+                          for c in infos],
+                         columns=["label", "n_labeled", "n_given", "pseudo", "colour"])  # fmt: skip
+    frame.insert(3, "fraction", frame["n_labeled"].where(~frame["pseudo"]) / max(n_real, 1))
+    frame.insert(4, "first_found_at", pd.array([first.get(c.name) for c in infos], "Int64"))
     return frame
 
 
@@ -263,14 +270,13 @@ def labels_per_round(
     rounds = store.rounds()
     if None in agg:
         rounds.append({"round_id": None, "strategy": None, "annotator": None, "n_cells": None})
+    cols = "round_id strategy annotator n_cells n_labels new_classes new_class_names seconds"
     rows = []
     for r in rounds:
         a = agg.get(r["round_id"], {"n": 0, "new": [], "last": None})
-        rows.append((r["round_id"], r["strategy"], r["annotator"], r["n_cells"], a["n"],
-                     len(a["new"]), "; ".join(a["new"]), _seconds(r.get("started_at"), a["last"])))
-    cols = ["round_id", "strategy", "annotator", "n_cells", "n_labels", "new_classes",
-            "new_class_names", "seconds"]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=cols)
+        new, seconds = a["new"], _seconds(r.get("started_at"), a["last"])
+        rows.append([*(r[c] for c in cols.split()[:4]), a["n"], len(new), "; ".join(new), seconds])
+    frame = pd.DataFrame(rows, columns=cols.split())
     for c in ("round_id", "n_cells"):
         frame[c] = frame[c].astype("Int64")
     return frame
@@ -288,8 +294,8 @@ def _cv_data(
     left_out = sorted(c for c, k in counts.items() if k < 2)
     if sum(1 for k in counts.values() if k >= 2) < 2:
         raise NotTrainedError(
-            f"cross-validation needs at least 2 classes with >= 2 labels each; have "
-            f"{dict(sorted(counts.items()))} - label more cells of at least two classes"
+            "cross-validation needs at least 2 classes with >= 2 labels each; labels per class: "
+            f"{dict(sorted(counts.items())) or 'none yet'} - label more cells of two classes"
         )
     pos = {str(c): i for i, c in enumerate(ids)}
     keep = sorted(c for c, lab in labels.items() if counts[lab] >= 2)
@@ -320,6 +326,29 @@ def _cv_predict(
     return pred
 
 
+def _per_class(
+    y: npt.NDArray[np.object_],
+    pred: npt.NDArray[np.object_],
+    left_out: list[str],
+    counts: Mapping[str, int],
+) -> pd.DataFrame:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    names = sorted(set(y.tolist()))
+    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=names, zero_division=0)
+    nan = [math.nan] * len(left_out)
+    return pd.DataFrame(
+        {
+            "label": names + left_out,
+            "precision": [*prec, *nan],
+            "recall": [*rec, *nan],
+            "f1": [*f1, *nan],
+            "support": [*sup, *[counts[c] for c in left_out]],
+            "included": [True] * len(names) + [False] * len(left_out),
+        }
+    )
+
+
 def cross_validated(
     project: Project | None = None,
     features: tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]] | None = None,
@@ -348,30 +377,195 @@ def cross_validated(
         NotTrainedError: fewer than 2 classes have >= 2 labels.
         DataError: a labeled cell has no features.
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix
 
-    if project is None and (features is None or labels is None):
-        raise ConfigError("cross_validated: give a project, or both features and labels")
-    if features is None:
+    if project is None:
+        if features is None or labels is None:
+            raise ConfigError("cross_validated: give a project, or both features and labels")
+    else:
         from datasets.features import read_features
 
-        features = read_features(project.path)[:2]  # type: ignore[union-attr]
-    labels = dict(project.store.current_labels() if labels is None else labels)  # type: ignore[union-attr]
-    seed = (project.config.seed if project is not None else 0) if seed is None else seed
-    x, y, left_out, counts = _cv_data(features, labels)
+        features = read_features(project.path)[:2] if features is None else features
+        labels = project.store.current_labels() if labels is None else labels
+        seed = project.config.seed if seed is None else seed
+    x, y, left_out, counts = _cv_data(features, dict(labels))
     k = min(MAX_FOLDS, min(Counter(y.tolist()).values()))
-    pred = _cv_predict(x, y, k, seed)
-    names = sorted(set(y.tolist()))
-    conf = pd.DataFrame(confusion_matrix(y, pred, labels=names), index=pd.Index(names, name="true"),
-                        columns=pd.Index(names, name="predicted"))  # fmt: skip
-    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=names, zero_division=0)
-    per_class = pd.DataFrame({"label": names + left_out,
-                              "precision": [*prec, *[math.nan] * len(left_out)],
-                              "recall": [*rec, *[math.nan] * len(left_out)],
-                              "f1": [*f1, *[math.nan] * len(left_out)],
-                              "support": [*sup, *[counts[c] for c in left_out]],
-                              "included": [True] * len(names) + [False] * len(left_out)})  # fmt: skip
-    per_class.attrs.update(n_splits=k, left_out=left_out, macro_f1=float(np.mean(f1)),
-                           balanced_accuracy=float(np.mean(rec)))  # fmt: skip
-    logger.info("cross-validated %d labels, %d folds: macro F1 %.3f", len(y), k, np.mean(f1))
+    pred = _cv_predict(x, y, k, seed or 0)
+    names = pd.Index(sorted(set(y.tolist())))
+    conf = pd.DataFrame(
+        confusion_matrix(y, pred, labels=list(names)),
+        index=names.rename("true"),
+        columns=names.rename("predicted"),
+    )
+    per_class = _per_class(y, pred, left_out, counts)
+    f1, rec = per_class["f1"][per_class["included"]], per_class["recall"][per_class["included"]]
+    per_class.attrs.update(n_splits=k, left_out=left_out, macro_f1=float(f1.mean()))
+    per_class.attrs["balanced_accuracy"] = float(rec.mean())
+    logger.info("cross-validated %d labels, %d folds: macro F1 %.3f", len(y), k, f1.mean())
     return conf, per_class
+
+
+# ---------------------------------------------------------------- figures
+def _pyplot() -> Any:  # matplotlib is imported only when a figure is drawn
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_discovery_report(
+    curves: pd.DataFrame, expected: pd.DataFrame | None, out: Path, title: str = ""
+) -> Path:
+    """One panel per class: cells found against labels spent; dashed, the expected curve of
+    random sampling, shaded its interval.
+
+    Args:
+        curves: from :func:`discovery_curves`.
+        expected: from :func:`expected_random_curve`; None while there is no random slice.
+        out: the PNG to write.
+        title: figure title.
+    """
+    plt = _pyplot()
+    classes = list(dict.fromkeys(curves["label"])) or ["(no classes)"]
+    n_cols = min(4, len(classes))
+    n_rows = math.ceil(len(classes) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.9 * n_rows), squeeze=False)
+    for ax, cls in zip(axes.flat, classes):
+        c = curves[curves["label"] == cls]
+        x, y = np.r_[0, c["n_labeled"]], np.r_[0, c["n_found"]]
+        ax.step(x, y, where="post", color="#2563eb", lw=1.8, label="found")
+        e = expected[expected["label"] == cls] if expected is not None else None
+        if e is not None and len(e):
+            x = e["n_labeled"]
+            ax.plot(x, e["expected"], "--", color="#6b7280", lw=1.2, label="random (expected)")
+            ax.fill_between(x, e["low"], e["high"], color="#9ca3af", alpha=0.25, lw=0,
+                            label="random, 95% interval")  # fmt: skip
+        found = int(c["n_found"].iloc[-1]) if len(c) else 0
+        ax.set_title(f"{cls} ({found} found)", fontsize=10)
+        ax.set_xlabel("labels spent", fontsize=8)
+        ax.set_ylabel("cells found", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(classes) :]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    return _save(fig, plt, out)
+
+
+def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
+    """Row-normalised confusion heatmap (colour: share of the true class) with the counts."""
+    plt = _pyplot()
+    counts = confusion.to_numpy()
+    norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    k = len(counts)
+    side = max(4.0, 1.5 + 0.6 * k)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i, j in np.ndindex(counts.shape):
+        colour = "white" if norm[i, j] > 0.5 else "black"
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(k), [str(c) for c in confusion.columns], rotation=45, ha="right")
+    ax.set_yticks(range(k), [str(c) for c in confusion.index])
+    ax.set_xlabel("predicted (cross-validated)")
+    ax.set_ylabel("true label")
+    fig.colorbar(im, ax=ax, label="share of the true class")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def _save(fig: Any, plt: Any, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------- the report
+def _write_csv(frame: pd.DataFrame, path: Path, files: list[Path], index: bool = False) -> None:
+    frame.to_csv(path, index=index)
+    files.append(path)
+
+
+def _write_discovery(
+    events: list[LabelRecord], classes: list[str], out: Path, files: list[Path], notes: list[str]
+) -> None:
+    curves = discovery_curves(events, classes)
+    prev = prevalence(events, classes)
+    expected = None
+    if random_slice(events):
+        expected = expected_random_curve(np.arange(1, len(events) + 1), prev)
+        _write_csv(prev, out / "prevalence.csv", files)
+        cols = {"expected": "expected_random", "low": "expected_low", "high": "expected_high"}
+        curves = curves.merge(expected.rename(columns=cols), on=["n_labeled", "label"], how="left")
+        expected = expected_random_curve(len(events), prev)
+    else:
+        notes.append(
+            "prevalence skipped: no labels from the random slice yet "
+            "(no expected random curve either)"
+        )
+    _write_csv(curves, out / "discovery.csv", files)
+    title = f"discovery after {len(events)} labels"
+    files.append(plot_discovery_report(curves, expected, out / "discovery.png", title))
+
+
+def _write_cv(project: Project, out: Path, files: list[Path], notes: list[str]) -> None:
+    try:
+        confusion, per_class = cross_validated(project)
+    except (NotTrainedError, DataError) as e:
+        notes.append(f"cross-validation skipped: {e}")
+        return
+    _write_csv(confusion, out / "confusion.csv", files, index=True)
+    _write_csv(per_class, out / "per_class.csv", files)
+    a = per_class.attrs
+    notes.append(
+        f"cross-validation: {a['n_splits']} folds, macro F1 {a['macro_f1']:.3f}, "
+        f"balanced accuracy {a['balanced_accuracy']:.3f}"
+        + (f"; left out (fewer than 2 labels): {a['left_out']}" if a["left_out"] else "")
+    )
+    title = f"{int(confusion.to_numpy().sum())} labels, {a['n_splits']}-fold"
+    files.append(plot_confusion(confusion, out / "confusion.png", title))
+
+
+def write_report(project: Project, out_dir: Path) -> list[Path]:
+    """Write every table and figure of the project into ``out_dir``.
+
+    Files: counts.csv, rounds.csv, stopping.json, discovery.csv + discovery.png, prevalence.csv,
+    confusion.csv + per_class.csv + confusion.png, and notes.txt, which says which parts were
+    skipped and why (no labels yet, no random slice yet, too few labels to cross-validate).
+
+    Returns:
+        The files written, notes.txt last.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = project.store
+    events = store.label_events()
+    classes = [c.name for c in store.classes(include_pseudo=False)]
+    files: list[Path] = []
+    notes: list[str] = []
+    _write_csv(class_counts(store, events), out / "counts.csv", files)
+    _write_csv(labels_per_round(store, events), out / "rounds.csv", files)
+    stop = stopping_signal(events)
+    text = json.dumps(stop, indent=2, ensure_ascii=False) + "\n"
+    (out / "stopping.json").write_text(text, encoding="utf-8")
+    files.append(out / "stopping.json")
+    if events:
+        _write_discovery(events, classes, out, files, notes)
+    else:
+        notes.append("discovery and prevalence skipped: no labels yet")
+    _write_cv(project, out, files, notes)
+    for note in notes:
+        logger.info("report: %s", note)
+    (out / "notes.txt").write_text("".join(f"{n}\n" for n in notes), encoding="utf-8")
+    files.append(out / "notes.txt")
+    return files

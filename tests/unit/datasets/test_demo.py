@@ -51,13 +51,13 @@ def labels_to_see_all(codes: np.ndarray, n_orderings: int, rng: np.random.Genera
 
 
 @pytest.fixture(scope="module")
-def small_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoSummary]:
+def demo300(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoSummary]:
     out = tmp_path_factory.mktemp("demo") / "demo"
     return out, generate_demo(out, n_cells=300, seed=0)
 
 
-def test_layout_shapes_dtypes_and_tables(small_demo: tuple[Path, DemoSummary]) -> None:
-    out, summary = small_demo
+def test_layout_shapes_dtypes_and_tables(demo300: tuple[Path, DemoSummary]) -> None:
+    out, summary = demo300
     labels = read_csv(out / "labels.csv")
     meta = read_csv(out / "metadata.csv")
     assert list(labels[0]) == ["path", "label"]
@@ -81,8 +81,8 @@ def test_layout_shapes_dtypes_and_tables(small_demo: tuple[Path, DemoSummary]) -
     assert (out / "README.txt").read_text().startswith("PhenoScout demo screen")
 
 
-def test_pixels_look_like_a_fluorescence_screen(small_demo: tuple[Path, DemoSummary]) -> None:
-    out, _ = small_demo
+def test_pixels_look_like_a_fluorescence_screen(demo300: tuple[Path, DemoSummary]) -> None:
+    out, _ = demo300
     plates = {p: np.concatenate([np.load(f)["images"] for f in sorted(out.glob(f"{p}/*.npz"))])
               for p in ("plate1", "plate2")}  # fmt: skip
     images = np.concatenate(list(plates.values()))
@@ -95,9 +95,9 @@ def test_pixels_look_like_a_fluorescence_screen(small_demo: tuple[Path, DemoSumm
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(
-    tmp_path: Path, small_demo: tuple[Path, DemoSummary]
+    tmp_path: Path, demo300: tuple[Path, DemoSummary]
 ) -> None:
-    out, _ = small_demo
+    out, _ = demo300
     again = tmp_path / "again"
     generate_demo(again, n_cells=300, seed=0)
     assert file_hashes(again) == file_hashes(out)
@@ -109,8 +109,8 @@ def test_same_seed_same_bytes_and_other_seed_differs(
     assert all(file_hashes(other).get(name) != file_hashes(out)[name] for name in npz)
 
 
-def test_plan_matches_what_is_written(small_demo: tuple[Path, DemoSummary]) -> None:
-    out, summary = small_demo
+def test_plan_matches_what_is_written(demo300: tuple[Path, DemoSummary]) -> None:
+    out, summary = demo300
     written = [PHENOTYPES.index(r["label"]) for r in read_csv(out / "labels.csv")]
     np.testing.assert_array_equal(plan_phenotypes(300, seed=0), written)
     assert summary.class_counts == {n: written.count(k) for k, n in enumerate(PHENOTYPES)}
