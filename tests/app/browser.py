@@ -50,7 +50,8 @@ def running_app(project: Path, timeout_s: float = 60):
     port = free_port()
     exe = shutil.which("phenoscout", path=str(Path(sys.executable).parent))
     cmd = [exe, "app", str(project), "--port", str(port)]
-    log = open(ARTIFACTS.parent / ".app.log", "w") if ARTIFACTS.parent.exists() else None
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"app-{port}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -61,7 +62,7 @@ def running_app(project: Path, timeout_s: float = 60):
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start on {url} (exit {proc.poll()})")
+                    raise RuntimeError(f"the app did not start on {url} (exit {proc.poll()})") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -70,8 +71,7 @@ def running_app(project: Path, timeout_s: float = 60):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if log:
-            log.close()
+        log.close()
 
 
 @contextmanager
