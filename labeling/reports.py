@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -455,8 +456,7 @@ def plot_discovery_report(
         fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    return _save(fig, plt, out)
+    return _save(fig, plt, out, rect=(0, 0.06, 1, 0.96))
 
 
 def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
@@ -478,14 +478,16 @@ def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
     fig.colorbar(im, ax=ax, label="share of the true class")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
     return _save(fig, plt, out)
 
 
-def _save(fig: Any, plt: Any, out: Path) -> Path:
+def _save(fig: Any, plt: Any, out: Path, rect: tuple[float, ...] = (0, 0, 1, 1)) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with warnings.catch_warnings():  # a class name with an emoji draws a box, nothing worse
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        fig.tight_layout(rect=rect)
+        fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 

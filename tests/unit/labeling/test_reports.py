@@ -221,8 +221,11 @@ def test_cross_validated_confusion_counts_every_included_label() -> None:
 
 def test_cross_validated_needs_two_classes_with_two_labels() -> None:
     features, labels = _blobs({"A": 5, "B": 1})
-    with pytest.raises(NotTrainedError, match=r"at least 2 classes with >= 2 labels each; labels per class: \{'A': 5, 'B': 1\}"):
+    need = r"at least 2 classes with >= 2 labels each; labels per class: "
+    with pytest.raises(NotTrainedError, match=need + r"\{'A': 5, 'B': 1\}"):
         cross_validated(features=features, labels=labels)
+    with pytest.raises(NotTrainedError, match=need + "none yet"):
+        cross_validated(features=features, labels={})
     with pytest.raises(ConfigError, match="give a project, or both features and labels"):
         cross_validated(features=features)
 
