@@ -21,6 +21,8 @@ from datasets.errors import DataError
 logger = logging.getLogger(__name__)
 
 POLARITIES = ("bright", "dark")
+#: Bumped whenever the feature set changes, so cached feature tables are recomputed.
+FEATURES_VERSION = 2
 SHAPE_NAMES = (
     "area", "perimeter", "circularity", "eccentricity", "solidity",
     "major_axis", "minor_axis", "extent", "n_objects", "extra_area",
@@ -30,7 +32,9 @@ INTENSITY_NAMES = (
     "crop_mean", "crop_std", "crop_max", "background_mean",
 )  # fmt: skip
 TEXTURE_NAMES = ("grad_mean", "residual_std", "contrast")
-_PER_CHANNEL = SHAPE_NAMES + INTENSITY_NAMES + TEXTURE_NAMES
+HU_NAMES = tuple(f"hu{i}" for i in range(1, 8))  # Hu's 7 moment invariants, log-scaled
+_PER_CHANNEL = SHAPE_NAMES + INTENSITY_NAMES + TEXTURE_NAMES + HU_NAMES
+_HU_FLOOR = 1e-12  # |invariant| below this counts as 0 (numerical noise of symmetric shapes)
 _N_BINS = 64  # histogram bins for Otsu
 _N_DIRECTIONS = 32  # support directions for the convex-hull polygon
 _MIN_EXTRA_AREA = 3  # pixels; smaller extra objects are noise
@@ -89,8 +93,8 @@ def morphology_features(
         polarity: "bright" (cells brighter than background, fluorescence) or "dark".
 
     Returns:
-        features: (n, C * 24) float32, finite; an empty mask gives zeros for its channel.
-        names: C * 24 names ``ch{c}_{measure}``, channel-major, in column order.
+        features: (n, C * 31) float32, finite; an empty mask gives zeros for its channel.
+        names: C * 31 names ``ch{c}_{measure}``, channel-major, in column order.
 
     Raises:
         DataError: on a bad shape or an unknown polarity.
@@ -110,14 +114,45 @@ def morphology_features(
 
 
 def _channel_features(x: npt.NDArray[np.float32], polarity: str) -> npt.NDArray[np.float32]:
-    """(B, 24) features of B single-channel crops (B, S, S)."""
+    """(B, 31) features of B single-channel crops (B, S, S)."""
     smooth = ndimage.gaussian_filter(x, sigma=(0, 1, 1), mode="nearest", truncate=2.0)
     signal = smooth if polarity == "bright" else 1.0 - smooth
     mask, objects = _cell_mask(signal)
     shape = _shape_features(mask, objects)
     intensity = _intensity_features(x, mask)
     texture = _texture_features(x, smooth, mask)
-    return np.concatenate([shape, intensity, texture], axis=1)
+    return np.concatenate([shape, intensity, texture, _hu_moments(mask)], axis=1)
+
+
+def _hu_moments(mask: npt.NDArray[np.bool_]) -> npt.NDArray:
+    """(B, 7) Hu moment invariants of masks (B, S, S), as ``sign(h) * log10(1 + |h| / floor)``
+    so that the tiny invariants of elongated, lobed or fragmented shapes stay comparable."""
+    m = mask.astype(np.float64)
+    pos = np.arange(mask.shape[-1], dtype=np.float64)
+    area = m.sum(axis=(1, 2))
+    a = np.maximum(area, 1.0)
+    dx = pos[None, :] - ((m.sum(axis=1) * pos).sum(axis=1) / a)[:, None]  # (B, S) x offsets
+    dy = pos[None, :] - ((m.sum(axis=2) * pos).sum(axis=1) / a)[:, None]  # (B, S) y offsets
+
+    def nu(p: int, q: int) -> npt.NDArray:
+        mu = np.einsum("byx,by,bx->b", m, dy**q, dx**p, optimize=True)
+        return mu / a ** (1.0 + (p + q) / 2.0)
+
+    n20, n02, n11 = nu(2, 0), nu(0, 2), nu(1, 1)
+    n30, n03, n21, n12 = nu(3, 0), nu(0, 3), nu(2, 1), nu(1, 2)
+    s1, s2 = n30 + n12, n21 + n03
+    d1, d2 = n30 - 3 * n12, 3 * n21 - n03
+    hu = np.stack([
+        n20 + n02,
+        (n20 - n02) ** 2 + 4 * n11**2,
+        d1**2 + d2**2,
+        s1**2 + s2**2,
+        d1 * s1 * (s1**2 - 3 * s2**2) + d2 * s2 * (3 * s1**2 - s2**2),
+        (n20 - n02) * (s1**2 - s2**2) + 4 * n11 * s1 * s2,
+        d2 * s1 * (s1**2 - 3 * s2**2) - d1 * s2 * (3 * s1**2 - s2**2),
+    ], axis=1)  # fmt: skip
+    hu[area == 0] = 0.0
+    return np.sign(hu) * np.log10(1.0 + np.abs(hu) / _HU_FLOOR)
 
 
 def _otsu(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray, npt.NDArray[np.bool_]]:

@@ -126,8 +126,9 @@ class SklearnHead:
             else:
                 self._model.fit(xs, y)
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-            logger.debug("head %s: solver stopped at max_iter=%d", self.version,
-                         self.config.max_iter)
+            logger.debug(
+                "head %s: solver stopped at max_iter=%d", self.version, self.config.max_iter
+            )
         return self
 
     def predict_proba(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -157,9 +158,13 @@ class SklearnHead:
         cfg = self.config
         if cfg.kind == "mlp":
             return MLPClassifier(
-                hidden_layer_sizes=(cfg.hidden,), alpha=1.0 / (cfg.C * n_labels),
-                max_iter=cfg.max_iter, batch_size=min(256, n_labels), random_state=cfg.seed,
-                n_iter_no_change=5, tol=1e-3,
+                hidden_layer_sizes=(cfg.hidden,),
+                alpha=1.0 / (cfg.C * n_labels),
+                max_iter=cfg.max_iter,
+                batch_size=min(256, n_labels),
+                random_state=cfg.seed,
+                n_iter_no_change=5,
+                tol=1e-3,
             )
         return LogisticRegression(
             C=cfg.C, class_weight="balanced", max_iter=cfg.max_iter, random_state=cfg.seed

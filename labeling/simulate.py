@@ -61,7 +61,9 @@ class SimData:
 
 def _cache_key(data_dir: Path) -> str:
     """Key of a dataset folder's content: its path and every file's size and mtime."""
-    h = hashlib.sha1(str(data_dir.resolve()).encode())
+    from datasets.morphology import FEATURES_VERSION
+
+    h = hashlib.sha1(f"{data_dir.resolve()}:features-v{FEATURES_VERSION}".encode())
     for root, _, files in sorted(os.walk(data_dir)):
         for name in sorted(files):
             st = os.stat(os.path.join(root, name))

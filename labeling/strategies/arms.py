@@ -9,6 +9,7 @@ that can, and the returned :class:`Ranked` names the one that actually chose.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -32,11 +33,17 @@ RARE_PER_CLUSTER = 2
 
 @dataclass(frozen=True)
 class Ranked:
-    """A sub-strategy's answer: pool positions best first, their scores, and who chose them."""
+    """A sub-strategy's answer: pool positions best first, their scores, and who chose them
+    (``name``, or per cell in ``names`` when a sub-strategy continued with another)."""
 
     name: str
     idx: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float64]
+    names: tuple[str, ...] = ()
+
+    def name_of(self, j: int) -> str:
+        """Who chose the ``j``-th cell."""
+        return self.names[j] if self.names else self.name
 
 
 def _n_wanted(ctx: RoundContext, k: int) -> int:
@@ -114,7 +121,7 @@ def rank_random(ctx: RoundContext, k: int) -> Ranked:
     return Ranked("random", idx, np.zeros(m))
 
 
-def make_uncertain(name: str):  # noqa: ANN201 - returns a sub-strategy
+def make_uncertain(name: str) -> Callable[[RoundContext, int], Ranked]:
     """Least-confidence, margin or entropy sampling via modAL, diversified by ranked batch mode.
 
     The modAL measure scores every unlabeled cell from the cached probabilities; the top
@@ -128,8 +135,12 @@ def make_uncertain(name: str):  # noqa: ANN201 - returns a sub-strategy
         proba = ctx.pool.proba
         assert proba is not None  # has_model
         unl = ctx.unl
-        cand = rank_desc(uncertainty(name, proba[unl]), unl, ctx.ids,
-                         max(UNCERTAIN_CANDIDATES, _n_wanted(ctx, k)))
+        cand = rank_desc(
+            uncertainty(name, proba[unl]),
+            unl,
+            ctx.ids,
+            max(UNCERTAIN_CANDIDATES, _n_wanted(ctx, k)),
+        )
         if len(ctx.lab) > 0:
             _, arg = nearest(ctx.features[cand], ctx.features[ctx.lab])
             ref = ctx.features[ctx.lab[np.unique(arg)]]
@@ -181,8 +192,12 @@ def _far_candidates(ctx: RoundContext, n_wanted: int) -> npt.NDArray[np.int64]:
 
 
 def _farthest_first(
-    ctx: RoundContext, x: npt.NDArray[np.float32], dist: npt.NDArray[np.float64],
-    idx: npt.NDArray[np.int64], m: int, first: int | None = None,
+    ctx: RoundContext,
+    x: npt.NDArray[np.float32],
+    dist: npt.NDArray[np.float64],
+    idx: npt.NDArray[np.int64],
+    m: int,
+    first: int | None = None,
 ) -> tuple[list[int], list[float]]:
     """Greedy k-centre: repeatedly take the row of ``x`` farthest from everything taken so far.
 
@@ -215,10 +230,10 @@ def rank_novelty(ctx: RoundContext, k: int) -> Ranked:
 
 def rank_coverage(ctx: RoundContext, k: int) -> Ranked:
     """One cell (the one closest to the centre) from each cluster that has no label yet, the
-    clusters taken farthest-first from the labeled cells and from each other.
+    clusters taken farthest-first from the labeled cells and from each other; then the open
+    clusters' other cells, then (when that is still too few) novelty's cells.
 
-    Without labels the first cluster is drawn with probability proportional to its size. When
-    every cluster holds a label it hands over to novelty.
+    Without labels the first cluster is drawn with probability proportional to its size.
     """
     open_ = np.flatnonzero(~ctx.covered & (ctx.free_per_cluster > 0))
     if len(open_) == 0:
@@ -229,7 +244,11 @@ def rank_coverage(ctx: RoundContext, k: int) -> Ranked:
         sizes = ctx.free_per_cluster[open_].astype(float)
         first = int(ctx.rng.choice(len(open_), p=sizes / sizes.sum()))
     picks, scores = _farthest_first(
-        ctx, ctx.index.centroids[open_], dist, _representatives(ctx, open_), _n_wanted(ctx, k),
+        ctx,
+        ctx.index.centroids[open_],
+        dist,
+        _representatives(ctx, open_),
+        _n_wanted(ctx, k),
         first,
     )
     members = ctx.free_members(open_[picks])
@@ -237,7 +256,17 @@ def rank_coverage(ctx: RoundContext, k: int) -> Ranked:
     idx = [m[r] for r in range(depth) for m in members if r < len(m)]
     score = [s for r in range(depth) for m, s in zip(members, scores, strict=True) if r < len(m)]
     m = _n_wanted(ctx, k)
-    return Ranked("cluster_coverage", np.asarray(idx[:m], np.int64), np.asarray(score[:m]))
+    if len(idx) >= m:
+        return Ranked("cluster_coverage", np.asarray(idx[:m], np.int64), np.asarray(score[:m]))
+    more = rank_novelty(ctx, k)  # few open clusters left: go on with the cells far from labels
+    extra = ~np.isin(more.idx, idx)
+    names = ("cluster_coverage",) * len(idx) + (more.name,) * int(extra.sum())
+    return Ranked(
+        "cluster_coverage",
+        np.concatenate([np.asarray(idx, np.int64), more.idx[extra]]),
+        np.concatenate([score, more.scores[extra]]),
+        names,
+    )
 
 
 def _representatives(ctx: RoundContext, clusters: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -269,13 +298,16 @@ def rank_predicted_rare(ctx: RoundContext, k: int) -> Ranked:
 
 def neighbours(ctx: RoundContext, query: npt.NDArray[np.int64], m: int) -> Ranked:
     """Unlabeled cells nearest to any of the ``query`` positions, closest first (score is minus
-    the distance), searched among the query cells' nearest neighbours only."""
+    the distance), searched among the query cells' nearest neighbours only; the query cells
+    themselves are never returned."""
     nn, n_cells = ctx.index.neighbours, len(ctx.ids)
+    blocked = ctx.pool.labeled.copy()
+    blocked[query] = True
     n_nb = min(n_cells, 2 * m + len(query) + 10)
     while True:
         dist, ind = nn.kneighbors(ctx.features[query], n_neighbors=n_nb)
         dist, ind = dist.ravel(), ind.ravel()
-        free = ~ctx.pool.labeled[ind]
+        free = ~blocked[ind]
         best = np.full(n_cells, np.inf)
         np.minimum.at(best, ind[free], dist[free])
         found = np.flatnonzero(np.isfinite(best))

@@ -81,7 +81,7 @@ def assemble(ctx: RoundContext, plan: Sequence[str], ranked: Mapping[str, Ranked
             j = cursor[key]
             cursor[key] += 1
             if batch.accepts(int(r.idx[j])):
-                batch.add(int(r.idx[j]), r.name, float(r.scores[j]))
+                batch.add(int(r.idx[j]), r.name_of(j), float(r.scores[j]))
                 break
         else:
             if spare is None:

@@ -122,7 +122,10 @@ def _available(ctx: RoundContext, cfg: DiscoverConfig) -> tuple[list[str], list[
 
 
 def _allocate(
-    explore: list[str], exploit: list[str], n_slots: int, state: Mapping[str, Any],
+    explore: list[str],
+    exploit: list[str],
+    n_slots: int,
+    state: Mapping[str, Any],
     rng: np.random.Generator,
 ) -> list[str]:
     """One arm per slot by Thompson sampling; slot 0 goes to an exploration arm and slot 1 to
@@ -175,8 +178,9 @@ def run_discover(
     ranked = {a: arms[a](ctx, k) for a, k in sorted(wanted.items())}
     sel = assemble(ctx, plan, ranked)
     order = ctx.rng.permutation(len(sel.cell_ids))
-    sel = Selection(*([lst[i] for i in order] for lst in (sel.cell_ids, sel.strategies,
-                                                         sel.scores)))
+    sel = Selection(
+        *([lst[i] for i in order] for lst in (sel.cell_ids, sel.strategies, sel.scores))
+    )
     state["last_plan"] = dict(sorted(wanted.items()))
     logger.debug("discover round %d: %s", state["round"], state["last_plan"])
     return sel, state
@@ -198,7 +202,8 @@ def reward_discover(
         stats["alpha"] = a0 + cfg.discount * (stats["alpha"] - a0)
         stats["beta"] = b0 + cfg.discount * (stats["beta"] - b0)
     new_cells = Counter(
-        given[c] for c in selection.cell_ids
+        given[c]
+        for c in selection.cell_ids
         if given.get(c) is not None and given[c] not in known_classes_before
     )
     for cell_id, arm in zip(selection.cell_ids, selection.strategies, strict=True):

@@ -132,7 +132,11 @@ def ranked_batch(
         picked, _ = batch_mod.uncertainty_batch_sampling(adapter, candidates, n_instances=n)
     else:
         picked, _ = batch_mod.ranked_batch(
-            adapter, unlabeled=candidates, uncertainty_scores=uncertainty(name, proba),
-            n_instances=n, metric="euclidean", n_jobs=None,
+            adapter,
+            unlabeled=candidates,
+            uncertainty_scores=uncertainty(name, proba),
+            n_instances=n,
+            metric="euclidean",
+            n_jobs=None,
         )
     return np.asarray(picked, dtype=np.int64)

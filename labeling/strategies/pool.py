@@ -108,8 +108,9 @@ def build_index(
     sizes = np.bincount(ids, minlength=k).astype(np.int64)
     start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     nn = NearestNeighbors(algorithm="brute").fit(features)
-    logger.info("pool index: %d cells, %d clusters in %.1f s", len(ids), k,
-                time.perf_counter() - t0)
+    logger.info(
+        "pool index: %d cells, %d clusters in %.1f s", len(ids), k, time.perf_counter() - t0
+    )
     return PoolIndex(ids, centroids, sizes, order, start, nn)
 
 
@@ -179,7 +180,10 @@ class Pool:
 class Selection:
     """A batch: cell ids, the sub-strategy that chose each, and its score (higher = preferred).
 
-    Scores are comparable only within one sub-strategy.
+    Sub-strategy names are the keys of ``STRATEGIES`` (minus ``discover``), ``more_like_this``,
+    or ``fill`` (a random cell taken because a sub-strategy ran out of distinct candidates).
+    ``random`` marks the unbiased random slice. Scores are comparable only within one
+    sub-strategy.
     """
 
     cell_ids: list[str]
@@ -191,7 +195,9 @@ class Selection:
 
 
 def rank_desc(
-    scores: npt.NDArray[np.floating], idx: npt.NDArray[np.int64], cell_ids: npt.NDArray[np.str_],
+    scores: npt.NDArray[np.floating],
+    idx: npt.NDArray[np.int64],
+    cell_ids: npt.NDArray[np.str_],
     m: int | None = None,
 ) -> npt.NDArray[np.int64]:
     """Positions ``idx`` ordered by descending score, ties by ascending cell id (stable).

@@ -38,17 +38,21 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     "discover": Strategy("default: bandit over exploration and uncertainty, 10% random", None),
     "random": Strategy("uniformly random unlabeled cells", rank_random),
-    "least_confidence": Strategy("lowest top-class probability (modAL)",
-                                 make_uncertain("least_confidence")),
-    "margin": Strategy("smallest gap between the two top classes (modAL)",
-                       make_uncertain("margin")),
-    "entropy": Strategy("highest entropy of the class probabilities (modAL)",
-                        make_uncertain("entropy")),
+    "least_confidence": Strategy(
+        "lowest top-class probability (modAL)", make_uncertain("least_confidence")
+    ),
+    "margin": Strategy(
+        "smallest gap between the two top classes (modAL)", make_uncertain("margin")
+    ),
+    "entropy": Strategy(
+        "highest entropy of the class probabilities (modAL)", make_uncertain("entropy")
+    ),
     "diversity": Strategy("k-means++ seeding on features", rank_diversity),
     "novelty": Strategy("farthest from every labeled cell", rank_novelty),
     "cluster_coverage": Strategy("one cell per cluster that has no label yet", rank_coverage),
-    "predicted_rare": Strategy("cells the model gives to classes with few labels",
-                               rank_predicted_rare),
+    "predicted_rare": Strategy(
+        "cells the model gives to classes with few labels", rank_predicted_rare
+    ),
 }
 
 

@@ -139,14 +139,14 @@ def test_features_of_a_cell_do_not_depend_on_its_batch() -> None:
     batch, names = morphology_features(crops)
     alone = np.concatenate([morphology_features(c[None])[0] for c in crops])
     np.testing.assert_allclose(batch, alone, rtol=1e-5, atol=1e-6)
-    assert len(names) == batch.shape[1] == 24
+    assert len(names) == batch.shape[1] == 31
     assert names[0] == "ch0_area" and len(set(names)) == len(names)
 
 
 def test_channels_are_measured_separately() -> None:
     crops = np.concatenate([crops_of(disk(5)), crops_of(disk(12))], axis=1)
     feats, names = morphology_features(crops)
-    assert feats.shape == (1, 48)
+    assert feats.shape == (1, 62)
     assert feats[0, names.index("ch1_area")] > 4 * feats[0, names.index("ch0_area")]
 
 
@@ -174,3 +174,16 @@ def test_real_dna_stain_is_bright_and_telophase_has_two_nuclei() -> None:
     n_objects = feature(crops, "ch0_n_objects")
     is_telo = (chosen["label"] == "Telophase").to_numpy()
     assert n_objects[is_telo].mean() > 1.5 > 1.1 > n_objects[~is_telo].mean()
+
+
+def test_hu_moments_are_rotation_invariant_and_separate_shapes() -> None:
+    from datasets.morphology import HU_NAMES
+
+    flat_ellipse = crops_of(ellipse(31.5, 31.5, 14, 5, 0.0))
+    turned = np.rot90(flat_ellipse, k=1, axes=(2, 3)).copy()
+    round_ = crops_of(disk(9))
+    feats, names = morphology_features(np.concatenate([flat_ellipse, turned, round_]))
+    cols = [names.index(f"ch0_{h}") for h in HU_NAMES]
+    hu = feats[:, cols]
+    np.testing.assert_allclose(hu[0, :2], hu[1, :2], rtol=1e-3)
+    assert hu[0, 1] > hu[2, 1] + 1.0, "an ellipse's second invariant exceeds a disk's"

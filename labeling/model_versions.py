@@ -1,0 +1,143 @@
+"""Published model versions, read with numpy only (no torch).
+
+The trainer (``models.trainer``) writes ``PROJECT/models/vNNNN/`` folders: it fills
+``.tmp-vNNNN/`` and renames it when complete, ``meta.json`` written last. Each holds
+``checkpoint.pt``, ``config.json``, ``classes.json``, ``embeddings.npy`` (n, d) float32 and
+``cell_ids.npy`` (n,) str in cell-table order, ``predictions.npy`` (n, k) float32 when a
+classifier exists, and ``meta.json``. The newest complete version wins; ``.tmp-*`` folders
+(a publish in progress or killed) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from labeling.errors import ProjectError
+
+MODELS_DIR = "models"
+META_FILE = "meta.json"
+EMBEDDINGS_FILE = "embeddings.npy"
+CELL_IDS_FILE = "cell_ids.npy"
+PREDICTIONS_FILE = "predictions.npy"
+CLASSES_FILE = "classes.json"
+TMP_PREFIX = ".tmp-"
+VERSION_RE = re.compile(r"\Av(\d{4,})\Z")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A complete published model version."""
+
+    version: int  # N of vNNNN
+    path: Path  # the vNNNN folder
+    classes: tuple[str, ...]  # class names of predictions.npy columns; empty without classifier
+    has_predictions: bool  # predictions.npy exists
+    n_labels: int  # label events in the store when the trainer started this version
+    created: str  # ISO time the version was published
+    meta: dict[str, Any] = field(default_factory=dict)  # all of meta.json
+
+
+def version_name(version: int) -> str:
+    return f"v{version:04d}"
+
+
+def _read_info(path: Path, version: int) -> VersionInfo | None:
+    meta_path = path / META_FILE
+    if not meta_path.is_file() or not (path / EMBEDDINGS_FILE).is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return VersionInfo(
+        version=version,
+        path=path,
+        classes=tuple(meta.get("classes", [])),
+        has_predictions=(path / PREDICTIONS_FILE).is_file(),
+        n_labels=int(meta.get("n_labels", 0)),
+        created=str(meta.get("created", "")),
+        meta=meta,
+    )
+
+
+def list_versions(project_dir: Path) -> list[VersionInfo]:
+    """Every complete version of the project, oldest first."""
+    root = Path(project_dir) / MODELS_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = VERSION_RE.match(child.name)
+        if match and child.is_dir():
+            info = _read_info(child, int(match.group(1)))
+            if info is not None:
+                found.append(info)
+    return sorted(found, key=lambda v: v.version)
+
+
+def latest_version(project_dir: Path) -> VersionInfo | None:
+    """The newest complete version (has meta.json and embeddings), or None when there is none."""
+    versions = list_versions(project_dir)
+    return versions[-1] if versions else None
+
+
+def _resolve(project_dir: Path, version: VersionInfo | int) -> Path:
+    if isinstance(version, VersionInfo):
+        return version.path
+    path = Path(project_dir) / MODELS_DIR / version_name(int(version))
+    if not (path / META_FILE).is_file():
+        raise ProjectError(
+            f"{path}: model version {version} is missing or incomplete; use latest_version()"
+        )
+    return path
+
+
+def _load(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ProjectError(f"{path}: unreadable ({err}); delete the version folder") from err
+
+
+def load_embeddings(
+    project_dir: Path, version: VersionInfo | int
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]]:
+    """``(cell_ids (n,) str, embeddings (n, d) float32 read-only memmap)`` of a version.
+
+    Raises:
+        ProjectError: the version is missing, incomplete or its files disagree.
+    """
+    path = _resolve(project_dir, version)
+    ids = np.load(path / CELL_IDS_FILE, allow_pickle=False)
+    emb = _load(path / EMBEDDINGS_FILE)
+    if emb.ndim != 2 or len(emb) != len(ids) or emb.dtype != np.float32:
+        raise ProjectError(
+            f"{path}: embeddings {emb.shape} {emb.dtype} do not match {len(ids)} cell ids; "
+            "delete the version folder"
+        )
+    return ids, emb
+
+
+def load_predictions(
+    project_dir: Path, version: VersionInfo | int
+) -> tuple[npt.NDArray[np.str_], tuple[str, ...], npt.NDArray[np.float32]] | None:
+    """``(cell_ids, classes, probabilities (n, k) memmap)`` of a version, None without one."""
+    path = _resolve(project_dir, version)
+    if not (path / PREDICTIONS_FILE).is_file():
+        return None
+    ids = np.load(path / CELL_IDS_FILE, allow_pickle=False)
+    classes = tuple(json.loads((path / CLASSES_FILE).read_text()))
+    probs = _load(path / PREDICTIONS_FILE)
+    if probs.shape != (len(ids), len(classes)):
+        raise ProjectError(
+            f"{path}: predictions {probs.shape} do not match {len(ids)} cells x "
+            f"{len(classes)} classes; delete the version folder"
+        )
+    return ids, classes, probs
