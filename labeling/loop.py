@@ -45,11 +45,14 @@ class PoolData:
 
 
 def feature_version(project: Project) -> str:
-    """A hash of the project's feature files (names, sizes, modification times)."""
+    """A hash of the project's feature files: names, sizes and Parquet footers (which hold
+    the schema and per-column statistics), so copying a project keeps its caches valid."""
     h = hashlib.sha1()
     for path in sorted((project.path / "features").glob("*.parquet")):
-        st = path.stat()
-        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - 4096))
+            h.update(f"{path.name}:{size}:".encode() + fh.read())
     return h.hexdigest()[:12]
 
 
