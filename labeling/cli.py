@@ -236,6 +236,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+    from models.trainer import run_trainer
+
+    project = open_project(Path(args.project))
+    with tqdm_progress("train") as progress:
+        version = run_trainer(
+            project.path, device=args.device, watch=args.watch, poll_s=args.poll, progress=progress
+        )
+    print(f"newest model version: v{version:04d}" if version else "no model version published")
+    return 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -421,6 +434,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", help="project folder")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "train",
+        help="pretrain / fine-tune the U-Net backbone and publish a model version",
+        description="One trainer per project: pretrains when the project has no model "
+        "version, then (with --watch) fine-tunes and publishes after every new round.",
+    )
+    p.add_argument("project", help="project folder")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: fine-tune and publish after every new round of labels",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="auto: CUDA, else MPS, else CPU (one thread, low priority)",
+    )
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between label checks")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
         "app",

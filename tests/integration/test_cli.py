@@ -21,7 +21,7 @@ def run(capsys, *argv):
 
 def test_every_subcommand_explains_itself(capsys):
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert {"demo", "init", "add", "export", "info", "app"} <= set(sub.choices)
+    assert {"demo", "init", "add", "export", "info", "next", "label", "simulate", "report", "train", "app"} <= set(sub.choices)
     for name in sub.choices:
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])

@@ -1,0 +1,110 @@
+"""Embeddings (and class probabilities) for every cell, streamed in batches to .npy files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from datasets.pixels import PixelStore
+from models.device import with_oom_retry
+from models.training import Progress, all_cell_ids, prefetched
+from models.unet import Classifier, Encoder, UNet
+
+logger = logging.getLogger(__name__)
+
+
+class EmbedResult(NamedTuple):
+    """What :func:`embed_cells` wrote."""
+
+    n_cells: int
+    dim: int
+    seconds: float
+    batch_size: int  # the batch size that fit (smaller after an out-of-memory error)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    if bf16 and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _forward(model: UNet | Classifier | Encoder, x: torch.Tensor, with_probs: bool):
+    emb = model.encoder.embed(x) if not isinstance(model, Encoder) else model.embed(x)
+    probs = torch.softmax(model.head(emb).float(), dim=1) if with_probs else None
+    return emb.float(), probs
+
+
+def embed_cells(
+    model: UNet | Classifier | Encoder,
+    pixels: PixelStore,
+    out_dir: Path,
+    device: torch.device,
+    batch_size: int = 256,
+    bf16: bool = False,
+    progress: Progress | None = None,
+) -> EmbedResult:
+    """Write ``embeddings.npy`` (n, d) float32 and ``cell_ids.npy`` (n,) str, in cell-table order,
+    plus ``predictions.npy`` (n, k) float32 softmax when ``model`` is a Classifier.
+
+    Batches stream from the pixel store to memory-mapped output; only one batch is in memory.
+
+    Args:
+        model: network whose encoder gives the embedding.
+        pixels: the project's crops.
+        out_dir: existing folder to write into.
+        device: where to run (float16 autocast on CUDA; bfloat16 on CPU when ``bf16``).
+        batch_size: cells per forward pass (halved after an out-of-memory error).
+        progress: ``progress(done_cells, n_cells)``.
+    """
+    out_dir = Path(out_dir)
+    encoder = model if isinstance(model, Encoder) else model.encoder
+    with_probs = isinstance(model, Classifier)
+    n, dim = pixels.n_cells, encoder.config.embedding_dim
+    emb_out = np.lib.format.open_memmap(out_dir / "embeddings.npy", "w+", np.float32, (n, dim))
+    prob_out = None
+    if with_probs:
+        k = model.head.out_features
+        prob_out = np.lib.format.open_memmap(out_dir / "predictions.npy", "w+", np.float32, (n, k))
+    model.to(device).eval()
+    if device.type != "mps":
+        model.to(memory_format=torch.channels_last)
+    ids = all_cell_ids(pixels)
+    batches = [ids[i : i + batch_size] for i in range(0, n, batch_size)]
+    start, done, size = time.perf_counter(), 0, batch_size
+    for crops in prefetched(pixels.read, batches):
+        def run(sub: int, crops=crops):
+            parts = []
+            for s in range(0, len(crops), sub):
+                x = torch.from_numpy(crops[s : s + sub]).to(device)
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode(), _autocast(device, bf16):
+                    parts.append([t.cpu().numpy() if t is not None else None
+                                  for t in _forward(model, x, with_probs)])
+            return parts
+
+        parts, size = with_oom_retry(run, min(size, len(crops)), what="embedding batch")
+        emb = np.concatenate([p[0] for p in parts])
+        emb_out[done : done + len(emb)] = emb
+        if prob_out is not None:
+            prob_out[done : done + len(emb)] = np.concatenate([p[1] for p in parts])
+        done += len(emb)
+        if progress is not None:
+            progress(done, n)
+    emb_out.flush()
+    del emb_out
+    if prob_out is not None:
+        prob_out.flush()
+        del prob_out
+    np.save(out_dir / "cell_ids.npy", np.asarray(ids, dtype=str))
+    seconds = time.perf_counter() - start
+    logger.info("embedded %d cells in %.1f s (%.0f cells/s)", n, seconds, n / max(seconds, 1e-9))
+    return EmbedResult(n, dim, seconds, size)
+

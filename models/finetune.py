@@ -1,0 +1,202 @@
+"""Fine-tuning encoder + linear head end to end on the labeled cells.
+
+Batches are class-balanced (every class drawn equally often). With at least ``min_per_class``
+labels in every class, a stratified part of the labeled cells is held out and the weights with
+the best held-out balanced accuracy are kept (early stopping); otherwise a fixed short schedule
+runs on all labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from datasets.pixels import PixelStore
+from models.errors import ModelError
+from models.training import Progress, Stepper, augment, prefetched, to_device
+from models.unet import Classifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Schedule of fine-tuning; saved with the checkpoint."""
+
+    max_epochs: int = 15  # epochs with a held-out split (early stopping may end sooner)
+    short_epochs: int = 5  # fixed epochs while any class has fewer than min_per_class labels
+    steps_per_epoch: int = 0  # 0 = labeled cells / batch_size (at least min_steps)
+    min_steps: int = 8  # optimiser steps per epoch at least
+    batch_size: int = 64  # crops per step
+    lr: float = 1e-3  # AdamW learning rate of the head
+    encoder_lr: float = 3e-4  # AdamW learning rate of the encoder
+    weight_decay: float = 1e-4  # AdamW weight decay
+    val_fraction: float = 0.2  # held-out share of each class
+    min_per_class: int = 5  # below this in any class: no split, fixed short schedule
+    patience: int = 3  # epochs without held-out improvement before stopping
+    jitter: float = 0.1  # intensity jitter of the augmentation
+    channels_last: bool = False  # NHWC layout for training (slower on CPU)
+    amp: bool = True  # float16 autocast on CUDA
+    seed: int = 0  # split, sampling and augmentation
+
+    def __post_init__(self) -> None:
+        if min(self.max_epochs, self.short_epochs, self.min_steps, self.batch_size) < 1:
+            raise ModelError(f"FinetuneConfig: epochs, steps and batch_size must be >= 1 ({self})")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ModelError(f"FinetuneConfig.val_fraction={self.val_fraction}; allowed (0, 1)")
+
+
+def stratified_split(
+    y: npt.NDArray[np.int64], fraction: float, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Indices ``(train, held_out)``: about ``fraction`` of each class held out, at least one
+    per class and at least one left for training."""
+    train, held = [], []
+    for k in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        n_held = min(max(1, round(fraction * len(idx))), len(idx) - 1)
+        held.append(idx[:n_held])
+        train.append(idx[n_held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def balanced_batches(
+    y: npt.NDArray[np.int64], n_steps: int, batch: int, rng: np.random.Generator
+) -> list[npt.NDArray[np.int64]]:
+    """``n_steps`` index arrays; each draws a class uniformly, then a cell of that class."""
+    classes = np.unique(y)
+    members = [np.flatnonzero(y == k) for k in classes]
+    out = []
+    for _ in range(n_steps):
+        picks = rng.integers(0, len(classes), size=batch)
+        out.append(np.array([members[c][rng.integers(len(members[c]))] for c in picks]))
+    return out
+
+
+def balanced_accuracy(y_true: npt.NDArray, y_pred: npt.NDArray) -> float:
+    """Mean per-class recall over the classes present in ``y_true``."""
+    return float(np.mean([np.mean(y_pred[y_true == k] == k) for k in np.unique(y_true)]))
+
+
+def predict_logits(
+    model: Classifier,
+    pixels: PixelStore,
+    cell_ids: list[str],
+    device: torch.device,
+    batch: int = 256,
+) -> npt.NDArray[np.float32]:
+    """(n, k) logits of ``cell_ids`` (no augmentation)."""
+    model.eval()
+    out = []
+    groups = [cell_ids[i : i + batch] for i in range(0, len(cell_ids), batch)]
+    with torch.inference_mode():
+        for crops in prefetched(pixels.read, groups):
+            x = to_device(torch.from_numpy(crops), device, True)
+            out.append(model(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.head.out_features), np.float32)
+
+
+def _encode(labels: Mapping[str, str], classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({c for c in labels.values() if c not in index})
+    if unknown:
+        raise ModelError(f"labels use classes {unknown} that are not in {list(classes)}")
+    ids = sorted(labels)
+    return ids, np.array([index[labels[c]] for c in ids], dtype=np.int64)
+
+
+def finetune(
+    model: Classifier,
+    pixels: PixelStore,
+    labels: Mapping[str, str],
+    classes: tuple[str, ...],
+    config: FinetuneConfig,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Fine-tune ``model`` in place on ``labels`` (cell_id -> class name).
+
+    Args:
+        model: encoder (e.g. copied from a pretrained U-Net) + head with ``len(classes)`` outputs.
+        pixels: the project's crops.
+        labels: the labeled cells.
+        classes: class names in output order; every labeled class must be among them.
+        config: the schedule.
+        device: where to train.
+        progress: ``progress(done_steps, total_steps)``.
+
+    Returns:
+        History, one dict per epoch: ``epoch``, ``loss``, ``val_balanced_accuracy`` (None
+        without a split), ``seconds``, ``split``.
+
+    Raises:
+        ModelError: fewer than two labeled classes, or a class not in ``classes``.
+    """
+    ids, y = _encode(labels, classes)
+    counts = np.bincount(y, minlength=len(classes))
+    if (counts > 0).sum() < 2:
+        raise ModelError(
+            "fine-tuning needs labels of at least 2 classes; have "
+            f"{dict(zip(classes, counts.tolist()))}"
+        )
+    rng = np.random.default_rng(config.seed)
+    with_split = bool(counts[counts > 0].min() >= config.min_per_class)
+    train_idx, val_idx = (stratified_split(y, config.val_fraction, rng) if with_split
+                          else (np.arange(len(y)), np.zeros(0, np.int64)))
+    epochs = config.max_epochs if with_split else config.short_epochs
+    steps = config.steps_per_epoch or max(config.min_steps, len(train_idx) // config.batch_size)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(
+        [{"params": model.encoder.parameters(), "lr": config.encoder_lr},
+         {"params": model.head.parameters(), "lr": config.lr}],
+        weight_decay=config.weight_decay,
+    )
+    stepper = Stepper(model, opt, device, config.amp)
+    ids_arr, y_t = np.asarray(ids), torch.from_numpy(y)
+    history: list[dict] = []
+    best, best_state, stale, start = -1.0, None, 0, time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        # 1) one epoch of class-balanced batches over the training part
+        drawn = balanced_batches(y[train_idx], steps, config.batch_size, rng)
+        picks = [train_idx[b] for b in drawn]
+        losses = []
+        for s, crops in enumerate(prefetched(pixels.read, [ids_arr[p].tolist() for p in picks])):
+            x = to_device(augment(crops, rng, config.jitter), device, config.channels_last)
+            target = y_t[picks[s]].to(device)
+
+            def loss_fn(rows: slice, x=x, t=target) -> torch.Tensor:
+                return nn.functional.cross_entropy(model(x[rows]).float(), t[rows])
+
+            losses.append(stepper.step(loss_fn, len(x)))
+            if progress is not None:
+                progress(epoch * steps + s + 1, epochs * steps)
+        # 2) held-out balanced accuracy; keep the best weights
+        score = None
+        if with_split:
+            pred = predict_logits(model, pixels, ids_arr[val_idx].tolist(), device).argmax(1)
+            score = balanced_accuracy(y[val_idx], pred)
+            if score > best:
+                best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                        "val_balanced_accuracy": score, "split": with_split,
+                        "seconds": time.perf_counter() - start})
+        # 3) early stopping
+        if with_split and stale >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history

@@ -1,0 +1,171 @@
+"""Self-supervised pretraining of the U-Net on a project's unlabeled crops.
+
+Each step takes a batch of augmented crops (flips, 90-degree rotations, intensity jitter),
+hides random square patches and adds Gaussian noise, and trains the U-Net to reconstruct the
+clean crop: masked-patch inpainting plus denoising. The loss weighs hidden pixels fully and
+visible pixels by ``visible_weight``, so the skip connections alone cannot solve the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from datasets.pixels import PixelStore
+from models.errors import ModelError
+from models.training import Progress, Stepper, all_cell_ids, augment, prefetched, to_device
+from models.unet import UNet, check_input_size
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Schedule of self-supervised pretraining; saved with the checkpoint."""
+
+    epochs: int = 3  # passes over the cells (stops earlier at max_steps)
+    max_steps: int = 600  # cap on optimiser steps, so big screens stay within minutes
+    batch_size: int = 64  # crops per step
+    lr: float = 2e-3  # AdamW peak learning rate (cosine decay to 5 %)
+    weight_decay: float = 1e-4  # AdamW weight decay
+    patch: int = 8  # side of a hidden square patch, pixels
+    mask_ratio: float = 0.4  # fraction of patches hidden per crop
+    noise_std: float = 0.05  # Gaussian noise added to the input
+    jitter: float = 0.1  # intensity jitter (see models.training.augment)
+    visible_weight: float = 0.2  # loss weight of visible pixels relative to hidden ones
+    channels_last: bool = False  # NHWC layout for training (4x slower on this CPU in torch 2.13)
+    amp: bool = True  # float16 autocast on CUDA
+    seed: int = 0  # data order, augmentation and masks
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.max_steps < 1 or self.batch_size < 1:
+            raise ModelError(
+                f"TrainConfig epochs={self.epochs}, max_steps={self.max_steps}, "
+                f"batch_size={self.batch_size}: each must be at least 1"
+            )
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ModelError(f"TrainConfig.mask_ratio={self.mask_ratio}; allowed [0, 1)")
+
+
+def patch_mask(
+    n: int, size: int, config: TrainConfig, rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    """(n, 1, size, size) float32, 1 where a pixel is hidden, 0 where visible."""
+    cells = math.ceil(size / config.patch)
+    grid = (rng.random((n, 1, cells, cells)) < config.mask_ratio).astype(np.float32)
+    full = grid.repeat(config.patch, axis=2).repeat(config.patch, axis=3)
+    return np.ascontiguousarray(full[:, :, :size, :size])
+
+
+def corrupt(
+    clean: torch.Tensor, config: TrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide patches and add noise to ``clean`` (n, C, S, S); returns ``(input, mask)``."""
+    mask = torch.from_numpy(patch_mask(len(clean), clean.shape[-1], config, rng))
+    noise = torch.from_numpy(rng.standard_normal(clean.shape, dtype=np.float32))
+    noisy = clean + config.noise_std * noise
+    return noisy * (1.0 - mask), mask
+
+
+def reconstruction_loss(
+    pred: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, visible_weight: float
+) -> torch.Tensor:
+    """Mean squared error with hidden pixels weighted 1 and visible ones ``visible_weight``."""
+    weight = mask + visible_weight * (1.0 - mask)
+    return ((pred.float() - clean) ** 2 * weight).sum() / (weight.sum() * clean.shape[1])
+
+
+def _schedule(n_cells: int, config: TrainConfig) -> int:
+    steps_per_epoch = max(1, n_cells // config.batch_size)
+    return min(config.max_steps, config.epochs * steps_per_epoch)
+
+
+def _batches(
+    cell_ids: list[str], n_steps: int, batch: int, rng: np.random.Generator
+) -> list[list[str]]:
+    """``n_steps`` id lists: consecutive slices of reshuffled passes over ``cell_ids``."""
+    ids = np.asarray(cell_ids)
+    out: list[list[str]] = []
+    order = rng.permutation(len(ids))
+    pos = 0
+    while len(out) < n_steps:
+        if pos + batch > len(ids):
+            order, pos = rng.permutation(len(ids)), 0
+        out.append(ids[order[pos : pos + batch]].tolist())
+        pos += batch
+    return out
+
+
+def pretrain(
+    model: UNet,
+    pixels: PixelStore,
+    config: TrainConfig,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Train ``model`` in place to reconstruct masked, noisy crops of every cell of ``pixels``.
+
+    Args:
+        model: a U-Net whose output channels equal its input channels.
+        pixels: the project's crops, (C, S, S) each, C equal to ``model.config.in_channels``.
+        config: the schedule.
+        device: where to train.
+        progress: ``progress(done_steps, total_steps)``.
+
+    Returns:
+        History, one dict per logged step: ``step``, ``loss``, ``seconds``, ``crops``.
+
+    Raises:
+        ModelError: when the crops do not fit the model.
+    """
+    if pixels.n_channels != model.config.in_channels:
+        raise ModelError(
+            f"{pixels.project_dir}: crops have {pixels.n_channels} channels but the U-Net "
+            f"expects {model.config.in_channels}; build it with in_channels={pixels.n_channels}"
+        )
+    check_input_size(pixels.crop_size, model.config)
+    rng = np.random.default_rng(config.seed)
+    cell_ids = all_cell_ids(pixels)
+    n_steps = _schedule(len(cell_ids), config)
+    batch = min(config.batch_size, len(cell_ids))
+    model.to(device).train()
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / n_steps, 1.0)))
+    )
+    stepper = Stepper(model, opt, device, config.amp)
+    history: list[dict] = []
+    start, running = time.perf_counter(), 0.0
+    for step, crops in enumerate(prefetched(pixels.read, _batches(cell_ids, n_steps, batch, rng))):
+        clean = augment(crops, rng, config.jitter)
+        noisy, mask = corrupt(clean, config, rng)
+        clean, noisy, mask = (to_device(t, device, config.channels_last)
+                              for t in (clean, noisy, mask))
+
+        def loss_fn(rows: slice, noisy=noisy, clean=clean, mask=mask) -> torch.Tensor:
+            pred = model(noisy[rows])
+            return reconstruction_loss(pred, clean[rows], mask[rows], config.visible_weight)
+
+        # 1) forward + backward + update (micro-batches after an out-of-memory error)
+        loss = stepper.step(loss_fn, len(clean))
+        sched.step()
+        running = loss if step == 0 else 0.9 * running + 0.1 * loss
+        # 2) log every 10 steps and at the end
+        if (step + 1) % 10 == 0 or step + 1 == n_steps:
+            seconds = time.perf_counter() - start
+            history.append({"step": step + 1, "loss": running, "seconds": seconds,
+                            "crops": (step + 1) * batch})
+            logger.debug("pretrain step %d/%d loss %.5f", step + 1, n_steps, running)
+        if progress is not None:
+            progress(step + 1, n_steps)
+    model.eval()
+    return history
+

@@ -1,0 +1,258 @@
+"""The background trainer: one per project; pretrains, fine-tunes after each round, publishes.
+
+``run_trainer`` holds ``PROJECT/models/trainer.lock`` (fcntl.flock) for its whole life and
+reports what it is doing in ``PROJECT/models/trainer.json``: ``state`` (starting, idle,
+pretraining, finetuning, embedding, stopped, failed), ``progress`` [done, total], ``message``,
+``pid``, ``device``, ``version`` (newest published) and ``updated_at``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datasets.pixels import PixelStore
+from labeling.model_versions import MODELS_DIR, latest_version
+from labeling.store import LabelStore
+from models.checkpoint import (
+    build_model,
+    get_project_id,
+    init_encoder_from,
+    load_checkpoint,
+    save_checkpoint,
+)
+from models.device import background_mode, resolve_device, seed_everything
+from models.embed import embed_cells
+from models.errors import ModelError
+from models.finetune import FinetuneConfig, finetune
+from models.pretrain import TrainConfig, pretrain
+from models.training import Progress
+from models.unet import Classifier, UNet, UNetConfig
+from models.versions import begin_version, publish_version, remove_stale_tmp, write_json
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = "trainer.lock"
+STATUS_FILE = "trainer.json"
+BACKBONE_FILE = "backbone.pt"  # the self-supervised U-Net every fine-tune starts from
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """What the trainer builds and how hard it works."""
+
+    width: int = 8  # U-Net width (see UNetConfig)
+    depth: int = 3  # U-Net depth
+    pretrain: TrainConfig = field(default_factory=TrainConfig)  # self-supervised schedule
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # fine-tune schedule
+    embed_batch: int = 256  # cells per embedding forward pass
+    bf16: bool = False  # bfloat16 autocast for embeddings on CPU
+    keep_versions: int = 3  # published versions kept
+    cpu_threads: int = 1  # torch threads on CPU (0: leave as is)
+    nice: int = 10  # priority lowered by this on CPU (0: leave as is)
+    init_checkpoint: str = ""  # optional user checkpoint to initialise the encoder from
+    seed: int = 0  # seeds python, numpy, torch
+
+
+class _Status:
+    """Writes trainer.json; ``progress`` is rate-limited to one write per 0.5 s."""
+
+    def __init__(self, project_dir: Path, device: torch.device) -> None:
+        self.path = Path(project_dir) / MODELS_DIR / STATUS_FILE
+        self.data: dict[str, Any] = {"pid": os.getpid(), "device": str(device), "version": None}
+        self._last = 0.0
+
+    def set(self, state: str, message: str = "", **extra: Any) -> None:
+        self.data.update(state=state, message=message, progress=[0, 0], **extra)
+        self._write()
+
+    def progress(self, done: int, total: int) -> None:
+        self.data["progress"] = [int(done), int(total)]
+        if time.monotonic() - self._last > 0.5 or done >= total:
+            self._write()
+
+    def _write(self) -> None:
+        self._last = time.monotonic()
+        self.data["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        write_json(self.path, self.data)
+
+
+def _chain(status: _Status, progress: Progress | None) -> Progress:
+    def both(done: int, total: int) -> None:
+        status.progress(done, total)
+        if progress is not None:
+            progress(done, total)
+    return both
+
+
+@contextmanager
+def trainer_lock(project_dir: Path) -> Iterator[None]:
+    """Hold the project's trainer lock; a second holder gets a ModelError naming the first."""
+    root = Path(project_dir) / MODELS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ModelError(
+                f"a trainer is already running on {project_dir} (pid {pid}); stop it first or "
+                "let it serve this project"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+class _Trainer:
+    """One project's trainer state between rounds."""
+
+    def __init__(self, project_dir: Path, device: torch.device, config: TrainerConfig,
+                 progress: Progress | None) -> None:
+        self.project_dir, self.device, self.config = Path(project_dir), device, config
+        self.pixels = PixelStore(self.project_dir)
+        self.store = LabelStore(self.project_dir / "labels.db")
+        self.project_id = get_project_id(self.project_dir)
+        self.status = _Status(self.project_dir, device)
+        self.progress = _chain(self.status, progress)
+        self.backbone_path = self.project_dir / MODELS_DIR / BACKBONE_FILE
+
+    def backbone(self) -> UNet:
+        """The pretrained U-Net, pretraining it first when the project has none."""
+        if self.backbone_path.exists():
+            ckpt = load_checkpoint(self.backbone_path, project=self.project_id)
+            return build_model(ckpt)  # type: ignore[return-value]
+        cfg = UNetConfig(in_channels=self.pixels.n_channels, width=self.config.width,
+                         depth=self.config.depth)
+        model = UNet(cfg)
+        if self.config.init_checkpoint:
+            init_encoder_from(model, Path(self.config.init_checkpoint))
+        n = self.pixels.n_cells
+        self.status.set("pretraining", f"self-supervised pretraining on {n} cells")
+        start = time.perf_counter()
+        history = pretrain(model, self.pixels, self.config.pretrain, self.device, self.progress)
+        extra = {"pretrain": dataclasses.asdict(self.config.pretrain), "history": history[-5:],
+                 "seconds": time.perf_counter() - start}
+        save_checkpoint(self.backbone_path, model.cpu(), self.project_id, extra=extra)
+        return model
+
+    def publish(self, model: UNet | Classifier, classes: tuple[str, ...], n_labels: int,
+                timings: dict[str, float]) -> int:
+        """Checkpoint, embed every cell and publish the next version; returns its number."""
+        number, tmp = begin_version(self.project_dir)
+        save_checkpoint(tmp / "checkpoint.pt", model.cpu(), self.project_id, classes)
+        write_json(tmp / "config.json", {"unet": dataclasses.asdict(model.config),
+                                         "trainer": dataclasses.asdict(self.config)})
+        self.status.set("embedding", f"embedding {self.pixels.n_cells} cells for v{number:04d}")
+        result = embed_cells(model, self.pixels, tmp, self.device, self.config.embed_batch,
+                             self.config.bf16, self.progress)
+        timings = {**timings, "embed_s": result.seconds}
+        meta = {"n_labels": n_labels, "timings": timings, "device": str(self.device),
+                "project_id": self.project_id, "n_cells": result.n_cells, "dim": result.dim,
+                "kind": "classifier" if isinstance(model, Classifier) else "unet"}
+        publish_version(tmp, meta, classes, keep=self.config.keep_versions)
+        self.status.data["version"] = number
+        return number
+
+    def round(self, n_labels: int) -> int | None:
+        """Fine-tune on the current labels and publish; None when fewer than 2 classes."""
+        labels = self.store.current_labels(include_pseudo=False)
+        classes = tuple(sorted(set(labels.values())))
+        if len(classes) < 2:
+            self.status.set("idle", f"{len(labels)} labels in {len(classes)} class(es): "
+                            "fine-tuning needs at least 2 classes; the current version serves")
+            return None
+        backbone = self.backbone()
+        model = Classifier(backbone.config, len(classes))
+        model.encoder.load_state_dict(backbone.encoder.state_dict())
+        what = f"{len(labels)} labels, {len(classes)} classes"
+        self.status.set("finetuning", f"fine-tuning on {what}")
+        start = time.perf_counter()
+        finetune(model, self.pixels, labels, classes, self.config.finetune, self.device,
+                 self.progress)
+        return self.publish(model, classes, n_labels, {"finetune_s": time.perf_counter() - start})
+
+
+def run_trainer(
+    project_dir: Path,
+    device: str = "auto",
+    watch: bool = False,
+    poll_s: float = 5.0,
+    progress: Progress | None = None,
+    config: TrainerConfig | None = None,
+    stop: threading.Event | None = None,
+) -> int | None:
+    """Train the project's models and publish versions; the ``phenoscout train`` entry point.
+
+    Pretrains (and publishes an embedding-only version) when the project has no version; then,
+    whenever the store's label count differs from the newest version's, fine-tunes on the
+    labels (at least 2 classes), re-embeds every cell with predictions and publishes vN+1.
+    Without ``watch`` it does this once and returns; with ``watch`` it polls the store every
+    ``poll_s`` seconds until ``stop`` is set (or the process is interrupted).
+
+    Args:
+        project_dir: the project folder.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        watch: keep running and train after every new round of labels.
+        poll_s: seconds between label-count checks in watch mode.
+        progress: ``progress(done, total)`` of the current phase.
+        config: network and schedules; defaults when None.
+        stop: set it to end watch mode (between rounds).
+
+    Returns:
+        The newest published version number, or None when none exists.
+
+    Raises:
+        ModelError: device not available, another trainer running on the project, bad checkpoint.
+    """
+    config = config or TrainerConfig()
+    dev = resolve_device(device)
+    with trainer_lock(project_dir):
+        background_mode(dev, config.cpu_threads, config.nice)
+        seed_everything(config.seed)
+        remove_stale_tmp(project_dir)
+        trainer = _Trainer(Path(project_dir), dev, config, progress)
+        try:
+            return _loop(trainer, watch, poll_s, stop or threading.Event())
+        except BaseException as err:
+            trainer.status.set("failed" if isinstance(err, Exception) else "stopped", str(err))
+            raise
+        finally:
+            trainer.store.close()
+
+
+def _loop(trainer: _Trainer, watch: bool, poll_s: float, stop: threading.Event) -> int | None:
+    latest = latest_version(trainer.project_dir)
+    trainer.status.data["version"] = latest.version if latest else None
+    seen = latest.n_labels if latest else None
+    while True:
+        n_labels = trainer.store.n_labels_given()
+        if seen is None:  # a new project: pretrain, publish the embedding-only version
+            start = time.perf_counter()
+            backbone = trainer.backbone()
+            trainer.publish(backbone, (), 0, {"pretrain_s": time.perf_counter() - start})
+            seen = 0
+        if n_labels != seen:
+            trainer.round(n_labels)
+            seen = n_labels
+        if trainer.status.data.get("state") != "idle":
+            trainer.status.set("idle", "waiting for new labels" if watch else "done")
+        if not watch or stop.wait(poll_s):
+            break
+    trainer.status.set("stopped", "trainer ended")
+    return trainer.status.data.get("version")

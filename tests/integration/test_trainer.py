@@ -1,0 +1,112 @@
+"""The background trainer on a small demo project, with labels written straight into the store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from datasets.cells import read_cells  # noqa: E402
+from labeling.model_versions import latest_version, load_embeddings, load_predictions  # noqa: E402
+from labeling.store import LabelStore  # noqa: E402
+from models.errors import ModelError  # noqa: E402
+from models.finetune import FinetuneConfig  # noqa: E402
+from models.pretrain import TrainConfig  # noqa: E402
+from models.trainer import TrainerConfig, run_trainer, trainer_lock  # noqa: E402
+
+TINY = TrainerConfig(
+    width=2, depth=2, embed_batch=128, cpu_threads=0, nice=0,
+    pretrain=TrainConfig(max_steps=3, batch_size=16),
+    finetune=FinetuneConfig(max_epochs=2, short_epochs=1, min_steps=2, batch_size=16),
+)
+
+
+@pytest.fixture
+def project(tmp_path, small_project):
+    path = tmp_path / "p"
+    shutil.copytree(small_project, path)
+    return path
+
+
+def _wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_watch_trainer_picks_up_new_labels(project):
+    stop = threading.Event()
+    errors = []
+
+    def target():
+        try:
+            run_trainer(project, "cpu", watch=True, poll_s=0.05, config=TINY, stop=stop)
+        except Exception as err:  # surfaced by the assertion below
+            errors.append(err)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    try:
+        assert _wait_for(lambda: latest_version(project) is not None), errors
+        first = latest_version(project)
+        assert first.version == 1 and not first.has_predictions and first.n_labels == 0
+        ids, emb = load_embeddings(project, first)
+        cells = read_cells(project, ["cell_id", "truth"])
+        assert ids.tolist() == cells["cell_id"].tolist() and emb.shape == (len(cells), 6)
+        status = json.loads((project / "models" / "trainer.json").read_text())
+        assert status["state"] == "idle" and status["version"] == 1
+        # a second trainer on the same project is refused while this one runs
+        with pytest.raises(ModelError, match=r"already running on .* \(pid \d+\)"):
+            run_trainer(project, "cpu", config=TINY)
+        # a round of labels arrives straight in the store
+        picked = cells.groupby("truth").head(6)
+        with LabelStore(project / "labels.db") as store:
+            store.submit(dict(zip(picked["cell_id"], picked["truth"])), "tester", "cli")
+        assert _wait_for(lambda: latest_version(project).version == 2), errors
+        second = latest_version(project)
+        assert second.has_predictions and second.n_labels == len(picked)
+        assert second.classes == tuple(sorted(picked["truth"].unique()))
+        _, classes, probs = load_predictions(project, second)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not errors and not thread.is_alive()
+    assert json.loads((project / "models" / "trainer.json").read_text())["state"] == "stopped"
+
+
+@pytest.mark.slow
+def test_restart_after_killed_publish_keeps_serving(project):
+    assert run_trainer(project, "cpu", config=TINY) == 1
+    stale = project / "models" / ".tmp-v0002"
+    stale.mkdir()
+    (stale / "embeddings.npy").write_bytes(b"partial")
+    assert latest_version(project).version == 1  # readers ignore the half-written version
+    assert run_trainer(project, "cpu", config=TINY) == 1  # no new labels: nothing to do
+    assert not stale.exists() and latest_version(project).version == 1
+
+
+def test_second_trainer_is_refused(tmp_path):
+    with trainer_lock(tmp_path):
+        with pytest.raises(ModelError, match=r"already running on .* \(pid \d+\)"):
+            run_trainer(tmp_path, "cpu", config=TINY)
+
+
+@pytest.mark.slow
+def test_one_class_publishes_nothing_new(project):
+    with LabelStore(project / "labels.db") as store:
+        cell = read_cells(project, ["cell_id"])["cell_id"].iloc[0]
+        store.submit({cell: "only"}, "tester", "cli")
+    assert run_trainer(project, "cpu", config=TINY) == 1
+    status = json.loads((project / "models" / "trainer.json").read_text())
+    assert status["state"] == "stopped" and latest_version(project).version == 1

@@ -1,0 +1,133 @@
+"""U-Net shapes, overfitting a tiny batch, determinism of pretraining and fine-tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.errors import ModelError  # noqa: E402
+from models.finetune import FinetuneConfig, balanced_batches, finetune, stratified_split  # noqa: E402
+from models.pretrain import TrainConfig, patch_mask, pretrain  # noqa: E402
+from models.training import augment  # noqa: E402
+from models.unet import Classifier, UNet, UNetConfig, check_input_size  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def test_unet_shapes_and_embedding(tiny_config):
+    x = torch.rand(3, 2, 16, 16)
+    net = UNet(tiny_config).eval()
+    assert net(x).shape == (3, 2, 16, 16)
+    assert net.embed(x).shape == (3, tiny_config.embedding_dim) == (3, 4 + 8)
+    cfg = UNetConfig(in_channels=5, out_channels=1, width=2, depth=3, pool_skips=False)
+    assert UNet(cfg)(torch.rand(1, 5, 16, 16)).shape == (1, 1, 16, 16)
+    assert UNet(cfg).embed(torch.rand(1, 5, 16, 16)).shape == (1, 8)
+
+
+def test_config_validation():
+    with pytest.raises(ModelError, match="in_channels=6"):
+        UNetConfig(in_channels=6)
+    with pytest.raises(ModelError, match="not divisible by 4"):
+        check_input_size(18, UNetConfig(depth=3))
+    with pytest.raises(ModelError, match="at least 2 classes"):
+        Classifier(UNetConfig(), 1)
+    with pytest.raises(ModelError, match="unknown keys"):
+        UNetConfig.from_dict({"widht": 3})
+
+
+def test_overfits_a_tiny_batch(fake_pixels, tiny_config):
+    torch.manual_seed(0)
+    model = Classifier(tiny_config, 2)
+    x = torch.from_numpy(fake_pixels.read(fake_pixels.cell_ids[:8]))
+    y = torch.tensor([0, 1] * 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model.train()(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    assert (model.eval()(x).argmax(1) == y).all()
+
+
+def test_augment_keeps_range_and_dihedral_content():
+    rng = np.random.default_rng(0)
+    crops = np.random.default_rng(1).random((16, 2, 8, 8), dtype=np.float32)
+    out = augment(crops, rng, jitter=0.0).numpy()
+    assert out.shape == crops.shape and out.min() >= 0 and out.max() <= 1
+    np.testing.assert_allclose(np.sort(out.reshape(16, -1)), np.sort(crops.reshape(16, -1)))
+    assert not np.allclose(out, crops)
+
+
+def test_patch_mask_ratio():
+    mask = patch_mask(200, 16, TrainConfig(patch=4, mask_ratio=0.4), np.random.default_rng(0))
+    assert mask.shape == (200, 1, 16, 16)
+    assert 0.35 < mask.mean() < 0.45
+    assert set(np.unique(mask)) == {0.0, 1.0}
+
+
+def _pretrain_once(fake_pixels, cfg):
+    torch.manual_seed(0)
+    model = UNet(cfg)
+    calls = []
+    history = pretrain(model, fake_pixels, TrainConfig(max_steps=10, batch_size=8, seed=1),
+                       CPU, lambda d, t: calls.append((d, t)))
+    return model, history, calls
+
+
+def test_pretrain_same_seed_same_result_and_loss_falls(fake_pixels, tiny_config):
+    m1, h1, calls = _pretrain_once(fake_pixels, tiny_config)
+    m2, h2, _ = _pretrain_once(fake_pixels, tiny_config)
+    assert calls[-1] == (10, 10) and len(calls) == 10
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert h1[-1]["step"] == 10 and h1[-1]["crops"] == 80
+
+
+def test_pretrain_rejects_wrong_channels(fake_pixels):
+    with pytest.raises(ModelError, match="2 channels but the U-Net expects 3"):
+        pretrain(UNet(UNetConfig(in_channels=3, width=2, depth=2)), fake_pixels,
+                 TrainConfig(max_steps=1), CPU)
+
+
+def test_stratified_split_and_balanced_batches():
+    y = np.array([0] * 20 + [1] * 5 + [2] * 2)
+    rng = np.random.default_rng(0)
+    train, held = stratified_split(y, 0.2, rng)
+    assert np.bincount(y[held]).tolist() == [4, 1, 1]
+    assert len(np.intersect1d(train, held)) == 0 and len(train) + len(held) == len(y)
+    picks = np.concatenate(balanced_batches(y, 50, 30, rng))
+    share = np.bincount(y[picks]) / len(picks)
+    assert np.all(np.abs(share - 1 / 3) < 0.05)
+
+
+def _finetune_once(fake_pixels, cfg, labels, **kw):
+    torch.manual_seed(0)
+    model = Classifier(cfg, 2)
+    conf = FinetuneConfig(batch_size=8, min_steps=4, seed=2, **kw)
+    history = finetune(model, fake_pixels, labels, ("round", "square"), conf, CPU)
+    return model, history
+
+
+def test_finetune_learns_and_is_deterministic(fake_pixels, tiny_config):
+    kw = dict(max_epochs=6, patience=6, lr=1e-2, encoder_lr=1e-2)
+    m1, h1 = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, **kw)
+    m2, h2 = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, **kw)
+    assert h1[0]["split"] and h1[-1]["val_balanced_accuracy"] is not None
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    x = torch.from_numpy(fake_pixels.crops)
+    assert torch.equal(m1(x), m2(x))
+    pred = m1(x).argmax(1).numpy()
+    assert (pred == np.arange(32) % 2).mean() >= 0.9
+
+
+def test_finetune_short_schedule_and_one_class(fake_pixels, tiny_config):
+    few = dict(list(fake_pixels.labels.items())[:6])  # 3 per class: no split
+    _, history = _finetune_once(fake_pixels, tiny_config, few, short_epochs=2)
+    assert len(history) == 2 and not history[0]["split"]
+    one = {k: v for k, v in fake_pixels.labels.items() if v == "round"}
+    with pytest.raises(ModelError, match="at least 2 classes"):
+        _finetune_once(fake_pixels, tiny_config, one)
