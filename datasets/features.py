@@ -1,8 +1,12 @@
 """Per-cell feature tables computed once per ingest part and cached in ``features/``.
 
 Morphology features are computed in batches straight from the stored pixels and streamed to
-one Parquet file per ingest part (``features/morphology-part-NNNN.parquet``), so adding a plate
-computes only the new cells and memory does not grow with the screen.
+one Parquet file per ingest part (``features/morphology-vV-part-NNNN.parquet``, V the feature
+version), so adding a plate computes only the new cells and memory does not grow with the screen.
+
+How each channel is measured (its polarity, and whether its mask is trusted) is decided once per
+dataset from a sample of cells and remembered in ``features/channels.json``, so every part of a
+screen gets the same columns.
 """
 
 from __future__ import annotations
@@ -11,40 +15,109 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from datasets.cells import read_cells
-from datasets.errors import DataError
-from datasets.morphology import detect_polarity, morphology_features
+from datasets.morphology import (
+    FEATURES_VERSION,
+    MASK_QUALITY_MIN,
+    channel_polarities,
+    mask_quality,
+    morphology_features,
+)
 from datasets.pixels import PixelStore
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-_POLARITY_FILE = "polarity.json"
+_CHANNELS_FILE = "channels.json"
+_SAMPLE = 500  # cells sampled to profile the channels
+
+
+@dataclass(frozen=True)
+class ChannelProfile:
+    """How each channel of a dataset is measured; decided once per dataset.
+
+    Attributes:
+        polarities: per channel "bright" (cells brighter than the background) or "dark".
+        quality: per channel the median Otsu separability of its crops (0..1).
+        masked: per channel whether it is segmented (shape + mask features) or measured by
+            whole-crop statistics only.
+    """
+
+    polarities: tuple[str, ...]
+    quality: tuple[float, ...]
+    masked: tuple[bool, ...]
+
+    @property
+    def polarity(self) -> str:
+        """The overall polarity: "dark" when most channels are dark."""
+        dark = sum(p == "dark" for p in self.polarities)
+        return "dark" if dark > len(self.polarities) - dark else "bright"
+
+
+def profile_channels(
+    crops: npt.NDArray, min_quality: float = MASK_QUALITY_MIN
+) -> ChannelProfile:
+    """Decide, from a sample of crops, each channel's polarity and whether to trust its mask.
+
+    A channel's mask is trusted when its quality reaches ``min_quality``; when none does, the
+    best channel's is, so that some shape is always measured.
+
+    Args:
+        crops: (n, C, S, S) float32 in [0, 1]; a random sample of the dataset's cells.
+        min_quality: see :data:`datasets.morphology.MASK_QUALITY_MIN`.
+
+    Returns:
+        The profile.
+
+    Raises:
+        DataError: when ``crops`` is not (n, C, S, S) or is empty.
+    """
+    polarities = channel_polarities(crops)
+    quality = mask_quality(crops, polarities)
+    masked = quality >= min_quality
+    if not masked.any():
+        masked[int(np.argmax(quality))] = True
+    return ChannelProfile(
+        polarities, tuple(round(float(q), 4) for q in quality), tuple(bool(m) for m in masked)
+    )
 
 
 def _feature_dir(project_dir: Path) -> Path:
     return Path(project_dir) / "features"
 
 
-def project_polarity(project_dir: Path, store: PixelStore, seed: int = 0) -> str:
-    """The dataset's mask polarity ("bright" or "dark"), detected once and remembered."""
-    path = _feature_dir(project_dir) / _POLARITY_FILE
+def project_channels(project_dir: Path, store: PixelStore, seed: int = 0) -> ChannelProfile:
+    """The dataset's :class:`ChannelProfile`, detected once on a random sample and remembered."""
+    path = _feature_dir(project_dir) / _CHANNELS_FILE
     if path.exists():
-        return str(json.loads(path.read_text())["polarity"])
+        saved = json.loads(path.read_text())
+        if saved.get("version") == FEATURES_VERSION:
+            return ChannelProfile(
+                tuple(saved["polarities"]), tuple(saved["quality"]), tuple(saved["masked"])
+            )
     cells = read_cells(project_dir, columns=["cell_id"])
     rng = np.random.default_rng(seed)
-    n_sample = min(len(cells), 500)
+    n_sample = min(len(cells), _SAMPLE)
     ids = cells["cell_id"].to_numpy()[np.sort(rng.choice(len(cells), n_sample, replace=False))]
-    polarity = detect_polarity(store.read(list(ids)))
+    profile = profile_channels(store.read(list(ids)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"polarity": polarity}))
-    logger.info("mask polarity detected: %s", polarity)
-    return polarity
+    path.write_text(json.dumps({"version": FEATURES_VERSION, **asdict(profile)}))
+    logger.info(
+        "channels: polarity %s, mask quality %s, segmented %s",
+        profile.polarities, profile.quality, profile.masked,
+    )
+    return profile
+
+
+def project_polarity(project_dir: Path, store: PixelStore, seed: int = 0) -> str:
+    """The dataset's overall mask polarity ("bright" or "dark"), see :func:`project_channels`."""
+    return project_channels(project_dir, store, seed).polarity
 
 
 def compute_morphology(
@@ -65,7 +138,7 @@ def compute_morphology(
 
     project_dir = Path(project_dir)
     store = PixelStore(project_dir)
-    polarity = project_polarity(project_dir, store)
+    profile = project_channels(project_dir, store)
     cells = read_cells(project_dir, columns=["cell_id", "part"])
     todo = [
         (part, grp["cell_id"].tolist())
@@ -79,7 +152,9 @@ def compute_morphology(
         writer = None
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            feats, names = morphology_features(store.read(chunk), polarity=polarity)
+            feats, names = morphology_features(
+                store.read(chunk), profile.polarities, profile.masked
+            )
             table = pa.table(
                 {"cell_id": chunk, **{n: feats[:, j] for j, n in enumerate(names)}}
             )
@@ -96,7 +171,8 @@ def compute_morphology(
 
 
 def _part_path(project_dir: Path, part: int) -> Path:
-    return _feature_dir(project_dir) / f"morphology-part-{part:04d}.parquet"
+    name = f"morphology-v{FEATURES_VERSION}-part-{part:04d}.parquet"
+    return _feature_dir(project_dir) / name
 
 
 def read_features(
@@ -104,21 +180,25 @@ def read_features(
 ) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32], list[str]]:
     """Load the morphology features of every cell, in cell-table order.
 
+    Parts without features of the current :data:`~datasets.morphology.FEATURES_VERSION` (a
+    project made by an older version) are computed first.
+
     Returns:
         ``(cell_ids (n,), features (n, d) float32, feature names)``.
-
-    Raises:
-        DataError: when features have not been computed for some part.
     """
     import pyarrow.parquet as pq
 
     project_dir = Path(project_dir)
     cells = read_cells(project_dir, columns=["cell_id", "part"])
+    parts = [_part_path(project_dir, int(p)) for p in sorted(cells["part"].unique())]
+    if not all(path.exists() for path in parts):
+        logger.warning(
+            "%s: morphology features v%d missing for some cells; computing them now",
+            project_dir, FEATURES_VERSION,
+        )
+        compute_morphology(project_dir)
     blocks, names = [], []
-    for part in sorted(cells["part"].unique()):
-        path = _part_path(project_dir, int(part))
-        if not path.exists():
-            raise DataError(f"{path}: features missing; run `phenoscout features {project_dir}`")
+    for path in parts:
         table = pq.read_table(path)
         names = [c for c in table.column_names if c != "cell_id"]
         blocks.append(table)

@@ -5,12 +5,20 @@ component nearest the crop centre, plus whole objects close to it such as a seco
 a micronucleus; neighbours cut at the crop edge are dropped). Shape, intensity and texture are
 then measured with masked numpy operations over the batch, in the spirit of scikit-image's
 ``regionprops`` but without a Python loop per cell.
+
+Polarity (cells brighter or darker than the background) is a property of each channel, and so
+is whether a channel's mask can be trusted: a channel whose pixel histogram is not clearly
+bimodal (brightfield, darkfield, side scatter, diffuse stains) gives a mask that jumps between
+speckles, halos and the crop border, so its shape and mask-based features are noise. Such a
+channel is measured by whole-crop statistics only (:func:`channel_profile` decides, once per
+dataset).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +30,11 @@ logger = logging.getLogger(__name__)
 
 POLARITIES = ("bright", "dark")
 #: Bumped whenever the feature set changes, so cached feature tables are recomputed.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
+#: A channel's mask is trusted when the median over crops of its Otsu separability (between-class
+#: over total variance of the smoothed crop, 0..1) reaches this. Measured: fluorescent nuclei and
+#: cytoplasm 0.84-0.89, brightfield 0.53, darkfield 0.64 (Jurkat IFC and the demo screen).
+MASK_QUALITY_MIN = 0.75
 SHAPE_NAMES = (
     "area", "perimeter", "circularity", "eccentricity", "solidity",
     "major_axis", "minor_axis", "extent", "n_objects", "extra_area",
@@ -34,6 +46,8 @@ INTENSITY_NAMES = (
 TEXTURE_NAMES = ("grad_mean", "residual_std", "contrast")
 HU_NAMES = tuple(f"hu{i}" for i in range(1, 8))  # Hu's 7 moment invariants, log-scaled
 _PER_CHANNEL = SHAPE_NAMES + INTENSITY_NAMES + TEXTURE_NAMES + HU_NAMES
+#: What a channel without a trusted mask is measured by.
+CROP_NAMES = ("crop_mean", "crop_std", "crop_max")
 _HU_FLOOR = 1e-12  # |invariant| below this counts as 0 (numerical noise of symmetric shapes)
 _N_BINS = 64  # histogram bins for Otsu
 _N_DIRECTIONS = 32  # support directions for the convex-hull polygon
@@ -51,11 +65,30 @@ def _check_crops(crops: npt.NDArray) -> None:
         )
 
 
-def detect_polarity(crops: npt.NDArray) -> str:
-    """Whether cells are brighter ("bright") or darker ("dark") than the background.
+def _polarity_votes(crops: npt.NDArray, caller: str) -> npt.NDArray[np.float64]:
+    """(C,) per channel: +1 cells brighter than the background, -1 darker, 0 undecided.
 
-    Each channel votes by the median, over crops, of the central disc's mean minus the median
-    of the outer ring; fluorescence gives "bright", brightfield RGB "dark". Ties go to "bright".
+    The vote is the sign of the median, over crops, of the central disc's mean minus the median
+    of the outer ring.
+    """
+    crops = np.asarray(crops)
+    _check_crops(crops)
+    if crops.shape[0] == 0:
+        raise DataError(f"{caller} got 0 crops; pass a sample of at least one cell")
+    size = crops.shape[-1]
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    centre = np.hypot(yy, xx) <= size / 4.0
+    ring = np.minimum(np.minimum(yy, xx), np.minimum(-yy, -xx)) <= -(size - 1) / 2.0 + 2
+    x = crops.astype(np.float32)
+    diff = x[..., centre].mean(axis=-1) - np.median(x[..., ring], axis=-1)  # (n, C)
+    return np.sign(np.median(diff, axis=0))
+
+
+def detect_polarity(crops: npt.NDArray) -> str:
+    """Whether cells are brighter ("bright") or darker ("dark") than the background, overall.
+
+    Each channel votes (see :func:`channel_polarities`); fluorescence gives "bright",
+    brightfield RGB "dark". Ties go to "bright".
 
     Args:
         crops: (n, C, S, S) float32 in [0, 1] (any real dtype works), cell at the centre.
@@ -66,62 +99,146 @@ def detect_polarity(crops: npt.NDArray) -> str:
     Raises:
         DataError: when ``crops`` is not (n, C, S, S) or is empty.
     """
-    crops = np.asarray(crops)
-    _check_crops(crops)
-    if crops.shape[0] == 0:
-        raise DataError("detect_polarity got 0 crops; pass a sample of at least one cell")
-    size = crops.shape[-1]
-    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
-    radius = np.hypot(yy, xx)
-    centre = radius <= size / 4.0
-    ring = np.minimum(np.minimum(yy, xx), np.minimum(-yy, -xx)) <= -(size - 1) / 2.0 + 2
-    x = crops.astype(np.float32)
-    diff = x[..., centre].mean(axis=-1) - np.median(x[..., ring], axis=-1)  # (n, C)
-    votes = np.sign(np.median(diff, axis=0))
+    votes = _polarity_votes(crops, "detect_polarity")
     polarity = "dark" if (votes < 0).sum() > (votes > 0).sum() else "bright"
     logger.debug("polarity votes per channel %s -> %s", votes.tolist(), polarity)
     return polarity
 
 
+def channel_polarities(crops: npt.NDArray) -> tuple[str, ...]:
+    """Each channel's polarity: "bright" when its cells are brighter than the background (by
+    the median over crops of the central disc's mean minus the outer ring's median), else
+    "dark"; undecided channels are "bright".
+
+    Args:
+        crops: (n, C, S, S) float32 in [0, 1], cell at the centre; a sample of the dataset.
+
+    Returns:
+        C polarities.
+
+    Raises:
+        DataError: when ``crops`` is not (n, C, S, S) or is empty.
+    """
+    votes = _polarity_votes(crops, "channel_polarities")
+    return tuple("dark" if v < 0 else "bright" for v in votes.tolist())
+
+
+def mask_quality(crops: npt.NDArray, polarities: Sequence[str]) -> npt.NDArray[np.float64]:
+    """How cleanly Otsu's threshold splits each channel into cell and background.
+
+    Per crop, the between-class variance of the Otsu split of the smoothed channel over its
+    total variance (1: two flat levels, near 0: no structure); the median over crops.
+
+    Args:
+        crops: (n, C, S, S) float32 in [0, 1]; a sample of the dataset.
+        polarities: C polarities (from :func:`channel_polarities`).
+
+    Returns:
+        (C,) float64 in [0, 1].
+
+    Raises:
+        DataError: on a bad shape, an empty sample, or polarities that do not fit.
+    """
+    crops = np.asarray(crops, dtype=np.float32)
+    polarities = _checked_polarities(polarities, crops)
+    if crops.shape[0] == 0:
+        raise DataError("mask_quality got 0 crops; pass a sample of at least one cell")
+    out = np.zeros(crops.shape[1])
+    for c, polarity in enumerate(polarities):
+        signal = _signal(crops[:, c], polarity)[1]
+        thresh, flat = _otsu(signal)
+        fg = signal > thresh[:, None, None]
+        w = fg.mean(axis=(1, 2))
+        n_fg = np.maximum(fg.sum(axis=(1, 2)), 1)
+        n_bg = np.maximum((~fg).sum(axis=(1, 2)), 1)
+        mean_fg = (signal * fg).sum(axis=(1, 2)) / n_fg
+        mean_bg = (signal * ~fg).sum(axis=(1, 2)) / n_bg
+        var = np.maximum(signal.var(axis=(1, 2), dtype=np.float64), 1e-12)
+        eta = np.where(flat, 0.0, w * (1.0 - w) * (mean_fg - mean_bg) ** 2 / var)
+        out[c] = float(np.clip(np.median(eta), 0.0, 1.0))
+    return out
+
+
+def _checked_polarities(polarity: str | Sequence[str], crops: npt.NDArray) -> tuple[str, ...]:
+    """One polarity per channel of ``crops`` (n, C, S, S), after checking both."""
+    _check_crops(crops)
+    n_channels = crops.shape[1]
+    pol = (polarity,) * n_channels if isinstance(polarity, str) else tuple(polarity)
+    bad = [p for p in pol if p not in POLARITIES]
+    if bad:
+        raise DataError(f"polarity {bad[0]!r} is not one of {POLARITIES}")
+    if len(pol) != n_channels:
+        raise DataError(f"{len(pol)} polarities for {n_channels} channels; give one per channel")
+    return pol
+
+
 def morphology_features(
-    crops: npt.NDArray, polarity: str = "bright"
+    crops: npt.NDArray,
+    polarity: str | Sequence[str] = "bright",
+    masked: Sequence[bool] | None = None,
 ) -> tuple[npt.NDArray[np.float32], list[str]]:
     """Shape, intensity and texture features of every crop, per channel.
 
     Args:
         crops: (n, C, S, S) float32 per-channel scaled to [0, 1], cell at the centre.
-        polarity: "bright" (cells brighter than background, fluorescence) or "dark".
+        polarity: "bright" (cells brighter than background, fluorescence) or "dark"; one for
+            every channel, or one per channel.
+        masked: per channel, True to segment it and measure all 31 features, False to measure
+            only the whole-crop statistics :data:`CROP_NAMES`; all True when None.
 
     Returns:
-        features: (n, C * 31) float32, finite; an empty mask gives zeros for its channel.
-        names: C * 31 names ``ch{c}_{measure}``, channel-major, in column order.
+        features: (n, d) float32, finite, d = 31 per masked channel + 3 per other channel; an
+            empty mask gives zeros for its channel.
+        names: d names ``ch{c}_{measure}``, channel-major, in column order.
 
     Raises:
-        DataError: on a bad shape or an unknown polarity.
+        DataError: on a bad shape, an unknown polarity, or per-channel lists that do not fit.
     """
-    if polarity not in POLARITIES:
-        raise DataError(f"polarity {polarity!r} is not one of {POLARITIES}")
     crops = np.asarray(crops, dtype=np.float32)
-    _check_crops(crops)
-    n, n_channels, size, _ = crops.shape
-    flat = crops.reshape(n * n_channels, size, size)
-    out = np.zeros((n * n_channels, len(_PER_CHANNEL)), dtype=np.float32)
-    for start in range(0, len(flat), _CHUNK):
-        out[start : start + _CHUNK] = _channel_features(flat[start : start + _CHUNK], polarity)
-    names = [f"ch{c}_{m}" for c in range(n_channels) for m in _PER_CHANNEL]
-    feats = out.reshape(n, n_channels * len(_PER_CHANNEL))
+    polarities = _checked_polarities(polarity, crops)
+    n, n_channels, _, _ = crops.shape
+    masked = (True,) * n_channels if masked is None else tuple(bool(m) for m in masked)
+    if len(masked) != n_channels:
+        raise DataError(f"{len(masked)} mask flags for {n_channels} channels; give one per channel")
+    blocks, names = [], []
+    for c in range(n_channels):
+        measures = _PER_CHANNEL if masked[c] else CROP_NAMES
+        out = np.zeros((n, len(measures)), dtype=np.float32)
+        for start in range(0, n, _CHUNK):
+            x = crops[start : start + _CHUNK, c]
+            out[start : start + _CHUNK] = (
+                _channel_features(x, polarities[c]) if masked[c] else _crop_features(x)
+            )
+        blocks.append(out)
+        names += [f"ch{c}_{m}" for m in measures]
+    feats = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), np.float32)
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0), names
+
+
+def _signal(x: npt.NDArray[np.float32], polarity: str) -> tuple[npt.NDArray, npt.NDArray]:
+    """The smoothed crops (B, S, S) and the same made bright-on-dark for segmentation."""
+    smooth = ndimage.gaussian_filter(x, sigma=(0, 1, 1), mode="nearest", truncate=2.0)
+    return smooth, (smooth if polarity == "bright" else 1.0 - smooth)
 
 
 def _channel_features(x: npt.NDArray[np.float32], polarity: str) -> npt.NDArray[np.float32]:
     """(B, 31) features of B single-channel crops (B, S, S)."""
-    smooth = ndimage.gaussian_filter(x, sigma=(0, 1, 1), mode="nearest", truncate=2.0)
-    signal = smooth if polarity == "bright" else 1.0 - smooth
+    smooth, signal = _signal(x, polarity)
     mask, objects = _cell_mask(signal)
     shape = _shape_features(mask, objects)
     intensity = _intensity_features(x, mask)
     texture = _texture_features(x, smooth, mask)
     return np.concatenate([shape, intensity, texture, _hu_moments(mask)], axis=1)
+
+
+def _crop_features(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """(B, 3) whole-crop mean, std and max of B single-channel crops (B, S, S)."""
+    flat = x.reshape(len(x), -1)
+    return np.stack(
+        [flat.mean(axis=1, dtype=np.float64), flat.std(axis=1, dtype=np.float64),
+         flat.max(axis=1)],
+        axis=1,
+    ).astype(np.float32)  # fmt: skip
 
 
 def _hu_moments(mask: npt.NDArray[np.bool_]) -> npt.NDArray:

@@ -187,3 +187,80 @@ def test_hu_moments_are_rotation_invariant_and_separate_shapes() -> None:
     hu = feats[:, cols]
     np.testing.assert_allclose(hu[0, :2], hu[1, :2], rtol=1e-3)
     assert hu[0, 1] > hu[2, 1] + 1.0, "an ellipse's second invariant exceeds a disk's"
+
+
+def mixed_channels(n: int = 30, seed: int = 0) -> np.ndarray:
+    """(n, 3, S, S): a bright nucleus, a dark brightfield-like cell, and a channel of smooth
+    random blotches with no cell in it (no clean foreground/background split)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    radii = rng.uniform(6, 12, n)
+    nucleus = crops_of(*(disk(r) for r in radii))[:, 0]
+    brightfield = 1.0 - crops_of(*(disk(r + 4) for r in radii), fg=0.7, bg=0.2)[:, 0]
+    blotches = ndimage.gaussian_filter(rng.random((n, S, S)), sigma=(0, 4, 4))
+    blotches = (blotches - blotches.min()) / (blotches.max() - blotches.min())
+    noise = rng.normal(0, 0.02, (n, 3, S, S))
+    return (np.stack([nucleus, brightfield, blotches], axis=1) + noise).astype(np.float32)
+
+
+def test_each_channel_gets_its_own_polarity() -> None:
+    from datasets.morphology import channel_polarities
+
+    crops = mixed_channels()[:, :2]
+    assert channel_polarities(crops) == ("bright", "dark")
+    # the dark channel segmented as dark finds the cell, as bright it finds the background
+    feats, names = morphology_features(crops, ("bright", "dark"))
+    feats_wrong, _ = morphology_features(crops, "bright")
+    col = names.index("ch1_area")
+    assert np.all(feats[:, col] < 0.5 * S * S) and np.all(feats_wrong[:, col] > 0.5 * S * S)
+
+
+def test_mask_quality_separates_a_clean_split_from_blotches() -> None:
+    from datasets.morphology import MASK_QUALITY_MIN, mask_quality
+
+    q = mask_quality(mixed_channels(), ("bright", "dark", "bright"))
+    assert q.shape == (3,) and np.all((q >= 0) & (q <= 1))
+    assert min(q[0], q[1]) >= MASK_QUALITY_MIN > q[2]
+
+
+def test_unmasked_channel_gets_whole_crop_statistics_only() -> None:
+    from datasets.morphology import CROP_NAMES
+
+    crops = mixed_channels(5)
+    feats, names = morphology_features(crops, ("bright", "dark", "bright"), (True, True, False))
+    assert feats.shape == (5, 31 * 2 + len(CROP_NAMES)) and len(names) == feats.shape[1]
+    assert names[-3:] == [f"ch2_{m}" for m in CROP_NAMES]
+    np.testing.assert_allclose(feats[:, -3], crops[:, 2].mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(feats[:, -1], crops[:, 2].max(axis=(1, 2)), rtol=1e-6)
+    with pytest.raises(DataError, match="2 mask flags for 3 channels"):
+        morphology_features(crops, "bright", (True, False))
+    with pytest.raises(DataError, match="2 polarities for 3 channels"):
+        morphology_features(crops, ("bright", "dark"))
+
+
+def test_profile_trusts_clean_channels_and_always_keeps_one() -> None:
+    from datasets.features import profile_channels
+
+    crops = mixed_channels()
+    profile = profile_channels(crops)
+    assert profile.polarities[:2] == ("bright", "dark")
+    assert profile.masked == (True, True, False)
+    only_blotches = profile_channels(crops[:, 2:])
+    assert only_blotches.masked == (True,), "the best channel is segmented even when poor"
+
+
+@pytest.mark.skipif(not JURKAT.exists(), reason="real data folder /work/shared/data is absent")
+def test_real_ifc_profile_segments_only_the_dna_stain() -> None:
+    """Brightfield and darkfield masks of imaging flow cytometry are unstable; DNA is not."""
+    import pandas as pd
+    import tifffile
+
+    from datasets.features import profile_channels
+    from datasets.normalise import apply_ranges, compute_ranges
+
+    labels = pd.read_csv(JURKAT / "labels.csv").sample(120, random_state=0)
+    raw = np.stack([tifffile.imread(JURKAT / p) for p in labels["path"]])  # (n, 3, 40, 40)
+    profile = profile_channels(apply_ranges(raw, compute_ranges(raw)))
+    assert profile.masked == (False, True, False)
+    assert profile.polarities[1] == "bright"
