@@ -124,7 +124,7 @@ class _Context:
 def ingest_crops(
     src_dir: Path,
     project_dir: Path,
-    cfg: IngestConfig = IngestConfig(),
+    cfg: IngestConfig | None = None,
     *,
     labels_csv: Path | None = None,
     metadata_csv: Path | None = None,
@@ -152,6 +152,7 @@ def ingest_crops(
         DataError: missing/empty folder, no readable file, bad CSV, too many channels, or a
             part that does not match the project's existing channels or crop size.
     """
+    cfg = cfg or IngestConfig()
     project = Path(project_dir)
     report = IngestReport(crop_size=cfg.crop_size)
     manifest = cell_table.read_manifest(project)

@@ -250,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
-    import subprocess
+    import os
 
     app_file = Path(__file__).resolve().parent.parent / "app.py"
     if not app_file.exists():
@@ -271,12 +271,14 @@ def _cmd_app(args: argparse.Namespace) -> int:
         "false",
     ]
     if args.project:
+        from labeling.project import open_project
+
+        open_project(Path(args.project))  # a clear error now rather than in the browser
         cmd += ["--", "--project", str(Path(args.project).resolve())]
     print(f"PhenoScout on http://{args.host}:{args.port}  (Ctrl+C stops it)", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    # Become the Streamlit server, so that signals (Ctrl+C, SIGTERM) reach it directly.
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
 
 
 def _add_ingest_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,252 @@
+"""Session state of the Label page: the batch on screen, the focused tile, skips and undo.
+
+Every action commits to the label store at once (``labeling.loop.submit_labels``) and is a
+widget callback, so the page drawn afterwards already shows it. What lives only in the session
+(the focused tile, which cells were skipped) is rebuilt from the store after a reload: the
+annotator's open lease plus the cells already labeled in that round.
+
+The state is one mutable :class:`LabelSession`, handed to the callbacks as an argument and
+changed in place under its lock. Streamlit starts the next run (in another thread) as soon as
+the next click or key arrives, while the previous run may still be in a callback; it stops the
+old run at its next ``st.session_state`` access, and a value written there can be lost. So the
+callbacks touch ``st.session_state`` only before they change anything (reading a widget's
+value), never after a commit, and the lock keeps a fast typist's keys in order.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from labeling.errors import PhenoScoutError
+from labeling.loop import next_batch, submit_labels
+from labeling.project import Project
+from labeling.store import SKIP
+
+SESSION = "label_session"  # session key of the LabelSession
+
+
+@dataclass
+class LabelSession:
+    """The batch on screen and what the annotator did to it in this browser session."""
+
+    owner: tuple[str, str] | None = None  # (project path, annotator) the batch belongs to
+    items: list[dict[str, Any]] = field(default_factory=list)  # cell_id, path, strategy, guess,
+    # confidence; in display order
+    round_id: int | None = None  # round of the batch (for leasing back after an undo)
+    focus: int = 0  # index of the focused tile
+    skipped: set[str] = field(default_factory=set)  # cell ids skipped in this batch
+    actions: list[tuple[str, str]] = field(default_factory=list)  # ("label"|"skip", cell_id)
+    error: str | None = None  # a PhenoScoutError message from the latest action, to show once
+    notice: str | None = None  # a one-off message from the latest action (toast)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # one action at a time
+
+    def reset(
+        self,
+        owner: tuple[str, str],
+        items: list[dict[str, Any]],
+        round_id: int | None,
+        labels: dict[str, str],
+    ) -> None:
+        """Show a new batch, focused on its first open tile."""
+        self.owner, self.items, self.round_id = owner, items, round_id
+        self.skipped, self.actions = set(), []
+        self.focus = next_open(items, -1, labels, set())
+
+    def index(self, cell_id: str) -> int | None:
+        ids = [it["cell_id"] for it in self.items]
+        return ids.index(cell_id) if cell_id in ids else None
+
+
+def session() -> LabelSession:
+    """This browser session's LabelSession (created on first use)."""
+    return st.session_state.setdefault(SESSION, LabelSession())
+
+
+def action(fn: Callable[..., None]) -> Callable[..., None]:
+    """Make ``fn(sess, ...)`` a widget callback: one at a time per session, and a
+    PhenoScoutError kept in ``sess.error`` for the page to show (callbacks run outside the
+    page's ``try``)."""
+
+    @functools.wraps(fn)
+    def wrapper(sess: LabelSession, *args: Any) -> None:
+        with sess.lock:
+            try:
+                fn(sess, *args)
+            except PhenoScoutError as exc:
+                sess.error = str(exc)
+
+    return wrapper
+
+
+def ensure_batch(project: Project, annotator: str) -> LabelSession:
+    """The session with its batch: resumed from the store on the session's first run, or after
+    the annotator changes."""
+    sess = session()
+    owner = (str(project.path), annotator)
+    if sess.owner != owner:
+        items, round_id = resume_batch(project, annotator)
+        sess.reset(owner, items, round_id, project.store.current_labels(include_pseudo=True))
+    return sess
+
+
+def resume_batch(project: Project, annotator: str) -> tuple[list[dict[str, Any]], int | None]:
+    """The annotator's current batch as it stands in the store, and its round id.
+
+    The cells the annotator already labeled in the open round come first (in labeling order),
+    then the still-open cells (in batch order). A new batch is chosen when nothing is open.
+    """
+    store = project.store
+    open_items = next_batch(project, project.config.loop.batch_size, annotator, resume=True)
+    rounds = {lease["round_id"] for lease in store.open_lease(annotator)}
+    open_ids = {it["cell_id"] for it in open_items}
+    done: dict[str, dict[str, Any]] = {}
+    for event in store.label_events():
+        if event.round_id in rounds and event.annotator == annotator:
+            if event.cell_id not in open_ids:
+                done[event.cell_id] = {
+                    "cell_id": event.cell_id,
+                    "path": "",
+                    "strategy": event.sub_strategy,
+                    "guess": event.guess,
+                    "confidence": None,
+                }
+    if done:
+        sources = project.cells(columns=["cell_id", "source"]).set_index("cell_id")["source"]
+        for item in done.values():
+            item["path"] = str(sources.get(item["cell_id"], ""))
+    round_id = max(rounds) if rounds else None
+    return [*done.values(), *open_items], round_id
+
+
+def next_open(
+    items: list[dict[str, Any]], after: int, labels: dict[str, str], skipped: set[str]
+) -> int:
+    """Index of the first tile after ``after`` (wrapping round) with no label and no skip;
+    ``after`` itself (or 0) when every tile is done."""
+    n = len(items)
+    for step in range(1, n + 1):
+        i = (after + step) % n
+        cell_id = items[i]["cell_id"]
+        if cell_id not in labels and cell_id not in skipped:
+            return i
+    return max(after, 0) if n else 0
+
+
+@action
+def label_cell(
+    sess: LabelSession, project: Project, annotator: str, cell_id: str, name: str
+) -> None:
+    """Commit ``name`` (a class, or SKIP) for ``cell_id``; focus the next open tile."""
+    submit_labels(project, {cell_id: name}, annotator=annotator, source="batch")
+    if name == SKIP:
+        sess.skipped.add(cell_id)
+    else:
+        sess.skipped.discard(cell_id)
+    sess.actions.append(("skip" if name == SKIP else "label", cell_id))
+    i = sess.index(cell_id)
+    if i is not None:
+        labels = project.store.current_labels(include_pseudo=True)
+        sess.focus = next_open(sess.items, i, labels, sess.skipped)
+
+
+@action
+def label_focused(sess: LabelSession, project: Project, annotator: str, name: str) -> None:
+    """Label (or with SKIP, skip) the focused tile: what a class key does."""
+    if sess.items:
+        label_cell(sess, project, annotator, sess.items[sess.focus]["cell_id"], name)
+
+
+def pick_changed(
+    sess: LabelSession, project: Project, annotator: str, cell_id: str, widget_key: str
+) -> None:
+    """A tile's class buttons changed: commit the choice and focus the next open tile."""
+    choice = st.session_state.get(widget_key)  # first: Streamlit may stop the run here
+    if choice is not None:
+        label_cell(sess, project, annotator, cell_id, choice)
+
+
+@action
+def undo(sess: LabelSession, project: Project, annotator: str) -> None:
+    """Revert the latest label (``store.undo_last``) or skip of this annotator; focus its cell."""
+    if sess.actions and sess.actions[-1][0] == "skip":
+        _, cell_id = sess.actions.pop()
+        sess.skipped.discard(cell_id)
+        _lease_back(sess, project, annotator, cell_id, sess.round_id)
+        sess.notice = f"Skip of {cell_id} undone"
+    else:
+        record = project.store.undo_last(annotator)
+        if record is None:
+            sess.notice = "Nothing to undo"
+            return
+        cell_id = record.cell_id
+        if sess.actions and sess.actions[-1] == ("label", cell_id):
+            sess.actions.pop()
+        if cell_id not in project.store.current_labels(include_pseudo=True):
+            _lease_back(sess, project, annotator, cell_id, record.round_id)
+        sess.notice = f"Label {record.label!r} of {cell_id} undone"
+    i = sess.index(cell_id)
+    if i is not None:
+        sess.focus = i
+
+
+def _lease_back(
+    sess: LabelSession, project: Project, annotator: str, cell_id: str, round_id: int | None
+) -> None:
+    """Put a cell of the batch back under the annotator's lease, so a reload shows it again."""
+    i = sess.index(cell_id)
+    if i is None or round_id is None:
+        return
+    item = sess.items[i]
+    lease = {
+        "cell_id": cell_id,
+        "sub_strategy": item["strategy"],
+        "guess": item["guess"],
+        "confidence": item["confidence"],
+    }
+    project.store.lease([lease], annotator, round_id, ttl_s=project.config.loop.lease_minutes * 60)
+
+
+@action
+def new_batch(sess: LabelSession, project: Project, annotator: str) -> None:
+    """Refit the head and hand out the next batch (the open cells of this one are released)."""
+    items = next_batch(project, project.config.loop.batch_size, annotator, resume=False)
+    store = project.store
+    round_id = max((lease["round_id"] for lease in store.open_lease(annotator)), default=None)
+    sess.reset(
+        (str(project.path), annotator), items, round_id, store.current_labels(include_pseudo=True)
+    )
+
+
+@action
+def move_focus(sess: LabelSession, step: int) -> None:
+    """Move the focus ``step`` tiles (wrapping round)."""
+    if sess.items:
+        sess.focus = (sess.focus + step) % len(sess.items)
+
+
+@action
+def set_focus(sess: LabelSession, index: int) -> None:
+    sess.focus = index
+
+
+def add_class(sess: LabelSession, project: Project, annotator: str, and_label: bool) -> None:
+    """Create the class typed in the add-class box; with ``and_label``, give it to the focused
+    tile."""
+    name = st.session_state.get("new-class", "")  # first: Streamlit may stop the run here
+    _add_class(sess, project, annotator, name, and_label)
+
+
+@action
+def _add_class(
+    sess: LabelSession, project: Project, annotator: str, name: str, and_label: bool
+) -> None:
+    info = project.store.add_class(name)
+    if and_label:
+        label_focused(sess, project, annotator, info.name)
+    sess.notice = f"Class {info.name!r} added" + (f" (key {info.key})" if info.key else "")

@@ -1,0 +1,71 @@
+"""What every page of the app shares: the project from ``--project``, its cached opening, the
+start screen and the annotator name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from labeling.errors import PhenoScoutError
+from labeling.project import Project, open_project
+
+PROJECT_PATH = "project_path"  # session key: the folder of the open project
+START_ERROR = "start_error"  # session key: why the start screen could not open a folder
+DEFAULT_ANNOTATOR = "browser"
+
+
+def project_arg(argv: list[str] | None = None) -> str | None:
+    """The ``--project`` given after ``streamlit run app.py --``, or None."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--project")
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return args.project
+
+
+@st.cache_resource(show_spinner=False)
+def open_cached(path: str) -> Project:
+    """The open project at ``path``, shared by every session of this server."""
+    return open_project(Path(path))
+
+
+def annotator_input() -> str:
+    """The sidebar's annotator name (per session); the default when left empty."""
+    name = st.sidebar.text_input(
+        "Annotator",
+        value=DEFAULT_ANNOTATOR,
+        key="annotator",
+        help="Your name or initials: every label records who gave it.",
+    )
+    return name.strip() or DEFAULT_ANNOTATOR
+
+
+def _open_clicked() -> None:
+    typed = st.session_state.get("start-path", "").strip()
+    if not typed:
+        st.session_state[START_ERROR] = "type the folder of a PhenoScout project first"
+        return
+    path = str(Path(typed).expanduser().resolve())
+    try:
+        open_cached(path)
+    except PhenoScoutError as exc:
+        st.session_state[START_ERROR] = str(exc)
+        return
+    st.session_state[PROJECT_PATH] = path
+
+
+def start_screen() -> None:
+    """Ask for a project folder when the app was started without one."""
+    st.title("PhenoScout")
+    st.write("Active-learning labeling of single-cell images that surfaces rare phenotypes early.")
+    error = st.session_state.pop(START_ERROR, None)
+    if error:
+        st.error(error)
+    st.text_input("Project folder", key="start-path", placeholder="/path/to/my_project")
+    st.button("Open project", key="open-project", type="primary", on_click=_open_clicked)
+    st.info(
+        "No project yet? Run `scripts/demo` to generate a demo screen and open it here, or "
+        "create one with `phenoscout init my_project --crops FOLDER`."
+    )

@@ -1,0 +1,274 @@
+"""The Label page: the batch as a grid of tiles, labeled by click or by key, one commit per label.
+
+Keys (Streamlit native shortcuts): a class's key (1..9, 0, u, b) labels the focused tile and
+moves the focus to the next open one; s skips it, z undoes, n asks for the next batch, the left
+and right arrows move the focus.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import streamlit as st
+
+from app_pages import batch as B
+from app_pages.common import annotator_input
+from app_pages.tiles import Display, display_controls, guess_text, render_zoom, tile_pngs
+from labeling.project import Project
+from labeling.store import SKIP, ClassInfo
+
+FOCUS_COLOUR = "#ff4b4b"
+SKIP_KEY = "s"
+_NAME_CHARS = 8  # names of classes without a key are cut to this on the tiles' buttons
+_LAYOUT_CSS = """
+[data-testid="stMainBlockContainer"] {padding: 4rem 1.5rem 2rem 1.5rem;}
+div[class*="st-key-tile-"] {padding: 0.5rem;}
+div[class*="st-key-pick-"] [role="radiogroup"] {gap: 0.25rem;}
+div[class*="st-key-pick-"] button[data-variant="pills"] {padding: 0 0.5rem; min-height: 1.75rem;}
+"""
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What the parts of one run of the page share."""
+
+    project: Project
+    annotator: str
+    sess: B.LabelSession
+    display: Display
+    classes: list[ClassInfo]  # store.classes(include_pseudo=True), read once per run
+    labels: dict[str, str]  # current labels (pseudo included), read once per run
+
+
+def render_label_page(project: Project) -> None:
+    """Draw the whole Label page for ``project``."""
+    st.sidebar.markdown(f"### {project.config.name}")
+    st.sidebar.caption(str(project.path))
+    annotator = annotator_input()
+    display = display_controls(project)
+    sess = B.ensure_batch(project, annotator)
+    store = project.store
+    page = _Page(
+        project,
+        annotator,
+        sess,
+        display,
+        store.classes(include_pseudo=True),
+        store.current_labels(include_pseudo=True),
+    )
+    _status_line(page)
+    _messages(page)
+    _toolbar(page)
+    _class_keys(page)
+    _grid(page)
+    if sess.items:
+        with display.zoom_area:
+            focused = sess.items[sess.focus]["cell_id"]
+            render_zoom(project, sess.items, sess.focus, page.labels.get(focused), display)
+    _styles(page)
+
+
+def _status_line(page: _Page) -> None:
+    project, items, labels, classes = page.project, page.sess.items, page.labels, page.classes
+    rounds = project.store.rounds()
+    last = rounds[-1] if rounds else {}
+    version = last.get("model_version") or "none yet (needs labels of 2 classes)"
+    took = (last.get("timings") or {}).get("total_s")
+    n_found = sum(1 for c in classes if not c.pseudo and c.n_labeled > 0)
+    n_done = sum(1 for it in items if it["cell_id"] in labels)
+    counts = ", ".join(f"{c.name} {c.n_labeled}" for c in classes if c.n_labeled)
+    st.markdown(
+        f"**PhenoScout** | model **{version}** | round took "
+        f"**{'-' if took is None else f'{took:.2f} s'}** | labels given "
+        f"**{project.store.n_labels_given()}** | classes found **{n_found}** | "
+        f"this batch **{n_done}/{len(items)}** labeled"
+    )
+    st.caption(f"Cells per class: {counts}" if counts else "No labels yet.")
+
+
+def _messages(page: _Page) -> None:
+    """The error and notice the latest action left (once), and "batch done". They go into one
+    container that is always there, so that the tiles below keep their place in the page."""
+    sess = page.sess
+    error, sess.error = sess.error, None
+    notice, sess.notice = sess.notice, None
+    done = all(it["cell_id"] in page.labels or it["cell_id"] in sess.skipped for it in sess.items)
+    with st.container(key="messages"):
+        if error:
+            st.error(error)
+        if sess.items and done:
+            st.success("Batch done: press **n** (Next batch) for the next one.")
+    if notice:
+        st.toast(notice)
+
+
+def _toolbar(page: _Page) -> None:
+    sess, project, annotator = page.sess, page.project, page.annotator
+    with st.container(horizontal=True, vertical_alignment="center", key="toolbar"):
+        st.button(
+            "Next batch",
+            key="next-batch",
+            type="primary",
+            shortcut="n",
+            on_click=B.new_batch,
+            args=(sess, project, annotator),
+            help="Refit the model on all labels and choose the next batch",
+        )
+        st.button(
+            "Undo",
+            key="undo",
+            shortcut="z",
+            on_click=B.undo,
+            args=(sess, project, annotator),
+            help="Revert your latest label or skip",
+        )
+        st.button(
+            "Skip",
+            key="skip",
+            shortcut=SKIP_KEY,
+            on_click=B.label_focused,
+            args=(sess, project, annotator, SKIP),
+            help="Skip the focused cell (no label)",
+        )
+        st.button(
+            "Previous", key="focus-prev", shortcut="Left", on_click=B.move_focus, args=(sess, -1)
+        )
+        st.button(
+            "Next cell", key="focus-next", shortcut="Right", on_click=B.move_focus, args=(sess, 1)
+        )
+        with st.form("add-class-form", clear_on_submit=True, border=False, width="content"):
+            with st.container(horizontal=True, vertical_alignment="center"):
+                st.text_input(
+                    "New class",
+                    key="new-class",
+                    placeholder="new class name",
+                    label_visibility="collapsed",
+                    width=200,
+                )
+                st.form_submit_button(
+                    "Add class",
+                    key="add-class",
+                    on_click=B.add_class,
+                    args=(sess, project, annotator, False),
+                )
+                st.form_submit_button(
+                    "Add + label focused",
+                    key="add-label-class",
+                    on_click=B.add_class,
+                    args=(sess, project, annotator, True),
+                )
+
+
+def _class_keys(page: _Page) -> None:
+    """One button per class, labeling the focused tile; with its key it is also the legend."""
+    sess, project, annotator, classes = page.sess, page.project, page.annotator, page.classes
+    with st.container(horizontal=True, key="class-keys", vertical_alignment="center"):
+        st.markdown("**Label the focused cell:**")
+        for i, c in enumerate(classes):
+            st.button(
+                c.name,
+                key=class_button_key(c, i),
+                shortcut=c.key,
+                on_click=B.label_focused,
+                args=(sess, project, annotator, c.name),
+            )
+        if not any(not c.pseudo for c in classes):
+            st.caption("No classes yet: add the first one with the box above.")
+
+
+def class_button_key(info: ClassInfo, index: int) -> str:
+    """Widget key of the button that gives class ``info`` to the focused tile."""
+    return f"cls-{info.key}" if info.key else f"cls-nokey-{index}"
+
+
+def _grid(page: _Page) -> None:
+    items = page.sess.items
+    if not items:
+        return
+    per_row = 3 if page.display.side_by_side else 6
+    tiles = tile_pngs(page.project, [it["cell_id"] for it in items], page.display)
+    for start in range(0, len(items), per_row):
+        for col, i in zip(st.columns(per_row), range(start, min(start + per_row, len(items)))):
+            with col:
+                _tile(page, i, tiles[i])
+
+
+def _option_label(page: _Page, name: str) -> str:
+    """A tile's class button: the class's key alone keeps it small (the legend names it)."""
+    if name == SKIP:
+        return SKIP_KEY
+    key = next((c.key for c in page.classes if c.name == name), None)
+    if key:
+        return key
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+
+
+def _tile(page: _Page, i: int, png: bytes) -> None:
+    sess, item = page.sess, page.sess.items[i]
+    label = page.labels.get(item["cell_id"])
+    focused, skipped = i == sess.focus, item["cell_id"] in sess.skipped
+    with st.container(key=f"tile-{i}", border=True, gap="small"):
+        st.button(
+            f"▶ {i + 1} (focused)" if focused else f"{i + 1}",
+            key=f"focus-{i}",
+            type="primary" if focused else "tertiary",
+            on_click=B.set_focus,
+            args=(sess, i),
+            help="Focus this cell: the class keys label it; the sidebar zooms in",
+        )
+        st.image(png, width="stretch")
+        info = f"via {item['strategy'] or '-'}"
+        if item.get("guess") and not page.display.hide_guesses:
+            info += f" · guess {guess_text(item)}"
+        state = f"✔ **{label}**" if label else ("skipped" if skipped else "not labeled")
+        st.caption(f"{info}  \n{state}")  # one element, not the image's caption (see STACK.md)
+        shown = label if label is not None else (SKIP if skipped else None)
+        key = pick_key(item["cell_id"], shown)
+        st.pills(
+            "Label",
+            [c.name for c in page.classes] + [SKIP],
+            default=shown,
+            required=True,
+            key=key,
+            format_func=functools.partial(_option_label, page),
+            label_visibility="collapsed",
+            on_change=B.pick_changed,
+            args=(sess, page.project, page.annotator, item["cell_id"], key),
+        )
+
+
+def pick_key(cell_id: str, shown: str | None) -> str:
+    """Widget key of a tile's class buttons. It names the label shown, so a new label makes a new
+    widget: a value the browser sent before it saw the new label can never re-label the cell."""
+    return f"pick-{cell_id}-{shown or 'none'}"
+
+
+def _styles(page: _Page) -> None:
+    """Tile borders in the colour of their label, a marker on the focused tile, and the class
+    colours on the class buttons."""
+    sess, labels, classes = page.sess, page.labels, page.classes
+    colour = {c.name: c.colour or "#888888" for c in classes}
+    rules = []
+    for i, it in enumerate(sess.items):
+        label = labels.get(it["cell_id"])
+        if label:
+            rules.append(
+                f".st-key-tile-{i} {{border: 3px solid {colour.get(label, '#888888')} !important;}}"
+            )
+        elif it["cell_id"] in sess.skipped:
+            rules.append(f".st-key-tile-{i} img {{opacity: 0.45;}}")
+    rules.append(
+        f".st-key-tile-{sess.focus} {{outline: 4px solid {FOCUS_COLOUR}; outline-offset: 2px;"
+        f" box-shadow: 0 0 12px {FOCUS_COLOUR};}}"
+    )
+    for i, c in enumerate(classes):
+        rules.append(
+            f".st-key-{class_button_key(c, i)} button {{border-left: 10px solid {colour[c.name]};}}"
+        )
+        rules.append(
+            f'div[class*="st-key-pick-"] button[data-variant="pills"]:nth-of-type({i + 1})'
+            f" {{border-bottom: 4px solid {colour[c.name]};}}"
+        )
+    rules.append(_LAYOUT_CSS)
+    st.html("<style>" + "\n".join(rules) + "</style>")

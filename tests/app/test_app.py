@@ -1,0 +1,200 @@
+"""The Label page driven headless with Streamlit's AppTest, each test on a fresh project copy.
+
+Widgets are found by key: ``start-path``/``open-project`` (start screen), ``new-class`` with
+``add-class``/``add-label-class``, ``cls-<key>`` (give a class to the focused tile; the
+keyboard shortcut does the same), ``skip``, ``undo``, ``next-batch``, ``focus-<i>`` and the
+tiles' class buttons ``pick-<cell_id>-<shown label>``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app_pages.label import pick_key  # noqa: E402
+from labeling.store import SKIP, LabelStore  # noqa: E402
+
+APP = "../../app.py"  # relative to this file, as AppTest.from_file wants
+
+
+@pytest.fixture
+def project(tmp_path, small_project) -> Path:
+    """A writable copy of the session's small demo project."""
+    return Path(shutil.copytree(small_project, tmp_path / "proj"))
+
+
+def _app(project: Path | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if project is not None:
+        at.session_state["project_path"] = str(project)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _sess(at: AppTest):
+    return at.session_state["label_session"]
+
+
+def _add_classes(at: AppTest, *names: str) -> None:
+    for name in names:
+        at.text_input(key="new-class").input(name)
+        at.button(key="add-class").click().run()
+        assert not at.exception, at.exception
+
+
+def _store(project: Path) -> LabelStore:
+    return LabelStore(project / "labels.db")
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def test_start_screen_opens_a_project_and_shows_the_batch(project, tmp_path):
+    at = _app()
+    assert at.text_input(key="start-path") is not None
+    at.text_input(key="start-path").input(str(tmp_path / "nowhere"))
+    at.button(key="open-project").click().run()
+    assert not at.exception
+    assert "no such project folder" in at.error[0].value
+    at.text_input(key="start-path").input(str(project))
+    at.button(key="open-project").click().run()
+    assert not at.exception, at.exception
+    assert not at.error
+    items = _sess(at).items
+    assert len(items) == 24 == len(at.pills) == len(at.image) - 2  # + the zoom's two images
+    assert len({it["cell_id"] for it in items}) == 24
+    assert _sess(at).focus == 0
+    assert "labels given **0**" in at.markdown[0].value
+
+
+def test_clicking_a_tile_button_commits_the_label(project):
+    at = _app(project)
+    _add_classes(at, "round")
+    first = _sess(at).items[0]["cell_id"]
+    at.pills(key=pick_key(first, None)).set_value("round").run()
+    assert not at.exception, at.exception
+    assert _store(project).current_labels() == {first: "round"}
+    assert _sess(at).focus == 1
+    assert at.pills(key=pick_key(first, "round")).value == "round"  # drawn from the store
+    assert any(c.endswith("\n✔ **round**") for c in _captions(at))
+
+
+def test_class_key_labels_the_focused_tile_and_moves_the_focus(project):
+    at = _app(project)
+    _add_classes(at, "a", "b")
+    ids = [it["cell_id"] for it in _sess(at).items]
+    at.button(key="cls-1").click().run()
+    at.button(key="cls-2").click().run()
+    assert _store(project).current_labels() == {ids[0]: "a", ids[1]: "b"}
+    assert _sess(at).focus == 2
+    at.button(key="focus-5").click().run()  # focus a tile by its number
+    at.button(key="cls-u").click().run()  # the pseudo-class "unsure"
+    assert _store(project).current_labels(include_pseudo=True)[ids[5]] == "unsure"
+    assert _sess(at).focus == 6
+    at.button(key="focus-0").click().run()  # relabel a labeled tile: focus goes to the next open
+    at.button(key="cls-2").click().run()
+    assert _store(project).current_labels()[ids[0]] == "b"
+    assert _sess(at).focus == 2
+    assert not at.exception
+
+
+def test_skip_and_undo(project):
+    at = _app(project)
+    _add_classes(at, "a")
+    store = _store(project)
+    ids = [it["cell_id"] for it in _sess(at).items]
+    at.button(key="skip").click().run()
+    assert _sess(at).skipped == {ids[0]} and _sess(at).focus == 1
+    assert store.current_labels(include_pseudo=True) == {}
+    assert ids[0] not in {lease["cell_id"] for lease in store.open_lease("browser")}
+    assert at.pills(key=pick_key(ids[0], SKIP)).value == SKIP
+    at.button(key="cls-1").click().run()  # labels ids[1]
+    assert store.current_labels() == {ids[1]: "a"}
+    at.button(key="undo").click().run()  # undoes the label, focus back on its tile
+    assert store.current_labels() == {} and _sess(at).focus == 1
+    assert ids[1] in {lease["cell_id"] for lease in store.open_lease("browser")}
+    at.button(key="undo").click().run()  # undoes the skip
+    assert _sess(at).skipped == set() and _sess(at).focus == 0
+    assert ids[0] in {lease["cell_id"] for lease in store.open_lease("browser")}
+    at.button(key="undo").click().run()
+    assert not at.exception
+    assert store.n_labels_given() == 0
+
+
+def test_add_class_inline_and_label_the_focused_tile(project):
+    at = _app(project)
+    first = _sess(at).items[0]["cell_id"]
+    at.text_input(key="new-class").input("weird blob")
+    at.button(key="add-label-class").click().run()
+    assert not at.exception, at.exception
+    assert _store(project).current_labels() == {first: "weird blob"}
+    assert at.button(key="cls-1").label == "weird blob"
+    _add_classes(at, "Weird blob")  # differs only by case: refused with a message
+    assert not at.exception
+    assert "only by case" in at.error[0].value
+    assert [c.name for c in _store(project).classes(include_pseudo=False)] == ["weird blob"]
+
+
+def test_next_batch_gives_new_cells_and_a_model(project):
+    at = _app(project)
+    _add_classes(at, "a", "b")
+    old = [it["cell_id"] for it in _sess(at).items]
+    for key in ("cls-1", "cls-2", "cls-1", "cls-2"):
+        at.button(key=key).click().run()
+    assert not at.success
+    _store(project).submit({c: "a" for c in old[4:]}, annotator="cli", source="cli")
+    at.run()  # labels given elsewhere show up too; the batch is done
+    assert "Batch done" in at.success[0].value
+    n_rounds = len(_store(project).rounds())
+    at.button(key="next-batch").click().run()
+    assert not at.exception, at.exception
+    new = [it["cell_id"] for it in _sess(at).items]
+    assert len(new) == 24 and not set(new) & set(old)
+    assert new != old
+    assert len(_store(project).rounds()) == n_rounds + 1
+    assert _sess(at).focus == 0
+    version = _store(project).rounds()[-1]["model_version"]
+    assert version and f"model **{version}**" in at.markdown[0].value
+    assert any(c.startswith("via ") and "· guess " in c for c in _captions(at))
+    at.toggle(key="hide-guesses").set_value(True).run()
+    assert sum(c.startswith("via ") for c in _captions(at)) == 24
+    assert not any("guess" in c for c in _captions(at) if c.startswith("via "))
+
+
+def test_a_new_session_resumes_the_batch_with_its_labels(project):
+    at = _app(project)
+    _add_classes(at, "a")
+    ids = [it["cell_id"] for it in _sess(at).items]
+    at.button(key="focus-3").click().run()
+    at.button(key="cls-1").click().run()
+    again = _app(project)  # a reload: a new session on the same server
+    items = _sess(again).items
+    assert items[0]["cell_id"] == ids[3]  # labeled cells first, then the open ones in order
+    assert [it["cell_id"] for it in items[1:]] == ids[:3] + ids[4:]
+    assert again.pills(key=pick_key(ids[3], "a")).value == "a"
+    assert _sess(again).focus == 1
+    other = _app(project)
+    other.text_input(key="annotator").input("someone else").run()  # gets cells of their own
+    assert not {it["cell_id"] for it in _sess(other).items} & set(ids)
+
+
+def test_channel_controls_and_side_by_side(project):
+    at = _app(project)
+    tiles = at.session_state["_tile_cache"]["tiles"]
+    assert tiles[0].shape == (128, 128, 3)
+    at.toggle(key="show-0").set_value(False).run()
+    dimmed = at.session_state["_tile_cache"]["tiles"][0]
+    assert dimmed[..., 2].max() < tiles[0][..., 2].max()  # the blue DNA channel is off
+    at.toggle(key="side-by-side").set_value(True).run()
+    wide = at.session_state["_tile_cache"]["tiles"][0]
+    assert wide.shape[0] == 128 and wide.shape[1] > 3 * 128  # composite + 2 channels
+    at.slider(key="gain-1").set_value(3.0).run()
+    assert not at.exception, at.exception

@@ -1,0 +1,137 @@
+"""The Label page in a real browser (Debian's chromium through Playwright).
+
+Starts ``phenoscout app`` on a copy of the small demo project, labels one cell by a click and
+one by a key, adds a class by typing (which must not fire the page's shortcuts), reloads,
+asks for the next batch and checks the label store; prints the timings and saves
+artifacts/label_page.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from labeling.store import LabelStore
+from tests.app.browser import browser_page, require_browser, running_app, screenshot, wait_idle
+
+TILES = 'div[class*="st-key-pick-"] button'  # the tiles' class buttons: drawn after the images
+
+
+def _tile(page, i: int):
+    return page.locator(f".st-key-tile-{i}")
+
+
+def _wait_text(page, text: str, timeout_ms: int = 15000) -> None:
+    page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=timeout_ms)
+
+
+def _wait_tiles(page) -> None:
+    """Wait for 24 tiles with their class buttons (drawn lazily, after a skeleton)."""
+    page.wait_for_selector('[data-testid="stImage"] img', timeout=60000)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('{TILES}').length >= 24 * 3"
+        " && !document.querySelector('[data-testid=stSkeleton]')",
+        timeout=60000,
+    )
+    wait_idle(page)
+
+
+def _stop_server(project: Path) -> None:
+    """Stop the Streamlit server started for ``project``: ``phenoscout app`` runs it as a child
+    process and stopping the parent (as running_app does) leaves it running. Only the process
+    whose command line names this test's own project folder is stopped (Linux /proc)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"streamlit" in a for a in argv) and str(project).encode() in argv:
+            os.kill(int(proc.name), signal.SIGTERM)
+
+
+@pytest.fixture
+def project(tmp_path, small_project):
+    """A writable copy of the small demo project with two classes; its server is stopped after."""
+    path = Path(shutil.copytree(small_project, tmp_path / "proj")).resolve()
+    with LabelStore(path / "labels.db") as store:
+        store.add_class("round")  # key 1
+        store.add_class("elongated")  # key 2
+    yield path
+    _stop_server(path)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_label_page_in_a_browser(project):
+    require_browser()
+    timings: dict[str, float] = {}
+    with running_app(project) as url, browser_page(1400, 2000) as page:
+        t0 = time.perf_counter()
+        page.goto(url)
+        _wait_tiles(page)
+        timings["goto -> first tiles"] = time.perf_counter() - t0
+        _wait_text(page, "this batch 0/24 labeled")
+
+        # a click on tile 1's class button "1" (round)
+        t0 = time.perf_counter()
+        _tile(page, 0).locator('[role="radiogroup"] button').first.click()
+        _tile(page, 0).filter(has_text="✔ round").wait_for(timeout=15000)
+        timings["click -> label shown"] = time.perf_counter() - t0
+        wait_idle(page)
+
+        # a key press: "2" labels the focused tile (focus moved on to tile 2)
+        page.mouse.click(700, 10)
+        t0 = time.perf_counter()
+        page.keyboard.press("2")
+        _tile(page, 1).filter(has_text="✔ elongated").wait_for(timeout=15000)
+        timings["key -> label shown"] = time.perf_counter() - t0
+        wait_idle(page)
+
+        # typing a class name with shortcut letters in it (b, u, n, s, z) fires no shortcut
+        page.locator(".st-key-new-class input").click()
+        page.keyboard.type("subnuclear blaze")
+        page.keyboard.press("Enter")
+        page.locator(".st-key-cls-3").wait_for(timeout=15000)
+        wait_idle(page)
+        _wait_text(page, "this batch 2/24 labeled")
+
+        # a reload starts a new session: same batch, labels drawn from the store
+        page.reload()
+        _wait_tiles(page)
+        _tile(page, 0).filter(has_text="✔ round").wait_for(timeout=15000)
+        _tile(page, 1).filter(has_text="✔ elongated").wait_for(timeout=15000)
+        _wait_text(page, "this batch 2/24 labeled")
+        with LabelStore(project / "labels.db") as store:
+            before = {lease["cell_id"] for lease in store.open_lease("browser")}
+        assert len(before) == 22
+
+        # next batch: a refit, new cells
+        t0 = time.perf_counter()
+        page.locator(".st-key-next-batch button").first.click()  # (2nd: a hidden copy)
+        _wait_text(page, "this batch 0/24 labeled")
+        _wait_tiles(page)
+        timings["next batch -> rendered"] = time.perf_counter() - t0
+        _wait_text(page, "guess ")  # two classes labeled: the model guesses now
+        page.mouse.move(5, 1900)  # no tooltip over the page
+        time.sleep(0.5)
+        screenshot(page, "label_page")
+
+    with LabelStore(project / "labels.db") as store:
+        events = store.label_events()
+        after = {lease["cell_id"] for lease in store.open_lease("browser")}
+        classes = [c.name for c in store.classes(include_pseudo=False)]
+    assert [(e.label, e.annotator, e.source) for e in events] == [
+        ("round", "browser", "batch"),
+        ("elongated", "browser", "batch"),
+    ]
+    assert len({e.cell_id for e in events}) == 2
+    assert classes == ["round", "elongated", "subnuclear blaze"]
+    assert len(after) == 24 and after != before and not after & {e.cell_id for e in events}
+    for name, seconds in timings.items():
+        print(f"{name}: {seconds:.2f} s")
+    assert timings["click -> label shown"] < 5 and timings["next batch -> rendered"] < 10
