@@ -145,6 +145,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_classes(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+
+    store = open_project(Path(args.project)).store
+    if args.add:
+        info = store.add_class(args.add)
+        print(f"added {info.name!r} (key {info.key or '-'})")
+    if args.rename:
+        store.rename_class(*args.rename)
+        print(f"renamed {args.rename[0]!r} to {args.rename[1]!r}")
+    if args.merge:
+        n = store.merge_classes(*args.merge)
+        print(f"merged {args.merge[0]!r} into {args.merge[1]!r} ({n} cells)")
+    for info in store.classes():
+        key = f"[{info.key}]" if info.key else "   "
+        kind = " (pseudo)" if info.pseudo else ""
+        print(f"  {key:<4} {info.name:<28} {info.n_labeled:>6}{kind}")
+    return 0
+
+
 def _cmd_next(args: argparse.Namespace) -> int:
     import json
 
@@ -436,6 +456,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", help="project folder")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("classes", help="list, add, rename or merge classes")
+    p.add_argument("project", help="project folder")
+    p.add_argument("--add", metavar="NAME", help="add a class (free text)")
+    p.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"), help="rename a class")
+    p.add_argument(
+        "--merge",
+        nargs=2,
+        metavar=("SOURCE", "TARGET"),
+        help="relabel every cell of SOURCE as TARGET (history kept)",
+    )
+    p.set_defaults(func=_cmd_classes)
 
     p = sub.add_parser(
         "train",

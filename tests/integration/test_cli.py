@@ -21,7 +21,7 @@ def run(capsys, *argv):
 
 def test_every_subcommand_explains_itself(capsys):
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert {"demo", "init", "add", "export", "info", "next", "label", "simulate", "report", "train", "app"} <= set(sub.choices)
+    assert {"demo", "init", "add", "export", "info", "classes", "next", "label", "simulate", "report", "train", "app"} <= set(sub.choices)
     for name in sub.choices:
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])
@@ -125,3 +125,18 @@ def test_jurkat_loads_with_its_class_counts(tmp_path, capsys):
     assert cells["truth"].value_counts().to_dict() == {
         "G1": 900, "S_phase": 900, "G2": 900, "Prophase": 606,
         "Metaphase": 69, "Telophase": 28, "Anaphase": 16}
+
+
+def test_classes_add_rename_merge(tmp_path, capsys, small_project):
+    proj = tmp_path / "p"
+    shutil.copytree(small_project, proj)
+    ids = pd.read_parquet(proj / "cells.parquet", columns=["cell_id"])["cell_id"].tolist()
+    assert run(capsys, "label", proj, "--no-refit", f"{ids[0]}=mitotic", f"{ids[1]}=Mitosis")[0] == 0
+    code, out, _ = run(capsys, "classes", proj, "--add", "große Zelle = 🦠")
+    assert code == 0 and "große Zelle = 🦠" in out
+    code, out, _ = run(capsys, "classes", proj, "--merge", "Mitosis", "mitotic")
+    assert code == 0 and "(1 cells)" in out
+    code, out, _ = run(capsys, "classes", proj, "--rename", "mitotic", "mitotic (M)")
+    assert code == 0 and "mitotic (M)" in out and "Mitosis" not in out.split("renamed")[1]
+    code, _, err = run(capsys, "classes", proj, "--add", "  ")
+    assert code == 2 and "empty" in err
