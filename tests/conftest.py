@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The project's shared real data (read-only): ../shared/data beside the repository, or
+#: $PHENOSCOUT_SHARED_DATA. Tests that need it skip when it is absent.
+SHARED_DATA = Path(
+    os.environ.get("PHENOSCOUT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 JURKAT = SHARED_DATA / "jurkat_cellcycle_ifc"
 NUCLEI_FIELD = SHARED_DATA / "dsb2018_nuclei_field"
 

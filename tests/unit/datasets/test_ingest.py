@@ -24,7 +24,7 @@ from datasets.ingest import ingest_crops
 from datasets.pixels import PixelStore, part_file
 
 SMALL = IngestConfig(crop_size=48)
-JURKAT = Path(__file__).resolve().parents[4] / "shared" / "data" / "jurkat_cellcycle_ifc"
+from tests.conftest import JURKAT  # noqa: E402
 
 # ---------------------------------------------------------------- cell ids
 

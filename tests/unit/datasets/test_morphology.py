@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from skimage import measure
@@ -13,7 +11,7 @@ from datasets.morphology import detect_polarity, morphology_features
 
 S = 64
 YY, XX = np.mgrid[:S, :S].astype(np.float32)
-JURKAT = Path("/work/shared/data/jurkat_cellcycle_ifc")
+from tests.conftest import JURKAT  # noqa: E402
 
 
 def ellipse(cx: float, cy: float, a: float, b: float, theta: float = 0.0) -> np.ndarray:
@@ -159,7 +157,7 @@ def test_bad_input_raises_data_error() -> None:
         detect_polarity(np.zeros((0, 1, 64, 64), dtype=np.float32))
 
 
-@pytest.mark.skipif(not JURKAT.exists(), reason="real data folder /work/shared/data is absent")
+@pytest.mark.skipif(not JURKAT.exists(), reason="shared Jurkat data not present")
 def test_real_dna_stain_is_bright_and_telophase_has_two_nuclei() -> None:
     import pandas as pd
     import tifffile
@@ -250,7 +248,7 @@ def test_profile_trusts_clean_channels_and_always_keeps_one() -> None:
     assert only_blotches.masked == (True,), "the best channel is segmented even when poor"
 
 
-@pytest.mark.skipif(not JURKAT.exists(), reason="real data folder /work/shared/data is absent")
+@pytest.mark.skipif(not JURKAT.exists(), reason="shared Jurkat data not present")
 def test_real_ifc_profile_segments_only_the_dna_stain() -> None:
     """Brightfield and darkfield masks of imaging flow cytometry are unstable; DNA is not."""
     import pandas as pd
