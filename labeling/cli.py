@@ -217,19 +217,14 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from labeling.errors import ConfigError
     from labeling.simulate import SimConfig, simulate
 
-    if args.finetune:
-        raise ConfigError(
-            "--finetune needs the deep trainer of the models package, which is "
-            "not built yet; run without it"
-        )
     cfg = SimConfig(
         strategies=tuple(s.strip() for s in args.strategy.split(",") if s.strip()),
         budget=args.budget,
         batch_size=args.batch_size,
         seeds=args.seeds,
+        finetune=args.finetune,
     )
     with tqdm_progress("runs") as progress:
         summary = simulate(Path(args.data_dir), cfg, Path(args.out), progress=progress)
@@ -380,14 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest_args(p)
     p.set_defaults(func=_cmd_add)
 
-    p = sub.add_parser("export", help="export labels or the cell table (CSV or Parquet by suffix)")
+    p = sub.add_parser(
+        "export", help="export labels, cells, predictions or per-well counts (CSV or Parquet)"
+    )
     p.add_argument("project", help="project folder")
     p.add_argument("--out", required=True, help="output file, .csv or .parquet")
     p.add_argument(
         "--what",
         default="labels",
-        choices=["labels", "cells"],
-        help="labels: one row per labeled cell with metadata; cells: one row per cell",
+        choices=["labels", "cells", "predictions", "wells"],
+        help="labels: one row per labeled cell with metadata; cells: one row per cell; "
+        "predictions: every cell with its predicted class, confidence and class probabilities; "
+        "wells: predicted class counts and fractions per plate and well (z against negative "
+        "controls)",
     )
     p.set_defaults(func=_cmd_export)
 
@@ -444,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--finetune",
         action="store_true",
-        help="also fine-tune the deep backbone between rounds (needs the models trainer)",
+        help="also fine-tune the U-Net between rounds and train the head on morphology + "
+        "embedding (pretrains once per dataset; slow on a CPU)",
     )
     p.set_defaults(func=_cmd_simulate)
 

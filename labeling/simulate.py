@@ -35,6 +35,7 @@ class SimConfig:
     budget: int = 300  # labels per run
     batch_size: int = 10  # labels per round
     seeds: int = 5  # runs per strategy (seeds 0..seeds-1)
+    finetune: bool = False  # fine-tune the U-Net between rounds; head on morphology + embedding
 
     def __post_init__(self) -> None:
         if self.budget < 1 or self.batch_size < 1 or self.seeds < 1:
@@ -53,6 +54,8 @@ class SimData:
     cell_ids: npt.NDArray[np.str_]  # (n,)
     features: npt.NDArray[np.float32]  # (n, d) standardised
     truth: npt.NDArray[np.object_]  # (n,) class names
+    project_dir: Path | None = None  # the cached project holding the pixels
+    keep: npt.NDArray[np.bool_] | None = None  # (n_cells,) cells of the project with truth
 
     @property
     def classes(self) -> list[str]:
@@ -109,7 +112,7 @@ def load_sim_data(
         raise DataError(f"{data_dir}: no labels.csv with ground truth; simulation needs one")
     if missing.any():
         logger.warning("%d cells without ground truth are left out", int(missing.sum()))
-    return SimData(ids[~missing], standardise(feats[~missing]), y[~missing])
+    return SimData(ids[~missing], standardise(feats[~missing]), y[~missing], path, ~missing)
 
 
 def standardise(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -142,7 +145,12 @@ def random_labels_to_all(
 
 
 def run_one(
-    data: SimData, strategy: str, seed: int, cfg: SimConfig, index: object | None
+    data: SimData,
+    strategy: str,
+    seed: int,
+    cfg: SimConfig,
+    index: object | None,
+    deep: object | None = None,
 ) -> tuple[list[dict], dict]:
     """One simulated labeling run.
 
@@ -165,8 +173,15 @@ def run_one(
     budget = min(cfg.budget, n)
     while labeled.sum() < budget:
         t0 = time.perf_counter()
-        pool = Pool(data.cell_ids, data.features, labeled.copy(), labels.copy(), proba,
-                    tuple(head.classes_) if head is not None else (), index)
+        pool = Pool(
+            data.cell_ids,
+            data.features,
+            labeled.copy(),
+            labels.copy(),
+            proba,
+            tuple(head.classes_) if head is not None else (),
+            index,
+        )
         size = min(cfg.batch_size, budget - int(labeled.sum()))
         selection, state = select(strategy, pool, size, rng, state)
         idx = np.array([pos[c] for c in selection.cell_ids])
@@ -176,27 +191,44 @@ def run_one(
         labels[idx] = data.truth[idx]
         given = {data.cell_ids[i]: data.truth[i] for i in idx}
         state = update_state(strategy, state, selection, given, guesses, known_before)
-        head, proba = _refit(labels, labeled, data.features, seed)
+        feats = data.features if deep is None else _with_deep(data, deep, labels, labeled)
+        head, proba = _refit(labels, labeled, feats, seed)
         round_s.append(time.perf_counter() - t0)
         n_labeled = int(labeled.sum())
         counts = {c: int(np.sum(labels[labeled] == c)) for c in classes}
-        curves += [dict(strategy=strategy, seed=seed, n_labeled=n_labeled, label=c, n_found=k)
-                   for c, k in counts.items()]
+        curves += [
+            dict(strategy=strategy, seed=seed, n_labeled=n_labeled, label=c, n_found=k)
+            for c, k in counts.items()
+        ]
         if found_all_at is None and all(counts.values()):
             found_all_at = n_labeled
     rest = ~labeled
     pred = _predict(head, proba, data.truth[labeled], n)[rest]
     summary = dict(
-        strategy=strategy, seed=seed, budget=budget, n_classes=len(classes),
+        strategy=strategy,
+        seed=seed,
+        budget=budget,
+        n_classes=len(classes),
         classes_found=len(set(labels[labeled].tolist())),
         labels_to_all_classes=found_all_at,
-        macro_f1=float(f1_score(data.truth[rest], pred, average="macro", labels=classes,
-                                zero_division=0)) if rest.any() else float("nan"),
+        macro_f1=float(
+            f1_score(data.truth[rest], pred, average="macro", labels=classes, zero_division=0)
+        )
+        if rest.any()
+        else float("nan"),
         balanced_accuracy=float(balanced_accuracy_score(data.truth[rest], pred))
-        if rest.any() else float("nan"),
+        if rest.any()
+        else float("nan"),
         mean_round_seconds=float(np.mean(round_s)),
     )
     return curves, summary
+
+
+def _with_deep(data: SimData, deep, labels, labeled) -> npt.NDArray[np.float32]:
+    """Morphology features joined with fresh fine-tuned embeddings (``--finetune``)."""
+    given = {data.cell_ids[i]: labels[i] for i in np.flatnonzero(labeled)}
+    emb = deep.features(given)[data.keep]
+    return np.hstack([data.features, standardise(emb)])
 
 
 def _guesses(head, proba, idx, cell_ids) -> dict[str, str | None]:
@@ -247,10 +279,15 @@ def simulate(
     t0 = time.perf_counter()
     index = build_index(data.features, np.random.default_rng(0))
     logger.info("index built in %.1f s", time.perf_counter() - t0)
+    deep = None
+    if cfg.finetune:
+        from models.simulation import DeepFeatures
+
+        deep = DeepFeatures(data.project_dir, seed=0)
     curves, summaries = [], []
     runs = [(s, seed) for s in cfg.strategies for seed in range(cfg.seeds)]
     for i, (strategy, seed) in enumerate(runs):
-        c, summary = run_one(data, strategy, seed, cfg, index)
+        c, summary = run_one(data, strategy, seed, cfg, index, deep)
         curves += c
         summaries.append(summary)
         if progress:
@@ -263,6 +300,10 @@ def simulate(
     curves_df.to_csv(out_dir / "curves.csv", index=False)
     summary_df.to_csv(out_dir / "summary.csv", index=False)
     prevalence = pd.Series(data.truth).value_counts(normalize=True).to_dict()
-    plot_discovery(curves_df, prevalence, out_dir / "discovery.png",
-                   title=f"{Path(data_dir).name}: batch {cfg.batch_size}, {cfg.seeds} seeds")
+    plot_discovery(
+        curves_df,
+        prevalence,
+        out_dir / "discovery.png",
+        title=f"{Path(data_dir).name}: batch {cfg.batch_size}, {cfg.seeds} seeds",
+    )
     return summary_df

@@ -150,3 +150,19 @@ def test_discover_finds_every_class_before_random(tmp_path):
     random_need = np.median(random_labels_to_all(truth, 10, n_orderings=500))
     assert summary["labels_to_all_classes"].notna().all(), summary
     assert summary["labels_to_all_classes"].median() < random_need / 2
+
+
+@pytest.mark.slow
+def test_simulation_with_finetune_uses_the_backbone(tmp_path):
+    pytest.importorskip("torch")
+    from datasets.demo import generate_demo
+
+    data = tmp_path / "demo"
+    generate_demo(data, n_cells=300, seed=5)
+    cfg = SimConfig(strategies=("discover",), budget=20, batch_size=10, seeds=1, finetune=True)
+    summary = simulate(data, cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert len(summary) == 1 and summary["classes_found"].iloc[0] >= 2
+    backbones = list((tmp_path / "cache").glob("sim/*/models/backbone.pt"))
+    assert len(backbones) == 1, "the U-Net was pretrained once and cached with the dataset"
+    curves = pd.read_csv(tmp_path / "out" / "curves.csv")
+    assert sorted(curves["n_labeled"].unique()) == [10, 20]

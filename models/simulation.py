@@ -1,0 +1,78 @@
+"""Deep features for simulated labeling (``phenoscout simulate --finetune``).
+
+Between rounds the simulation asks for fresh features: the U-Net backbone (pretrained once per
+dataset and cached in the simulation's project) is copied into a classifier, fine-tuned on the
+cells labeled so far, and every cell is re-embedded with the fine-tuned encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from models.device import resolve_device, seed_everything
+from models.embed import embed_cells
+from models.finetune import finetune
+from models.trainer import TrainerConfig, _Trainer
+from models.unet import Classifier
+
+logger = logging.getLogger(__name__)
+
+
+class DeepFeatures:
+    """Fine-tuned U-Net embeddings of every cell of a project, recomputed on request.
+
+    Args:
+        project_dir: the (simulation) project whose pixels are embedded.
+        device: "auto", "cpu", "cuda" or "mps".
+        seed: seeds torch, numpy and python before each fine-tune.
+        max_epochs: fine-tune epochs per round (short: the simulation runs many rounds).
+    """
+
+    def __init__(
+        self, project_dir: Path, device: str = "auto", seed: int = 0, max_epochs: int = 4
+    ) -> None:
+        config = TrainerConfig(seed=seed, cpu_threads=0, nice=0)
+        config = replace(
+            config,
+            finetune=replace(
+                config.finetune, max_epochs=max_epochs, short_epochs=min(max_epochs, 3)
+            ),
+        )
+        self.device = resolve_device(device)
+        self.seed = seed
+        self._trainer = _Trainer(Path(project_dir), self.device, config, None)
+        self._backbone = self._trainer.backbone()  # pretrains once, then cached on disk
+
+    def features(self, labels: Mapping[str, str]) -> npt.NDArray[np.float32]:
+        """(n_cells, d) float32 embeddings in cell-table order after fine-tuning on ``labels``
+        (the pretrained backbone's embeddings when fewer than two classes are labeled)."""
+        seed_everything(self.seed)
+        classes = tuple(sorted(set(labels.values())))
+        model = self._backbone
+        if len(classes) >= 2:
+            model = Classifier(self._backbone.config, len(classes))
+            model.encoder.load_state_dict(self._backbone.encoder.state_dict())
+            finetune(
+                model,
+                self._trainer.pixels,
+                dict(labels),
+                classes,
+                self._trainer.config.finetune,
+                self.device,
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            embed_cells(
+                model,
+                self._trainer.pixels,
+                Path(tmp),
+                self.device,
+                self._trainer.config.embed_batch,
+            )
+            return np.load(Path(tmp) / "embeddings.npy").astype(np.float32)
