@@ -21,7 +21,7 @@ def _read_label_csv(path: Path):  # -> pd.DataFrame
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such labels file") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot parse as CSV ({exc})") from exc
+        raise DataError(f"{path}: cannot parse as CSV ({str(exc).strip()})") from exc
     missing = {"path", "label"} - set(df.columns)
     if missing:
         raise DataError(

@@ -95,7 +95,9 @@ def open_project(path: Path) -> Project:
                 f"{path}: not a complete PhenoScout project ({required} is missing); "
                 "re-create it with `phenoscout init`"
             )
-    return Project(path, load_config(path / CONFIG_FILE))
+    project = Project(path, load_config(path / CONFIG_FILE))
+    _ = project.store  # open labels.db now: a damaged or newer store is reported here
+    return project
 
 
 def create_project(

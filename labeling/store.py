@@ -72,6 +72,24 @@ WHERE l.label_id IN (SELECT MAX(label_id) FROM labels WHERE undone = 0 GROUP BY 
 """
 
 
+def _is_readonly(err: sqlite3.DatabaseError) -> bool:
+    return "readonly" in str(err) or "read-only" in str(err)
+
+
+def _write_failed(path: Path, err: sqlite3.DatabaseError) -> StoreError:
+    """The one-line error for a write SQLite refused (labels already committed stay safe)."""
+    if _is_readonly(err):
+        how = "the project folder or labels.db is read-only; make both writable (chmod u+w)"
+    elif "full" in str(err):
+        how = "the disk is full; free some space"
+    else:
+        how = "check the project folder"
+    return StoreError(
+        f"{path}: cannot save ({err}); {how} and retry - nothing of this call was saved, "
+        "labels committed before are safe"
+    )
+
+
 @dataclass(frozen=True)
 class LabelRecord:
     """One label event (a row of the ``labels`` table)."""
@@ -128,6 +146,8 @@ class LabelStore(RoundsAndLeases):
             self._ensure_schema(create)
         except sqlite3.DatabaseError as e:
             self.close()
+            if _is_readonly(e):
+                raise _write_failed(self.path, e) from e
             raise StoreError(
                 f"{self.path}: cannot open the label store ({e}); the file is damaged or not a "
                 "labels.db - restore it from a backup or move it away"
@@ -202,11 +222,13 @@ class LabelStore(RoundsAndLeases):
                 ) from e
             try:
                 yield conn
-            except BaseException:
+                conn.execute("COMMIT")
+            except BaseException as e:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.DatabaseError):  # read-only or full disk, say
+                    raise _write_failed(self.path, e) from e
                 raise
-            conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
         with self._lock:
