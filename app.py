@@ -1,15 +1,24 @@
 """PhenoScout in the browser (Streamlit). Thin: reads widgets, calls the core, draws results.
 
 Start it with ``phenoscout app PROJECT`` (or ``scripts/demo`` for the built-in demo screen);
-without a project it shows a start screen asking for one. The pages live in ``app_pages/``.
+without a project it shows a start screen asking for one. The pages are scripts in
+``app_pages/`` (Label, the one that opens, Discover and Export), chosen in the navigation bar at
+the top; each draws itself with ``common.run_page``. The sidebar's project name and annotator
+box are drawn here, for every page, so they keep their value when the page changes.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import PROJECT_PATH, open_cached, project_arg, start_screen
-from app_pages.label import render_label_page
+from app_pages.common import (
+    PROJECT_PATH,
+    annotator_input,
+    open_cached,
+    project_arg,
+    project_sidebar,
+    start_screen,
+)
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
 
@@ -26,10 +35,18 @@ def main() -> None:
     if project is None:
         start_screen()
         return
-    try:
-        render_label_page(project)
-    except PhenoScoutError as exc:
-        st.error(str(exc))
+    project_sidebar(project)
+    annotator_input()  # here, not on the Label page: it keeps its value on every page
+    pages = [
+        st.Page("app_pages/label.py", title="Label", icon=":material/label:", url_path="label",
+                default=True),
+        st.Page("app_pages/discover.py", title="Discover", icon=":material/insights:",
+                url_path="discover"),
+        st.Page("app_pages/export.py", title="Export", icon=":material/download:",
+                url_path="export"),
+    ]  # fmt: skip
+    nav = st.navigation(pages, position="top")
+    nav.run()
 
 
 main()

@@ -24,7 +24,14 @@ from typing import Any
 import streamlit as st
 
 from labeling.errors import PhenoScoutError
-from labeling.loop import next_batch, submit_labels
+from labeling.loop import (
+    current_batch,
+    next_batch,
+    open_round,
+    relet,
+    submit_labels,
+    undo_last,
+)
 from labeling.project import Project
 from labeling.store import SKIP
 
@@ -96,32 +103,10 @@ def ensure_batch(project: Project, annotator: str) -> LabelSession:
 
 
 def resume_batch(project: Project, annotator: str) -> tuple[list[dict[str, Any]], int | None]:
-    """The annotator's current batch as it stands in the store, and its round id.
-
-    The cells the annotator already labeled in the open round come first (in labeling order),
-    then the still-open cells (in batch order). A new batch is chosen when nothing is open.
-    """
-    store = project.store
-    open_items = next_batch(project, project.config.loop.batch_size, annotator, resume=True)
-    rounds = {lease["round_id"] for lease in store.open_lease(annotator)}
-    open_ids = {it["cell_id"] for it in open_items}
-    done: dict[str, dict[str, Any]] = {}
-    for event in store.label_events():
-        if event.round_id in rounds and event.annotator == annotator:
-            if event.cell_id not in open_ids:
-                done[event.cell_id] = {
-                    "cell_id": event.cell_id,
-                    "path": "",
-                    "strategy": event.sub_strategy,
-                    "guess": event.guess,
-                    "confidence": None,
-                }
-    if done:
-        sources = project.cells(columns=["cell_id", "source"]).set_index("cell_id")["source"]
-        for item in done.values():
-            item["path"] = str(sources.get(item["cell_id"], ""))
-    round_id = max(rounds) if rounds else None
-    return [*done.values(), *open_items], round_id
+    """The annotator's current batch as it stands in the store (``labeling.loop.current_batch``)
+    and its round id."""
+    items = current_batch(project, annotator)
+    return items, open_round(project, annotator)
 
 
 def next_open(
@@ -173,54 +158,35 @@ def pick_changed(
 
 @action
 def undo(sess: LabelSession, project: Project, annotator: str) -> None:
-    """Revert the latest label (``store.undo_last``) or skip of this annotator; focus its cell."""
+    """Revert the latest label (``labeling.loop.undo_last``, which leases the cell back) or skip
+    of this annotator; focus its cell."""
     if sess.actions and sess.actions[-1][0] == "skip":
         _, cell_id = sess.actions.pop()
         sess.skipped.discard(cell_id)
-        _lease_back(sess, project, annotator, cell_id, sess.round_id)
+        i = sess.index(cell_id)
+        if i is not None and sess.round_id is not None:
+            relet(project, annotator, sess.items[i], sess.round_id)
         sess.notice = f"Skip of {cell_id} undone"
     else:
-        record = project.store.undo_last(annotator)
+        record = undo_last(project, annotator)
         if record is None:
             sess.notice = "Nothing to undo"
             return
         cell_id = record.cell_id
         if sess.actions and sess.actions[-1] == ("label", cell_id):
             sess.actions.pop()
-        if cell_id not in project.store.current_labels(include_pseudo=True):
-            _lease_back(sess, project, annotator, cell_id, record.round_id)
         sess.notice = f"Label {record.label!r} of {cell_id} undone"
     i = sess.index(cell_id)
     if i is not None:
         sess.focus = i
 
 
-def _lease_back(
-    sess: LabelSession, project: Project, annotator: str, cell_id: str, round_id: int | None
-) -> None:
-    """Put a cell of the batch back under the annotator's lease, so a reload shows it again."""
-    i = sess.index(cell_id)
-    if i is None or round_id is None:
-        return
-    item = sess.items[i]
-    lease = {
-        "cell_id": cell_id,
-        "sub_strategy": item["strategy"],
-        "guess": item["guess"],
-        "confidence": item["confidence"],
-    }
-    project.store.lease([lease], annotator, round_id, ttl_s=project.config.loop.lease_minutes * 60)
-
-
 @action
 def new_batch(sess: LabelSession, project: Project, annotator: str) -> None:
     """Refit the head and hand out the next batch (the open cells of this one are released)."""
     items = next_batch(project, project.config.loop.batch_size, annotator, resume=False)
-    store = project.store
-    round_id = max((lease["round_id"] for lease in store.open_lease(annotator)), default=None)
-    sess.reset(
-        (str(project.path), annotator), items, round_id, store.current_labels(include_pseudo=True)
-    )
+    labels = project.store.current_labels(include_pseudo=True)
+    sess.reset((str(project.path), annotator), items, open_round(project, annotator), labels)
 
 
 @action

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -29,6 +31,48 @@ def project_arg(argv: list[str] | None = None) -> str | None:
 def open_cached(path: str) -> Project:
     """The open project at ``path``, shared by every session of this server."""
     return open_project(Path(path))
+
+
+def run_page(render: Callable[[Project], None]) -> None:
+    """Draw a page (``render(project)``) for the open project; the core's errors as st.error.
+    Each page script of ``app_pages`` calls this when Streamlit runs it as the current page."""
+    path = st.session_state.get(PROJECT_PATH) or project_arg()
+    try:
+        render(open_cached(str(path)))
+    except PhenoScoutError as exc:
+        st.error(str(exc))
+
+
+def current_annotator() -> str:
+    """The annotator typed in the sidebar (``annotator_input``, drawn by ``app.py``)."""
+    return str(st.session_state.get("annotator") or "").strip() or DEFAULT_ANNOTATOR
+
+
+def project_sidebar(project: Project) -> None:
+    """The project's name and folder at the top of the sidebar."""
+    st.sidebar.markdown(f"### {project.config.name}")
+    st.sidebar.caption(str(project.path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached(fn_name: str, path: str, labels_key: tuple, *args: Any) -> Any:
+    """``labeling`` function ``fn_name`` ("module.function") applied to the project at ``path``
+    (and ``args``), cached per :func:`labels_key`: the work of a report is done once per label
+    given, not on every rerun. PhenoScoutErrors are raised (and not cached)."""
+    import importlib
+
+    module, name = fn_name.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(open_cached(path), *args)
+
+
+def labels_key(project: Project) -> tuple:
+    """What identifies the current labels: labels given, and the latest label event (an undo
+    followed by another label keeps the count); classes (renames, merges) too."""
+    store = project.store
+    events = store.label_events()
+    last = (events[-1].cell_id, events[-1].label, events[-1].labeled_at) if events else None
+    classes = tuple((c.name, c.n_labeled) for c in store.classes(include_pseudo=True))
+    return (store.n_labels_given(), last, classes)
 
 
 def annotator_input() -> str:

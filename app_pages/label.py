@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import streamlit as st
 
 from app_pages import batch as B
-from app_pages.common import annotator_input
+from app_pages.common import (
+    annotator_input,
+    current_annotator,
+    project_sidebar,
+    run_page,
+)
 from app_pages.tiles import Display, display_controls, guess_text, render_zoom, tile_pngs
 from labeling.project import Project
 from labeling.store import SKIP, ClassInfo
@@ -41,11 +46,13 @@ class _Page:
     labels: dict[str, str]  # current labels (pseudo included), read once per run
 
 
-def render_label_page(project: Project) -> None:
-    """Draw the whole Label page for ``project``."""
-    st.sidebar.markdown(f"### {project.config.name}")
-    st.sidebar.caption(str(project.path))
-    annotator = annotator_input()
+def render_label_page(project: Project, annotator: str | None = None) -> None:
+    """Draw the whole Label page for ``project``; the annotator's name from the sidebar when
+    ``annotator`` is None (``app.py`` draws the sidebar's project name and annotator box for
+    every page, so they keep their value across pages)."""
+    if annotator is None:
+        project_sidebar(project)
+        annotator = annotator_input()
     display = display_controls(project)
     sess = B.ensure_batch(project, annotator)
     store = project.store
@@ -272,3 +279,7 @@ def _styles(page: _Page) -> None:
         )
     rules.append(_LAYOUT_CSS)
     st.html("<style>" + "\n".join(rules) + "</style>")
+
+
+if __name__ == "__main__":  # run by Streamlit as a page of app.py
+    run_page(lambda project: render_label_page(project, current_annotator()))

@@ -1,15 +1,19 @@
-"""Export label sets and cell tables as CSV or Parquet, written atomically."""
+"""Export label sets, cell tables, predictions and per-well counts as CSV or Parquet: as bytes
+(the app's downloads) or written atomically to a file (``phenoscout export``)."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labeling.config import config_to_dict
 from labeling.errors import ConfigError, PhenoScoutError
+from labeling.predictions import predictions_table, well_fractions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,7 +22,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPORT_KINDS = ("labels", "cells")
+EXPORT_KINDS = ("labels", "cells", "predictions", "wells")
+FORMATS = (".csv", ".parquet")
+__all__ = [
+    "EXPORT_KINDS",
+    "FORMATS",
+    "cells_table",
+    "export_frame",
+    "export_meta",
+    "export_table",
+    "labels_table",
+    "metadata_columns",
+    "predictions_table",
+    "table_bytes",
+    "well_fractions",
+    "write_table",
+]
 #: Cell-table columns that are PhenoScout's own bookkeeping, not user metadata.
 _INTERNAL = ("cell_id", "source", "part", "row", "height", "width", "truth")
 
@@ -48,6 +67,62 @@ def cells_table(project: Project) -> pd.DataFrame:
     return cells[cols].rename(columns={"source": "path"})
 
 
+def table_bytes(df: pd.DataFrame, fmt: str, meta: dict | None = None) -> bytes:
+    """``df`` as the bytes of a CSV or Parquet file (no index).
+
+    Args:
+        df: the table.
+        fmt: ``".csv"`` or ``".parquet"`` (a file suffix; case and the dot do not matter).
+        meta: JSON-able metadata stored in the Parquet schema under ``phenoscout`` (ignored for
+            CSV).
+
+    Raises:
+        ConfigError: for another format.
+    """
+    suffix = "." + fmt.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ConfigError(f"unsupported export format {fmt!r}; use .csv or .parquet")
+    if suffix == ".csv":
+        return df.to_csv(index=False).encode("utf-8")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if meta:
+        extra = {b"phenoscout": json.dumps(meta).encode()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def safe_export_path(folder: Path, name: str) -> Path:
+    """``folder / name`` for a file name a user typed, refusing anything that leaves ``folder``.
+
+    Raises:
+        ConfigError: when ``name`` is empty, absolute, ``.`` or ``..``, holds a path separator
+            or a control character, or would not land directly inside ``folder``.
+    """
+    folder = Path(folder)
+    why = None
+    if not isinstance(name, str) or not name.strip():
+        why = "is empty"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        why = "contains a control character"
+    elif "/" in name or "\\" in name or os.sep in name:
+        why = "contains a path separator"
+    elif Path(name).is_absolute() or name.strip() in (".", ".."):
+        why = "is not a plain file name"
+    elif (folder.resolve() / name).resolve().parent != folder.resolve():
+        why = "would be written outside the export folder"
+    if why:
+        raise ConfigError(
+            f"export file name {name!r} {why}; type a plain name such as 'labels.csv' "
+            f"(it is saved in {folder})"
+        )
+    return folder / name
+
+
 def write_table(df: pd.DataFrame, out: Path, meta: dict | None = None) -> Path:
     """Write ``df`` to ``out`` (.csv or .parquet by suffix) via a temporary file and a rename.
 
@@ -61,23 +136,15 @@ def write_table(df: pd.DataFrame, out: Path, meta: dict | None = None) -> Path:
         PhenoScoutError: when the file cannot be written (read-only folder, full disk).
     """
     out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ConfigError(f"{out}: unsupported export format {suffix!r}; use .csv or .parquet")
+    if out.suffix.lower() not in FORMATS:
+        raise ConfigError(
+            f"{out}: unsupported export format {out.suffix.lower()!r}; use .csv or .parquet"
+        )
+    data = table_bytes(df, out.suffix, meta)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if meta:
-                extra = {b"phenoscout": json.dumps(meta).encode()}
-                table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
-            pq.write_table(table, tmp)
+        tmp.write_bytes(data)
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -85,18 +152,41 @@ def write_table(df: pd.DataFrame, out: Path, meta: dict | None = None) -> Path:
     return out
 
 
+def export_frame(project: Project, what: str = "labels") -> pd.DataFrame:
+    """The table that ``what`` exports: ``labels`` (:func:`labels_table`), ``cells``
+    (:func:`cells_table`), ``predictions`` (:func:`predictions_table`, every cell with class
+    probabilities) or ``wells`` (:func:`well_fractions`, predicted class counts per well).
+
+    Raises:
+        ConfigError: for an unknown ``what``.
+        NotTrainedError: ``predictions``/``wells`` before labels of 2 classes.
+        DataError: ``wells`` without plate and well columns.
+    """
+    kinds = {"labels": labels_table, "cells": cells_table, "predictions": predictions_table,
+             "wells": well_fractions}  # fmt: skip
+    if what not in kinds:
+        raise ConfigError(f"unknown export kind {what!r}; allowed: {', '.join(EXPORT_KINDS)}")
+    return kinds[what](project)
+
+
+def export_meta(project: Project, what: str) -> dict:
+    """What a Parquet export records about itself: the kind and the project's config."""
+    return {"what": what, "config": config_to_dict(project.config)}
+
+
 def export_table(project: Project, out: Path, what: str = "labels") -> int:
-    """Export ``what`` (``labels`` or ``cells``) of ``project`` to ``out``.
+    """Export ``what`` (one of ``EXPORT_KINDS``, see :func:`export_frame`) of ``project`` to
+    ``out``.
 
     Returns:
         The number of rows written.
 
     Raises:
         ConfigError: for an unknown ``what`` or an unsupported suffix.
+        NotTrainedError: ``predictions``/``wells`` before labels of 2 classes.
+        DataError: ``wells`` without plate and well columns.
     """
-    if what not in EXPORT_KINDS:
-        raise ConfigError(f"unknown export kind {what!r}; allowed: {', '.join(EXPORT_KINDS)}")
-    df = labels_table(project) if what == "labels" else cells_table(project)
-    write_table(df, out, meta={"what": what, "config": config_to_dict(project.config)})
+    df = export_frame(project, what)
+    write_table(df, out, meta=export_meta(project, what))
     logger.info("exported %d %s rows to %s", len(df), what, out)
     return len(df)

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +296,71 @@ def submit_labels(
         The number of labels committed. Nothing slow runs before the commit.
     """
     return project.store.submit(dict(labels), annotator=annotator, source=source)
+
+
+def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
+    """The annotator's batch as it stands in the store: what a reload of the app shows.
+
+    The cells the annotator already labeled in the open round(s) come first (in labeling
+    order), then the still-open leased cells (in batch order). When nothing is open, a new
+    batch is chosen (as :func:`next_batch` with ``resume=True``). Skipped cells are not in
+    the store, so they drop out of a rebuilt batch.
+
+    Returns:
+        One dict per cell, as :func:`next_batch`: ``cell_id, path, strategy, guess,
+        confidence`` (``confidence`` None for the already-labeled cells).
+    """
+    store = project.store
+    open_items = next_batch(project, project.config.loop.batch_size, annotator, resume=True)
+    rounds = {lease["round_id"] for lease in store.open_lease(annotator)}
+    open_ids = {it["cell_id"] for it in open_items}
+    done: dict[str, dict[str, Any]] = {}
+    for event in store.label_events():
+        mine = event.round_id in rounds and event.annotator == annotator
+        if mine and event.cell_id not in open_ids:
+            done[event.cell_id] = {"cell_id": event.cell_id, "sub_strategy": event.sub_strategy,
+                                   "guess": event.guess}  # fmt: skip
+    return [*_describe(project, list(done.values())), *open_items]
+
+
+def open_round(project: Project, annotator: str) -> int | None:
+    """The round of the annotator's open batch (the newest one with an open lease), or None."""
+    return max((lease["round_id"] for lease in project.store.open_lease(annotator)), default=None)
+
+
+def relet(project: Project, annotator: str, item: Mapping[str, Any], round_id: int) -> int:
+    """Lease one cell of a batch back to ``annotator`` (after an undone label or skip), so a
+    reload shows it open again. ``item``: ``cell_id`` and optionally ``strategy`` (or
+    ``sub_strategy``), ``guess``, ``confidence``. Returns 1, or 0 when another annotator now
+    holds the cell."""
+    lease = {
+        "cell_id": item["cell_id"],
+        "sub_strategy": item.get("sub_strategy", item.get("strategy")),
+        "guess": item.get("guess"),
+        "confidence": item.get("confidence"),
+    }
+    ttl_s = project.config.loop.lease_minutes * 60
+    return project.store.lease([lease], annotator, round_id, ttl_s=ttl_s)
+
+
+def undo_last(project: Project, annotator: str) -> LabelRecord | None:
+    """Undo ``annotator``'s latest label in force; a cell left without a label that was labeled
+    in a round goes back under the annotator's lease (with the strategy and guess it was handed
+    out with), so it shows up open in the batch again.
+
+    Returns:
+        The undone record (``undone=True``, with ``sub_strategy`` and ``guess``), or None when
+        the annotator has nothing to undo.
+    """
+    store = project.store
+    mine = [e for e in store.label_events() if e.annotator == annotator]
+    record = store.undo_last(annotator)
+    if record is None:
+        return None
+    before = mine[-1] if mine and mine[-1].cell_id == record.cell_id else None
+    if before is not None:
+        record = replace(record, sub_strategy=before.sub_strategy, guess=before.guess)
+    if record.round_id is not None and record.cell_id not in store.current_labels(True):
+        relet(project, annotator, {"cell_id": record.cell_id, "sub_strategy": record.sub_strategy,
+                                   "guess": record.guess}, record.round_id)  # fmt: skip
+    return record

@@ -29,6 +29,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from labeling.errors import ConfigError, DataError, NotTrainedError
+from labeling.predictions import predicted_distribution as predicted_distribution
+from labeling.predictions import well_fractions as well_fractions
 from labeling.store import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
 
 if TYPE_CHECKING:

@@ -198,3 +198,103 @@ def test_channel_controls_and_side_by_side(project):
     assert wide.shape[0] == 128 and wide.shape[1] > 3 * 128  # composite + 2 channels
     at.slider(key="gain-1").set_value(3.0).run()
     assert not at.exception, at.exception
+
+
+# ---------------------------------------------------------------- Discover and Export pages
+@pytest.fixture
+def labeled(project) -> Path:
+    """The project copy with 60 cells labeled from the ``truth`` column (3 rounds of 20)."""
+    from labeling.loop import next_batch, submit_labels
+    from labeling.project import open_project
+
+    proj = open_project(project)
+    truth = proj.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
+    for _ in range(3):
+        batch = next_batch(proj, 20, annotator="ann")
+        submit_labels(proj, {b["cell_id"]: truth[b["cell_id"]] for b in batch}, annotator="ann")
+    proj.close()
+    return project
+
+
+@pytest.fixture
+def media(monkeypatch) -> list:
+    """The in-memory media stores of AppTest runs (download buttons' files land there)."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    stores: list = []
+
+    class Recording(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Recording)
+    return stores
+
+
+def _page(at: AppTest, name: str) -> AppTest:
+    at.switch_page(f"app_pages/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _download(at: AppTest, media: list, key: str) -> bytes:
+    button = next(b for b in at.get("download_button") if b.proto.id.endswith(f"-{key}"))
+    return media[-1].get_file(button.proto.url.rsplit("/", 1)[1]).content
+
+
+def test_discover_page_on_a_labeled_project(labeled):
+    at = _page(_app(labeled), "discover")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Labels given"] == "60"
+    assert int(metrics["Classes found"]) >= 3
+    assert not at.error
+    assert not any("Cross-validation is not possible" in i.value for i in at.info)
+    assert at.selectbox(key="heat-class").options  # the plate heatmap is there
+    at.radio(key="heat-value").set_value("z").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="heat-class").set_value(at.selectbox(key="heat-class").options[-1]).run()
+    assert not at.exception, at.exception
+
+
+def test_discover_page_says_what_is_missing(project):
+    at = _page(_app(project), "discover")
+    assert "No labels yet" in at.info[0].value
+    _store(project).submit({_sess(at).items[0]["cell_id"]: "round"}, "ann", "cli")
+    at.run()  # one class only: no predictions, no cross-validation, and the page says why
+    assert not at.exception, at.exception
+    infos = " ".join(i.value for i in at.info)
+    assert "at least 2 classes" in infos and "Cross-validation is not possible yet" in infos
+
+
+def test_annotator_is_kept_across_pages(labeled):
+    at = _app(labeled)
+    at.text_input(key="annotator").input("zed").run()
+    _page(at, "export")
+    _page(at, "label")
+    assert at.text_input(key="annotator").value == "zed"
+    assert _sess(at).owner[1] == "zed"
+
+
+def test_export_downloads_have_the_right_rows(labeled, media):
+    import io
+
+    import pandas as pd
+
+    at = _page(_app(labeled), "export")
+    labels = pd.read_csv(io.BytesIO(_download(at, media, "dl-labels")))
+    assert len(labels) == 60 and {"cell_id", "label", "annotator", "labeled_at", "label_source", "plate", "well"} <= set(labels.columns)
+    assert dict(zip(labels["cell_id"], labels["label"])) == _store(labeled).current_labels()
+    cells = pd.read_csv(io.BytesIO(_download(at, media, "dl-cells")))
+    assert len(cells) == 600
+    pred = pd.read_csv(io.BytesIO(_download(at, media, "dl-predictions")))
+    p_cols = [c for c in pred.columns if c.startswith("p_")]
+    assert len(pred) == 600 and len(p_cols) >= 3
+    assert abs(pred[p_cols].sum(axis=1) - 1).max() < 1e-4
+    wells = pd.read_csv(io.BytesIO(_download(at, media, "dl-wells")))
+    assert len(wells) == 4 * len(p_cols) and wells.groupby(["plate", "well"])["n_cells"].sum().sum() == 600
+    at.radio(key="export-format").set_value("Parquet").run()
+    assert not at.exception, at.exception
+    table = pd.read_parquet(io.BytesIO(_download(at, media, "dl-predictions")))
+    assert len(table) == 600 and list(table.columns) == list(pred.columns)

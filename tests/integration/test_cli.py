@@ -140,3 +140,30 @@ def test_classes_add_rename_merge(tmp_path, capsys, small_project):
     assert code == 0 and "mitotic (M)" in out and "Mitosis" not in out.split("renamed")[1]
     code, _, err = run(capsys, "classes", proj, "--add", "  ")
     assert code == 2 and "empty" in err
+
+
+def test_export_predictions_and_wells(tmp_path, capsys, small_project):
+    from labeling.loop import next_batch, submit_labels
+    from labeling.project import open_project
+
+    proj = shutil.copytree(small_project, tmp_path / "p")
+    code, _, err = run(capsys, "export", proj, "--what", "predictions", "--out", tmp_path / "x.csv")
+    assert code == 2 and "at least 2 classes" in err and not (tmp_path / "x.csv").exists()
+    project = open_project(proj)
+    truth = project.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
+    batch = next_batch(project, 40, annotator="ann")
+    submit_labels(project, {b["cell_id"]: truth[b["cell_id"]] for b in batch}, "ann")
+    project.close()
+    code, out, _ = run(capsys, "export", proj, "--what", "predictions", "--out", tmp_path / "pred.parquet")
+    assert code == 0 and "wrote 600 rows" in out
+    pred = pd.read_parquet(tmp_path / "pred.parquet")
+    p_cols = [c for c in pred.columns if c.startswith("p_")]
+    assert {"cell_id", "path", "plate", "well", "predicted", "confidence"} <= set(pred.columns)
+    assert len(p_cols) == truth[[b["cell_id"] for b in batch]].nunique()
+    assert (pred[p_cols].idxmax(axis=1).str[2:] == pred["predicted"]).all()
+    code, out, _ = run(capsys, "export", proj, "--what", "wells", "--out", tmp_path / "wells.csv")
+    wells = pd.read_csv(tmp_path / "wells.csv")
+    assert code == 0 and len(wells) == 4 * len(p_cols)
+    counts = pred.groupby(["plate", "well", "predicted"]).size()
+    got = wells.set_index(["plate", "well", "label"])["n_cells"]
+    assert (got[got > 0].sort_index() == counts.sort_index()).all()

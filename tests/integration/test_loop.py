@@ -166,3 +166,43 @@ def test_simulation_with_finetune_uses_the_backbone(tmp_path):
     assert len(backbones) == 1, "the U-Net was pretrained once and cached with the dataset"
     curves = pd.read_csv(tmp_path / "out" / "curves.csv")
     assert sorted(curves["n_labeled"].unique()) == [10, 20]
+
+
+def test_current_batch_rebuilds_the_batch_after_a_reload(project):
+    from labeling.loop import current_batch
+
+    batch = next_batch(project, 24, annotator="ann")
+    ids = [x["cell_id"] for x in batch]
+    truth = _truth(project)
+    submit_labels(project, {ids[3]: truth[ids[3]], ids[0]: truth[ids[0]]}, annotator="ann")
+    again = current_batch(project, "ann")
+    assert [x["cell_id"] for x in again] == [ids[3], ids[0]] + ids[1:3] + ids[4:]
+    assert again[0]["strategy"] == batch[3]["strategy"] and again[0]["guess"] == batch[3]["guess"]
+    assert current_batch(project, "bob")[0]["cell_id"] not in ids  # a new batch for someone else
+
+
+def test_undo_last_reverts_and_leases_the_cell_back(project):
+    from labeling.loop import current_batch, undo_last
+
+    assert undo_last(project, "ann") is None
+    batch = next_batch(project, 12, annotator="ann")
+    ids = [x["cell_id"] for x in batch]
+    submit_labels(project, {ids[0]: "a"}, annotator="ann")
+    submit_labels(project, {ids[1]: "b"}, annotator="ann")
+    record = undo_last(project, "ann")
+    assert record.cell_id == ids[1] and record.label == "b" and record.undone
+    assert record.sub_strategy == batch[1]["strategy"]
+    assert project.store.current_labels() == {ids[0]: "a"}
+    assert ids[1] in {lease["cell_id"] for lease in project.store.open_lease("ann")}
+    # a reload shows it open again (after the other open cells: the lease is new)
+    assert [x["cell_id"] for x in current_batch(project, "ann")] == [ids[0], *ids[2:], ids[1]]
+    # a relabel undone keeps the earlier label in force: no lease back
+    submit_labels(project, {ids[0]: "b"}, annotator="ann")
+    assert undo_last(project, "ann").cell_id == ids[0]
+    assert project.store.current_labels()[ids[0]] == "a"
+    assert ids[0] not in {lease["cell_id"] for lease in project.store.open_lease("ann")}
+    # a label given outside rounds is undone without a lease
+    free = next(c for c in _truth(project).index if c not in ids)
+    submit_labels(project, {free: "a"}, annotator="ann", source="cli")
+    assert undo_last(project, "ann").round_id is None
+    assert free not in project.store.leased_ids()

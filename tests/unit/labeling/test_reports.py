@@ -309,3 +309,56 @@ def test_write_report_end_to_end(project, tmp_path: Path) -> None:
     assert confusion.to_numpy().sum() == per_class.loc[per_class["included"], "support"].sum()
     rounds = pd.read_csv(out / "rounds.csv")
     assert rounds["n_labels"].sum() == n_given
+
+
+# ---------------------------------------------------------------- predictions over the screen
+def _label_two_rounds(project) -> None:
+    from labeling.loop import next_batch, submit_labels
+
+    truth = project.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
+    for _ in range(2):
+        batch = next_batch(project, 20, annotator="ann")
+        submit_labels(project, {b["cell_id"]: truth[b["cell_id"]] for b in batch}, "ann")
+
+
+def test_predicted_distribution_counts_every_cell_once(project) -> None:
+    from labeling.loop import fit_head
+    from labeling.reports import predicted_distribution
+
+    with pytest.raises(NotTrainedError, match="at least 2 classes"):
+        predicted_distribution(project)
+    _label_two_rounds(project)
+    dist = predicted_distribution(project)
+    head = fit_head(project)
+    assert set(dist["label"]) == set(head.classes)
+    assert dist["n_cells"].sum() == 600 and dist["fraction"].sum() == pytest.approx(1.0)
+    assert dist["n_cells"].is_monotonic_decreasing
+    argmax = pd.Series(np.asarray(head.classes)[head.proba.argmax(axis=1)]).value_counts()
+    assert dict(zip(dist["label"], dist["n_cells"])) == {c: int(argmax.get(c, 0)) for c in head.classes}
+
+
+def test_well_fractions_per_well_with_z_against_negative_controls(project) -> None:
+    from labeling.reports import well_fractions
+
+    _label_two_rounds(project)
+    wells = well_fractions(project)
+    assert list(wells.columns) == ["plate", "well", "label", "n_cells", "n_well", "fraction", "z"]
+    per_well = wells.groupby(["plate", "well"])
+    assert per_well["fraction"].sum().to_numpy() == pytest.approx(1.0)
+    assert per_well["n_cells"].sum().sum() == 600
+    cells = project.cells(columns=["plate", "well", "control"]).drop_duplicates()
+    controls = cells[cells["control"] == "negative"][["plate", "well"]]
+    ctrl = wells.merge(controls, on=["plate", "well"])
+    # over the control wells themselves, z has mean 0 per class (one control well per plate here,
+    # so each plate is compared with the controls of both plates)
+    assert ctrl.groupby("label")["z"].mean().abs().max() < 1e-9
+    assert np.isfinite(wells["z"]).all()
+
+
+def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
+    from labeling.reports import well_fractions
+
+    cells = project.cells()
+    monkeypatch.setattr(type(project), "cells", lambda self, columns=None: cells.drop(columns=["plate", "well"]))
+    with pytest.raises(DataError, match="no plate and well columns"):
+        well_fractions(project)

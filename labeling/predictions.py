@@ -1,0 +1,151 @@
+"""What the current head predicts over the whole screen: per cell, per class and per well.
+
+The head is the loop's (:func:`labeling.loop.fit_head`, cached on disk for the current labels),
+so these tables cost one argmax over the cached probabilities. ``labeling.reports`` and
+``labeling.export`` re-export them; the app's Discover and Export pages and ``phenoscout export
+--what predictions|wells`` call them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from labeling.errors import DataError, NotTrainedError
+
+if TYPE_CHECKING:
+    from labeling.loop import HeadState
+    from labeling.project import Project
+
+logger = logging.getLogger(__name__)
+
+NEGATIVE = "negative"  # the value of the cell table's ``control`` column for negative controls
+_INTERNAL = ("cell_id", "source", "part", "row", "height", "width", "truth")
+
+
+def _head(project: Project) -> tuple[list[str], HeadState]:
+    """Cell ids in pool order and the fitted head; NotTrainedError before two classes."""
+    from labeling.loop import fit_head, pool_data
+
+    pool = pool_data(project)
+    head = fit_head(project, pool)
+    if head.proba is None:
+        found = ", ".join(head.classes) or "none"
+        raise NotTrainedError(
+            f"{project.path.name}: predictions need labels of at least 2 classes (labeled so "
+            f"far: {found}); label a few cells of a second class first"
+        )
+    return [str(c) for c in pool.cell_ids], head
+
+
+def predicted_labels(project: Project) -> pd.DataFrame:
+    """``cell_id, predicted, confidence`` for every cell with features (pool order).
+
+    Raises:
+        NotTrainedError: fewer than 2 classes have labels.
+    """
+    return _predicted(*_head(project))
+
+
+def _predicted(ids: list[str], head: HeadState) -> pd.DataFrame:
+    proba = np.asarray(head.proba)
+    names = np.asarray(head.classes, dtype=object)
+    return pd.DataFrame(
+        {"cell_id": ids, "predicted": names[proba.argmax(axis=1)], "confidence": proba.max(axis=1)}
+    )
+
+
+def predictions_table(project: Project) -> pd.DataFrame:
+    """One row per cell: ``cell_id, path``, the metadata columns, ``predicted``, ``confidence``
+    and ``p_<class>`` (the head's probability of each class, float32, rows sum to 1).
+
+    Raises:
+        NotTrainedError: fewer than 2 classes have labels.
+    """
+    ids, head = _head(project)
+    frame = _predicted(ids, head)
+    probs = pd.DataFrame(np.asarray(head.proba), columns=[f"p_{c}" for c in head.classes])
+    cells = project.cells()
+    meta = [c for c in cells.columns if c not in _INTERNAL]
+    left = cells[["cell_id", "source", *meta]].rename(columns={"source": "path"})
+    return left.merge(pd.concat([frame, probs], axis=1), on="cell_id", how="inner")
+
+
+def predicted_distribution(project: Project) -> pd.DataFrame:
+    """How the head splits the whole screen: ``label, n_cells, fraction`` for every class the
+    head knows (0 for a class it never predicts), most common first.
+
+    Raises:
+        NotTrainedError: fewer than 2 classes have labels.
+    """
+    ids, head = _head(project)
+    counts = _predicted(ids, head)["predicted"].value_counts()
+    frame = pd.DataFrame({"label": list(head.classes)})
+    frame["n_cells"] = [int(counts.get(c, 0)) for c in head.classes]
+    frame["fraction"] = frame["n_cells"] / max(int(frame["n_cells"].sum()), 1)
+    return frame.sort_values(["n_cells", "label"], ascending=[False, True], ignore_index=True)
+
+
+def well_fractions(project: Project) -> pd.DataFrame:
+    """Predicted class fractions per well, for a plate heatmap.
+
+    One row per (plate, well, class): ``plate, well, label, n_cells`` (cells of the well
+    predicted as the class), ``n_well`` (cells of the well), ``fraction``. When the cell table
+    has a ``control`` column with ``"negative"`` wells, also ``z``: (fraction - mean) / sd over
+    the negative-control wells of the same plate (of all plates when the plate has fewer than
+    2), sd floored at one cell's share of a median control well so that a class the controls
+    never show gets a finite z; NaN with fewer than 2 control wells.
+
+    Raises:
+        DataError: the cell table has no ``plate`` and ``well`` columns.
+        NotTrainedError: fewer than 2 classes have labels.
+    """
+    cols = project.cells(columns=None).columns
+    if not {"plate", "well"} <= set(cols):
+        raise DataError(
+            f"{project.path.name}/cells.parquet has no plate and well columns; give a "
+            "metadata.csv with plate,well columns when creating the project"
+        )
+    ids, head = _head(project)
+    extra = ["control"] if "control" in cols else []
+    cells = project.cells(columns=["cell_id", "plate", "well", *extra])
+    pred = cells.merge(_predicted(ids, head), on="cell_id", how="inner")
+    pred["plate"], pred["well"] = pred["plate"].astype(str), pred["well"].astype(str)
+    counts = pd.crosstab([pred["plate"], pred["well"]], pred["predicted"])
+    counts = counts.reindex(columns=list(head.classes), fill_value=0)
+    n_well = counts.sum(axis=1)
+    frac = counts.div(n_well, axis=0)
+    out = counts.stack().rename("n_cells").reset_index()
+    out.columns = ["plate", "well", "label", "n_cells"]
+    out["n_well"] = n_well.reindex(pd.MultiIndex.from_frame(out[["plate", "well"]])).to_numpy()
+    out["fraction"] = out["n_cells"] / out["n_well"]
+    if extra:
+        negative = pred.loc[pred["control"].astype(str) == NEGATIVE, ["plate", "well"]]
+        controls = set(map(tuple, negative.drop_duplicates().to_numpy()))
+        out["z"] = _z_scores(frac, n_well, controls).stack().to_numpy()
+    out["n_cells"] = out["n_cells"].astype(np.int64)
+    return out
+
+
+def _z_scores(
+    frac: pd.DataFrame, n_well: pd.Series, controls: set[tuple[str, str]]
+) -> pd.DataFrame:
+    """z of every well's class fractions against the negative-control wells (see
+    :func:`well_fractions`); ``frac`` is indexed by (plate, well), one column per class."""
+    z = pd.DataFrame(np.nan, index=frac.index, columns=frac.columns)
+    is_ctrl = np.array([key in controls for key in frac.index])
+    if is_ctrl.sum() < 2:
+        return z
+    plates = frac.index.get_level_values(0)
+    for plate in plates.unique():
+        ref = is_ctrl & (plates == plate)
+        ref = ref if ref.sum() >= 2 else is_ctrl
+        floor = 1.0 / max(float(np.median(n_well[ref])), 1.0)
+        mean = frac[ref].mean(axis=0)
+        sd = np.maximum(frac[ref].std(axis=0, ddof=1).fillna(0.0), floor)
+        rows = plates == plate
+        z.loc[rows] = ((frac[rows] - mean) / sd).to_numpy()
+    return z
