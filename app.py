@@ -1,10 +1,11 @@
 """PhenoScout in the browser (Streamlit). Thin: reads widgets, calls the core, draws results.
 
 Start it with ``phenoscout app PROJECT`` (or ``scripts/demo`` for the built-in demo screen);
-without a project it shows a start screen asking for one. The pages are scripts in
-``app_pages/`` (Label, the one that opens, Discover and Export), chosen in the navigation bar at
-the top; each draws itself with ``common.run_page``. The sidebar's project name and annotator
-box are drawn here, for every page, so they keep their value when the page changes.
+without a project it shows a start screen asking for one (with the Project page's create and
+demo sections). The pages are scripts in ``app_pages/`` (Label, the one that opens, Project,
+Discover, Review and Export), chosen in the navigation bar at the top; each draws itself with
+``common.run_page``. The sidebar's project name and annotator box are drawn here, for every
+page, so they keep their value when the page changes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from app_pages.common import (
     project_sidebar,
     start_screen,
 )
+from app_pages.project import render_project_page
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
 
@@ -33,15 +35,20 @@ def main() -> None:
         except PhenoScoutError as exc:
             st.error(str(exc))
     if project is None:
-        start_screen()
+        start_screen()  # open a project; below it, the Project page's create and demo
+        render_project_page(None)
         return
     project_sidebar(project)
     annotator_input()  # here, not on the Label page: it keeps its value on every page
     pages = [
         st.Page("app_pages/label.py", title="Label", icon=":material/label:", url_path="label",
                 default=True),
+        st.Page("app_pages/project.py", title="Project", icon=":material/folder_open:",
+                url_path="project"),
         st.Page("app_pages/discover.py", title="Discover", icon=":material/insights:",
                 url_path="discover"),
+        st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:",
+                url_path="review"),
         st.Page("app_pages/export.py", title="Export", icon=":material/download:",
                 url_path="export"),
     ]  # fmt: skip

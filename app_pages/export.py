@@ -1,13 +1,16 @@
 """The Export page: downloads of labels, the cell table, predictions for every cell and per-well
-predicted class counts, as CSV or Parquet. The same tables as ``phenoscout export PROJECT --what
-labels|cells|predictions|wells``; built by ``labeling.export`` and cached per label state."""
+predicted class counts, as CSV or Parquet; the labeled crops as a ZIP and the newest model
+checkpoint. The same as ``phenoscout export PROJECT --what
+labels|cells|predictions|wells|crops|model``; built by ``labeling.export`` and
+``labeling.bundles``, cached per label state."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from app_pages.common import cached, labels_key, run_page
-from labeling.errors import DataError, NotTrainedError
+from labeling.bundles import model_checkpoint
+from labeling.errors import DataError, NotTrainedError, ProjectError
 from labeling.project import Project
 
 FORMATS = {"CSV": (".csv", "text/csv"), "Parquet": (".parquet", "application/octet-stream")}
@@ -49,10 +52,39 @@ def render_export_page(project: Project) -> None:
             )
             if len(frame):
                 st.dataframe(frame.head(5), hide_index=True, key=f"preview-{what}")
+    _files(project, key)
     st.caption(
         f"From the command line: `phenoscout export {project.path} --what labels --out "
-        "labels.csv` (labels, cells, predictions or wells; .csv or .parquet)."
+        "labels.csv` (labels, cells, predictions or wells; .csv or .parquet; crops to a .zip; "
+        "model to a .pt)."
     )
+
+
+def _files(project: Project, key: tuple) -> None:
+    """Downloads of the labeled crops (a ZIP, one folder per class) and the model checkpoint."""
+    name, path = project.config.name, str(project.path)
+    with st.container(border=True, key="export-crops"):
+        st.markdown("**Crops**: a ZIP of the labeled cells' crops, one folder per class "
+                    "(16-bit TIFF, channels first)")  # fmt: skip
+        try:
+            data = cached("labeling.bundles.crops_zip", path, key)
+        except DataError as exc:
+            st.info(str(exc))
+        else:
+            st.download_button("Download crops (ZIP)", data=data, file_name=f"{name}-crops.zip",
+                               mime="application/zip", key="dl-crops", on_click="ignore",
+                               icon=":material/download:")  # fmt: skip
+    with st.container(border=True, key="export-model"):
+        st.markdown("**Model**: the newest trained model version's checkpoint")
+        try:
+            version, data = model_checkpoint(project)
+        except ProjectError as exc:
+            st.info(str(exc))
+        else:
+            st.download_button(f"Download model v{version:04d} (checkpoint.pt)", data=data,
+                               file_name=f"{name}-v{version:04d}.pt",
+                               mime="application/octet-stream", key="dl-model",
+                               on_click="ignore", icon=":material/download:")  # fmt: skip
 
 
 def frame_bytes(project: Project, what: str, suffix: str) -> bytes:

@@ -122,8 +122,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
     project = open_project(Path(args.project))
+    if args.what in ("crops", "model"):
+        from labeling.bundles import crops_zip, model_checkpoint, write_bytes_atomic
+
+        if args.what == "crops":
+            write_bytes_atomic(crops_zip(project), Path(args.out))
+            n = len(project.store.current_labels(include_pseudo=True))
+            print(f"wrote {n} labeled crops to {args.out}")
+        else:
+            version, data = model_checkpoint(project)
+            write_bytes_atomic(data, Path(args.out))
+            print(f"wrote model v{version:04d} checkpoint to {args.out}")
+        return 0
     n = export_table(project, Path(args.out), what=args.what)
     print(f"wrote {n} rows to {args.out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from labeling.bundles import predict_screen
+    from labeling.export import write_table
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    table = predict_screen(project, Path(args.crops), metadata_csv=args.metadata_csv)
+    write_table(table, Path(args.out))
+    print(f"wrote {len(table)} predictions to {args.out}")
     return 0
 
 
@@ -379,17 +403,31 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export labels, cells, predictions or per-well counts (CSV or Parquet)"
     )
     p.add_argument("project", help="project folder")
-    p.add_argument("--out", required=True, help="output file, .csv or .parquet")
+    p.add_argument("--out", required=True, help="output file: .csv or .parquet; .zip for crops")
     p.add_argument(
         "--what",
         default="labels",
-        choices=["labels", "cells", "predictions", "wells"],
+        choices=["labels", "cells", "predictions", "wells", "crops", "model"],
         help="labels: one row per labeled cell with metadata; cells: one row per cell; "
         "predictions: every cell with its predicted class, confidence and class probabilities; "
         "wells: predicted class counts and fractions per plate and well (z against negative "
-        "controls)",
+        "controls); crops: a ZIP of the labeled crops, one folder per class (16-bit TIFF); "
+        "model: the newest trained model's checkpoint.pt",
     )
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "predict",
+        help="apply the current model to a new folder of crops",
+        description="Ingest a new screen with the project's settings, score it with the head "
+        "fit on the project's labels, write cell_id, path, metadata, predicted, confidence "
+        "and p_<class> (.csv or .parquet).",
+    )
+    p.add_argument("project", help="project folder (with labels of at least 2 classes)")
+    p.add_argument("--crops", required=True, help="folder of the new screen's crops")
+    p.add_argument("--out", required=True, help="output file, .csv or .parquet")
+    p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("info", help="summarise a project: cells, channels, classes, labels")
     p.add_argument("project", help="project folder")

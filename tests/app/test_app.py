@@ -298,3 +298,119 @@ def test_export_downloads_have_the_right_rows(labeled, media):
     assert not at.exception, at.exception
     table = pd.read_parquet(io.BytesIO(_download(at, media, "dl-predictions")))
     assert len(table) == 600 and list(table.columns) == list(pred.columns)
+
+
+# ---------------------------------------------------------------- Review page
+def test_review_page_relabels_in_place_and_finds_more_like_this(labeled):
+    at = _page(_app(labeled), "review")
+    assert not at.error
+    cls = at.selectbox(key="review-class").value
+    store = _store(labeled)
+    ids = [c for c, lab in store.current_labels().items() if lab == cls]
+    assert len(at.pills) == min(len(ids), 48)
+    target = sorted(store.current_labels(include_pseudo=True).values())
+    other = next(c for c in target if c != cls)
+    at.pills(key=f"rv-pick-{ids[0]}-{cls}").set_value(other).run()
+    assert not at.exception, at.exception
+    assert _store(labeled).current_labels()[ids[0]] == other
+    assert _store(labeled).history(ids[0])[-1].source == "review"
+    # disagreements: the relabeled cell is flagged when the model disagrees with it
+    at.radio(key="review-mode").set_value("Disagreements").run()
+    assert not at.exception, at.exception
+    # more like this: the nearest neighbours of a clicked cell, labeled from the same grid
+    at.radio(key="review-mode").set_value("By class").run()
+    at.selectbox(key="review-class").set_value(cls).run()
+    query = next(c for c, lab in _store(labeled).current_labels().items() if lab == cls)
+    at.button(key=f"similar-{query}").click().run()
+    assert not at.exception, at.exception
+    assert at.radio(key="review-mode").value == "More like this"
+    from labeling.project import open_project
+    from labeling.review import similar_cells
+
+    near = similar_cells(open_project(labeled), query, 12)
+    picks = [p for p in at.pills if p.key.startswith("mlt-pick-")]
+    assert [p.key.split("-pick-")[1].rsplit("-", 1)[0] for p in picks] == near
+    at.pills(key=f"mlt-pick-{near[0]}-none").set_value(cls).run()
+    assert not at.exception, at.exception
+    rec = _store(labeled).history(near[0])[-1]
+    assert (rec.label, rec.source) == (cls, "more_like_this")
+    at.radio(key="mlt-source").set_value("Most confident of a class").run()
+    assert not at.exception, at.exception
+    assert [p for p in at.pills if p.key.startswith("mlt-pick-")]
+
+
+def test_export_page_offers_crops_zip_and_says_when_there_is_no_model(labeled, media):
+    import io
+    import zipfile
+
+    at = _page(_app(labeled), "export")
+    with zipfile.ZipFile(io.BytesIO(_download(at, media, "dl-crops"))) as zf:
+        assert len(zf.namelist()) == 60
+        assert {n.split("/")[0] for n in zf.namelist()} == set(_store(labeled).current_labels().values())
+    assert any("no trained model yet" in i.value for i in at.info)
+
+
+# ---------------------------------------------------------------- Project page
+def test_project_page_creates_a_project_from_a_folder_of_crops(small_demo, tmp_path):
+    from labeling.config import load_config
+
+    at = _app()  # no project open: the start screen with the Project page's create section
+    at.text_input(key="proj-crops").input(str(small_demo.parent)).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="proj-subfolder").options == ["(the whole folder)", small_demo.name]
+    at.selectbox(key="proj-subfolder").set_value(small_demo.name).run()
+    new = tmp_path / "created"
+    at.text_input(key="proj-new-path").input(str(new))
+    at.text_input(key="proj-channels").input("DNA, Cyto").run()
+    at.color_picker(key="proj-colour-1").pick("#ff00ff").run()
+    at.button(key="proj-create").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["project_path"] == str(new.resolve())
+    config = load_config(new / "project.toml")
+    assert [(c.name, c.colour) for c in config.channels] == [("DNA", "#3b82f6"), ("Cyto", "#ff00ff")]
+    assert LabelStore(new / "labels.db").n_cells() == 600
+    assert len(_sess(at).items) == 24  # the Label page opens on the new project
+
+
+def test_project_page_bad_paths_are_errors(project, tmp_path):
+    at = _app()
+    at.text_input(key="proj-crops").input(str(tmp_path / "nowhere")).run()
+    assert not at.exception, at.exception
+    assert "no such folder" in at.error[0].value
+    at = _page(_app(project), "project")
+    at.text_input(key="proj-open-path").input(str(tmp_path / "nowhere"))
+    at.button(key="proj-open").click().run()
+    assert not at.exception, at.exception
+    assert "no such project folder" in at.error[0].value
+    at.text_input(key="proj-crops").input(str(project.parent)).run()
+    at.selectbox(key="proj-subfolder").set_value("proj").run()
+    at.text_input(key="proj-new-path").input(str(project)).run()  # exists, not empty
+    at.button(key="proj-create").click().run()
+    assert not at.exception, at.exception
+    assert any("already exists and is not empty" in e.value for e in at.error)
+
+
+def test_project_page_opens_the_demo_with_one_click(small_project, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo = tmp_path / "phenoscout_demo" / "project"
+    shutil.copytree(small_project, demo)  # already made: the click opens it
+    at = _app()
+    at.button(key="proj-demo").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["project_path"] == str(demo)
+    assert len(_sess(at).items) == 24
+
+
+def test_project_page_adds_a_plate(project, tmp_path):
+    from datasets.demo import generate_demo
+
+    plate = tmp_path / "plate2"
+    generate_demo(plate, n_cells=200, seed=5)
+    at = _page(_app(project), "project")
+    at.text_input(key="proj-add-crops").input(str(plate))
+    at.button(key="proj-add").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert "Added 200 cells" in at.success[0].value
+    assert _store(project).n_cells() == 800

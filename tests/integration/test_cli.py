@@ -167,3 +167,95 @@ def test_export_predictions_and_wells(tmp_path, capsys, small_project):
     counts = pred.groupby(["plate", "well", "predicted"]).size()
     got = wells.set_index(["plate", "well", "label"])["n_cells"]
     assert (got[got > 0].sort_index() == counts.sort_index()).all()
+
+
+# ---------------------------------------------------------------- crops, model, predict
+@pytest.fixture
+def labeled_copy(tmp_path, small_project):
+    """A copy of the small project with 40 cells labeled from ground truth (one odd class
+    name that is not filesystem-safe)."""
+    from labeling.loop import next_batch, submit_labels
+    from labeling.project import open_project
+
+    path = shutil.copytree(small_project, tmp_path / "proj")
+    proj = open_project(path)
+    truth = proj.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
+    for _ in range(2):
+        batch = next_batch(proj, 20, annotator="ann")
+        submit_labels(proj, {b["cell_id"]: truth[b["cell_id"]] for b in batch}, "ann")
+    first = next(iter(proj.store.current_labels()))
+    submit_labels(proj, {first: "odd/class:name"}, "ann")
+    proj.close()
+    return path
+
+
+def test_export_crops_zip_one_folder_per_class(labeled_copy, tmp_path, capsys):
+    import io
+    import zipfile
+
+    import numpy as np
+    import tifffile
+
+    from labeling.bundles import safe_name
+    from labeling.project import open_project
+
+    out = tmp_path / "out" / "crops.zip"
+    code, stdout, err = run(capsys, "export", labeled_copy, "--what", "crops", "--out", out)
+    assert code == 0, err
+    assert "wrote 40 labeled crops" in stdout and not list(out.parent.glob(".*tmp"))
+    proj = open_project(labeled_copy)
+    labels = proj.store.current_labels(include_pseudo=True)
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        assert len(names) == 40
+        assert {n.split("/")[0] for n in names} == {safe_name(v) for v in labels.values()}
+        assert "odd_class_name" in {n.split("/")[0] for n in names}
+        cell_id, label = next(iter(labels.items()))
+        image = tifffile.imread(io.BytesIO(zf.read(f"{safe_name(label)}/{safe_name(cell_id)}.tif")))
+    crop = proj.pixels.read([cell_id])[0]
+    assert image.dtype == np.uint16 and image.shape == crop.shape
+    assert np.abs(image / 65535.0 - crop).max() < 1e-4
+
+
+def test_export_model_copies_the_newest_checkpoint_or_says_there_is_none(labeled_copy, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    code, _, err = run(capsys, "export", labeled_copy, "--what", "model", "--out", tmp_path / "m.pt")
+    assert code == 2 and "no trained model yet" in err and "phenoscout train" in err
+    for v in (1, 2):
+        d = labeled_copy / "models" / f"v{v:04d}"
+        d.mkdir(parents=True)
+        (d / "checkpoint.pt").write_bytes(f"weights {v}".encode())
+        np.save(d / "embeddings.npy", np.zeros((1, 2), np.float32))
+        (d / "meta.json").write_text(json.dumps({"classes": []}))
+    code, out, err = run(capsys, "export", labeled_copy, "--what", "model", "--out", tmp_path / "m.pt")
+    assert code == 0, err
+    assert "v0002" in out and (tmp_path / "m.pt").read_bytes() == b"weights 2"
+
+
+def test_predict_scores_a_new_screen_with_the_project_head(labeled_copy, tmp_path, capsys):
+    from datasets.demo import generate_demo
+
+    screen = tmp_path / "screen2"
+    generate_demo(screen, n_cells=200, seed=9)
+    out = tmp_path / "pred.csv"
+    code, stdout, err = run(capsys, "predict", labeled_copy, "--crops", screen, "--out", out)
+    assert code == 0, err
+    pred = pd.read_csv(out)
+    p_cols = [c for c in pred.columns if c.startswith("p_")]
+    assert len(pred) == 200 and "wrote 200 predictions" in stdout
+    assert {"cell_id", "path", "plate", "well", "predicted", "confidence"} <= set(pred.columns)
+    assert len(p_cols) >= 3 and (pred[p_cols].sum(axis=1) - 1).abs().max() < 1e-4
+    assert (pred["predicted"] == pred[p_cols].idxmax(axis=1).str[2:]).all()
+    truth = pd.read_csv(screen / "labels.csv").set_index("path")["label"]
+    common = pred["path"].map(lambda p: truth.get(p, truth.get(str(p).split("/")[-1])))
+    assert common.notna().mean() > 0.9
+    assert (pred["predicted"] == common).mean() > 0.4  # far above chance over >= 3 classes
+
+
+def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
+    path = shutil.copytree(small_project, tmp_path / "proj")
+    code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")
+    assert code == 2 and "at least 2 classes" in err

@@ -1,0 +1,163 @@
+"""The Review page: labeled cells by class, label/model disagreements and "more like this".
+
+Every tile has the class buttons of the Label page: a click relabels the cell in place (source
+``review``), or on the "more like this" grids labels it (source ``more_like_this``). The work is
+``labeling.review``'s; this page draws its results.
+
+Widget keys: ``review-mode`` (radio), ``review-class`` (class to show), ``mlt-class``,
+``mlt-source``, ``rv-pick-<cell_id>-<shown>`` / ``mlt-pick-<cell_id>-<shown>`` (a tile's
+class buttons), ``similar-<cell_id>`` (find the nearest neighbours of this cell).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app_pages.common import current_annotator, run_page
+from app_pages.tiles import Display, display_controls, tile_pngs
+from labeling.errors import PhenoScoutError
+from labeling.loop import submit_labels
+from labeling.project import Project
+from labeling.review import cells_of_class, confident_unlabeled, disagreements, similar_cells
+
+MODES = ("By class", "Disagreements", "More like this")
+MAX_TILES = 48  # most tiles one grid shows
+PER_ROW = 6
+QUERY = "review_query"  # session key: the cell whose neighbours "more like this" shows
+MESSAGE = "review_message"  # session key: (kind, text) from the latest click
+
+
+def render_review_page(project: Project, annotator: str) -> None:
+    """Draw the whole Review page for ``project``."""
+    st.header("Review")
+    display = display_controls(project)
+    kind, text = st.session_state.pop(MESSAGE, (None, None))
+    if kind == "error":
+        st.error(text)
+    elif text:
+        st.toast(text)
+    mode = st.radio("Show", MODES, horizontal=True, key="review-mode")
+    if mode == MODES[0]:
+        _by_class(project, annotator, display)
+    elif mode == MODES[1]:
+        _disagreements(project, annotator, display)
+    else:
+        _more_like_this(project, annotator, display)
+
+
+def _by_class(project: Project, annotator: str, display: Display) -> None:
+    classes = [c.name for c in project.store.classes(include_pseudo=True) if c.n_labeled]
+    if not classes:
+        st.info("No labels yet: label a batch on the Label page first.")
+        return
+    cls = st.selectbox("Class", classes, key="review-class")
+    ids = cells_of_class(project, cls)
+    st.caption(f"{len(ids)} cells labeled **{cls}**" + _cut(ids))
+    items = [{"cell_id": c, "caption": ""} for c in ids[:MAX_TILES]]
+    _grid(project, annotator, display, items, "rv", "review")
+
+
+def _disagreements(project: Project, annotator: str, display: Display) -> None:
+    frame = disagreements(project)
+    if frame.empty:
+        st.info("No disagreements: the model predicts every label (or there is no model yet).")
+        return
+    st.caption(f"{len(frame)} labeled cells the model predicts otherwise" + _cut(frame))
+    items = [
+        {"cell_id": r.cell_id, "caption": f"model: {r.predicted} {r.confidence:.0%}"}
+        for r in frame.head(MAX_TILES).itertuples()
+    ]
+    _grid(project, annotator, display, items, "rv", "review")
+
+
+def _more_like_this(project: Project, annotator: str, display: Display) -> None:
+    sources = ("Most confident of a class", "Nearest neighbours of a cell")
+    query = st.session_state.get(QUERY)
+    source = st.radio("Find", sources, horizontal=True, key="mlt-source")
+    n = st.number_input("How many", 1, MAX_TILES, 12, key="mlt-n")
+    if source == sources[0]:
+        classes = [c.name for c in project.store.classes(include_pseudo=False) if c.n_labeled]
+        if len(classes) < 2:
+            st.info("Needs labels of at least 2 classes.")
+            return
+        cls = st.selectbox("Class", classes, key="mlt-class")
+        frame = confident_unlabeled(project, cls, int(n))
+        items = [
+            {"cell_id": r.cell_id, "caption": f"p({cls}) {r.probability:.0%}"}
+            for r in frame.itertuples()
+        ]
+    else:
+        if not query:
+            st.info("Click **More like this** under a cell (By class or Disagreements) first.")
+            return
+        st.caption(f"Unlabeled cells nearest to `{query}`")
+        items = [{"cell_id": c, "caption": ""} for c in similar_cells(project, query, int(n))]
+    _grid(project, annotator, display, items, "mlt", "more_like_this")
+
+
+def _grid(
+    project: Project,
+    annotator: str,
+    display: Display,
+    items: list[dict[str, Any]],
+    prefix: str,
+    source: str,
+) -> None:
+    """Tiles of ``items`` (``cell_id``, ``caption``), each with class buttons that commit a
+    label with ``source`` at once."""
+    if not items:
+        st.info("No cells to show.")
+        return
+    labels = project.store.current_labels(include_pseudo=True)
+    names = [c.name for c in project.store.classes(include_pseudo=True)]
+    pngs = tile_pngs(project, [it["cell_id"] for it in items], display)
+    for start in range(0, len(items), PER_ROW):
+        row = range(start, min(start + PER_ROW, len(items)))
+        for col, i in zip(st.columns(PER_ROW), row):
+            cell_id, label = items[i]["cell_id"], labels.get(items[i]["cell_id"])
+            with col, st.container(border=True, key=f"{prefix}-tile-{i}"):
+                st.image(pngs[i], width="stretch")
+                state = f"✔ **{label}**" if label else "not labeled"
+                st.caption(f"`{cell_id}`  \n{state}  \n{items[i]['caption']}".rstrip())
+                key = f"{prefix}-pick-{cell_id}-{label or 'none'}"
+                st.pills(
+                    "Label",
+                    names,
+                    default=label,
+                    key=key,
+                    label_visibility="collapsed",
+                    on_change=_picked,
+                    args=(project, annotator, cell_id, key, source),
+                )
+                if prefix == "rv":
+                    st.button("More like this", key=f"similar-{cell_id}", type="tertiary",
+                              on_click=_find_similar, args=(cell_id,))  # fmt: skip
+
+
+def _picked(project: Project, annotator: str, cell_id: str, key: str, source: str) -> None:
+    """A tile's class buttons changed: commit the new label."""
+    choice = st.session_state.get(key)
+    if choice is None:
+        return
+    try:
+        submit_labels(project, {cell_id: choice}, annotator=annotator, source=source)
+    except PhenoScoutError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    st.session_state[MESSAGE] = ("notice", f"{cell_id}: {choice}")
+
+
+def _find_similar(cell_id: str) -> None:
+    st.session_state[QUERY] = cell_id
+    st.session_state["review-mode"] = MODES[2]
+    st.session_state["mlt-source"] = "Nearest neighbours of a cell"
+
+
+def _cut(rows: Any) -> str:
+    return f" (the first {MAX_TILES} shown)" if len(rows) > MAX_TILES else ""
+
+
+if __name__ == "__main__":  # run by Streamlit as a page of app.py
+    run_page(lambda project: render_review_page(project, current_annotator()))

@@ -1,0 +1,138 @@
+"""Reviewing labels: cells of a class, label/model disagreements and "more like this".
+
+What the app's Review page shows, reachable headless. The model is the loop's head
+(:func:`labeling.loop.fit_head`, cached on disk for the current labels), so these functions cost
+an argmax or a neighbour search over cached arrays. No torch or streamlit here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from labeling.errors import ConfigError, NotTrainedError, PoolExhaustedError
+
+if TYPE_CHECKING:
+    from labeling.project import Project
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["cells_of_class", "confident_unlabeled", "disagreements", "similar_cells"]
+
+
+def cells_of_class(project: Project, cls: str) -> list[str]:
+    """Cell ids whose current label is ``cls`` (pseudo-classes too), in labeling order."""
+    frame = project.store.current_labels_frame(include_pseudo=True)
+    return frame.loc[frame["label"] == cls, "cell_id"].astype(str).tolist()
+
+
+def disagreements(project: Project) -> pd.DataFrame:
+    """Labeled cells whose label is not the head's predicted class.
+
+    The head is fit on the current (non-pseudo) labels, so a disagreement is a cell the model
+    cannot fit: a likely mislabel, or a class boundary worth a second look.
+
+    Returns:
+        ``cell_id, label, predicted, confidence`` (confidence: the head's probability of
+        ``predicted``, float), most confident disagreement first; empty (same columns) while
+        fewer than two classes have labels.
+    """
+    from labeling.loop import fit_head, pool_data
+
+    columns = ["cell_id", "label", "predicted", "confidence"]
+    pool = pool_data(project)
+    head = fit_head(project, pool)
+    if head.proba is None:
+        return pd.DataFrame(columns=columns)
+    labels = project.store.current_labels(include_pseudo=False)
+    ids = [c for c in labels if c in pool.position]
+    rows = np.array([pool.position[c] for c in ids], dtype=np.int64)
+    proba = np.asarray(head.proba)[rows] if len(rows) else np.zeros((0, len(head.classes)))
+    names = np.asarray(head.classes, dtype=object)
+    frame = pd.DataFrame({
+        "cell_id": ids,
+        "label": [labels[c] for c in ids],
+        "predicted": names[proba.argmax(axis=1)] if len(ids) else [],
+        "confidence": proba.max(axis=1).astype(float) if len(ids) else [],
+    })  # fmt: skip
+    out = frame[frame["label"] != frame["predicted"]]
+    return out.sort_values("confidence", ascending=False, ignore_index=True)[columns]
+
+
+def confident_unlabeled(project: Project, cls: str, n: int) -> pd.DataFrame:
+    """The ``n`` unlabeled cells the head finds most likely to be ``cls``.
+
+    Returns:
+        ``cell_id, probability`` (the head's probability of ``cls``), highest first; fewer
+        rows when fewer unlabeled cells are left.
+
+    Raises:
+        ConfigError: ``n < 1``, or ``cls`` has no labels yet (the head does not know it).
+        NotTrainedError: fewer than two classes have labels.
+    """
+    from labeling.loop import fit_head, pool_data
+
+    if n < 1:
+        raise ConfigError(f"asked for {n} cells; ask for 1 or more")
+    pool = pool_data(project)
+    head = fit_head(project, pool)
+    if head.proba is None:
+        raise NotTrainedError(
+            f"{project.path.name}: 'more like this' needs labels of at least 2 classes; "
+            "label a few cells of a second class first"
+        )
+    if cls not in head.classes:
+        raise ConfigError(
+            f"class {cls!r} has no labels the model learned from (known: "
+            f"{', '.join(head.classes)}); label a few cells of it first"
+        )
+    p = np.asarray(head.proba)[:, head.classes.index(cls)].astype(float)
+    blocked = _labeled_mask(project, pool)
+    free = np.flatnonzero(~blocked)
+    top = free[np.argsort(-p[free], kind="stable")[: int(n)]]
+    return pd.DataFrame({"cell_id": pool.cell_ids[top].astype(str), "probability": p[top]})
+
+
+def similar_cells(project: Project, cell_id: str, n: int) -> list[str]:
+    """The ``n`` unlabeled cells nearest to ``cell_id`` in feature space, closest first.
+
+    A wrapper of :func:`labeling.strategies.more_like_this` on the pool of
+    :func:`labeling.loop.pool_data` with the current labels (pseudo-labels included) blocked.
+
+    Returns:
+        Up to ``n`` cell ids (fewer when fewer unlabeled cells are left); never ``cell_id``.
+
+    Raises:
+        ConfigError: ``n < 1``.
+        DataError: ``cell_id`` is not in the project's pool.
+        PoolExhaustedError: every cell is labeled.
+    """
+    from labeling.loop import pool_data
+    from labeling.strategies import Pool, more_like_this
+
+    if n < 1:
+        raise ConfigError(f"asked for {n} cells; ask for 1 or more")
+    pool = pool_data(project)
+    blocked = _labeled_mask(project, pool)
+    blocked_query = blocked.copy()
+    if cell_id in pool.position:
+        blocked_query[pool.position[cell_id]] = True  # never return the query itself
+    n_free = int((~blocked_query).sum())
+    if n_free == 0:
+        raise PoolExhaustedError("pool exhausted: every other cell is labeled")
+    labels = np.full(len(pool.cell_ids), None, dtype=object)
+    the_pool = Pool(pool.cell_ids, pool.features, blocked_query, labels, index=pool.index)
+    selection = more_like_this(the_pool, [cell_id], min(int(n), n_free))
+    return [str(c) for c in selection.cell_ids]
+
+
+def _labeled_mask(project: Project, pool) -> np.ndarray:  # pool: labeling.loop.PoolData
+    """(n,) bool: True for pool cells with a current label (pseudo included)."""
+    mask = np.zeros(len(pool.cell_ids), dtype=bool)
+    for cell_id in project.store.current_labels(include_pseudo=True):
+        if cell_id in pool.position:
+            mask[pool.position[cell_id]] = True
+    return mask
