@@ -1,7 +1,8 @@
 """Model speed and quality on this machine.
 
 Speed (any project, e.g. the 20,000-cell demo and Jurkat): pretraining crops/s and minutes
-with the shipped schedule, embedding cells/s in fp32 and bf16, fine-tune seconds per round.
+with the shipped schedule of the device (``TrainerConfig.for_device``), embedding cells/s in
+fp32 and bf16, fine-tune seconds per round.
 Quality (a project with ground truth, e.g. Jurkat): stratified 5-fold CV of a balanced
 logistic regression on (a) raw-pixel PCA-64, (b) morphology features, (c) the self-supervised
 U-Net embedding, (d) (b)+(c), and (e) the fine-tuned classifier itself; with all training
@@ -10,7 +11,9 @@ labels and with 10 labels per class (drawn from each training fold).
 Usage::
 
     python benchmarks/bench_models.py /tmp/jurkat_proj --quality --ft-epochs 4
-    python benchmarks/bench_models.py /tmp/demo_project --threads 2
+    python benchmarks/bench_models.py /tmp/demo_project --threads 1
+    python benchmarks/bench_models.py /tmp/jurkat_proj --quality \\
+        --backbone /tmp/jurkat_proj/models/backbone.pt
 """
 
 from __future__ import annotations
@@ -28,32 +31,38 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def speed(project: Path, device, steps: int) -> tuple[object, Path]:
+def speed(project: Path, device, steps: int, backbone: Path | None) -> tuple[object, dict]:
+    """Pretrain with the shipped schedule of ``device`` (or load ``backbone``) and time
+    embedding in fp32 and bf16; returns the model and the embedding folder of each."""
     from datasets.pixels import PixelStore
+    from models.checkpoint import build_model, load_checkpoint
     from models.embed import embed_cells
     from models.pretrain import pretrain
     from models.trainer import TrainerConfig
     from models.unet import UNet, UNetConfig
 
     pixels = PixelStore(project)
-    shipped = TrainerConfig()
-    cfg = dataclasses.replace(shipped.pretrain, max_steps=steps) if steps else shipped.pretrain
-    model = UNet(UNetConfig(pixels.n_channels, width=shipped.width, depth=shipped.depth))
-    t0 = time.perf_counter()
-    history = pretrain(model, pixels, cfg, device)
-    sec = time.perf_counter() - t0
-    crops = history[-1]["crops"]
-    print(f"pretrain: {pixels.n_cells} cells, {history[-1]['step']} steps, {crops} crops in "
-          f"{sec:.1f} s = {crops / sec:.0f} crops/s; loss {history[0]['loss']:.4f} -> "
-          f"{history[-1]['loss']:.4f}")
-    out = Path(tempfile.mkdtemp(prefix="bench_embed_"))
+    shipped = TrainerConfig.for_device(device)
+    if backbone is not None:
+        model = build_model(load_checkpoint(backbone))
+        print(f"pretrain: loaded {backbone}")
+    else:
+        cfg = dataclasses.replace(shipped.pretrain, max_steps=steps) if steps else shipped.pretrain
+        model = UNet(UNetConfig(pixels.n_channels, width=shipped.width, depth=shipped.depth))
+        t0 = time.perf_counter()
+        history = pretrain(model, pixels, cfg, device)
+        sec, last = time.perf_counter() - t0, history[-1]
+        print(f"pretrain: {pixels.n_cells} cells, {last['step']} steps ({last['stopped']}), "
+              f"{last['crops']} crops in {sec:.1f} s = {last['crops'] / sec:.0f} crops/s; "
+              f"loss {history[0]['loss']:.4f} -> {last['loss']:.4f}")
+    dirs = {}
     for bf16 in (False, True):
-        res = embed_cells(model, pixels, out, device, 256, bf16)
+        dirs[bf16] = Path(tempfile.mkdtemp(prefix="bench_embed_"))
+        res = embed_cells(model, pixels, dirs[bf16], device, shipped.embed_batch, bf16)
         print(f"embed {'bf16' if bf16 else 'fp32'}: {res.n_cells / res.seconds:.0f} cells/s "
               f"({res.n_cells} cells, d={res.dim}, {pixels.crop_size}x{pixels.crop_size}x"
-              f"{pixels.n_channels})")
-    embed_cells(model, pixels, out, device, 256, False)  # keep the fp32 embedding for quality
-    return model, out
+              f"{pixels.n_channels})", flush=True)
+    return model, dirs
 
 
 def cv_scores(x: np.ndarray, y: np.ndarray, folds, per_class: int | None, seed: int):
@@ -82,11 +91,11 @@ def subsample(train: np.ndarray, y: np.ndarray, per_class: int | None, seed: int
     return np.sort(np.concatenate(keep))
 
 
-def finetuned_scores(project, backbone, ids, y, folds, per_class, epochs, device, seed):
+def finetuned_scores(project, backbone, ids, y, folds, per_class, ft, device, seed):
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     from datasets.pixels import PixelStore
-    from models.finetune import FinetuneConfig, finetune, predict_logits
+    from models.finetune import finetune, predict_logits
     from models.unet import Classifier
 
     pixels, classes = PixelStore(project), tuple(sorted(set(y)))
@@ -96,8 +105,7 @@ def finetuned_scores(project, backbone, ids, y, folds, per_class, epochs, device
         model = Classifier(backbone.config, len(classes))
         model.encoder.load_state_dict(backbone.encoder.state_dict())
         t0 = time.perf_counter()
-        finetune(model, pixels, dict(zip(ids[train], y[train])), classes,
-                 FinetuneConfig(max_epochs=epochs, short_epochs=epochs, seed=seed), device)
+        finetune(model, pixels, dict(zip(ids[train], y[train])), classes, ft, device)
         secs.append(time.perf_counter() - t0)
         pred = np.array(classes)[predict_logits(model, pixels, list(ids[test]), device).argmax(1)]
         bal.append(balanced_accuracy_score(y[test], pred))
@@ -105,7 +113,7 @@ def finetuned_scores(project, backbone, ids, y, folds, per_class, epochs, device
     return float(np.mean(bal)), float(np.mean(f1)), float(np.mean(secs))
 
 
-def quality(project: Path, backbone, embed_dir: Path, device, epochs: int, seed: int = 0) -> None:
+def quality(project: Path, backbone, dirs: dict, device, epochs: int, seed: int = 0) -> None:
     from sklearn.decomposition import PCA
     from sklearn.model_selection import StratifiedKFold
 
@@ -118,7 +126,7 @@ def quality(project: Path, backbone, embed_dir: Path, device, epochs: int, seed:
     raw = np.concatenate([b.reshape(len(b), -1) for _, b in PixelStore(project).iter_batches(1024)])
     feat_ids, morph, _ = read_features(project)
     assert (feat_ids == ids).all(), "features are not in cell-table order"
-    emb = np.load(embed_dir / "embeddings.npy")
+    emb = np.load(dirs[False] / "embeddings.npy")
     sets = {"(a) raw-pixel PCA-64": PCA(64, random_state=seed).fit_transform(raw),
             "(b) morphology": morph, "(c) U-Net embedding (self-supervised)": emb,
             "(d) morphology + embedding": np.hstack([morph, emb])}
@@ -129,10 +137,21 @@ def quality(project: Path, backbone, embed_dir: Path, device, epochs: int, seed:
     for name, x in sets.items():
         a, b = cv_scores(x, y, folds, None, seed), cv_scores(x, y, folds, 10, seed)
         print(f"| {name} | {a[0]:.3f} | {a[1]:.3f} | {b[0]:.3f} | {b[1]:.3f} |", flush=True)
-    a = finetuned_scores(project, backbone, ids, y, folds, None, epochs, device, seed)
-    b = finetuned_scores(project, backbone, ids, y, folds, 10, epochs, device, seed)
-    print(f"| (e) fine-tuned classifier ({epochs} epochs max) | {a[0]:.3f} | {a[1]:.3f} | "
-          f"{b[0]:.3f} | {b[1]:.3f} |")
+    bf16 = np.load(dirs[True] / "embeddings.npy")
+    c32, c16 = cv_scores(emb, y, folds, None, seed), cv_scores(bf16, y, folds, None, seed)
+    print(f"bf16 embedding: bal. acc {c16[0]:.3f} vs fp32 {c32[0]:.3f} "
+          f"(drop {c32[0] - c16[0]:+.3f}), macro-F1 {c16[1]:.3f} vs {c32[1]:.3f}", flush=True)
+    from models.trainer import TrainerConfig
+
+    ft = TrainerConfig.for_device(device).finetune
+    if epochs:
+        ft = dataclasses.replace(ft, max_epochs=epochs, short_epochs=epochs)
+    ft = dataclasses.replace(ft, seed=seed)
+    a = finetuned_scores(project, backbone, ids, y, folds, None, ft, device, seed)
+    print(f"(e) all labels: {a[0]:.3f} / {a[1]:.3f}, {a[2]:.1f} s per fine-tune", flush=True)
+    b = finetuned_scores(project, backbone, ids, y, folds, 10, ft, device, seed)
+    print(f"| (e) fine-tuned classifier ({ft.max_epochs} epochs max, {ft.short_epochs} below "
+          f"{ft.min_per_class}/class) | {a[0]:.3f} | {a[1]:.3f} | {b[0]:.3f} | {b[1]:.3f} |")
     print(f"fine-tune seconds per round: {a[2]:.1f} (all labels), {b[2]:.1f} (10 per class)")
 
 
@@ -147,16 +166,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=0, help="pretrain steps (0: shipped cap)")
     parser.add_argument("--quality", action="store_true", help="also the CV quality table")
-    parser.add_argument("--ft-epochs", type=int, default=4)
+    parser.add_argument("--ft-epochs", type=int, default=0,
+                        help="fine-tune epochs (0: the shipped schedule of the device)")
+    parser.add_argument("--backbone", type=Path, default=None,
+                        help="a pretrained backbone.pt to use instead of pretraining")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seed_everything(0)
     device = resolve_device(args.device)
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}),"
           f" torch threads {torch.get_num_threads()}")
-    model, embed_dir = speed(args.project, device, args.steps)
+    model, dirs = speed(args.project, device, args.steps, args.backbone)
     if args.quality:
-        quality(args.project, model.cpu(), embed_dir, device, args.ft_epochs)
+        quality(args.project, model.cpu(), dirs, device, args.ft_epochs)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class TrainConfig:
 
     epochs: int = 3  # passes over the cells (stops earlier at max_steps)
     max_steps: int = 600  # cap on optimiser steps, so big screens stay within minutes
+    max_seconds: float = 0.0  # wall-clock budget, checked after every step (0: none)
     batch_size: int = 64  # crops per step
     lr: float = 2e-3  # AdamW peak learning rate (cosine decay to 5 %)
     weight_decay: float = 1e-4  # AdamW weight decay
@@ -51,6 +52,10 @@ class TrainConfig:
             )
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ModelError(f"TrainConfig.mask_ratio={self.mask_ratio}; allowed [0, 1)")
+        if self.max_seconds < 0:
+            raise ModelError(
+                f"TrainConfig.max_seconds={self.max_seconds}; use 0 (no budget) or more"
+            )
 
 
 def patch_mask(
@@ -118,8 +123,13 @@ def pretrain(
         device: where to train.
         progress: ``progress(done_steps, total_steps)``.
 
+    Training stops after the scheduled steps or, with ``config.max_seconds``, at the first step
+    that ends past the time budget (the learning-rate schedule stays the step-based one, so a
+    run that fits its budget is deterministic).
+
     Returns:
-        History, one dict per logged step: ``step``, ``loss``, ``seconds``, ``crops``.
+        History, one dict per logged step: ``step``, ``loss``, ``seconds``, ``crops``; the last
+        one also has ``stopped``: ``"steps"`` (schedule done) or ``"max_seconds"`` (budget).
 
     Raises:
         ModelError: when the crops do not fit the model.
@@ -158,14 +168,21 @@ def pretrain(
         loss = stepper.step(loss_fn, len(clean))
         sched.step()
         running = loss if step == 0 else 0.9 * running + 0.1 * loss
+        seconds = time.perf_counter() - start
+        out_of_time = 0 < config.max_seconds <= seconds and step + 1 < n_steps
         # 2) log every 10 steps and at the end
-        if (step + 1) % 10 == 0 or step + 1 == n_steps:
-            seconds = time.perf_counter() - start
+        if (step + 1) % 10 == 0 or step + 1 == n_steps or out_of_time:
             history.append({"step": step + 1, "loss": running, "seconds": seconds,
                             "crops": (step + 1) * batch})
             logger.debug("pretrain step %d/%d loss %.5f", step + 1, n_steps, running)
         if progress is not None:
-            progress(step + 1, n_steps)
+            progress(step + 1, step + 1 if out_of_time else n_steps)
+        if out_of_time:
+            logger.info("pretraining stopped by its %.0f s budget after %d of %d steps",
+                        config.max_seconds, step + 1, n_steps)
+            break
+    if history:
+        history[-1]["stopped"] = "max_seconds" if history[-1]["step"] < n_steps else "steps"
     model.eval()
     return history
 

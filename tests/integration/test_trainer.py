@@ -110,3 +110,16 @@ def test_one_class_publishes_nothing_new(project):
     assert run_trainer(project, "cpu", config=TINY) == 1
     status = json.loads((project / "models" / "trainer.json").read_text())
     assert status["state"] == "stopped" and latest_version(project).version == 1
+
+
+@pytest.mark.slow
+def test_pretraining_time_budget_is_recorded_in_the_backbone(project):
+    import dataclasses
+
+    from models.checkpoint import load_checkpoint
+
+    budget = dataclasses.replace(TINY.pretrain, max_steps=50, max_seconds=1e-6)
+    assert run_trainer(project, "cpu", config=dataclasses.replace(TINY, pretrain=budget)) == 1
+    extra = load_checkpoint(project / "models" / "backbone.pt").extra
+    assert extra["history"][-1]["step"] == 1 and extra["history"][-1]["stopped"] == "max_seconds"
+    assert extra["pretrain"]["max_seconds"] == 1e-6
