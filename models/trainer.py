@@ -85,7 +85,8 @@ class TrainerConfig:
 
 
 CPU_PRETRAIN = TrainConfig(max_steps=300, max_seconds=240.0)  # < 5 min with time to embed
-CPU_FINETUNE = FinetuneConfig(max_epochs=8, short_epochs=4, patience=2)
+# head lr 3e-2: Jurkat, one CV fold, all labels, bal. acc 0.77 (12 epochs) vs 0.59 with 1e-3
+CPU_FINETUNE = FinetuneConfig(max_epochs=12, short_epochs=4, patience=4, lr=3e-2)
 GPU_PRETRAIN = TrainConfig(epochs=10, max_steps=3000, batch_size=256)
 GPU_FINETUNE = FinetuneConfig(max_epochs=20, batch_size=128)
 
