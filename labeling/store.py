@@ -472,7 +472,8 @@ class LabelStore(RoundsAndLeases):
         lease. A class name that was merged away is recorded as its merge target.
 
         Returns:
-            The number of label rows committed (SKIP entries are not counted).
+            The number of label rows committed. SKIP entries are not counted, and neither is a
+            label identical (class, annotator, source) to the one the cell already carries.
 
         Raises:
             StoreError: unknown cell ids or classes, bad class names, a bad ``source``, an empty
@@ -490,6 +491,9 @@ class LabelStore(RoundsAndLeases):
             self._check_round(conn, round_id)
             ids = self._class_ids(conn, {lab for _, lab in named}, create_classes)
             leased = self._lease_info(conn, cell_ids)
+            current = self._current_rows(conn, [c for c, _ in named])
+            # the same label again from the same person and place (a double click) adds nothing
+            named = [(c, v) for c, v in named if current.get(c) != (ids[v], annotator, source)]
             conn.executemany(
                 "INSERT INTO labels(cell_id, class_id, annotator, labeled_at, round_id, source, "
                 "sub_strategy, guess, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -506,6 +510,18 @@ class LabelStore(RoundsAndLeases):
             )
         logger.debug("%s: committed %d labels by %s", self.path.name, len(named), annotator)
         return len(named)
+
+    @staticmethod
+    def _current_rows(conn: sqlite3.Connection, cell_ids: list[str]) -> dict[str, tuple]:
+        """cell_id -> (effective class_id, annotator, source) of each cell's label in force."""
+        rows = conn.execute(
+            "SELECT l.cell_id, COALESCE(c.merged_into, c.class_id), l.annotator, l.source "
+            "FROM labels l JOIN classes c ON c.class_id = l.class_id WHERE l.label_id IN "
+            "(SELECT MAX(label_id) FROM labels WHERE undone = 0 AND cell_id IN "
+            "(SELECT value FROM json_each(?)) GROUP BY cell_id)",
+            (json.dumps(cell_ids),),
+        ).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     @staticmethod
     def _check_submit_args(annotator: str, source: str) -> None:

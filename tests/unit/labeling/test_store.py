@@ -370,14 +370,15 @@ def test_two_processes_submitting_lose_nothing(store: LabelStore, db: Path) -> N
         time.sleep(0.001)
     (db.parent / "go").touch()
     for i in range(100):  # this process writes at the same time
-        store.submit({CELLS[i % 20]: "main"}, "main", "batch")
+        store.submit({CELLS[i % 20]: f"main{i // 20}"}, "main", "batch")  # each a new label
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
     assert store._conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 500
     assert store.n_labels_given() == 500
     assert len(store.current_labels()) == 120
-    assert store.label_counts() == {"main": 20, "class0": 34, "class1": 34, "class2": 32}
+    counts = {k: v for k, v in store.label_counts().items() if v}
+    assert counts == {"main4": 20, "class0": 34, "class1": 34, "class2": 32}
 
 
 def test_threads_share_one_store(store: LabelStore) -> None:
@@ -415,3 +416,17 @@ def test_label_remembers_the_lease_that_handed_it_out(tmp_path):
     assert (events["a"].sub_strategy, events["a"].guess, events["a"].round_id) == ("random", "x", rid)
     assert events["b"].sub_strategy == "margin" and events["b"].guess is None
     assert events["c"].sub_strategy is None and events["c"].round_id is None
+
+
+def test_a_double_click_adds_no_second_label(tmp_path):
+    from labeling.store import LabelStore
+
+    with LabelStore(tmp_path / "labels.db", create=True) as store:
+        store.add_cells(["a", "b"])
+        assert store.submit({"a": "x"}, annotator="ann", source="batch") == 1
+        assert store.submit({"a": "x"}, annotator="ann", source="batch") == 0
+        assert store.submit({"a": "x"}, annotator="bob", source="batch") == 1  # a second opinion
+        assert store.submit({"a": "y"}, annotator="ann", source="batch") == 1
+        assert store.submit({"a": "x"}, annotator="ann", source="batch") == 1  # back to x
+        assert [r.label for r in store.history("a")] == ["x", "x", "y", "x"]
+        assert store.n_labels_given() == 4
