@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import os
 import re
 import tempfile
 import zipfile
@@ -22,7 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from labeling.errors import DataError, NotTrainedError, PhenoScoutError, ProjectError
+from labeling.errors import DataError, NotTrainedError, ProjectError
+from labeling.export import write_bytes_atomic  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,24 +89,6 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
         )
     path = info.path / "checkpoint.pt"
     return info.version, path.read_bytes()
-
-
-def write_bytes_atomic(data: bytes, out: Path) -> Path:
-    """Write ``data`` to ``out`` via a temporary file and a rename.
-
-    Raises:
-        PhenoScoutError: the file cannot be written (read-only folder, full disk).
-    """
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PhenoScoutError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-    return out
 
 
 def predict_screen(project: Project, crops: Path, metadata_csv: Path | None = None) -> pd.DataFrame:

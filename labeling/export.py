@@ -42,6 +42,24 @@ __all__ = [
 _INTERNAL = ("cell_id", "source", "part", "row", "height", "width", "truth")
 
 
+def write_bytes_atomic(data: bytes, out: Path) -> Path:
+    """Write ``data`` to ``out`` via a temporary file and a rename.
+
+    Raises:
+        PhenoScoutError: the file cannot be written (read-only folder, full disk).
+    """
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PhenoScoutError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    return out
+
+
 def metadata_columns(cells: pd.DataFrame) -> list[str]:
     """The user's metadata columns of a cell table (plate, well, site, ...)."""
     return [c for c in cells.columns if c not in _INTERNAL]
@@ -52,9 +70,7 @@ def labels_table(project: Project) -> pd.DataFrame:
     then ``path`` and the cell's metadata columns."""
     labels = project.store.current_labels_frame().rename(columns={"source": "label_source"})
     cells = project.cells()
-    meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(
-        columns={"source": "path"}
-    )
+    meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})
     return labels.merge(meta, on="cell_id", how="left")
 
 
@@ -140,16 +156,7 @@ def write_table(df: pd.DataFrame, out: Path, meta: dict | None = None) -> Path:
         raise ConfigError(
             f"{out}: unsupported export format {out.suffix.lower()!r}; use .csv or .parquet"
         )
-    data = table_bytes(df, out.suffix, meta)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PhenoScoutError(f"{out}: cannot write export ({exc.strerror or exc})") from exc
-    return out
+    return write_bytes_atomic(table_bytes(df, out.suffix, meta), out)
 
 
 def export_frame(project: Project, what: str = "labels") -> pd.DataFrame:

@@ -1,0 +1,225 @@
+"""Class management of the label store (add, list, rename, merge, keys, colours); mixed into
+:class:`labeling.store.LabelStore`."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labeling.class_names import _did_you_mean, normalise_class_name
+from labeling.errors import StoreError
+from labeling.store_rounds import _now_iso
+
+logger = logging.getLogger("labeling.store")
+
+UNSURE = "unsure"  # pseudo-class: a label a user can give, never a training class
+BAD_SEGMENTATION = "bad segmentation"  # pseudo-class, as above
+_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
+_PALETTE = tuple(
+    "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #bcbd22 #17becf #393b79".split()
+)
+_PSEUDO = ((UNSURE, "#b0b0b0", "u"), (BAD_SEGMENTATION, "#5a5a5a", "b"))
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+# Latest non-undone row per cell, with the class resolved through merges (``eff``).
+_CURRENT = """
+SELECT l.cell_id, eff.name AS label, l.annotator, l.labeled_at, l.round_id, l.source,
+       eff.pseudo AS pseudo, eff.class_id AS class_id
+FROM labels l JOIN classes c ON c.class_id = l.class_id
+JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id)
+WHERE l.label_id IN (SELECT MAX(label_id) FROM labels WHERE undone = 0 GROUP BY cell_id)
+"""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """A class as listed by :meth:`LabelStore.classes`."""
+
+    name: str  # free text, 1-200 characters
+    colour: str | None  # "#rrggbb"
+    key: str | None  # one-character keyboard shortcut, or None
+    created_at: str  # ISO 8601 UTC
+    pseudo: bool  # True for "unsure" and "bad segmentation": never a training class
+    n_labeled: int  # cells whose current label is this class
+
+
+class ClassesMixin:
+    """Class methods; the host class provides the connection helpers below."""
+
+    path: Path
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Any = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ classes
+    @staticmethod
+    def _classes_by_name(conn: sqlite3.Connection) -> dict[str, tuple]:
+        """name -> (name, class_id, merged_into, pseudo, key, colour) of every class row."""
+        rows = conn.execute(
+            "SELECT name, class_id, merged_into, pseudo, key, colour FROM classes"
+        ).fetchall()
+        return {r[0]: r for r in rows}
+
+    def _active_class_id(self, conn: sqlite3.Connection, name: str) -> tuple[int, bool]:
+        """(class_id, pseudo) of an existing, unmerged class, else StoreError."""
+        clean = normalise_class_name(name)
+        by_name = self._classes_by_name(conn)
+        row = by_name.get(clean)
+        if row is None or row[2] is not None:
+            active = [n for n, r in by_name.items() if r[2] is None]
+            why = "was merged into another class" if row is not None else "does not exist"
+            raise StoreError(f"class {clean!r} {why}{_did_you_mean(clean, active)}")
+        return int(row[1]), bool(row[3])
+
+    def _insert_class(
+        self, conn: sqlite3.Connection, name: str, colour: str | None, key: str | None
+    ) -> int:
+        by_name = self._classes_by_name(conn)
+        if name in by_name:
+            merged = by_name[name][2] is not None
+            raise StoreError(
+                f"class {name!r} "
+                + ("was merged into another class" if merged else "exists")
+                + "; pick another name"
+            )
+        self._check_case_clash(by_name, name, exclude=None)
+        active = [r for r in by_name.values() if r[2] is None]
+        used_keys = {r[4] for r in active}
+        if key is None:
+            key = next((k for k in _KEYS if k not in used_keys), None)
+        else:
+            self._check_key(conn, key, exclude=None)
+        if colour is None:
+            used = {r[5] for r in active}
+            n_real = sum(1 for r in by_name.values() if not r[3])
+            colour = next((c for c in _PALETTE if c not in used), _PALETTE[n_real % len(_PALETTE)])
+        colour = self._check_colour(colour)
+        cur = conn.execute(
+            "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 0)",
+            (name, colour, key, _now_iso()),
+        )
+        logger.info("%s: new class %r (key %s, colour %s)", self.path.name, name, key, colour)
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _check_case_clash(by_name: Mapping[str, Any], name: str, exclude: str | None) -> None:
+        for other, row in by_name.items():
+            if other != exclude and row[2] is None and other.casefold() == name.casefold():
+                raise StoreError(
+                    f"class {name!r} differs from existing class {other!r} only by case; "
+                    f"use {other!r} or pick another name"
+                )
+
+    @staticmethod
+    def _check_colour(colour: str) -> str:
+        if not isinstance(colour, str) or not _HEX.match(colour):
+            raise StoreError(f"colour {colour!r} is not of the form #rrggbb, e.g. '#1f77b4'")
+        return colour.lower()
+
+    def _check_key(self, conn: sqlite3.Connection, key: str, exclude: int | None) -> None:
+        if not isinstance(key, str) or len(key) != 1 or not key.isprintable() or key.isspace():
+            raise StoreError(f"key {key!r} is not a single printable character, e.g. '1' or 'm'")
+        row = conn.execute(
+            "SELECT name FROM classes WHERE key = ? AND merged_into IS NULL AND class_id IS NOT ?",
+            (key, exclude),
+        ).fetchone()
+        if row:
+            raise StoreError(f"key {key!r} is already used by class {row[0]!r}; free it first")
+
+    def add_class(self, name: str, colour: str | None = None, key: str | None = None) -> ClassInfo:
+        """Create a class. Default colour: the next unused palette colour; default key: the next
+        free one of "1".."9", "0" (none once all ten are taken).
+
+        Raises:
+            StoreError: for a bad or existing name (also one differing only by case), a bad
+                colour, or a key that is malformed or already used.
+        """
+        clean = normalise_class_name(name)
+        with self._write() as conn:
+            self._insert_class(conn, clean, colour, key)
+        return next(c for c in self.classes() if c.name == clean)
+
+    def classes(self, include_pseudo: bool = True) -> list[ClassInfo]:
+        """Classes in creation order (pseudo-classes last); merged-away classes are not listed."""
+        rows = self._read(
+            "SELECT k.name, k.colour, k.key, k.created_at, k.pseudo, COUNT(cur.cell_id) "
+            f"FROM classes k LEFT JOIN ({_CURRENT}) cur ON cur.class_id = k.class_id "
+            "WHERE k.merged_into IS NULL AND (k.pseudo = 0 OR ?) "
+            "GROUP BY k.class_id ORDER BY k.pseudo, k.class_id",
+            (int(include_pseudo),),
+        )
+        return [ClassInfo(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5])) for r in rows]
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class; its labels follow (history shows the new name).
+
+        Raises:
+            StoreError: when ``old`` is unknown or a pseudo-class, or ``new`` is bad or taken.
+        """
+        clean = normalise_class_name(new)
+        with self._write() as conn:
+            class_id, pseudo = self._active_class_id(conn, old)
+            if pseudo:
+                raise StoreError(f"pseudo-class {old!r} cannot be renamed")
+            by_name = self._classes_by_name(conn)
+            old_name = normalise_class_name(old)
+            if clean in by_name and clean != old_name:
+                raise StoreError(f"cannot rename {old!r} to {clean!r}: that name is taken")
+            self._check_case_clash(by_name, clean, exclude=old_name)
+            conn.execute("UPDATE classes SET name = ? WHERE class_id = ?", (clean, class_id))
+        logger.info("%s: renamed class %r to %r", self.path.name, old, clean)
+
+    def merge_classes(self, source: str, target: str) -> int:
+        """Merge ``source`` into ``target``: cells labeled ``source`` now count as ``target``.
+
+        Label rows are kept as given (cell, time, annotator, original class); the class row of
+        ``source`` records ``merged_into`` and ``merged_at`` and leaves the class list. Later
+        labels submitted under the old name go to ``target``.
+
+        Returns:
+            The number of cells whose current label changed.
+
+        Raises:
+            StoreError: unknown classes, ``source == target``, or ``source`` a pseudo-class.
+        """
+        with self._write() as conn:
+            src_id, src_pseudo = self._active_class_id(conn, source)
+            dst_id, _ = self._active_class_id(conn, target)
+            if src_id == dst_id:
+                raise StoreError(f"cannot merge class {source!r} into itself")
+            if src_pseudo:
+                raise StoreError(f"pseudo-class {source!r} cannot be merged away")
+            n_cells = conn.execute(
+                f"SELECT COUNT(*) FROM ({_CURRENT}) WHERE class_id = ?", (src_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE classes SET merged_into = ?, merged_at = ?, key = NULL "
+                "WHERE class_id = ? OR merged_into = ?",
+                (dst_id, _now_iso(), src_id, src_id),
+            )
+        logger.info("%s: merged %r into %r (%d cells)", self.path.name, source, target, n_cells)
+        return int(n_cells)
+
+    def set_class_key(self, name: str, key: str | None) -> None:
+        """Set (or with None clear) a class's one-character keyboard shortcut."""
+        with self._write() as conn:
+            class_id, _ = self._active_class_id(conn, name)
+            if key is not None:
+                self._check_key(conn, key, exclude=class_id)
+            conn.execute("UPDATE classes SET key = ? WHERE class_id = ?", (key, class_id))
+
+    def set_class_colour(self, name: str, colour: str) -> None:
+        """Set a class's display colour ("#rrggbb")."""
+        colour = self._check_colour(colour)
+        with self._write() as conn:
+            class_id, _ = self._active_class_id(conn, name)
+            conn.execute("UPDATE classes SET colour = ? WHERE class_id = ?", (colour, class_id))
