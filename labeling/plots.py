@@ -3,13 +3,66 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 #: One colour per strategy, stable across figures.
 _COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"]
+
+
+def pyplot():  # -> the matplotlib.pyplot module, on the file-only Agg backend
+    """matplotlib.pyplot, imported lazily with the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def class_panels(n_panels: int) -> tuple[Any, Any]:
+    """A grid of up to four panels per row, one per class: ``(figure, axes (rows, cols))``."""
+    plt = pyplot()
+    n_cols = min(4, max(1, n_panels))
+    n_rows = math.ceil(max(1, n_panels) / n_cols)
+    return plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.9 * n_rows), squeeze=False)
+
+
+def style_panel(ax: Any, title: str) -> None:
+    """Title, axis labels and grid of one discovery panel."""
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("labels spent", fontsize=8)
+    ax.set_ylabel("cells found", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def finish_panels(fig: Any, axes: Any, n_used: int, out: Path, title: str = "") -> Path:
+    """Hide unused panels, add a shared legend and the title, and save the PNG."""
+    for ax in list(axes.flat)[n_used:]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return save_figure(fig, out, rect=(0, 0.06, 1, 0.96))
+
+
+def save_figure(fig: Any, out: Path, rect: tuple[float, ...] = (0, 0, 1, 1)) -> Path:
+    """Lay out, write (110 dpi) and close ``fig``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # a class name with an emoji draws a box, nothing worse
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        fig.tight_layout(rect=rect)
+        fig.savefig(out, dpi=110)
+    pyplot().close(fig)
+    return out
 
 
 def plot_discovery(
@@ -29,15 +82,8 @@ def plot_discovery(
         out: the PNG to write.
         title: figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     classes = sorted(prevalence, key=lambda c: prevalence[c])  # rarest first
-    n_cols = min(4, len(classes))
-    n_rows = math.ceil(len(classes) / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.9 * n_rows), squeeze=False)
+    fig, axes = class_panels(len(classes))
     strategies = list(dict.fromkeys(curves["strategy"]))
     x_max = int(curves["n_labeled"].max()) if len(curves) else 1
     for ax, cls in zip(axes.flat, classes):
@@ -49,22 +95,13 @@ def plot_discovery(
                 ax.plot(run["n_labeled"], run["n_found"], color=colour, lw=0.6, alpha=0.35)
             med = s.groupby("n_labeled")["n_found"].median()
             ax.plot(med.index, med.to_numpy(), color=colour, lw=2, label=strategy)
-        ax.plot([0, x_max], [0, x_max * prevalence[cls]], "--", color="#9ca3af", lw=1.2,
-                label="random (expected)")
-        ax.set_title(f"{cls} ({100 * prevalence[cls]:.2g}%)", fontsize=10)
-        ax.set_xlabel("labels spent", fontsize=8)
-        ax.set_ylabel("cells found", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(classes):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        ax.plot(
+            [0, x_max],
+            [0, x_max * prevalence[cls]],
+            "--",
+            color="#9ca3af",
+            lw=1.2,
+            label="random (expected)",
+        )
+        style_panel(ax, f"{cls} ({100 * prevalence[cls]:.2g}%)")
+    return finish_panels(fig, axes, len(classes), out, title)

@@ -16,19 +16,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from labeling.errors import ConfigError, DataError, NotTrainedError
+from labeling.plots import class_panels, finish_panels, pyplot, save_figure, style_panel
 from labeling.predictions import predicted_distribution as predicted_distribution
 from labeling.predictions import well_fractions as well_fractions
 from labeling.store import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
@@ -409,15 +409,6 @@ def cross_validated(
 
 
 # ---------------------------------------------------------------- figures
-def _pyplot() -> Any:  # matplotlib is imported only when a figure is drawn
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_discovery_report(
     curves: pd.DataFrame, expected: pd.DataFrame | None, out: Path, title: str = ""
 ) -> Path:
@@ -430,11 +421,8 @@ def plot_discovery_report(
         out: the PNG to write.
         title: figure title.
     """
-    plt = _pyplot()
     classes = list(dict.fromkeys(curves["label"])) or ["(no classes)"]
-    n_cols = min(4, len(classes))
-    n_rows = math.ceil(len(classes) / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.9 * n_rows), squeeze=False)
+    fig, axes = class_panels(len(classes))
     for ax, cls in zip(axes.flat, classes):
         c = curves[curves["label"] == cls]
         x, y = np.r_[0, c["n_labeled"]], np.r_[0, c["n_found"]]
@@ -446,24 +434,13 @@ def plot_discovery_report(
             ax.fill_between(x, e["low"], e["high"], color="#9ca3af", alpha=0.25, lw=0,
                             label="random, 95% interval")  # fmt: skip
         found = int(c["n_found"].iloc[-1]) if len(c) else 0
-        ax.set_title(f"{cls} ({found} found)", fontsize=10)
-        ax.set_xlabel("labels spent", fontsize=8)
-        ax.set_ylabel("cells found", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(classes) :]:
-        ax.axis("off")
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return _save(fig, plt, out, rect=(0, 0.06, 1, 0.96))
+        style_panel(ax, f"{cls} ({found} found)")
+    return finish_panels(fig, axes, len(classes), out, title)
 
 
 def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
     """Row-normalised confusion heatmap (colour: share of the true class) with the counts."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = confusion.to_numpy()
     norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(counts)
@@ -480,18 +457,7 @@ def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
     fig.colorbar(im, ax=ax, label="share of the true class")
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, plt, out)
-
-
-def _save(fig: Any, plt: Any, out: Path, rect: tuple[float, ...] = (0, 0, 1, 1)) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # a class name with an emoji draws a box, nothing worse
-        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
-        fig.tight_layout(rect=rect)
-        fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 # ---------------------------------------------------------------- the report
