@@ -28,6 +28,23 @@ _EXPORTS = {
     "read_features": "datasets.features",
     "generate_demo": "datasets.demo",
     "composite": "datasets.render",
+    "read_cellprofiler": "datasets.cellprofiler",
+    "cellprofiler_channels": "datasets.cellprofiler",
+    "FieldSpec": "datasets.fieldspec",
+    "find_fields": "datasets.fields",
+    "read_field": "datasets.fields",
+    "ingest_fields": "datasets.field_ingest",
+    "read_fields": "datasets.field_store",
+    "read_field_image": "datasets.field_store",
+    "read_field_mask": "datasets.field_store",
+    "SegmentConfig": "datasets.segment",
+    "segment_field": "datasets.segment",
+    "segment_nuclei": "datasets.segment",
+    "object_table": "datasets.segment",
+    "SegScore": "datasets.seg_metrics",
+    "score_segmentation": "datasets.seg_metrics",
+    "make_field": "datasets.demo_fields",
+    "generate_demo_fields": "datasets.demo_fields",
 }
 
 __all__ = sorted(_EXPORTS)

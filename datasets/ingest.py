@@ -157,7 +157,7 @@ def ingest_crops(
     report = IngestReport(crop_size=cfg.crop_size)
     manifest = cell_table.read_manifest(project)
     ctx = _Context(Path(src_dir).resolve(), project, cfg, report, manifest)
-    _check_existing(ctx)
+    check_existing(project, manifest, cfg)
     _load_csvs(ctx, labels_csv, metadata_csv)
     _scan(ctx)
     dtype = widest_dtype([e.header.dtype for e in ctx.entries])
@@ -173,27 +173,34 @@ def ingest_crops(
         tmp.unlink(missing_ok=True)
     table = _build_table(ctx, part)
     cell_table.release_arrow_memory()
-    ranges = _normalisation_ranges(ctx, table, final, seed)
+    ranges = normalisation_ranges(cfg, report, table, final, seed)
     _fill_report(ctx, table, part, dtype, keep)
-    _save(ctx, table, _part_entry(ctx, part, keep, ranges))
+    n_source = ctx.entries[0].header.channels
+    entry = part_entry(report, cfg, root=str(ctx.src), source_channels=n_source, keep=keep,
+                       ranges=ranges)  # fmt: skip
+    save_part(project, manifest, cfg.crop_size, table, entry)
     logger.info("ingest finished:\n%s", report.summary())
     return report
 
 
-def _check_existing(ctx: _Context) -> None:
-    """In a project with cells, check the crop size; refuse a half-written project."""
-    has_cells = (ctx.project / cell_table.CELLS_FILE).is_file()
-    if ctx.manifest is None:
+def check_existing(project: Path, manifest: dict[str, Any] | None, cfg: IngestConfig) -> None:
+    """In a project with cells, check the crop size; refuse a half-written project.
+
+    Raises:
+        DataError: cells without a pixel manifest, or a crop size other than the project's.
+    """
+    has_cells = (project / cell_table.CELLS_FILE).is_file()
+    if manifest is None:
         if has_cells:
             raise DataError(
-                f"{ctx.project}: has cells.parquet but no pixels/parts.json; the project was "
-                "not created by ingest_crops, start a new project"
+                f"{project}: has cells.parquet but no pixels/parts.json; the project was "
+                "not created by an ingest, start a new project"
             )
         return
-    if ctx.manifest["crop_size"] != ctx.cfg.crop_size:
+    if manifest["crop_size"] != cfg.crop_size:
         raise DataError(
-            f"{ctx.project}: stores {ctx.manifest['crop_size']}-pixel crops, cannot add "
-            f"{ctx.cfg.crop_size}-pixel crops; set crop_size={ctx.manifest['crop_size']}"
+            f"{project}: stores {manifest['crop_size']}-pixel crops, cannot add "
+            f"{cfg.crop_size}-pixel crops; set crop_size={manifest['crop_size']}"
         )
 
 
@@ -417,38 +424,42 @@ def _npz_truth(entries: list[_Entry]) -> pd.Series:
     return pd.Series(np.concatenate(parts), dtype="str")
 
 
-def _group_labels(ctx: _Context, table: pd.DataFrame) -> pd.Series | None:
+def _group_labels(
+    cfg: IngestConfig, report: IngestReport, table: pd.DataFrame
+) -> pd.Series | None:
     """Each cell's plate when normalising per plate (missing plate = ""), else None."""
-    by = ctx.cfg.normalise_by
+    by = cfg.normalise_by
     has_plate = "plate" in table.columns
     if by == "plate" and not has_plate:
         raise DataError(
             f"normalise_by='plate' needs a 'plate' column in metadata.csv "
-            f"({ctx.report.metadata_csv or 'none given'}); add one or use normalise_by='dataset'"
+            f"({report.metadata_csv or 'none given'}); add one or use normalise_by='dataset'"
         )
     per_plate = by == "plate" or (by == "auto" and has_plate)
-    ctx.report.normalise_by = "plate" if per_plate else "dataset"
-    if ctx.report.normalise_by == "dataset":
+    report.normalise_by = "plate" if per_plate else "dataset"
+    if report.normalise_by == "dataset":
         return None
     return table["plate"].fillna("").astype(str)
 
 
-def _normalisation_ranges(
-    ctx: _Context, table: pd.DataFrame, path: Path, seed: int
+def normalisation_ranges(
+    cfg: IngestConfig, report: IngestReport, table: pd.DataFrame, path: Path, seed: int
 ) -> dict[str, list[list[float]]]:
-    """Per-group (C, 2) ranges from a seeded sample of up to 2,000 cells per group."""
-    groups = _group_labels(ctx, table)
+    """Per-group (C, 2) ranges of part file ``path`` from a seeded sample of up to 2,000 cells
+    per group (per plate when ``table`` has a plate column and ``cfg`` allows it); records the
+    grouping and flat channels in ``report``."""
+    groups = _group_labels(cfg, report, table)
     rng = np.random.default_rng(seed)
-    ranges, flat = part_ranges(path, groups, ctx.cfg.percentiles, rng, SAMPLE_PER_GROUP)
-    ctx.report.flat_channels = sorted({c for channels in flat.values() for c in channels})
+    ranges, flat = part_ranges(path, groups, cfg.percentiles, rng, SAMPLE_PER_GROUP)
+    report.flat_channels = sorted({c for channels in flat.values() for c in channels})
     if groups is not None:
-        ctx.report.notes.extend(
+        report.notes.extend(
             f"Plate {name!r}: flat channel(s) {chans}" for name, chans in flat.items() if chans
         )
     return ranges
 
 
-def _channel_names(cfg: IngestConfig, n_source: int, keep: list[int]) -> tuple[str, ...]:
+def channel_names(cfg: IngestConfig, n_source: int, keep: list[int]) -> tuple[str, ...]:
     names = cfg.channel_names
     if names and len(names) == n_source != len(keep):
         names = tuple(names[c] for c in keep)
@@ -462,7 +473,7 @@ def _fill_report(
     layouts = Counter(e.header.layout for e in ctx.entries)
     report.part, report.n_files, report.n_cells = part, len(ctx.entries), len(table)
     report.n_channels, report.dtype = len(keep), str(dtype)
-    report.channel_names = _channel_names(ctx.cfg, n_source, keep)
+    report.channel_names = channel_names(ctx.cfg, n_source, keep)
     report.layout = (
         next(iter(layouts))
         if len(layouts) == 1
@@ -478,38 +489,59 @@ def _fill_report(
         report.notes.append(f"Every image rescaled by {ctx.cfg.scale} before fitting")
 
 
-def _part_entry(
-    ctx: _Context, part: int, keep: list[int], ranges: dict[str, list[list[float]]]
+def part_entry(
+    report: IngestReport,
+    cfg: IngestConfig,
+    *,
+    root: str,
+    source_channels: int,
+    keep: list[int],
+    ranges: dict[str, list[list[float]]],
 ) -> dict[str, Any]:
-    report = ctx.report
+    """The ``parts.json`` record of the part a filled-in ``report`` describes."""
     return {
-        "part": part,
-        "file": part_file(ctx.project, part).name,
-        "root": str(ctx.src),
+        "part": report.part,
+        "file": part_file(Path(), report.part).name,
+        "root": root,
         "dtype": report.dtype,
         "n_cells": report.n_cells,
         "layout": report.layout,
-        "source_channels": ctx.entries[0].header.channels,
+        "source_channels": source_channels,
         "channels_kept": keep,
         "channel_names": list(report.channel_names),
-        "scale": ctx.cfg.scale,
-        "percentiles": list(ctx.cfg.percentiles),
+        "scale": cfg.scale,
+        "percentiles": list(cfg.percentiles),
         "normalise_by": report.normalise_by,
         "group_column": "plate" if report.normalise_by == "plate" else None,
         "ranges": ranges,
     }
 
 
-def _save(ctx: _Context, table: pd.DataFrame, entry: dict[str, Any]) -> None:
-    """Append the part to parts.json, then the cells to cells.parquet (both atomic)."""
-    manifest = ctx.manifest or {
+def save_part(
+    project: Path,
+    manifest: dict[str, Any] | None,
+    crop_size: int,
+    table: pd.DataFrame,
+    entry: dict[str, Any],
+) -> None:
+    """Append the part to parts.json, then its cells to cells.parquet (both atomic).
+
+    Args:
+        project: the project folder.
+        manifest: the existing parts.json (None for a new project).
+        crop_size: crop side of the project.
+        table: the new part's cell table rows.
+        entry: the part's :func:`part_entry`.
+    """
+    existing = manifest
+    manifest = manifest or {
         "format": cell_table.MANIFEST_FORMAT,
-        "crop_size": ctx.cfg.crop_size,
+        "crop_size": crop_size,
         "n_channels": len(entry["channels_kept"]),
         "parts": [],
     }
     manifest["parts"].append(entry)
-    cell_table.write_manifest(ctx.project, manifest)
-    if ctx.manifest is not None:
-        table = pd.concat([cell_table.read_cells(ctx.project), table], ignore_index=True)
-    cell_table.write_cells(ctx.project, table)
+    cell_table.write_manifest(project, manifest)
+    if existing is not None:
+        table = pd.concat([cell_table.read_cells(project), table], ignore_index=True)
+    cell_table.write_cells(project, table)

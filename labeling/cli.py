@@ -6,115 +6,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from labeling.cli_ingest import add_ingest_parsers, tqdm_progress
 from labeling.errors import PhenoScoutError
 
 EPILOG = """examples:
   phenoscout demo --out demo_data --cells 20000 --seed 0
   phenoscout init my_project --crops demo_data
+  phenoscout init my_project --fields plate1/ --pattern '{plate}_{well}_s{site}_w{channel}.tif'
   phenoscout app my_project
   phenoscout export my_project --out labels.csv
 """
-
-
-@contextmanager
-def tqdm_progress(desc: str) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None or bar.total != total:
-            if bar is not None:
-                bar.close()
-            bar = tqdm(total=total, desc=desc, unit="cell", file=sys.stderr, dynamic_ncols=True)
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from datasets.demo import generate_demo
-
-    with tqdm_progress("demo cells") as progress:
-        summary = generate_demo(
-            Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress
-        )
-    print(f"wrote {summary.n_cells} cells in {summary.n_files} files to {summary.out_dir}")
-    for name, count in sorted(summary.class_counts.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<24} {count:>7}  {100 * count / summary.n_cells:5.2f}%")
-    return 0
-
-
-def _ingest_config(args: argparse.Namespace):  # -> IngestConfig
-    from datasets.config import IngestConfig
-
-    names = tuple(n.strip() for n in args.channels.split(",")) if args.channels else ()
-    return IngestConfig(
-        crop_size=args.crop_size,
-        scale=args.scale,
-        keep_empty_channels=args.keep_empty_channels,
-        normalise_by=args.normalise_by,
-        channel_names=names,
-    )
-
-
-def _print_report(report) -> None:  # report: IngestReport
-    print(report.summary())
-
-
-def _cmd_init(args: argparse.Namespace) -> int:
-    from labeling.imports import import_labels
-    from labeling.project import create_project
-
-    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
-        project, report = create_project(
-            Path(args.project),
-            Path(args.crops),
-            _ingest_config(args),
-            labels_csv=args.labels_csv,
-            metadata_csv=args.metadata_csv,
-            seed=args.seed,
-            progress=progress,
-            feature_progress=fprogress,
-        )
-    _print_report(report)
-    if args.import_labels:
-        n = import_labels(project, Path(args.import_labels))
-        print(f"imported {n} labels from {args.import_labels}")
-    print(f"project ready: {project.path}  (next: phenoscout app {project.path})")
-    return 0
-
-
-def _cmd_add(args: argparse.Namespace) -> int:
-    from labeling.imports import import_labels
-    from labeling.project import add_crops, open_project
-
-    project = open_project(Path(args.project))
-    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
-        report = add_crops(
-            project,
-            Path(args.crops),
-            labels_csv=args.labels_csv,
-            metadata_csv=args.metadata_csv,
-            progress=progress,
-            feature_progress=fprogress,
-        )
-    _print_report(report)
-    if args.import_labels:
-        n = import_labels(project, Path(args.import_labels))
-        print(f"imported {n} labels from {args.import_labels}")
-    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -320,20 +223,6 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def _add_ingest_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--labels-csv", type=Path, help="ground truth path,label (simulation/evaluation only)"
-    )
-    p.add_argument(
-        "--metadata-csv", type=Path, help="path + metadata columns (plate, well, site, control)"
-    )
-    p.add_argument(
-        "--import-labels",
-        type=Path,
-        help="existing labels path,label, stored as real labels (annotator 'import')",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -346,58 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "demo",
-        help="write the built-in synthetic demo screen",
-        description="Write a synthetic 2-channel (nucleus, cytoplasm) screen of single-cell "
-        "crops with plate/well/site metadata and a labels.csv of 7 phenotypes, 3 of them rare.",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--cells", type=int, default=20000, help="number of cells (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser(
-        "init",
-        help="create a project from a folder of cell crops",
-        description="Create a project folder: ingest crops (TIFF, PNG, JPEG, npz), "
-        "normalise, compute features, create the label store.",
-    )
-    p.add_argument("project", help="new project folder")
-    p.add_argument(
-        "--crops", required=True, help="folder of single-cell images (searched recursively)"
-    )
-    _add_ingest_args(p)
-    p.add_argument(
-        "--crop-size",
-        type=int,
-        default=64,
-        help="crops are padded or centre-cropped to this size (default 64)",
-    )
-    p.add_argument(
-        "--scale", type=float, default=1.0, help="dataset-wide rescale factor (default 1: none)"
-    )
-    p.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Tubulin")
-    p.add_argument(
-        "--keep-empty-channels",
-        action="store_true",
-        help="keep channels that are all zero in every image",
-    )
-    p.add_argument(
-        "--normalise-by",
-        choices=["auto", "dataset", "plate"],
-        default="auto",
-        help="intensity ranges per dataset or per plate "
-        "(auto: per plate when metadata has a plate column)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="project seed")
-    p.set_defaults(func=_cmd_init)
-
-    p = sub.add_parser("add", help="add a folder of crops (a new plate) to a project")
-    p.add_argument("project", help="existing project folder")
-    p.add_argument("--crops", required=True, help="folder of single-cell images")
-    _add_ingest_args(p)
-    p.set_defaults(func=_cmd_add)
+    add_ingest_parsers(sub)
 
     p = sub.add_parser(
         "export", help="export labels, cells, predictions or per-well counts (CSV or Parquet)"

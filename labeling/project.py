@@ -6,6 +6,8 @@ PROJECT/
   cells.parquet    one row per cell (datasets.cells)
   pixels/          memory-mapped crops per ingest part (datasets.pixels)
   features/        morphology features per part (datasets.features)
+  fields.parquet   projects made from whole fields: one row per field (datasets.field_store)
+  fields/masks/    each field's label image (outlines of its cells)
   labels.db        the label store (labeling.store)
   exports/         what the user exported
 ```
@@ -14,6 +16,7 @@ PROJECT/
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import shutil
 from collections.abc import Callable
@@ -22,15 +25,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets.config import IngestConfig, default_channels
+from datasets.errors import DataError
+from datasets.fieldspec import SEGMENT_METHODS, FieldSpec
 from labeling.config import ProjectConfig, load_config, save_config
-from labeling.errors import ProjectError
+from labeling.errors import ConfigError, ProjectError
 from labeling.store import LabelStore
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import pandas as pd
 
     from datasets.ingest import IngestReport
     from datasets.pixels import PixelStore
+    from datasets.segment import SegmentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -130,23 +137,151 @@ def create_project(
         ProjectError: when ``path`` exists and is not empty.
         DataError: when no crop can be read, or a CSV is bad.
     """
-    from datasets.features import compute_morphology
     from datasets.ingest import ingest_crops
 
+    ingest = ingest or IngestConfig()
+
+    def run(folder: Path) -> IngestReport:
+        return ingest_crops(
+            Path(crops), folder, ingest,
+            labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress, seed=seed,
+        )  # fmt: skip
+
+    return _create(Path(path), ingest, seed, run, feature_progress)
+
+
+def create_project_from_fields(
+    path: Path,
+    fields: list[FieldSpec],
+    ingest: IngestConfig | None = None,
+    *,
+    segment: str = "classical",
+    segment_config: SegmentConfig | None = None,
+    keep_border: bool = False,
+    truth_csv: Path | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    feature_progress: Progress | None = None,
+    train_progress: Progress | None = None,
+) -> tuple[Project, IngestReport]:
+    """Create a project from whole fields of view: each object of each field becomes a cell.
+
+    Fields with a mask file or given object centres use them; the others are segmented by
+    ``segment``. Then as :func:`create_project`: project.toml, label store, features, and
+    nothing left behind on failure.
+
+    Args:
+        path: the new project folder (must not exist, or be empty).
+        fields: from :func:`datasets.fields.find_fields` or a CellProfiler export.
+        ingest: crop size, normalisation, channel names; defaults when None.
+        segment: "classical" (:mod:`datasets.segment`), "unet" (:mod:`models.segmentation`,
+            trained on the fields that have masks, else on generated demo fields; never
+            applied to a field it was trained on, as those keep their masks) or "given"
+            (fields without a mask or objects are skipped).
+        segment_config: classical settings; for "unet" only its ``channel`` is used.
+        keep_border: keep objects touching a field's border.
+        truth_csv: ground truth ``field,object,label`` (see
+            :func:`datasets.field_store.read_truth_csv`).
+        seed: the project's seed (also seeds U-Net training).
+        progress: ``progress(done, total)`` over the ingest, in fields.
+        feature_progress: the same over the feature computation, in cells.
+        train_progress: the same over U-Net training, in steps.
+
+    Raises:
+        ProjectError: when ``path`` exists and is not empty.
+        ConfigError: for an unknown ``segment``.
+        DataError: no field readable, no object found, or a bad truth CSV.
+    """
+    from datasets.field_ingest import ingest_fields
+    from datasets.field_store import read_truth_csv
+
+    if segment not in SEGMENT_METHODS:
+        raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
     path = Path(path)
+    _check_new(path)
+    ingest = ingest or IngestConfig()
+    truth = read_truth_csv(Path(truth_csv)) if truth_csv is not None else None
+    segmenter = _segmenter(fields, segment, segment_config, seed, train_progress)
+
+    def run(folder: Path) -> IngestReport:
+        report = ingest_fields(
+            fields, folder, ingest, segmenter=segmenter, keep_border=keep_border, truth=truth,
+            progress=progress, seed=seed,
+        )  # fmt: skip
+        report.labels_csv = str(truth_csv) if truth_csv is not None else None
+        return report
+
+    return _create(path, ingest, seed, run, feature_progress)
+
+
+def _segmenter(
+    fields: list[FieldSpec],
+    segment: str,
+    config: SegmentConfig | None,
+    seed: int,
+    train_progress: Progress | None,
+) -> Callable[[npt.NDArray], npt.NDArray]:
+    """The ``(C, H, W) -> (H, W) labels`` function for fields without masks or objects."""
+    needs = [f for f in fields if f.mask_file is None and f.objects is None]
+    if segment == "given" or not needs:
+        return _no_segmentation
+    if segment == "classical":
+        from datasets.segment import SegmentConfig, segment_field
+
+        return functools.partial(segment_field, cfg=config or SegmentConfig())
+    from models.segmentation import make_unet_segmenter
+
+    pairs = _train_pairs([f for f in fields if f.mask_file is not None])
+    channel = config.channel if config is not None else 0
+    return make_unet_segmenter(pairs or None, channel=channel, seed=seed, progress=train_progress)
+
+
+def _no_segmentation(image: npt.NDArray) -> npt.NDArray:
+    raise DataError(
+        "no mask or object list for this field and segmentation is 'given'; add its mask to "
+        "the masks folder or segment it (classical or unet)"
+    )
+
+
+def _train_pairs(fields: list[FieldSpec]) -> list[tuple[npt.NDArray, npt.NDArray]]:
+    """(field (C, H, W), labels (H, W)) of every field with a readable mask."""
+    from datasets.fields import read_field, read_mask
+
+    pairs = []
+    for spec in fields:
+        if spec.mask_file is None:
+            continue
+        try:
+            image = read_field(spec)
+            pairs.append((image, read_mask(spec.mask_file, image.shape[1:])))
+        except DataError as err:  # the field is skipped with this reason by the ingest
+            logger.warning("not training on field %s: %s", spec.key, err)
+    return pairs
+
+
+def _check_new(path: Path) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ProjectError(
             f"{path}: already exists and is not empty; choose a new folder, "
             "or add images to it with `phenoscout add`"
         )
-    ingest = ingest or IngestConfig()
+
+
+def _create(
+    path: Path,
+    ingest: IngestConfig,
+    seed: int,
+    run_ingest: Callable[[Path], IngestReport],
+    feature_progress: Progress | None,
+) -> tuple[Project, IngestReport]:
+    """The steps every new project shares: ingest, project.toml, label store, features."""
+    from datasets.features import compute_morphology
+
+    _check_new(path)
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
-        report = ingest_crops(
-            Path(crops), path, ingest,
-            labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress, seed=seed,
-        )
+        report = run_ingest(path)
         channels = default_channels(len(report.channel_names), tuple(report.channel_names))
         config = ProjectConfig(
             name=path.name,

@@ -1,0 +1,439 @@
+"""Ingest whole fields of view: every object of every field becomes a cell of the project.
+
+Fields stream one at a time, so memory does not grow with the number of fields. For each
+field: read its channels ``(C, H, W)``; find its objects (the field's mask file when it has one,
+else its given object centres (CellProfiler), else the segmenter's label image); crop
+``crop_size`` pixels centred on each object's centroid (padded beyond the field's edge with the
+field's per-channel border median, as :mod:`datasets.crops` pads crops) and append the crops
+and each object's own mask to the new part. Objects touching the field's border are left out
+unless ``keep_border``. The part then goes through :class:`~datasets.pixels.PartWriter` and the
+crop ingest's normalisation and manifest code, so pixels, features, tiles and everything
+downstream work unchanged.
+
+Besides the crop ingest's files it writes each cell's object mask, the fields table and each
+field's label image (:mod:`datasets.field_store`). Ground truth for demo and benchmark fields
+comes as ``truth[(field key, object label)]`` (:func:`datasets.field_store.read_truth_csv`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import ndimage
+
+from datasets import cells as cell_table
+from datasets.config import IngestConfig
+from datasets.crops import border_median, widest_dtype
+from datasets.errors import DataError
+from datasets.field_store import (
+    FIELD_TABLE,
+    existing_fields,
+    mask_part_file,
+    save_label_image,
+    write_fields_table,
+)
+from datasets.fields import FIELD_COLUMNS, field_header, read_field, read_mask
+from datasets.fieldspec import FieldSpec
+from datasets.ingest import (
+    IngestReport,
+    channel_names,
+    check_existing,
+    normalisation_ranges,
+    part_entry,
+    save_part,
+)
+from datasets.pixels import PartWriter, part_file
+
+logger = logging.getLogger(__name__)
+
+Segmenter = Callable[[npt.NDArray], npt.NDArray]
+Truth = Mapping[tuple[str, int], str]
+_RESERVED = set(cell_table.BASE_COLUMNS) | set(FIELD_COLUMNS) | set(FIELD_TABLE)
+_CHUNK = 256  # objects cropped at a time (bounds memory on crowded fields)
+_COPY_BYTES = 32 << 20  # bytes copied at a time into the part file
+
+
+@dataclass
+class _Run:
+    """One :func:`ingest_fields` call: settings, open output files and what was read so far."""
+
+    project: Path
+    cfg: IngestConfig
+    report: IngestReport
+    segmenter: Segmenter
+    keep_border: bool
+    truth: Truth
+    n_channels: int
+    dtype: np.dtype
+    first_index: int  # fields.parquet index of this ingest's first field
+    crops: BinaryIO  # raw (C, S, S) crops, appended field by field
+    masks: BinaryIO  # raw (S, S) uint8 object masks
+    cells: list[pd.DataFrame] = field(default_factory=list)
+    fields: list[dict[str, Any]] = field(default_factory=list)
+    n_cells: int = 0
+    n_border: int = 0
+
+
+def ingest_fields(
+    fields: list[FieldSpec],
+    project_dir: Path,
+    cfg: IngestConfig | None = None,
+    *,
+    segmenter: Segmenter | None = None,
+    keep_border: bool = False,
+    truth: Truth | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+) -> IngestReport:
+    """Turn the objects of whole fields into cells: a new part of the project.
+
+    Args:
+        fields: the fields (:func:`datasets.fields.find_fields`, or a CellProfiler export).
+        project_dir: project folder; cells.parquet, pixels/ and fields.parquet go here.
+        cfg: crop size, normalisation and channel names (``scale`` and
+            ``keep_empty_channels`` do not apply: fields are cropped as they are).
+        segmenter: ``(C, H, W) field -> (H, W) integer labels`` for fields without a mask or
+            objects; default classical segmentation (:func:`datasets.segment.segment_field`).
+            A DataError it raises skips that field.
+        keep_border: keep objects that touch the field's border (left out by default).
+        truth: ground truth per ``(field key, object label)`` (see :func:`read_truth_csv`).
+        progress: called as ``progress(fields_done, fields_total)``.
+        seed: seeds the sample the normalisation ranges are computed from.
+
+    Returns:
+        The report: counts, skipped fields and files with reasons, border objects left out.
+
+    Raises:
+        DataError: no field given or readable, no object in any field, more than
+            ``cfg.max_channels`` channels, or a crop size or channel count other than the
+            project's.
+    """
+    cfg = cfg or IngestConfig()
+    project = Path(project_dir)
+    manifest = cell_table.read_manifest(project)
+    check_existing(project, manifest, cfg)
+    report = IngestReport(crop_size=cfg.crop_size, layout="whole fields")
+    report.labels_csv = "truth per field object" if truth else None
+    existing = existing_fields(project)
+    planned, n_channels, dtype = _plan(fields, manifest, existing, cfg, report)
+    part = len(manifest["parts"]) if manifest else 0
+    final, final_masks = part_file(project, part), mask_part_file(project, part)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    raw, raw_masks = final.with_suffix(".raw.tmp"), final_masks.with_suffix(".raw.tmp")
+    try:
+        with open(raw, "wb") as crops, open(raw_masks, "wb") as masks:
+            run = _Run(project, cfg, report, segmenter or _classical, keep_border, truth or {},
+                       n_channels, dtype, len(existing), crops, masks)  # fmt: skip
+            for done, spec in enumerate(planned, start=1):
+                _ingest_field(run, spec, part)
+                if progress is not None:
+                    progress(done, len(planned))
+        _check_some_cells(run, fields)
+        size = cfg.crop_size
+        _write_part(raw, final, (run.n_cells, n_channels, size, size), dtype)
+        _write_part(raw_masks, final_masks, (run.n_cells, size, size), np.dtype(np.uint8))
+        table = _cell_table(run, part, manifest is not None)
+        cell_table.release_arrow_memory()
+        ranges = normalisation_ranges(cfg, report, table, final, seed)
+        _fill_report(run, table, part)
+        write_fields_table(project, existing, run.fields)
+        root = os.path.commonpath([str(p.parent) for s in planned for p in s.channel_files])
+        entry = part_entry(report, cfg, root=root, source_channels=n_channels,
+                           keep=list(range(n_channels)), ranges=ranges)  # fmt: skip
+        save_part(project, manifest, cfg.crop_size, table, entry)
+    finally:
+        raw.unlink(missing_ok=True)
+        raw_masks.unlink(missing_ok=True)
+    logger.info("field ingest finished:\n%s", report.summary())
+    return report
+
+
+def _classical(image: npt.NDArray) -> npt.NDArray:
+    from datasets.segment import segment_field
+
+    return segment_field(image)
+
+
+def _plan(
+    fields: list[FieldSpec],
+    manifest: dict[str, Any] | None,
+    existing: pd.DataFrame,
+    cfg: IngestConfig,
+    report: IngestReport,
+) -> tuple[list[FieldSpec], int, np.dtype]:
+    """Fields to read (headers readable, channel count of the first field or the project),
+    with keys made unique against the project; their channel count and storage dtype."""
+    if not fields:
+        raise DataError("no fields given; point to a folder of fields or a CellProfiler export")
+    n_channels = int(manifest["n_channels"]) if manifest else None
+    taken = set(existing["key"]) if len(existing) else set()
+    planned, dtypes = [], []
+    for spec in fields:
+        try:
+            header = field_header(spec)
+        except DataError as err:
+            report.skipped.append((spec.key, str(err)))
+            continue
+        if n_channels is None:
+            n_channels = header.channels
+            if n_channels > cfg.max_channels:
+                raise DataError(
+                    f"{spec.channel_files[0]}: field has {n_channels} channels, at most "
+                    f"{cfg.max_channels} are supported; save fewer channels per field"
+                )
+            channel_names(cfg, n_channels, list(range(n_channels)))  # names fit, or raise now
+        if header.channels != n_channels:
+            whose = "the project stores" if manifest else "the first field has"
+            report.skipped.append((spec.key, f"{header.channels} channels; {whose} {n_channels}"))
+            continue
+        planned.append(_unique_key(spec, taken, report))
+        dtypes.append(header.dtype)
+    if not planned or n_channels is None:
+        first = f"; e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
+        raise DataError(f"no readable field among {len(fields)}{first}")
+    return planned, n_channels, widest_dtype(dtypes)
+
+
+def _unique_key(spec: FieldSpec, taken: set[str], report: IngestReport) -> FieldSpec:
+    key, k = spec.key, 1
+    while key in taken:
+        k += 1
+        key = f"{spec.key}.{k}"
+    taken.add(key)
+    if key != spec.key:
+        report.notes.append(f"Field {spec.key} is already in the project; stored as {key}")
+        return dataclasses.replace(spec, key=key)
+    return spec
+
+
+def _ingest_field(run: _Run, spec: FieldSpec, part: int) -> None:
+    """Read, segment and crop one field; a DataError skips the field."""
+    try:
+        image = read_field(spec).astype(run.dtype, copy=False)
+        if image.shape[0] != run.n_channels:
+            raise DataError(f"{spec.channel_files[0]}: {image.shape[0]} channels, expected "
+                            f"{run.n_channels}")  # fmt: skip
+        objects, labels = _find_objects(run, spec, image)
+    except DataError as err:
+        run.report.skipped.append((spec.key, str(err)))
+        logger.warning("skipped field %s: %s", spec.key, err)
+        return
+    index = run.first_index + len(run.fields)
+    mask_rel = save_label_image(run.project, index, labels) if labels is not None else ""
+    kept = objects if run.keep_border else objects[~objects["touches_border"]]
+    run.n_border += len(objects) - len(kept)
+    if objects.empty:
+        run.report.skipped.append((spec.key, "no objects found (empty field)"))
+    centres = _centre_pixels(kept, image.shape[1:])
+    for start in range(0, len(kept), _CHUNK):
+        at = centres[start : start + _CHUNK]
+        run.crops.write(crop_at(image, at, run.cfg.crop_size).tobytes())
+        if labels is not None:
+            values = kept["object"].to_numpy()[start : start + _CHUNK]
+            masks = object_masks(labels, at, values, run.cfg.crop_size)
+        else:
+            masks = np.zeros((len(at), run.cfg.crop_size, run.cfg.crop_size), np.uint8)
+        run.masks.write(masks.tobytes())
+    run.cells.append(_cell_rows(run, spec, kept))
+    run.n_cells += len(kept)
+    run.fields.append({
+        "index": index, "key": spec.key, "part": part,
+        "channel_files": [str(p) for p in spec.channel_files],
+        "height": image.shape[1], "width": image.shape[2], "n_objects": len(objects),
+        "n_kept": len(kept), "n_border": len(objects) - len(kept), "mask": mask_rel,
+        "mask_file": str(spec.mask_file or ""), **_metadata(spec),
+    })  # fmt: skip
+
+
+def _find_objects(
+    run: _Run, spec: FieldSpec, image: npt.NDArray
+) -> tuple[pd.DataFrame, npt.NDArray | None]:
+    """The field's objects (FIELD_COLUMNS' object columns, + carried columns) and label image
+    (None for objects given as centres)."""
+    size = image.shape[1:]
+    if spec.mask_file is not None:
+        labels = _split_binary(read_mask(spec.mask_file, size), spec, run.report)
+    elif spec.objects is not None:
+        return _centre_objects(spec.key, spec.objects, size, run.report), None
+    else:
+        labels = np.asarray(run.segmenter(image))
+        if labels.shape != size or labels.dtype.kind not in "iu":
+            raise DataError(
+                f"field {spec.key}: segmentation gave {labels.shape} {labels.dtype}; "
+                f"expected {size} integer labels"
+            )
+    from datasets.segment import object_table
+
+    names = {"label": "object", "min_row": "bbox_min_row", "min_col": "bbox_min_col",
+             "max_row": "bbox_max_row", "max_col": "bbox_max_col"}  # fmt: skip
+    return object_table(labels).rename(columns=names), labels
+
+
+def _split_binary(mask: npt.NDArray, spec: FieldSpec, report: IngestReport) -> npt.NDArray:
+    """A mask holding one value (a binary mask such as 0/255) becomes connected components."""
+    top = mask.max()
+    if top == 0 or (mask[mask != 0] != top).any():
+        return mask
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        report.notes.append(
+            f"{spec.mask_file}: binary mask (one value, {n} separate objects); its connected "
+            "components are the objects"
+        )
+        return labels
+    return mask
+
+
+def _centre_objects(
+    key: str, given: pd.DataFrame, size: tuple[int, int], report: IngestReport
+) -> pd.DataFrame:
+    """Objects given as centres (columns y, x + carried ones) in the object-table layout."""
+    y, x = given["y"].to_numpy(np.float64), given["x"].to_numpy(np.float64)
+    inside = np.isfinite(y) & np.isfinite(x) & (y > -0.5) & (x > -0.5)
+    inside &= (y < size[0] - 0.5) & (x < size[1] - 0.5)
+    if not inside.all():
+        report.notes.append(
+            f"Field {key}: {int((~inside).sum())} object(s) centred outside its "
+            f"{size[0]}x{size[1]} image left out"
+        )
+    given = given[inside].reset_index(drop=True)
+    number = given["ObjectNumber"] if "ObjectNumber" in given else np.arange(1, len(given) + 1)
+    out = pd.DataFrame({"object": np.asarray(number, dtype=np.int64),
+                        "centroid_y": y[inside], "centroid_x": x[inside]})  # fmt: skip
+    for name in ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col", "area"):
+        out[name] = pd.array([pd.NA] * len(out), dtype="Int64")
+    out["touches_border"] = False
+    carried = given.drop(columns=["y", "x"])
+    return pd.concat([out, carried], axis=1)
+
+
+def _centre_pixels(objects: pd.DataFrame, size: tuple[int, int]) -> npt.NDArray[np.int64]:
+    """(n, 2) pixel (row, col) of each object's centroid, rounded half up, inside the field."""
+    yx = np.floor(objects[["centroid_y", "centroid_x"]].to_numpy(np.float64) + 0.5)
+    return np.clip(yx, 0, np.array(size) - 1).astype(np.int64)
+
+
+def _windows(
+    stack: npt.NDArray, centres: npt.NDArray[np.int64], size: int, fill: npt.NDArray
+) -> npt.NDArray:
+    """(n, K, size, size) windows of ``stack`` (K, H, W) centred on ``centres`` (n, 2):
+    pixel (size // 2, size // 2) of each window is its centre; ``fill`` (K,) beyond the edge."""
+    half = size // 2
+    k, h, w = stack.shape
+    padded = np.empty((k, h + 2 * half, w + 2 * half), dtype=stack.dtype)
+    padded[...] = fill.astype(stack.dtype)[:, None, None]
+    padded[:, half : half + h, half : half + w] = stack
+    view = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
+    return np.moveaxis(view[:, centres[:, 0], centres[:, 1]], 0, 1)
+
+
+def crop_at(image: npt.NDArray, centres: npt.NDArray[np.int64], size: int) -> npt.NDArray:
+    """Crops of a field centred on given pixels, never rescaled.
+
+    Args:
+        image: (C, H, W) field, any numeric dtype.
+        centres: (n, 2) int (row, col) inside the field; each lands on crop pixel
+            (size // 2, size // 2).
+        size: crop side in pixels.
+
+    Returns:
+        (n, C, size, size) in ``image``'s dtype; pixels beyond the field's edge hold the
+        field's per-channel border median (rounded for integer dtypes).
+    """
+    fill = border_median(image[None])[0]
+    if image.dtype.kind in "iu":
+        info = np.iinfo(image.dtype)
+        fill = np.clip(np.rint(fill), info.min, info.max)
+    return _windows(image, centres, size, fill)
+
+
+def object_masks(
+    labels: npt.NDArray, centres: npt.NDArray[np.int64], values: npt.NDArray, size: int
+) -> npt.NDArray[np.uint8]:
+    """(n, size, size) uint8: 1 where the crop at each centre shows its own object ``values``."""
+    windows = _windows(labels[None], centres, size, np.zeros(1))[:, 0]
+    return (windows == np.asarray(values)[:, None, None]).astype(np.uint8)
+
+
+def _metadata(spec: FieldSpec) -> dict[str, str]:
+    """The field's metadata as strings; a name clashing with a table column gets ``meta_``."""
+    return {(f"meta_{k}" if k in _RESERVED else k): str(v) for k, v in spec.metadata.items()}
+
+
+def _cell_rows(run: _Run, spec: FieldSpec, kept: pd.DataFrame) -> pd.DataFrame:
+    """The cell-table rows of one field's kept objects (cell_id, part and row come later)."""
+    objects = kept["object"].to_numpy(np.int64)
+    size = run.cfg.crop_size
+    height = (kept["bbox_max_row"] - kept["bbox_min_row"]).fillna(size).to_numpy(np.int64)
+    width = (kept["bbox_max_col"] - kept["bbox_min_col"]).fillna(size).to_numpy(np.int64)
+    truth = [run.truth.get((spec.key, int(o))) for o in objects]
+    rows = pd.DataFrame({
+        "source": [f"{spec.key}#{o}" for o in objects],
+        "height": height, "width": width,
+        "truth": pd.Series(truth, dtype="str"), "field": spec.key,
+    })  # fmt: skip
+    rows = pd.concat([rows, kept.reset_index(drop=True)], axis=1)
+    for name, value in _metadata(spec).items():
+        rows[name] = value
+    return rows
+
+
+def _check_some_cells(run: _Run, fields: list[FieldSpec]) -> None:
+    if run.n_cells:
+        return
+    skipped = run.report.skipped
+    first = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+    border = f", {run.n_border} touching the border left out" if run.n_border else ""
+    raise DataError(f"no cells in {len(fields)} field(s){border}{first}; check the fields")
+
+
+def _write_part(raw: Path, final: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Copy the raw rows appended field by field into the part file ``final`` (.npy)."""
+    tmp = final.with_suffix(".npy.tmp")
+    try:
+        writer = PartWriter(tmp, shape, dtype)
+        row_items = int(np.prod(shape[1:]))
+        step = max(1, _COPY_BYTES // (row_items * dtype.itemsize))
+        for start in range(0, shape[0], step):
+            n = min(step, shape[0] - start)
+            rows = np.fromfile(raw, dtype=dtype, count=n * row_items,
+                               offset=start * row_items * dtype.itemsize)  # fmt: skip
+            writer.write(start, rows.reshape(n, *shape[1:]))
+        writer.close()
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cell_table(run: _Run, part: int, has_cells: bool) -> pd.DataFrame:
+    """The part's cell table: base columns, field columns, metadata, carried columns."""
+    table = pd.concat([c for c in run.cells if len(c)], ignore_index=True)
+    existing: set[str] = set()
+    if has_cells:
+        existing = set(cell_table.read_cells(run.project, ["cell_id"])["cell_id"])
+    table["cell_id"] = cell_table.make_cell_ids(table["source"].tolist(), existing)
+    table["part"] = np.int64(part)
+    table["row"] = np.arange(len(table), dtype=np.int64)
+    first = [*cell_table.BASE_COLUMNS, *FIELD_COLUMNS]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def _fill_report(run: _Run, table: pd.DataFrame, part: int) -> None:
+    report, n_channels = run.report, run.n_channels
+    report.part, report.n_files, report.n_cells = part, len(run.fields), len(table)
+    report.n_channels, report.dtype = n_channels, str(run.dtype)
+    report.channel_names = channel_names(run.cfg, n_channels, list(range(n_channels)))
+    counts = table["truth"].value_counts()
+    report.class_counts = {str(k): int(v) for k, v in counts.items()}
+    what = "kept (keep_border)" if run.keep_border else "left out (keep_border keeps them)"
+    report.notes.insert(0, f"{len(run.fields)} fields read; {run.n_border} objects touching "
+                           f"the field border {what}")  # fmt: skip

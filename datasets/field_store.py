@@ -1,0 +1,135 @@
+"""Where a project keeps its fields: the fields table, label images, object masks, truth.
+
+Written by :func:`datasets.field_ingest.ingest_fields`, read by the app to show a cell in its
+field::
+
+    PROJECT/fields.parquet              one row per field read (see read_fields)
+    PROJECT/fields/masks/NNNNN.tif      each field's (H, W) label image, zlib-compressed
+    PROJECT/pixels/mask-part-NNNN.npy   (n, S, S) uint8: 1 where a crop pixel is the cell's object
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import tifffile
+
+from datasets.errors import DataError
+from datasets.fields import read_field
+from datasets.fieldspec import FieldSpec
+from datasets.pixels import part_file
+
+FIELDS_FILE = "fields.parquet"
+FIELD_MASKS_DIR = "fields/masks"
+#: Columns of fields.parquet before the fields' metadata columns.
+FIELD_TABLE = ("index", "key", "part", "channel_files", "height", "width", "n_objects",
+               "n_kept", "n_border", "mask", "mask_file")  # fmt: skip
+
+
+def mask_part_file(project_dir: Path, part: int) -> Path:
+    """Path of part ``part``'s per-cell object masks, (n, S, S) uint8."""
+    return part_file(project_dir, part).with_name(f"mask-part-{part:04d}.npy")
+
+
+def save_label_image(project: Path, index: int, labels: npt.NDArray) -> str:
+    """Save field ``index``'s (H, W) label image (zlib TIFF); its path relative to ``project``."""
+    rel = f"{FIELD_MASKS_DIR}/{index:05d}.tif"
+    out = project / rel
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    tifffile.imwrite(out, labels.astype(dtype, copy=False), compression="zlib")
+    return rel
+
+
+def existing_fields(project: Path) -> pd.DataFrame:
+    """The fields table so far (empty with its columns before the first field ingest)."""
+    path = project / FIELDS_FILE
+    return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(FIELD_TABLE))
+
+
+def write_fields_table(project: Path, existing: pd.DataFrame, rows: list[dict]) -> None:
+    """Append ``rows`` (one dict per field) to fields.parquet, atomically."""
+    table = pd.DataFrame(rows)
+    if len(existing):
+        table = pd.concat([existing, table], ignore_index=True)
+    tmp = project / f".{FIELDS_FILE}.tmp"
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, project / FIELDS_FILE)
+
+
+def read_fields(project_dir: Path) -> pd.DataFrame:
+    """The project's fields: one row per field read, with ``index, key, part, channel_files``
+    (list of paths), ``height, width, n_objects, n_kept, n_border, mask`` (label image
+    relative to the project, "" for objects given as centres), ``mask_file`` (the source
+    mask, "" when segmented) and the field's metadata.
+
+    Raises:
+        DataError: the project was not made from fields.
+    """
+    path = Path(project_dir) / FIELDS_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no fields table; the project was made from crops, not fields")
+    return pd.read_parquet(path)
+
+
+def _field_row(project_dir: Path, key: str) -> pd.Series:
+    table = read_fields(project_dir)
+    hit = table[table["key"] == key]
+    if hit.empty:
+        raise DataError(f"{project_dir}: no field {key!r}; see fields.parquet for the keys")
+    return hit.iloc[0]
+
+
+def read_field_image(project_dir: Path, key: str) -> npt.NDArray:
+    """The pixels of field ``key``, read from its source files: (C, H, W) in the source dtype.
+
+    Raises:
+        DataError: unknown key, or the source files moved or became unreadable.
+    """
+    row = _field_row(project_dir, key)
+    return read_field(FieldSpec(key, tuple(Path(p) for p in row["channel_files"])))
+
+
+def read_field_mask(project_dir: Path, key: str) -> npt.NDArray:
+    """The label image field ``key`` was cropped from: (H, W) uint16/uint32, 0 = background.
+
+    Raises:
+        DataError: unknown key, or a field whose objects were given as centres (no mask).
+    """
+    row = _field_row(project_dir, key)
+    if not row["mask"]:
+        raise DataError(f"field {key!r}: objects were given as centres; it has no label image")
+    return tifffile.imread(Path(project_dir) / row["mask"])
+
+
+def read_truth_csv(path: Path) -> dict[tuple[str, int], str]:
+    """Ground truth per object from a CSV with columns ``field``, ``object`` and ``label``
+    (or ``phenotype``); ``object`` is the object's label in its field's mask.
+
+    Raises:
+        DataError: unreadable CSV, missing columns, non-integer objects or duplicate rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: truth CSV does not exist; pass a CSV of field,object,label")
+    try:
+        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: cannot parse CSV ({str(err).strip()})") from err
+    label = "label" if "label" in table.columns else "phenotype"
+    missing = [c for c in ("field", "object", label) if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: no column(s) {missing} (found {list(table.columns)}); "
+                        "the header must be field,object,label")  # fmt: skip
+    objects = pd.to_numeric(table["object"], errors="coerce")
+    if objects.isna().any() or (objects % 1 != 0).any():
+        line = int(objects.isna().to_numpy().argmax()) + 2
+        raise DataError(f"{path}: line {line}: object is not an integer label")
+    keys = list(zip(table["field"].str.strip(), objects.astype(np.int64).tolist()))
+    if len(set(keys)) != len(keys):
+        raise DataError(f"{path}: an object is listed twice; list each field,object once")
+    return {k: str(v).strip() for k, v in zip(keys, table[label]) if pd.notna(v)}

@@ -1,0 +1,446 @@
+"""Find whole fields of view in a folder and read their pixels and label masks.
+
+Two layouts:
+
+* one file per field (TIFF/OME-TIFF or PNG; 2-D, or multi-channel with the channel axis first
+  or last, detected as :mod:`datasets.readers` does for crops); the field's key is its path
+  relative to the folder without the suffix (``plate1/A01_s1``);
+* one file per channel, grouped by a filename pattern such as
+  ``{plate}_{well}_s{site}_w{channel}.tif``. Each ``{name}`` matches any text without ``/``;
+  ``{channel}`` is required and orders the channels (numerically when they are numbers); every
+  other name becomes metadata of the field's cells. A pattern without ``/`` is matched against
+  file names in any subfolder, a pattern with ``/`` against paths relative to the folder. The
+  key is the pattern without ``{channel}`` (and the text joining it to the rest, such as
+  ``_w``) and without the suffix: ``P1_A01_s1`` for ``P1_A01_s1_w2.tif``.
+
+Masks (integer label images, 0 = background) are matched to fields by name: for a field of key
+``K`` the masks folder is searched for ``K``, the last part of ``K``, or the first channel
+file's stem, each followed by nothing, ``_mask``, ``_masks`` or ``_cp_masks`` (as cellpose
+writes) and ``.tif``, ``.tiff`` or ``.png``; case is ignored. So ``masks/P1_A01_s1.tif`` and
+``masks/P1_A01_s1_w1_cp_masks.png`` both belong to field ``P1_A01_s1``.
+
+Bad input never raises for one field: the field (or file) goes to the ``skipped`` list with a
+one-line reason, and the rest of the screen is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from datasets.cells import BASE_COLUMNS
+from datasets.crops import widest_dtype
+from datasets.errors import DataError
+from datasets.fieldspec import FieldSpec
+from datasets.readers import ImageHeader, read_header, read_image_file, scan_folder
+
+logger = logging.getLogger(__name__)
+
+#: Files that can hold a field (or a mask).
+FIELD_SUFFIXES = (".tif", ".tiff", ".png")
+#: Name endings of a mask file after the field's name.
+MASK_ENDINGS = ("", "_mask", "_masks", "_cp_masks")
+#: Cell-table columns a field ingest adds (besides the crop ingest's BASE_COLUMNS).
+FIELD_COLUMNS = (
+    "field", "object", "centroid_y", "centroid_x", "bbox_min_row", "bbox_min_col",
+    "bbox_max_row", "bbox_max_col", "area", "touches_border",
+)  # fmt: skip
+_MASK_STEM = re.compile(r"_(cp_masks|masks|mask)$", re.IGNORECASE)
+_SUFFIX = re.compile(r"(\.ome)?\.(tiff?|png)$", re.IGNORECASE)
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_SEPARATORS = "_-. /"
+
+Skipped = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class FieldPattern:
+    """A compiled filename pattern (see the module docstring)."""
+
+    text: str  # the pattern as given
+    regex: re.Pattern  # full-match regex with one named group per placeholder
+    names: tuple[str, ...]  # metadata placeholders (all but ``channel``), in order
+    key_template: str  # str.format template of the field key, e.g. "{plate}_{well}_s{site}"
+    by_name: bool  # True: matched against file names; False: against relative paths
+
+
+def parse_pattern(pattern: str) -> FieldPattern:
+    """Compile a filename pattern such as ``{plate}_{well}_s{site}_w{channel}.tif``.
+
+    Raises:
+        DataError: without ``{channel}``, for a placeholder that is not a name or names a cell
+            table column, or for an unbalanced brace.
+    """
+    tokens = [t for t in re.split(r"(\{[^{}]*\})", pattern) if t]
+    parts, names, seen = [], [], set()
+    for token in tokens:
+        if not token.startswith("{"):
+            if "{" in token or "}" in token:
+                raise DataError(f"pattern {pattern!r}: unbalanced brace in {token!r}")
+            parts.append(re.escape(token))
+            continue
+        name = token[1:-1]
+        if not _NAME.fullmatch(name):
+            raise DataError(
+                f"pattern {pattern!r}: placeholder {token} is not a name; use letters, digits "
+                "and _, e.g. {plate}_{well}_s{site}_w{channel}.tif"
+            )
+        if name in BASE_COLUMNS or name in FIELD_COLUMNS:
+            raise DataError(
+                f"pattern {pattern!r}: placeholder {token} clashes with the cell table's own "
+                f"column {name!r}; rename it, e.g. {{well_{name}}}"
+            )
+        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+?)")
+        if name not in seen and name != "channel":
+            names.append(name)
+        seen.add(name)
+    if "channel" not in seen:
+        raise DataError(
+            f"pattern {pattern!r} has no {{channel}}; name the part of the file name that "
+            "differs between channels, e.g. {plate}_{well}_s{site}_w{channel}.tif"
+        )
+    regex = re.compile("".join(parts), re.IGNORECASE)
+    return FieldPattern(pattern, regex, tuple(names), _key_template(tokens), "/" not in pattern)
+
+
+def _key_template(tokens: list[str]) -> str:
+    """The pattern without ``{channel}``, the text that joins it to the rest, and the suffix."""
+    at = tokens.index("{channel}")
+    before = tokens[at - 1] if at > 0 and not tokens[at - 1].startswith("{") else ""
+    cut = max((before.rfind(s) for s in _SEPARATORS), default=-1)
+    kept_before = before[:cut] if cut >= 0 else ""
+    after = tokens[at + 1 :]
+    if not kept_before and at - (1 if before else 0) == 0 and after:
+        first = after[0]
+        if not first.startswith("{") and first[:1] in _SEPARATORS:
+            after = [first[1:], *after[1:]]
+    head = tokens[: at - 1] if before else tokens[:at]
+    text = "".join([*head, kept_before, *after])
+    return _SUFFIX.sub("", text).strip("/")
+
+
+def _natural(value: str) -> tuple[int, int, str]:
+    return (0, int(value), value) if value.isdigit() else (1, 0, value.lower())
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _stem(rel: str) -> str:
+    return _SUFFIX.sub("", rel)
+
+
+def find_fields(
+    folder: Path, pattern: str | None = None, masks: Path | None = None
+) -> tuple[list[FieldSpec], Skipped]:
+    """Every field of view in ``folder`` (recursively), with its mask when ``masks`` has one.
+
+    Args:
+        folder: the folder of fields.
+        pattern: filename pattern grouping one file per channel into fields; None: each file
+            is one (multi-channel) field.
+        masks: folder of integer label images matched to fields by name (module docstring);
+            may be ``folder`` itself. Without it, a ``masks`` subfolder of ``folder`` and
+            files named like masks (``*_mask``, ``*_cp_masks``) are left out and listed.
+
+    Returns:
+        ``(fields, skipped)``: fields sorted by key; skipped ``(file or field, reason)`` for
+        unmatched, unreadable or unsupported files, fields with missing, extra or differently
+        sized channel files, masks of the wrong shape or dtype, and masks that match no field.
+
+    Raises:
+        DataError: a folder does not exist, the pattern is invalid, or no field was found.
+    """
+    root = _folder(folder, "fields")
+    mask_root = _folder(masks, "masks") if masks is not None else None
+    parsed = parse_pattern(pattern) if pattern else None
+    files, skipped = _field_files(root, mask_root)
+    if parsed is None:
+        fields = _single_files(files, root, skipped)
+    else:
+        fields = _group(files, root, parsed, skipped)
+    checked: list[FieldSpec] = []
+    shapes: dict[str, tuple[int, int]] = {}
+    for spec in fields:
+        try:
+            header = field_header(spec)
+            shapes[spec.key] = (header.height, header.width)
+        except DataError as err:
+            skipped.append((spec.key, str(err)))
+            continue
+        checked.append(spec)
+    if mask_root is not None:
+        checked = _attach_masks(checked, shapes, mask_root, root, skipped)
+    if not checked:
+        first = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise DataError(
+            f"{root}: no fields found ({len(files)} image files, {len(skipped)} skipped{first}); "
+            f"fields are {', '.join(FIELD_SUFFIXES)} files"
+            + ("" if parsed else "; pass a pattern to group one file per channel")
+        )
+    for name, reason in skipped:
+        logger.warning("skipped %s: %s", name, reason)
+    return sorted(checked, key=lambda s: s.key), skipped
+
+
+def _folder(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise DataError(f"{path}: {what} folder {state}; pass the folder that holds the {what}")
+    return path.resolve()
+
+
+def _field_files(root: Path, mask_root: Path | None) -> tuple[list[Path], Skipped]:
+    """Candidate field files under ``root``, leaving out masks; what was left out and why."""
+    images, unsupported = scan_folder(root)
+    skipped: Skipped = [
+        (_rel(p, root), f"unsupported file type {p.suffix.lower() or '(none)'!r}")
+        for p in unsupported
+    ]
+    default_masks = root / "masks"
+    files = []
+    for path in images:
+        rel = _rel(path, root)
+        if mask_root is not None and path.is_relative_to(mask_root) and mask_root != root:
+            continue
+        if mask_root is None and path.is_relative_to(default_masks):
+            if not any(name == "masks/" for name, _ in skipped):
+                skipped.append(("masks/", "a masks folder; pass it as the masks folder to use it"))
+            continue
+        if path.suffix.lower() not in FIELD_SUFFIXES:
+            skipped.append((rel, f"unsupported file type {path.suffix.lower()!r} for a field"))
+        elif _MASK_STEM.search(_stem(path.name)):
+            if mask_root is None:
+                skipped.append((rel, "named like a mask; pass its folder as the masks folder"))
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def _single_files(files: list[Path], root: Path, skipped: Skipped) -> list[FieldSpec]:
+    """One field per file, keyed by its relative path without the suffix."""
+    fields: dict[str, FieldSpec] = {}
+    for path in files:
+        key = _stem(_rel(path, root))
+        if key in fields:
+            other = fields[key].channel_files[0].name
+            skipped.append((_rel(path, root), f"same field name {key!r} as {other}; rename one"))
+            continue
+        fields[key] = FieldSpec(key, (path,))
+    return list(fields.values())
+
+
+def _group(
+    files: list[Path], root: Path, parsed: FieldPattern, skipped: Skipped
+) -> list[FieldSpec]:
+    """One field per key: its channel files in channel order and its metadata."""
+    channels: dict[str, dict[str, Path]] = defaultdict(dict)
+    metadata: dict[str, dict[str, str]] = {}
+    for path in files:
+        rel = _rel(path, root)
+        match = parsed.regex.fullmatch(path.name if parsed.by_name else rel)
+        if match is None:
+            skipped.append((rel, f"does not match pattern {parsed.text!r}"))
+            continue
+        values = match.groupdict()
+        key = parsed.key_template.format(**values)
+        parent = Path(rel).parent.as_posix()
+        if parsed.by_name and parent != ".":
+            key = f"{parent}/{key}"
+        channel = values["channel"]
+        if channel in channels[key]:
+            other = _rel(channels[key][channel], root)
+            skipped.append((rel, f"second file for channel {channel} of field {key} ({other})"))
+            continue
+        channels[key][channel] = path
+        metadata[key] = {n: values[n] for n in parsed.names}
+    expected = _common_channels(channels)
+    fields = []
+    for key, by_channel in channels.items():
+        have = set(by_channel)
+        if have != expected:
+            missing = [parsed.text.format(**metadata[key], channel=c) for c in expected - have]
+            skipped.append((key, _channel_mismatch(have, expected, sorted(missing))))
+            continue
+        ordered = tuple(by_channel[c] for c in sorted(by_channel, key=_natural))
+        fields.append(FieldSpec(key, ordered, metadata[key]))
+    return fields
+
+
+def _common_channels(channels: dict[str, dict[str, Path]]) -> set[str]:
+    """The channel set most fields have (ties: the larger set)."""
+    counts: Counter[frozenset[str]] = Counter(frozenset(c) for c in channels.values())
+    if not counts:
+        return set()
+    best: frozenset[str] = max(counts, key=lambda s: (counts[s], len(s)))
+    return set(best)
+
+
+def _channel_mismatch(have: set[str], expected: set[str], missing_files: list[str]) -> str:
+    def names(values: set[str]) -> str:
+        return ", ".join(sorted(values, key=_natural))
+
+    missing, extra = expected - have, have - expected
+    files = ", ".join(missing_files)
+    parts = [f"missing channel {names(missing)} file ({files})"] if missing else []
+    parts += [f"extra channel(s) {names(extra)}"] if extra else []
+    return f"{'; '.join(parts)} (most fields have channels {names(expected)})"
+
+
+def field_header(spec: FieldSpec) -> ImageHeader:
+    """Channels, size and storage dtype of a field, from its files' headers.
+
+    Raises:
+        DataError: a file is unreadable, a per-channel file holds several channels, or the
+            channel files differ in size.
+    """
+    headers = [read_header(p) for p in spec.channel_files]
+    if len(headers) == 1:
+        return headers[0]
+    first = headers[0]
+    for path, header in zip(spec.channel_files, headers, strict=True):
+        _check_plane(
+            spec, path, header.channels, (header.height, header.width), (first.height, first.width)
+        )
+    dtype = widest_dtype([h.dtype for h in headers])
+    return ImageHeader(1, len(headers), first.height, first.width, dtype, "one file per channel")
+
+
+def _check_plane(
+    spec: FieldSpec, path: Path, channels: int, size: tuple[int, ...], first: tuple[int, ...]
+) -> None:
+    """A per-channel file must hold one channel of the first channel file's (H, W) size."""
+    if channels != 1:
+        raise DataError(
+            f"{path}: {channels} channels; each channel file of field {spec.key} must hold one"
+        )
+    if tuple(size) != tuple(first):
+        raise DataError(
+            f"{path}: {size[0]}x{size[1]} pixels but {spec.channel_files[0].name} is "
+            f"{first[0]}x{first[1]}; the channel files of field {spec.key} must have one size"
+        )
+
+
+def read_field(spec: FieldSpec) -> npt.NDArray:
+    """The pixels of a field.
+
+    Returns:
+        (C, H, W) in the source dtype (per-channel files of different dtypes: the widest of
+        uint8 < uint16 < float32).
+
+    Raises:
+        DataError: unreadable file, several channels in a per-channel file, or channel files
+            of different sizes.
+    """
+    if len(spec.channel_files) == 1:
+        pixels, _ = read_image_file(spec.channel_files[0])
+        return pixels[0]
+    planes: list[npt.NDArray] = []
+    for path in spec.channel_files:
+        pixels, _ = read_image_file(path)
+        first = planes[0].shape if planes else pixels.shape[2:]
+        _check_plane(spec, path, pixels.shape[1], pixels.shape[2:], first)
+        planes.append(pixels[0, 0])
+    return np.stack(planes).astype(widest_dtype([p.dtype for p in planes]), copy=False)
+
+
+def mask_problem(channels: int, size: tuple[int, ...], dtype: np.dtype, field_size) -> str | None:
+    """Why a mask of this header cannot label a field of ``field_size`` (H, W); None if it can."""
+    if channels != 1:
+        return f"{channels} channels; a mask is one integer label image (0 = background)"
+    if np.dtype(dtype).kind not in "iub":
+        return (
+            f"dtype {np.dtype(dtype)} is not an integer label image; save masks as uint16 or "
+            "int32 labels (0 = background)"
+        )
+    if tuple(size) != tuple(field_size):
+        return (
+            f"{size[0]}x{size[1]} pixels but the field is {field_size[0]}x{field_size[1]}; "
+            "a mask must have its field's size"
+        )
+    return None
+
+
+def read_mask(path: Path, field_size: tuple[int, int]) -> npt.NDArray:
+    """An integer label image of a field.
+
+    Returns:
+        (H, W) integer labels, 0 = background (bool masks as uint8).
+
+    Raises:
+        DataError: unreadable, several channels, not integer, wrong size or negative labels.
+    """
+    pixels, _ = read_image_file(Path(path))
+    problem = mask_problem(pixels.shape[1], pixels.shape[2:], pixels.dtype, field_size)
+    if problem:
+        raise DataError(f"{path}: mask {problem}")
+    mask = pixels[0, 0]
+    if mask.dtype == np.bool_:
+        return mask.astype(np.uint8)
+    if mask.dtype.kind == "i" and mask.min() < 0:
+        raise DataError(f"{path}: mask has negative labels; labels are 0 (background) or above")
+    return mask
+
+
+def _mask_index(mask_root: Path) -> dict[str, Path]:
+    """Lower-cased path stems (relative to the masks folder) of every mask file -> file."""
+    images, _ = scan_folder(mask_root)
+    return {
+        _stem(_rel(p, mask_root)).lower(): p for p in images if p.suffix.lower() in FIELD_SUFFIXES
+    }
+
+
+def _mask_candidates(spec: FieldSpec, root: Path) -> list[str]:
+    first = _stem(_rel(spec.channel_files[0], root))
+    bases = dict.fromkeys([spec.key, spec.key.rsplit("/", 1)[-1], first, first.rsplit("/", 1)[-1]])
+    return [f"{b}{end}".lower() for b in bases for end in MASK_ENDINGS]
+
+
+def _attach_masks(
+    fields: list[FieldSpec],
+    shapes: dict[str, tuple[int, int]],
+    mask_root: Path,
+    root: Path,
+    skipped: Skipped,
+) -> list[FieldSpec]:
+    """Fields with their ``mask_file`` set; fields whose mask is unusable go to ``skipped``."""
+    index = _mask_index(mask_root)
+    field_files = {p for spec in fields for p in spec.channel_files}
+    used: set[Path] = set()
+    out = []
+    for spec in fields:
+        found = (index[c] for c in _mask_candidates(spec, root) if c in index)
+        mask = next((m for m in found if m not in field_files), None)
+        if mask is None:
+            out.append(spec)
+            continue
+        used.add(mask)
+        try:
+            header = read_header(mask)
+            problem = mask_problem(
+                header.channels, (header.height, header.width), header.dtype, shapes[spec.key]
+            )
+        except DataError as err:
+            problem = str(err).removeprefix(f"{mask}: ")
+        if problem:
+            skipped.append((_rel(mask, mask_root), f"mask of field {spec.key}: {problem}"))
+            continue
+        out.append(FieldSpec(spec.key, spec.channel_files, spec.metadata, mask, spec.objects))
+    skipped_fields = {name.lower() for name, _ in skipped}
+    for path in sorted(set(index.values()) - used - field_files):
+        base = _MASK_STEM.sub("", _stem(_rel(path, mask_root))).lower()
+        if base in skipped_fields:
+            continue  # the mask of a field skipped above: its reason is listed already
+        if mask_root != root or _MASK_STEM.search(_stem(path.name)):
+            skipped.append(
+                (_rel(path, mask_root), "mask matches no field; name it <field key>.tif")
+            )
+    return out

@@ -1,0 +1,305 @@
+"""The ``phenoscout`` subcommands that bring images in: ``demo``, ``init`` and ``add``.
+
+``init`` takes exactly one source: a folder of single-cell crops (``--crops``), a folder of
+whole fields of view (``--fields``, optionally grouped by ``--pattern`` and with ``--masks``),
+or a CellProfiler export (``--cellprofiler``). Like the rest of the command line, each command
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from labeling.errors import PhenoScoutError
+
+_FIELD_HINT = "{plate}_{well}_s{site}_w{channel}.tif"
+_CROPS_ONLY = (("labels_csv", "--labels-csv"), ("metadata_csv", "--metadata-csv"))
+_FIELDS_ONLY = (("pattern", "--pattern"), ("masks", "--masks"), ("keep_border", "--keep-border"))
+
+
+@contextmanager
+def tqdm_progress(desc: str, unit: str = "cell") -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.fields is not None:
+        return _demo_fields(args)
+    from datasets.demo import generate_demo
+
+    with tqdm_progress("demo cells") as progress:
+        summary = generate_demo(
+            Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress
+        )
+    print(f"wrote {summary.n_cells} cells in {summary.n_files} files to {summary.out_dir}")
+    for name, count in sorted(summary.class_counts.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<24} {count:>7}  {100 * count / summary.n_cells:5.2f}%")
+    return 0
+
+
+def _demo_fields(args: argparse.Namespace) -> int:
+    from datasets.demo_fields import generate_demo_fields
+
+    with tqdm_progress("demo fields", unit="field") as progress:
+        summary = generate_demo_fields(
+            Path(args.out), n_fields=args.fields, size=args.size, seed=args.seed,
+            layout=args.layout, progress=progress,
+        )  # fmt: skip
+    out = summary.out_dir
+    print(f"wrote {summary.n_fields} {args.size}x{args.size} fields ({args.layout}) with "
+          f"{summary.n_objects} objects to {out}")  # fmt: skip
+    for name, count in sorted(summary.class_counts.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<24} {count:>7}")
+    pattern = f" --pattern '{_FIELD_HINT}'" if args.layout == "per-channel" else ""
+    print(
+        f"next: phenoscout init PROJECT --fields {out}{pattern} --masks {summary.mask_dir} "
+        f"--truth {out / 'objects.csv'}"
+    )
+    return 0
+
+
+def _ingest_config(args: argparse.Namespace):  # -> IngestConfig
+    from datasets.config import IngestConfig
+
+    names = tuple(n.strip() for n in args.channels.split(",")) if args.channels else ()
+    return IngestConfig(
+        crop_size=args.crop_size,
+        scale=args.scale,
+        keep_empty_channels=args.keep_empty_channels,
+        normalise_by=args.normalise_by,
+        channel_names=names,
+    )
+
+
+def _check_source_options(args: argparse.Namespace) -> None:
+    """Options that belong to another source than the one given are an error, not ignored."""
+    source = "--crops" if args.crops else "--fields" if args.fields else "--cellprofiler"
+    wrong = [flag for name, flag in _CROPS_ONLY if getattr(args, name) and not args.crops]
+    wrong += [flag for name, flag in _FIELDS_ONLY if getattr(args, name) and not args.fields]
+    if args.segment and not args.fields:
+        wrong.append("--segment")
+    if args.images_csv and not args.cellprofiler:
+        wrong.append("--images-csv")
+    if args.truth and args.crops:
+        wrong.append("--truth (use --labels-csv with --crops)")
+    if args.scale != 1.0 and not args.crops:
+        wrong.append("--scale")
+    if wrong:
+        raise PhenoScoutError(f"{', '.join(wrong)} cannot be used with {source}")
+    if args.segment == "given" and not args.masks:
+        raise PhenoScoutError("--segment given needs --masks DIR (the fields' label masks)")
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from labeling.imports import import_labels
+
+    _check_source_options(args)
+    if args.crops:
+        project, report = _init_crops(args)
+    else:
+        project, report = _init_fields(args)
+    print(report.summary())
+    if args.import_labels:
+        n = import_labels(project, Path(args.import_labels))
+        print(f"imported {n} labels from {args.import_labels}")
+    print(f"project ready: {project.path}  (next: phenoscout app {project.path})")
+    return 0
+
+
+def _init_crops(args: argparse.Namespace):  # -> (Project, IngestReport)
+    from labeling.project import create_project
+
+    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
+        return create_project(
+            Path(args.project),
+            Path(args.crops),
+            _ingest_config(args),
+            labels_csv=args.labels_csv,
+            metadata_csv=args.metadata_csv,
+            seed=args.seed,
+            progress=progress,
+            feature_progress=fprogress,
+        )
+
+
+def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
+    from labeling.project import create_project_from_fields
+
+    if args.fields:
+        from datasets.fields import find_fields
+
+        masks = Path(args.masks) if args.masks else None
+        fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
+        segment = args.segment or "classical"
+    else:
+        from datasets.cellprofiler import read_cellprofiler
+
+        images_csv = Path(args.images_csv) if args.images_csv else None
+        fields, skipped = read_cellprofiler(Path(args.cellprofiler), images_csv)
+        segment = "given"
+    ingest = _ingest_config(args)
+    with (
+        tqdm_progress("train segmenter", unit="step") as train,
+        tqdm_progress("fields", unit="field") as progress,
+        tqdm_progress("features") as fp,
+    ):
+        project, report = create_project_from_fields(
+            Path(args.project), fields, ingest, segment=segment, keep_border=args.keep_border,
+            truth_csv=args.truth, seed=args.seed, progress=progress, feature_progress=fp,
+            train_progress=train,
+        )  # fmt: skip
+    report.skipped[:0] = skipped
+    return project, report
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from labeling.imports import import_labels
+    from labeling.project import add_crops, open_project
+
+    project = open_project(Path(args.project))
+    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
+        report = add_crops(
+            project,
+            Path(args.crops),
+            labels_csv=args.labels_csv,
+            metadata_csv=args.metadata_csv,
+            progress=progress,
+            feature_progress=fprogress,
+        )
+    print(report.summary())
+    if args.import_labels:
+        n = import_labels(project, Path(args.import_labels))
+        print(f"imported {n} labels from {args.import_labels}")
+    return 0
+
+
+def _add_ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--labels-csv", type=Path, help="ground truth path,label (simulation/evaluation only)"
+    )
+    p.add_argument(
+        "--metadata-csv", type=Path, help="path + metadata columns (plate, well, site, control)"
+    )
+    p.add_argument(
+        "--import-labels",
+        type=Path,
+        help="existing labels path,label, stored as real labels (annotator 'import')",
+    )
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="write the built-in synthetic demo screen (crops, or whole fields with --fields)",
+        description="Write a synthetic 2-channel (nucleus, cytoplasm) screen of single-cell "
+        "crops with plate/well/site metadata and a labels.csv of 7 phenotypes, 3 of them rare; "
+        "with --fields N, whole fields of view with their true masks (OUT/masks) and each "
+        "object's phenotype (OUT/objects.csv).",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--cells", type=int, default=20000, help="number of cells (default 20000)")
+    what.add_argument("--fields", type=int, help="write N whole fields of view instead of crops")
+    p.add_argument("--size", type=int, default=512, help="field side in pixels (default 512)")
+    p.add_argument(
+        "--layout",
+        choices=["per-channel", "multichannel"],
+        default="per-channel",
+        help="fields as one file per channel ({plate}_{well}_s{site}_w{channel}.tif, default) "
+        "or one multi-channel TIFF per field",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _add_init_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "init",
+        help="create a project from cell crops, whole fields or a CellProfiler export",
+        description="Create a project folder: ingest crops (TIFF, PNG, JPEG, npz), or segment "
+        "whole fields into cells, or crop a CellProfiler export's objects; normalise, compute "
+        "features, create the label store.",
+    )
+    p.add_argument("project", help="new project folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--crops", help="folder of single-cell images (searched recursively)")
+    source.add_argument("--fields", help="folder of whole fields of view (TIFF/OME-TIFF/PNG)")
+    source.add_argument(
+        "--cellprofiler", help="CellProfiler per-object CSV (e.g. Nuclei.csv) or SQLite .db"
+    )
+    _add_ingest_args(p)
+    p.add_argument(
+        "--pattern",
+        help=f"group one file per channel into fields, e.g. '{_FIELD_HINT}' ({{channel}} "
+        "required; other names become metadata); default: one multi-channel file per field",
+    )
+    p.add_argument(
+        "--masks", help="folder of integer label masks named like the fields (used as given)"
+    )
+    p.add_argument(
+        "--segment",
+        choices=["classical", "unet", "given"],
+        help="segmentation of fields without a mask (default classical; given: only masks)",
+    )
+    p.add_argument(
+        "--keep-border", action="store_true", help="keep objects touching a field's border"
+    )
+    p.add_argument("--truth", type=Path, help="ground truth field,object,label of fields' objects")
+    p.add_argument("--images-csv", help="CellProfiler per-image CSV (default: Image.csv beside)")
+    p.add_argument(
+        "--crop-size",
+        type=int,
+        default=64,
+        help="crops are padded or centre-cropped to this size (default 64)",
+    )
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="dataset-wide rescale factor (default 1: none)"
+    )
+    p.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Tubulin")
+    p.add_argument(
+        "--keep-empty-channels",
+        action="store_true",
+        help="keep channels that are all zero in every image",
+    )
+    p.add_argument(
+        "--normalise-by",
+        choices=["auto", "dataset", "plate"],
+        default="auto",
+        help="intensity ranges per dataset or per plate "
+        "(auto: per plate when metadata has a plate column)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="project seed")
+    p.set_defaults(func=_cmd_init)
+
+
+def add_ingest_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the ``demo``, ``init`` and ``add`` subcommands to ``sub``."""
+    _add_demo_parser(sub)
+    _add_init_parser(sub)
+    p = sub.add_parser("add", help="add a folder of crops (a new plate) to a project")
+    p.add_argument("project", help="existing project folder")
+    p.add_argument("--crops", required=True, help="folder of single-cell images")
+    _add_ingest_args(p)
+    p.set_defaults(func=_cmd_add)

@@ -1,0 +1,177 @@
+"""Projects from whole fields (folder of fields, CellProfiler export) and their command line."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from datasets.demo_fields import FILENAME_PATTERN, generate_demo_fields
+from datasets.field_store import read_fields
+from datasets.fields import find_fields
+from labeling.cli import main
+from labeling.loop import next_batch, submit_labels
+from labeling.project import create_project_from_fields, open_project
+
+
+@pytest.fixture(scope="module")
+def demo_fields(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fields") / "demo"
+    generate_demo_fields(out, n_fields=3, size=192, seed=2)
+    return out
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_project_from_fields_opens_and_batches_work(tmp_path, demo_fields):
+    fields, _ = find_fields(demo_fields, FILENAME_PATTERN, demo_fields / "masks")
+    project, report = create_project_from_fields(
+        tmp_path / "p", fields, segment="given", truth_csv=demo_fields / "objects.csv"
+    )
+    project.close()
+    project = open_project(tmp_path / "p")
+    cells = project.cells()
+    assert len(cells) == report.n_cells == read_fields(project.path)["n_kept"].sum() > 20
+    assert project.pixels.read(cells["cell_id"][:3].tolist()).shape == (3, 2, 64, 64)
+    batch = next_batch(project, 8, annotator="ann")
+    ids = [x["cell_id"] for x in batch]
+    assert len(set(ids)) == 8 and all(x["path"].split("#")[0] in set(cells["field"]) for x in batch)
+    truth = cells.set_index("cell_id")["truth"]
+    submit_labels(project, {c: truth[c] for c in ids}, annotator="ann")
+    assert not {x["cell_id"] for x in next_batch(project, 8, annotator="ann")} & set(ids)
+    project.close()
+
+
+def test_classical_segmentation_and_a_failed_create_leaves_nothing(tmp_path, demo_fields):
+    fields, _ = find_fields(demo_fields, FILENAME_PATTERN)  # no masks: segmented
+    project, report = create_project_from_fields(tmp_path / "p", fields, keep_border=True)
+    table = read_fields(project.path)
+    assert report.n_cells == table["n_objects"].sum() > 20 and (table["n_border"] == 0).all()
+    assert (table["mask_file"] == "").all() and (project.path / table["mask"].iloc[0]).is_file()
+    project.close()
+    with pytest.raises(Exception, match="no mask or object list"):
+        create_project_from_fields(tmp_path / "q", fields, segment="given")
+    assert not (tmp_path / "q").exists()
+
+
+def test_unet_trains_on_the_fields_with_masks_and_segments_the_others(
+    tmp_path, demo_fields, monkeypatch
+):
+    fields, _ = find_fields(demo_fields, FILENAME_PATTERN, demo_fields / "masks")
+    unmasked = [type(f)(f.key, f.channel_files, f.metadata) for f in fields[:1]]
+    calls = {}
+
+    def make_unet_segmenter(train_pairs, *, channel, seed, progress):
+        calls.update(n_pairs=len(train_pairs), channel=channel, seed=seed)
+        return lambda field: (
+            calls.setdefault("segmented", []).append(field.shape)
+            or (np.zeros(field.shape[1:], np.int32))
+        )
+
+    fake = types.ModuleType("models.segmentation")
+    fake.make_unet_segmenter = make_unet_segmenter
+    monkeypatch.setitem(sys.modules, "models.segmentation", fake)
+    _, report = create_project_from_fields(tmp_path / "p", unmasked + fields[1:], segment="unet",
+                                           seed=5)  # fmt: skip
+    assert calls["n_pairs"] == 2 and calls["seed"] == 5 and calls["channel"] == 0
+    assert calls["segmented"] == [(2, 192, 192)]  # only the field without a mask
+    assert (fields[0].key, "no objects found (empty field)") in report.skipped
+
+
+def test_cli_init_from_fields_with_pattern_masks_and_truth(tmp_path, capsys, demo_fields):
+    (demo_fields / "stray.tif").write_bytes(b"junk")
+    try:
+        code, out, err = run(
+            capsys, "init", tmp_path / "p", "--fields", demo_fields, "--pattern",
+            FILENAME_PATTERN, "--masks", demo_fields / "masks", "--truth",
+            demo_fields / "objects.csv", "--crop-size", 48,
+        )  # fmt: skip
+    finally:
+        (demo_fields / "stray.tif").unlink()
+    assert code == 0, err
+    assert "Ingested" in out and "project ready" in out and "layout whole fields" in out
+    assert "stray.tif (does not match pattern" in out  # the report lists what was skipped
+    run(capsys, "export", tmp_path / "p", "--out", tmp_path / "cells.csv", "--what", "cells")
+    cells = pd.read_csv(tmp_path / "cells.csv")
+    assert {"plate", "well", "site", "field", "object", "centroid_x", "truth"} <= set(cells.columns)
+    assert cells["truth"].notna().all()
+
+
+def test_cli_demo_fields(tmp_path, capsys):
+    code, out, _ = run(capsys, "demo", "--fields", 1, "--size", 128, "--out", tmp_path / "d",
+                       "--layout", "multichannel")  # fmt: skip
+    assert code == 0 and "wrote 1 128x128 fields (multichannel)" in out
+    assert "next: phenoscout init PROJECT --fields" in out and "--pattern" not in out
+    assert len(list((tmp_path / "d").glob("*.tif"))) == 1
+
+
+def test_cli_init_from_a_cellprofiler_export(tmp_path, capsys):
+    images = tmp_path / "cp" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for n, well in enumerate(["A01", "A02", "A03"], start=1):
+        row = {"ImageNumber": n, "Metadata_Plate": "P1", "Metadata_Well": well}
+        for ch in ("DNA", "Actin"):
+            row[f"FileName_{ch}"], row[f"PathName_{ch}"] = f"{well}_{ch}.tif", str(images)
+            if well != "A03":  # A03's files are missing
+                field = np.full((80, 80), 100, np.uint16)
+                field[20:30, 20:30] = field[50:60, 40:50] = 900
+                tifffile.imwrite(images / f"{well}_{ch}.tif", field)
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(tmp_path / "cp" / "Image.csv", index=False)
+    pd.DataFrame({"ImageNumber": [1, 1, 2, 2, 3], "ObjectNumber": [1, 2, 1, 2, 1],
+                  "Location_Center_X": [24.5, 44.5, 24.5, 44.5, 10.0],
+                  "Location_Center_Y": [24.5, 54.5, 24.5, 54.5, 10.0],
+                  "AreaShape_Area": [100.0, 100.0, 100.0, 100.0, 5.0]}).to_csv(
+        tmp_path / "cp" / "Nuclei.csv", index=False)  # fmt: skip
+    code, out, err = run(capsys, "init", tmp_path / "p", "--cellprofiler",
+                         tmp_path / "cp" / "Nuclei.csv", "--crop-size", 32)  # fmt: skip
+    assert code == 0, err
+    assert "Ingested 4 cells" in out and "Skipped" in out and "A03_" in out
+    cells = open_project(tmp_path / "p").cells()
+    assert cells["ImageNumber"].tolist() == [1, 1, 2, 2] and "cp_AreaShape_Area" in cells
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fields", "{tmp}/nowhere"], "fields folder does not exist"),
+        (["--fields", "{tmp}/empty"], "empty: no fields found"),
+        (["--fields", "{tmp}/empty", "--pattern", "{well}.tif"], r"has no \{channel\}"),
+        (
+            ["--crops", "{tmp}/empty", "--pattern", "{well}_w{channel}.tif"],
+            "--pattern cannot be used with --crops",
+        ),
+        (["--fields", "{tmp}/empty", "--segment", "given"], "--segment given needs --masks"),
+        (["--fields", "{tmp}/empty", "--truth", "{tmp}/none.csv"], "no fields found"),
+        (["--cellprofiler", "{tmp}/Nuclei.csv"], "Nuclei.csv: not found"),
+        (["--cellprofiler", "{tmp}/Nuclei.csv", "--scale", "2"], "--scale cannot be used"),
+    ],
+)
+def test_cli_init_errors_are_one_line(tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, out, err = run(capsys, "init", tmp_path / "p", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("phenoscout init: error: ")
+    assert re.search(message, err), err
+    assert not (tmp_path / "p").exists()
+
+
+def test_cli_init_takes_exactly_one_source(tmp_path, capsys):
+    for argv, message in (
+        (["--crops", "a", "--fields", "b"], "argument --fields: not allowed with argument --crops"),
+        ([], "one of the arguments --crops --fields --cellprofiler is required"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["init", str(tmp_path / "p"), *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -1,0 +1,301 @@
+"""Field ingest: objects of whole fields become cells, one field at a time."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from scipy import ndimage
+
+import datasets.field_ingest as field_ingest
+from datasets.cells import read_cells, read_parts
+from datasets.config import IngestConfig
+from datasets.errors import DataError
+from datasets.field_ingest import crop_at, ingest_fields
+from datasets.field_store import (
+    mask_part_file,
+    read_field_image,
+    read_field_mask,
+    read_fields,
+    read_truth_csv,
+)
+from datasets.fields import find_fields
+from datasets.fieldspec import FieldSpec
+from datasets.pixels import PixelStore
+
+SHAPE = (96, 128)
+CENTRES = [(30, 30), (50, 90), (70, 40), (2, 64)]  # the last one touches the top border
+
+
+def disc_field(centres=CENTRES, radius=5, shape=SHAPE, channels=2):
+    """(C, H, W) uint16 field with one bright disc per centre, and its (H, W) uint16 labels."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, np.uint16)
+    for k, (y, x) in enumerate(centres, start=1):
+        mask[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = k
+    image = np.full((channels, *shape), 100, np.uint16)
+    image[:, mask > 0] = 1000
+    return image, mask
+
+
+def save_field(root: Path, key: str, image, mask=None) -> FieldSpec:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{key}.tif"
+    tifffile.imwrite(path, image, photometric="minisblack")
+    mask_path = None
+    if mask is not None:
+        mask_path = root / "masks" / f"{key}.tif"
+        mask_path.parent.mkdir(exist_ok=True)
+        tifffile.imwrite(mask_path, mask)
+    return FieldSpec(key, (path,), {"plate": "P1", "well": key}, mask_path)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    out = tmp_path / "project"
+    out.mkdir()
+    return out
+
+
+def test_given_masks_give_exact_objects_and_centroids(tmp_path, project):
+    image, mask = disc_field()
+    spec = save_field(tmp_path / "f", "A01", image, mask)
+    report = ingest_fields([spec], project)
+    cells = read_cells(project)
+    assert report.n_cells == 3 and len(cells) == 3
+    assert cells["object"].tolist() == [1, 2, 3]
+    assert list(zip(cells["centroid_y"], cells["centroid_x"])) == CENTRES[:3]
+    assert cells["source"].tolist() == ["A01#1", "A01#2", "A01#3"]
+    assert cells["cell_id"].tolist() == ["A01:1", "A01:2", "A01:3"]
+    assert set(cells["plate"]) == {"P1"} and set(cells["field"]) == {"A01"}
+    assert (cells["area"] == 81).all() and (cells["height"] == 11).all()
+    assert "1 objects touching the field border left out" in report.summary()
+
+
+def test_border_objects_kept_with_keep_border(tmp_path, project):
+    image, mask = disc_field()
+    spec = save_field(tmp_path / "f", "A01", image, mask)
+    ingest_fields([spec], project, keep_border=True)
+    cells = read_cells(project)
+    assert cells["object"].tolist() == [1, 2, 3, 4]
+    assert cells["touches_border"].tolist() == [False, False, False, True]
+    assert read_fields(project)[["n_objects", "n_kept", "n_border"]].iloc[0].tolist() == [4, 4, 0]
+
+
+def test_crop_is_centred_on_the_centroid_and_padded_with_the_border_median(tmp_path, project):
+    h, w = SHAPE
+    ramp = np.arange(h * w, dtype=np.uint16).reshape(h, w)
+    image = np.stack([ramp, ramp // 2])
+    _, mask = disc_field([(40, 50), (3, 100)])
+    spec = save_field(tmp_path / "f", "A01", image, mask)
+    ingest_fields([spec], project, IngestConfig(crop_size=32), keep_border=True)
+    crops = PixelStore(project).read_raw(["A01:1", "A01:2"])
+    assert crops.shape == (2, 2, 32, 32)
+    np.testing.assert_array_equal(crops[0], image[:, 40 - 16 : 40 + 16, 50 - 16 : 50 + 16])
+    border = np.concatenate([ramp[0], ramp[-1], ramp[1:-1, 0], ramp[1:-1, -1]])
+    assert crops[1, 0, 0, 0] == np.rint(np.median(border))  # above the field's top edge
+    np.testing.assert_array_equal(crops[1, 0, 13:, :], ramp[: 3 + 16, 100 - 16 : 100 + 16])
+
+
+def test_crop_at_odd_sizes_and_float_fields():
+    image = np.arange(2 * 20 * 30, dtype=np.float32).reshape(2, 20, 30)
+    crops = crop_at(image, np.array([[10, 15], [0, 29]]), 9)
+    assert crops.shape == (2, 2, 9, 9)
+    np.testing.assert_array_equal(crops[0], image[:, 6:15, 11:20])
+    assert crops[1, 1, 4, 4] == image[1, 0, 29]
+
+
+def test_object_masks_keep_only_the_cell_itself(tmp_path, project):
+    image, mask = disc_field([(40, 50), (40, 60)], radius=6)  # touching neighbours
+    spec = save_field(tmp_path / "f", "A01", image, mask)
+    ingest_fields([spec], project, IngestConfig(crop_size=32))
+    masks = np.load(mask_part_file(project, 0))
+    assert masks.shape == (2, 32, 32) and masks.dtype == np.uint8
+    expected = (mask[40 - 16 : 40 + 16, 50 - 16 : 50 + 16] == 1).astype(np.uint8)
+    np.testing.assert_array_equal(masks[0], expected)
+    assert masks[0].sum() == (mask == 1).sum()
+
+
+def test_empty_field_is_noted_and_the_rest_ingests(tmp_path, project):
+    image, mask = disc_field()
+    specs = [
+        save_field(tmp_path / "f", "A01", image, mask),
+        save_field(tmp_path / "f", "A02", image, np.zeros(SHAPE, np.uint16)),
+    ]
+    report = ingest_fields(specs, project)
+    assert report.n_cells == 3 and ("A02", "no objects found (empty field)") in report.skipped
+    fields = read_fields(project)
+    assert fields["key"].tolist() == ["A01", "A02"] and fields["n_objects"].tolist() == [4, 0]
+
+
+def test_field_with_other_channel_count_is_skipped(tmp_path, project):
+    image, mask = disc_field()
+    three, _ = disc_field(channels=3)
+    specs = [
+        save_field(tmp_path / "f", "A01", image, mask),
+        save_field(tmp_path / "f", "A02", three, mask),
+    ]
+    report = ingest_fields(specs, project)
+    assert report.skipped == [("A02", "3 channels; the first field has 2")]
+    assert set(read_cells(project)["field"]) == {"A01"}
+
+
+def test_fields_are_read_and_released_one_at_a_time(tmp_path, project, monkeypatch):
+    image, _ = disc_field()
+    specs = [save_field(tmp_path / "f", f"A0{i}", image) for i in range(1, 5)]
+    events, alive = [], []
+    real_read = field_ingest.read_field
+
+    def counting_read(spec):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in refs))
+        array = real_read(spec)
+        refs.append(weakref.ref(array))
+        events.append("read")
+        return array
+
+    def segmenter(field):
+        events.append("segment")
+        return ndimage.label(field[0] > 500)[0]
+
+    refs: list[weakref.ref] = []
+    monkeypatch.setattr(field_ingest, "read_field", counting_read)
+    report = ingest_fields(specs, project, segmenter=segmenter)
+    assert events == ["read", "segment"] * 4
+    assert alive == [0, 0, 0, 0]  # no earlier field is still in memory when the next is read
+    assert report.n_cells == 12
+
+
+def test_default_segmentation_is_classical(tmp_path, project):
+    image, _ = disc_field(radius=8)
+    spec = save_field(tmp_path / "f", "A01", image)
+    report = ingest_fields([spec], project)
+    cells = read_cells(project)
+    assert report.n_cells == 3  # the fourth disc is cut by the border
+    found = list(zip(cells["centroid_y"].round(), cells["centroid_x"].round()))
+    assert sorted(found) == sorted((float(y), float(x)) for y, x in CENTRES[:3])
+    labels = read_field_mask(project, "A01")
+    assert len({labels[y, x] for y, x in CENTRES}) == 4 and labels.max() == 4
+
+
+def test_a_failing_segmenter_skips_the_field(tmp_path, project):
+    image, mask = disc_field()
+    specs = [
+        save_field(tmp_path / "f", "A01", image, mask),
+        save_field(tmp_path / "f", "A02", image),
+    ]
+    report = ingest_fields(specs, project, segmenter=lambda f: np.zeros((3, 3), np.int32))
+    ((key, reason),) = report.skipped
+    assert key == "A02" and "segmentation gave (3, 3) int32; expected (96, 128)" in reason
+    with pytest.raises(DataError, match="no cells in 1 field.*segmentation gave"):
+        ingest_fields([specs[1]], tmp_path / "other", segmenter=lambda f: np.ones(3))
+
+
+def test_objects_at_given_centres_keep_their_cellprofiler_columns(tmp_path, project):
+    image, _ = disc_field()
+    objects = pd.DataFrame({"y": [30.2, 49.6, 500.0], "x": [29.9, 90.4, 3.0],
+                            "ImageNumber": [7, 7, 7], "ObjectNumber": [1, 2, 3],
+                            "cp_AreaShape_Area": [81.0, 80.0, 79.0]})  # fmt: skip
+    spec = save_field(tmp_path / "f", "A01", image)
+    spec = FieldSpec("img7", spec.channel_files, {"Well": "A01"}, objects=objects)
+    report = ingest_fields([spec], project, IngestConfig(crop_size=16))
+    cells = read_cells(project)
+    assert cells["ObjectNumber"].tolist() == [1, 2] and set(cells["ImageNumber"]) == {7}
+    assert cells["cp_AreaShape_Area"].tolist() == [81.0, 80.0]
+    assert cells["bbox_min_row"].isna().all() and (cells["height"] == 16).all()
+    assert any("1 object(s) centred outside" in n for n in report.notes)
+    crops = PixelStore(project).read_raw(["img7:1"])
+    np.testing.assert_array_equal(crops[0], image[:, 30 - 8 : 30 + 8, 30 - 8 : 30 + 8])
+    with pytest.raises(DataError, match="objects were given as centres"):
+        read_field_mask(project, "img7")
+
+
+def test_truth_from_csv_reaches_the_cell_table(tmp_path, project):
+    image, mask = disc_field()
+    spec = save_field(tmp_path / "f", "A01", image, mask)
+    csv = tmp_path / "objects.csv"
+    csv.write_text("field,object,phenotype\nA01,1,normal\nA01,2,mitotic\nA01,4,normal\n")
+    report = ingest_fields([spec], project, truth=read_truth_csv(csv))
+    truth = read_cells(project)["truth"]
+    assert truth.iloc[:2].tolist() == ["normal", "mitotic"] and truth.isna().iloc[2]
+    assert report.class_counts == {"normal": 1, "mitotic": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("field,label\nA01,x\n", r"no column\(s\) \['object'\]"),
+        ("field,object,label\nA01,one,x\n", "line 2: object is not an integer"),
+        ("field,object,label\nA01,1,x\nA01,1,y\n", "listed twice"),
+    ],
+)
+def test_bad_truth_csv(tmp_path, text, message):
+    csv = tmp_path / "truth.csv"
+    csv.write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_truth_csv(csv)
+    with pytest.raises(DataError, match="does not exist"):
+        read_truth_csv(tmp_path / "missing.csv")
+
+
+def test_fields_table_and_field_readers(tmp_path, project):
+    image, mask = disc_field()
+    spec = save_field(tmp_path / "f", "A01", image, mask)
+    ingest_fields([spec], project)
+    fields = read_fields(project)
+    assert fields.iloc[0]["mask"] == "fields/masks/00000.tif"
+    assert list(fields.iloc[0]["channel_files"]) == [str(spec.channel_files[0])]
+    assert fields.iloc[0]["well"] == "A01" and fields.iloc[0]["mask_file"] == str(spec.mask_file)
+    np.testing.assert_array_equal(read_field_image(project, "A01"), image)
+    np.testing.assert_array_equal(read_field_mask(project, "A01"), mask)
+    with pytest.raises(DataError, match="no field 'B07'"):
+        read_field_image(project, "B07")
+    with pytest.raises(DataError, match="no fields table"):
+        read_fields(tmp_path)
+
+
+def test_a_second_ingest_adds_a_part_and_keeps_keys_unique(tmp_path, project):
+    image, mask = disc_field()
+    ingest_fields([save_field(tmp_path / "f1", "A01", image, mask)], project)
+    report = ingest_fields([save_field(tmp_path / "f2", "A01", image, mask)], project)
+    assert report.part == 1 and any("stored as A01.2" in n for n in report.notes)
+    assert read_fields(project)["key"].tolist() == ["A01", "A01.2"]
+    cells = read_cells(project)
+    assert len(cells) == 6 and cells["cell_id"].is_unique
+    assert [p["n_cells"] for p in read_parts(project)] == [3, 3]
+    np.testing.assert_array_equal(read_field_mask(project, "A01.2"), mask)
+
+
+def test_binary_masks_become_connected_components(tmp_path, project):
+    image, mask = disc_field()
+    spec = save_field(tmp_path / "f", "A01", image, ((mask > 0) * 255).astype(np.uint8))
+    report = ingest_fields([spec], project)
+    assert report.n_cells == 3 and any("binary mask" in n for n in report.notes)
+
+
+def test_no_field_readable_is_an_error(tmp_path, project):
+    spec = FieldSpec("gone", (tmp_path / "gone.tif",))
+    with pytest.raises(DataError, match="no readable field among 1; e.g. gone: .*gone.tif"):
+        ingest_fields([spec], project)
+    with pytest.raises(DataError, match="no fields given"):
+        ingest_fields([], project)
+
+
+def test_demo_fields_with_their_true_masks(tmp_path, project):
+    from datasets.demo_fields import FILENAME_PATTERN, generate_demo_fields
+
+    out = tmp_path / "demo"
+    summary = generate_demo_fields(out, n_fields=2, size=160, seed=1)
+    fields, skipped = find_fields(out, FILENAME_PATTERN, out / "masks")
+    assert len(fields) == 2 and not skipped and all(f.mask_file for f in fields)
+    report = ingest_fields(fields, project, truth=read_truth_csv(out / "objects.csv"))
+    table = read_fields(project)
+    assert table["n_objects"].sum() == summary.n_objects
+    assert report.n_cells == table["n_kept"].sum() > 0
+    cells = read_cells(project)
+    assert cells["truth"].notna().all() and set(cells["plate"]) <= {"P1", "P2"}
