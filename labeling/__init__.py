@@ -25,6 +25,7 @@ _EXPORTS = {
     "SKIP": "labeling.store",
     "Project": "labeling.project",
     "create_project": "labeling.project",
+    "create_project_from_fields": "labeling.project",
     "open_project": "labeling.project",
     "add_crops": "labeling.project",
     "import_labels": "labeling.imports",
