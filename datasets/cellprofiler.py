@@ -281,7 +281,7 @@ def _channel_files(row: dict, names: list[str], roots: list[Path]):
             return None, (
                 recorded,
                 f"{name} image file not found, nor under {looked}; pass "
-                "image_root (the folder that holds the images now)",
+                "image_root, --image-root in the CLI (the folder that holds the images now)",
             )
         files.append(found)
     return tuple(files), None

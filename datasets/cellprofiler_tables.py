@@ -314,7 +314,7 @@ def _preferred(found: dict, where) -> tuple[str, str, bool]:
 
 def _ambiguous(found: dict, where, why: str):
     choices = ", ".join(f"{v[1]} ({v[0]})" if v[0] else v[1] for v in found.values())
-    raise DataError(f"{where}: {why}; choose one of {choices} with object_name")
+    raise DataError(f"{where}: {why}; choose one of {choices} with object_name (--object-name)")
 
 
 def _keys(images: pd.DataFrame, frame: pd.DataFrame | None, label: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,9 @@ from labeling.errors import PhenoScoutError
 _FIELD_HINT = "{plate}_{well}_s{site}_w{channel}.tif"
 _CROPS_ONLY = (("labels_csv", "--labels-csv"), ("metadata_csv", "--metadata-csv"))
 _FIELDS_ONLY = (("pattern", "--pattern"), ("masks", "--masks"), ("keep_border", "--keep-border"))
+_CELLPROFILER_ONLY = (
+    ("images_csv", "--images-csv"), ("image_root", "--image-root"), ("object_name", "--object-name")
+)
 
 
 @contextmanager
@@ -100,8 +104,9 @@ def _check_source_options(args: argparse.Namespace) -> None:
     wrong += [flag for name, flag in _FIELDS_ONLY if getattr(args, name) and not args.fields]
     if args.segment and not args.fields:
         wrong.append("--segment")
-    if args.images_csv and not args.cellprofiler:
-        wrong.append("--images-csv")
+    wrong += [
+        flag for name, flag in _CELLPROFILER_ONLY if getattr(args, name) and not args.cellprofiler
+    ]
     if args.truth and args.crops:
         wrong.append("--truth (use --labels-csv with --crops)")
     if args.scale != 1.0 and not args.crops:
@@ -154,12 +159,19 @@ def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
         fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
         segment = args.segment or "classical"
     else:
-        from datasets.cellprofiler import read_cellprofiler
+        from datasets.cellprofiler import cellprofiler_channels, read_cellprofiler
 
+        objects = Path(args.cellprofiler)
         images_csv = Path(args.images_csv) if args.images_csv else None
-        fields, skipped = read_cellprofiler(Path(args.cellprofiler), images_csv)
+        root = Path(args.image_root) if args.image_root else None
+        fields, skipped = read_cellprofiler(
+            objects, images_csv, object_name=args.object_name, image_root=root
+        )
         segment = "given"
     ingest = _ingest_config(args)
+    if args.cellprofiler and not ingest.channel_names:  # CellProfiler's own channel names
+        names = cellprofiler_channels(objects, images_csv, object_name=args.object_name)
+        ingest = dataclasses.replace(ingest, channel_names=tuple(names))
     with (
         tqdm_progress("train segmenter", unit="step") as train,
         tqdm_progress("fields", unit="field") as progress,
@@ -268,6 +280,12 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--truth", type=Path, help="ground truth field,object,label of fields' objects")
     p.add_argument("--images-csv", help="CellProfiler per-image CSV (default: Image.csv beside)")
+    p.add_argument(
+        "--image-root", help="folder to look for CellProfiler's images in when its paths are stale"
+    )
+    p.add_argument(
+        "--object-name", help="CellProfiler object to use (default: Nuclei, else Cells)"
+    )
     p.add_argument(
         "--crop-size",
         type=int,

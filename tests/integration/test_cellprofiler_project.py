@@ -13,6 +13,7 @@ import tifffile
 from datasets.cellprofiler import cellprofiler_channels, read_cellprofiler
 from datasets.config import IngestConfig
 from labeling.cli import main
+from labeling.project import open_project
 
 SIZE = 96  # field side in pixels
 CENTRES = [(20, 22), (22, 70), (48, 46), (74, 20), (72, 74)]  # (y, x) of the nuclei per field
@@ -158,3 +159,24 @@ def test_cli_init_from_csv_with_explicit_image_table(tmp_path, capsys, cp_export
     assert code == 0, err
     cells = pd.read_parquet(tmp_path / "proj" / "cells.parquet")
     assert len(cells) == 20 and cells["ObjectNumber"].dtype == np.int64
+    assert open_project(tmp_path / "proj").channel_names == ["Actin", "DNA"]  # CellProfiler's
+
+
+def test_cli_image_root_finds_images_moved_away_from_the_recorded_paths(
+    tmp_path, capsys, cp_export
+):
+    moved = tmp_path / "elsewhere"
+    cp_export["images"].rename(moved)
+    code, out, err = run(
+        capsys, "init", tmp_path / "proj", "--cellprofiler", cp_export["db"],
+        "--image-root", moved, "--object-name", "Nuclei", "--crop-size", 32,
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(pd.read_parquet(tmp_path / "proj" / "cells.parquet")) == 20
+
+
+def test_cli_refuses_cellprofiler_flags_with_crops(tmp_path, capsys, cp_export):
+    code, _, err = run(
+        capsys, "init", tmp_path / "p", "--crops", tmp_path, "--image-root", tmp_path
+    )
+    assert code == 2 and "--image-root cannot be used with --crops" in err
