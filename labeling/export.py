@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import os
+import tempfile
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +30,7 @@ __all__ = [
     "EXPORT_KINDS",
     "FORMATS",
     "cells_table",
+    "check_export_target",
     "export_frame",
     "export_meta",
     "export_table",
@@ -36,27 +39,85 @@ __all__ = [
     "predictions_table",
     "table_bytes",
     "well_fractions",
+    "write_bytes_atomic",
     "write_table",
 ]
 #: Cell-table columns that are PhenoScout's own bookkeeping, not user metadata.
 _INTERNAL = ("cell_id", "source", "part", "row", "height", "width", "truth")
+#: A project folder's own files and folders (and their -wal, .bak, ... siblings): an export
+#: never writes over them. Exports may go anywhere else, PROJECT/exports/ included.
+_PROJECT_FILES = ("project.toml", "cells.parquet", "labels.db")
+_PROJECT_FOLDERS = ("pixels", "features", "models", "cache")
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def check_export_target(out: Path) -> None:
+    """Refuse an export destination that is one of a PhenoScout project's own files.
+
+    ``out`` is resolved first (``~``, ``..`` and symlinks), so a link into a project is caught.
+
+    Raises:
+        ConfigError: ``out`` is, or lies inside, a project's project.toml, cells.parquet,
+            labels.db (with its -wal, -shm and backups), pixels/, features/, models/ or cache/.
+    """
+    target = Path(out).expanduser().resolve()
+    for folder in target.parents:
+        if not (folder / "project.toml").is_file():
+            continue
+        first = target.relative_to(folder).parts[0]
+        if first in _PROJECT_FOLDERS or any(
+            first == own or first.startswith((own + ".", own + "-")) for own in _PROJECT_FILES
+        ):
+            raise ConfigError(
+                f"{out}: is part of the PhenoScout project {folder} ({first}); writing there "
+                "would damage the project - choose another file, e.g. in "
+                f"{folder / 'exports'}"
+            )
+
+
+def _cannot_write(out: Path, exc: OSError) -> PhenoScoutError:
+    if exc.errno in _FULL:
+        why = "disk full: free some disk space"
+    elif exc.errno in _DENIED:
+        why = "read-only or not yours: choose a folder you can write to"
+    elif isinstance(exc, IsADirectoryError):
+        why = "that is a folder: give a file name"
+    else:
+        why = "check the folder"
+    return PhenoScoutError(
+        f"{out}: cannot write ({exc.strerror or exc}); {why} and export again - nothing was "
+        "written, a file already there is unchanged"
+    )
 
 
 def write_bytes_atomic(data: bytes, out: Path) -> Path:
-    """Write ``data`` to ``out`` via a temporary file and a rename.
+    """Write ``data`` to ``out`` through a new temporary file beside it (created exclusively,
+    so a planted link is never followed), flushed to disk, then renamed over ``out``: readers
+    see the old file or the whole new one, and a failed write leaves no partial file.
 
     Raises:
-        PhenoScoutError: the file cannot be written (read-only folder, full disk).
+        ConfigError: ``out`` is one of a project's own files (:func:`check_export_target`).
+        PhenoScoutError: the file cannot be written (read-only folder, disk full); one line.
     """
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
+    check_export_target(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as exc:
+        raise _cannot_write(out, exc) from exc
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide the export from others
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise PhenoScoutError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+        raise _cannot_write(out, exc) from exc
     return out
 
 
@@ -193,6 +254,7 @@ def export_table(project: Project, out: Path, what: str = "labels") -> int:
         NotTrainedError: ``predictions``/``wells`` before labels of 2 classes.
         DataError: ``wells`` without plate and well columns.
     """
+    check_export_target(out)  # before the work, not after it
     df = export_frame(project, what)
     write_table(df, out, meta=export_meta(project, what))
     logger.info("exported %d %s rows to %s", len(df), what, out)

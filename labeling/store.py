@@ -31,7 +31,8 @@ from labeling.store_classes import (  # re-exported: callers import them from he
     ClassesMixin,
     ClassInfo,
 )
-from labeling.store_rounds import RoundsAndLeases, _now_iso
+from labeling.store_errors import _is_readonly, _why_write_failed, _write_failed
+from labeling.store_rounds import RoundsAndLeases, _now_iso, label_durations
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +50,7 @@ __all__ = [
     "normalise_class_name",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # labeling.migrations upgrades older stores on open
 SOURCES = ("batch", "review", "cli", "import", "more_like_this")
 BUSY_TIMEOUT_S = 10.0
 
@@ -66,29 +67,12 @@ CREATE TABLE labels(label_id INTEGER PRIMARY KEY,
     class_id INTEGER NOT NULL REFERENCES classes(class_id), annotator TEXT NOT NULL,
     labeled_at TEXT, round_id INTEGER NULL REFERENCES rounds(round_id), source TEXT NOT NULL,
     undone INTEGER NOT NULL DEFAULT 0,
-    sub_strategy TEXT NULL, guess TEXT NULL, confidence REAL NULL);
+    sub_strategy TEXT NULL, guess TEXT NULL, confidence REAL NULL, duration_ms INTEGER NULL);
 CREATE INDEX labels_cell ON labels(cell_id);
+CREATE INDEX labels_round ON labels(round_id, annotator);
 CREATE TABLE leases(cell_id TEXT PRIMARY KEY REFERENCES cells(cell_id), annotator TEXT,
     round_id INTEGER, sub_strategy TEXT, guess TEXT, confidence REAL, expires_at REAL);
 """
-
-
-def _is_readonly(err: sqlite3.DatabaseError) -> bool:
-    return "readonly" in str(err) or "read-only" in str(err)
-
-
-def _write_failed(path: Path, err: sqlite3.DatabaseError) -> StoreError:
-    """The one-line error for a write SQLite refused (labels already committed stay safe)."""
-    if _is_readonly(err):
-        how = "the project folder or labels.db is read-only; make both writable (chmod u+w)"
-    elif "full" in str(err):
-        how = "the disk is full; free some space"
-    else:
-        how = "check the project folder"
-    return StoreError(
-        f"{path}: cannot save ({err}); {how} and retry - nothing of this call was saved, "
-        "labels committed before are safe"
-    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +88,7 @@ class LabelRecord:
     undone: bool = False  # True once undone by LabelStore.undo_last
     sub_strategy: str | None = None  # the query sub-strategy that picked the cell, if leased
     guess: str | None = None  # the model's guess when the cell was handed out, if any
+    duration_ms: int | None = None  # time spent on the cell (see labeling.migrations, v2)
 
 
 class LabelStore(ClassesMixin, RoundsAndLeases):
@@ -136,7 +121,10 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         except sqlite3.DatabaseError as e:
             self.close()
             if _is_readonly(e):
-                raise _write_failed(self.path, e) from e
+                raise StoreError(
+                    f"{self.path}: cannot open the label store for writing ({e}); "
+                    f"{_why_write_failed(self.path, e)} - labels committed before are safe"
+                ) from e
             raise StoreError(
                 f"{self.path}: cannot open the label store ({e}); the file is damaged or not a "
                 "labels.db - restore it from a backup or move it away"
@@ -178,6 +166,10 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
             )
         if version < 1:
             raise StoreError(f"{self.path}: label store has no valid schema_version ({row})")
+        if version < SCHEMA_VERSION:
+            from labeling.migrations import migrate_store
+
+            migrate_store(self.path, self._conn, SCHEMA_VERSION)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
@@ -205,6 +197,8 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as e:
+                if "lock" not in str(e) and "busy" not in str(e):  # read-only, full, I/O error
+                    raise _write_failed(self.path, e) from e
                 raise StoreError(
                     f"{self.path}: cannot start a write ({e}); another process has held the "
                     f"store for over {BUSY_TIMEOUT_S:.0f} s - close it or retry"
@@ -319,13 +313,15 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
             current = self._current_rows(conn, [c for c, _ in named])
             # the same label again from the same person and place (a double click) adds nothing
             named = [(c, v) for c, v in named if current.get(c) != (ids[v], annotator, source)]
+            spent = label_durations(conn, annotator, [c for c, _ in named], now)
             conn.executemany(
                 "INSERT INTO labels(cell_id, class_id, annotator, labeled_at, round_id, source, "
-                "sub_strategy, guess, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "sub_strategy, guess, confidence, duration_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (c, ids[lab], annotator, now,
                      round_id if round_id is not None else leased.get(c, (None,) * 4)[0],
-                     source, *leased.get(c, (None,) * 4)[1:])
+                     source, *leased.get(c, (None,) * 4)[1:], spent.get(c))
                     for c, lab in named
                 ],
             )  # fmt: skip
@@ -450,7 +446,8 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         merges (for discovery curves); pseudo-labels included."""
         rows = self._read(
             "SELECT l.cell_id, eff.name, l.annotator, l.labeled_at, l.round_id, l.source, 0, "
-            "l.sub_strategy, l.guess FROM labels l JOIN classes c ON c.class_id = l.class_id "
+            "l.sub_strategy, l.guess, l.duration_ms "
+            "FROM labels l JOIN classes c ON c.class_id = l.class_id "
             "JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id) "
             "WHERE l.undone = 0 ORDER BY l.label_id"
         )

@@ -24,10 +24,50 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def label_durations(
+    conn: sqlite3.Connection, annotator: str, cell_ids: list[str], now_iso: str
+) -> dict[str, int]:
+    """Milliseconds ``annotator`` spent on each of ``cell_ids`` that is leased to them.
+
+    Measured from the later of the batch being ready (its round finished) and their previous
+    label in the same round, to ``now_iso``; cells of one round labeled in one call share that
+    time equally. Cells not leased to ``annotator`` (review, CLI, another's batch) get none.
+
+    Returns:
+        cell_id -> duration_ms (>= 0).
+    """
+    rows = conn.execute(
+        "SELECT cell_id, round_id FROM leases WHERE annotator = ? AND round_id IS NOT NULL "
+        "AND cell_id IN (SELECT value FROM json_each(?))",
+        (annotator, json.dumps(cell_ids)),
+    ).fetchall()
+    by_round: dict[int, list[str]] = {}
+    for cell_id, round_id in rows:
+        by_round.setdefault(int(round_id), []).append(cell_id)
+    now = datetime.fromisoformat(now_iso)
+    out: dict[str, int] = {}
+    for round_id, ids in by_round.items():
+        start = conn.execute(
+            "SELECT MAX(t) FROM (SELECT COALESCE(finished_at, started_at) AS t FROM rounds "
+            "WHERE round_id = :r UNION ALL SELECT MAX(labeled_at) FROM labels "
+            "WHERE round_id = :r AND annotator = :a)",
+            {"r": round_id, "a": annotator},
+        ).fetchone()[0]
+        if start:
+            seconds = (now - datetime.fromisoformat(start)).total_seconds()
+            out.update(dict.fromkeys(ids, max(0, round(seconds * 1000 / len(ids)))))
+    return out
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _median(sorted_values: list[int]) -> float:
+    n = len(sorted_values)
+    return (sorted_values[(n - 1) // 2] + sorted_values[n // 2]) / 2
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -97,6 +137,21 @@ class RoundsAndLeases:
         )
         return (_loads(rows[0][0]) or {}) if rows else {}
 
+    def seconds_per_label(self) -> dict[str, tuple[int, float]]:
+        """Labeling cost per class: class name -> (labels timed, median seconds spent), over
+        labels in force that were given on a leased cell (``duration_ms`` recorded), classes
+        resolved through merges, pseudo-classes included. Classes without such labels are left
+        out."""
+        rows = self._read(
+            "SELECT eff.name, l.duration_ms FROM labels l JOIN classes c ON c.class_id = "
+            "l.class_id JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id) "
+            "WHERE l.undone = 0 AND l.duration_ms IS NOT NULL ORDER BY eff.name, l.duration_ms"
+        )
+        by_class: dict[str, list[int]] = {}
+        for name, ms in rows:
+            by_class.setdefault(name, []).append(int(ms))
+        return {name: (len(ms), _median(ms) / 1000) for name, ms in by_class.items()}
+
     def rounds(self) -> list[dict]:
         """Every round as a dict (timings and state parsed), oldest first."""
         cols = _ROUND_COLS.split(", ")
@@ -131,9 +186,10 @@ class RoundsAndLeases:
             ttl_s: lease lifetime; 0 gives a lease that has already expired.
 
         Returns:
-            The number leased: cells held by another annotator's unexpired lease are left out
-            (the annotator's own earlier leases of the same cells are renewed; leases of other
-            cells stay open, so call :meth:`release` first to start a fresh batch).
+            The number leased: cells held by another annotator's unexpired lease, and cells
+            that carry a label (given, say, by another labeler since the batch was chosen), are
+            left out (the annotator's own earlier leases of the same cells are renewed; leases
+            of other cells stay open, so call :meth:`release` first to start a fresh batch).
         """
         cell_ids = [str(it["cell_id"]) for it in items]
         now = time.time()
@@ -141,8 +197,11 @@ class RoundsAndLeases:
             self._check_cells(conn, cell_ids)
             self._check_round(conn, round_id)
             conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
-            sql = "SELECT cell_id FROM leases WHERE annotator != ?"
-            taken = {r[0] for r in conn.execute(sql, (annotator,))}
+            sql = (
+                "SELECT cell_id FROM leases WHERE annotator != ? UNION SELECT cell_id FROM labels "
+                "WHERE undone = 0 AND cell_id IN (SELECT value FROM json_each(?))"
+            )
+            taken = {r[0] for r in conn.execute(sql, (annotator, json.dumps(cell_ids)))}
             rows = [
                 (cid, annotator, round_id, it.get("sub_strategy"), it.get("guess"),
                  _float_or_none(it.get("confidence")), now + ttl_s)
@@ -175,4 +234,3 @@ class RoundsAndLeases:
         """Drop every lease of ``annotator``. Returns how many were dropped."""
         with self._write() as conn:
             return conn.execute("DELETE FROM leases WHERE annotator = ?", (annotator,)).rowcount
-

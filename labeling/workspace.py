@@ -108,3 +108,35 @@ def check_new_project_folder(path: Path) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ProjectError(f"{path}: already exists and is not empty; choose a new folder")
     return path
+
+
+def resolve_user_path(typed: str, root: Path) -> Path:
+    """The path a user typed, made absolute and kept inside ``root``.
+
+    ``~`` is expanded, a relative path is taken under ``root``, and symlinks (of the parts
+    that exist) and ``..`` are resolved before the check, so neither ``../..`` nor a link
+    that points elsewhere can leave ``root``.
+
+    Args:
+        typed: what the user typed (surrounding blanks are ignored).
+        root: the folder the path must stay in (itself allowed).
+
+    Returns:
+        The resolved absolute path; it need not exist.
+
+    Raises:
+        ConfigError: empty text, a control character, or a path outside ``root``.
+    """
+    text = typed.strip() if isinstance(typed, str) else ""
+    if not text:
+        raise ConfigError(f"no path typed; type a folder inside {root}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ConfigError(f"path {typed!r} contains a control character; type it again")
+    base = Path(root).expanduser().resolve()
+    path = Path(text).expanduser()
+    resolved = (path if path.is_absolute() else base / path).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ConfigError(
+            f"path {typed!r} leads to {resolved}, outside {base}; choose a path inside {base}"
+        )
+    return resolved

@@ -45,7 +45,7 @@ def test_settings_wal_full_sync_foreign_keys(store: LabelStore, db: Path) -> Non
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
 
 
 def test_missing_file_without_create_is_an_error(db: Path) -> None:
@@ -70,7 +70,7 @@ def test_sqlite_file_of_another_program_is_refused(db: Path) -> None:
 def test_newer_schema_version_says_upgrade(store: LabelStore, db: Path) -> None:
     store._conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     store.close()
-    with pytest.raises(StoreError, match=r"schema version 7 is newer .*\(1\); upgrade PhenoScout"):
+    with pytest.raises(StoreError, match=r"schema version 7 is newer .*\(2\); upgrade PhenoScout"):
         LabelStore(db)
 
 
