@@ -5,7 +5,8 @@ without a project it shows a start screen asking for one (with the Project page'
 demo sections). The pages are scripts in ``app_pages/`` (Label, the one that opens, Project,
 Discover, Review and Export), chosen in the navigation bar at the top; each draws itself with
 ``common.run_page``. The sidebar's project name and annotator box are drawn here, for every
-page, so they keep their value when the page changes.
+page, so they keep their value when the page changes. Opening a project starts its background
+trainer once per session (``app_pages.status``; ``PHENOSCOUT_TRAINER=off`` starts none).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app_pages.common import (
     start_screen,
 )
 from app_pages.project import render_project_page
+from app_pages.status import start_trainer_once
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
 
@@ -39,12 +41,15 @@ def main() -> None:
         render_project_page(None)
         return
     project_sidebar(project)
+    start_trainer_once(project)  # the project's background trainer (PHENOSCOUT_TRAINER=off: none)
     annotator_input()  # here, not on the Label page: it keeps its value on every page
     pages = [
         st.Page("app_pages/label.py", title="Label", icon=":material/label:", url_path="label",
                 default=True),
         st.Page("app_pages/project.py", title="Project", icon=":material/folder_open:",
                 url_path="project"),
+        st.Page("app_pages/fields.py", title="Fields", icon=":material/grid_view:",
+                url_path="fields"),
         st.Page("app_pages/discover.py", title="Discover", icon=":material/insights:",
                 url_path="discover"),
         st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:",

@@ -180,13 +180,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from labeling.project import open_project
-    from models.trainer import run_trainer
+    from models.trainer import TrainerExit, exit_on_sigterm, run_trainer
 
     project = open_project(Path(args.project))
-    with tqdm_progress("train") as progress:
-        version = run_trainer(
-            project.path, device=args.device, watch=args.watch, poll_s=args.poll, progress=progress
-        )
+    exit_on_sigterm()
+    try:
+        with tqdm_progress("train") as progress:
+            version = run_trainer(project.path, device=args.device, watch=args.watch,
+                                  poll_s=args.poll, progress=progress, exit_with=args.exit_with)
+    except TrainerExit as exc:
+        print(f"trainer stopped: {exc}")
+        return 0
     print(f"newest model version: v{version:04d}" if version else "no model version published")
     return 0
 
@@ -365,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: CUDA, else MPS, else CPU (one thread, low priority)",
     )
     p.add_argument("--poll", type=float, default=5.0, help="seconds between label checks")
+    p.add_argument("--exit-with", type=int, metavar="PID", default=None,
+                   help="end soon after process PID ends (the app passes its own pid)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -20,9 +21,14 @@ from datasets.config import ChannelSpec, IngestConfig
 from datasets.errors import DataError
 from labeling.errors import ConfigError
 
-#: Version of the project folder layout; bumped on incompatible changes.
-SCHEMA_VERSION = 1
-FEATURE_SETS = ("morphology", "embedding", "morphology+embedding")
+logger = logging.getLogger(__name__)
+
+#: Version of the project folder layout; bumped on incompatible changes (labeling.migrations
+#: upgrades older project.toml files on load and lists what each version changed).
+SCHEMA_VERSION = 2
+#: Feature sets of the loop's head (see labeling.feature_sets); "auto" decides by CV.
+FEATURE_SETS = ("auto", "morphology", "embedding", "morphology+embedding", "cellprofiler",
+                "morphology+cellprofiler")
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class LoopConfig:
 
     strategy: str = "discover"  # default query strategy (see `phenoscout next --help`)
     batch_size: int = 24  # cells shown per batch
-    features: str = "morphology"  # feature set the head is trained on
+    features: str = "auto"  # feature set the head is trained on (FEATURE_SETS)
     lease_minutes: float = 60.0  # a batch handed to one annotator is held for others this long
 
     def __post_init__(self) -> None:
@@ -126,10 +132,34 @@ def load_config(path: Path) -> ProjectConfig:
         raise ConfigError(f"{path}: no project config here; is this a PhenoScout project?") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    old = data.get("schema_version", SCHEMA_VERSION)
     try:
-        return config_from_dict(data)
+        if old != SCHEMA_VERSION:
+            from labeling.migrations import migrate_config_data
+
+            data = migrate_config_data(data, SCHEMA_VERSION)
+        cfg = config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    if cfg.schema_version != old:
+        _save_migrated(cfg, Path(path), old)
+    return cfg
+
+
+def _save_migrated(cfg: ProjectConfig, path: Path, old: int) -> None:
+    """Rewrite an upgraded project.toml, its old text kept as ``project.toml.v<old>.bak``; a
+    read-only project keeps its file and is upgraded in memory on every load."""
+    from labeling.migrations import backup_path
+
+    try:
+        backup = backup_path(path, old)
+        backup.write_bytes(path.read_bytes())
+        save_config(cfg, path)
+    except OSError as exc:
+        logger.warning("%s: upgraded in memory only, cannot rewrite it (%s)", path, exc)
+        return
+    logger.warning("%s: upgraded from schema %d to %d (old file: %s)", path, old,
+                   cfg.schema_version, backup)  # fmt: skip
 
 
 def save_config(cfg: ProjectConfig, path: Path) -> None:

@@ -3,6 +3,12 @@
 One round: fit the head on the labeled cells' features (or reuse the head cached for exactly
 these labels), score every cell, let the strategy pick a batch, lease it to the annotator and
 record the round. The app and the CLI call these functions; no torch or streamlit here.
+
+The pool (cell ids, standardised morphology features, the k-means/neighbour index the
+strategies use) is fixed per feature version. The head's features are chosen per round by
+``labeling.feature_sets`` (``loop.features``; ``auto`` adds the backbone embedding of the
+newest complete model version when cross-validation says it helps); the round records which
+set it used and why.
 """
 
 from __future__ import annotations
@@ -115,10 +121,13 @@ class HeadState:
     classes: tuple[str, ...]
     proba: npt.NDArray[np.float32] | None  # (n, k) for every cell of the pool
     fit_seconds: float
+    features: str = "morphology"  # the feature set (labeling.feature_sets.FeatureChoice.key)
+    features_reason: str = ""  # why that set
 
 
-def _labels_key(store_events: list[LabelRecord], pool: PoolData, seed: int) -> str:
-    h = hashlib.sha1(f"{pool.version}:{seed}".encode())
+def _labels_key(store_events: list[LabelRecord], pool: PoolData, seed: int,
+                features: str = "morphology") -> str:
+    h = hashlib.sha1(f"{pool.version}:{seed}:{features}".encode())
     for e in store_events:
         h.update(f"{e.cell_id}\x1f{e.label}\x1e".encode())
     return h.hexdigest()[:16]
@@ -127,29 +136,38 @@ def _labels_key(store_events: list[LabelRecord], pool: PoolData, seed: int) -> s
 def fit_head(project: Project, pool: PoolData | None = None) -> HeadState:
     """Fit the head on the current (non-pseudo) labels and score every cell.
 
-    The result is cached in ``PROJECT/cache/head.npz`` for exactly these labels, so the next
+    The features are those :func:`labeling.feature_sets.choose_features` picks. The result is
+    cached in ``PROJECT/cache/head.npz`` for exactly these labels and features, so the next
     batch (or another process) reuses it without refitting.
+
+    Raises:
+        ConfigError: a CellProfiler feature set without CellProfiler columns.
     """
+    from labeling.feature_sets import choose_features, feature_matrix
     from labeling.head import HeadConfig, SklearnHead
 
     pool = pool or pool_data(project)
+    t0 = time.perf_counter()
     labels = project.store.current_labels(include_pseudo=False)
-    key = _labels_key(project.store.label_events(), pool, project.config.seed)
+    choice = choose_features(project, pool, labels)
+    key = _labels_key(project.store.label_events(), pool, project.config.seed, choice.key)
     cache = project.path / _CACHE_DIR / "head.npz"
     cached = _read_head_cache(cache, key)
     if cached is not None:
-        return cached
-    t0 = time.perf_counter()
+        return replace(cached, features_reason=choice.reason)
     rows = np.array([pool.position[c] for c in labels if c in pool.position], dtype=np.int64)
     y = [labels[c] for c in labels if c in pool.position]
     if len(set(y)) < 2:
-        return HeadState(None, tuple(sorted(set(y))), None, time.perf_counter() - t0)
-    head = SklearnHead(HeadConfig(seed=project.config.seed)).fit(pool.features[rows], y)
-    proba = head.predict_proba(pool.features)
-    state = HeadState(head.version, tuple(head.classes_), proba, time.perf_counter() - t0)
+        return HeadState(None, tuple(sorted(set(y))), None, time.perf_counter() - t0,
+                         choice.key, choice.reason)
+    features = feature_matrix(project, pool, choice.key)
+    head = SklearnHead(HeadConfig(seed=project.config.seed)).fit(features[rows], y)
+    proba = head.predict_proba(features)
+    state = HeadState(head.version, tuple(head.classes_), proba, time.perf_counter() - t0,
+                      choice.key, choice.reason)
     _save_npz(cache, key=np.array(key), version=np.array(head.version),
               classes=np.array(json.dumps(state.classes)), proba=proba,
-              fit_seconds=np.array(state.fit_seconds))
+              fit_seconds=np.array(state.fit_seconds), features=np.array(choice.key))
     return state
 
 
@@ -161,7 +179,7 @@ def _read_head_cache(path: Path, key: str) -> HeadState | None:
             if str(z["key"]) != key:
                 return None
             return HeadState(str(z["version"]), tuple(json.loads(str(z["classes"]))),
-                             z["proba"], float(z["fit_seconds"]))
+                             z["proba"], float(z["fit_seconds"]), str(z["features"]))
     except (OSError, KeyError, ValueError) as exc:
         logger.warning("%s: unreadable head cache (%s); refitting", path, exc)
         return None
@@ -197,8 +215,13 @@ def next_batch(
     strategy: str | None = None,
     *,
     resume: bool = True,
+    _retry: int = 0,
 ) -> list[dict[str, Any]]:
     """Choose the next ``n`` cells for ``annotator`` with the newest head, lease and describe them.
+
+    Another labeler may lease or label some of the chosen cells between the choice and the
+    lease; the lease leaves those out and the batch is chosen again (up to 3 times, then the
+    cells actually leased are returned), so no cell is ever handed to two labelers.
 
     Args:
         project: the open project.
@@ -250,11 +273,18 @@ def next_batch(
     t_sel = time.perf_counter()
     items = _items(selection, pool, head)
     round_id = store.start_round(annotator, strategy, head.version, len(items), state)
-    store.lease(items, annotator, round_id, ttl_s=project.config.loop.lease_minutes * 60)
+    n_leased = store.lease(items, annotator, round_id,
+                           ttl_s=project.config.loop.lease_minutes * 60)  # fmt: skip
     store.finish_round(round_id, {
         "fit_s": round(t_fit - t0, 4), "select_s": round(t_sel - t_fit, 4),
         "total_s": round(time.perf_counter() - t0, 4), "index_s": round(pool.index_seconds, 3),
+        "features": head.features, "features_why": head.features_reason,
     })  # fmt: skip
+    if n_leased < len(items):  # another labeler took some of these cells meanwhile
+        if _retry < 3:
+            return next_batch(project, n, annotator, strategy, resume=False, _retry=_retry + 1)
+        held = {lease["cell_id"] for lease in store.open_lease(annotator)}
+        items = [it for it in items if it["cell_id"] in held]
     return _describe(project, items)
 
 

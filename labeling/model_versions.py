@@ -6,6 +6,12 @@ The trainer (``models.trainer``) writes ``PROJECT/models/vNNNN/`` folders: it fi
 ``cell_ids.npy`` (n,) str in cell-table order, ``predictions.npy`` (n, k) float32 when a
 classifier exists, and ``meta.json``. The newest complete version wins; ``.tmp-*`` folders
 (a publish in progress or killed) are ignored.
+
+A classifier version's embeddings come from an encoder fine-tuned on the labels, so judging
+them by cross-validation on those same labels would flatter them; such a version also holds
+``backbone_embeddings.npy``, the self-supervised backbone's label-free embeddings (the same
+as the pretrain-only version's ``embeddings.npy``). :func:`latest_backbone_embeddings` finds
+them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from labeling.errors import ProjectError
 MODELS_DIR = "models"
 META_FILE = "meta.json"
 EMBEDDINGS_FILE = "embeddings.npy"
+BACKBONE_EMBEDDINGS_FILE = "backbone_embeddings.npy"
 CELL_IDS_FILE = "cell_ids.npy"
 PREDICTIONS_FILE = "predictions.npy"
 CLASSES_FILE = "classes.json"
@@ -117,6 +124,64 @@ def load_embeddings(
     path = _resolve(project_dir, version)
     ids = np.load(path / CELL_IDS_FILE, allow_pickle=False)
     emb = _load(path / EMBEDDINGS_FILE)
+    if emb.ndim != 2 or len(emb) != len(ids) or emb.dtype != np.float32:
+        raise ProjectError(
+            f"{path}: embeddings {emb.shape} {emb.dtype} do not match {len(ids)} cell ids; "
+            "delete the version folder"
+        )
+    return ids, emb
+
+
+def backbone_embeddings_path(info: VersionInfo) -> Path | None:
+    """A version's label-free (self-supervised) embeddings file, None when it has none:
+    ``embeddings.npy`` of a pretrain-only version, ``backbone_embeddings.npy`` of a classifier."""
+    if not info.has_predictions and info.meta.get("kind", "unet") != "classifier":
+        return info.path / EMBEDDINGS_FILE
+    path = info.path / BACKBONE_EMBEDDINGS_FILE
+    return path if path.is_file() else None
+
+
+def latest_backbone_embeddings(
+    project_dir: Path,
+) -> tuple[VersionInfo, npt.NDArray[np.str_], npt.NDArray[np.float32]] | None:
+    """``(version, cell_ids (n,), embeddings (n, d) float32 memmap)``: the label-free
+    embeddings of the newest complete version that has them; None when no version has.
+
+    Raises:
+        ProjectError: that version's files are unreadable or disagree.
+    """
+    info = latest_backbone_version(project_dir)
+    found = load_backbone_embeddings(project_dir, info) if info is not None else None
+    return (info, *found) if info is not None and found is not None else None
+
+
+def latest_backbone_version(project_dir: Path) -> VersionInfo | None:
+    """The newest complete version with label-free embeddings (a cheap check: no arrays read)."""
+    for info in reversed(list_versions(project_dir)):
+        if backbone_embeddings_path(info) is not None:
+            return info
+    return None
+
+
+def load_backbone_embeddings(
+    project_dir: Path, version: VersionInfo | int
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]] | None:
+    """``(cell_ids (n,), embeddings (n, d) float32 memmap)``: a version's label-free
+    embeddings (see :func:`backbone_embeddings_path`), None when it has none.
+
+    Raises:
+        ProjectError: the version is missing, incomplete or its files disagree.
+    """
+    if not isinstance(version, VersionInfo):
+        info = _read_info(_resolve(project_dir, version), int(version))
+        if info is None:
+            raise ProjectError(f"{project_dir}: model version {version} is incomplete")
+        version = info
+    path = backbone_embeddings_path(version)
+    if path is None:
+        return None
+    ids = np.load(version.path / CELL_IDS_FILE, allow_pickle=False)
+    emb = _load(path)
     if emb.ndim != 2 or len(emb) != len(ids) or emb.dtype != np.float32:
         raise ProjectError(
             f"{path}: embeddings {emb.shape} {emb.dtype} do not match {len(ids)} cell ids; "

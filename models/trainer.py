@@ -3,7 +3,11 @@
 ``run_trainer`` holds ``PROJECT/models/trainer.lock`` (fcntl.flock) for its whole life and
 reports what it is doing in ``PROJECT/models/trainer.json``: ``state`` (starting, idle,
 pretraining, finetuning, embedding, stopped, failed), ``progress`` [done, total], ``message``,
-``pid``, ``device``, ``version`` (newest published) and ``updated_at``.
+``pid``, ``device``, ``version`` (newest published) and ``updated_at``. With ``exit_with``
+(``phenoscout train --exit-with PID``, as the app starts it) it ends soon after process PID
+does: between rounds at once, during a phase at its next step. Every classifier version also
+carries the self-supervised backbone's embeddings (``backbone_embeddings.npy``), label-free
+features the labeling loop can compare with morphology without leakage.
 """
 
 from __future__ import annotations
@@ -12,20 +16,32 @@ import dataclasses
 import fcntl
 import logging
 import os
+import shutil
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from datasets.pixels import PixelStore
-from labeling.model_versions import MODELS_DIR, latest_version
+from labeling.model_versions import (
+    BACKBONE_EMBEDDINGS_FILE,
+    CELL_IDS_FILE,
+    EMBEDDINGS_FILE,
+    MODELS_DIR,
+    backbone_embeddings_path,
+    latest_backbone_embeddings,
+    latest_version,
+)
 from labeling.store import LabelStore
+from labeling.trainer_process import LOCK_FILE, STATUS_FILE, parent_gone
 from models.checkpoint import (
     build_model,
     get_project_id,
@@ -44,8 +60,7 @@ from models.versions import begin_version, publish_version, remove_stale_tmp, wr
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = "trainer.lock"
-STATUS_FILE = "trainer.json"
+__all__ = ["LOCK_FILE", "STATUS_FILE", "TrainerConfig", "TrainerExit", "run_trainer"]
 BACKBONE_FILE = "backbone.pt"  # the self-supervised U-Net every fine-tune starts from
 
 
@@ -85,7 +100,9 @@ class TrainerConfig:
 
 
 CPU_PRETRAIN = TrainConfig(max_steps=300, max_seconds=240.0)  # < 5 min with time to embed
-# head lr 3e-2: Jurkat, one CV fold, all labels, bal. acc 0.77 (12 epochs) vs 0.59 with 1e-3
+# head lr 3e-2: Jurkat, one CV fold, all labels, bal. acc 0.77 (12 epochs) vs 0.59 with 1e-3.
+# No held-out split below 20 labels per class (FinetuneConfig.holdout_min_per_class): at 10
+# per class early stopping on 2 held-out cells per class cost 0.28 balanced accuracy.
 CPU_FINETUNE = FinetuneConfig(max_epochs=12, short_epochs=4, patience=4, lr=3e-2)
 GPU_PRETRAIN = TrainConfig(epochs=10, max_steps=3000, batch_size=256)
 GPU_FINETUNE = FinetuneConfig(max_epochs=20, batch_size=128)
@@ -114,8 +131,38 @@ class _Status:
         write_json(self.path, self.data)
 
 
-def _chain(status: _Status, progress: Progress | None) -> Progress:
+class TrainerExit(BaseException):  # noqa: N818 (like KeyboardInterrupt: an order, not a fault)
+    """The trainer was told to end (its app ended, or SIGTERM); run_trainer records "stopped"."""
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`TrainerExit` (call from the main thread), so a terminated
+    trainer records "stopped" in trainer.json and releases its lock cleanly."""
+    def handler(signum: int, frame: object) -> None:
+        raise TrainerExit("stopped by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _watch_parent(pid: int, stop: threading.Event, reasons: list[str]) -> threading.Event:
+    """Start a daemon thread that sets ``stop`` (and appends the reason) once ``pid`` ends;
+    set the returned event to end the thread."""
+    was_child, done = os.getppid() == pid, threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            if parent_gone(pid, was_child):
+                reasons.append(f"the app that started it (pid {pid}) has ended")
+                stop.set()
+                return
+
+    threading.Thread(target=watch, name="trainer-exit-with", daemon=True).start()
+    return done
+
+
+def _chain(status: _Status, progress: Progress | None, check: Callable[[], None]) -> Progress:
     def both(done: int, total: int) -> None:
+        check()
         status.progress(done, total)
         if progress is not None:
             progress(done, total)
@@ -148,14 +195,20 @@ class _Trainer:
     """One project's trainer state between rounds."""
 
     def __init__(self, project_dir: Path, device: torch.device, config: TrainerConfig,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, exit_reasons: list[str] | None = None) -> None:
         self.project_dir, self.device, self.config = Path(project_dir), device, config
         self.pixels = PixelStore(self.project_dir)
         self.store = LabelStore(self.project_dir / "labels.db")
         self.project_id = get_project_id(self.project_dir)
         self.status = _Status(self.project_dir, device)
-        self.progress = _chain(self.status, progress)
+        self.exit_reasons = exit_reasons if exit_reasons is not None else []
+        self.progress = _chain(self.status, progress, self.check_exit)
         self.backbone_path = self.project_dir / MODELS_DIR / BACKBONE_FILE
+
+    def check_exit(self) -> None:
+        """Raise TrainerExit when the app this trainer follows has ended."""
+        if self.exit_reasons:
+            raise TrainerExit(self.exit_reasons[0])
 
     def backbone(self) -> UNet:
         """The pretrained U-Net, pretraining it first when the project has none."""
@@ -180,8 +233,10 @@ class _Trainer:
         return model
 
     def publish(self, model: UNet | Classifier, classes: tuple[str, ...], n_labels: int,
-                timings: dict[str, float]) -> int:
-        """Checkpoint, embed every cell and publish the next version; returns its number."""
+                timings: dict[str, float], backbone: UNet | None = None) -> int:
+        """Checkpoint, embed every cell and publish the next version; returns its number.
+
+        A classifier's version also gets the label-free embeddings of ``backbone``."""
         number, tmp = begin_version(self.project_dir)
         save_checkpoint(tmp / "checkpoint.pt", model.cpu(), self.project_id, classes)
         write_json(tmp / "config.json", {"unet": dataclasses.asdict(model.config),
@@ -190,12 +245,34 @@ class _Trainer:
         result = embed_cells(model, self.pixels, tmp, self.device, self.config.embed_batch,
                              self.config.bf16, self.progress)
         timings = {**timings, "embed_s": result.seconds}
+        if backbone is not None:
+            self.add_backbone_embeddings(backbone, tmp)
         meta = {"n_labels": n_labels, "timings": timings, "device": str(self.device),
                 "project_id": self.project_id, "n_cells": result.n_cells, "dim": result.dim,
                 "kind": "classifier" if isinstance(model, Classifier) else "unet"}
         publish_version(tmp, meta, classes, keep=self.config.keep_versions)
         self.status.data["version"] = number
         return number
+
+    def add_backbone_embeddings(self, backbone: UNet, tmp: Path) -> None:
+        """``tmp/backbone_embeddings.npy``: linked from the newest version that has them for
+        the same cells, else computed (once, e.g. after a plate was added)."""
+        ids = np.load(tmp / CELL_IDS_FILE, allow_pickle=False)
+        found = latest_backbone_embeddings(self.project_dir)
+        src = backbone_embeddings_path(found[0]) if found is not None else None
+        if src is not None and np.array_equal(found[1], ids):
+            try:
+                os.link(src, tmp / BACKBONE_EMBEDDINGS_FILE)
+            except OSError:
+                shutil.copyfile(src, tmp / BACKBONE_EMBEDDINGS_FILE)
+            return
+        sub = tmp / "backbone"
+        sub.mkdir()
+        self.status.set("embedding", f"embedding {self.pixels.n_cells} cells with the backbone")
+        embed_cells(backbone, self.pixels, sub, self.device, self.config.embed_batch,
+                    self.config.bf16, self.progress)
+        os.replace(sub / EMBEDDINGS_FILE, tmp / BACKBONE_EMBEDDINGS_FILE)
+        shutil.rmtree(sub)
 
     def round(self, n_labels: int) -> int | None:
         """Fine-tune on the current labels and publish; None when fewer than 2 classes."""
@@ -213,7 +290,8 @@ class _Trainer:
         start = time.perf_counter()
         finetune(model, self.pixels, labels, classes, self.config.finetune, self.device,
                  self.progress)
-        return self.publish(model, classes, n_labels, {"finetune_s": time.perf_counter() - start})
+        return self.publish(model, classes, n_labels, {"finetune_s": time.perf_counter() - start},
+                            backbone=backbone)
 
 
 def run_trainer(
@@ -224,6 +302,7 @@ def run_trainer(
     progress: Progress | None = None,
     config: TrainerConfig | None = None,
     stop: threading.Event | None = None,
+    exit_with: int | None = None,
 ) -> int | None:
     """Train the project's models and publish versions; the ``phenoscout train`` entry point.
 
@@ -241,26 +320,33 @@ def run_trainer(
         progress: ``progress(done, total)`` of the current phase.
         config: network and schedules; ``TrainerConfig.for_device`` when None.
         stop: set it to end watch mode (between rounds).
+        exit_with: end when process ``exit_with`` (the app that started the trainer) ends:
+            at once between rounds, at the next step of a running phase (TrainerExit).
 
     Returns:
         The newest published version number, or None when none exists.
 
     Raises:
         ModelError: device not available, another trainer running on the project, bad checkpoint.
+        TrainerExit: ``exit_with`` ended during a phase (or SIGTERM, see exit_on_sigterm).
     """
     dev = resolve_device(device)
     config = config or TrainerConfig.for_device(dev)
+    stop = stop or threading.Event()
     with trainer_lock(project_dir):
         background_mode(dev, config.cpu_threads, config.nice)
         seed_everything(config.seed)
         remove_stale_tmp(project_dir)
-        trainer = _Trainer(Path(project_dir), dev, config, progress)
+        reasons: list[str] = []
+        watching = _watch_parent(exit_with, stop, reasons) if exit_with else threading.Event()
+        trainer = _Trainer(Path(project_dir), dev, config, progress, reasons)
         try:
-            return _loop(trainer, watch, poll_s, stop or threading.Event())
+            return _loop(trainer, watch, poll_s, stop)
         except BaseException as err:
             trainer.status.set("failed" if isinstance(err, Exception) else "stopped", str(err))
             raise
         finally:
+            watching.set()
             trainer.store.close()
 
 
@@ -282,5 +368,6 @@ def _loop(trainer: _Trainer, watch: bool, poll_s: float, stop: threading.Event) 
             trainer.status.set("idle", "waiting for new labels" if watch else "done")
         if not watch or stop.wait(poll_s):
             break
-    trainer.status.set("stopped", "trainer ended")
+    trainer.status.set("stopped", trainer.exit_reasons[0] if trainer.exit_reasons
+                       else "trainer ended")
     return trainer.status.data.get("version")

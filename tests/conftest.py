@@ -15,6 +15,9 @@ SHARED_DATA = Path(
     os.environ.get("PHENOSCOUT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 JURKAT = SHARED_DATA / "jurkat_cellcycle_ifc"
+# The app starts a background trainer per project unless this says off: tests (and the app
+# servers they start, which inherit the environment) run without one unless a test asks.
+os.environ.setdefault("PHENOSCOUT_TRAINER", "off")
 NUCLEI_FIELD = SHARED_DATA / "dsb2018_nuclei_field"
 
 

@@ -63,8 +63,10 @@ def test_watch_trainer_picks_up_new_labels(project):
         ids, emb = load_embeddings(project, first)
         cells = read_cells(project, ["cell_id", "truth"])
         assert ids.tolist() == cells["cell_id"].tolist() and emb.shape == (len(cells), 6)
-        status = json.loads((project / "models" / "trainer.json").read_text())
-        assert status["state"] == "idle" and status["version"] == 1
+        status_file = project / "models" / "trainer.json"
+        # published first, then the status says idle: wait for it
+        assert _wait_for(lambda: json.loads(status_file.read_text())["state"] == "idle")
+        assert json.loads(status_file.read_text())["version"] == 1
         # a second trainer on the same project is refused while this one runs
         with pytest.raises(ModelError, match=r"already running on .* \(pid \d+\)"):
             run_trainer(project, "cpu", config=TINY)
@@ -75,6 +77,12 @@ def test_watch_trainer_picks_up_new_labels(project):
         assert _wait_for(lambda: latest_version(project).version == 2), errors
         second = latest_version(project)
         assert second.has_predictions and second.n_labels == len(picked)
+        # a classifier version also carries the backbone's label-free embeddings, linked
+        from labeling.model_versions import load_backbone_embeddings
+
+        b_ids, b_emb = load_backbone_embeddings(project, second)
+        assert b_ids.tolist() == ids.tolist()
+        np.testing.assert_array_equal(b_emb, emb)
         assert second.classes == tuple(sorted(picked["truth"].unique()))
         _, classes, probs = load_predictions(project, second)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)

@@ -113,7 +113,7 @@ def _finetune_once(fake_pixels, cfg, labels, **kw):
 
 
 def test_finetune_learns_and_is_deterministic(fake_pixels, tiny_config):
-    kw = dict(max_epochs=6, patience=6, lr=1e-2, encoder_lr=1e-2)
+    kw = dict(max_epochs=6, patience=6, lr=1e-2, encoder_lr=1e-2, holdout_min_per_class=5)
     m1, h1 = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, **kw)
     m2, h2 = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, **kw)
     assert h1[0]["split"] and h1[-1]["val_balanced_accuracy"] is not None
@@ -122,6 +122,32 @@ def test_finetune_learns_and_is_deterministic(fake_pixels, tiny_config):
     assert torch.equal(m1(x), m2(x))
     pred = m1(x).argmax(1).numpy()
     assert (pred == np.arange(32) % 2).mean() >= 0.9
+
+
+def test_finetune_without_holdout_below_its_minimum(fake_pixels, tiny_config):
+    # 16 per class: enough for the full schedule, too few for a held-out split (default 20)
+    _, history = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, max_epochs=3,
+                                patience=1)
+    assert len(history) == 3 and not any(h["split"] for h in history)
+
+
+def test_finetune_head_epochs_freeze_the_encoder_and_freeze_bn_its_statistics(
+    fake_pixels, tiny_config
+):
+    torch.manual_seed(0)
+    start = Classifier(tiny_config, 2).encoder.state_dict()
+    frozen, _ = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, max_epochs=2,
+                               head_epochs=2)
+    for name, value in frozen.encoder.state_dict().items():
+        assert torch.equal(value, start[name]), name
+    assert all(p.requires_grad for p in frozen.parameters())  # unfrozen afterwards
+    bn, _ = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, max_epochs=2,
+                           freeze_bn=True)
+    after = bn.encoder.state_dict()
+    stats = [n for n in after if "running_" in n]
+    weights = [n for n in after if n.endswith("0.weight")]
+    assert stats and all(torch.equal(after[n], start[n]) for n in stats)
+    assert any(not torch.equal(after[n], start[n]) for n in weights)
 
 
 def test_finetune_short_schedule_and_one_class(fake_pixels, tiny_config):
