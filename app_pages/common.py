@@ -4,6 +4,7 @@ start screen and the annotator name."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,9 @@ import streamlit as st
 
 from labeling.errors import PhenoScoutError
 from labeling.project import Project, open_project
+from labeling.workspace import resolve_user_path
 
+ROOT_ENV = "PHENOSCOUT_ROOT"  # folders typed in the app must lie under it (default: the cwd)
 PROJECT_PATH = "project_path"  # session key: the folder of the open project
 START_ERROR = "start_error"  # session key: why the start screen could not open a folder
 DEFAULT_ANNOTATOR = "browser"
@@ -67,12 +70,13 @@ def cached(fn_name: str, path: str, labels_key: tuple, *args: Any) -> Any:
 
 def labels_key(project: Project) -> tuple:
     """What identifies the current labels: labels given, and the latest label event (an undo
-    followed by another label keeps the count); classes (renames, merges) too."""
+    followed by another label keeps the count); classes (renames, merges) and the number of
+    cells (a plate added) too."""
     store = project.store
     events = store.label_events()
     last = (events[-1].cell_id, events[-1].label, events[-1].labeled_at) if events else None
     classes = tuple((c.name, c.n_labeled) for c in store.classes(include_pseudo=True))
-    return (store.n_labels_given(), last, classes)
+    return (store.n_labels_given(), last, classes, store.n_cells())
 
 
 def annotator_input() -> str:
@@ -86,13 +90,28 @@ def annotator_input() -> str:
     return name.strip() or DEFAULT_ANNOTATOR
 
 
+def allowed_root() -> Path:
+    """The folder every path typed in the app must lie under: ``$PHENOSCOUT_ROOT``, else the
+    working directory the server was started in."""
+    return Path(os.environ.get(ROOT_ENV) or Path.cwd()).expanduser().resolve()
+
+
+def user_path(typed: str) -> Path:
+    """A folder typed in the app, resolved under :func:`allowed_root` (relative paths too).
+
+    Raises:
+        ConfigError: empty, or outside the allowed root (``workspace.resolve_user_path``).
+    """
+    return resolve_user_path(typed, allowed_root())
+
+
 def _open_clicked() -> None:
     typed = st.session_state.get("start-path", "").strip()
     if not typed:
         st.session_state[START_ERROR] = "type the folder of a PhenoScout project first"
         return
-    path = str(Path(typed).expanduser().resolve())
     try:
+        path = str(user_path(typed))
         open_cached(path)
     except PhenoScoutError as exc:
         st.session_state[START_ERROR] = str(exc)

@@ -65,9 +65,10 @@ def _stopping(events: list) -> None:
         help=f"last new class: {stop['last_new_class']!r} at label {stop['last_new_class_at']}",
     )
     cols[3].metric(
-        "Chance next random cell is of an unseen class",
+        "Chance of an unseen class",
         "-" if p_new is None else f"{p_new:.1%}",
-        help="Good-Turing estimate (classes seen once / cells) on the random slice "
+        help="That the next random cell is of a class not seen yet: Good-Turing estimate "
+        "(classes seen once / cells) on the random slice "
         f"({stop['n_random']} cells, {stop['n_singletons']} classes seen once)",
     )
 
@@ -100,6 +101,7 @@ def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> No
         .facet(facet=alt.Facet("label:N", title=None, sort=list(dict.fromkeys(curves["label"]))),
                columns=4)
         .resolve_scale(y="independent")
+        .resolve_axis(x="independent")  # an axis under each panel, none under empty cells
         .interactive()
     )  # fmt: skip
     st.altair_chart(chart, key="discovery-chart")

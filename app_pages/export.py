@@ -64,8 +64,11 @@ def _files(project: Project, key: tuple) -> None:
     """Downloads of the labeled crops (a ZIP, one folder per class) and the model checkpoint."""
     name, path = project.config.name, str(project.path)
     with st.container(border=True, key="export-crops"):
-        st.markdown("**Crops**: a ZIP of the labeled cells' crops, one folder per class "
-                    "(16-bit TIFF, channels first)")  # fmt: skip
+        st.markdown(
+            "**Crops**: a ZIP of the labeled cells' crops as stored (the source bit depth), one "
+            "folder per class: a TIFF per cell (an ImageJ hyperstack with the channel names) "
+            "and index.csv (class, file, label and metadata)"
+        )
         try:
             data = cached("labeling.bundles.crops_zip", path, key)
         except DataError as exc:

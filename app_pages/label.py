@@ -19,19 +19,24 @@ from app_pages.common import (
     project_sidebar,
     run_page,
 )
-from app_pages.tiles import Display, display_controls, guess_text, render_zoom, tile_pngs
+from app_pages.field_view import show_cell_in_field
+from app_pages.status import status_line
+from app_pages.tiles import (
+    WIDE_PAGE_CSS,
+    Display,
+    class_option,
+    display_controls,
+    guess_text,
+    pill_colours,
+    render_zoom,
+    tile_pngs,
+)
 from labeling.project import Project
 from labeling.store import SKIP, ClassInfo
 
 FOCUS_COLOUR = "#ff4b4b"
 SKIP_KEY = "s"
-_NAME_CHARS = 8  # names of classes without a key are cut to this on the tiles' buttons
-_LAYOUT_CSS = """
-[data-testid="stMainBlockContainer"] {padding: 4rem 1.5rem 2rem 1.5rem;}
-div[class*="st-key-tile-"] {padding: 0.5rem;}
-div[class*="st-key-pick-"] [role="radiogroup"] {gap: 0.25rem;}
-div[class*="st-key-pick-"] button[data-variant="pills"] {padding: 0 0.5rem; min-height: 1.75rem;}
-"""
+_LAYOUT_CSS = 'div[class*="st-key-tile-"] {padding: 0.5rem;}'
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ def render_label_page(project: Project, annotator: str | None = None) -> None:
         store.current_labels(include_pseudo=True),
     )
     _status_line(page)
+    status_line(project)  # model version, the trainer's work, the round's features
     _messages(page)
     _toolbar(page)
     _class_keys(page)
@@ -73,6 +79,7 @@ def render_label_page(project: Project, annotator: str | None = None) -> None:
         with display.zoom_area:
             focused = sess.items[sess.focus]["cell_id"]
             render_zoom(project, sess.items, sess.focus, page.labels.get(focused), display)
+            show_cell_in_field(project, focused, key="label-in-field", visible=display.visible)
     _styles(page)
 
 
@@ -202,13 +209,8 @@ def _grid(page: _Page) -> None:
 
 
 def _option_label(page: _Page, name: str) -> str:
-    """A tile's class button: the class's key alone keeps it small (the legend names it)."""
-    if name == SKIP:
-        return SKIP_KEY
-    key = next((c.key for c in page.classes if c.name == name), None)
-    if key:
-        return key
-    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+    """A tile's class button: the class's key (the legend names it); ``s`` for skip."""
+    return SKIP_KEY if name == SKIP else class_option(name, page.classes)
 
 
 def _tile(page: _Page, i: int, png: bytes) -> None:
@@ -273,11 +275,8 @@ def _styles(page: _Page) -> None:
         rules.append(
             f".st-key-{class_button_key(c, i)} button {{border-left: 10px solid {colour[c.name]};}}"
         )
-        rules.append(
-            f'div[class*="st-key-pick-"] button[data-variant="pills"]:nth-of-type({i + 1})'
-            f" {{border-bottom: 4px solid {colour[c.name]};}}"
-        )
-    rules.append(_LAYOUT_CSS)
+    rules += pill_colours("pick-", classes)
+    rules += [WIDE_PAGE_CSS, _LAYOUT_CSS]
     st.html("<style>" + "\n".join(rules) + "</style>")
 
 

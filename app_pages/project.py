@@ -1,23 +1,41 @@
 """The Project page: open a project, create one from a folder of crops, add a plate to the open
-one, or open the demo with one click. Ingest and features show a progress bar.
+one, or open the demo with one click.
+
+Creating a project (ingest + features), adding a plate and making the demo run as background
+jobs (``app_pages.jobs``): a progress bar at the top of the page follows them and the user may
+go on working meanwhile. Every typed folder is resolved under the allowed root
+(``common.user_path``). A new way to make a project is one more section that builds a
+``work(job)`` function and hands it to :func:`_start_creation`.
 
 Widget keys: ``proj-open-path``/``proj-open``; ``proj-crops`` (folder), ``proj-subfolder``,
 ``proj-new-path``, ``proj-channels``, ``proj-colour-<i>``, ``proj-labels-csv``,
-``proj-metadata-csv``, ``proj-create``; ``proj-add-crops``/``proj-add``; ``proj-demo``.
+``proj-metadata-csv``, ``proj-create``; ``proj-add-crops``/``proj-add``; ``proj-demo``;
+``job-open-<id>``/``job-dismiss-<id>`` (a finished job).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
-from app_pages.common import PROJECT_PATH, open_cached, project_arg
+from app_pages import jobs
+from app_pages.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
+from app_pages.project_fields import render_fields_form
 from datasets.config import IngestConfig
+from datasets.demo import CHANNELS as DEMO_CHANNELS
 from labeling.errors import PhenoScoutError, ProjectError
+from labeling.jobs import Job
 from labeling.project import Project, add_crops, create_project
-from labeling.workspace import check_new_project_folder, demo_project, set_channels, subfolders
+from labeling.workspace import (
+    DEMO_DIR,
+    check_new_project_folder,
+    demo_project,
+    set_channels,
+    subfolders,
+)
 
 WHOLE = "(the whole folder)"
 _DEFAULT_COLOURS = ("#3b82f6", "#22c55e", "#ef4444", "#eab308", "#d946ef")
@@ -29,12 +47,15 @@ def render_project_page(project: Project | None) -> None:
         st.header("Project")
         st.markdown(f"Open: **{project.config.name}** (`{project.path}`), "
                     f"{project.store.n_cells()} cells")  # fmt: skip
+    _guarded(jobs.jobs_panel, lambda path: _open(Path(path)))
     if project is not None:
         _guarded(_open_section)
     _guarded(_create_section)
+    render_fields_form(allowed_root())
     if project is not None:
         _guarded(_add_section, project)
     _guarded(_demo_section)
+    st.caption(f"Folders are typed relative to, and must lie under, `{allowed_root()}`.")
 
 
 def _guarded(section: Callable[..., None], *args: object) -> None:
@@ -52,42 +73,71 @@ def _open_section() -> None:
         if st.button("Open", key="proj-open"):
             if not typed.strip():
                 raise ProjectError("type the folder of a PhenoScout project first")
-            _open(Path(typed.strip()).expanduser().resolve())
+            _open(user_path(typed))
 
 
 def _create_section() -> None:
     with st.container(border=True, key="proj-create-box"):
         st.markdown("**Create a project from a folder of crops**")
-        base = st.text_input("Folder of crops", key="proj-crops", placeholder="/data/screen1")
+        base = st.text_input("Folder of crops", key="proj-crops", placeholder="screen1")
         if not base.strip():
             return
-        base_path = Path(base.strip()).expanduser()
+        base_path = user_path(base)
         sub = st.selectbox("Crops in", [WHOLE, *subfolders(base_path)], key="proj-subfolder")
         crops = base_path if sub == WHOLE else base_path / sub
-        default = str(Path.cwd() / f"{crops.name}_project")
+        default = str(allowed_root() / f"{crops.name}_project")
         target = st.text_input("New project folder", value=default, key="proj-new-path")
-        names_text = st.text_input("Channel names (comma-separated, optional)",
-                                   key="proj-channels", placeholder="DNA, Tubulin")  # fmt: skip
-        names = [n.strip() for n in names_text.split(",") if n.strip()]
-        colours = [
-            st.color_picker(f"Colour of {n}", _DEFAULT_COLOURS[i % 5], key=f"proj-colour-{i}")
-            for i, n in enumerate(names)
-        ]
+        names, colours = _channel_fields()
         labels_csv = st.text_input("labels.csv (optional: ground truth)", key="proj-labels-csv")
         meta_csv = st.text_input("metadata.csv (optional; default: the folder's own)",
                                  key="proj-metadata-csv")  # fmt: skip
         if st.button("Create project", key="proj-create", type="primary"):
-            path = check_new_project_folder(Path(target))
-            bar = st.progress(0.0, text="Reading crops")
-            project, report = create_project(
-                path, crops, IngestConfig(channel_names=tuple(names)),
-                labels_csv=_optional(labels_csv), metadata_csv=_optional(meta_csv),
-                progress=_progress(bar, "Reading crops"),
-                feature_progress=_progress(bar, "Computing features"),
-            )  # fmt: skip
-            set_channels(project, names, colours)
-            project.close()
-            _open(path)
+            path = check_new_project_folder(user_path(target))
+            work = _create_work(path, crops, names, colours,
+                                (_optional(labels_csv), _optional(meta_csv)))  # fmt: skip
+            _start_creation(f"Creating project {path.name}", path, work)
+
+
+def _channel_fields() -> tuple[list[str], list[str]]:
+    """Channel names (typed, comma-separated) and a colour picker per name."""
+    names_text = st.text_input("Channel names (comma-separated, optional)",
+                               key="proj-channels", placeholder="DNA, Tubulin")  # fmt: skip
+    names = [n.strip() for n in names_text.split(",") if n.strip()]
+    colours = [
+        st.color_picker(f"Colour of {n}", _DEFAULT_COLOURS[i % 5], key=f"proj-colour-{i}")
+        for i, n in enumerate(names)
+    ]
+    return names, colours
+
+
+def _create_work(
+    path: Path,
+    crops: Path,
+    names: list[str],
+    colours: list[str],
+    csvs: tuple[Path | None, Path | None],
+) -> Callable[[Job], str]:
+    """The job that makes the project at ``path`` from ``crops`` (ingest, then features)."""
+
+    def work(job: Job) -> str:
+        project, report = create_project(
+            path, crops, IngestConfig(channel_names=tuple(names)),
+            labels_csv=csvs[0], metadata_csv=csvs[1],
+            progress=job.progress("Reading crops"),
+            feature_progress=job.progress("Computing features"),
+        )  # fmt: skip
+        set_channels(project, names, colours)
+        project.close()
+        return f"{report.n_cells} cells in {path}"
+
+    return work
+
+
+def _start_creation(title: str, path: Path, work: Callable[[Job], Any]) -> None:
+    """Run ``work`` (which makes the project at ``path``) in the background; the project opens
+    when it is done while this page is on screen."""
+    jobs.start(title, work, key=str(path), open_path=str(path), auto_open=True)
+    st.rerun()  # the page redraws with the job's progress at the top
 
 
 def _add_section(project: Project) -> None:
@@ -95,21 +145,36 @@ def _add_section(project: Project) -> None:
         st.markdown("**Add a plate** (a folder of crops with this project's channels)")
         folder = st.text_input("Folder of crops", key="proj-add-crops")
         if st.button("Add plate", key="proj-add") and folder.strip():
-            bar = st.progress(0.0, text="Reading crops")
-            report = add_crops(project, Path(folder.strip()).expanduser(),
-                               progress=_progress(bar, "Reading crops"),
-                               feature_progress=_progress(bar, "Computing features"))  # fmt: skip
-            st.success(f"Added {report.n_cells} cells from {folder.strip()}")
+            crops = user_path(folder)
+            if not crops.is_dir():
+                raise ProjectError(f"{crops}: no such folder; type the folder of the new plate")
+
+            def work(job: Job) -> str:
+                report = add_crops(project, crops, progress=job.progress("Reading crops"),
+                                   feature_progress=job.progress("Computing features"))  # fmt: skip
+                return f"Added {report.n_cells} cells from {crops}"
+
+            jobs.start(f"Adding plate {crops.name}", work, key=str(project.path))
+            st.rerun()
 
 
 def _demo_section() -> None:
+    root = allowed_root()
     with st.container(border=True, key="proj-demo-box"):
         st.markdown("**Try it on the demo**: a synthetic screen with 7 phenotypes, 3 rare "
-                    f"(made in `{Path.cwd() / 'phenoscout_demo'}` the first time)")  # fmt: skip
+                    f"(made in `{root / DEMO_DIR}` the first time)")  # fmt: skip
         if st.button("Open the demo", key="proj-demo"):
-            bar = st.progress(0.0, text="Preparing the demo")
-            project = demo_project(progress=_progress(bar, "Preparing the demo"))
-            _open(project.path)
+            path = root / DEMO_DIR / "project"
+            if path.exists():
+                _open(path)  # made before: open it now
+
+            def work(job: Job) -> str:
+                project = demo_project(root, progress=job.progress("cells"))
+                set_channels(project, DEMO_CHANNELS)  # a new demo: its channels by name
+                project.close()
+                return f"the demo project is in {path}"
+
+            _start_creation("Preparing the demo", path, work)
 
 
 def _open(path: Path) -> None:
@@ -123,14 +188,7 @@ def _open(path: Path) -> None:
 
 
 def _optional(text: str) -> Path | None:
-    return Path(text.strip()).expanduser() if text.strip() else None
-
-
-def _progress(bar, text: str) -> Callable[[int, int], None]:  # bar: st.progress's element
-    def update(done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{text}: {done}/{total}")
-
-    return update
+    return user_path(text) if text.strip() else None
 
 
 def _current() -> Project | None:

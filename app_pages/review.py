@@ -11,28 +11,40 @@ class buttons), ``similar-<cell_id>`` (find the nearest neighbours of this cell)
 
 from __future__ import annotations
 
+import functools
+import html
 from typing import Any
 
 import streamlit as st
 
 from app_pages.common import current_annotator, run_page
-from app_pages.tiles import Display, display_controls, tile_pngs
+from app_pages.field_view import show_cell_in_field
+from app_pages.tiles import (
+    WIDE_PAGE_CSS,
+    Display,
+    class_option,
+    display_controls,
+    pill_colours,
+    tile_pngs,
+)
 from labeling.errors import PhenoScoutError
 from labeling.loop import submit_labels
 from labeling.project import Project
 from labeling.review import cells_of_class, confident_unlabeled, disagreements, similar_cells
+from labeling.store import ClassInfo
 
 MODES = ("By class", "Disagreements", "More like this")
 MAX_TILES = 48  # most tiles one grid shows
 PER_ROW = 6
 QUERY = "review_query"  # session key: the cell whose neighbours "more like this" shows
 MESSAGE = "review_message"  # session key: (kind, text) from the latest click
+IN_VIEW = "review_in_view"  # session key: (class, cell ids) the By class grid shows
 
 
 def render_review_page(project: Project, annotator: str) -> None:
     """Draw the whole Review page for ``project``."""
     st.header("Review")
-    display = display_controls(project)
+    display = display_controls(project, zoom=False)
     kind, text = st.session_state.pop(MESSAGE, (None, None))
     if kind == "error":
         st.error(text)
@@ -54,9 +66,24 @@ def _by_class(project: Project, annotator: str, display: Display) -> None:
         return
     cls = st.selectbox("Class", classes, key="review-class")
     ids = cells_of_class(project, cls)
-    st.caption(f"{len(ids)} cells labeled **{cls}**" + _cut(ids))
-    items = [{"cell_id": c, "caption": ""} for c in ids[:MAX_TILES]]
+    shown = _in_view(cls, ids)
+    moved = len(shown) - len(ids)
+    st.caption(f"{len(ids)} cells labeled **{cls}**" + _cut(ids)
+               + (f"; {moved} relabeled here stay in view until you pick another class"
+                  if moved else ""))  # fmt: skip
+    items = [{"cell_id": c, "caption": ""} for c in shown[:MAX_TILES]]
     _grid(project, annotator, display, items, "rv", "review")
+
+
+def _in_view(cls: str, ids: list[str]) -> list[str]:
+    """The cells to show for class ``cls``: ``ids``, plus the cells relabeled away from it on
+    this page, in their places (a relabel changes the tile, it does not reshuffle the grid)."""
+    kept = st.session_state.get(IN_VIEW)
+    if kept and kept[0] == cls:
+        seen = set(kept[1])
+        ids = kept[1] + [c for c in ids if c not in seen]
+    st.session_state[IN_VIEW] = (cls, ids)
+    return ids
 
 
 def _disagreements(project: Project, annotator: str, display: Display) -> None:
@@ -105,28 +132,32 @@ def _grid(
     prefix: str,
     source: str,
 ) -> None:
-    """Tiles of ``items`` (``cell_id``, ``caption``), each with class buttons that commit a
-    label with ``source`` at once."""
+    """Tiles of ``items`` (``cell_id``, ``caption``), each with class buttons (the classes'
+    keys, named by a legend above) that commit a label with ``source`` at once."""
     if not items:
         st.info("No cells to show.")
         return
     labels = project.store.current_labels(include_pseudo=True)
-    names = [c.name for c in project.store.classes(include_pseudo=True)]
+    classes = project.store.classes(include_pseudo=True)
+    names = [c.name for c in classes]
+    _legend(classes)
     pngs = tile_pngs(project, [it["cell_id"] for it in items], display)
     for start in range(0, len(items), PER_ROW):
         row = range(start, min(start + PER_ROW, len(items)))
         for col, i in zip(st.columns(PER_ROW), row):
             cell_id, label = items[i]["cell_id"], labels.get(items[i]["cell_id"])
-            with col, st.container(border=True, key=f"{prefix}-tile-{i}"):
+            with col, st.container(border=True, key=f"{prefix}-tile-{i}", gap="small"):
                 st.image(pngs[i], width="stretch")
                 state = f"✔ **{label}**" if label else "not labeled"
                 st.caption(f"`{cell_id}`  \n{state}  \n{items[i]['caption']}".rstrip())
+                show_cell_in_field(project, cell_id, visible=display.visible)
                 key = f"{prefix}-pick-{cell_id}-{label or 'none'}"
                 st.pills(
                     "Label",
                     names,
                     default=label,
                     key=key,
+                    format_func=functools.partial(class_option, classes=classes),
                     label_visibility="collapsed",
                     on_change=_picked,
                     args=(project, annotator, cell_id, key, source),
@@ -134,6 +165,29 @@ def _grid(
                 if prefix == "rv":
                     st.button("More like this", key=f"similar-{cell_id}", type="tertiary",
                               on_click=_find_similar, args=(cell_id,))  # fmt: skip
+    _styles(prefix, classes, [labels.get(it["cell_id"]) for it in items])
+
+
+def _legend(classes: list[ClassInfo]) -> None:
+    """What each class button under a tile stands for: key and class name, in its colour."""
+    parts = []
+    for c in classes:
+        key = html.escape(c.key or class_option(c.name, classes))
+        parts.append(f'<span style="border-bottom: 3px solid {c.colour or "#888888"}">'
+                     f"<b>{key}</b> {html.escape(c.name)}</span>")  # fmt: skip
+    st.html('<div style="font-size: 0.9rem">Class buttons: ' + " &nbsp; ".join(parts) + "</div>")
+
+
+def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> None:
+    """Compact class buttons in their class colours; a tile's border in its label's colour."""
+    colour = {c.name: c.colour or "#888888" for c in classes}
+    rules = [WIDE_PAGE_CSS, *pill_colours(f"{prefix}-pick-", classes)]
+    rules += [
+        f".st-key-{prefix}-tile-{i} {{border: 3px solid {colour.get(label, '#888888')};}}"
+        for i, label in enumerate(labels)
+        if label
+    ]
+    st.html("<style>" + "\n".join(rules) + "</style>")
 
 
 def _picked(project: Project, annotator: str, cell_id: str, key: str, source: str) -> None:

@@ -7,6 +7,7 @@ the tiles made from them, so a label click redraws from memory.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,15 @@ from PIL import Image
 
 from datasets.render import channel_strip, composite, upscale
 from labeling.project import Project
+from labeling.store import ClassInfo
 
 TILE_ZOOM = 2  # 64 px crops shown as 128 px tiles, enlarged without smoothing
 DETAIL_ZOOM = 4  # the focused cell
+NAME_CHARS = 8  # names of classes without a key are cut to this on the tiles' buttons
+#: CSS of the pages with tile grids: a narrow margin round the page, so the tiles get the width.
+WIDE_PAGE_CSS = '[data-testid="stMainBlockContainer"] {padding: 4rem 1.5rem 2rem 1.5rem;}'
 _CACHE = "_tile_cache"
+_KEEP = "_keep_"  # prefix of the session keys that keep the display settings across pages
 
 
 @dataclass(frozen=True)
@@ -31,32 +37,51 @@ class Display:
     gains: tuple[float, ...]  # per channel contrast multiplier
     side_by_side: bool  # composite followed by each channel, instead of the composite alone
     hide_guesses: bool  # hide the model's guess and confidence (avoids anchoring)
-    zoom_area: Any  # the sidebar container where the focused cell is drawn
+    zoom_area: Any  # the sidebar container where the focused cell is drawn (None: no zoom)
 
 
-def display_controls(project: Project) -> Display:
-    """Sidebar controls for channels and guesses."""
+def display_controls(project: Project, zoom: bool = True) -> Display:
+    """Sidebar controls for channels and guesses (and, with ``zoom``, the place of the focused
+    cell's zoom). Their values outlive page switches (:func:`_kept`)."""
     side = st.sidebar
     hide = side.toggle(
         "Hide model guesses",
-        key="hide-guesses",
+        **_kept("hide-guesses", False),
         help="Hide guess and confidence on the tiles, to avoid anchoring.",
     )
-    by_side = side.toggle("Channels side by side", key="side-by-side")
-    side.markdown("**Focused cell**")
-    zoom_area = side.container()
+    by_side = side.toggle("Channels side by side", **_kept("side-by-side", False))
+    zoom_area = None
+    if zoom:
+        side.markdown("**Focused cell**")
+        zoom_area = side.container()
     visible, gains = [], []
     with side.expander("Channels: on/off and contrast", expanded=False):
         for i, (name, colour) in enumerate(zip(project.channel_names, project.channel_colours)):
             swatch = f'<span style="color:{colour}">&#9632;</span>'
             st.markdown(f"{swatch} **{name}**", unsafe_allow_html=True)
-            visible.append(st.toggle("show", value=True, key=f"show-{i}"))
+            visible.append(st.toggle("show", **_kept(f"show-{i}", True)))
             gains.append(
                 st.slider(
-                    "contrast", 0.25, 5.0, 1.0, 0.25, key=f"gain-{i}", label_visibility="collapsed"
+                    "contrast", 0.25, 5.0, step=0.25, **_kept(f"gain-{i}", 1.0),
+                    label_visibility="collapsed",
                 )
-            )
+            )  # fmt: skip
     return Display(tuple(visible), tuple(gains), by_side, hide, zoom_area)
+
+
+def _kept(key: str, default: Any) -> dict[str, Any]:
+    """``key`` and ``on_change`` for a display widget whose value outlives page switches.
+
+    Streamlit drops the value of every widget that a run does not draw (so Discover or Export
+    would reset these), and the same key on another page is another widget. So the value lives
+    under a key no widget owns: the widget's callback copies each change there, and every run
+    sets the widget from it before drawing it."""
+    st.session_state[key] = st.session_state.get(_KEEP + key, default)
+    return {"key": key, "on_change": _remember, "args": (key,)}
+
+
+def _remember(key: str) -> None:
+    st.session_state[_KEEP + key] = st.session_state[key]
 
 
 def batch_crops(project: Project, cell_ids: list[str]) -> npt.NDArray[np.float32]:
@@ -134,6 +159,30 @@ def render_zoom(
             for h in history
         ]
         st.markdown("History:\n" + "\n".join(lines))
+
+
+def class_option(name: str, classes: Sequence[ClassInfo]) -> str:
+    """A tile's class button: the class's key alone keeps it small (a legend names it); a class
+    without a key shows its name, cut to ``NAME_CHARS``."""
+    key = next((c.key for c in classes if c.name == name), None)
+    if key:
+        return key
+    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
+
+
+def pill_colours(scope: str, classes: Sequence[ClassInfo]) -> list[str]:
+    """CSS rules: under the containers whose key starts with ``scope``, the class buttons
+    (st.pills in class order) carry their class's colour and are compact."""
+    sel = f'div[class*="st-key-{scope}"] button[data-variant="pills"]'
+    rules = [
+        f'div[class*="st-key-{scope}"] [role="radiogroup"] {{gap: 0.25rem;}}',
+        f"{sel} {{padding: 0 0.5rem; min-height: 1.75rem;}}",
+    ]
+    rules += [
+        f"{sel}:nth-of-type({i + 1}) {{border-bottom: 4px solid {c.colour or '#888888'};}}"
+        for i, c in enumerate(classes)
+    ]
+    return rules
 
 
 def guess_text(item: dict[str, Any]) -> str:

@@ -45,6 +45,10 @@ _EXPORTS = {
     "score_segmentation": "datasets.seg_metrics",
     "make_field": "datasets.demo_fields",
     "generate_demo_fields": "datasets.demo_fields",
+    "field_overlay": "datasets.field_render",
+    "render_field": "datasets.field_render",
+    "cell_in_field": "datasets.field_render",
+    "preview_field": "datasets.field_preview",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,7 @@
 """Exports that are files rather than tables, and predictions on a new screen.
 
-- :func:`crops_zip`: a ZIP of the labeled crops, one folder per class, 16-bit TIFF each.
+- :func:`crops_zip`: a ZIP of the labeled crops as stored (source bit depth), one folder per
+  class, a TIFF per cell with its channel names, and an index.csv.
 - :func:`model_checkpoint`: the newest published model version's ``checkpoint.pt``.
 - :func:`predict_screen`: the current head applied to a new folder of crops.
 
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
+from datasets.render import hex_to_rgb
 from labeling.errors import DataError, NotTrainedError, ProjectError
 from labeling.export import write_bytes_atomic  # noqa: F401  (re-exported)
 
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]+')
-_BATCH = 256  # crops read per PixelStore.read call
+_BATCH = 256  # crops read per PixelStore.read_raw call
+_IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
 def safe_name(name: str) -> str:
@@ -43,34 +47,77 @@ def safe_name(name: str) -> str:
 
 
 def crops_zip(project: Project) -> bytes:
-    """A ZIP of every currently labeled cell's crop: ``<class>/<cell id>.tif``.
+    """A ZIP of every currently labeled cell's crop as stored, one folder per class.
 
-    Each TIFF is (C, S, S) uint16, the stored [0, 1] crop scaled to 0..65535 (channel order as
-    the project's channels). Class and cell names are made filesystem-safe (:func:`safe_name`);
-    pseudo-classes ("unsure", "bad segmentation") get folders too.
+    ``<class>/<cell id>.tif`` holds the cell's (C, S, S) crop in the source files' own depth
+    (``PixelStore.read_raw``: no normalisation), channels first: an ImageJ hyperstack (axes
+    CYX, channel names as slice labels, the project's channel colours as LUTs, composite mode)
+    for uint8, uint16 and float32 data, else a plain TIFF whose JSON description names the
+    axes and channels. ``index.csv`` lists ``cell_id, class, file`` and each cell's label
+    annotator, time, source, path and metadata. Class and cell names are made
+    filesystem-safe (:func:`safe_name`, numbered on a clash); pseudo-classes ("unsure", "bad
+    segmentation") get folders too.
 
     Raises:
         DataError: no cell is labeled yet.
     """
-    import tifffile
-
-    labels = project.store.current_labels(include_pseudo=True)
-    if not labels:
-        raise DataError(f"{project.path.name}: no labeled cells to export; label some first")
-    ids = list(labels)
+    index = _crops_index(project)
+    names, colours = project.channel_names, project.channel_colours
+    ids = index["cell_id"].tolist()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for start in range(0, len(ids), _BATCH):
             chunk = ids[start : start + _BATCH]
-            crops = project.pixels.read(chunk)
-            for cell_id, crop in zip(chunk, crops):
-                image = io.BytesIO()
-                data = np.round(np.clip(crop, 0.0, 1.0) * 65535).astype(np.uint16)
-                tifffile.imwrite(image, data, photometric="minisblack",
-                                 metadata={"axes": "CYX"})  # fmt: skip
-                name = f"{safe_name(labels[cell_id])}/{safe_name(cell_id)}.tif"
-                zf.writestr(name, image.getvalue())
+            crops = project.pixels.read_raw(chunk)
+            for file, crop in zip(index["file"].iloc[start : start + _BATCH], crops):
+                zf.writestr(file, _tiff_bytes(crop, names, colours))
+        zf.writestr("index.csv", index.to_csv(index=False))
     return buffer.getvalue()
+
+
+def _crops_index(project: Project) -> pd.DataFrame:
+    """One row per labeled cell (pseudo-classes too): ``cell_id, class, file``, then the label's
+    annotator, time, source, round and the cell's path and metadata.
+
+    Raises:
+        DataError: no cell is labeled yet.
+    """
+    from labeling.export import metadata_columns
+
+    labels = project.store.current_labels_frame(include_pseudo=True)
+    if labels.empty:
+        raise DataError(f"{project.path.name}: no labeled cells to export; label some first")
+    used: set[str] = set()
+    files = []
+    for cell_id, label in zip(labels["cell_id"], labels["label"]):
+        stem = f"{safe_name(label)}/{safe_name(cell_id)}"
+        file, n = f"{stem}.tif", 1
+        while file.lower() in used:  # two ids made alike by safe_name (or by case)
+            n += 1
+            file = f"{stem}-{n}.tif"
+        used.add(file.lower())
+        files.append(file)
+    labels.insert(2, "file", files)
+    labels = labels.rename(columns={"label": "class", "source": "label_source"})
+    cells = project.cells()
+    meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})
+    return labels.merge(meta, on="cell_id", how="left")
+
+
+def _tiff_bytes(crop: npt.NDArray, names: list[str], colours: list[str]) -> bytes:
+    """(C, S, S) crop in its stored dtype -> TIFF bytes, channels named (see :func:`crops_zip`)."""
+    import tifffile
+
+    out = io.BytesIO()
+    if crop.dtype in _IMAGEJ_DTYPES:
+        ramp = np.linspace(0.0, 1.0, 256)
+        luts = [np.round(np.outer(hex_to_rgb(c), ramp) * 255).astype(np.uint8) for c in colours]
+        meta = {"axes": "CYX", "Labels": list(names), "LUTs": luts, "mode": "composite"}
+        tifffile.imwrite(out, crop, imagej=True, metadata=meta)
+    else:
+        tifffile.imwrite(out, crop, photometric="minisblack",
+                         metadata={"axes": "CYX", "channels": list(names)})  # fmt: skip
+    return out.getvalue()
 
 
 def model_checkpoint(project: Project) -> tuple[int, bytes]:

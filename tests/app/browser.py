@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+TILES = 'div[class*="st-key-pick-"] button'  # the tiles' class buttons: drawn after the images
 
 
 def require_browser() -> None:
@@ -45,14 +49,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(project: Path, timeout_s: float = 60):
-    """Start ``phenoscout app PROJECT`` on a free port; yield its URL; stop it afterwards."""
+def running_app(project: Path, timeout_s: float = 60, env: dict[str, str] | None = None):
+    """Start ``phenoscout app PROJECT`` on a free port (``env`` added to the environment, e.g.
+    ``PHENOSCOUT_TRAINER=off``); yield its URL; stop it afterwards."""
     port = free_port()
     exe = shutil.which("phenoscout", path=str(Path(sys.executable).parent))
     cmd = [exe, "app", str(project), "--port", str(port)]
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"app-{port}.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -75,17 +81,23 @@ def running_app(project: Path, timeout_s: float = 60):
 
 
 @contextmanager
-def browser_page(width: int = 1400, height: int = 1000):
-    """A Playwright page in Debian's chromium."""
+def chromium():
+    """Debian's chromium driven by Playwright (a Browser: ``new_page`` gives a fresh session)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(width: int = 1400, height: int = 1000):
+    """A Playwright page in Debian's chromium."""
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": width, "height": height})
 
 
 def wait_idle(page, timeout_ms: int = 30000) -> None:
@@ -98,3 +110,32 @@ def screenshot(page, name: str) -> Path:
     out = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(out), full_page=True)
     return out
+
+
+def wait_tiles(page) -> None:
+    """Wait for 24 tiles with their class buttons (drawn lazily, after a skeleton)."""
+    page.wait_for_selector('[data-testid="stImage"] img', timeout=60000)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('{TILES}').length >= 24 * 3"
+        " && !document.querySelector('[data-testid=stSkeleton]')",
+        timeout=60000,
+    )
+    wait_idle(page)
+
+
+def stop_server(project: Path) -> None:
+    """Stop the Streamlit server started for ``project``: ``phenoscout app`` runs it as a child
+    process and stopping the parent (as running_app does) leaves it running. Only the process
+    whose command line names this test's own project folder is stopped (Linux /proc)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"streamlit" in a for a in argv) and str(project).encode() in argv:
+            os.kill(int(proc.name), signal.SIGTERM)
+
+
+def wait_text(page, text: str, timeout_ms: int = 30000) -> None:
+    """Wait until the page's text contains ``text``."""
+    page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=timeout_ms)

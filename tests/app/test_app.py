@@ -23,6 +23,12 @@ from labeling.store import SKIP, LabelStore  # noqa: E402
 APP = "../../app.py"  # relative to this file, as AppTest.from_file wants
 
 
+@pytest.fixture(autouse=True)
+def _allowed_root(monkeypatch, tmp_path_factory):
+    """Folders typed in the app must lie under PHENOSCOUT_ROOT: here, all of pytest's tmp."""
+    monkeypatch.setenv("PHENOSCOUT_ROOT", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture
 def project(tmp_path, small_project) -> Path:
     """A writable copy of the session's small demo project."""
@@ -200,6 +206,28 @@ def test_channel_controls_and_side_by_side(project):
     assert not at.exception, at.exception
 
 
+def test_display_settings_survive_other_pages(project):
+    at = _app(project)
+    at.toggle(key="show-0").set_value(False).run()
+    at.toggle(key="side-by-side").set_value(True).run()
+    at.toggle(key="hide-guesses").set_value(True).run()
+    at.slider(key="gain-1").set_value(3.0).run()
+    shown = at.session_state["_tile_cache"]["tiles"][0]
+    _page(at, "discover")  # a page without the controls: Streamlit drops their widget state
+    _page(at, "export")
+    _page(at, "label")
+    assert at.toggle(key="show-0").value is False and at.toggle(key="show-1").value is True
+    assert at.toggle(key="side-by-side").value is True
+    assert at.toggle(key="hide-guesses").value is True
+    assert at.slider(key="gain-1").value == 3.0
+    assert (at.session_state["_tile_cache"]["tiles"][0] == shown).all()
+    _page(at, "review")  # the Review page draws the same controls, with the same values
+    assert at.toggle(key="side-by-side").value is True
+    at.toggle(key="side-by-side").set_value(False).run()
+    _page(at, "label")
+    assert at.toggle(key="side-by-side").value is False
+
+
 # ---------------------------------------------------------------- Discover and Export pages
 @pytest.fixture
 def labeled(project) -> Path:
@@ -314,6 +342,10 @@ def test_review_page_relabels_in_place_and_finds_more_like_this(labeled):
     assert not at.exception, at.exception
     assert _store(labeled).current_labels()[ids[0]] == other
     assert _store(labeled).history(ids[0])[-1].source == "review"
+    # relabeled in place: the tile stays where it was, with its new label
+    assert [p.key for p in at.pills][0] == f"rv-pick-{ids[0]}-{other}"
+    assert len(at.pills) == min(len(ids), 48)
+    assert any("1 relabeled here stay in view" in c.value for c in at.caption)
     # disagreements: the relabeled cell is flagged when the model disagrees with it
     at.radio(key="review-mode").set_value("Disagreements").run()
     assert not at.exception, at.exception
@@ -345,13 +377,25 @@ def test_export_page_offers_crops_zip_and_says_when_there_is_no_model(labeled, m
 
     at = _page(_app(labeled), "export")
     with zipfile.ZipFile(io.BytesIO(_download(at, media, "dl-crops"))) as zf:
-        assert len(zf.namelist()) == 60
-        assert {n.split("/")[0] for n in zf.namelist()} == set(_store(labeled).current_labels().values())
+        files = [n for n in zf.namelist() if n != "index.csv"]
+        assert len(files) == 60 and "index.csv" in zf.namelist()
+        assert {n.split("/")[0] for n in files} == set(_store(labeled).current_labels().values())
     assert any("no trained model yet" in i.value for i in at.info)
 
 
 # ---------------------------------------------------------------- Project page
-def test_project_page_creates_a_project_from_a_folder_of_crops(small_demo, tmp_path):
+def _wait_job(at: AppTest, timeout_s: float = 60):
+    """Wait for the session's latest background job to end; its status (the page redrawn)."""
+    from labeling.jobs import get_job
+
+    status = get_job(at.session_state["proj_jobs"][-1].job_id).wait(timeout_s)
+    assert status.state != "running", "the job did not finish in time"
+    at.run()
+    assert not at.exception, at.exception
+    return status
+
+
+def test_project_page_creates_a_project_in_the_background(small_demo, tmp_path):
     from labeling.config import load_config
 
     at = _app()  # no project open: the start screen with the Project page's create section
@@ -366,11 +410,32 @@ def test_project_page_creates_a_project_from_a_folder_of_crops(small_demo, tmp_p
     at.button(key="proj-create").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+    assert len(at.get("progress")) == 1  # the page returned at once, with the job's progress
+    status = _wait_job(at)
+    assert status.state == "done", status.error
+    assert "600 cells" in at.success[0].value
+    at.button(key=f"job-open-{status.job_id}").click().run()
+    assert not at.exception, at.exception
     assert at.session_state["project_path"] == str(new.resolve())
     config = load_config(new / "project.toml")
     assert [(c.name, c.colour) for c in config.channels] == [("DNA", "#3b82f6"), ("Cyto", "#ff00ff")]
     assert LabelStore(new / "labels.db").n_cells() == 600
     assert len(_sess(at).items) == 24  # the Label page opens on the new project
+    assert not at.session_state["proj_jobs"]  # the job's ticket is done with
+
+
+def test_project_page_job_errors_are_one_line(small_demo, tmp_path):
+    at = _app()
+    at.text_input(key="proj-crops").input(str(small_demo)).run()
+    at.text_input(key="proj-new-path").input(str(tmp_path / "new"))
+    at.text_input(key="proj-channels").input("A, B, C").run()  # the crops have 2 channels
+    at.button(key="proj-create").click().run()
+    status = _wait_job(at)
+    assert status.state == "failed" and not status.unexpected
+    assert len(at.error) == 1 and "\n" not in at.error[0].value
+    assert at.error[0].value.startswith("Creating project new failed: ")
+    at.button(key=f"job-dismiss-{status.job_id}").click().run()
+    assert not at.error and not at.session_state["proj_jobs"]
 
 
 def test_project_page_bad_paths_are_errors(project, tmp_path):
@@ -391,8 +456,24 @@ def test_project_page_bad_paths_are_errors(project, tmp_path):
     assert any("already exists and is not empty" in e.value for e in at.error)
 
 
+@pytest.mark.parametrize("key", ["proj-crops", "proj-open-path", "proj-add-crops"])
+def test_project_page_paths_outside_the_root_are_refused(project, tmp_path, monkeypatch, key):
+    monkeypatch.setenv("PHENOSCOUT_ROOT", str(tmp_path / "root"))
+    (tmp_path / "root").mkdir()
+    at = _page(_app(project), "project")
+    at.text_input(key=key).input(str(project)).run()  # an existing folder, outside the root
+    for button in ("proj-open", "proj-add"):
+        if key.startswith(button):
+            at.button(key=button).click().run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and str(tmp_path / "root") in at.error[0].value
+    assert "proj_jobs" not in at.session_state  # no job started
+    assert _store(project).n_cells() == 600
+
+
 def test_project_page_opens_the_demo_with_one_click(small_project, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PHENOSCOUT_ROOT")  # the root is the working directory
     demo = tmp_path / "phenoscout_demo" / "project"
     shutil.copytree(small_project, demo)  # already made: the click opens it
     at = _app()
@@ -402,7 +483,7 @@ def test_project_page_opens_the_demo_with_one_click(small_project, tmp_path, mon
     assert len(_sess(at).items) == 24
 
 
-def test_project_page_adds_a_plate(project, tmp_path):
+def test_project_page_adds_a_plate_in_the_background(project, tmp_path):
     from datasets.demo import generate_demo
 
     plate = tmp_path / "plate2"
@@ -412,5 +493,7 @@ def test_project_page_adds_a_plate(project, tmp_path):
     at.button(key="proj-add").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+    assert _wait_job(at).state == "done"
     assert "Added 200 cells" in at.success[0].value
+    assert not [b for b in at.button if b.key.startswith("job-open-")]  # nothing to open
     assert _store(project).n_cells() == 800

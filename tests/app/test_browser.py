@@ -8,50 +8,27 @@ artifacts/label_page.png.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from labeling.store import LabelStore
-from tests.app.browser import browser_page, require_browser, running_app, screenshot, wait_idle
-
-TILES = 'div[class*="st-key-pick-"] button'  # the tiles' class buttons: drawn after the images
+from tests.app.browser import (
+    browser_page,
+    require_browser,
+    running_app,
+    screenshot,
+    stop_server,
+    wait_idle,
+    wait_text,
+    wait_tiles,
+)
 
 
 def _tile(page, i: int):
     return page.locator(f".st-key-tile-{i}")
-
-
-def _wait_text(page, text: str, timeout_ms: int = 15000) -> None:
-    page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=timeout_ms)
-
-
-def _wait_tiles(page) -> None:
-    """Wait for 24 tiles with their class buttons (drawn lazily, after a skeleton)."""
-    page.wait_for_selector('[data-testid="stImage"] img', timeout=60000)
-    page.wait_for_function(
-        f"() => document.querySelectorAll('{TILES}').length >= 24 * 3"
-        " && !document.querySelector('[data-testid=stSkeleton]')",
-        timeout=60000,
-    )
-    wait_idle(page)
-
-
-def _stop_server(project: Path) -> None:
-    """Stop the Streamlit server started for ``project``: ``phenoscout app`` runs it as a child
-    process and stopping the parent (as running_app does) leaves it running. Only the process
-    whose command line names this test's own project folder is stopped (Linux /proc)."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"streamlit" in a for a in argv) and str(project).encode() in argv:
-            os.kill(int(proc.name), signal.SIGTERM)
 
 
 @pytest.fixture
@@ -62,7 +39,7 @@ def project(tmp_path, small_project):
         store.add_class("round")  # key 1
         store.add_class("elongated")  # key 2
     yield path
-    _stop_server(path)
+    stop_server(path)
 
 
 @pytest.mark.slow
@@ -73,9 +50,9 @@ def test_label_page_in_a_browser(project):
     with running_app(project) as url, browser_page(1400, 2000) as page:
         t0 = time.perf_counter()
         page.goto(url)
-        _wait_tiles(page)
+        wait_tiles(page)
         timings["goto -> first tiles"] = time.perf_counter() - t0
-        _wait_text(page, "this batch 0/24 labeled")
+        wait_text(page, "this batch 0/24 labeled")
 
         # a click on tile 1's class button "1" (round)
         t0 = time.perf_counter()
@@ -98,14 +75,14 @@ def test_label_page_in_a_browser(project):
         page.keyboard.press("Enter")
         page.locator(".st-key-cls-3").wait_for(timeout=15000)
         wait_idle(page)
-        _wait_text(page, "this batch 2/24 labeled")
+        wait_text(page, "this batch 2/24 labeled")
 
         # a reload starts a new session: same batch, labels drawn from the store
         page.reload()
-        _wait_tiles(page)
+        wait_tiles(page)
         _tile(page, 0).filter(has_text="✔ round").wait_for(timeout=15000)
         _tile(page, 1).filter(has_text="✔ elongated").wait_for(timeout=15000)
-        _wait_text(page, "this batch 2/24 labeled")
+        wait_text(page, "this batch 2/24 labeled")
         with LabelStore(project / "labels.db") as store:
             before = {lease["cell_id"] for lease in store.open_lease("browser")}
         assert len(before) == 22
@@ -113,10 +90,10 @@ def test_label_page_in_a_browser(project):
         # next batch: a refit, new cells
         t0 = time.perf_counter()
         page.locator(".st-key-next-batch button").first.click()  # (2nd: a hidden copy)
-        _wait_text(page, "this batch 0/24 labeled")
-        _wait_tiles(page)
+        wait_text(page, "this batch 0/24 labeled")
+        wait_tiles(page)
         timings["next batch -> rendered"] = time.perf_counter() - t0
-        _wait_text(page, "guess ")  # two classes labeled: the model guesses now
+        wait_text(page, "guess ")  # two classes labeled: the model guesses now
         page.mouse.move(5, 1900)  # no tooltip over the page
         time.sleep(0.5)
         screenshot(page, "label_page")

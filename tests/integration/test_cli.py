@@ -194,6 +194,7 @@ def test_export_crops_zip_one_folder_per_class(labeled_copy, tmp_path, capsys):
     import zipfile
 
     import numpy as np
+    import pandas as pd
     import tifffile
 
     from labeling.bundles import safe_name
@@ -207,14 +208,24 @@ def test_export_crops_zip_one_folder_per_class(labeled_copy, tmp_path, capsys):
     labels = proj.store.current_labels(include_pseudo=True)
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
-        assert len(names) == 40
-        assert {n.split("/")[0] for n in names} == {safe_name(v) for v in labels.values()}
-        assert "odd_class_name" in {n.split("/")[0] for n in names}
-        cell_id, label = next(iter(labels.items()))
-        image = tifffile.imread(io.BytesIO(zf.read(f"{safe_name(label)}/{safe_name(cell_id)}.tif")))
-    crop = proj.pixels.read([cell_id])[0]
-    assert image.dtype == np.uint16 and image.shape == crop.shape
-    assert np.abs(image / 65535.0 - crop).max() < 1e-4
+        index = pd.read_csv(io.BytesIO(zf.read("index.csv")))
+        images = {f: zf.read(f) for f in index["file"]}
+    assert len(names) == 41 and set(names) == {"index.csv", *index["file"]}
+    assert {n.split("/")[0] for n in names if n != "index.csv"} == {safe_name(v) for v in labels.values()}
+    assert "odd_class_name" in {n.split("/")[0] for n in names}
+    assert dict(zip(index["cell_id"], index["class"])) == labels
+    assert {"annotator", "labeled_at", "label_source", "path", "plate", "well"} <= set(index.columns)
+    cells = proj.cells().set_index("cell_id")
+    assert (index.set_index("cell_id")["well"] == cells.loc[index["cell_id"], "well"]).all()
+    raw = proj.pixels.read_raw(index["cell_id"].tolist())  # the source depth, not normalised
+    for (cell_id, label, file), crop in zip(index[["cell_id", "class", "file"]].itertuples(index=False), raw):
+        assert file == f"{safe_name(label)}/{safe_name(cell_id)}.tif"
+        with tifffile.TiffFile(io.BytesIO(images[file])) as tif:
+            image = tif.asarray()
+            assert tif.series[0].axes == "CYX"
+            assert tif.imagej_metadata["Labels"] == proj.channel_names
+            assert tif.imagej_metadata["mode"] == "composite"
+        assert image.dtype == raw.dtype == np.uint16 and np.array_equal(image, crop)
 
 
 def test_export_model_copies_the_newest_checkpoint_or_says_there_is_none(labeled_copy, tmp_path, capsys):
