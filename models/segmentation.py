@@ -1,0 +1,353 @@
+"""U-Net nuclei segmentation: train on (image, mask) pairs, segment whole fields into labels.
+
+The U-Net of :mod:`models.unet` (1 input channel, 3 output classes: background, interior,
+boundary) runs over a field in overlapping tiles (bounded memory for any field size). Instance
+labels: the interior mask (high interior probability) is seeded at the h-maxima of its smoothed
+distance transform (each connected interior region at least once; necks split touching nuclei),
+the seeds grow by a watershed over the foreground, then a small-object filter. Training lives in
+:mod:`models.seg_train`. ``make_unet_segmenter`` is what field ingest calls for
+``--segment unet``: it trains on the user's masks, or on synthetic demo fields when there are
+none (never on the fields it segments), and caches the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from scipy import ndimage as ndi
+from skimage.morphology import h_maxima
+from skimage.segmentation import relabel_sequential, watershed
+
+from models.checkpoint import build_model, load_checkpoint, save_checkpoint
+from models.device import resolve_device, seed_everything
+from models.errors import ModelError
+from models.seg_train import (
+    N_CLASSES,
+    Progress,
+    SegmenterConfig,
+    SegTrainConfig,
+    fit_segmenter,
+    normalise_image,
+    pick_channel,
+    prepare_pairs,
+)
+from models.unet import UNet, UNetConfig
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[npt.NDArray, npt.NDArray]
+DEMO_FIELDS = 32  # demo fields trained on when the user gives no masks
+DEMO_SIZE = 256  # their side, pixels
+_EXTRA_KEY = "segmenter"
+_CACHE_VERSION = 1  # bump when training changes in ways the configs do not show
+
+__all__ = [
+    "SegTrainConfig",
+    "SegmenterConfig",
+    "SegmenterModel",
+    "demo_training_pairs",
+    "labels_from_probs",
+    "load_segmenter",
+    "make_unet_segmenter",
+    "train_segmenter",
+]
+
+
+class SegmenterModel:
+    """A trained segmentation U-Net with its settings.
+
+    Args:
+        net: U-Net with 1 input and 3 output channels, in eval mode.
+        config: network shape and inference settings.
+        channel: the channel of a (C, H, W) field that shows the nuclei.
+        device: where inference runs.
+        extra: JSON-able facts saved with the checkpoint (training config, history, cache key).
+    """
+
+    def __init__(self, net: UNet, config: SegmenterConfig, channel: int = 0,
+                 device: torch.device | None = None, extra: dict | None = None) -> None:
+        self.config, self.channel = config, channel
+        self.device = device or torch.device("cpu")
+        self.net = net.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.net.to(memory_format=torch.channels_last)
+        self.extra = dict(extra or {})
+
+    def probabilities(self, image: npt.NDArray) -> npt.NDArray[np.float32]:
+        """Foreground and interior probability maps of a field.
+
+        Args:
+            image: (C, H, W) or (H, W) raw field, any numeric dtype.
+
+        Returns:
+            (2, H, W) float32: P(foreground) = 1 - P(background), and P(interior).
+        """
+        plane = pick_channel(np.asarray(image), self.channel, "field")
+        return _tiled_probs(self.net, normalise_image(plane, self.config), self.config,
+                            self.device)
+
+    def segment(self, image: npt.NDArray) -> npt.NDArray[np.int32]:
+        """Instance labels of a field: (C, H, W) or (H, W) -> (H, W) int32, 0 background,
+        objects numbered 1..n."""
+        probs = self.probabilities(image)
+        return labels_from_probs(probs[0], probs[1], self.config)
+
+    def save(self, path: Path) -> Path:
+        """Write the checkpoint (weights, configs, channel) atomically to ``path``."""
+        extra = {**self.extra, _EXTRA_KEY: dataclasses.asdict(self.config),
+                 "channel": self.channel}
+        return save_checkpoint(Path(path), self.net, extra=extra)
+
+
+def load_segmenter(path: Path, device: str = "auto") -> SegmenterModel:
+    """Read a segmenter checkpoint (``torch.load(weights_only=True)``).
+
+    Raises:
+        ModelError: missing or corrupt file, or a checkpoint that is not a segmenter.
+    """
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(Path(path))
+    if (ckpt.kind != "unet" or _EXTRA_KEY not in ckpt.extra
+            or ckpt.config.out_channels != N_CLASSES or ckpt.config.in_channels != 1):
+        raise ModelError(
+            f"{path}: not a U-Net segmentation checkpoint (kind {ckpt.kind!r}); give a file "
+            "written by SegmenterModel.save or train one with --segment unet"
+        )
+    extra = dict(ckpt.extra)
+    try:
+        config = SegmenterConfig.from_dict(extra.pop(_EXTRA_KEY))
+    except (ModelError, TypeError) as err:
+        raise ModelError(f"{path}: {err}") from err
+    channel = int(extra.pop("channel", 0))
+    return SegmenterModel(build_model(ckpt), config, channel, dev, extra)
+
+
+def train_segmenter(
+    pairs: Sequence[Pair],
+    *,
+    channel: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    max_seconds: float | None = None,
+    steps: int | None = None,
+    progress: Progress | None = None,
+    config: SegmenterConfig | None = None,
+    train_config: SegTrainConfig | None = None,
+) -> SegmenterModel:
+    """Train a segmentation U-Net on (image, mask) pairs.
+
+    Args:
+        pairs: ``(image, mask)``: image (C, H, W) or (H, W) raw intensities, mask (H, W)
+            integer instance labels (0 background). Fields smaller than a crop are padded.
+        channel: the nuclei channel of (C, H, W) images (also used by ``segment``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``; CUDA trains with mixed precision.
+        seed: weights, crops and augmentation; the same seed gives the same weights on CPU.
+        max_seconds: wall-clock budget (default: the device's shipped schedule).
+        steps: optimiser steps (default: the device's shipped schedule).
+        progress: ``progress(done_steps, total_steps)``.
+        config: network and inference settings (default :class:`SegmenterConfig`).
+        train_config: schedule and augmentation (default ``SegTrainConfig.for_device``).
+
+    Raises:
+        ModelError: bad pairs, or a device that is not available.
+    """
+    dev = resolve_device(device)
+    config = config or SegmenterConfig()
+    cfg = train_config or SegTrainConfig.for_device(dev)
+    overrides = {"seed": seed, "steps": steps, "max_seconds": max_seconds}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    fields = prepare_pairs(pairs, channel, config, min_side=cfg.crop)
+    seed_everything(seed)
+    net = UNet(UNetConfig(in_channels=1, out_channels=N_CLASSES, width=config.width,
+                          depth=config.depth))
+    history = fit_segmenter(net, fields, cfg, dev, progress)
+    extra = {"train": dataclasses.asdict(cfg), "history": history, "n_pairs": len(fields)}
+    return SegmenterModel(net, config, channel, dev, extra)
+
+
+def _tile_axis(length: int, config: SegmenterConfig) -> tuple[int, int]:
+    """``(tile, n_tiles)`` along one axis: as few tiles as ``config.tile`` allows, each just
+    big enough (a multiple of 2**(depth-1)) to cover ``length`` with its rims dropped."""
+    mult = 2 ** (config.depth - 1)
+    n = math.ceil(length / (config.tile - 2 * config.overlap))
+    inner = math.ceil(length / n)
+    return math.ceil((inner + 2 * config.overlap) / mult) * mult, n
+
+
+def _tiled_probs(
+    net: UNet, plane: npt.NDArray[np.float32], config: SegmenterConfig, device: torch.device
+) -> npt.NDArray[np.float32]:
+    """(2, H, W) float32 P(foreground), P(interior) of a normalised (H, W) plane, computed in
+    overlapping tiles whose ``overlap``-wide rims are dropped (memory bounded by one tile)."""
+    h, w = plane.shape
+    m = config.overlap
+    (th, ny), (tw, nx) = _tile_axis(h, config), _tile_axis(w, config)
+    sy, sx = th - 2 * m, tw - 2 * m
+    padded = np.pad(plane, ((m, ny * sy + m - h), (m, nx * sx + m - w)), mode="reflect")
+    out = np.empty((2, h, w), np.float32)
+    amp = torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
+    with torch.inference_mode(), amp:
+        for y0 in range(0, ny * sy, sy):
+            for x0 in range(0, nx * sx, sx):
+                prob = _tile_probs(net, padded[y0 : y0 + th, x0 : x0 + tw], device)
+                ch, cw = min(sy, h - y0), min(sx, w - x0)
+                out[0, y0 : y0 + ch, x0 : x0 + cw] = 1.0 - prob[0, m : m + ch, m : m + cw]
+                out[1, y0 : y0 + ch, x0 : x0 + cw] = prob[1, m : m + ch, m : m + cw]
+    return out
+
+
+def _tile_probs(net: UNet, tile: npt.NDArray, device: torch.device) -> npt.NDArray[np.float32]:
+    """(3, h, w) float32 class probabilities of one (h, w) tile."""
+    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    x = torch.from_numpy(np.ascontiguousarray(tile))[None, None].to(device, memory_format=fmt)
+    return torch.softmax(net(x).float(), dim=1)[0].cpu().numpy()
+
+
+def labels_from_probs(
+    foreground: npt.NDArray, interior: npt.NDArray, config: SegmenterConfig
+) -> npt.NDArray[np.int32]:
+    """Instance labels from probability maps.
+
+    The interior mask (high P(interior)) has a neck wherever the network sees a boundary
+    between touching nuclei; one seed per h-maximum of its smoothed distance transform splits
+    it there (a shape prior that also splits touching nuclei whose boundary the network
+    missed). A watershed on that distance map grows the seeds over the foreground, then small
+    objects are dropped.
+
+    Args:
+        foreground: (H, W) float P(foreground).
+        interior: (H, W) float P(interior).
+        config: thresholds, seeding and minimum size.
+
+    Returns:
+        (H, W) int32 labels, 0 background, objects 1..n.
+    """
+    mask = foreground > config.fg_threshold
+    inner = (interior > config.interior_threshold) & mask
+    dist = ndi.distance_transform_edt(inner).astype(np.float32)
+    if config.seed_sigma > 0:
+        dist = ndi.gaussian_filter(dist, config.seed_sigma)
+    labels = watershed(-dist, markers=_seeds(dist, inner, config.seed_h), mask=mask)
+    labels = _drop_small(labels, config.min_size)
+    return relabel_sequential(labels)[0].astype(np.int32)
+
+
+def _seeds(
+    dist: npt.NDArray[np.float32], inner: npt.NDArray[np.bool_], h: float
+) -> npt.NDArray[np.int32]:
+    """(H, W) int32 markers: the h-maxima of ``dist`` inside ``inner``. A component of
+    ``inner`` with one local maximum is its own seed; only the others pay for a morphological
+    reconstruction, on their bounding box (h-maxima of a whole 2048x2048 field take seconds)."""
+    components, n = ndi.label(inner)
+    peaks = (dist >= ndi.maximum_filter(dist, size=3)) & inner
+    peak_ids, _ = ndi.label(peaks)  # 4-connected like the components: never spans two
+    first_peak = np.zeros(peak_ids.max() + 1, np.int64)
+    first_peak[peak_ids[peaks]] = components[peaks]
+    n_peaks = np.bincount(first_peak[1:], minlength=n + 1)
+    seeds = np.where(n_peaks[components] == 1, components, 0).astype(np.int32)
+    next_id, boxes = n + 1, ndi.find_objects(components)
+    for comp in np.flatnonzero(n_peaks >= 2):
+        box = boxes[comp - 1]
+        inside = components[box] == comp
+        local, k = ndi.label(h_maxima(np.where(inside, dist[box], 0), h) & inside)
+        seeds[box][local > 0] = local[local > 0] + next_id - 1
+        next_id += k
+    return seeds
+
+
+def _drop_small(labels: npt.NDArray, min_size: int) -> npt.NDArray:
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_size
+    small[0] = False
+    if small.any():
+        labels = np.where(small[labels], 0, labels)
+    return labels
+
+
+def demo_training_pairs(n: int, size: int = DEMO_SIZE, seed: int = 0) -> list[Pair]:
+    """``n`` synthetic nuclei fields with their true masks (random nucleus sizes and contrast).
+
+    Returns:
+        ``[(image (C, size, size) uint16, mask (size, size) int32), ...]``, nuclei on channel 0.
+    """
+    from datasets.demo_fields import make_field
+
+    rng = np.random.default_rng(seed)
+    return [make_field(rng, size=size)[:2] for _ in range(n)]
+
+
+def _pairs_key(pairs: Sequence[Pair] | None, channel: int, seed: int) -> str:
+    """A fingerprint of what a cached segmenter was trained on."""
+    settings = {"version": _CACHE_VERSION, "channel": channel, "seed": seed,
+                "config": dataclasses.asdict(SegmenterConfig()),
+                "train": dataclasses.asdict(SegTrainConfig())}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    if pairs is None:
+        digest.update(f"demo:{DEMO_FIELDS}:{DEMO_SIZE}".encode())
+    for image, mask in pairs or ():
+        for arr in (np.ascontiguousarray(image), np.ascontiguousarray(mask)):
+            digest.update(f"{arr.shape}{arr.dtype}".encode())
+            digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def _cached(cache: Path | None, key: str, device: str) -> SegmenterModel | None:
+    if cache is None or not Path(cache).is_file():
+        return None
+    try:
+        model = load_segmenter(cache, device)
+    except ModelError as err:
+        logger.warning("%s; retraining the segmenter", err)
+        return None
+    if model.extra.get("key") != key:
+        logger.info("%s: trained on other data or settings; retraining the segmenter", cache)
+        return None
+    return model
+
+
+def make_unet_segmenter(
+    train_pairs: Sequence[Pair] | None = None,
+    *,
+    channel: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    progress: Progress | None = None,
+    cache: Path | None = None,
+) -> Callable[[npt.NDArray], npt.NDArray[np.int32]]:
+    """A field segmenter for ingest: ``field (C, H, W) or (H, W) -> (H, W) int32 labels``.
+
+    Args:
+        train_pairs: the user's ``(image, mask)`` pairs (see :func:`train_segmenter`); when
+            None, :data:`DEMO_FIELDS` synthetic demo fields (never the fields segmented).
+        channel: the nuclei channel of the user's fields (and of ``train_pairs``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        seed: training seed.
+        progress: ``progress(done_steps, total_steps)`` while training.
+        cache: checkpoint file; reused when it was trained on the same data and settings,
+            otherwise (re)written after training.
+    """
+    resolve_device(device)  # an absent device is an error before any cache or training
+    key = _pairs_key(train_pairs, channel, seed)
+    model = _cached(cache, key, device)
+    if model is not None:
+        logger.info("using the cached segmenter %s", cache)
+    else:
+        demo = train_pairs is None
+        pairs = demo_training_pairs(DEMO_FIELDS, DEMO_SIZE, seed) if demo else train_pairs
+        model = train_segmenter(pairs, channel=0 if demo else channel, device=device,
+                                seed=seed, progress=progress)
+        model.extra["key"] = key
+        if cache is not None:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            model.save(Path(cache))
+    model.channel = channel
+    return model.segment
