@@ -215,7 +215,14 @@ def _cmd_app(args: argparse.Namespace) -> int:
         str(args.port),
         "--browser.gatherUsageStats",
         "false",
+        "--server.fileWatcherType",  # a user's app does not reload on source edits
+        "none",
     ]
+    if args.root:
+        root = Path(args.root).expanduser().resolve()
+        if not root.is_dir():
+            raise PhenoScoutError(f"--root {args.root}: no such folder")
+        os.environ["PHENOSCOUT_ROOT"] = str(root)
     if args.project:
         from labeling.project import open_project
 
@@ -385,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the app and its "
         "data to the network)",
+    )
+    p.add_argument(
+        "--root",
+        help="folders typed in the app must lie under this one (default: the current folder)",
     )
     p.set_defaults(func=_cmd_app)
     return parser

@@ -270,3 +270,25 @@ def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
     path = shutil.copytree(small_project, tmp_path / "proj")
     code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")
     assert code == 2 and "at least 2 classes" in err
+
+
+def test_app_binds_localhost_without_file_watcher_and_honours_root(
+    tmp_path, capsys, monkeypatch, small_project
+):
+    seen = {}
+
+    def fake_execv(exe, cmd):
+        seen["cmd"] = cmd
+        seen["root"] = __import__("os").environ.get("PHENOSCOUT_ROOT")
+
+    monkeypatch.setattr("os.execv", fake_execv)
+    monkeypatch.delenv("PHENOSCOUT_ROOT", raising=False)
+    code, _, err = run(capsys, "app", small_project, "--root", tmp_path, "--port", "8999")
+    assert code == 0, err
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.fileWatcherType") + 1] == "none"
+    assert cmd[cmd.index("--server.port") + 1] == "8999"
+    assert seen["root"] == str(tmp_path.resolve())
+    code, _, err = run(capsys, "app", small_project, "--root", tmp_path / "missing")
+    assert code == 2 and "no such folder" in err and "Traceback" not in err
