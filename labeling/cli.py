@@ -217,6 +217,8 @@ def _cmd_app(args: argparse.Namespace) -> int:
         "false",
         "--server.fileWatcherType",  # a user's app does not reload on source edits
         "none",
+        "--client.toolbarMode",  # no "Deploy" or developer options: this is a local tool
+        "viewer",
     ]
     if args.root:
         root = Path(args.root).expanduser().resolve()

@@ -288,6 +288,7 @@ def test_app_binds_localhost_without_file_watcher_and_honours_root(
     cmd = seen["cmd"]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.fileWatcherType") + 1] == "none"
+    assert cmd[cmd.index("--client.toolbarMode") + 1] == "viewer"  # no Deploy button
     assert cmd[cmd.index("--server.port") + 1] == "8999"
     assert seen["root"] == str(tmp_path.resolve())
     code, _, err = run(capsys, "app", small_project, "--root", tmp_path / "missing")
