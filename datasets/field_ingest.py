@@ -125,13 +125,14 @@ def ingest_fields(
     report.labels_csv = "truth per field object" if truth else None
     existing = existing_fields(project)
     planned, n_channels, dtype = _plan(fields, manifest, existing, cfg, report)
+    truth = _follow_renames(truth or {}, fields, planned)
     part = len(manifest["parts"]) if manifest else 0
     final, final_masks = part_file(project, part), mask_part_file(project, part)
     final.parent.mkdir(parents=True, exist_ok=True)
     raw, raw_masks = final.with_suffix(".raw.tmp"), final_masks.with_suffix(".raw.tmp")
     try:
         with open(raw, "wb") as crops, open(raw_masks, "wb") as masks:
-            run = _Run(project, cfg, report, segmenter or _classical, keep_border, truth or {},
+            run = _Run(project, cfg, report, segmenter or _classical, keep_border, truth,
                        n_channels, dtype, len(existing), crops, masks)  # fmt: skip
             for done, spec in enumerate(planned, start=1):
                 _ingest_field(run, spec, part)
@@ -201,6 +202,17 @@ def _plan(
         first = f"; e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
         raise DataError(f"no readable field among {len(fields)}{first}")
     return planned, n_channels, widest_dtype(dtypes)
+
+
+def _follow_renames(truth: Truth, fields: list[FieldSpec], planned: list[FieldSpec]) -> Truth:
+    """``truth`` also under the keys of fields stored under a new key (their key was taken)."""
+    original = {spec.channel_files: spec.key for spec in fields}
+    renamed = {original[s.channel_files]: s.key for s in planned}
+    renamed = {old: new for old, new in renamed.items() if old != new}
+    if not renamed or not truth:
+        return truth
+    moved = {(renamed[k], o): v for (k, o), v in truth.items() if k in renamed}
+    return {**truth, **moved}
 
 
 def _unique_key(spec: FieldSpec, taken: set[str], report: IngestReport) -> FieldSpec:

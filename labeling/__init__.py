@@ -28,6 +28,7 @@ _EXPORTS = {
     "create_project_from_fields": "labeling.project",
     "open_project": "labeling.project",
     "add_crops": "labeling.project",
+    "add_fields": "labeling.project",
     "import_labels": "labeling.imports",
     "export_table": "labeling.export",
     "next_batch": "labeling.loop",

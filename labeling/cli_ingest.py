@@ -188,11 +188,29 @@ def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
 
 def _cmd_add(args: argparse.Namespace) -> int:
     from labeling.imports import import_labels
-    from labeling.project import add_crops, open_project
+    from labeling.project import open_project
 
+    wrong = [flag for name, flag in _CROPS_ONLY if getattr(args, name) and not args.crops]
+    wrong += [flag for name, flag in _FIELDS_ONLY if getattr(args, name) and not args.fields]
+    wrong += ["--segment"] if args.segment and not args.fields else []
+    wrong += ["--truth"] if args.truth and not args.fields else []
+    if wrong:
+        source = "--crops" if args.crops else "--fields"
+        raise PhenoScoutError(f"{', '.join(wrong)} cannot be used with {source}")
     project = open_project(Path(args.project))
+    report = _add_crops(args, project) if args.crops else _add_fields(args, project)
+    print(report.summary())
+    if args.import_labels:
+        n = import_labels(project, Path(args.import_labels))
+        print(f"imported {n} labels from {args.import_labels}")
+    return 0
+
+
+def _add_crops(args: argparse.Namespace, project):  # -> IngestReport
+    from labeling.project import add_crops
+
     with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
-        report = add_crops(
+        return add_crops(
             project,
             Path(args.crops),
             labels_csv=args.labels_csv,
@@ -200,11 +218,25 @@ def _cmd_add(args: argparse.Namespace) -> int:
             progress=progress,
             feature_progress=fprogress,
         )
-    print(report.summary())
-    if args.import_labels:
-        n = import_labels(project, Path(args.import_labels))
-        print(f"imported {n} labels from {args.import_labels}")
-    return 0
+
+
+def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
+    from datasets.fields import find_fields
+    from labeling.project import add_fields
+
+    masks = Path(args.masks) if args.masks else None
+    fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
+    with (
+        tqdm_progress("train segmenter", unit="step") as train,
+        tqdm_progress("fields", unit="field") as progress,
+        tqdm_progress("features") as fp,
+    ):
+        report = add_fields(
+            project, fields, segment=args.segment or "classical", keep_border=args.keep_border,
+            truth_csv=args.truth, progress=progress, feature_progress=fp, train_progress=train,
+        )  # fmt: skip
+    report.skipped[:0] = skipped
+    return report
 
 
 def _add_ingest_args(p: argparse.ArgumentParser) -> None:
@@ -246,22 +278,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-def _add_init_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "init",
-        help="create a project from cell crops, whole fields or a CellProfiler export",
-        description="Create a project folder: ingest crops (TIFF, PNG, JPEG, npz), or segment "
-        "whole fields into cells, or crop a CellProfiler export's objects; normalise, compute "
-        "features, create the label store.",
-    )
-    p.add_argument("project", help="new project folder")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--crops", help="folder of single-cell images (searched recursively)")
-    source.add_argument("--fields", help="folder of whole fields of view (TIFF/OME-TIFF/PNG)")
-    source.add_argument(
-        "--cellprofiler", help="CellProfiler per-object CSV (e.g. Nuclei.csv) or SQLite .db"
-    )
-    _add_ingest_args(p)
+def _add_field_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pattern",
         help=f"group one file per channel into fields, e.g. '{_FIELD_HINT}' ({{channel}} "
@@ -279,6 +296,25 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
         "--keep-border", action="store_true", help="keep objects touching a field's border"
     )
     p.add_argument("--truth", type=Path, help="ground truth field,object,label of fields' objects")
+
+
+def _add_init_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "init",
+        help="create a project from cell crops, whole fields or a CellProfiler export",
+        description="Create a project folder: ingest crops (TIFF, PNG, JPEG, npz), or segment "
+        "whole fields into cells, or crop a CellProfiler export's objects; normalise, compute "
+        "features, create the label store.",
+    )
+    p.add_argument("project", help="new project folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--crops", help="folder of single-cell images (searched recursively)")
+    source.add_argument("--fields", help="folder of whole fields of view (TIFF/OME-TIFF/PNG)")
+    source.add_argument(
+        "--cellprofiler", help="CellProfiler per-object CSV (e.g. Nuclei.csv) or SQLite .db"
+    )
+    _add_ingest_args(p)
+    _add_field_args(p)
     p.add_argument("--images-csv", help="CellProfiler per-image CSV (default: Image.csv beside)")
     p.add_argument(
         "--image-root", help="folder to look for CellProfiler's images in when its paths are stale"
@@ -316,8 +352,11 @@ def add_ingest_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo``, ``init`` and ``add`` subcommands to ``sub``."""
     _add_demo_parser(sub)
     _add_init_parser(sub)
-    p = sub.add_parser("add", help="add a folder of crops (a new plate) to a project")
+    p = sub.add_parser("add", help="add crops or whole fields (a new plate) to a project")
     p.add_argument("project", help="existing project folder")
-    p.add_argument("--crops", required=True, help="folder of single-cell images")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--crops", help="folder of single-cell images")
+    source.add_argument("--fields", help="folder of whole fields of view (TIFF/OME-TIFF/PNG)")
     _add_ingest_args(p)
+    _add_field_args(p)
     p.set_defaults(func=_cmd_add)

@@ -328,7 +328,6 @@ def add_crops(
     The crops must have the project's channel count; they get their own normalisation group
     when the metadata has a plate column. Labels already given are untouched.
     """
-    from datasets.features import compute_morphology
     from datasets.ingest import ingest_crops
 
     ingest = dataclasses.replace(
@@ -339,7 +338,49 @@ def add_crops(
         labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress,
         seed=project.config.seed,
     )
+    _register_new_cells(project, feature_progress)
+    return report
+
+
+def add_fields(
+    project: Project,
+    fields: list[FieldSpec],
+    *,
+    segment: str = "classical",
+    segment_config: SegmentConfig | None = None,
+    keep_border: bool = False,
+    truth_csv: Path | None = None,
+    progress: Progress | None = None,
+    feature_progress: Progress | None = None,
+    train_progress: Progress | None = None,
+) -> IngestReport:
+    """Add whole fields of view (a new plate) to an existing project; arguments as
+    :func:`create_project_from_fields`. The fields must have the project's channel count and
+    keys not used by the project yet. Labels already given are untouched.
+    """
+    from datasets.field_ingest import ingest_fields
+    from datasets.field_store import read_truth_csv
+
+    if segment not in SEGMENT_METHODS:
+        raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
+    ingest = dataclasses.replace(
+        project.config.ingest, channel_names=tuple(project.channel_names)
+    )
+    truth = read_truth_csv(Path(truth_csv)) if truth_csv is not None else None
+    seed = project.config.seed
+    segmenter = _segmenter(fields, segment, segment_config, seed, train_progress)
+    report = ingest_fields(
+        fields, project.path, ingest, segmenter=segmenter, keep_border=keep_border, truth=truth,
+        progress=progress, seed=seed,
+    )  # fmt: skip
+    _register_new_cells(project, feature_progress)
+    return report
+
+
+def _register_new_cells(project: Project, feature_progress: Progress | None) -> None:
+    """After an ingest added a part: the store learns the new cells, features are computed."""
+    from datasets.features import compute_morphology
+
     project.__dict__.pop("pixels", None)
     project.store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
     compute_morphology(project.path, progress=feature_progress)
-    return report

@@ -175,3 +175,29 @@ def test_cli_init_takes_exactly_one_source(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["init", str(tmp_path / "p"), *argv])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_add_fields_to_a_project_keeps_labels_and_adds_cells(tmp_path, capsys, demo_fields):
+    more = tmp_path / "plate_b"
+    generate_demo_fields(more, n_fields=2, size=192, seed=7)
+    project = tmp_path / "p"
+    code, _, err = run(capsys, "init", project, "--fields", demo_fields, "--pattern",
+                       FILENAME_PATTERN, "--masks", demo_fields / "masks", "--crop-size", 32)  # fmt: skip
+    assert code == 0, err
+    before = open_project(project)
+    n_before = before.store.n_cells()
+    first = before.cells(columns=["cell_id"])["cell_id"].iloc[0]
+    submit_labels(before, [(first, "normal")], annotator="ann")
+    before.close()
+    code, out, err = run(capsys, "add", project, "--fields", more, "--pattern", FILENAME_PATTERN,
+                         "--masks", more / "masks", "--truth", more / "objects.csv")  # fmt: skip
+    assert code == 0, err
+    after = open_project(project)
+    cells = after.cells()
+    assert after.store.n_cells() == len(cells) > n_before
+    assert after.store.current_labels() == {first: "normal"}
+    assert len(read_fields(project)) == 3 + 2 and cells["field"].nunique() == 5
+    assert cells.loc[cells["part"] == 1, "truth"].notna().all()  # truth of the added plate
+    assert len(next_batch(after, 10, "ann")) == 10  # the loop works over both parts
+    code, _, err = run(capsys, "add", project, "--crops", more, "--pattern", "x")
+    assert code == 2 and "--pattern cannot be used with --crops" in err
