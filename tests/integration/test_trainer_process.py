@@ -32,6 +32,11 @@ def project(tmp_path, small_project, monkeypatch):
     shutil.copytree(small_project, path)
     yield path
     stop_trainer(path, timeout_s=20)
+    for pid, child in list(tp._CHILDREN.items()):  # reap what this test started
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
+        tp._CHILDREN.pop(pid, None)
 
 
 def _wait(predicate, timeout=90.0):

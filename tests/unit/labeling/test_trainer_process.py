@@ -46,11 +46,12 @@ def stand_in(monkeypatch, tmp_path):
         return [sys.executable, "-c", STAND_IN, str(project_dir / "models"), str(delay["s"])]
 
     monkeypatch.setattr(tp, "trainer_command", command)
+    children: dict = {}  # this test's own registry: trainers other tests started are not counted
+    monkeypatch.setattr(tp, "_CHILDREN", children)
     yield delay
-    for pid, child in list(tp._CHILDREN.items()):
+    for child in list(children.values()):
         child.kill()
         child.wait(10)
-        tp._CHILDREN.pop(pid, None)
 
 
 def _wait(predicate, timeout=15.0):
