@@ -19,10 +19,19 @@ from labeling.errors import PhenoScoutError
 
 _FIELD_HINT = "{plate}_{well}_s{site}_w{channel}.tif"
 _CROPS_ONLY = (("labels_csv", "--labels-csv"), ("metadata_csv", "--metadata-csv"))
-_FIELDS_ONLY = (("pattern", "--pattern"), ("masks", "--masks"), ("keep_border", "--keep-border"))
+_FIELDS_ONLY = (
+    ("pattern", "--pattern"), ("masks", "--masks"), ("keep_border", "--keep-border"),
+    ("nuclei_channel", "--nuclei-channel"), ("cell_channel", "--cell-channel"),
+)
 _CELLPROFILER_ONLY = (
     ("images_csv", "--images-csv"), ("image_root", "--image-root"), ("object_name", "--object-name")
 )
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    """Whether the user gave option ``name`` (0 counts; None and an unset flag do not)."""
+    value = getattr(args, name)
+    return value is not None and value is not False
 
 
 @contextmanager
@@ -100,12 +109,12 @@ def _ingest_config(args: argparse.Namespace):  # -> IngestConfig
 def _check_source_options(args: argparse.Namespace) -> None:
     """Options that belong to another source than the one given are an error, not ignored."""
     source = "--crops" if args.crops else "--fields" if args.fields else "--cellprofiler"
-    wrong = [flag for name, flag in _CROPS_ONLY if getattr(args, name) and not args.crops]
-    wrong += [flag for name, flag in _FIELDS_ONLY if getattr(args, name) and not args.fields]
+    wrong = [flag for name, flag in _CROPS_ONLY if _given(args, name) and not args.crops]
+    wrong += [flag for name, flag in _FIELDS_ONLY if _given(args, name) and not args.fields]
     if args.segment and not args.fields:
         wrong.append("--segment")
     wrong += [
-        flag for name, flag in _CELLPROFILER_ONLY if getattr(args, name) and not args.cellprofiler
+        flag for name, flag in _CELLPROFILER_ONLY if _given(args, name) and not args.cellprofiler
     ]
     if args.truth and args.crops:
         wrong.append("--truth (use --labels-csv with --crops)")
@@ -179,6 +188,7 @@ def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
     ):
         project, report = create_project_from_fields(
             Path(args.project), fields, ingest, segment=segment, keep_border=args.keep_border,
+            segment_config=_segment_config(args),
             truth_csv=args.truth, seed=args.seed, progress=progress, feature_progress=fp,
             train_progress=train,
         )  # fmt: skip
@@ -190,8 +200,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from labeling.imports import import_labels
     from labeling.project import open_project
 
-    wrong = [flag for name, flag in _CROPS_ONLY if getattr(args, name) and not args.crops]
-    wrong += [flag for name, flag in _FIELDS_ONLY if getattr(args, name) and not args.fields]
+    wrong = [flag for name, flag in _CROPS_ONLY if _given(args, name) and not args.crops]
+    wrong += [flag for name, flag in _FIELDS_ONLY if _given(args, name) and not args.fields]
     wrong += ["--segment"] if args.segment and not args.fields else []
     wrong += ["--truth"] if args.truth and not args.fields else []
     if wrong:
@@ -220,6 +230,15 @@ def _add_crops(args: argparse.Namespace, project):  # -> IngestReport
         )
 
 
+def _segment_config(args: argparse.Namespace):  # -> SegmentConfig | None
+    """The segmentation settings the flags ask for (None: the defaults)."""
+    if args.nuclei_channel is None and args.cell_channel is None:
+        return None
+    from datasets.segment import SegmentConfig
+
+    return SegmentConfig(channel=args.nuclei_channel or 0, cell_channel=args.cell_channel)
+
+
 def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
     from datasets.fields import find_fields
     from labeling.project import add_fields
@@ -233,6 +252,7 @@ def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
     ):
         report = add_fields(
             project, fields, segment=args.segment or "classical", keep_border=args.keep_border,
+            segment_config=_segment_config(args),
             truth_csv=args.truth, progress=progress, feature_progress=fp, train_progress=train,
         )  # fmt: skip
     report.skipped[:0] = skipped
@@ -294,6 +314,14 @@ def _add_field_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--keep-border", action="store_true", help="keep objects touching a field's border"
+    )
+    p.add_argument(
+        "--nuclei-channel", type=int, default=None,
+        help="channel (0-based) the nuclei are segmented in (default 0)",
+    )
+    p.add_argument(
+        "--cell-channel", type=int, default=None,
+        help="classical only: grow nuclei into this channel's foreground to segment whole cells",
     )
     p.add_argument("--truth", type=Path, help="ground truth field,object,label of fields' objects")
 

@@ -201,3 +201,15 @@ def test_add_fields_to_a_project_keeps_labels_and_adds_cells(tmp_path, capsys, d
     assert len(next_batch(after, 10, "ann")) == 10  # the loop works over both parts
     code, _, err = run(capsys, "add", project, "--crops", more, "--pattern", "x")
     assert code == 2 and "--pattern cannot be used with --crops" in err
+
+
+def test_cell_channel_segments_whole_cells_larger_than_nuclei(tmp_path, capsys, demo_fields):
+    areas = {}
+    for name, extra in (("nuclei", ()), ("cells", ("--cell-channel", 1))):
+        code, _, err = run(capsys, "init", tmp_path / name, "--fields", demo_fields, "--pattern",
+                           FILENAME_PATTERN, "--crop-size", 32, *extra)  # fmt: skip
+        assert code == 0, err
+        areas[name] = open_project(tmp_path / name).cells()["area"].median()
+    assert areas["cells"] > 1.5 * areas["nuclei"]
+    code, _, err = run(capsys, "init", tmp_path / "c", "--crops", demo_fields, "--cell-channel", 0)
+    assert code == 2 and "--cell-channel cannot be used with --crops" in err
