@@ -117,7 +117,7 @@ def generate_demo(
     if n_cells < MIN_CELLS:
         raise DataError(f"n_cells={n_cells} is too small for a screen; use at least {MIN_CELLS}")
     out_dir = Path(out_dir)
-    _prepare_folder(out_dir)
+    prepare_demo_folder(out_dir, _README_MARK, "demo screen", ("plate*/*.npz",))
     rng = np.random.default_rng(seed)
     sites, site_of_cell, labels = _plan(n_cells, rng)
     done = 0
@@ -450,18 +450,28 @@ def _camera(
 # -- files -------------------------------------------------------------------------------------
 
 
-def _prepare_folder(out_dir: Path) -> None:
-    """Create ``out_dir``, or clear the files of an earlier demo there; refuse anything else."""
+def prepare_demo_folder(out_dir: Path, mark: str, what: str, old_files: tuple[str, ...]) -> None:
+    """Create ``out_dir``, or clear the files an earlier demo wrote there; refuse anything else.
+
+    Args:
+        out_dir: the demo's folder.
+        mark: how the README.txt of an earlier demo of this kind begins.
+        what: the demo's name in messages, e.g. "demo screen".
+        old_files: glob patterns of the earlier demo's files, removed before writing again.
+
+    Raises:
+        DataError: ``out_dir`` is a file, or a non-empty folder no demo of this kind wrote.
+    """
     readme = out_dir / "README.txt"
     if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"{out_dir}: is a file; give a folder for the demo screen")
+        raise DataError(f"{out_dir}: is a file; give a folder for the {what}")
     if out_dir.exists() and any(out_dir.iterdir()):
-        if not (readme.is_file() and readme.read_text().startswith(_README_MARK)):
+        if not (readme.is_file() and readme.read_text().startswith(mark)):
             raise DataError(
-                f"{out_dir}: folder is not empty and holds no earlier demo; "
+                f"{out_dir}: folder is not empty and holds no earlier {what}; "
                 "choose a new folder or empty this one"
             )
-        for old in sorted(out_dir.glob("plate*/*.npz")):
+        for old in sorted(f for pattern in old_files for f in out_dir.glob(pattern)):
             old.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 

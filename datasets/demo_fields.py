@@ -33,6 +33,7 @@ import numpy.typing as npt
 import tifffile
 from scipy import ndimage as ndi
 
+from datasets.demo import prepare_demo_folder
 from datasets.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def generate_demo_fields(
             f"n_fields={n_fields}, layout={layout!r}: use n_fields >= 1 and a layout in {LAYOUTS}"
         )
     out_dir = Path(out_dir)
-    _prepare_folder(out_dir)
+    prepare_demo_folder(out_dir, _README_MARK, "demo fields", ("*.tif", "masks/*.tif"))
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, int, str]] = []
     keys = []
@@ -457,23 +458,6 @@ def _write_field(out_dir: Path, key: str, image: npt.NDArray, layout: str) -> No
         return
     for c, plane in enumerate(image, start=1):
         _write_tiff(out_dir / f"{key}_w{c}.tif", plane)
-
-
-def _prepare_folder(out_dir: Path) -> None:
-    """Create ``out_dir``, or clear the files of earlier demo fields there; refuse anything
-    else."""
-    readme = out_dir / "README.txt"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"{out_dir}: is a file; give a folder for the demo fields")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (readme.is_file() and readme.read_text().startswith(_README_MARK)):
-            raise DataError(
-                f"{out_dir}: folder is not empty and holds no earlier demo fields; "
-                "choose a new folder or empty this one"
-            )
-        for old in [*out_dir.glob("*.tif"), *out_dir.glob("masks/*.tif")]:
-            old.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _write_tables(out_dir: Path, rows: list[tuple[str, int, str]]) -> None:
