@@ -127,8 +127,8 @@ def metadata_columns(cells: pd.DataFrame) -> list[str]:
 
 
 def labels_table(project: Project) -> pd.DataFrame:
-    """One row per labeled cell: ``cell_id, label, annotator, labeled_at, label_source, round_id``,
-    then ``path`` and the cell's metadata columns."""
+    """One row per labeled cell: ``cell_id, label, annotator, labeled_at, label_source, round_id,
+    duration_ms`` (the time the label took), then ``path`` and the cell's metadata columns."""
     labels = project.store.current_labels_frame().rename(columns={"source": "label_source"})
     cells = project.cells()
     meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})

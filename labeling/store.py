@@ -402,17 +402,20 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
 
     def current_labels_frame(self, include_pseudo: bool = False) -> pd.DataFrame:
         """Current labels as a frame: cell_id, label, annotator, labeled_at, round_id (Int64),
-        source, pseudo; one row per labeled cell, in labeling order."""
+        source, pseudo, duration_ms (Int64: time taken, missing where not measured); one row per
+        labeled cell, in labeling order."""
         import pandas as pd
 
         rows = self._read(
-            "SELECT cell_id, label, annotator, labeled_at, round_id, source, pseudo "
+            "SELECT cell_id, label, annotator, labeled_at, round_id, source, pseudo, duration_ms "
             f"FROM ({_CURRENT}) WHERE pseudo = 0 OR ?",
             (int(include_pseudo),),
         )
-        cols = ["cell_id", "label", "annotator", "labeled_at", "round_id", "source", "pseudo"]
+        cols = ["cell_id", "label", "annotator", "labeled_at", "round_id", "source", "pseudo",
+                "duration_ms"]  # fmt: skip
         frame = pd.DataFrame.from_records(rows, columns=cols)
         frame["round_id"] = frame["round_id"].astype("Int64")
+        frame["duration_ms"] = frame["duration_ms"].astype("Int64")
         frame["pseudo"] = frame["pseudo"].astype(bool)
         return frame
 

@@ -30,7 +30,7 @@ _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 # Latest non-undone row per cell, with the class resolved through merges (``eff``).
 _CURRENT = """
 SELECT l.cell_id, eff.name AS label, l.annotator, l.labeled_at, l.round_id, l.source,
-       eff.pseudo AS pseudo, eff.class_id AS class_id
+       eff.pseudo AS pseudo, eff.class_id AS class_id, l.duration_ms AS duration_ms
 FROM labels l JOIN classes c ON c.class_id = l.class_id
 JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id)
 WHERE l.label_id IN (SELECT MAX(label_id) FROM labels WHERE undone = 0 GROUP BY cell_id)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from labeling.export import labels_table
 from labeling.project import open_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,6 +121,9 @@ def test_two_processes_label_at_once_and_nothing_is_lost_or_shared(project):
         assert proj.store.leased_ids() == set()  # every lease closed by its label
         timed = [e for e in proj.store.label_events() if e.source == "batch"]
         assert all(e.duration_ms is not None for e in timed)  # labeling time recorded
+        exported = labels_table(proj).set_index("cell_id")
+        current_batch = [c for c in batch_by if c not in relabeled]
+        assert exported.loc[current_batch, "duration_ms"].notna().all()  # and exported
     finally:
         proj.close()
 

@@ -160,8 +160,10 @@ def test_current_labels_frame(store: LabelStore) -> None:
         "round_id",
         "source",
         "pseudo",
+        "duration_ms",
     ]
     assert frame["cell_id"].tolist() == ["c00", "c02"]
+    assert frame["duration_ms"].isna().tolist()[1]  # a label outside any round is not timed
     assert frame["round_id"].tolist()[0] == rid and frame["round_id"].isna().tolist()[1]
     assert len(store.current_labels_frame(include_pseudo=True)) == 3
 
