@@ -26,9 +26,13 @@ from app_pages.common import PROJECT_PATH, allowed_root, open_cached, project_ar
 from app_pages.project_fields import render_fields_form
 from datasets.config import IngestConfig
 from datasets.demo import CHANNELS as DEMO_CHANNELS
+from datasets.demo_fields import FILENAME_PATTERN
+from datasets.field_lookup import has_fields
+from datasets.fields import find_fields
+from datasets.fieldspec import SEGMENT_METHODS
 from labeling.errors import PhenoScoutError, ProjectError
 from labeling.jobs import Job
-from labeling.project import Project, add_crops, create_project
+from labeling.project import Project, add_crops, add_fields, create_project
 from labeling.workspace import (
     DEMO_DIR,
     check_new_project_folder,
@@ -39,6 +43,7 @@ from labeling.workspace import (
 
 WHOLE = "(the whole folder)"
 _DEFAULT_COLOURS = ("#3b82f6", "#22c55e", "#ef4444", "#eab308", "#d946ef")
+ADD_KINDS = ("a folder of crops", "whole fields of view")
 
 
 def render_project_page(project: Project | None) -> None:
@@ -142,20 +147,54 @@ def _start_creation(title: str, path: Path, work: Callable[[Job], Any]) -> None:
 
 def _add_section(project: Project) -> None:
     with st.container(border=True, key="proj-add-box"):
-        st.markdown("**Add a plate** (a folder of crops with this project's channels)")
-        folder = st.text_input("Folder of crops", key="proj-add-crops")
-        if st.button("Add plate", key="proj-add") and folder.strip():
-            crops = user_path(folder)
-            if not crops.is_dir():
-                raise ProjectError(f"{crops}: no such folder; type the folder of the new plate")
+        st.markdown("**Add a plate** (crops or whole fields with this project's channels)")
+        kind = st.radio("The new plate is", ADD_KINDS, key="proj-add-kind", horizontal=True,
+                        index=int(has_fields(project.path)))  # fmt: skip
+        if kind == ADD_KINDS[0]:
+            _add_crops_form(project)
+        else:
+            _add_fields_form(project)
 
-            def work(job: Job) -> str:
-                report = add_crops(project, crops, progress=job.progress("Reading crops"),
-                                   feature_progress=job.progress("Computing features"))  # fmt: skip
-                return f"Added {report.n_cells} cells from {crops}"
 
-            jobs.start(f"Adding plate {crops.name}", work, key=str(project.path))
-            st.rerun()
+def _add_crops_form(project: Project) -> None:
+    folder = st.text_input("Folder of crops", key="proj-add-crops")
+    if st.button("Add plate", key="proj-add") and folder.strip():
+        crops = user_path(folder)
+        if not crops.is_dir():
+            raise ProjectError(f"{crops}: no such folder; type the folder of the new plate")
+
+        def work(job: Job) -> str:
+            report = add_crops(project, crops, progress=job.progress("Reading crops"),
+                               feature_progress=job.progress("Computing features"))  # fmt: skip
+            return f"Added {report.n_cells} cells from {crops}"
+
+        jobs.start(f"Adding plate {crops.name}", work, key=str(project.path))
+        st.rerun()
+
+
+def _add_fields_form(project: Project) -> None:
+    folder = st.text_input("Folder of fields", key="proj-add-fields")
+    pattern = st.text_input("File name pattern (one file per channel; empty: one file per field)",
+                            key="proj-add-pattern", placeholder=FILENAME_PATTERN)  # fmt: skip
+    masks = st.text_input("Masks folder (optional)", key="proj-add-masks")
+    segment = st.radio("Segmentation of fields without a mask", SEGMENT_METHODS,
+                       key="proj-add-segment", horizontal=True)  # fmt: skip
+    if st.button("Add fields", key="proj-add-go") and folder.strip():
+        masks_dir = user_path(masks) if masks.strip() else None
+        fields, skipped = find_fields(user_path(folder), pattern.strip() or None, masks_dir)
+
+        def work(job: Job) -> str:
+            report = add_fields(
+                project, fields, segment=segment, progress=job.progress("Reading fields"),
+                feature_progress=job.progress("Computing features"),
+                train_progress=job.progress("Training the U-Net"),
+            )  # fmt: skip
+            n_skipped = len(skipped) + len(report.skipped)
+            return (f"Added {report.n_cells} cells from {len(fields)} fields"
+                    + (f"; {n_skipped} files or fields skipped" if n_skipped else ""))  # fmt: skip
+
+        jobs.start(f"Adding fields from {Path(folder).name}", work, key=str(project.path))
+        st.rerun()
 
 
 def _demo_section() -> None:

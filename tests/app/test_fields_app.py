@@ -215,3 +215,29 @@ def test_fields_form_bad_input_is_one_line(base):
     assert len(at.error) == 1 and "3 channel names for 2 channels" in at.error[0].value
     _type(at, pf_folder="../..")
     assert len(at.error) == 1 and "\n" not in at.error[0].value
+
+
+def test_project_page_adds_a_plate_of_fields_in_the_background(base, field_project, tmp_path):
+    project = Path(shutil.copytree(field_project, base / "add_target"))
+    generate_demo_fields(base / "plate2", n_fields=2, size=256, seed=9)
+    n_before = open_project(project).store.n_cells()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["project_path"] = str(project)
+    at.run()
+    at.switch_page("app_pages/project.py").run()
+    assert at.radio(key="proj-add-kind").value == "whole fields of view"  # a field project
+    at.text_input(key="proj-add-fields").input("plate2")
+    at.text_input(key="proj-add-pattern").input(FILENAME_PATTERN)
+    at.text_input(key="proj-add-masks").input("plate2/masks")
+    at.radio(key="proj-add-segment").set_value("given")
+    at.button(key="proj-add-go").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    status = get_job(at.session_state["proj_jobs"][-1].job_id).wait(60)
+    assert status.state == "done", status.error
+    assert status.result.startswith("Added ") and "from 2 fields" in status.result
+    after = open_project(project)
+    assert after.store.n_cells() > n_before and len(read_fields(project)) == 4
+    at.text_input(key="proj-add-fields").input("../outside").run()
+    at.button(key="proj-add-go").click().run()
+    assert any(str(base) in e.value for e in at.error)  # a path outside the root is refused
