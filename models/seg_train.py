@@ -10,7 +10,6 @@ class-weighted cross-entropy.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -27,7 +26,7 @@ from skimage.segmentation import find_boundaries
 from datasets.normalise import apply_ranges, compute_ranges
 from models.errors import ModelError
 from models.training import Stepper, to_device
-from models.unet import UNet
+from models.unet import UNet, config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +66,8 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SegmenterConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ModelError(f"segmenter config has unknown keys {unknown}; retrain")
-        return cls(**values)
+        """Rebuild from ``dataclasses.asdict`` output; unknown keys are a ModelError."""
+        return config_from_dict(cls, values, "segmenter config")
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def load_segmenter(path: Path, device: str = "auto") -> SegmenterModel:
     try:
         config = SegmenterConfig.from_dict(extra.pop(_EXTRA_KEY))
     except (ModelError, TypeError) as err:
-        raise ModelError(f"{path}: {err}") from err
+        raise ModelError(f"{path}: {err}; train the segmenter again") from err
     channel = int(extra.pop("channel", 0))
     return SegmenterModel(build_model(ckpt), config, channel, dev, extra)
 

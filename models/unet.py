@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -18,6 +18,22 @@ from models.errors import ModelError
 
 MAX_CHANNELS = 5
 
+
+
+_Config = TypeVar("_Config")
+
+def config_from_dict(cls: type[_Config], values: dict[str, Any], what: str) -> _Config:
+    """``cls(**values)`` for a config dataclass saved with ``dataclasses.asdict``.
+
+    Raises:
+        ModelError: when ``values`` has keys ``cls`` does not know (a checkpoint of another
+            version), naming ``what`` and the keys.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ModelError(f"{what} has unknown keys {unknown}; allowed {sorted(known)}")
+    return cls(**values)
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -51,11 +67,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> UNetConfig:
         """Rebuild from ``dataclasses.asdict`` output; unknown keys are a ModelError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ModelError(f"U-Net config has unknown keys {unknown}; allowed {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values, "U-Net config")
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
