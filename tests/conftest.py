@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +48,13 @@ def small_project(tmp_path_factory, small_demo) -> Path:
     project, _ = create_project(path, small_demo)
     project.close()
     return path
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 60.0) -> bool:
+    """Poll ``predicate`` every 0.05 s until it is true (True) or ``timeout`` s pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

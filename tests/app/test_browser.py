@@ -8,9 +8,7 @@ artifacts/label_page.png.
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +18,6 @@ from tests.app.browser import (
     require_browser,
     running_app,
     screenshot,
-    stop_server,
     wait_idle,
     wait_text,
     wait_tiles,
@@ -31,20 +28,10 @@ def _tile(page, i: int):
     return page.locator(f".st-key-tile-{i}")
 
 
-@pytest.fixture
-def project(tmp_path, small_project):
-    """A writable copy of the small demo project with two classes; its server is stopped after."""
-    path = Path(shutil.copytree(small_project, tmp_path / "proj")).resolve()
-    with LabelStore(path / "labels.db") as store:
-        store.add_class("round")  # key 1
-        store.add_class("elongated")  # key 2
-    yield path
-    stop_server(path)
-
-
 @pytest.mark.slow
 @pytest.mark.browser
-def test_label_page_in_a_browser(project):
+def test_label_page_in_a_browser(label_project):
+    project = label_project
     require_browser()
     timings: dict[str, float] = {}
     with running_app(project) as url, browser_page(1400, 2000) as page:

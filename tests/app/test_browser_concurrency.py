@@ -8,7 +8,6 @@ in the store under its annotator, and neither page may show an error.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from tests.app.browser import (
     require_browser,
     running_app,
     screenshot,
-    stop_server,
     wait_idle,
     wait_tiles,
 )
@@ -28,16 +26,6 @@ from tests.app.browser import (
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 NAMES = {"ann": 0, "bob": 1}  # annotator -> the class button each one clicks (round, elongated)
 N_LABELS = 4  # labels each annotator gives
-
-
-@pytest.fixture
-def project(tmp_path, small_project):
-    path = Path(shutil.copytree(small_project, tmp_path / "proj")).resolve()
-    with LabelStore(path / "labels.db") as store:
-        store.add_class("round")  # key 1
-        store.add_class("elongated")  # key 2
-    yield path
-    stop_server(path)
 
 
 def _open_leases(project: Path, annotator: str) -> set[str]:
@@ -54,7 +42,8 @@ def _wait_for(predicate, timeout_s: float = 90) -> None:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_two_annotators_label_at_once_in_two_browser_sessions(project):
+def test_two_annotators_label_at_once_in_two_browser_sessions(label_project):
+    project = label_project
     require_browser()
     with running_app(project, env={"PHENOSCOUT_TRAINER": "off"}) as url, chromium() as browser:
         pages = {name: browser.new_context(viewport={"width": 1400, "height": 2000}).new_page()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 
 import numpy as np
 import pytest
+
+from tests.conftest import wait_until
 
 torch = pytest.importorskip("torch")
 
@@ -34,15 +35,6 @@ def project(tmp_path, small_project):
     return path
 
 
-def _wait_for(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
 def test_watch_trainer_picks_up_new_labels(project):
     stop = threading.Event()
@@ -57,7 +49,7 @@ def test_watch_trainer_picks_up_new_labels(project):
     thread = threading.Thread(target=target)
     thread.start()
     try:
-        assert _wait_for(lambda: latest_version(project) is not None), errors
+        assert wait_until(lambda: latest_version(project) is not None), errors
         first = latest_version(project)
         assert first.version == 1 and not first.has_predictions and first.n_labels == 0
         ids, emb = load_embeddings(project, first)
@@ -65,7 +57,7 @@ def test_watch_trainer_picks_up_new_labels(project):
         assert ids.tolist() == cells["cell_id"].tolist() and emb.shape == (len(cells), 6)
         status_file = project / "models" / "trainer.json"
         # published first, then the status says idle: wait for it
-        assert _wait_for(lambda: json.loads(status_file.read_text())["state"] == "idle")
+        assert wait_until(lambda: json.loads(status_file.read_text())["state"] == "idle")
         assert json.loads(status_file.read_text())["version"] == 1
         # a second trainer on the same project is refused while this one runs
         with pytest.raises(ModelError, match=r"already running on .* \(pid \d+\)"):
@@ -74,7 +66,7 @@ def test_watch_trainer_picks_up_new_labels(project):
         picked = cells.groupby("truth").head(6)
         with LabelStore(project / "labels.db") as store:
             store.submit(dict(zip(picked["cell_id"], picked["truth"])), "tester", "cli")
-        assert _wait_for(lambda: latest_version(project).version == 2), errors
+        assert wait_until(lambda: latest_version(project).version == 2), errors
         second = latest_version(project)
         assert second.has_predictions and second.n_labels == len(picked)
         # a classifier version also carries the backbone's label-free embeddings, linked

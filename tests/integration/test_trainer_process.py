@@ -7,9 +7,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
+
+from tests.conftest import wait_until
 
 pytest.importorskip("torch")
 
@@ -39,15 +40,6 @@ def project(tmp_path, small_project, monkeypatch):
         tp._CHILDREN.pop(pid, None)
 
 
-def _wait(predicate, timeout=90.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _status_file(project):
     try:
         return json.loads((project / "models" / "trainer.json").read_text())
@@ -60,7 +52,8 @@ def test_app_starts_one_trainer_and_stops_it(project):
     assert first.alive and first.state == "starting"
     assert ensure_trainer(project, device="cpu").pid == first.pid
     # the trainer takes its lock and reports (importing torch takes a few seconds)
-    assert _wait(lambda: trainer_running(project) and _status_file(project).get("pid") == first.pid)
+    reported = lambda: trainer_running(project) and _status_file(project).get("pid") == first.pid  # noqa: E731
+    assert wait_until(reported, timeout=90)
     assert ensure_trainer(project, device="cpu").pid == first.pid and len(tp._CHILDREN) == 1
     status = trainer_status(project)
     assert status.alive and status.device == "cpu"
@@ -93,7 +86,7 @@ def test_trainer_ends_when_the_app_that_started_it_ends(project):
     app = subprocess.run([sys.executable, "-c", APP, str(project)], capture_output=True,
                          text=True, check=True, timeout=120)
     pid = int(app.stdout.strip())
-    assert _wait(lambda: not pid_alive(pid), timeout=60)
+    assert wait_until(lambda: not pid_alive(pid), timeout=60)
     data = _status_file(project)
     assert data["pid"] == pid and data["state"] == "stopped"
     assert "the app that started it" in data["message"] and "has ended" in data["message"]

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from labeling.trainer_process import (
     trainer_running,
     trainer_status,
 )
+from tests.conftest import wait_until
 
 STAND_IN = """
 import fcntl, json, os, sys, time
@@ -52,15 +52,6 @@ def stand_in(monkeypatch, tmp_path):
     for child in list(children.values()):
         child.kill()
         child.wait(10)
-
-
-def _wait(predicate, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _status(state="idle", alive=True, progress=(0, 0), message="", enabled=True):
@@ -111,7 +102,7 @@ def test_ensure_starts_one_trainer_and_a_second_call_none(tmp_path, stand_in):
     assert first.alive and first.state == "starting" and first.pid in tp._CHILDREN
     second = ensure_trainer(tmp_path)
     assert second.pid == first.pid and len(tp._CHILDREN) == 1
-    assert _wait(lambda: trainer_status(tmp_path).state == "idle")
+    assert wait_until(lambda: trainer_status(tmp_path).state == "idle", timeout=15)
     assert trainer_running(tmp_path)
     third = ensure_trainer(tmp_path)
     assert third.pid == first.pid and third.state == "idle" and len(tp._CHILDREN) == 1
@@ -125,7 +116,7 @@ def test_a_trainer_started_elsewhere_is_left_alone(tmp_path, stand_in):
     (tmp_path / "models").mkdir()
     other = subprocess.Popen([sys.executable, "-c", STAND_IN, str(tmp_path / "models"), "0"])
     try:
-        assert _wait(lambda: trainer_status(tmp_path).state == "idle")
+        assert wait_until(lambda: trainer_status(tmp_path).state == "idle", timeout=15)
         status = ensure_trainer(tmp_path)
         assert status.pid == other.pid and not tp._CHILDREN
     finally:
@@ -135,8 +126,8 @@ def test_a_trainer_started_elsewhere_is_left_alone(tmp_path, stand_in):
 
 def test_a_dead_trainer_is_started_again(tmp_path, stand_in):
     first = ensure_trainer(tmp_path)
-    assert _wait(lambda: trainer_status(tmp_path).state == "idle")
+    assert wait_until(lambda: trainer_status(tmp_path).state == "idle", timeout=15)
     os.kill(first.pid, 9)
-    assert _wait(lambda: not trainer_status(tmp_path).alive)
+    assert wait_until(lambda: not trainer_status(tmp_path).alive, timeout=15)
     second = ensure_trainer(tmp_path)
     assert second.alive and second.pid != first.pid
