@@ -23,7 +23,7 @@ from labeling.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: Version of the project folder layout; bumped on incompatible changes (labeling.migrations
+#: Version of the project folder layout; bumped on incompatible changes (labeling.store.migrations
 #: upgrades older project.toml files on load and lists what each version changed).
 SCHEMA_VERSION = 2
 #: Feature sets of the loop's head (see labeling.feature_sets); "auto" decides by CV.
@@ -135,7 +135,7 @@ def load_config(path: Path) -> ProjectConfig:
     old = data.get("schema_version", SCHEMA_VERSION)
     try:
         if old != SCHEMA_VERSION:
-            from labeling.migrations import migrate_config_data
+            from labeling.store.migrations import migrate_config_data
 
             data = migrate_config_data(data, SCHEMA_VERSION)
         cfg = config_from_dict(data)
@@ -149,7 +149,7 @@ def load_config(path: Path) -> ProjectConfig:
 def _save_migrated(cfg: ProjectConfig, path: Path, old: int) -> None:
     """Rewrite an upgraded project.toml, its old text kept as ``project.toml.v<old>.bak``; a
     read-only project keeps its file and is upgraded in memory on every load."""
-    from labeling.migrations import backup_path
+    from labeling.store.migrations import backup_path
 
     try:
         backup = backup_path(path, old)

@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from labeling.errors import ConfigError
-from labeling.model_versions import latest_backbone_version, version_name
 from labeling.project import Project
+from models.folder import latest_backbone_version, version_name
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def feature_matrix(project: Project, pool: Any, key: str) -> npt.NDArray[np.floa
 
 
 def _embedding(project: Project, pool: Any, version: int) -> npt.NDArray[np.float32]:
-    from labeling.model_versions import load_backbone_embeddings
+    from models.folder import load_backbone_embeddings
 
     found = load_backbone_embeddings(project.path, version)
     if found is None:

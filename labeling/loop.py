@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from labeling.errors import PoolExhaustedError
 from labeling.project import Project
-from labeling.store import LabelRecord
+from labeling.store.labels import LabelRecord
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """What the current head predicts over the whole screen: per cell, per class and per well.
 
 The head is the loop's (:func:`labeling.loop.fit_head`, cached on disk for the current labels),
-so these tables cost one argmax over the cached probabilities. ``labeling.reports`` and
-``labeling.export`` re-export them; the app's Discover and Export pages and ``phenoscout export
+so these tables cost one argmax over the cached probabilities. ``labeling.reports.report`` and
+``labeling.io.export`` re-export them; the app's Discover and Export pages and ``phenoscout export
 --what predictions|wells`` call them.
 """
 

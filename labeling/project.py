@@ -6,9 +6,9 @@ PROJECT/
   cells.parquet    one row per cell (datasets.cells)
   pixels/          memory-mapped crops per ingest part (datasets.pixels)
   features/        morphology features per part (datasets.features)
-  fields.parquet   projects made from whole fields: one row per field (datasets.field_store)
+  fields.parquet   projects made from whole fields: one row per field (datasets.fields.store)
   fields/masks/    each field's label image (outlines of its cells)
-  labels.db        the label store (labeling.store)
+  labels.db        the label store (labeling.store.labels)
   exports/         what the user exported
 ```
 """
@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING
 
 from datasets.config import IngestConfig, default_channels
 from datasets.errors import DataError
-from datasets.fieldspec import SEGMENT_METHODS, FieldSpec
+from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
 from labeling.config import ProjectConfig, load_config, save_config
 from labeling.errors import ConfigError, ProjectError
-from labeling.store import LabelStore
+from labeling.store.labels import LabelStore
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-    from datasets.ingest import IngestReport
+    from datasets.crops.ingest import IngestReport
     from datasets.pixels import PixelStore
-    from datasets.segment import SegmentConfig
+    from datasets.segmentation.classical import SegmentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def create_project(
         ProjectError: when ``path`` exists and is not empty.
         DataError: when no crop can be read, or a CSV is bad.
     """
-    from datasets.ingest import ingest_crops
+    from datasets.crops.ingest import ingest_crops
 
     ingest = ingest or IngestConfig()
 
@@ -172,16 +172,16 @@ def create_project_from_fields(
 
     Args:
         path: the new project folder (must not exist, or be empty).
-        fields: from :func:`datasets.fields.find_fields` or a CellProfiler export.
+        fields: from :func:`datasets.fields.files.find_fields` or a CellProfiler export.
         ingest: crop size, normalisation, channel names; defaults when None.
-        segment: "classical" (:mod:`datasets.segment`), "unet" (:mod:`models.segmentation`,
+        segment: "classical" (:mod:`datasets.segmentation.classical`), "unet" (:mod:`models.segmentation`,
             trained on the fields that have masks, else on generated demo fields; never
             applied to a field it was trained on, as those keep their masks) or "given"
             (fields without a mask or objects are skipped).
         segment_config: classical settings; for "unet" only its ``channel`` is used.
         keep_border: keep objects touching a field's border.
         truth_csv: ground truth ``field,object,label`` (see
-            :func:`datasets.field_store.read_truth_csv`).
+            :func:`datasets.fields.store.read_truth_csv`).
         seed: the project's seed (also seeds U-Net training).
         progress: ``progress(done, total)`` over the ingest, in fields.
         feature_progress: the same over the feature computation, in cells.
@@ -192,8 +192,8 @@ def create_project_from_fields(
         ConfigError: for an unknown ``segment``.
         DataError: no field readable, no object found, or a bad truth CSV.
     """
-    from datasets.field_ingest import ingest_fields
-    from datasets.field_store import read_truth_csv
+    from datasets.fields.ingest import ingest_fields
+    from datasets.fields.store import read_truth_csv
 
     if segment not in SEGMENT_METHODS:
         raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
@@ -226,7 +226,7 @@ def _segmenter(
     if segment == "given" or not needs:
         return _no_segmentation
     if segment == "classical":
-        from datasets.segment import SegmentConfig, segment_field
+        from datasets.segmentation.classical import SegmentConfig, segment_field
 
         return functools.partial(segment_field, cfg=config or SegmentConfig())
     from models.segmentation import make_unet_segmenter
@@ -245,7 +245,7 @@ def _no_segmentation(image: npt.NDArray) -> npt.NDArray:
 
 def _train_pairs(fields: list[FieldSpec]) -> list[tuple[npt.NDArray, npt.NDArray]]:
     """(field (C, H, W), labels (H, W)) of every field with a readable mask."""
-    from datasets.fields import read_field, read_mask
+    from datasets.fields.files import read_field, read_mask
 
     pairs = []
     for spec in fields:
@@ -328,7 +328,7 @@ def add_crops(
     The crops must have the project's channel count; they get their own normalisation group
     when the metadata has a plate column. Labels already given are untouched.
     """
-    from datasets.ingest import ingest_crops
+    from datasets.crops.ingest import ingest_crops
 
     ingest = dataclasses.replace(
         project.config.ingest, channel_names=tuple(project.channel_names)
@@ -358,8 +358,8 @@ def add_fields(
     :func:`create_project_from_fields`. The fields must have the project's channel count and
     keys not used by the project yet. Labels already given are untouched.
     """
-    from datasets.field_ingest import ingest_fields
-    from datasets.field_store import read_truth_csv
+    from datasets.fields.ingest import ingest_fields
+    from datasets.fields.store import read_truth_csv
 
     if segment not in SEGMENT_METHODS:
         raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")

@@ -270,7 +270,7 @@ def simulate(
     """
     import pandas as pd
 
-    from labeling.plots import plot_discovery
+    from labeling.reports.plots import plot_discovery
     from labeling.strategies import build_index, check_strategy
 
     for name in cfg.strategies:

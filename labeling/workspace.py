@@ -82,7 +82,7 @@ def demo_project(
     Raises:
         ProjectError: ``phenoscout_demo/project`` exists but is not a project.
     """
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     base = (Path.cwd() if root is None else Path(root)) / DEMO_DIR
     screen, path = base / "screen", base / "project"

@@ -279,7 +279,7 @@ def demo_training_pairs(n: int, size: int = DEMO_SIZE, seed: int = 0) -> list[Pa
     Returns:
         ``[(image (C, size, size) uint16, mask (size, size) int32), ...]``, nuclei on channel 0.
     """
-    from datasets.demo_fields import make_field
+    from datasets.fields.demo import make_field
 
     rng = np.random.default_rng(seed)
     return [make_field(rng, size=size)[:2] for _ in range(n)]

@@ -31,17 +31,8 @@ import numpy as np
 import torch
 
 from datasets.pixels import PixelStore
-from labeling.model_versions import (
-    BACKBONE_EMBEDDINGS_FILE,
-    CELL_IDS_FILE,
-    EMBEDDINGS_FILE,
-    MODELS_DIR,
-    backbone_embeddings_path,
-    latest_backbone_embeddings,
-    latest_version,
-)
-from labeling.store import LabelStore
-from labeling.trainer_process import LOCK_FILE, STATUS_FILE, parent_gone
+from labeling.store.labels import LabelStore
+from labeling.training.process import LOCK_FILE, STATUS_FILE, parent_gone
 from models.checkpoint import (
     build_model,
     get_project_id,
@@ -53,6 +44,15 @@ from models.device import background_mode, resolve_device, seed_everything
 from models.embed import embed_cells
 from models.errors import ModelError
 from models.finetune import FinetuneConfig, finetune
+from models.folder import (
+    BACKBONE_EMBEDDINGS_FILE,
+    CELL_IDS_FILE,
+    EMBEDDINGS_FILE,
+    MODELS_DIR,
+    backbone_embeddings_path,
+    latest_backbone_embeddings,
+    latest_version,
+)
 from models.pretrain import TrainConfig, pretrain
 from models.training import Progress
 from models.unet import Classifier, UNet, UNetConfig

@@ -1,6 +1,6 @@
 """Publishing model versions atomically: fill ``models/.tmp-vNNNN/``, then rename to ``vNNNN``.
 
-Readers (``labeling.model_versions``) only see complete folders; a killed publish leaves a
+Readers (``models.folder``) only see complete folders; a killed publish leaves a
 ``.tmp-*`` folder that they ignore and the next trainer removes.
 """
 
@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from labeling.model_versions import (
+from models.errors import ModelError
+from models.folder import (
     CLASSES_FILE,
     META_FILE,
     MODELS_DIR,
@@ -23,7 +24,6 @@ from labeling.model_versions import (
     list_versions,
     version_name,
 )
-from models.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

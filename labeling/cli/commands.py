@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from labeling.cli_ingest import add_ingest_parsers, tqdm_progress
+from labeling.cli.ingest import add_ingest_parsers, tqdm_progress
 from labeling.errors import PhenoScoutError
 
 EPILOG = """examples:
@@ -21,12 +21,12 @@ EPILOG = """examples:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from labeling.export import export_table
+    from labeling.io.export import export_table
     from labeling.project import open_project
 
     project = open_project(Path(args.project))
     if args.what in ("crops", "model"):
-        from labeling.bundles import crops_zip, model_checkpoint, write_bytes_atomic
+        from labeling.io.bundles import crops_zip, model_checkpoint, write_bytes_atomic
 
         if args.what == "crops":
             write_bytes_atomic(crops_zip(project), Path(args.out))
@@ -43,8 +43,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from labeling.bundles import predict_screen
-    from labeling.export import write_table
+    from labeling.io.bundles import predict_screen
+    from labeling.io.export import write_table
     from labeling.project import open_project
 
     project = open_project(Path(args.project))
@@ -169,7 +169,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from labeling.project import open_project
-    from labeling.reports import write_report
+    from labeling.reports.report import write_report
 
     project = open_project(Path(args.project))
     paths = write_report(project, Path(args.out))
@@ -198,7 +198,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_app(args: argparse.Namespace) -> int:
     import os
 
-    app_file = Path(__file__).resolve().parent.parent / "app.py"
+    app_file = Path(__file__).resolve().parents[2] / "app.py"
     if not app_file.exists():
         raise PhenoScoutError(f"{app_file}: the app file is missing; reinstall PhenoScout")
     cmd = [

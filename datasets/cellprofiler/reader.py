@@ -1,7 +1,7 @@
 """Read a CellProfiler export (per-image + per-object tables) into :class:`FieldSpec` s.
 
 The tables (ExportToSpreadsheet CSV or ExportToDatabase SQLite) are read by
-:mod:`datasets.cellprofiler_tables`. Here each image becomes a field with its objects at their
+:mod:`datasets.cellprofiler.tables`. Here each image becomes a field with its objects at their
 ``Location_Center_X/Y`` and their measurements as ``cp_*`` columns.
 
 An image file is found at ``PathName/FileName`` when that exists; otherwise (a relative
@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import pandas as pd
 
-from datasets.cellprofiler_tables import (
+from datasets.cellprofiler.tables import (
     SHOWN,
     CellProfilerTables,
     load_tables,
@@ -31,7 +31,7 @@ from datasets.cellprofiler_tables import (
     select_channels,
 )
 from datasets.errors import DataError
-from datasets.fieldspec import FieldSpec
+from datasets.fields.spec import FieldSpec
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from labeling.errors import ProjectError
-from labeling.model_versions import MODELS_DIR
+from models.folder import MODELS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def _already_running(project_dir: Path) -> bool:
 
 def trainer_command(project_dir: Path, device: str) -> list[str]:
     """The command line of the trainer :func:`ensure_trainer` starts."""
-    return [sys.executable, "-m", "labeling.cli", "train", str(project_dir), "--watch",
+    return [sys.executable, "-m", "labeling.cli.commands", "train", str(project_dir), "--watch",
             "--device", device, "--exit-with", str(os.getpid())]
 
 
@@ -241,7 +241,7 @@ def _spawn(project_dir: Path, device: str) -> int:
         log.flush()
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True, cwd=Path(__file__).resolve().parents[2],
         )  # fmt: skip
     _CHILDREN[proc.pid] = proc
     # in place, not by rename: the flock that serialises starts is on this very inode

@@ -506,7 +506,7 @@ def _write_tables(
     (out_dir / "README.txt").write_text(_README)
 
 
-_README = f"""{_README_MARK} (synthetic; written by datasets.demo.generate_demo)
+_README = f"""{_README_MARK} (synthetic; written by datasets.crops.demo.generate_demo)
 
 Single-cell crops of a simulated two-channel fluorescence screen: 64x64 uint16 pixels,
 channel 0 = nucleus (DNA stain), channel 1 = cytoplasm stain, raw camera values (offset ~100).

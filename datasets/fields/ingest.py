@@ -4,15 +4,15 @@ Fields stream one at a time, so memory does not grow with the number of fields. 
 field: read its channels ``(C, H, W)``; find its objects (the field's mask file when it has one,
 else its given object centres (CellProfiler), else the segmenter's label image); crop
 ``crop_size`` pixels centred on each object's centroid (padded beyond the field's edge with the
-field's per-channel border median, as :mod:`datasets.crops` pads crops) and append the crops
+field's per-channel border median, as :mod:`datasets.crops.resize` pads crops) and append the crops
 and each object's own mask to the new part. Objects touching the field's border are left out
 unless ``keep_border``. The part then goes through :class:`~datasets.pixels.PartWriter` and the
 crop ingest's normalisation and manifest code, so pixels, features, tiles and everything
 downstream work unchanged.
 
 Besides the crop ingest's files it writes each cell's object mask, the fields table and each
-field's label image (:mod:`datasets.field_store`). Ground truth for demo and benchmark fields
-comes as ``truth[(field key, object label)]`` (:func:`datasets.field_store.read_truth_csv`).
+field's label image (:mod:`datasets.fields.store`). Ground truth for demo and benchmark fields
+comes as ``truth[(field key, object label)]`` (:func:`datasets.fields.store.read_truth_csv`).
 """
 
 from __future__ import annotations
@@ -32,24 +32,24 @@ from scipy import ndimage
 
 from datasets import cells as cell_table
 from datasets.config import IngestConfig
-from datasets.crops import border_median, widest_dtype
-from datasets.errors import DataError
-from datasets.field_store import (
-    FIELD_TABLE,
-    existing_fields,
-    mask_part_file,
-    save_label_image,
-    write_fields_table,
-)
-from datasets.fields import FIELD_COLUMNS, field_header, read_field, read_mask
-from datasets.fieldspec import FieldSpec
-from datasets.ingest import (
+from datasets.crops.ingest import (
     IngestReport,
     channel_names,
     check_existing,
     normalisation_ranges,
     part_entry,
     save_part,
+)
+from datasets.crops.resize import border_median, widest_dtype
+from datasets.errors import DataError
+from datasets.fields.files import FIELD_COLUMNS, field_header, read_field, read_mask
+from datasets.fields.spec import FieldSpec
+from datasets.fields.store import (
+    FIELD_TABLE,
+    existing_fields,
+    mask_part_file,
+    save_label_image,
+    write_fields_table,
 )
 from datasets.pixels import PartWriter, part_file
 
@@ -97,12 +97,12 @@ def ingest_fields(
     """Turn the objects of whole fields into cells: a new part of the project.
 
     Args:
-        fields: the fields (:func:`datasets.fields.find_fields`, or a CellProfiler export).
+        fields: the fields (:func:`datasets.fields.files.find_fields`, or a CellProfiler export).
         project_dir: project folder; cells.parquet, pixels/ and fields.parquet go here.
         cfg: crop size, normalisation and channel names (``scale`` and
             ``keep_empty_channels`` do not apply: fields are cropped as they are).
         segmenter: ``(C, H, W) field -> (H, W) integer labels`` for fields without a mask or
-            objects; default classical segmentation (:func:`datasets.segment.segment_field`).
+            objects; default classical segmentation (:func:`datasets.segmentation.classical.segment_field`).
             A DataError it raises skips that field.
         keep_border: keep objects that touch the field's border (left out by default).
         truth: ground truth per ``(field key, object label)`` (see :func:`read_truth_csv`).
@@ -159,7 +159,7 @@ def ingest_fields(
 
 
 def _classical(image: npt.NDArray) -> npt.NDArray:
-    from datasets.segment import segment_field
+    from datasets.segmentation.classical import segment_field
 
     return segment_field(image)
 
@@ -283,7 +283,7 @@ def _find_objects(
                 f"field {spec.key}: segmentation gave {labels.shape} {labels.dtype}; "
                 f"expected {size} integer labels"
             )
-    from datasets.segment import object_table
+    from datasets.segmentation.classical import object_table
 
     names = {"label": "object", "min_row": "bbox_min_row", "min_col": "bbox_min_col",
              "max_row": "bbox_max_row", "max_col": "bbox_max_col"}  # fmt: skip

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labeling.class_names import SKIP, _did_you_mean, normalise_class_name
 from labeling.errors import StoreError
-from labeling.store_classes import (  # re-exported: callers import them from here
+from labeling.store.classes import (  # re-exported: callers import them from here
     _CURRENT,
     _PSEUDO,
     BAD_SEGMENTATION,
@@ -31,8 +30,9 @@ from labeling.store_classes import (  # re-exported: callers import them from he
     ClassesMixin,
     ClassInfo,
 )
-from labeling.store_errors import _is_readonly, _why_write_failed, _write_failed
-from labeling.store_rounds import RoundsAndLeases, _now_iso, label_durations
+from labeling.store.names import SKIP, _did_you_mean, normalise_class_name
+from labeling.store.rounds import RoundsAndLeases, _now_iso, label_durations
+from labeling.store.write_errors import _is_readonly, _why_write_failed, _write_failed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +50,7 @@ __all__ = [
     "normalise_class_name",
 ]
 
-SCHEMA_VERSION = 2  # labeling.migrations upgrades older stores on open
+SCHEMA_VERSION = 2  # labeling.store.migrations upgrades older stores on open
 SOURCES = ("batch", "review", "cli", "import", "more_like_this")
 BUSY_TIMEOUT_S = 10.0
 
@@ -88,7 +88,7 @@ class LabelRecord:
     undone: bool = False  # True once undone by LabelStore.undo_last
     sub_strategy: str | None = None  # the query sub-strategy that picked the cell, if leased
     guess: str | None = None  # the model's guess when the cell was handed out, if any
-    duration_ms: int | None = None  # time spent on the cell (see labeling.migrations, v2)
+    duration_ms: int | None = None  # time spent on the cell (see labeling.store.migrations, v2)
 
 
 class LabelStore(ClassesMixin, RoundsAndLeases):
@@ -167,7 +167,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         if version < 1:
             raise StoreError(f"{self.path}: label store has no valid schema_version ({row})")
         if version < SCHEMA_VERSION:
-            from labeling.migrations import migrate_store
+            from labeling.store.migrations import migrate_store
 
             migrate_store(self.path, self._conn, SCHEMA_VERSION)
 

@@ -3,7 +3,7 @@
 Two layouts:
 
 * one file per field (TIFF/OME-TIFF or PNG; 2-D, or multi-channel with the channel axis first
-  or last, detected as :mod:`datasets.readers` does for crops); the field's key is its path
+  or last, detected as :mod:`datasets.crops.readers` does for crops); the field's key is its path
   relative to the folder without the suffix (``plate1/A01_s1``);
 * one file per channel, grouped by a filename pattern such as
   ``{plate}_{well}_s{site}_w{channel}.tif``. Each ``{name}`` matches any text without ``/``;
@@ -35,10 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from datasets.cells import BASE_COLUMNS
-from datasets.crops import widest_dtype
+from datasets.crops.readers import ImageHeader, read_header, read_image_file, scan_folder
+from datasets.crops.resize import widest_dtype
 from datasets.errors import DataError
-from datasets.fieldspec import FieldSpec
-from datasets.readers import ImageHeader, read_header, read_image_file, scan_folder
+from datasets.fields.spec import FieldSpec
 
 logger = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ def tqdm_progress(desc: str, unit: str = "cell") -> Iterator[Callable[[int, int]
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.fields is not None:
         return _demo_fields(args)
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     with tqdm_progress("demo cells") as progress:
         summary = generate_demo(
@@ -73,7 +73,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_fields(args: argparse.Namespace) -> int:
-    from datasets.demo_fields import generate_demo_fields
+    from datasets.fields.demo import generate_demo_fields
 
     with tqdm_progress("demo fields", unit="field") as progress:
         summary = generate_demo_fields(
@@ -127,7 +127,7 @@ def _check_source_options(args: argparse.Namespace) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from labeling.imports import import_labels
+    from labeling.io.imports import import_labels
 
     _check_source_options(args)
     if args.crops:
@@ -162,13 +162,13 @@ def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
     from labeling.project import create_project_from_fields
 
     if args.fields:
-        from datasets.fields import find_fields
+        from datasets.fields.files import find_fields
 
         masks = Path(args.masks) if args.masks else None
         fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
         segment = args.segment or "classical"
     else:
-        from datasets.cellprofiler import cellprofiler_channels, read_cellprofiler
+        from datasets.cellprofiler.reader import cellprofiler_channels, read_cellprofiler
 
         objects = Path(args.cellprofiler)
         images_csv = Path(args.images_csv) if args.images_csv else None
@@ -197,7 +197,7 @@ def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from labeling.imports import import_labels
+    from labeling.io.imports import import_labels
     from labeling.project import open_project
 
     wrong = [flag for name, flag in _CROPS_ONLY if _given(args, name) and not args.crops]
@@ -234,13 +234,13 @@ def _segment_config(args: argparse.Namespace):  # -> SegmentConfig | None
     """The segmentation settings the flags ask for (None: the defaults)."""
     if args.nuclei_channel is None and args.cell_channel is None:
         return None
-    from datasets.segment import SegmentConfig
+    from datasets.segmentation.classical import SegmentConfig
 
     return SegmentConfig(channel=args.nuclei_channel or 0, cell_channel=args.cell_channel)
 
 
 def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
-    from datasets.fields import find_fields
+    from datasets.fields.files import find_fields
     from labeling.project import add_fields
 
     masks = Path(args.masks) if args.masks else None

@@ -33,7 +33,7 @@ import numpy.typing as npt
 import tifffile
 from scipy import ndimage as ndi
 
-from datasets.demo import prepare_demo_folder
+from datasets.crops.demo import prepare_demo_folder
 from datasets.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -468,7 +468,7 @@ def _write_tables(out_dir: Path, rows: list[tuple[str, int, str]]) -> None:
     (out_dir / "README.txt").write_text(_README)
 
 
-_README = f"""{_README_MARK} (synthetic; written by datasets.demo_fields.generate_demo_fields)
+_README = f"""{_README_MARK} (synthetic; written by datasets.fields.demo.generate_demo_fields)
 
 Whole fields of view of a simulated two-channel fluorescence screen, raw uint16 camera values
 (offset ~100): channel 1 = nuclei (DNA stain), channel 2 = cytoplasm.

@@ -1,5 +1,5 @@
 """Class management of the label store (add, list, rename, merge, keys, colours); mixed into
-:class:`labeling.store.LabelStore`."""
+:class:`labeling.store.labels.LabelStore`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labeling.class_names import _did_you_mean, normalise_class_name
 from labeling.errors import StoreError
-from labeling.store_rounds import _now_iso
+from labeling.store.names import _did_you_mean, normalise_class_name
+from labeling.store.rounds import _now_iso
 
-logger = logging.getLogger("labeling.store")
+logger = logging.getLogger("labeling.store.labels")
 
 UNSURE = "unsure"  # pseudo-class: a label a user can give, never a training class
 BAD_SEGMENTATION = "bad segmentation"  # pseudo-class, as above

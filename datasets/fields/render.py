@@ -3,7 +3,7 @@
 No streamlit here: the app shows what these return. A field is drawn as the colour composite
 the tiles use (:func:`datasets.render.composite`), scaled with the normalisation ranges the
 project's crops of that field were scaled with
-(:func:`datasets.field_lookup.field_ranges`), so a cell looks the same in its tile and in its
+(:func:`datasets.fields.lookup.field_ranges`), so a cell looks the same in its tile and in its
 field. Object outlines come from the field's label image (``find_boundaries``, inner mode: the
 outline is the object's own edge pixels); objects given as centres only (CellProfiler
 exports) get a circle at their centre.
@@ -31,11 +31,11 @@ from skimage.segmentation import find_boundaries
 
 from datasets.config import default_channels
 from datasets.errors import DataError
-from datasets.field_lookup import cell_row, field_cells, field_labels, field_ranges
-from datasets.field_store import read_field_image
+from datasets.fields.lookup import cell_row, field_cells, field_labels, field_ranges
+from datasets.fields.store import read_field_image
 from datasets.normalise import apply_ranges, compute_ranges
 from datasets.render import composite, hex_to_rgb, upscale
-from datasets.segment import touches_border
+from datasets.segmentation.classical import touches_border
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,7 @@ import pandas as pd
 
 from datasets import cells as cell_table
 from datasets.config import IngestConfig, default_channels
-from datasets.crops import fit_crops, rescale_images, widest_dtype
-from datasets.errors import DataError
-from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
-from datasets.readers import (
+from datasets.crops.readers import (
     ImageHeader,
     find_images,
     read_header,
@@ -39,6 +36,9 @@ from datasets.readers import (
     read_npz_labels,
     scan_folder,
 )
+from datasets.crops.resize import fit_crops, rescale_images, widest_dtype
+from datasets.errors import DataError
+from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from datasets.errors import DataError
-from datasets.segment import touches_border
+from datasets.segmentation.classical import touches_border
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from labeling.errors import ConfigError, DataError, NotTrainedError
-from labeling.plots import class_panels, finish_panels, pyplot, save_figure, style_panel
 from labeling.predictions import predicted_distribution as predicted_distribution
 from labeling.predictions import well_fractions as well_fractions
-from labeling.store import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
+from labeling.reports.plots import class_panels, finish_panels, pyplot, save_figure, style_panel
+from labeling.store.labels import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
 
 if TYPE_CHECKING:
     from labeling.project import Project

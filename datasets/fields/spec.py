@@ -2,7 +2,7 @@
 
 A folder of fields (one multi-channel file per field, or one file per channel grouped by a
 filename pattern) and a CellProfiler export both become a list of :class:`FieldSpec`; field ingest
-(:mod:`datasets.field_ingest`) turns each into cells, one field at a time.
+(:mod:`datasets.fields.ingest`) turns each into cells, one field at a time.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import numpy.typing as npt
 
 from datasets.config import default_channels
 from datasets.errors import DataError
-from datasets.field_render import (
+from datasets.fields.files import read_field, read_mask
+from datasets.fields.render import (
     DISPLAY_SIZE,
     HIGHLIGHT_COLOUR,
     MARKER_RADIUS,
@@ -26,9 +27,8 @@ from datasets.field_render import (
     field_overlay,
     reduction_factor,
 )
-from datasets.fields import read_field, read_mask
-from datasets.fieldspec import SEGMENT_METHODS, FieldSpec
-from datasets.segment import SegmentConfig, segment_field, touches_border
+from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
+from datasets.segmentation.classical import SegmentConfig, segment_field, touches_border
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def preview_field(
     be skipped).
 
     Args:
-        spec: the field (:func:`datasets.fields.find_fields`).
+        spec: the field (:func:`datasets.fields.files.find_fields`).
         segment: one of ``SEGMENT_METHODS``.
         config: classical settings (nuclear channel, sizes); defaults when None.
         colours: one ``#rrggbb`` per channel; default colours when None.

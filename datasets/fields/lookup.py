@@ -1,5 +1,5 @@
 """Look up a project's fields and the cells cut from them (fields.parquet, cells.parquet and
-the pixel manifest), for drawing them (:mod:`datasets.field_render`)."""
+the pixel manifest), for drawing them (:mod:`datasets.fields.render`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from datasets.cells import CELLS_FILE, read_manifest
 from datasets.errors import DataError
-from datasets.field_store import FIELDS_FILE, read_field_mask, read_fields
+from datasets.fields.store import FIELDS_FILE, read_field_mask, read_fields
 from datasets.pixels import DATASET_GROUP
 
 _CELL_COLUMNS = ["cell_id", "field", "object", "centroid_y", "centroid_x", "bbox_min_row",
@@ -47,7 +47,7 @@ def field_ranges(project_dir: Path, key: str) -> npt.NDArray[np.float64] | None:
 
 
 def field_record(project_dir: Path, key: str) -> pd.Series:
-    """Field ``key``'s row of fields.parquet (:func:`datasets.field_store.read_fields`).
+    """Field ``key``'s row of fields.parquet (:func:`datasets.fields.store.read_fields`).
 
     Raises:
         DataError: the project has no fields table or no field ``key``.

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from datasets.render import hex_to_rgb
 from labeling.errors import DataError, NotTrainedError, ProjectError
-from labeling.export import write_bytes_atomic  # noqa: F401  (re-exported)
+from labeling.io.export import write_bytes_atomic  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,7 +82,7 @@ def _crops_index(project: Project) -> pd.DataFrame:
     Raises:
         DataError: no cell is labeled yet.
     """
-    from labeling.export import metadata_columns
+    from labeling.io.export import metadata_columns
 
     labels = project.store.current_labels_frame(include_pseudo=True)
     if labels.empty:
@@ -126,7 +126,7 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
     Raises:
         ProjectError: no model version has been published yet.
     """
-    from labeling.model_versions import latest_version
+    from models.folder import latest_version
 
     info = latest_version(project.path)
     if info is None or not (info.path / "checkpoint.pt").exists():
@@ -161,8 +161,8 @@ def predict_screen(project: Project, crops: Path, metadata_csv: Path | None = No
     import pandas as pd
 
     from datasets.cells import read_cells
+    from datasets.crops.ingest import ingest_crops
     from datasets.features import compute_morphology, read_features
-    from datasets.ingest import ingest_crops
 
     head, mean, sd = _fit_head(project)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))

@@ -1,6 +1,6 @@
 """Where a project keeps its fields: the fields table, label images, object masks, truth.
 
-Written by :func:`datasets.field_ingest.ingest_fields`, read by the app to show a cell in its
+Written by :func:`datasets.fields.ingest.ingest_fields`, read by the app to show a cell in its
 field::
 
     PROJECT/fields.parquet              one row per field read (see read_fields)
@@ -19,8 +19,8 @@ import pandas as pd
 import tifffile
 
 from datasets.errors import DataError
-from datasets.fields import read_field
-from datasets.fieldspec import FieldSpec
+from datasets.fields.files import read_field
+from datasets.fields.spec import FieldSpec
 from datasets.pixels import part_file
 
 FIELDS_FILE = "fields.parquet"

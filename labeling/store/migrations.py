@@ -1,7 +1,7 @@
 """Upgrades of projects written by an older PhenoScout: ``labels.db`` and ``project.toml``.
 
 Each schema change is one step function from version N to N+1, kept here for as long as
-projects of version N may exist. ``labels.db`` is upgraded when a :class:`~labeling.store.
+projects of version N may exist. ``labels.db`` is upgraded when a :class:`~labeling.store.labels.
 LabelStore` opens it: a consistent copy is saved first as ``labels.db.vN.bak`` (SQLite's
 backup API, so nothing in the WAL is missed), then every step runs in ONE ``BEGIN IMMEDIATE``
 transaction, so a failed or interrupted upgrade leaves the original untouched. ``project.toml``
