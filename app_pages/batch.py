@@ -33,7 +33,7 @@ from labeling.loop import (
     undo_last,
 )
 from labeling.project import Project
-from labeling.store import SKIP
+from labeling.store.labels import SKIP
 
 SESSION = "label_session"  # session key of the LabelSession
 

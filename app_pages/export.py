@@ -1,16 +1,16 @@
 """The Export page: downloads of labels, the cell table, predictions for every cell and per-well
 predicted class counts, as CSV or Parquet; the labeled crops as a ZIP and the newest model
 checkpoint. The same as ``phenoscout export PROJECT --what
-labels|cells|predictions|wells|crops|model``; built by ``labeling.export`` and
-``labeling.bundles``, cached per label state."""
+labels|cells|predictions|wells|crops|model``; built by ``labeling.io.export`` and
+``labeling.io.bundles``, cached per label state."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from app_pages.common import cached, labels_key, run_page
-from labeling.bundles import model_checkpoint
 from labeling.errors import DataError, NotTrainedError, ProjectError
+from labeling.io.bundles import model_checkpoint
 from labeling.project import Project
 
 FORMATS = {"CSV": (".csv", "text/csv"), "Parquet": (".parquet", "application/octet-stream")}
@@ -36,7 +36,7 @@ def render_export_page(project: Project) -> None:
         with st.container(border=True, key=f"export-{what}"):
             st.markdown(f"**{title}**: {about}")
             try:
-                frame = cached("labeling.export.export_frame", path, key, what)
+                frame = cached("labeling.io.export.export_frame", path, key, what)
             except (NotTrainedError, DataError) as exc:
                 st.info(str(exc))
                 continue
@@ -70,7 +70,7 @@ def _files(project: Project, key: tuple) -> None:
             "and index.csv (class, file, label and metadata)"
         )
         try:
-            data = cached("labeling.bundles.crops_zip", path, key)
+            data = cached("labeling.io.bundles.crops_zip", path, key)
         except DataError as exc:
             st.info(str(exc))
         else:
@@ -92,7 +92,7 @@ def _files(project: Project, key: tuple) -> None:
 
 def frame_bytes(project: Project, what: str, suffix: str) -> bytes:
     """The export ``what`` as the bytes of a ``suffix`` file (called through ``cached``)."""
-    from labeling.export import export_frame, export_meta, table_bytes
+    from labeling.io.export import export_frame, export_meta, table_bytes
 
     return table_bytes(export_frame(project, what), suffix, export_meta(project, what))
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages.tiles import png
-from datasets.field_lookup import cell_row, has_fields
-from datasets.field_render import CONTEXT_PX, cell_in_field
-from datasets.field_store import FIELDS_FILE
+from datasets.fields.lookup import cell_row, has_fields
+from datasets.fields.render import CONTEXT_PX, cell_in_field
+from datasets.fields.store import FIELDS_FILE
 from datasets.render import upscale
 from labeling.errors import PhenoScoutError
 from labeling.project import Project

@@ -6,7 +6,7 @@ field's border) in grey, the chosen cell in magenta; objects given as centres (C
 circles. A table lists the field's cells (area, border flag, label); a click on a row, or the
 "Cell" box, chooses a cell: its stored crop and its place in the field are shown beside. A
 project made from crops has no fields: the page says so. The drawing is
-``datasets.field_render``'s; this page draws its results.
+``datasets.fields.render``'s; this page draws its results.
 
 Widget keys: ``fields-field`` (field), ``fields-show-<i>`` (channel on/off), ``fields-outlines``
 (outlines on/off), ``fields-table`` (the cells; a row click chooses one), ``fields-cell-<field>``
@@ -24,9 +24,9 @@ import streamlit as st
 
 from app_pages.common import run_page
 from app_pages.tiles import WIDE_PAGE_CSS, png
-from datasets.field_lookup import field_cells, has_fields
-from datasets.field_render import cell_in_field, render_field
-from datasets.field_store import FIELDS_FILE, read_fields
+from datasets.fields.lookup import field_cells, has_fields
+from datasets.fields.render import cell_in_field, render_field
+from datasets.fields.store import FIELDS_FILE, read_fields
 from datasets.render import composite, upscale
 from labeling.project import Project
 

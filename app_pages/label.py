@@ -32,7 +32,7 @@ from app_pages.tiles import (
     tile_pngs,
 )
 from labeling.project import Project
-from labeling.store import SKIP, ClassInfo
+from labeling.store.labels import SKIP, ClassInfo
 
 FOCUS_COLOUR = "#ff4b4b"
 SKIP_KEY = "s"

@@ -25,11 +25,11 @@ from app_pages import jobs
 from app_pages.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
 from app_pages.project_fields import render_fields_form
 from datasets.config import IngestConfig
-from datasets.demo import CHANNELS as DEMO_CHANNELS
-from datasets.demo_fields import FILENAME_PATTERN
-from datasets.field_lookup import has_fields
-from datasets.fields import find_fields
-from datasets.fieldspec import SEGMENT_METHODS
+from datasets.crops.demo import CHANNELS as DEMO_CHANNELS
+from datasets.fields.demo import FILENAME_PATTERN
+from datasets.fields.files import find_fields
+from datasets.fields.lookup import has_fields
+from datasets.fields.spec import SEGMENT_METHODS
 from labeling.errors import PhenoScoutError, ProjectError
 from labeling.jobs import Job
 from labeling.project import Project, add_crops, add_fields, create_project

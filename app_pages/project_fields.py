@@ -24,11 +24,11 @@ import streamlit as st
 from app_pages import jobs
 from app_pages.tiles import png
 from datasets.config import IngestConfig
-from datasets.demo_fields import FILENAME_PATTERN
-from datasets.field_preview import preview_field
-from datasets.fields import field_header, find_fields
-from datasets.fieldspec import SEGMENT_METHODS, FieldSpec
-from datasets.segment import SegmentConfig
+from datasets.fields.demo import FILENAME_PATTERN
+from datasets.fields.files import field_header, find_fields
+from datasets.fields.preview import preview_field
+from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
+from datasets.segmentation.classical import SegmentConfig
 from labeling.errors import PhenoScoutError, ProjectError
 from labeling.jobs import Job
 from labeling.project import create_project_from_fields

@@ -31,7 +31,7 @@ from labeling.errors import PhenoScoutError
 from labeling.loop import submit_labels
 from labeling.project import Project
 from labeling.review import cells_of_class, confident_unlabeled, disagreements, similar_cells
-from labeling.store import ClassInfo
+from labeling.store.labels import ClassInfo
 
 MODES = ("By class", "Disagreements", "More like this")
 MAX_TILES = 48  # most tiles one grid shows

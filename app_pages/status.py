@@ -9,9 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from labeling.errors import PhenoScoutError
-from labeling.model_versions import latest_version, version_name
 from labeling.project import Project
-from labeling.trainer_process import TrainerStatus, ensure_trainer, trainer_status
+from labeling.training.process import TrainerStatus, ensure_trainer, trainer_status
+from models.folder import latest_version, version_name
 
 _STARTED = "trainer-started"  # session key: the project folders whose trainer was ensured
 REFRESH_S = 5  # seconds between refreshes of the line while a trainer runs

@@ -18,7 +18,7 @@ from PIL import Image
 
 from datasets.render import channel_strip, composite, upscale
 from labeling.project import Project
-from labeling.store import ClassInfo
+from labeling.store.labels import ClassInfo
 
 TILE_ZOOM = 2  # 64 px crops shown as 128 px tiles, enlarged without smoothing
 DETAIL_ZOOM = 4  # the focused cell

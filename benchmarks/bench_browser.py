@@ -120,7 +120,7 @@ def _label_by_click(page, tile: int, key: str, name: str) -> float:
 
 def labeling_rounds(screen_dir: Path, cells: int, rounds: int) -> dict[str, list[float]]:
     """(b) and (c) on the 20,000-cell demo with the trainer running."""
-    from labeling.store import LabelStore
+    from labeling.store.labels import LabelStore
 
     screen_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(screen_dir / "demo_project", ignore_errors=True)

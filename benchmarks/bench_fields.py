@@ -1,10 +1,10 @@
 """Benchmark field ingest: 2048x2048 2-channel fields per second and peak memory.
 
-Two demo fields are generated once (``datasets.demo_fields``) and copied under new names to
+Two demo fields are generated once (``datasets.fields.demo``) and copied under new names to
 make screens of N fields (the ingest does the same work per copy). Each run ingests one screen
 in a fresh subprocess, which reports its wall time and peak resident set size (``VmHWM``). Peak
 RSS should stay flat as N grows: fields stream one at a time. Two modes: the true masks used as
-given, and classical segmentation (``datasets.segment``). Features are not part of the timing.
+given, and classical segmentation (``datasets.segmentation.classical``). Features are not part of the timing.
 
 Usage::
 
@@ -44,8 +44,8 @@ def child(folder: Path, project: Path, mode: str) -> None:
     sys.path.insert(0, str(REPO))
     from bench_ingest import peak_rss_mib
 
-    from datasets.field_ingest import ingest_fields
-    from datasets.fields import find_fields
+    from datasets.fields.files import find_fields
+    from datasets.fields.ingest import ingest_fields
 
     masks = folder / "masks" if mode == "given" else None
     start = time.perf_counter()
@@ -66,7 +66,7 @@ def main() -> None:
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]), args.child[2])
         return
-    from datasets.demo_fields import generate_demo_fields
+    from datasets.fields.demo import generate_demo_fields
 
     with tempfile.TemporaryDirectory(prefix="bench-fields-") as tmp:
         src = Path(tmp) / "src"

@@ -49,7 +49,7 @@ def generate(out_dir: Path, n_cells: int, generator: str) -> str:
     marker = out_dir / ".complete"
     if generator == "auto":
         try:
-            import datasets.demo  # noqa: F401
+            import datasets.crops.demo  # noqa: F401
 
             generator = "demo"
         except ImportError:
@@ -58,7 +58,7 @@ def generate(out_dir: Path, n_cells: int, generator: str) -> str:
         return generator
     shutil.rmtree(out_dir, ignore_errors=True)
     if generator == "demo":
-        from datasets.demo import generate_demo
+        from datasets.crops.demo import generate_demo
 
         generate_demo(out_dir, n_cells=n_cells, seed=0)
     else:
@@ -80,7 +80,7 @@ def peak_rss_mib() -> float:
 
 def child(src: Path, project: Path) -> None:
     """Ingest ``src`` into ``project`` and print one JSON line with the measurements."""
-    from datasets.ingest import ingest_crops
+    from datasets.crops.ingest import ingest_crops
 
     rss_before = peak_rss_mib()
     project.mkdir(parents=True, exist_ok=True)

@@ -145,8 +145,8 @@ def kill_cli_writer(project: Path, n_kills: int, rng: np.random.Generator) -> Ki
 
 def verify(project: Path, report: KillReport) -> KillReport:
     """Fill ``lost``, ``integrity`` and ``opens`` of ``report`` from the project on disk."""
-    from labeling.class_names import normalise_class_name
     from labeling.project import open_project
+    from labeling.store.names import normalise_class_name
 
     with sqlite3.connect(project / "labels.db") as conn:
         report.integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -169,7 +169,7 @@ def verify(project: Path, report: KillReport) -> KillReport:
 
 def make_demo_project(folder: Path, n_cells: int = 300) -> Path:
     """A fresh demo project under ``folder`` (for running without a PROJECT argument)."""
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
     from labeling.project import create_project
 
     generate_demo(folder / "screen", n_cells=n_cells, seed=11)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 
 def build(workdir: Path, n_cells: int) -> Path:
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
     from labeling.project import create_project
 
     data, proj = workdir / f"demo_{n_cells}", workdir / f"project_{n_cells}"
@@ -51,7 +51,7 @@ def fake_version(project_dir: Path, dim: int) -> None:
     import json
 
     from datasets.cells import read_cells
-    from labeling.model_versions import latest_version
+    from models.folder import latest_version
 
     if latest_version(project_dir) is not None:
         return

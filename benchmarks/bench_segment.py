@@ -5,7 +5,7 @@ Reports, as a markdown table on stdout:
 * object F1 / precision / recall / mean matched IoU (IoU >= 0.5, border objects excluded on
   both sides) on the DSB 2018 field in the shared data (112 interior nuclei), default
   settings and, for reference, a single global Otsu threshold;
-* the same on synthetic demo fields (``datasets.demo_fields.make_field``) against their masks;
+* the same on synthetic demo fields (``datasets.fields.demo.make_field``) against their masks;
 * fields/s (wall and CPU time) and peak RSS for 2048 x 2048 two-channel uint16 fields. The
   fields are generated here, saved to a temporary folder and segmented in a child process,
   so the peak RSS is that of segmentation (plus imports and one field), not of generation;
@@ -40,9 +40,9 @@ DSB = DSB / "dsb2018_nuclei_field"
 def quality_rows(n_demo: int) -> list[str]:
     import tifffile
 
-    from datasets.demo_fields import make_field
-    from datasets.seg_metrics import score_segmentation
-    from datasets.segment import SegmentConfig, segment_field, segment_nuclei
+    from datasets.fields.demo import make_field
+    from datasets.segmentation.classical import SegmentConfig, segment_field, segment_nuclei
+    from datasets.segmentation.metrics import score_segmentation
 
     rows = []
     if (DSB / "img2d.tif").is_file():
@@ -72,8 +72,8 @@ def quality_rows(n_demo: int) -> list[str]:
 
 def speed_child(folder: Path, cell_channel: bool) -> None:
     """Segment every field_*.npy under ``folder``; print one JSON line of timings."""
-    from datasets.seg_metrics import score_segmentation
-    from datasets.segment import SegmentConfig, segment_field
+    from datasets.segmentation.classical import SegmentConfig, segment_field
+    from datasets.segmentation.metrics import score_segmentation
 
     cfg = SegmentConfig(cell_channel=1 if cell_channel else None)
     paths = sorted(folder.glob("field_*.npy"))
@@ -106,7 +106,7 @@ def _peak_mib() -> float:
 
 
 def speed_rows(n_fields: int, size: int) -> list[str]:
-    from datasets.demo_fields import make_field
+    from datasets.fields.demo import make_field
 
     rng = np.random.default_rng(7)
     rows = []

@@ -5,7 +5,7 @@ scored), then scores it
 
 * on ``../shared/data/dsb2018_nuclei_field`` (img2d.tif + mask2d.tif, a real fluorescence
   field): object F1 at IoU 0.5 and mean matched IoU, border objects excluded on both sides
-  (the classical segmenter of ``datasets.segment`` alongside, for reference);
+  (the classical segmenter of ``datasets.segmentation.classical`` alongside, for reference);
 * on held-out demo fields (other seeds than the training fields);
 * inference speed: fields/s for 2048x2048 2-channel fields (tiles + watershed, whole call).
 
@@ -58,8 +58,8 @@ def train(args) -> tuple[object, float]:
 def score_dsb(model) -> dict[str, object]:
     import tifffile
 
-    from datasets.seg_metrics import score_segmentation
-    from datasets.segment import segment_nuclei
+    from datasets.segmentation.classical import segment_nuclei
+    from datasets.segmentation.metrics import score_segmentation
 
     image = tifffile.imread(DSB / "img2d.tif")
     truth = tifffile.imread(DSB / "mask2d.tif").astype(np.int32)
@@ -71,7 +71,7 @@ def score_dsb(model) -> dict[str, object]:
 
 
 def score_demo(model, n: int) -> tuple[float, float]:
-    from datasets.seg_metrics import score_segmentation
+    from datasets.segmentation.metrics import score_segmentation
     from models.segmentation import demo_training_pairs
 
     scores = [score_segmentation(mask, model.segment(image))
@@ -84,7 +84,7 @@ def speed(checkpoint: Path, device: str, threads: int, repeats: int) -> None:
     RSS of this process, which only loads the segmenter and segments (run as a subprocess)."""
     import torch
 
-    from datasets.demo_fields import make_field
+    from datasets.fields.demo import make_field
     from models.segmentation import load_segmenter
 
     torch.set_num_threads(threads)

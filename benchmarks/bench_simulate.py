@@ -32,7 +32,7 @@ JURKAT = REPO.parent / "shared" / "data" / "jurkat_cellcycle_ifc"
 
 
 def dataset_dirs(names: list[str], work: Path, demo_cells: int) -> dict[str, Path]:
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     out = {}
     for name in names:

@@ -32,7 +32,7 @@ def _seed_everything():
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory) -> Path:
     """A 600-cell demo screen folder (crops, labels.csv, metadata.csv)."""
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     out = tmp_path_factory.mktemp("demo") / "screen"
     generate_demo(out, n_cells=600, seed=3)

@@ -18,7 +18,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app_pages.label import pick_key  # noqa: E402
-from labeling.store import SKIP, LabelStore  # noqa: E402
+from labeling.store.labels import SKIP, LabelStore  # noqa: E402
 
 APP = "../../app.py"  # relative to this file, as AppTest.from_file wants
 
@@ -484,7 +484,7 @@ def test_project_page_opens_the_demo_with_one_click(small_project, tmp_path, mon
 
 
 def test_project_page_adds_a_plate_in_the_background(project, tmp_path):
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     plate = tmp_path / "plate2"
     generate_demo(plate, n_cells=200, seed=5)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from labeling.store import LabelStore
+from labeling.store.labels import LabelStore
 from tests.app.browser import (
     browser_page,
     require_browser,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling.store import LabelStore
+from labeling.store.labels import LabelStore
 from tests.app.browser import (
     chromium,
     require_browser,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from datasets.demo_fields import FILENAME_PATTERN, generate_demo_fields
-from datasets.field_store import read_fields
-from datasets.fields import find_fields
+from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields
+from datasets.fields.files import find_fields
+from datasets.fields.store import read_fields
 from labeling.project import create_project_from_fields
 from tests.app.browser import chromium, require_browser, running_app, screenshot, wait_idle
 

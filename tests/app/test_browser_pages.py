@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labeling.store import LabelStore
+from labeling.store.labels import LabelStore
 from tests.app.browser import (
     chromium,
     require_browser,

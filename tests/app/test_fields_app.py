@@ -19,9 +19,9 @@ pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from datasets.demo_fields import FILENAME_PATTERN, generate_demo_fields  # noqa: E402
-from datasets.field_store import read_fields  # noqa: E402
-from datasets.fields import find_fields  # noqa: E402
+from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields  # noqa: E402
+from datasets.fields.files import find_fields  # noqa: E402
+from datasets.fields.store import read_fields  # noqa: E402
 from labeling.jobs import get_job  # noqa: E402
 from labeling.project import create_project_from_fields, open_project  # noqa: E402
 

@@ -15,7 +15,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app_pages.status import status_text  # noqa: E402
-from labeling.trainer_process import TrainerStatus  # noqa: E402
+from labeling.training.process import TrainerStatus  # noqa: E402
 
 APP = "../../app.py"
 

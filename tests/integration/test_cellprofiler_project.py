@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from datasets.cellprofiler import cellprofiler_channels, read_cellprofiler
+from datasets.cellprofiler.reader import cellprofiler_channels, read_cellprofiler
 from datasets.config import IngestConfig
-from labeling.cli import main
+from labeling.cli.commands import main
 from labeling.project import open_project
 
 SIZE = 96  # field side in pixels

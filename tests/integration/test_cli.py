@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from labeling.cli import build_parser, main
+from labeling.cli.commands import build_parser, main
 from tests.conftest import JURKAT
 
 
@@ -74,7 +74,7 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
         zip(truth["path"].iloc[:30], truth["label"].iloc[:30]))
 
     # a second plate: 600 more cells, cell ids stay unique
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     plate2 = tmp_path / "plate2"
     generate_demo(plate2, n_cells=600, seed=4)
@@ -197,7 +197,7 @@ def test_export_crops_zip_one_folder_per_class(labeled_copy, tmp_path, capsys):
     import pandas as pd
     import tifffile
 
-    from labeling.bundles import safe_name
+    from labeling.io.bundles import safe_name
     from labeling.project import open_project
 
     out = tmp_path / "out" / "crops.zip"
@@ -247,7 +247,7 @@ def test_export_model_copies_the_newest_checkpoint_or_says_there_is_none(labeled
 
 
 def test_predict_scores_a_new_screen_with_the_project_head(labeled_copy, tmp_path, capsys):
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     screen = tmp_path / "screen2"
     generate_demo(screen, n_cells=200, seed=9)

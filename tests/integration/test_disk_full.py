@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling.store import LabelStore
+from labeling.store.labels import LabelStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,8 +88,8 @@ _LABEL_UNTIL_FULL = _PRELUDE + textwrap.dedent("""
 """)
 
 _EXPORT_UNTIL_FULL = _PRELUDE + textwrap.dedent("""
-    from labeling.bundles import crops_zip
-    from labeling.export import export_table, write_bytes_atomic
+    from labeling.io.bundles import crops_zip
+    from labeling.io.export import export_table, write_bytes_atomic
     project = open_project(Path(sys.argv[1]))
     out = Path(sys.argv[2])
     crops = crops_zip(project)

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import tifffile
 
-from datasets.demo_fields import FILENAME_PATTERN, generate_demo_fields
-from datasets.field_store import read_fields
-from datasets.fields import find_fields
-from labeling.cli import main
+from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields
+from datasets.fields.files import find_fields
+from datasets.fields.store import read_fields
+from labeling.cli.commands import main
 from labeling.loop import next_batch, submit_labels
 from labeling.project import create_project_from_fields, open_project
 

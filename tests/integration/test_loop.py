@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labeling.cli import main
+from labeling.cli.commands import main
 from labeling.errors import PoolExhaustedError, StoreError
 from labeling.loop import fit_head, next_batch, submit_labels
 from labeling.project import open_project
@@ -106,7 +106,7 @@ def test_cli_next_and_label(project, capsys):
 def test_label_commit_does_not_import_torch(project):
     cell = project.cells(columns=["cell_id"])["cell_id"].iloc[0]
     code = (
-        "import sys\nfrom labeling.cli import main\n"
+        "import sys\nfrom labeling.cli.commands import main\n"
         f"main(['label', {str(project.path)!r}, '--no-refit', {cell + '=a'!r}])\n"
         "print('torch' in sys.modules, 'streamlit' in sys.modules)"
     )
@@ -140,7 +140,7 @@ def test_simulation_is_deterministic(tmp_path, small_demo):
 
 @pytest.mark.slow
 def test_discover_finds_every_class_before_random(tmp_path):
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     data = tmp_path / "demo"
     generate_demo(data, n_cells=2000, seed=11)
@@ -155,7 +155,7 @@ def test_discover_finds_every_class_before_random(tmp_path):
 @pytest.mark.slow
 def test_simulation_with_finetune_uses_the_backbone(tmp_path):
     pytest.importorskip("torch")
-    from datasets.demo import generate_demo
+    from datasets.crops.demo import generate_demo
 
     data = tmp_path / "demo"
     generate_demo(data, n_cells=300, seed=5)

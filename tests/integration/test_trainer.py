@@ -14,10 +14,10 @@ from tests.conftest import wait_until
 torch = pytest.importorskip("torch")
 
 from datasets.cells import read_cells  # noqa: E402
-from labeling.model_versions import latest_version, load_embeddings, load_predictions  # noqa: E402
-from labeling.store import LabelStore  # noqa: E402
+from labeling.store.labels import LabelStore  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.finetune import FinetuneConfig  # noqa: E402
+from models.folder import latest_version, load_embeddings, load_predictions  # noqa: E402
 from models.pretrain import TrainConfig  # noqa: E402
 from models.trainer import TrainerConfig, run_trainer, trainer_lock  # noqa: E402
 
@@ -70,7 +70,7 @@ def test_watch_trainer_picks_up_new_labels(project):
         second = latest_version(project)
         assert second.has_predictions and second.n_labels == len(picked)
         # a classifier version also carries the backbone's label-free embeddings, linked
-        from labeling.model_versions import load_backbone_embeddings
+        from models.folder import load_backbone_embeddings
 
         b_ids, b_emb = load_backbone_embeddings(project, second)
         assert b_ids.tolist() == ids.tolist()

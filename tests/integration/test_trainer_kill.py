@@ -25,10 +25,10 @@ torch = pytest.importorskip("torch")
 
 from datasets.cells import read_cells  # noqa: E402
 from labeling.loop import next_batch, submit_labels  # noqa: E402
-from labeling.model_versions import MODELS_DIR, latest_version, list_versions  # noqa: E402
 from labeling.project import open_project  # noqa: E402
-from labeling.store import LabelStore  # noqa: E402
+from labeling.store.labels import LabelStore  # noqa: E402
 from models.finetune import FinetuneConfig  # noqa: E402
+from models.folder import MODELS_DIR, latest_version, list_versions  # noqa: E402
 from models.pretrain import TrainConfig  # noqa: E402
 from models.trainer import TrainerConfig, run_trainer, trainer_lock  # noqa: E402
 

@@ -14,8 +14,8 @@ from tests.conftest import wait_until
 
 pytest.importorskip("torch")
 
-import labeling.trainer_process as tp  # noqa: E402
-from labeling.trainer_process import (  # noqa: E402
+import labeling.training.process as tp  # noqa: E402
+from labeling.training.process import (  # noqa: E402
     ensure_trainer,
     pid_alive,
     stop_trainer,
@@ -67,7 +67,7 @@ def test_app_starts_one_trainer_and_stops_it(project):
 APP = """
 import json, sys, time
 from pathlib import Path
-from labeling.trainer_process import ensure_trainer
+from labeling.training.process import ensure_trainer
 pid = ensure_trainer(sys.argv[1], device="cpu").pid
 status = Path(sys.argv[1]) / "models" / "trainer.json"
 end = time.monotonic() + 90

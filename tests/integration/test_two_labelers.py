@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling.export import labels_table
+from labeling.io.export import labels_table
 from labeling.project import open_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_a_cell_taken_between_choice_and_lease_is_never_handed_out(project, monk
     """The race made certain: while bob's batch is being chosen, ann leases half of the cells
     it will pick and labels one more; bob still gets a full batch, none of those cells."""
     import labeling.loop as loop
-    from labeling.store import LabelStore
+    from labeling.store.labels import LabelStore
 
     proj = open_project(project)
     real_items, raced = loop._items, {}
@@ -160,7 +160,7 @@ def test_a_cell_taken_between_choice_and_lease_is_never_handed_out(project, monk
 
 
 def test_lease_leaves_out_labeled_cells(project):
-    from labeling.store import LabelStore
+    from labeling.store.labels import LabelStore
 
     with LabelStore(project / "labels.db") as store:
         a, b, c = (r[0] for r in store._read("SELECT cell_id FROM cells LIMIT 3"))

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from datasets.cells import read_labels_csv
+from datasets.crops.readers import read_image_file
 from datasets.errors import DataError
-from datasets.readers import read_image_file
-from labeling.class_names import SKIP
 from labeling.errors import StoreError
-from labeling.imports import import_labels
+from labeling.io.imports import import_labels
 from labeling.project import open_project
-from labeling.store import LabelStore
+from labeling.store.labels import LabelStore
+from labeling.store.names import SKIP
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:tifffile")
 

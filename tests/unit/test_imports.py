@@ -12,8 +12,8 @@ HEAVY = ("torch", "streamlit")
     "modules",
     [
         "labeling, datasets",
-        "labeling.cli, labeling.project, labeling.store, labeling.export, labeling.loop",
-        "datasets.ingest, datasets.pixels, datasets.features, datasets.demo",
+        "labeling.cli.commands, labeling.project, labeling.store.labels, labeling.io.export, labeling.loop",
+        "datasets.crops.ingest, datasets.pixels, datasets.features, datasets.crops.demo",
     ],
 )
 def test_core_imports_stay_light(modules):
@@ -24,7 +24,7 @@ def test_core_imports_stay_light(modules):
 
 def test_cli_help_stays_light():
     code = (
-        "import sys\nfrom labeling.cli import main\n"
+        "import sys\nfrom labeling.cli.commands import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from datasets.cellprofiler import cellprofiler_channels, read_cellprofiler
+from datasets.cellprofiler.reader import cellprofiler_channels, read_cellprofiler
 from datasets.errors import DataError
 
 CHANNELS = ("DNA", "Actin")

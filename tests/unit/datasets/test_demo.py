@@ -1,4 +1,4 @@
-"""Tests for datasets.demo: layout, determinism, class mix and honest difficulty."""
+"""Tests for datasets.crops.demo: layout, determinism, class mix and honest difficulty."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.demo import (
+from datasets.crops.demo import (
     PHENOTYPES,
     PREVALENCE,
     RARE_PHENOTYPES,

@@ -1,4 +1,4 @@
-"""Synthetic whole fields with true masks (datasets.demo_fields)."""
+"""Synthetic whole fields with true masks (datasets.fields.demo)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import tifffile
 
-from datasets.demo_fields import (
+from datasets.errors import DataError
+from datasets.fields.demo import (
     FILENAME_PATTERN,
     MULTICHANNEL_PATTERN,
     PHENOTYPES,
     generate_demo_fields,
     make_field,
 )
-from datasets.errors import DataError
-from datasets.seg_metrics import score_segmentation
-from datasets.segment import segment_field
+from datasets.segmentation.classical import segment_field
+from datasets.segmentation.metrics import score_segmentation
 
 
 def test_make_field_is_deterministic_by_seed():

@@ -12,20 +12,20 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-import datasets.field_ingest as field_ingest
+import datasets.fields.ingest as field_ingest
 from datasets.cells import read_cells, read_parts
 from datasets.config import IngestConfig
 from datasets.errors import DataError
-from datasets.field_ingest import crop_at, ingest_fields
-from datasets.field_store import (
+from datasets.fields.files import find_fields
+from datasets.fields.ingest import crop_at, ingest_fields
+from datasets.fields.spec import FieldSpec
+from datasets.fields.store import (
     mask_part_file,
     read_field_image,
     read_field_mask,
     read_fields,
     read_truth_csv,
 )
-from datasets.fields import find_fields
-from datasets.fieldspec import FieldSpec
 from datasets.pixels import PixelStore
 
 SHAPE = (96, 128)
@@ -287,7 +287,7 @@ def test_no_field_readable_is_an_error(tmp_path, project):
 
 
 def test_demo_fields_with_their_true_masks(tmp_path, project):
-    from datasets.demo_fields import FILENAME_PATTERN, generate_demo_fields
+    from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields
 
     out = tmp_path / "demo"
     summary = generate_demo_fields(out, n_fields=2, size=160, seed=1)

@@ -8,9 +8,9 @@ import pytest
 import tifffile
 
 from datasets.errors import DataError
-from datasets.field_preview import preview_field
-from datasets.field_render import HIGHLIGHT_COLOUR, MUTED_COLOUR, OUTLINE_COLOUR
-from datasets.fieldspec import FieldSpec
+from datasets.fields.preview import preview_field
+from datasets.fields.render import HIGHLIGHT_COLOUR, MUTED_COLOUR, OUTLINE_COLOUR
+from datasets.fields.spec import FieldSpec
 from datasets.render import hex_to_rgb
 
 SHAPE = (96, 128)

@@ -14,9 +14,9 @@ from skimage.segmentation import find_boundaries
 
 from datasets.config import IngestConfig
 from datasets.errors import DataError
-from datasets.field_ingest import ingest_fields
-from datasets.field_lookup import cell_row, field_cells, field_ranges, has_fields
-from datasets.field_render import (
+from datasets.fields.ingest import ingest_fields
+from datasets.fields.lookup import cell_row, field_cells, field_ranges, has_fields
+from datasets.fields.render import (
     HIGHLIGHT_COLOUR,
     MUTED_COLOUR,
     OUTLINE_COLOUR,
@@ -28,7 +28,7 @@ from datasets.field_render import (
     reduce_plane,
     render_field,
 )
-from datasets.fieldspec import FieldSpec
+from datasets.fields.spec import FieldSpec
 from datasets.render import hex_to_rgb
 
 RED = "#ff0000"

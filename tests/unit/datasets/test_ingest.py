@@ -19,8 +19,8 @@ from datasets.cells import (
     write_cells,
 )
 from datasets.config import IngestConfig
+from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
-from datasets.ingest import ingest_crops
 from datasets.pixels import PixelStore, part_file
 
 SMALL = IngestConfig(crop_size=48)

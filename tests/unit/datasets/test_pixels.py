@@ -10,8 +10,8 @@ import pytest
 import datasets.pixels as pixels_module
 from datasets.cells import read_cells, read_manifest
 from datasets.config import IngestConfig
+from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
-from datasets.ingest import ingest_crops
 from datasets.normalise import apply_ranges
 from datasets.pixels import PartWriter, PixelStore, read_rows, rewrite_part
 

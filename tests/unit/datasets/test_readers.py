@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from datasets.crops import fit_crops, rescale_images, storage_dtype, widest_dtype
-from datasets.errors import DataError
-from datasets.readers import (
+from datasets.crops.readers import (
     SUPPORTED_SUFFIXES,
     find_images,
     layout_3d,
@@ -19,6 +17,8 @@ from datasets.readers import (
     read_npz_labels,
     scan_folder,
 )
+from datasets.crops.resize import fit_crops, rescale_images, storage_dtype, widest_dtype
+from datasets.errors import DataError
 
 # ---------------------------------------------------------------- finding files
 

@@ -1,4 +1,4 @@
-"""Classical field segmentation (datasets.segment) and its scoring (datasets.seg_metrics)."""
+"""Classical field segmentation (datasets.segmentation.classical) and its scoring (datasets.segmentation.metrics)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 import tifffile
 
 from datasets.errors import DataError
-from datasets.seg_metrics import SegScore, score_segmentation
-from datasets.segment import (
+from datasets.segmentation.classical import (
     SegmentConfig,
     field_polarity,
     object_table,
@@ -16,6 +15,7 @@ from datasets.segment import (
     segment_nuclei,
     touches_border,
 )
+from datasets.segmentation.metrics import SegScore, score_segmentation
 from tests.conftest import NUCLEI_FIELD
 
 

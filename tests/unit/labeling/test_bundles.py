@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from labeling.bundles import _tiff_bytes, safe_name
+from labeling.io.bundles import _tiff_bytes, safe_name
 
 NAMES, COLOURS = ["DNA", "Tubulin"], ["#3b82f6", "#22c55e"]
 

@@ -16,8 +16,8 @@ from labeling.config import LoopConfig
 from labeling.errors import ConfigError
 from labeling.feature_sets import AUTO_MIN_PER_CLASS, CHOICE_FILE, choose_features
 from labeling.loop import fit_head, next_batch, pool_data
-from labeling.model_versions import latest_backbone_embeddings, latest_version
 from labeling.project import Project, open_project
+from models.folder import latest_backbone_embeddings, latest_version
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from labeling.errors import ConfigError, DataError, NotTrainedError
-from labeling.reports import (
+from labeling.reports.report import (
     class_counts,
     cross_validated,
     discovery_curves,
@@ -25,7 +25,7 @@ from labeling.reports import (
     wilson_interval,
     write_report,
 )
-from labeling.store import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
+from labeling.store.labels import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
 
 
 def ev(cell: str, label: str, sub: str | None = None, *, undone: bool = False) -> LabelRecord:
@@ -323,7 +323,7 @@ def _label_two_rounds(project) -> None:
 
 def test_predicted_distribution_counts_every_cell_once(project) -> None:
     from labeling.loop import fit_head
-    from labeling.reports import predicted_distribution
+    from labeling.reports.report import predicted_distribution
 
     with pytest.raises(NotTrainedError, match="at least 2 classes"):
         predicted_distribution(project)
@@ -338,7 +338,7 @@ def test_predicted_distribution_counts_every_cell_once(project) -> None:
 
 
 def test_well_fractions_per_well_with_z_against_negative_controls(project) -> None:
-    from labeling.reports import well_fractions
+    from labeling.reports.report import well_fractions
 
     _label_two_rounds(project)
     wells = well_fractions(project)
@@ -356,7 +356,7 @@ def test_well_fractions_per_well_with_z_against_negative_controls(project) -> No
 
 
 def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
-    from labeling.reports import well_fractions
+    from labeling.reports.report import well_fractions
 
     cells = project.cells()
     monkeypatch.setattr(type(project), "cells", lambda self, columns=None: cells.drop(columns=["plate", "well"]))

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labeling.errors import ConfigError, StoreError
-from labeling.export import safe_export_path, write_bytes_atomic
+from labeling.io.export import safe_export_path, write_bytes_atomic
 from labeling.project import open_project
-from labeling.store import LabelStore
+from labeling.store.labels import LabelStore
 from labeling.workspace import resolve_user_path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -199,7 +199,7 @@ def test_exports_beside_the_project_files_are_fine(project, name):
 
 
 def test_export_commands_refuse_a_project_file(project, capsys):
-    from labeling.cli import main
+    from labeling.cli.commands import main
 
     with LabelStore(project / "labels.db") as store:
         cell = store._read("SELECT cell_id FROM cells LIMIT 1")[0][0]
@@ -219,7 +219,7 @@ def test_export_commands_refuse_a_project_file(project, capsys):
 def test_predictions_go_through_the_same_check(project):
     import pandas as pd
 
-    from labeling.export import write_table
+    from labeling.io.export import write_table
 
     with pytest.raises(ConfigError, match="is part of the PhenoScout project"):
         write_table(pd.DataFrame({"cell_id": ["a"]}), project / "cells.parquet")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labeling.errors import StoreError
-from labeling.store import BAD_SEGMENTATION, SKIP, UNSURE, LabelStore
+from labeling.store.labels import BAD_SEGMENTATION, SKIP, UNSURE, LabelStore
 
 REPO = Path(__file__).resolve().parents[3]
 CELLS = [f"c{i:02d}" for i in range(20)]
@@ -343,7 +343,7 @@ def test_leases_of_other_annotators(store: LabelStore) -> None:
 _WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from labeling.store import LabelStore
+    from labeling.store.labels import LabelStore
     db, tag = Path(sys.argv[1]), sys.argv[2]
     with LabelStore(db) as s:
         (db.parent / f"ready_{tag}").touch()
@@ -398,7 +398,7 @@ def test_threads_share_one_store(store: LabelStore) -> None:
 
 
 def test_import_loads_nothing_heavy() -> None:
-    code = "import sys, labeling.store; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    code = "import sys, labeling.store.labels; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
@@ -406,7 +406,7 @@ def test_import_loads_nothing_heavy() -> None:
 
 
 def test_label_remembers_the_lease_that_handed_it_out(tmp_path):
-    from labeling.store import LabelStore
+    from labeling.store.labels import LabelStore
 
     with LabelStore(tmp_path / "labels.db", create=True) as store:
         store.add_cells(["a", "b", "c"])
@@ -421,7 +421,7 @@ def test_label_remembers_the_lease_that_handed_it_out(tmp_path):
 
 
 def test_a_double_click_adds_no_second_label(tmp_path):
-    from labeling.store import LabelStore
+    from labeling.store.labels import LabelStore
 
     with LabelStore(tmp_path / "labels.db", create=True) as store:
         store.add_cells(["a", "b"])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import labeling.trainer_process as tp
-from labeling.trainer_process import (
+import labeling.training.process as tp
+from labeling.training.process import (
     TrainerStatus,
     ensure_trainer,
     stop_trainer,

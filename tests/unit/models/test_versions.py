@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from labeling.errors import ProjectError
-from labeling.model_versions import latest_version, list_versions, load_embeddings, load_predictions
+from models.folder import latest_version, list_versions, load_embeddings, load_predictions
 
 versions = pytest.importorskip("models.versions")
 
@@ -60,7 +60,7 @@ def test_missing_version_is_a_clear_error(tmp_path):
 
 
 def test_model_versions_does_not_import_torch():
-    code = "import sys, labeling.model_versions; print('torch' in sys.modules)"
+    code = "import sys, models.folder; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
