@@ -1,7 +1,7 @@
 """The Discover page: what has been found at what cost, how common each class is, whether to stop,
 what the head predicts over the whole screen (and per well), and how good it is.
 
-Everything is computed by ``labeling.reports.report``; the slow parts (cross-validation, predictions)
+Everything is computed by ``labeling.reports``; the slow parts (cross-validation, predictions)
 are cached per label state (``common.labels_key``), so reruns are instant.
 """
 
@@ -164,7 +164,7 @@ def _rounds(project: Project, events: list) -> None:
 def _predicted(project: Project, key: tuple) -> None:
     path = str(project.path)
     try:
-        dist = cached("labeling.reports.report.predicted_distribution", path, key)
+        dist = cached("labeling.reports.predicted_distribution", path, key)
     except NotTrainedError as exc:
         st.info(str(exc))
         return
@@ -181,7 +181,7 @@ def _predicted(project: Project, key: tuple) -> None:
     st.altair_chart(chart, key="predicted-chart")
     st.caption(f"The current head's most likely class for each of {dist['n_cells'].sum()} cells.")
     try:
-        wells = cached("labeling.reports.report.well_fractions", path, key)
+        wells = cached("labeling.reports.well_fractions", path, key)
     except DataError as exc:
         st.caption(f"No plate heatmap: {exc}")
         return
@@ -220,7 +220,7 @@ def _plate_heatmap(wells: pd.DataFrame, labels: list[str]) -> None:
 
 def _quality(project: Project, key: tuple) -> None:
     try:
-        confusion, per_class = cached("labeling.reports.report.cross_validated", str(project.path), key)
+        confusion, per_class = cached("labeling.reports.cross_validated", str(project.path), key)
     except NotTrainedError as exc:
         st.info(f"Cross-validation is not possible yet: {exc}")
         return

@@ -30,14 +30,6 @@ def start_trainer_once(project: Project) -> None:
         st.warning(str(exc))
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    return f"{seconds / 60:.0f} min ago" if seconds < 5400 else f"{seconds / 3600:.1f} h ago"
-
-
 def status_text(path: Path, status: TrainerStatus, last_round: dict | None = None) -> str:
     """The line: ``model v0003 (fine-tuned on 120 labels in 35 s) | trainer: pretraining
     120/300 | features: morphology (why)``; pure, for tests."""

@@ -11,5 +11,9 @@ class PhenoScoutError(Exception):
     """
 
 
+class ProjectError(PhenoScoutError):
+    """A project folder is missing, incomplete or of an unknown schema version."""
+
+
 class DataError(PhenoScoutError):
     """Bad input data: an unreadable image, a wrong channel count, a bad CSV, an empty folder."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,10 +29,10 @@ from datasets.morphology import (
     morphology_features,
 )
 from datasets.pixels import PixelStore
+from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 _CHANNELS_FILE = "channels.json"
 _SAMPLE = 500  # cells sampled to profile the channels
 
@@ -113,11 +112,6 @@ def project_channels(project_dir: Path, store: PixelStore, seed: int = 0) -> Cha
         profile.polarities, profile.quality, profile.masked,
     )
     return profile
-
-
-def project_polarity(project_dir: Path, store: PixelStore, seed: int = 0) -> str:
-    """The dataset's overall mask polarity ("bright" or "dark"), see :func:`project_channels`."""
-    return project_channels(project_dir, store, seed).polarity
 
 
 def compute_morphology(

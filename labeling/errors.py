@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datasets.errors import DataError, PhenoScoutError
+from datasets.errors import DataError, PhenoScoutError, ProjectError
 
 
 class ConfigError(PhenoScoutError):
     """A configuration value or file is invalid."""
-
-
-class ProjectError(PhenoScoutError):
-    """A project folder is missing, incomplete or of an unknown schema version."""
 
 
 class StoreError(PhenoScoutError):

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from datasets.progress import Progress
 from labeling.errors import PhenoScoutError, ProjectError
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
 _REGISTRY: dict[str, Job] = {}

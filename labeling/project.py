@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from datasets.config import IngestConfig, default_channels
 from datasets.errors import DataError
 from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
+from datasets.progress import Progress
 from labeling.config import ProjectConfig, load_config, save_config
 from labeling.errors import ConfigError, ProjectError
 from labeling.store.labels import LabelStore
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 CONFIG_FILE = "project.toml"
 DB_FILE = "labels.db"
 
@@ -174,7 +174,7 @@ def create_project_from_fields(
         path: the new project folder (must not exist, or be empty).
         fields: from :func:`datasets.fields.files.find_fields` or a CellProfiler export.
         ingest: crop size, normalisation, channel names; defaults when None.
-        segment: "classical" (:mod:`datasets.segmentation.classical`), "unet" (:mod:`models.segmentation`,
+        segment: "classical" (:mod:`datasets.segmentation`), "unet" (:mod:`models.segmentation`,
             trained on the fields that have masks, else on generated demo fields; never
             applied to a field it was trained on, as those keep their masks) or "given"
             (fields without a mask or objects are skipped).

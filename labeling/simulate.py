@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from datasets.errors import DataError
+from datasets.progress import Progress
 from labeling.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

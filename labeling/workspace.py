@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from datasets.config import ChannelSpec
+from datasets.progress import Progress
 from labeling.config import save_config
 from labeling.errors import ConfigError, DataError, ProjectError
 from labeling.project import CONFIG_FILE, Project, create_project, open_project
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 DEMO_DIR = "phenoscout_demo"  # made in the working directory by :func:`demo_project`
 DEMO_CELLS = 5000  # a demo this size is generated, ingested and featurised in well under 60 s
 

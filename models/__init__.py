@@ -26,7 +26,7 @@ _LAZY = {
     "save_checkpoint": "models.checkpoint",
     "load_checkpoint": "models.checkpoint",
     "TrainerConfig": "models.trainer",
-    "run_trainer": "models.trainer",
+    "serve": "models.trainer",
 }
 
 __all__ = ["ModelError", *_LAZY]

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from models.errors import ModelError
+from models.folder import MODELS_DIR
 from models.unet import Classifier, UNet, UNetConfig
 
 FORMAT = 1
 KINDS = ("unet", "classifier")
-MODELS_DIR = "models"
 PROJECT_ID_FILE = "project_id.json"
 
 

@@ -1,6 +1,10 @@
-"""Published model versions, read with numpy only (no torch).
+"""The project's ``models/`` folder contract, torch-free: file names, the trainer's lock and
+status files, and published model versions read with numpy only.
 
-The trainer (``models.trainer``) writes ``PROJECT/models/vNNNN/`` folders: it fills
+Both the writer (``models.trainer``, ``models.versions``) and the readers (``labeling``: the
+loop, the trainer control in ``labeling.training``) import it; ``import models`` loads no torch.
+
+The trainer writes ``PROJECT/models/vNNNN/`` folders: it fills
 ``.tmp-vNNNN/`` and renames it when complete, ``meta.json`` written last. Each holds
 ``checkpoint.pt``, ``config.json``, ``classes.json``, ``embeddings.npy`` (n, d) float32 and
 ``cell_ids.npy`` (n,) str in cell-table order, ``predictions.npy`` (n, k) float32 when a
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from labeling.errors import ProjectError
+from datasets.errors import ProjectError
 
 MODELS_DIR = "models"
 META_FILE = "meta.json"
@@ -36,6 +40,10 @@ PREDICTIONS_FILE = "predictions.npy"
 CLASSES_FILE = "classes.json"
 TMP_PREFIX = ".tmp-"
 VERSION_RE = re.compile(r"\Av(\d{4,})\Z")
+LOCK_FILE = "trainer.lock"  # flock'ed by the running trainer; holds its pid
+STATUS_FILE = "trainer.json"  # written by the trainer: state, progress, message, version
+START_FILE = "trainer.start"  # flock'ed while starting one; holds "pid time" of the last start
+LOG_FILE = "trainer.log"  # the started trainer's stdout and stderr
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import torch
 
 from datasets.pixels import PixelStore
 from models.errors import ModelError
+from models.lr_schedule import cosine_decay, mark_stopped, out_of_time
 from models.training import Progress, Stepper, all_cell_ids, augment, prefetched, to_device
 from models.unet import UNet, check_input_size
 
@@ -148,9 +149,7 @@ def pretrain(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / n_steps, 1.0)))
-    )
+    sched = cosine_decay(opt, n_steps)
     stepper = Stepper(model, opt, device, config.amp)
     history: list[dict] = []
     start, running = time.perf_counter(), 0.0
@@ -169,20 +168,19 @@ def pretrain(
         sched.step()
         running = loss if step == 0 else 0.9 * running + 0.1 * loss
         seconds = time.perf_counter() - start
-        out_of_time = 0 < config.max_seconds <= seconds and step + 1 < n_steps
+        stop_now = out_of_time(config.max_seconds, seconds, step, n_steps)
         # 2) log every 10 steps and at the end
-        if (step + 1) % 10 == 0 or step + 1 == n_steps or out_of_time:
+        if (step + 1) % 10 == 0 or step + 1 == n_steps or stop_now:
             history.append({"step": step + 1, "loss": running, "seconds": seconds,
                             "crops": (step + 1) * batch})
             logger.debug("pretrain step %d/%d loss %.5f", step + 1, n_steps, running)
         if progress is not None:
-            progress(step + 1, step + 1 if out_of_time else n_steps)
-        if out_of_time:
+            progress(step + 1, step + 1 if stop_now else n_steps)
+        if stop_now:
             logger.info("pretraining stopped by its %.0f s budget after %d of %d steps",
                         config.max_seconds, step + 1, n_steps)
             break
-    if history:
-        history[-1]["stopped"] = "max_seconds" if history[-1]["step"] < n_steps else "steps"
+    mark_stopped(history, n_steps)
     model.eval()
     return history
 

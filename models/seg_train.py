@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +21,17 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
-from skimage.segmentation import find_boundaries
 
 from datasets.normalise import apply_ranges, compute_ranges
+from datasets.progress import Progress
+from datasets.segmentation.watershed import targets_from_labels
 from models.errors import ModelError
+from models.lr_schedule import cosine_decay, mark_stopped, out_of_time
 from models.training import Stepper, to_device
 from models.unet import UNet, config_from_dict
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 N_CLASSES = 3  # background, interior, boundary
 _SAMPLE_PIXELS = 1 << 20  # percentiles of bigger images come from a strided sample
 
@@ -171,20 +172,6 @@ def prepare_pairs(
     return out
 
 
-def targets_from_labels(labels: npt.NDArray) -> npt.NDArray[np.int64]:
-    """Per-pixel classes of an instance label image.
-
-    Args:
-        labels: (H, W) integer labels, 0 background.
-
-    Returns:
-        (H, W) int64: 0 background, 1 interior, 2 boundary (an object's pixels that touch the
-        background or another object).
-    """
-    boundary = find_boundaries(labels, mode="inner") & (labels > 0)
-    return np.where(boundary, 2, (labels > 0).astype(np.int64))
-
-
 def _resize(image: npt.NDArray, labels: npt.NDArray, size: int) -> tuple[npt.NDArray, ...]:
     """Image (bilinear, antialiased) and labels (nearest) of a square crop resized to ``size``."""
     if image.shape[0] == size:
@@ -260,8 +247,7 @@ def fit_segmenter(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
+    sched = cosine_decay(opt, cfg.steps)
     weight = torch.tensor([1.0, 1.0, cfg.boundary_weight], device=device)
     stepper = Stepper(model, opt, device, cfg.amp)
     history: list[dict] = []
@@ -279,17 +265,17 @@ def fit_segmenter(
         sched.step()
         running = loss if step == 0 else 0.95 * running + 0.05 * loss
         seconds = time.perf_counter() - start
-        out_of_time = 0 < cfg.max_seconds <= seconds and step + 1 < cfg.steps
+        stop_now = out_of_time(cfg.max_seconds, seconds, step, cfg.steps)
         # 3) log every 25 steps and at the end
-        if (step + 1) % 25 == 0 or step + 1 == cfg.steps or out_of_time:
+        if (step + 1) % 25 == 0 or step + 1 == cfg.steps or stop_now:
             history.append({"step": step + 1, "loss": running, "seconds": seconds})
             logger.debug("segmenter step %d/%d loss %.4f", step + 1, cfg.steps, running)
         if progress is not None:
-            progress(step + 1, step + 1 if out_of_time else cfg.steps)
-        if out_of_time:
+            progress(step + 1, step + 1 if stop_now else cfg.steps)
+        if stop_now:
             logger.info("segmenter training stopped by its %.0f s budget after %d of %d steps",
                         cfg.max_seconds, step + 1, cfg.steps)
             break
-    history[-1]["stopped"] = "max_seconds" if history[-1]["step"] < cfg.steps else "steps"
+    mark_stopped(history, cfg.steps)
     model.eval()
     return history

@@ -23,10 +23,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-from scipy import ndimage as ndi
-from skimage.morphology import h_maxima
-from skimage.segmentation import relabel_sequential, watershed
 
+from datasets.segmentation.watershed import labels_from_probs
 from models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from models.device import resolve_device, seed_everything
 from models.errors import ModelError
@@ -210,67 +208,6 @@ def _tile_probs(net: UNet, tile: npt.NDArray, device: torch.device) -> npt.NDArr
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     x = torch.from_numpy(np.ascontiguousarray(tile))[None, None].to(device, memory_format=fmt)
     return torch.softmax(net(x).float(), dim=1)[0].cpu().numpy()
-
-
-def labels_from_probs(
-    foreground: npt.NDArray, interior: npt.NDArray, config: SegmenterConfig
-) -> npt.NDArray[np.int32]:
-    """Instance labels from probability maps.
-
-    The interior mask (high P(interior)) has a neck wherever the network sees a boundary
-    between touching nuclei; one seed per h-maximum of its smoothed distance transform splits
-    it there (a shape prior that also splits touching nuclei whose boundary the network
-    missed). A watershed on that distance map grows the seeds over the foreground, then small
-    objects are dropped.
-
-    Args:
-        foreground: (H, W) float P(foreground).
-        interior: (H, W) float P(interior).
-        config: thresholds, seeding and minimum size.
-
-    Returns:
-        (H, W) int32 labels, 0 background, objects 1..n.
-    """
-    mask = foreground > config.fg_threshold
-    inner = (interior > config.interior_threshold) & mask
-    dist = ndi.distance_transform_edt(inner).astype(np.float32)
-    if config.seed_sigma > 0:
-        dist = ndi.gaussian_filter(dist, config.seed_sigma)
-    labels = watershed(-dist, markers=_seeds(dist, inner, config.seed_h), mask=mask)
-    labels = _drop_small(labels, config.min_size)
-    return relabel_sequential(labels)[0].astype(np.int32)
-
-
-def _seeds(
-    dist: npt.NDArray[np.float32], inner: npt.NDArray[np.bool_], h: float
-) -> npt.NDArray[np.int32]:
-    """(H, W) int32 markers: the h-maxima of ``dist`` inside ``inner``. A component of
-    ``inner`` with one local maximum is its own seed; only the others pay for a morphological
-    reconstruction, on their bounding box (h-maxima of a whole 2048x2048 field take seconds)."""
-    components, n = ndi.label(inner)
-    peaks = (dist >= ndi.maximum_filter(dist, size=3)) & inner
-    peak_ids, _ = ndi.label(peaks)  # 4-connected like the components: never spans two
-    first_peak = np.zeros(peak_ids.max() + 1, np.int64)
-    first_peak[peak_ids[peaks]] = components[peaks]
-    n_peaks = np.bincount(first_peak[1:], minlength=n + 1)
-    seeds = np.where(n_peaks[components] == 1, components, 0).astype(np.int32)
-    next_id, boxes = n + 1, ndi.find_objects(components)
-    for comp in np.flatnonzero(n_peaks >= 2):
-        box = boxes[comp - 1]
-        inside = components[box] == comp
-        local, k = ndi.label(h_maxima(np.where(inside, dist[box], 0), h) & inside)
-        seeds[box][local > 0] = local[local > 0] + next_id - 1
-        next_id += k
-    return seeds
-
-
-def _drop_small(labels: npt.NDArray, min_size: int) -> npt.NDArray:
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_size
-    small[0] = False
-    if small.any():
-        labels = np.where(small[labels], 0, labels)
-    return labels
 
 
 def demo_training_pairs(n: int, size: int = DEMO_SIZE, seed: int = 0) -> list[Pair]:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from models.device import resolve_device, seed_everything
 from models.embed import embed_cells
 from models.finetune import finetune
-from models.trainer import TrainerConfig, _Trainer
+from models.trainer import Trainer, TrainerConfig
 from models.unet import Classifier
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class DeepFeatures:
         )
         self.device = resolve_device(device)
         self.seed = seed
-        self._trainer = _Trainer(Path(project_dir), self.device, config, None)
+        self._trainer = Trainer(Path(project_dir), self.device, config)
         self._backbone = self._trainer.backbone()  # pretrains once, then cached on disk
 
     def features(self, labels: Mapping[str, str]) -> npt.NDArray[np.float32]:

@@ -1,6 +1,6 @@
 """The background trainer: one per project; pretrains, fine-tunes after each round, publishes.
 
-``run_trainer`` holds ``PROJECT/models/trainer.lock`` (fcntl.flock) for its whole life and
+``serve`` holds ``PROJECT/models/trainer.lock`` (fcntl.flock) for its whole life and
 reports what it is doing in ``PROJECT/models/trainer.json``: ``state`` (starting, idle,
 pretraining, finetuning, embedding, stopped, failed), ``progress`` [done, total], ``message``,
 ``pid``, ``device``, ``version`` (newest published) and ``updated_at``. With ``exit_with``
@@ -8,6 +8,10 @@ pretraining, finetuning, embedding, stopped, failed), ``progress`` [done, total]
 does: between rounds at once, during a phase at its next step. Every classifier version also
 carries the self-supervised backbone's embeddings (``backbone_embeddings.npy``), label-free
 features the labeling loop can compare with morphology without leakage.
+
+The trainer never reads the label store: labels arrive as plain data through a
+:class:`LabelSource` (``labeling.training.run_trainer`` passes one backed by the store), and it
+ends when told through :class:`WatchConfig` (``stop``, ``exit_reasons``).
 """
 
 from __future__ import annotations
@@ -25,14 +29,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from datasets.pixels import PixelStore
-from labeling.store.labels import LabelStore
-from labeling.training.process import LOCK_FILE, STATUS_FILE, parent_gone
 from models.checkpoint import (
     build_model,
     get_project_id,
@@ -48,7 +50,9 @@ from models.folder import (
     BACKBONE_EMBEDDINGS_FILE,
     CELL_IDS_FILE,
     EMBEDDINGS_FILE,
+    LOCK_FILE,
     MODELS_DIR,
+    STATUS_FILE,
     backbone_embeddings_path,
     latest_backbone_embeddings,
     latest_version,
@@ -60,7 +64,16 @@ from models.versions import begin_version, publish_version, remove_stale_tmp, wr
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOCK_FILE", "STATUS_FILE", "TrainerConfig", "TrainerExit", "run_trainer"]
+__all__ = [
+    "LabelSource",
+    "Trainer",
+    "TrainerConfig",
+    "TrainerExit",
+    "WatchConfig",
+    "exit_on_sigterm",
+    "serve",
+    "trainer_lock",
+]
 BACKBONE_FILE = "backbone.pt"  # the self-supervised U-Net every fine-tune starts from
 
 
@@ -108,6 +121,28 @@ GPU_PRETRAIN = TrainConfig(epochs=10, max_steps=3000, batch_size=256)
 GPU_FINETUNE = FinetuneConfig(max_epochs=20, batch_size=128)
 
 
+class LabelSource(Protocol):
+    """Where the trainer's labels come from (``labeling.training`` backs it with the store)."""
+
+    def n_labels(self) -> int:
+        """Label events given so far; a change means a new round to train on."""
+        ...
+
+    def labels(self) -> dict[str, str]:
+        """Current training labels, ``{cell_id: class name}`` (no pseudo-classes)."""
+        ...
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """How long :func:`serve` runs and how it is told to end."""
+
+    watch: bool = False  # keep running and train after every new round of labels
+    poll_s: float = 5.0  # seconds between label-count checks in watch mode
+    stop: threading.Event = field(default_factory=threading.Event)  # set: end watch mode
+    exit_reasons: list[str] = field(default_factory=list)  # non-empty: end now (TrainerExit)
+
+
 class _Status:
     """Writes trainer.json; ``progress`` is rate-limited to one write per 0.5 s."""
 
@@ -144,22 +179,6 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _watch_parent(pid: int, stop: threading.Event, reasons: list[str]) -> threading.Event:
-    """Start a daemon thread that sets ``stop`` (and appends the reason) once ``pid`` ends;
-    set the returned event to end the thread."""
-    was_child, done = os.getppid() == pid, threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.5):
-            if parent_gone(pid, was_child):
-                reasons.append(f"the app that started it (pid {pid}) has ended")
-                stop.set()
-                return
-
-    threading.Thread(target=watch, name="trainer-exit-with", daemon=True).start()
-    return done
-
-
 def _chain(status: _Status, progress: Progress | None, check: Callable[[], None]) -> Progress:
     def both(done: int, total: int) -> None:
         check()
@@ -191,14 +210,24 @@ def trainer_lock(project_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
-class _Trainer:
-    """One project's trainer state between rounds."""
+class Trainer:
+    """One project's trainer state between rounds: its pixels, backbone, status and labels.
+
+    Args:
+        project_dir: the project folder.
+        device: where to train.
+        config: network and schedules.
+        labels: where labels come from; None for a trainer that only pretrains and embeds.
+        progress: ``progress(done, total)`` of the current phase.
+        exit_reasons: shared list; once non-empty, the next step raises TrainerExit.
+    """
 
     def __init__(self, project_dir: Path, device: torch.device, config: TrainerConfig,
-                 progress: Progress | None, exit_reasons: list[str] | None = None) -> None:
+                 labels: LabelSource | None = None, progress: Progress | None = None,
+                 exit_reasons: list[str] | None = None) -> None:
         self.project_dir, self.device, self.config = Path(project_dir), device, config
         self.pixels = PixelStore(self.project_dir)
-        self.store = LabelStore(self.project_dir / "labels.db")
+        self.labels = labels
         self.project_id = get_project_id(self.project_dir)
         self.status = _Status(self.project_dir, device)
         self.exit_reasons = exit_reasons if exit_reasons is not None else []
@@ -226,9 +255,12 @@ class _Trainer:
         self.status.set("pretraining", f"self-supervised pretraining on {n} cells "
                         f"(at most {sched.max_steps} steps{budget})")
         start = time.perf_counter()
+        logger.info("pretraining started on %d cells (%s)", n, self.device)
         history = pretrain(model, self.pixels, self.config.pretrain, self.device, self.progress)
+        seconds = time.perf_counter() - start
+        logger.info("pretraining done in %.0f s (%d steps)", seconds, len(history))
         extra = {"pretrain": dataclasses.asdict(self.config.pretrain), "history": history[-5:],
-                 "seconds": time.perf_counter() - start}
+                 "seconds": seconds}
         save_checkpoint(self.backbone_path, model.cpu(), self.project_id, extra=extra)
         return model
 
@@ -252,6 +284,9 @@ class _Trainer:
                 "kind": "classifier" if isinstance(model, Classifier) else "unet"}
         publish_version(tmp, meta, classes, keep=self.config.keep_versions)
         self.status.data["version"] = number
+        spent = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in timings.items())
+        logger.info("version v%04d published: %d labels, %d classes (%s)", number, n_labels,
+                    len(classes), spent)
         return number
 
     def add_backbone_embeddings(self, backbone: UNet, tmp: Path) -> None:
@@ -276,7 +311,7 @@ class _Trainer:
 
     def round(self, n_labels: int) -> int | None:
         """Fine-tune on the current labels and publish; None when fewer than 2 classes."""
-        labels = self.store.current_labels(include_pseudo=False)
+        labels = self.labels.labels() if self.labels is not None else {}
         classes = tuple(sorted(set(labels.values())))
         if len(classes) < 2:
             self.status.set("idle", f"{len(labels)} labels in {len(classes)} class(es): "
@@ -287,75 +322,77 @@ class _Trainer:
         model.encoder.load_state_dict(backbone.encoder.state_dict())
         what = f"{len(labels)} labels, {len(classes)} classes"
         self.status.set("finetuning", f"fine-tuning on {what}")
+        logger.info("fine-tune started on %s", what)
         start = time.perf_counter()
-        finetune(model, self.pixels, labels, classes, self.config.finetune, self.device,
-                 self.progress)
+        try:
+            finetune(model, self.pixels, labels, classes, self.config.finetune, self.device,
+                     self.progress)
+        except Exception as err:
+            logger.error("fine-tune failed after %.0f s: %s", time.perf_counter() - start, err)
+            raise
+        logger.info("fine-tune done in %.0f s", time.perf_counter() - start)
         return self.publish(model, classes, n_labels, {"finetune_s": time.perf_counter() - start},
                             backbone=backbone)
 
 
-def run_trainer(
+def serve(
     project_dir: Path,
+    labels: LabelSource,
     device: str = "auto",
-    watch: bool = False,
-    poll_s: float = 5.0,
-    progress: Progress | None = None,
     config: TrainerConfig | None = None,
-    stop: threading.Event | None = None,
-    exit_with: int | None = None,
+    watch: WatchConfig | None = None,
+    progress: Progress | None = None,
 ) -> int | None:
-    """Train the project's models and publish versions; the ``phenoscout train`` entry point.
+    """Train the project's models on ``labels`` and publish versions.
 
     Pretrains (and publishes an embedding-only version) when the project has no version; then,
-    whenever the store's label count differs from the newest version's, fine-tunes on the
+    whenever ``labels.n_labels()`` differs from the newest version's count, fine-tunes on the
     labels (at least 2 classes), re-embeds every cell with predictions and publishes vN+1.
-    Without ``watch`` it does this once and returns; with ``watch`` it polls the store every
-    ``poll_s`` seconds until ``stop`` is set (or the process is interrupted).
+    Without ``watch.watch`` it does this once and returns; with it, it polls every
+    ``watch.poll_s`` seconds until ``watch.stop`` is set (or the process is interrupted).
+    ``labeling.training.run_trainer`` (``phenoscout train``) calls it with the store's labels.
 
     Args:
         project_dir: the project folder.
+        labels: where labels come from.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        watch: keep running and train after every new round of labels.
-        poll_s: seconds between label-count checks in watch mode.
-        progress: ``progress(done, total)`` of the current phase.
         config: network and schedules; ``TrainerConfig.for_device`` when None.
-        stop: set it to end watch mode (between rounds).
-        exit_with: end when process ``exit_with`` (the app that started the trainer) ends:
-            at once between rounds, at the next step of a running phase (TrainerExit).
+        watch: how long to run and how to be told to end; once when None.
+        progress: ``progress(done, total)`` of the current phase.
 
     Returns:
         The newest published version number, or None when none exists.
 
     Raises:
         ModelError: device not available, another trainer running on the project, bad checkpoint.
-        TrainerExit: ``exit_with`` ended during a phase (or SIGTERM, see exit_on_sigterm).
+        TrainerExit: ``watch.exit_reasons`` got a reason during a phase (or SIGTERM, see
+            exit_on_sigterm).
     """
     dev = resolve_device(device)
     config = config or TrainerConfig.for_device(dev)
-    stop = stop or threading.Event()
+    watch = watch or WatchConfig()
     with trainer_lock(project_dir):
         background_mode(dev, config.cpu_threads, config.nice)
         seed_everything(config.seed)
         remove_stale_tmp(project_dir)
-        reasons: list[str] = []
-        watching = _watch_parent(exit_with, stop, reasons) if exit_with else threading.Event()
-        trainer = _Trainer(Path(project_dir), dev, config, progress, reasons)
+        trainer = Trainer(Path(project_dir), dev, config, labels, progress, watch.exit_reasons)
+        logger.info("trainer started on %s (pid %d, %s)", project_dir, os.getpid(), dev)
         try:
-            return _loop(trainer, watch, poll_s, stop)
+            return _loop(trainer, labels, watch)
         except BaseException as err:
-            trainer.status.set("failed" if isinstance(err, Exception) else "stopped", str(err))
+            failed = isinstance(err, Exception)
+            trainer.status.set("failed" if failed else "stopped", str(err))
+            logger.log(logging.ERROR if failed else logging.INFO, "trainer %s: %s",
+                       "failed" if failed else "stopped", err)
             raise
-        finally:
-            watching.set()
-            trainer.store.close()
 
 
-def _loop(trainer: _Trainer, watch: bool, poll_s: float, stop: threading.Event) -> int | None:
+def _loop(trainer: Trainer, labels: LabelSource, watch: WatchConfig) -> int | None:
     latest = latest_version(trainer.project_dir)
     trainer.status.data["version"] = latest.version if latest else None
     seen = latest.n_labels if latest else None
     while True:
-        n_labels = trainer.store.n_labels_given()
+        n_labels = labels.n_labels()
         if seen is None:  # a new project: pretrain, publish the embedding-only version
             start = time.perf_counter()
             backbone = trainer.backbone()
@@ -365,9 +402,10 @@ def _loop(trainer: _Trainer, watch: bool, poll_s: float, stop: threading.Event) 
             trainer.round(n_labels)
             seen = n_labels
         if trainer.status.data.get("state") != "idle":
-            trainer.status.set("idle", "waiting for new labels" if watch else "done")
-        if not watch or stop.wait(poll_s):
+            trainer.status.set("idle", "waiting for new labels" if watch.watch else "done")
+        if not watch.watch or watch.stop.wait(watch.poll_s):
             break
-    trainer.status.set("stopped", trainer.exit_reasons[0] if trainer.exit_reasons
-                       else "trainer ended")
+    reason = trainer.exit_reasons[0] if trainer.exit_reasons else "trainer ended"
+    trainer.status.set("stopped", reason)
+    logger.info("trainer stopped: %s", reason)
     return trainer.status.data.get("version")

@@ -11,9 +11,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from datasets.progress import Progress as Progress  # the one definition, re-exported
 from models.device import with_oom_retry
 
-Progress = Callable[[int, int], None]
 Reader = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
 

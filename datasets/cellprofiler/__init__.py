@@ -1,6 +1,7 @@
 """CellProfiler exports: load the per-image and per-object tables and turn them into field specs.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations

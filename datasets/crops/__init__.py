@@ -1,6 +1,8 @@
-"""Single-cell crops: reading image files, resizing to one crop size, ingest into a project, the demo crop screen.
+"""Single-cell crops: reading image files, resizing to one crop size, ingest into a project, the
+demo crop screen.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy.typing as npt
 from scipy import fft as sfft
 
 from datasets.errors import DataError
+from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def generate_demo(
     out_dir: Path,
     n_cells: int = 20000,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> DemoSummary:
     """Write the synthetic demo screen (see the module docstring for the layout).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from datasets.crops.readers import (
 from datasets.crops.resize import fit_crops, rescale_images, widest_dtype
 from datasets.errors import DataError
 from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
+from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def ingest_crops(
     *,
     labels_csv: Path | None = None,
     metadata_csv: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     seed: int = 0,
 ) -> IngestReport:
     """Read a folder of single-cell crops into the project's cell table and pixel store.
@@ -297,7 +297,7 @@ def _read_pixels(entry: _Entry) -> npt.NDArray:
 
 
 def _write_pixels(
-    ctx: _Context, tmp: Path, dtype: np.dtype, progress: Callable[[int, int], None] | None
+    ctx: _Context, tmp: Path, dtype: np.dtype, progress: Progress | None
 ) -> npt.NDArray[np.bool_]:
     """Pass 2: fit every crop and write it; returns which source channels hold any nonzero."""
     size, n_channels = ctx.cfg.crop_size, ctx.entries[0].header.channels

@@ -1,6 +1,8 @@
-"""Whole fields of view: finding and reading them, ingest into cells, the project's field store, previews, rendering, the demo fields.
+"""Whole fields of view: finding and reading them, ingest into cells, the project's field store,
+previews, rendering, the demo fields.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from scipy import ndimage as ndi
 
 from datasets.crops.demo import prepare_demo_folder
 from datasets.errors import DataError
+from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def generate_demo_fields(
     size: int = 512,
     seed: int = 0,
     layout: str = "per-channel",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> DemoFieldsSummary:
     """Write ``n_fields`` two-channel uint16 demo fields, their masks and objects.csv (see the
     module docstring), spread over 2 plates, 2 sites per well.

@@ -52,6 +52,7 @@ from datasets.fields.store import (
     write_fields_table,
 )
 from datasets.pixels import PartWriter, part_file
+from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def ingest_fields(
     segmenter: Segmenter | None = None,
     keep_border: bool = False,
     truth: Truth | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     seed: int = 0,
 ) -> IngestReport:
     """Turn the objects of whole fields into cells: a new part of the project.
@@ -102,7 +103,7 @@ def ingest_fields(
         cfg: crop size, normalisation and channel names (``scale`` and
             ``keep_empty_channels`` do not apply: fields are cropped as they are).
         segmenter: ``(C, H, W) field -> (H, W) integer labels`` for fields without a mask or
-            objects; default classical segmentation (:func:`datasets.segmentation.classical.segment_field`).
+            objects; default classical segmentation (:func:`datasets.segmentation.segment_field`).
             A DataError it raises skips that field.
         keep_border: keep objects that touch the field's border (left out by default).
         truth: ground truth per ``(field key, object label)`` (see :func:`read_truth_csv`).

@@ -1,6 +1,8 @@
-"""Segmenting fields into cells: classical thresholding, seeded watershed post-processing, and scoring against true masks.
+"""Segmenting fields into cells: classical thresholding, seeded watershed post-processing, and
+scoring against true masks.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "WatershedParams": "datasets.segmentation.watershed",
+    "labels_from_probs": "datasets.segmentation.watershed",
+    "targets_from_labels": "datasets.segmentation.watershed",
     "SegScore": "datasets.segmentation.metrics",
     "SegmentConfig": "datasets.segmentation.classical",
     "field_polarity": "datasets.segmentation.classical",

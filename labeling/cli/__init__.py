@@ -1,6 +1,8 @@
-"""The ``phenoscout`` command line: one sub-parser per subcommand; each imports what it needs on use.
+"""The ``phenoscout`` command line: one sub-parser per subcommand; each imports what it needs on
+use.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations

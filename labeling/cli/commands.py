@@ -180,7 +180,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from labeling.project import open_project
-    from models.trainer import TrainerExit, exit_on_sigterm, run_trainer
+    from labeling.training.run import run_trainer
+    from models.trainer import TrainerExit, exit_on_sigterm
 
     project = open_project(Path(args.project))
     exit_on_sigterm()

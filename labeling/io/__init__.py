@@ -1,6 +1,7 @@
 """Labels and results in and out: label import, label/prediction export, downloadable bundles.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Reports on a project: class panels, discovery curves, predicted class fractions per well.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations

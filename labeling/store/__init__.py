@@ -1,6 +1,7 @@
 """The label store (``labels.db``, SQLite): labels, classes, rounds and leases, schema migrations.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Class management of the label store (add, list, rename, merge, keys, colours); mixed into
-:class:`labeling.store.labels.LabelStore`."""
+:class:`labeling.store.LabelStore`."""
 
 from __future__ import annotations
 

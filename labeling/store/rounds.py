@@ -1,5 +1,5 @@
 """Rounds (one per batch handed out, with the strategy's state) and leases (which annotator
-holds which cells until when) of the label store; mixed into :class:`labeling.store.labels.LabelStore`."""
+holds which cells until when) of the label store; mixed into :class:`labeling.store.LabelStore`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Trainer control: start, watch and stop a project's background trainer, and run it on the store's labels.
+"""Trainer control: start, watch and stop a project's background trainer, and run it on the store's
+labels.
 
-Public names load lazily on first use (like ``labeling`` itself), so importing the package is cheap.
+Public names load lazily on first use (like ``labeling`` itself), so importing the package is
+cheap.
 """
 
 from __future__ import annotations
@@ -9,11 +11,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "LOCK_FILE": "labeling.training.process",
-    "STATUS_FILE": "labeling.training.process",
+    "StoreLabels": "labeling.training.run",
+    "run_trainer": "labeling.training.run",
     "TrainerStatus": "labeling.training.process",
     "ensure_trainer": "labeling.training.process",
-    "parent_gone": "labeling.training.process",
     "pid_alive": "labeling.training.process",
     "stop_trainer": "labeling.training.process",
     "trainer_running": "labeling.training.process",

@@ -1,6 +1,6 @@
 """The project's background trainer as the app sees it: start it once, read what it is doing.
 
-The trainer (``models.trainer.run_trainer``) runs in its own process, ``phenoscout train
+The trainer (``labeling.training.run_trainer``) runs in its own process, ``phenoscout train
 PROJECT --watch --device D --exit-with APP_PID``: it holds ``PROJECT/models/trainer.lock``
 (flock) for its whole life and writes ``PROJECT/models/trainer.json`` (``state``,
 ``progress``, ``message``, ``pid``, ``device``, ``version``, ``updated_at``). This module
@@ -31,15 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from labeling.errors import ProjectError
-from models.folder import MODELS_DIR
+from models.folder import LOCK_FILE, LOG_FILE, MODELS_DIR, START_FILE, STATUS_FILE
 
 logger = logging.getLogger(__name__)
 
 TRAINER_ENV = "PHENOSCOUT_TRAINER"  # "off" (or 0/false/no): the app starts no trainer
-LOCK_FILE = "trainer.lock"  # flock'ed by the running trainer; holds its pid
-STATUS_FILE = "trainer.json"  # written by the trainer
-START_FILE = "trainer.start"  # flock'ed while starting one; holds "pid time" of the last start
-LOG_FILE = "trainer.log"  # the started trainer's stdout and stderr
 START_GRACE_S = 180.0  # a started trainer counts as "starting" this long before it reports
 RUNNING_STATES = ("starting", "idle", "pretraining", "finetuning", "embedding")
 _CHILDREN: dict[int, subprocess.Popen] = {}  # trainers started by this process (reaped here)
@@ -228,7 +224,7 @@ def _already_running(project_dir: Path) -> bool:
 
 def trainer_command(project_dir: Path, device: str) -> list[str]:
     """The command line of the trainer :func:`ensure_trainer` starts."""
-    return [sys.executable, "-m", "labeling.cli.commands", "train", str(project_dir), "--watch",
+    return [sys.executable, "-m", "labeling.cli", "train", str(project_dir), "--watch",
             "--device", device, "--exit-with", str(os.getpid())]
 
 

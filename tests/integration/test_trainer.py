@@ -15,11 +15,12 @@ torch = pytest.importorskip("torch")
 
 from datasets.cells import read_cells  # noqa: E402
 from labeling.store.labels import LabelStore  # noqa: E402
+from labeling.training import run_trainer  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.finetune import FinetuneConfig  # noqa: E402
 from models.folder import latest_version, load_embeddings, load_predictions  # noqa: E402
 from models.pretrain import TrainConfig  # noqa: E402
-from models.trainer import TrainerConfig, run_trainer, trainer_lock  # noqa: E402
+from models.trainer import TrainerConfig, trainer_lock  # noqa: E402
 
 TINY = TrainerConfig(
     width=2, depth=2, embed_batch=128, cpu_threads=0, nice=0,

@@ -27,10 +27,11 @@ from datasets.cells import read_cells  # noqa: E402
 from labeling.loop import next_batch, submit_labels  # noqa: E402
 from labeling.project import open_project  # noqa: E402
 from labeling.store.labels import LabelStore  # noqa: E402
+from labeling.training import run_trainer  # noqa: E402
 from models.finetune import FinetuneConfig  # noqa: E402
 from models.folder import MODELS_DIR, latest_version, list_versions  # noqa: E402
 from models.pretrain import TrainConfig  # noqa: E402
-from models.trainer import TrainerConfig, run_trainer, trainer_lock  # noqa: E402
+from models.trainer import TrainerConfig, trainer_lock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = TrainerConfig(
@@ -44,7 +45,8 @@ _CHILD = textwrap.dedent("""
     from pathlib import Path
     from models.finetune import FinetuneConfig
     from models.pretrain import TrainConfig
-    from models.trainer import TrainerConfig, run_trainer
+    from labeling.training import run_trainer
+    from models.trainer import TrainerConfig
     project, phase, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     status = project / "models" / "trainer.json"
     config = TrainerConfig(

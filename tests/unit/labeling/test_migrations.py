@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from labeling import migrations
 from labeling.config import SCHEMA_VERSION as PROJECT_SCHEMA
 from labeling.config import load_config
 from labeling.errors import StoreError
 from labeling.project import open_project
+from labeling.store import migrations
 from labeling.store.labels import SCHEMA_VERSION, LabelStore
 
 # The schema-1 DDL exactly as PhenoScout 1 created it (labeling/store.py before v2).
