@@ -185,6 +185,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     project = open_project(Path(args.project))
     exit_on_sigterm()
+    for name in ("models.trainer", "models.versions", "labeling.training"):  # trainer.log events
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         with tqdm_progress("train") as progress:
             version = run_trainer(project.path, device=args.device, watch=args.watch,
@@ -237,24 +239,29 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="phenoscout",
-        description="PhenoScout: active-learning labeling of microscopy screens that surfaces rare "
-        "phenotypes early.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Options shared by several subcommands, as argparse parent parsers."""
+    project = argparse.ArgumentParser(add_help=False)
+    project.add_argument("project", help="project folder")
+    out_file = argparse.ArgumentParser(add_help=False)
+    out_file.add_argument("--out", required=True, help="output file, .csv or .parquet")
+    out_dir = argparse.ArgumentParser(add_help=False)
+    out_dir.add_argument("--out", required=True, help="output folder")
+    annotator = argparse.ArgumentParser(add_help=False)
+    annotator.add_argument("--annotator", default="cli", help="who labels (default cli)")
+    return {"project": project, "out_file": out_file, "out_dir": out_dir, "annotator": annotator}
 
-    add_ingest_parsers(sub)
 
+Parents = dict[str, argparse.ArgumentParser]
+Sub = argparse._SubParsersAction
+
+
+def _add_export(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
-        "export", help="export labels, cells, predictions or per-well counts (CSV or Parquet)"
+        "export",
+        parents=[parents["project"]],
+        help="export labels, cells, predictions or per-well counts (CSV or Parquet)",
     )
-    p.add_argument("project", help="project folder")
     p.add_argument("--out", required=True, help="output file: .csv or .parquet; .zip for crops")
     p.add_argument(
         "--what",
@@ -268,8 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_export)
 
+
+def _add_predict(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "predict",
+        parents=[parents["out_file"]],
         help="apply the current model to a new folder of crops",
         description="Ingest a new screen with the project's settings, score it with the head "
         "fit on the project's labels, write cell_id, path, metadata, predicted, confidence "
@@ -277,18 +287,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("project", help="project folder (with labels of at least 2 classes)")
     p.add_argument("--crops", required=True, help="folder of the new screen's crops")
-    p.add_argument("--out", required=True, help="output file, .csv or .parquet")
     p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("info", help="summarise a project: cells, channels, classes, labels")
-    p.add_argument("project", help="project folder")
+
+def _add_info(sub: Sub, parents: Parents) -> None:
+    p = sub.add_parser(
+        "info",
+        parents=[parents["project"]],
+        help="summarise a project: cells, channels, classes, labels",
+    )
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("next", help="choose the next batch, lease it, print one JSON line per cell")
-    p.add_argument("project", help="project folder")
+
+def _add_next(sub: Sub, parents: Parents) -> None:
+    p = sub.add_parser(
+        "next",
+        parents=[parents["project"], parents["annotator"]],
+        help="choose the next batch, lease it, print one JSON line per cell",
+    )
     p.add_argument("--n", type=int, default=24, help="batch size (default 24)")
-    p.add_argument("--annotator", default="cli", help="who labels the batch (default cli)")
     p.add_argument(
         "--strategy",
         help="query strategy (default: the project's, discover); "
@@ -297,25 +315,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_next)
 
+
+def _add_label(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "label",
+        parents=[parents["project"], parents["annotator"]],
         help="commit labels CELL_ID=CLASS ... in one transaction",
         description="Commit labels in one transaction (a new class is created "
         "as needed), print 'committed N', then refit the head.",
     )
-    p.add_argument("project", help="project folder")
     p.add_argument(
         "assignments",
         nargs="+",
         metavar="CELL_ID=CLASS",
         help="split at the first '=' (class names may contain '=' and spaces)",
     )
-    p.add_argument("--annotator", default="cli", help="who gives the labels (default cli)")
     p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
     p.set_defaults(func=_cmd_label)
 
+
+def _add_simulate(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "simulate",
+        parents=[parents["out_dir"]],
         help="benchmark strategies on a crops folder with labels.csv",
         description="Simulated labeling: labels.csv is the oracle, revealed only "
         "for the cells a strategy picks. Writes OUT/curves.csv, summary.csv, "
@@ -330,7 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=300, help="labels per run (default 300)")
     p.add_argument("--batch-size", type=int, default=10, help="labels per round (default 10)")
     p.add_argument("--seeds", type=int, default=5, help="runs per strategy (default 5)")
-    p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--finetune",
         action="store_true",
@@ -339,17 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_simulate)
 
+
+def _add_report(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "report",
+        parents=[parents["project"], parents["out_dir"]],
         help="discovery curves, prevalence, stopping signal, "
         "cross-validated confusion matrix (CSV and PNG)",
     )
-    p.add_argument("project", help="project folder")
-    p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("classes", help="list, add, rename or merge classes")
-    p.add_argument("project", help="project folder")
+
+def _add_classes(sub: Sub, parents: Parents) -> None:
+    p = sub.add_parser(
+        "classes", parents=[parents["project"]], help="list, add, rename or merge classes"
+    )
     p.add_argument("--add", metavar="NAME", help="add a class (free text)")
     p.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"), help="rename a class")
     p.add_argument(
@@ -360,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_classes)
 
+
+def _add_train(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "train",
+        parents=[parents["project"]],
         help="pretrain / fine-tune the U-Net backbone and publish a model version",
         description="One trainer per project: pretrains when the project has no model "
         "version, then (with --watch) fine-tunes and publishes after every new round.",
     )
-    p.add_argument("project", help="project folder")
     p.add_argument(
         "--watch",
         action="store_true",
@@ -379,10 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: CUDA, else MPS, else CPU (one thread, low priority)",
     )
     p.add_argument("--poll", type=float, default=5.0, help="seconds between label checks")
-    p.add_argument("--exit-with", type=int, metavar="PID", default=None,
-                   help="end soon after process PID ends (the app passes its own pid)")
+    p.add_argument(
+        "--exit-with",
+        type=int,
+        metavar="PID",
+        default=None,
+        help="end soon after process PID ends (the app passes its own pid)",
+    )
     p.set_defaults(func=_cmd_train)
 
+
+def _add_app(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "app",
         help="start the browser app",
@@ -401,6 +435,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="folders typed in the app must lie under this one (default: the current folder)",
     )
     p.set_defaults(func=_cmd_app)
+
+
+_SUBCOMMANDS = (
+    _add_export, _add_predict, _add_info, _add_next, _add_label, _add_simulate, _add_report,
+    _add_classes, _add_train, _add_app,
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (``demo``, ``init``, ``add`` come from
+    :mod:`labeling.cli.ingest`; the rest are added here, one function each)."""
+    parser = argparse.ArgumentParser(
+        prog="phenoscout",
+        description="PhenoScout: active-learning labeling of microscopy screens that surfaces rare "
+        "phenotypes early.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_ingest_parsers(sub)
+    parents = _parents()
+    for add in _SUBCOMMANDS:
+        add(sub, parents)
     return parser
 
 
@@ -409,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
     )
     try:
         return int(args.func(args) or 0)

@@ -36,17 +36,21 @@ def _given(args: argparse.Namespace, name: str) -> bool:
 
 @contextmanager
 def tqdm_progress(desc: str, unit: str = "cell") -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr, only when stderr is a
+    terminal: in a log file (``trainer.log``, CI) a bar is hundreds of updates on one line, so
+    there the bar is off and the callers' log lines tell what happens."""
     from tqdm import tqdm
 
     bar = None
+    on_terminal = sys.stderr.isatty()
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None or bar.total != total:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                       disable=not on_terminal)
         bar.n = done
         bar.refresh()
 
