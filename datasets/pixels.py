@@ -273,7 +273,7 @@ class PixelStore:
             in_part = self._part == part
             column = info["group_column"]
             groups = table.loc[in_part, column].fillna("") if column else None
-            names = sorted(set(groups)) if column else [DATASET_GROUP]
+            names = sorted(set(groups)) if groups is not None else [DATASET_GROUP]
             missing = [g for g in names if g not in info["ranges"]]
             if missing:
                 raise DataError(
@@ -282,7 +282,9 @@ class PixelStore:
                 )
             codes = {g: len(sets) + i for i, g in enumerate(names)}
             sets.extend(np.asarray(info["ranges"][g], dtype=np.float64) for g in names)
-            idx[in_part] = groups.map(codes).to_numpy() if column else codes[DATASET_GROUP]
+            idx[in_part] = (
+                groups.map(codes).to_numpy() if groups is not None else codes[DATASET_GROUP]
+            )
         return sets, idx
 
     def _positions(self, cell_ids: Sequence[str]) -> npt.NDArray[np.int64]:

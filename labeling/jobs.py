@@ -69,7 +69,8 @@ class Job:
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._stage, self._done, self._total = "", 0, 0
-        self._state, self._result, self._error, self._unexpected = RUNNING, None, None, False
+        self._state, self._result, self._unexpected = RUNNING, None, False
+        self._error: str | None = None
         self._started = time.time()
         self._ended: float | None = None
         self._thread: threading.Thread | None = None
@@ -96,7 +97,8 @@ class Job:
         return self.status()
 
     def _run(self, work: Callable[[Job], Any]) -> None:
-        result, error, unexpected = None, None, False
+        result, unexpected = None, False
+        error: str | None = None
         try:
             result = work(self)
         except PhenoScoutError as exc:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,10 @@ import numpy.typing as npt
 from datasets.errors import DataError
 from datasets.progress import Progress
 from labeling.errors import ConfigError
+
+if TYPE_CHECKING:
+    from labeling.strategies.pool import PoolIndex
+    from models.simulation import DeepFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +154,8 @@ def run_one(
     strategy: str,
     seed: int,
     cfg: SimConfig,
-    index: object | None,
-    deep: object | None = None,
+    index: PoolIndex | None,
+    deep: DeepFeatures | None = None,
 ) -> tuple[list[dict], dict]:
     """One simulated labeling run.
 
@@ -168,7 +173,8 @@ def run_one(
     labels = np.full(n, None, dtype=object)
     pos = {c: i for i, c in enumerate(data.cell_ids)}
     classes = data.classes
-    head, proba, state = None, None, {}
+    head, proba = None, None
+    state: dict[str, Any] = {}
     curves, round_s, found_all_at = [], [], None
     budget = min(cfg.budget, n)
     while labeled.sum() < budget:
@@ -283,7 +289,7 @@ def simulate(
     if cfg.finetune:
         from models.simulation import DeepFeatures
 
-        deep = DeepFeatures(data.project_dir, seed=0)
+        deep = DeepFeatures(data.project_dir, seed=0)  # type: ignore[arg-type]  # set by load
     curves, summaries = [], []
     runs = [(s, seed) for s in cfg.strategies for seed in range(cfg.seeds)]
     for i, (strategy, seed) in enumerate(runs):

@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,8 +72,14 @@ class SegmenterModel:
         extra: JSON-able facts saved with the checkpoint (training config, history, cache key).
     """
 
-    def __init__(self, net: UNet, config: SegmenterConfig, channel: int = 0,
-                 device: torch.device | None = None, extra: dict | None = None) -> None:
+    def __init__(
+        self,
+        net: UNet,
+        config: SegmenterConfig,
+        channel: int = 0,
+        device: torch.device | None = None,
+        extra: dict | None = None,
+    ) -> None:
         self.config, self.channel = config, channel
         self.device = device or torch.device("cpu")
         self.net = net.to(self.device).eval()
@@ -90,8 +97,7 @@ class SegmenterModel:
             (2, H, W) float32: P(foreground) = 1 - P(background), and P(interior).
         """
         plane = pick_channel(np.asarray(image), self.channel, "field")
-        return _tiled_probs(self.net, normalise_image(plane, self.config), self.config,
-                            self.device)
+        return _tiled_probs(self.net, normalise_image(plane, self.config), self.config, self.device)
 
     def segment(self, image: npt.NDArray) -> npt.NDArray[np.int32]:
         """Instance labels of a field: (C, H, W) or (H, W) -> (H, W) int32, 0 background,
@@ -101,8 +107,7 @@ class SegmenterModel:
 
     def save(self, path: Path) -> Path:
         """Write the checkpoint (weights, configs, channel) atomically to ``path``."""
-        extra = {**self.extra, _EXTRA_KEY: dataclasses.asdict(self.config),
-                 "channel": self.channel}
+        extra = {**self.extra, _EXTRA_KEY: dataclasses.asdict(self.config), "channel": self.channel}
         return save_checkpoint(Path(path), self.net, extra=extra)
 
 
@@ -114,8 +119,12 @@ def load_segmenter(path: Path, device: str = "auto") -> SegmenterModel:
     """
     dev = resolve_device(device)
     ckpt = load_checkpoint(Path(path))
-    if (ckpt.kind != "unet" or _EXTRA_KEY not in ckpt.extra
-            or ckpt.config.out_channels != N_CLASSES or ckpt.config.in_channels != 1):
+    if (
+        ckpt.kind != "unet"
+        or _EXTRA_KEY not in ckpt.extra
+        or ckpt.config.out_channels != N_CLASSES
+        or ckpt.config.in_channels != 1
+    ):
         raise ModelError(
             f"{path}: not a U-Net segmentation checkpoint (kind {ckpt.kind!r}); give a file "
             "written by SegmenterModel.save or train one with --segment unet"
@@ -161,12 +170,13 @@ def train_segmenter(
     dev = resolve_device(device)
     config = config or SegmenterConfig()
     cfg = train_config or SegTrainConfig.for_device(dev)
-    overrides = {"seed": seed, "steps": steps, "max_seconds": max_seconds}
+    overrides: dict[str, Any] = {"seed": seed, "steps": steps, "max_seconds": max_seconds}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     fields = prepare_pairs(pairs, channel, config, min_side=cfg.crop)
     seed_everything(seed)
-    net = UNet(UNetConfig(in_channels=1, out_channels=N_CLASSES, width=config.width,
-                          depth=config.depth))
+    net = UNet(
+        UNetConfig(in_channels=1, out_channels=N_CLASSES, width=config.width, depth=config.depth)
+    )
     history = fit_segmenter(net, fields, cfg, dev, progress)
     extra = {"train": dataclasses.asdict(cfg), "history": history, "n_pairs": len(fields)}
     return SegmenterModel(net, config, channel, dev, extra)
@@ -224,9 +234,13 @@ def demo_training_pairs(n: int, size: int = DEMO_SIZE, seed: int = 0) -> list[Pa
 
 def _pairs_key(pairs: Sequence[Pair] | None, channel: int, seed: int) -> str:
     """A fingerprint of what a cached segmenter was trained on."""
-    settings = {"version": _CACHE_VERSION, "channel": channel, "seed": seed,
-                "config": dataclasses.asdict(SegmenterConfig()),
-                "train": dataclasses.asdict(SegTrainConfig())}
+    settings = {
+        "version": _CACHE_VERSION,
+        "channel": channel,
+        "seed": seed,
+        "config": dataclasses.asdict(SegmenterConfig()),
+        "train": dataclasses.asdict(SegTrainConfig()),
+    }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     if pairs is None:
         digest.update(f"demo:{DEMO_FIELDS}:{DEMO_SIZE}".encode())
@@ -279,9 +293,14 @@ def make_unet_segmenter(
         logger.info("using the cached segmenter %s", cache)
     else:
         demo = train_pairs is None
-        pairs = demo_training_pairs(DEMO_FIELDS, DEMO_SIZE, seed) if demo else train_pairs
-        model = train_segmenter(pairs, channel=0 if demo else channel, device=device,
-                                seed=seed, progress=progress)
+        pairs = (
+            demo_training_pairs(DEMO_FIELDS, DEMO_SIZE, seed)
+            if train_pairs is None
+            else train_pairs
+        )
+        model = train_segmenter(
+            pairs, channel=0 if demo else channel, device=device, seed=seed, progress=progress
+        )
         model.extra["key"] = key
         if cache is not None:
             Path(cache).parent.mkdir(parents=True, exist_ok=True)

@@ -295,7 +295,7 @@ class Trainer:
         ids = np.load(tmp / CELL_IDS_FILE, allow_pickle=False)
         found = latest_backbone_embeddings(self.project_dir)
         src = backbone_embeddings_path(found[0]) if found is not None else None
-        if src is not None and np.array_equal(found[1], ids):
+        if src is not None and found is not None and np.array_equal(found[1], ids):
             try:
                 os.link(src, tmp / BACKBONE_EMBEDDINGS_FILE)
             except OSError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +18,7 @@ from models.device import with_oom_retry
 Reader = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
 
-def all_cell_ids(pixels: object) -> list[str]:
+def all_cell_ids(pixels: Any) -> list[str]:
     """Every cell id of a pixel store in cell-table order (``cell_ids`` attribute if it has one)."""
     ids = getattr(pixels, "cell_ids", None)
     if ids is not None:

@@ -29,7 +29,7 @@ def config_from_dict(cls: type[_Config], values: dict[str, Any], what: str) -> _
         ModelError: when ``values`` has keys ``cls`` does not know (a checkpoint of another
             version), naming ``what`` and the keys.
     """
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # a dataclass
     unknown = sorted(set(values) - known)
     if unknown:
         raise ModelError(f"{what} has unknown keys {unknown}; allowed {sorted(known)}")

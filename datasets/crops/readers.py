@@ -285,7 +285,8 @@ def _pil_mode(mode: str) -> tuple[int, type, str]:
 
 
 def _read_pil(path: Path) -> tuple[npt.NDArray, str]:
-    with Image.open(path) as im:
+    with Image.open(path) as opened:
+        im: Image.Image = opened
         _, _, layout = _pil_mode(im.mode)
         if im.mode in ("P", "PA"):
             im = im.convert("RGB")

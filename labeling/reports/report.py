@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -194,7 +194,7 @@ def prevalence(
 
 def stopping_signal(
     events: Iterable[LabelRecord], pseudo: Sequence[str] = PSEUDO_CLASSES
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Should labeling go on? Labels since the last new class, and the Good-Turing estimate.
 
     ``p_new_class`` = n1 / n on the random slice (n1: real classes seen exactly once there, n:

@@ -11,7 +11,11 @@ from typing import Any
 
 _EXPORTS = {
     "BAD_SEGMENTATION": "labeling.store.labels",
-    "ClassInfo": "labeling.store.labels",
+    "ClassInfo": "labeling.store.classes",
+    "ClassTable": "labeling.store.classes",
+    "Database": "labeling.store.db",
+    "RoundsAndLeases": "labeling.store.rounds",
+    "label_durations": "labeling.store.rounds",
     "LabelRecord": "labeling.store.labels",
     "LabelStore": "labeling.store.labels",
     "SCHEMA_VERSION": "labeling.store.labels",

@@ -1,5 +1,5 @@
-"""Class management of the label store (add, list, rename, merge, keys, colours); mixed into
-:class:`labeling.store.LabelStore`."""
+"""The class table of the label store (add, list, rename, merge, keys, colours): a part of
+:class:`labeling.store.LabelStore`, working through its :class:`~labeling.store.db.Database`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ import logging
 import re
 import sqlite3
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labeling.errors import StoreError
-from labeling.store.names import _did_you_mean, normalise_class_name
-from labeling.store.rounds import _now_iso
+from labeling.store.db import Database, now_iso
+from labeling.store.names import did_you_mean, normalise_class_name
 
 logger = logging.getLogger("labeling.store.labels")
+
+__all__ = [
+    "BAD_SEGMENTATION",
+    "CURRENT_LABELS_SQL",
+    "PSEUDO_CLASSES",
+    "UNSURE",
+    "ClassInfo",
+    "ClassTable",
+]
 
 UNSURE = "unsure"  # pseudo-class: a label a user can give, never a training class
 BAD_SEGMENTATION = "bad segmentation"  # pseudo-class, as above
@@ -24,11 +32,11 @@ _KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
 _PALETTE = tuple(
     "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #bcbd22 #17becf #393b79".split()
 )
-_PSEUDO = ((UNSURE, "#b0b0b0", "u"), (BAD_SEGMENTATION, "#5a5a5a", "b"))
+PSEUDO_CLASSES = ((UNSURE, "#b0b0b0", "u"), (BAD_SEGMENTATION, "#5a5a5a", "b"))
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 # Latest non-undone row per cell, with the class resolved through merges (``eff``).
-_CURRENT = """
+CURRENT_LABELS_SQL = """
 SELECT l.cell_id, eff.name AS label, l.annotator, l.labeled_at, l.round_id, l.source,
        eff.pseudo AS pseudo, eff.class_id AS class_id, l.duration_ms AS duration_ms
 FROM labels l JOIN classes c ON c.class_id = l.class_id
@@ -49,41 +57,44 @@ class ClassInfo:
     n_labeled: int  # cells whose current label is this class
 
 
-class ClassesMixin:
-    """Class methods; the host class provides the connection helpers below."""
+class ClassTable:
+    """The ``classes`` table of a label store.
 
-    path: Path
+    Args:
+        db: the store (``LabelStore``) whose connection this part uses.
+    """
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    def _read(self, sql: str, params: Any = ()) -> list[tuple]:
-        raise NotImplementedError
+    @property
+    def path(self) -> Path:
+        return self.db.path
 
     # ------------------------------------------------------------------ classes
     @staticmethod
-    def _classes_by_name(conn: sqlite3.Connection) -> dict[str, tuple]:
+    def classes_by_name(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
         """name -> (name, class_id, merged_into, pseudo, key, colour) of every class row."""
         rows = conn.execute(
             "SELECT name, class_id, merged_into, pseudo, key, colour FROM classes"
         ).fetchall()
         return {r[0]: r for r in rows}
 
-    def _active_class_id(self, conn: sqlite3.Connection, name: str) -> tuple[int, bool]:
+    def active_class_id(self, conn: sqlite3.Connection, name: str) -> tuple[int, bool]:
         """(class_id, pseudo) of an existing, unmerged class, else StoreError."""
         clean = normalise_class_name(name)
-        by_name = self._classes_by_name(conn)
+        by_name = self.classes_by_name(conn)
         row = by_name.get(clean)
         if row is None or row[2] is not None:
             active = [n for n, r in by_name.items() if r[2] is None]
             why = "was merged into another class" if row is not None else "does not exist"
-            raise StoreError(f"class {clean!r} {why}{_did_you_mean(clean, active)}")
+            raise StoreError(f"class {clean!r} {why}{did_you_mean(clean, active)}")
         return int(row[1]), bool(row[3])
 
-    def _insert_class(
+    def insert_class(
         self, conn: sqlite3.Connection, name: str, colour: str | None, key: str | None
     ) -> int:
-        by_name = self._classes_by_name(conn)
+        by_name = self.classes_by_name(conn)
         if name in by_name:
             merged = by_name[name][2] is not None
             raise StoreError(
@@ -105,7 +116,7 @@ class ClassesMixin:
         colour = self._check_colour(colour)
         cur = conn.execute(
             "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 0)",
-            (name, colour, key, _now_iso()),
+            (name, colour, key, now_iso()),
         )
         logger.info("%s: new class %r (key %s, colour %s)", self.path.name, name, key, colour)
         return int(cur.lastrowid or 0)
@@ -144,15 +155,15 @@ class ClassesMixin:
                 colour, or a key that is malformed or already used.
         """
         clean = normalise_class_name(name)
-        with self._write() as conn:
-            self._insert_class(conn, clean, colour, key)
+        with self.db.write() as conn:
+            self.insert_class(conn, clean, colour, key)
         return next(c for c in self.classes() if c.name == clean)
 
     def classes(self, include_pseudo: bool = True) -> list[ClassInfo]:
         """Classes in creation order (pseudo-classes last); merged-away classes are not listed."""
-        rows = self._read(
+        rows = self.db.read(
             "SELECT k.name, k.colour, k.key, k.created_at, k.pseudo, COUNT(cur.cell_id) "
-            f"FROM classes k LEFT JOIN ({_CURRENT}) cur ON cur.class_id = k.class_id "
+            f"FROM classes k LEFT JOIN ({CURRENT_LABELS_SQL}) cur ON cur.class_id = k.class_id "
             "WHERE k.merged_into IS NULL AND (k.pseudo = 0 OR ?) "
             "GROUP BY k.class_id ORDER BY k.pseudo, k.class_id",
             (int(include_pseudo),),
@@ -166,11 +177,11 @@ class ClassesMixin:
             StoreError: when ``old`` is unknown or a pseudo-class, or ``new`` is bad or taken.
         """
         clean = normalise_class_name(new)
-        with self._write() as conn:
-            class_id, pseudo = self._active_class_id(conn, old)
+        with self.db.write() as conn:
+            class_id, pseudo = self.active_class_id(conn, old)
             if pseudo:
                 raise StoreError(f"pseudo-class {old!r} cannot be renamed")
-            by_name = self._classes_by_name(conn)
+            by_name = self.classes_by_name(conn)
             old_name = normalise_class_name(old)
             if clean in by_name and clean != old_name:
                 raise StoreError(f"cannot rename {old!r} to {clean!r}: that name is taken")
@@ -191,28 +202,28 @@ class ClassesMixin:
         Raises:
             StoreError: unknown classes, ``source == target``, or ``source`` a pseudo-class.
         """
-        with self._write() as conn:
-            src_id, src_pseudo = self._active_class_id(conn, source)
-            dst_id, _ = self._active_class_id(conn, target)
+        with self.db.write() as conn:
+            src_id, src_pseudo = self.active_class_id(conn, source)
+            dst_id, _ = self.active_class_id(conn, target)
             if src_id == dst_id:
                 raise StoreError(f"cannot merge class {source!r} into itself")
             if src_pseudo:
                 raise StoreError(f"pseudo-class {source!r} cannot be merged away")
             n_cells = conn.execute(
-                f"SELECT COUNT(*) FROM ({_CURRENT}) WHERE class_id = ?", (src_id,)
+                f"SELECT COUNT(*) FROM ({CURRENT_LABELS_SQL}) WHERE class_id = ?", (src_id,)
             ).fetchone()[0]
             conn.execute(
                 "UPDATE classes SET merged_into = ?, merged_at = ?, key = NULL "
                 "WHERE class_id = ? OR merged_into = ?",
-                (dst_id, _now_iso(), src_id, src_id),
+                (dst_id, now_iso(), src_id, src_id),
             )
         logger.info("%s: merged %r into %r (%d cells)", self.path.name, source, target, n_cells)
         return int(n_cells)
 
     def set_class_key(self, name: str, key: str | None) -> None:
         """Set (or with None clear) a class's one-character keyboard shortcut."""
-        with self._write() as conn:
-            class_id, _ = self._active_class_id(conn, name)
+        with self.db.write() as conn:
+            class_id, _ = self.active_class_id(conn, name)
             if key is not None:
                 self._check_key(conn, key, exclude=class_id)
             conn.execute("UPDATE classes SET key = ? WHERE class_id = ?", (key, class_id))
@@ -220,6 +231,6 @@ class ClassesMixin:
     def set_class_colour(self, name: str, colour: str) -> None:
         """Set a class's display colour ("#rrggbb")."""
         colour = self._check_colour(colour)
-        with self._write() as conn:
-            class_id, _ = self._active_class_id(conn, name)
+        with self.db.write() as conn:
+            class_id, _ = self.active_class_id(conn, name)
             conn.execute("UPDATE classes SET colour = ? WHERE class_id = ?", (colour, class_id))

@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from labeling.errors import StoreError
 from labeling.store.classes import (  # re-exported: callers import them from here
-    _CURRENT,
-    _PSEUDO,
     BAD_SEGMENTATION,
+    CURRENT_LABELS_SQL,
+    PSEUDO_CLASSES,
     UNSURE,
-    ClassesMixin,
     ClassInfo,
+    ClassTable,
 )
-from labeling.store.names import SKIP, _did_you_mean, normalise_class_name
-from labeling.store.rounds import RoundsAndLeases, _now_iso, label_durations
-from labeling.store.write_errors import _is_readonly, _why_write_failed, _write_failed
+from labeling.store.db import is_readonly, now_iso, why_write_failed, write_failed
+from labeling.store.names import SKIP, did_you_mean, normalise_class_name
+from labeling.store.rounds import RoundsAndLeases, label_durations
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,8 +91,13 @@ class LabelRecord:
     duration_ms: int | None = None  # time spent on the cell (see labeling.store.migrations, v2)
 
 
-class LabelStore(ClassesMixin, RoundsAndLeases):
+class LabelStore:
     """Reads and writes ``labels.db``; safe to share between threads of one process.
+
+    It owns the connection and the labels and cells tables, and composes two parts that work
+    through it (it is their :class:`~labeling.store.db.Database`): the class table
+    (:class:`~labeling.store.classes.ClassTable`) and the rounds and leases
+    (:class:`~labeling.store.rounds.RoundsAndLeases`); their methods are the store's too.
 
     Args:
         path: the ``labels.db`` file.
@@ -108,6 +113,8 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         self.path = Path(path)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._classes = ClassTable(self)
+        self._rounds = RoundsAndLeases(self)
         if not self.path.exists() and not create:
             raise StoreError(
                 f"{self.path}: label store not found; check the project folder or create the "
@@ -120,10 +127,10 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
             self._ensure_schema(create)
         except sqlite3.DatabaseError as e:
             self.close()
-            if _is_readonly(e):
+            if is_readonly(e):
                 raise StoreError(
                     f"{self.path}: cannot open the label store for writing ({e}); "
-                    f"{_why_write_failed(self.path, e)} - labels committed before are safe"
+                    f"{why_write_failed(self.path, e)} - labels committed before are safe"
                 ) from e
             raise StoreError(
                 f"{self.path}: cannot open the label store ({e}); the file is damaged or not a "
@@ -147,7 +154,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         return conn
 
     def _ensure_schema(self, create: bool) -> None:
-        with self._write() as conn:
+        with self.write() as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             if "meta" not in tables:
                 if tables or not create:
@@ -176,10 +183,10 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
             if statement.strip():
                 conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (_now_iso(),))
+        conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (now_iso(),))
         conn.executemany(
             "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 1)",
-            [(name, colour, key, _now_iso()) for name, colour, key in _PSEUDO],
+            [(name, colour, key, now_iso()) for name, colour, key in PSEUDO_CLASSES],
         )
         logger.info("%s: created label store (schema %d)", self.path, SCHEMA_VERSION)
 
@@ -190,7 +197,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         return self._db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, rolled back on any error."""
         with self._lock:
             conn = self._conn
@@ -198,7 +205,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as e:
                 if "lock" not in str(e) and "busy" not in str(e):  # read-only, full, I/O error
-                    raise _write_failed(self.path, e) from e
+                    raise write_failed(self.path, e) from e
                 raise StoreError(
                     f"{self.path}: cannot start a write ({e}); another process has held the "
                     f"store for over {BUSY_TIMEOUT_S:.0f} s - close it or retry"
@@ -210,12 +217,17 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(e, sqlite3.DatabaseError):  # read-only or full disk, say
-                    raise _write_failed(self.path, e) from e
+                    raise write_failed(self.path, e) from e
                 raise
 
-    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+    def read(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Rows of one query, under the store's lock."""
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    _read = read  # the name tests use to peek at the tables
 
     def close(self) -> None:
         """Close the connection; further calls raise StoreError. Safe to call twice."""
@@ -241,14 +253,14 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         bad = [c for c in ids if not isinstance(c, str) or not c]
         if bad:
             raise StoreError(f"cell id {bad[0]!r} is not a non-empty string; cell ids are text")
-        with self._write() as conn:
+        with self.write() as conn:
             before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO cells(cell_id) VALUES (?)", ((c,) for c in ids))
             return conn.total_changes - before
 
     def n_cells(self) -> int:
         """Number of cells registered in the project."""
-        return int(self._read("SELECT COUNT(*) FROM cells")[0][0])
+        return int(self.read("SELECT COUNT(*) FROM cells")[0][0])
 
     def unknown_cells(self, cell_ids: Iterable[str]) -> list[str]:
         """The ids among ``cell_ids`` that are not cells of this project, in input order."""
@@ -266,7 +278,8 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         )
         return [r[0] for r in rows]
 
-    def _check_cells(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+    def check_cells(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+        """Raise StoreError naming the ids that are not in the cells table."""
         unknown = self._unknown(conn, ids)
         if unknown:
             raise StoreError(
@@ -304,12 +317,12 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         self._check_submit_args(annotator, source)
         cell_ids = [str(c) for c, _ in pairs]
         named = [(str(c), normalise_class_name(lab)) for c, lab in pairs if lab != SKIP]
-        now = _now_iso()
-        with self._write() as conn:
-            self._check_cells(conn, cell_ids)
-            self._check_round(conn, round_id)
+        now = now_iso()
+        with self.write() as conn:
+            self.check_cells(conn, cell_ids)
+            self._rounds.check_round(conn, round_id)
             ids = self._class_ids(conn, {lab for _, lab in named}, create_classes)
-            leased = self._lease_info(conn, cell_ids)
+            leased = self._rounds.lease_info(conn, cell_ids)
             current = self._current_rows(conn, [c for c, _ in named])
             # the same label again from the same person and place (a double click) adds nothing
             named = [(c, v) for c, v in named if current.get(c) != (ids[v], annotator, source)]
@@ -333,7 +346,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         return len(named)
 
     @staticmethod
-    def _current_rows(conn: sqlite3.Connection, cell_ids: list[str]) -> dict[str, tuple]:
+    def _current_rows(conn: sqlite3.Connection, cell_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         """cell_id -> (effective class_id, annotator, source) of each cell's label in force."""
         rows = conn.execute(
             "SELECT l.cell_id, COALESCE(c.merged_into, c.class_id), l.annotator, l.source "
@@ -351,28 +364,20 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         if source not in SOURCES:
             raise StoreError(f"label source {source!r} is unknown; use one of {SOURCES}")
 
-    def _check_round(self, conn: sqlite3.Connection, round_id: int | None) -> None:
-        if round_id is None:
-            return
-        if not conn.execute("SELECT 1 FROM rounds WHERE round_id = ?", (round_id,)).fetchone():
-            raise StoreError(
-                f"{self.path.name}: round {round_id} does not exist; call start_round first"
-            )
-
     def _class_ids(self, conn: sqlite3.Connection, names: set[str], create: bool) -> dict[str, int]:
-        by_name = self._classes_by_name(conn)
+        by_name = self._classes.classes_by_name(conn)
         ids: dict[str, int] = {}
         for name in sorted(names):
             row = by_name.get(name)
             if row is not None:
                 ids[name] = int(row[2] if row[2] is not None else row[1])
             elif create:
-                ids[name] = self._insert_class(conn, name, None, None)
-                by_name = self._classes_by_name(conn)
+                ids[name] = self._classes.insert_class(conn, name, None, None)
+                by_name = self._classes.classes_by_name(conn)
             else:
                 active = [n for n, r in by_name.items() if r[2] is None]
                 raise StoreError(
-                    f"class {name!r} does not exist{_did_you_mean(name, active)}; add it first "
+                    f"class {name!r} does not exist{did_you_mean(name, active)}; add it first "
                     "- nothing of this call was saved"
                 )
         return ids
@@ -380,7 +385,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
     def undo_last(self, annotator: str) -> LabelRecord | None:
         """Undo ``annotator``'s latest label still in force; the cell's previous label (if any)
         becomes current again. Returns the undone record (``undone=True``), or None."""
-        with self._write() as conn:
+        with self.write() as conn:
             row = conn.execute(
                 "SELECT l.label_id, l.cell_id, c.name, l.annotator, l.labeled_at, l.round_id, "
                 "l.source FROM labels l JOIN classes c ON c.class_id = l.class_id "
@@ -395,8 +400,9 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
 
     def current_labels(self, include_pseudo: bool = False) -> dict[str, str]:
         """cell_id -> class name of every labeled cell (latest non-undone row wins)."""
-        rows = self._read(
-            f"SELECT cell_id, label FROM ({_CURRENT}) WHERE pseudo = 0 OR ?", (int(include_pseudo),)
+        rows = self.read(
+            f"SELECT cell_id, label FROM ({CURRENT_LABELS_SQL}) WHERE pseudo = 0 OR ?",
+            (int(include_pseudo),),
         )
         return dict(rows)
 
@@ -406,9 +412,9 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         labeled cell, in labeling order."""
         import pandas as pd
 
-        rows = self._read(
+        rows = self.read(
             "SELECT cell_id, label, annotator, labeled_at, round_id, source, pseudo, duration_ms "
-            f"FROM ({_CURRENT}) WHERE pseudo = 0 OR ?",
+            f"FROM ({CURRENT_LABELS_SQL}) WHERE pseudo = 0 OR ?",
             (int(include_pseudo),),
         )
         cols = ["cell_id", "label", "annotator", "labeled_at", "round_id", "source", "pseudo",
@@ -427,7 +433,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
             StoreError: when ``cell_id`` is not a cell of the project.
         """
         with self._lock:
-            self._check_cells(self._conn, [cell_id])
+            self.check_cells(self._conn, [cell_id])
             rows = self._conn.execute(
                 "SELECT l.cell_id, c.name, l.annotator, l.labeled_at, l.round_id, l.source, "
                 "l.undone FROM labels l JOIN classes c ON c.class_id = l.class_id "
@@ -442,16 +448,89 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
 
     def n_labels_given(self) -> int:
         """Label events in force (not undone), pseudo-labels included: the "labels spent" axis."""
-        return int(self._read("SELECT COUNT(*) FROM labels WHERE undone = 0")[0][0])
+        return int(self.read("SELECT COUNT(*) FROM labels WHERE undone = 0")[0][0])
 
     def label_events(self) -> list[LabelRecord]:
         """All non-undone label events in the order given, with class names resolved through
         merges (for discovery curves); pseudo-labels included."""
-        rows = self._read(
+        rows = self.read(
             "SELECT l.cell_id, eff.name, l.annotator, l.labeled_at, l.round_id, l.source, 0, "
             "l.sub_strategy, l.guess, l.duration_ms "
             "FROM labels l JOIN classes c ON c.class_id = l.class_id "
             "JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id) "
             "WHERE l.undone = 0 ORDER BY l.label_id"
         )
-        return [LabelRecord(*r[:6], False, *r[7:]) for r in rows]
+        return [
+            LabelRecord(r[0], r[1], r[2], r[3], r[4], r[5], False, r[7], r[8], r[9]) for r in rows
+        ]
+
+    # ------------------------------------------------------------------ classes (ClassTable)
+    def add_class(self, name: str, colour: str | None = None, key: str | None = None) -> ClassInfo:
+        """See :meth:`ClassTable.add_class`."""
+        return self._classes.add_class(name, colour, key)
+
+    def classes(self, include_pseudo: bool = True) -> list[ClassInfo]:
+        """See :meth:`ClassTable.classes`."""
+        return self._classes.classes(include_pseudo)
+
+    def rename_class(self, old: str, new: str) -> None:
+        """See :meth:`ClassTable.rename_class`."""
+        self._classes.rename_class(old, new)
+
+    def merge_classes(self, source: str, target: str) -> int:
+        """See :meth:`ClassTable.merge_classes`."""
+        return self._classes.merge_classes(source, target)
+
+    def set_class_key(self, name: str, key: str | None) -> None:
+        """See :meth:`ClassTable.set_class_key`."""
+        self._classes.set_class_key(name, key)
+
+    def set_class_colour(self, name: str, colour: str) -> None:
+        """See :meth:`ClassTable.set_class_colour`."""
+        self._classes.set_class_colour(name, colour)
+
+    # ------------------------------------------------------------------ rounds and leases
+    def start_round(
+        self,
+        annotator: str,
+        strategy: str,
+        model_version: str | None,
+        n_cells: int,
+        state: dict[str, Any] | None = None,
+    ) -> int:
+        """See :meth:`RoundsAndLeases.start_round`."""
+        return self._rounds.start_round(annotator, strategy, model_version, n_cells, state)
+
+    def finish_round(self, round_id: int, timings: dict[str, Any]) -> None:
+        """See :meth:`RoundsAndLeases.finish_round`."""
+        self._rounds.finish_round(round_id, timings)
+
+    def last_state(self, strategy: str) -> dict[str, Any]:
+        """See :meth:`RoundsAndLeases.last_state`."""
+        return self._rounds.last_state(strategy)
+
+    def seconds_per_label(self) -> dict[str, tuple[int, float]]:
+        """See :meth:`RoundsAndLeases.seconds_per_label`."""
+        return self._rounds.seconds_per_label()
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """See :meth:`RoundsAndLeases.rounds`."""
+        return self._rounds.rounds()
+
+    def lease(
+        self, items: Sequence[Mapping[str, Any]], annotator: str, round_id: int, ttl_s: float = 3600
+    ) -> int:
+        """See :meth:`RoundsAndLeases.lease`."""
+        return self._rounds.lease(items, annotator, round_id, ttl_s)
+
+    def leased_ids(self, exclude_annotator: str | None = None) -> set[str]:
+        """See :meth:`RoundsAndLeases.leased_ids`."""
+        return self._rounds.leased_ids(exclude_annotator)
+
+    def open_lease(self, annotator: str) -> list[dict[str, Any]]:
+        """See :meth:`RoundsAndLeases.open_lease`."""
+        return self._rounds.open_lease(annotator)
+
+    def release(self, annotator: str) -> int:
+        """See :meth:`RoundsAndLeases.release`."""
+        return self._rounds.release(annotator)

@@ -39,7 +39,7 @@ def normalise_class_name(name: str) -> str:
     return clean
 
 
-def _did_you_mean(name: str, names: Iterable[str]) -> str:
+def did_you_mean(name: str, names: Iterable[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, list(names), n=1)

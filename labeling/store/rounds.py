@@ -1,5 +1,6 @@
 """Rounds (one per batch handed out, with the strategy's state) and leases (which annotator
-holds which cells until when) of the label store; mixed into :class:`labeling.store.LabelStore`."""
+holds which cells until when): a part of :class:`labeling.store.LabelStore`, working through
+its :class:`~labeling.store.db.Database`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from labeling.errors import StoreError
+from labeling.store.db import Database, now_iso
+
+__all__ = ["RoundsAndLeases", "label_durations"]
 
 _LEASE_COLS = "cell_id, annotator, round_id, sub_strategy, guess, confidence, expires_at"
 _ROUND_COLS = (
@@ -20,17 +23,13 @@ _ROUND_COLS = (
 )
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def label_durations(
-    conn: sqlite3.Connection, annotator: str, cell_ids: list[str], now_iso: str
+    conn: sqlite3.Connection, annotator: str, cell_ids: list[str], labeled_at: str
 ) -> dict[str, int]:
     """Milliseconds ``annotator`` spent on each of ``cell_ids`` that is leased to them.
 
     Measured from the later of the batch being ready (its round finished) and their previous
-    label in the same round, to ``now_iso``; cells of one round labeled in one call share that
+    label in the same round, to ``labeled_at``; cells of one round labeled in one call share that
     time equally. Cells not leased to ``annotator`` (review, CLI, another's batch) get none.
 
     Returns:
@@ -44,7 +43,7 @@ def label_durations(
     by_round: dict[int, list[str]] = {}
     for cell_id, round_id in rows:
         by_round.setdefault(int(round_id), []).append(cell_id)
-    now = datetime.fromisoformat(now_iso)
+    now = datetime.fromisoformat(labeled_at)
     out: dict[str, int] = {}
     for round_id, ids in by_round.items():
         start = conn.execute(
@@ -74,30 +73,36 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _dumps(obj: dict | None) -> str | None:
+def _dumps(obj: dict[str, Any] | None) -> str | None:
     return None if obj is None else json.dumps(obj, default=_json_default)
 
 
-def _loads(text: str | None) -> dict | None:
+def _loads(text: str | None) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
 class RoundsAndLeases:
-    """Round and lease methods; the host class provides the connection helpers below."""
+    """The ``rounds`` and ``leases`` tables of a label store.
 
-    path: Path
+    Args:
+        db: the store (``LabelStore``) whose connection and cells this part uses.
+    """
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
-        raise NotImplementedError
+    @property
+    def path(self) -> Path:
+        return self.db.path
 
-    def _check_cells(self, conn: sqlite3.Connection, ids: list[str]) -> None:
-        raise NotImplementedError
-
-    def _check_round(self, conn: sqlite3.Connection, round_id: int | None) -> None:
-        raise NotImplementedError
+    def check_round(self, conn: sqlite3.Connection, round_id: int | None) -> None:
+        """Raise StoreError when ``round_id`` (None: no round) does not exist."""
+        if round_id is None:
+            return
+        if not conn.execute("SELECT 1 FROM rounds WHERE round_id = ?", (round_id,)).fetchone():
+            raise StoreError(
+                f"{self.path.name}: round {round_id} does not exist; call start_round first"
+            )
 
     # ------------------------------------------------------------------ rounds
     def start_round(
@@ -106,31 +111,31 @@ class RoundsAndLeases:
         strategy: str,
         model_version: str | None,
         n_cells: int,
-        state: dict | None = None,
+        state: dict[str, Any] | None = None,
     ) -> int:
         """Record the start of a query round (``state``: strategy JSON state); return its id."""
         state_json = _dumps(state)
-        with self._write() as conn:
+        with self.db.write() as conn:
             cur = conn.execute(
                 "INSERT INTO rounds(started_at, annotator, strategy, model_version, n_cells, state)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (_now_iso(), annotator, strategy, model_version, int(n_cells), state_json),
+                (now_iso(), annotator, strategy, model_version, int(n_cells), state_json),
             )
             return int(cur.lastrowid or 0)
 
-    def finish_round(self, round_id: int, timings: dict) -> None:
+    def finish_round(self, round_id: int, timings: dict[str, Any]) -> None:
         """Mark a round finished and store its timings (seconds per step, say) as JSON."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             cur = conn.execute(
                 "UPDATE rounds SET finished_at = ?, timings = ? WHERE round_id = ?",
-                (_now_iso(), _dumps(timings), round_id),
+                (now_iso(), _dumps(timings), round_id),
             )
             if cur.rowcount == 0:
                 raise StoreError(f"{self.path.name}: round {round_id} does not exist")
 
-    def last_state(self, strategy: str) -> dict:
+    def last_state(self, strategy: str) -> dict[str, Any]:
         """The JSON state of the latest round of ``strategy`` that saved one ({} if none)."""
-        rows = self._read(
+        rows = self.db.read(
             "SELECT state FROM rounds WHERE strategy = ? AND state IS NOT NULL "
             "ORDER BY round_id DESC LIMIT 1",
             (strategy,),
@@ -142,7 +147,7 @@ class RoundsAndLeases:
         labels in force that were given on a leased cell (``duration_ms`` recorded), classes
         resolved through merges, pseudo-classes included. Classes without such labels are left
         out."""
-        rows = self._read(
+        rows = self.db.read(
             "SELECT eff.name, l.duration_ms FROM labels l JOIN classes c ON c.class_id = "
             "l.class_id JOIN classes eff ON eff.class_id = COALESCE(c.merged_into, c.class_id) "
             "WHERE l.undone = 0 AND l.duration_ms IS NOT NULL ORDER BY eff.name, l.duration_ms"
@@ -152,10 +157,10 @@ class RoundsAndLeases:
             by_class.setdefault(name, []).append(int(ms))
         return {name: (len(ms), _median(ms) / 1000) for name, ms in by_class.items()}
 
-    def rounds(self) -> list[dict]:
+    def rounds(self) -> list[dict[str, Any]]:
         """Every round as a dict (timings and state parsed), oldest first."""
         cols = _ROUND_COLS.split(", ")
-        rows = self._read(f"SELECT {_ROUND_COLS} FROM rounds ORDER BY round_id")
+        rows = self.db.read(f"SELECT {_ROUND_COLS} FROM rounds ORDER BY round_id")
         out = [dict(zip(cols, r, strict=True)) for r in rows]
         for d in out:
             d["timings"], d["state"] = _loads(d["timings"]), _loads(d["state"])
@@ -163,7 +168,7 @@ class RoundsAndLeases:
 
     # ------------------------------------------------------------------ leases
     @staticmethod
-    def _lease_info(conn: sqlite3.Connection, cell_ids: list[str]) -> dict[str, tuple]:
+    def lease_info(conn: sqlite3.Connection, cell_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         """cell_id -> (round_id, sub_strategy, guess, confidence) of the leases on these cells,
         so that a label remembers which strategy picked its cell and what the model guessed."""
         rows = conn.execute(
@@ -193,9 +198,9 @@ class RoundsAndLeases:
         """
         cell_ids = [str(it["cell_id"]) for it in items]
         now = time.time()
-        with self._write() as conn:
-            self._check_cells(conn, cell_ids)
-            self._check_round(conn, round_id)
+        with self.db.write() as conn:
+            self.db.check_cells(conn, cell_ids)
+            self.check_round(conn, round_id)
             conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
             sql = (
                 "SELECT cell_id FROM leases WHERE annotator != ? UNION SELECT cell_id FROM labels "
@@ -213,16 +218,16 @@ class RoundsAndLeases:
 
     def leased_ids(self, exclude_annotator: str | None = None) -> set[str]:
         """Ids of cells under an unexpired lease (of other annotators when one is excluded)."""
-        rows = self._read(
+        rows = self.db.read(
             "SELECT cell_id FROM leases WHERE expires_at > ? AND annotator IS NOT ?",
             (time.time(), exclude_annotator),
         )
         return {r[0] for r in rows}
 
-    def open_lease(self, annotator: str) -> list[dict]:
+    def open_lease(self, annotator: str) -> list[dict[str, Any]]:
         """``annotator``'s unexpired leases not yet labeled or skipped, in lease order (dicts
         with cell_id, annotator, round_id, sub_strategy, guess, confidence, expires_at)."""
-        rows = self._read(
+        rows = self.db.read(
             f"SELECT {_LEASE_COLS} FROM leases WHERE annotator = ? AND expires_at > ? "
             "ORDER BY rowid",
             (annotator, time.time()),
@@ -232,5 +237,5 @@ class RoundsAndLeases:
 
     def release(self, annotator: str) -> int:
         """Drop every lease of ``annotator``. Returns how many were dropped."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             return conn.execute("DELETE FROM leases WHERE annotator = ?", (annotator,)).rowcount

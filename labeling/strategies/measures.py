@@ -91,12 +91,13 @@ def uncertainty(name: str, proba: npt.NDArray[np.float32]) -> npt.NDArray[np.flo
     """
     unc_mod, _ = _modal()
     func_name, surer = MEASURES[name]
-    values = getattr(unc_mod, func_name)(CachedProba(proba), np.empty((len(proba), 0)))
-    values = np.asarray(values, dtype=np.float64)
+    raw = getattr(unc_mod, func_name)(CachedProba(proba), np.empty((len(proba), 0)))
+    values: npt.NDArray[np.float64] = np.asarray(raw, dtype=np.float64)
     if surer:
         return 1.0 - values
     if name == "entropy" and proba.shape[1] > 1:
-        return values / np.log(proba.shape[1])
+        scaled: npt.NDArray[np.float64] = values / np.log(proba.shape[1])
+        return scaled
     return values
 
 

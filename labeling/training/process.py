@@ -141,7 +141,7 @@ def trainer_status(project_dir: Path) -> TrainerStatus:
     if not alive and started != pid and time.time() - when < START_GRACE_S and pid_alive(started):
         pid, alive, state = started, True, "starting"
         data = {**data, "message": "the trainer is starting", "progress": [0, 0]}
-    progress = data.get("progress")
+    progress: Any = data.get("progress")
     try:
         done, total = (int(progress[0]), int(progress[1]))
     except (TypeError, ValueError, IndexError, KeyError):

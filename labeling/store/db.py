@@ -1,0 +1,87 @@
+"""What every part of the label store shares: the :class:`Database` it works through, the
+time stamps of its rows, and one-line errors for writes SQLite refused (read-only, disk full).
+
+``LabelStore`` (``labeling.store.labels``) owns the connection and implements
+:class:`Database`; the class table (``classes``) and the rounds and leases (``rounds``) are
+parts it composes, each given the store as their ``Database``. A failed write is rolled back by
+the store, so an error message can promise that labels committed before are safe. Standard
+library only, like the store.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import sqlite3
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from labeling.errors import StoreError
+
+__all__ = ["Database", "is_readonly", "now_iso", "why_write_failed", "write_failed"]
+
+_LOW_SPACE = 16 * 2**20  # bytes free below which a failed write is put down to a full disk
+
+
+class Database(Protocol):
+    """The label store as its parts see it: one file, transactions, reads, known cells."""
+
+    @property
+    def path(self) -> Path:
+        """The ``labels.db`` file."""
+        ...
+
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, rolled back on any error."""
+        ...
+
+    def read(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Rows of one query."""
+        ...
+
+    def check_cells(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+        """Raise StoreError naming the ids that are not in the cells table."""
+        ...
+
+
+def now_iso() -> str:
+    """Now as the store writes it: ISO 8601 UTC with milliseconds, e.g. ``...T12:00:00.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def is_readonly(err: sqlite3.DatabaseError) -> bool:
+    name = str(getattr(err, "sqlite_errorname", ""))
+    return name.startswith("SQLITE_READONLY") or "readonly" in str(err) or "read-only" in str(err)
+
+
+def why_write_failed(path: Path, err: sqlite3.DatabaseError) -> str:
+    """The cause of a failed write and its fix, for a user: read-only, disk full, or other."""
+    name = str(getattr(err, "sqlite_errorname", ""))
+    if is_readonly(err):
+        return "read-only: the project folder or labels.db is read-only; make both writable"
+    if name == "SQLITE_FULL" or "full" in str(err):
+        return "disk full: free some disk space"
+    if name.startswith("SQLITE_IOERR"):  # a write() failed: ENOSPC mid-page, EFBIG, EDQUOT, EIO
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = _LOW_SPACE
+        if free < _LOW_SPACE:
+            return "disk full: free some disk space"
+        if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            return "disk full for this process: its file-size limit (ulimit -f) is reached"
+        return "disk full or failing: free some space, check the disk and its quota"
+    return "check the project folder"
+
+
+def write_failed(path: Path, err: sqlite3.DatabaseError) -> StoreError:
+    """The one-line error for a write SQLite refused (labels already committed stay safe)."""
+    return StoreError(
+        f"{path}: cannot save ({err}); {why_write_failed(path, err)}, then retry - nothing of "
+        "this call was saved, labels committed before are safe"
+    )
