@@ -11,7 +11,7 @@ import streamlit as st
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
 from labeling.training.process import TrainerStatus, ensure_trainer, trainer_status
-from models.folder import latest_version, version_name
+from labeling.training import latest_version, version_name
 
 _STARTED = "trainer-started"  # session key: the project folders whose trainer was ensured
 REFRESH_S = 5  # seconds between refreshes of the line while a trainer runs
