@@ -258,7 +258,8 @@ class Trainer:
         logger.info("pretraining started on %d cells (%s)", n, self.device)
         history = pretrain(model, self.pixels, self.config.pretrain, self.device, self.progress)
         seconds = time.perf_counter() - start
-        logger.info("pretraining done in %.0f s (%d steps)", seconds, len(history))
+        steps = history[-1]["step"] if history else 0
+        logger.info("pretraining done in %.1f s (%d steps)", seconds, steps)
         extra = {"pretrain": dataclasses.asdict(self.config.pretrain), "history": history[-5:],
                  "seconds": seconds}
         save_checkpoint(self.backbone_path, model.cpu(), self.project_id, extra=extra)
@@ -284,7 +285,7 @@ class Trainer:
                 "kind": "classifier" if isinstance(model, Classifier) else "unet"}
         publish_version(tmp, meta, classes, keep=self.config.keep_versions)
         self.status.data["version"] = number
-        spent = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in timings.items())
+        spent = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items())
         logger.info("version v%04d published: %d labels, %d classes (%s)", number, n_labels,
                     len(classes), spent)
         return number
@@ -328,9 +329,9 @@ class Trainer:
             finetune(model, self.pixels, labels, classes, self.config.finetune, self.device,
                      self.progress)
         except Exception as err:
-            logger.error("fine-tune failed after %.0f s: %s", time.perf_counter() - start, err)
+            logger.error("fine-tune failed after %.1f s: %s", time.perf_counter() - start, err)
             raise
-        logger.info("fine-tune done in %.0f s", time.perf_counter() - start)
+        logger.info("fine-tune done in %.1f s", time.perf_counter() - start)
         return self.publish(model, classes, n_labels, {"finetune_s": time.perf_counter() - start},
                             backbone=backbone)
 

@@ -185,7 +185,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     project = open_project(Path(args.project))
     exit_on_sigterm()
-    for name in ("models.trainer", "models.versions", "labeling.training"):  # trainer.log events
+    for name in ("models.trainer", "labeling.training"):  # readable events in trainer.log
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         with tqdm_progress("train") as progress:
