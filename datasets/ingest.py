@@ -37,6 +37,7 @@ from datasets.readers import (
     read_header,
     read_image_file,
     read_npz_labels,
+    replace_non_finite,
     scan_folder,
 )
 
@@ -66,6 +67,8 @@ class IngestReport:
     part: int = 0  # which part of the project this ingest wrote
     crop_size: int = 0
     notes: list[str] = field(default_factory=list)  # anything else worth telling the user
+    #: (file, count) of files whose NaN / infinite pixels were replaced by the crop's median
+    non_finite: list[tuple[str, int]] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few human-readable lines describing the ingest."""
@@ -91,6 +94,14 @@ class IngestReport:
             shown = "; ".join(f"{f} ({r})" for f, r in self.skipped[:_N_SHOWN])
             more = f" and {n_more} more" if n_more > 0 else ""
             lines.append(f"Skipped {len(self.skipped)} files: {shown}{more}")
+        if self.non_finite:
+            n_more = len(self.non_finite) - _N_SHOWN
+            shown = "; ".join(f"{f} ({n})" for f, n in self.non_finite[:_N_SHOWN])
+            more = f" and {n_more} more" if n_more > 0 else ""
+            lines.append(
+                f"NaN or infinite pixels replaced by the crop's median in "
+                f"{len(self.non_finite)} files: {shown}{more}"
+            )
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -284,8 +295,9 @@ def _keep_majority_channels(ctx: _Context) -> None:
         ctx.entries = [e for e in ctx.entries if e.header.channels == n_channels]
 
 
-def _read_pixels(entry: _Entry) -> npt.NDArray:
-    """Pass-2 read of one file; it must still match its pass-1 header."""
+def _read_pixels(ctx: _Context, entry: _Entry, dtype: np.dtype) -> npt.NDArray:
+    """Pass-2 read of one file as ``dtype``; it must still match its pass-1 header. NaN and
+    infinite pixels are replaced by their crop's finite median; the report names the file."""
     pixels, _ = read_image_file(entry.path)
     h = entry.header
     if pixels.shape != (h.n, h.channels, h.height, h.width):
@@ -293,6 +305,10 @@ def _read_pixels(entry: _Entry) -> npt.NDArray:
             f"{entry.path}: pixels have shape {pixels.shape}, header said "
             f"{(h.n, h.channels, h.height, h.width)}"
         )
+    pixels, n_bad = replace_non_finite(pixels.astype(dtype, copy=False), entry.path)
+    if n_bad:
+        ctx.report.non_finite.append((entry.rel, n_bad))
+        logger.warning("%s: %d NaN or infinite pixels replaced", entry.rel, n_bad)
     return pixels
 
 
@@ -307,7 +323,7 @@ def _write_pixels(
     done = 0
     for entry in ctx.entries:
         try:
-            pixels = _read_pixels(entry).astype(dtype, copy=False)
+            pixels = _read_pixels(ctx, entry, dtype)
         except DataError as err:
             entry.ok = False
             _skip(ctx, entry.path, _reason(err, entry.path))
@@ -424,9 +440,7 @@ def _npz_truth(entries: list[_Entry]) -> pd.Series:
     return pd.Series(np.concatenate(parts), dtype="str")
 
 
-def _group_labels(
-    cfg: IngestConfig, report: IngestReport, table: pd.DataFrame
-) -> pd.Series | None:
+def _group_labels(cfg: IngestConfig, report: IngestReport, table: pd.DataFrame) -> pd.Series | None:
     """Each cell's plate when normalising per plate (missing plate = ""), else None."""
     by = cfg.normalise_by
     has_plate = "plate" in table.columns

@@ -358,3 +358,38 @@ def _read_npz_images(path: Path) -> tuple[npt.NDArray, str]:
     if images.shape[0] == 0:
         raise DataError(f"{path}: cannot read ('images' holds no image)")
     return images, layout
+
+
+def replace_non_finite(pixels: npt.NDArray, path: Path) -> tuple[npt.NDArray, int]:
+    """``pixels`` with every NaN or infinite value replaced by its crop's finite median.
+
+    The median is taken per image and channel over that image's finite pixels, so no crop is
+    rescaled and one bad pixel does not spoil a dataset's intensity ranges.
+
+    Args:
+        pixels: (n, C, H, W) pixels as read from ``path``; integer dtypes are returned as is.
+        path: the file, named in the error.
+
+    Returns:
+        ``(pixels, count)``: the cleaned pixels (a copy when anything was replaced) and how
+        many values were non-finite.
+
+    Raises:
+        DataError: when an image channel holds no finite value at all.
+    """
+    if pixels.dtype.kind != "f":
+        return pixels, 0
+    bad = ~np.isfinite(pixels)
+    count = int(bad.sum())
+    if not count:
+        return pixels, 0
+    empty = bad.all(axis=(2, 3))
+    if empty.any():
+        image, channel = (int(i) for i in np.argwhere(empty)[0])
+        where = f"image {image}, channel {channel}" if len(pixels) > 1 else f"channel {channel}"
+        raise DataError(
+            f"{path}: no finite pixel left ({where} is all NaN or infinite); fix or remove the file"
+        )
+    cleaned = np.where(bad, np.nan, pixels)
+    median = np.nanmedian(cleaned, axis=(2, 3), keepdims=True).astype(pixels.dtype)
+    return np.where(bad, median, pixels), count
