@@ -144,6 +144,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from labeling.cli_ingest import _ingest_config
     from labeling.simulate import SimConfig, simulate
 
     cfg = SimConfig(
@@ -152,18 +153,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seeds=args.seeds,
         finetune=args.finetune,
+        holdout=args.holdout,
+        group_pattern=args.group_pattern,
     )
     with tqdm_progress("runs") as progress:
-        summary = simulate(Path(args.data_dir), cfg, Path(args.out), progress=progress)
-    table = summary.groupby("strategy", sort=False).agg(
-        labels_to_all=("labels_to_all_classes", "median"),
-        found=("classes_found", "median"),
-        macro_f1=("macro_f1", "median"),
-        bal_acc=("balanced_accuracy", "median"),
-        round_s=("mean_round_seconds", "mean"),
-    )
-    print(table.round(3).to_string())
-    print(f"wrote {args.out}/curves.csv, summary.csv, discovery.png")
+        summary = simulate(
+            Path(args.data_dir), cfg, Path(args.out), progress=progress,
+            ingest=_ingest_config(args),
+        )  # fmt: skip
+    print(summary.attrs["text"])
+    print(f"wrote {args.out}/peers.txt, peers.csv, curves.csv, summary.csv, discovery.png")
     return 0
 
 
@@ -323,13 +322,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", help="crops folder with labels.csv (path,label)")
     p.add_argument(
         "--strategy",
-        default="discover,random",
-        help="comma-separated strategies (default discover,random)",
+        default="discover,random,margin,entropy",
+        help="comma-separated strategies, the first compared with the others "
+        "(default discover,random,margin,entropy)",
     )
     p.add_argument("--budget", type=int, default=300, help="labels per run (default 300)")
     p.add_argument("--batch-size", type=int, default=10, help="labels per round (default 10)")
-    p.add_argument("--seeds", type=int, default=5, help="runs per strategy (default 5)")
+    p.add_argument("--seeds", type=int, default=10, help="runs per strategy (default 10)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.25,
+        help="share of each class held out of the pool to score every strategy (default 0.25)",
+    )
+    p.add_argument(
+        "--group-pattern",
+        metavar="REGEX",
+        help="hold out whole groups: group 1 of REGEX in each crop's path (e.g. the movie)",
+    )
+    p.add_argument("--crop-size", type=int, default=64, help="as for init (default 64)")
+    p.add_argument("--scale", type=float, default=1.0, help="as for init (default 1: none)")
+    p.add_argument("--channels", help="as for init: comma-separated channel names")
+    p.add_argument("--keep-empty-channels", action="store_true", help="as for init")
+    p.add_argument(
+        "--normalise-by", choices=["auto", "dataset", "plate"], default="auto", help="as for init"
+    )
     p.add_argument(
         "--finetune",
         action="store_true",
