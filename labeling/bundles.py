@@ -25,7 +25,10 @@ import numpy.typing as npt
 
 from datasets.render import hex_to_rgb
 from labeling.errors import DataError, NotTrainedError, ProjectError
-from labeling.export import write_bytes_atomic  # noqa: F401  (re-exported)
+from labeling.export import (
+    csv_bytes,
+    write_bytes_atomic,  # noqa: F401  (re-exported)
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +74,7 @@ def crops_zip(project: Project) -> bytes:
             crops = project.pixels.read_raw(chunk)
             for file, crop in zip(index["file"].iloc[start : start + _BATCH], crops):
                 zf.writestr(file, _tiff_bytes(crop, names, colours))
-        zf.writestr("index.csv", index.to_csv(index=False))
+        zf.writestr("index.csv", csv_bytes(index))
     return buffer.getvalue()
 
 

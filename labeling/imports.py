@@ -28,6 +28,10 @@ def _read_label_csv(path: Path):  # -> pd.DataFrame
             f"{path}: missing column(s) {sorted(missing)}; expected a header 'path,label' "
             f"(found {list(df.columns)})"
         )
+    from labeling.export import unquote_formula
+
+    for column in ("path", "label"):  # an exported CSV's '= ... cells come back as written
+        df[column] = df[column].map(unquote_formula)
     if (df["label"].str.strip() == "").any():
         row = int((df["label"].str.strip() == "").to_numpy().argmax()) + 2
         raise DataError(f"{path}: empty label on line {row}")

@@ -462,7 +462,9 @@ def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
 
 # ---------------------------------------------------------------- the report
 def _write_csv(frame: pd.DataFrame, path: Path, files: list[Path], index: bool = False) -> None:
-    frame.to_csv(path, index=index)
+    from labeling.export import csv_bytes
+
+    path.write_bytes(csv_bytes(frame, index=index))
     files.append(path)
 
 
