@@ -96,13 +96,16 @@ def allowed_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or Path.cwd()).expanduser().resolve()
 
 
-def user_path(typed: str) -> Path:
-    """A folder typed in the app, resolved under :func:`allowed_root` (relative paths too).
+def user_path(typed: str | os.PathLike[str]) -> Path:
+    """A path the app is about to use (typed, picked or joined), resolved under
+    :func:`allowed_root` (relative paths too), symlinks and ``..`` included. Call it at the
+    moment the path is used, on the final path (after joining a picked subfolder), not on a
+    parent: a link inside the root may point out of it.
 
     Raises:
         ConfigError: empty, or outside the allowed root (``workspace.resolve_user_path``).
     """
-    return resolve_user_path(typed, allowed_root())
+    return resolve_user_path(str(typed), allowed_root())
 
 
 def _open_clicked() -> None:
