@@ -284,14 +284,24 @@ def read_labels_csv(path: Path) -> PathCsv:
     """Ground-truth labels from a ``path,label`` CSV.
 
     Returns:
-        The CSV with one value column, ``label`` (str; an empty label is missing).
+        The CSV with one value column, ``label`` (str, NFC-normalised and stripped).
 
     Raises:
-        DataError: see :func:`read_path_csv`.
+        DataError: see :func:`read_path_csv`; and a label the class-name rule refuses (empty,
+            over 200 characters, a control character: :func:`datasets.names.class_name_problem`,
+            as for imported labels), naming the line.
     """
+    from datasets.names import class_name_problem
+
     table = read_path_csv(path, ("label",))
-    labels = table.values["label"].str.strip()
-    return PathCsv(table.path, table.keys, labels.mask(labels == "").to_frame())
+    labels = table.values["label"].fillna("")
+    clean = []
+    for line, label in enumerate(labels, start=2):
+        name, problem = class_name_problem(label)
+        if problem:
+            raise DataError(f"{path}: line {line}: {problem}")
+        clean.append(name)
+    return PathCsv(table.path, table.keys, pd.Series(clean, dtype="str", name="label").to_frame())
 
 
 def read_metadata_csv(path: Path) -> PathCsv:

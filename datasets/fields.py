@@ -44,6 +44,7 @@ from datasets.readers import (
     read_image_file,
     replace_non_finite,
     scan_folder,
+    skip_reason,
 )
 
 logger = logging.getLogger(__name__)
@@ -207,10 +208,7 @@ def _folder(path: Path, what: str) -> Path:
 def _field_files(root: Path, mask_root: Path | None) -> tuple[list[Path], Skipped]:
     """Candidate field files under ``root``, leaving out masks; what was left out and why."""
     images, unsupported = scan_folder(root)
-    skipped: Skipped = [
-        (_rel(p, root), f"unsupported file type {p.suffix.lower() or '(none)'!r}")
-        for p in unsupported
-    ]
+    skipped: Skipped = [(_rel(p, root), skip_reason(p)) for p in unsupported]
     default_masks = root / "masks"
     files = []
     for path in images:

@@ -39,6 +39,7 @@ from datasets.readers import (
     read_npz_labels,
     replace_non_finite,
     scan_folder,
+    skip_reason,
 )
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def _scan(ctx: _Context) -> None:
     if not images:
         find_images(ctx.src)  # raises the "no images found" error
     for path in unsupported:
-        _skip(ctx, path, f"unsupported file type {path.suffix.lower() or '(none)'!r}")
+        _skip(ctx, path, skip_reason(path))
     first_error = ""
     for path in images:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, replace
@@ -44,6 +45,8 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     tifffile.TiffFileError,
     Image.DecompressionBombError,
 )
+#: File content quoted by a library's error (tifffile: ``header=b'...'``), cut from messages.
+_FILE_BYTES = re.compile(r"[\s:,]*(header\s*=\s*)?b(['\"]).*?(?<!\\)\2")
 _PIL_MODES = {  # mode -> (channels, dtype, layout note)
     "1": (1, np.uint8, "grey (1-bit)"),
     "L": (1, np.uint8, "grey"),
@@ -76,6 +79,8 @@ def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
     """Supported image files and unsupported other files under ``root``, recursively.
 
     Hidden files and folders (``.name``) and sidecar files such as ``labels.csv`` are ignored.
+    Symbolic links (to files or folders) are never followed: they are listed with the
+    unsupported files, and :func:`skip_reason` says they are links.
 
     Returns:
         ``(images, unsupported)``, both sorted.
@@ -91,13 +96,24 @@ def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
     unsupported: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        unsupported.extend(Path(dirpath) / d for d in dirnames if os.path.islink(Path(dirpath) / d))
         for name in filenames:
             suffix = os.path.splitext(name)[1].lower()
             if name.startswith(".") or suffix in _SIDECAR_SUFFIXES or name == "Thumbs.db":
                 continue
-            target = images if suffix in SUPPORTED_SUFFIXES else unsupported
-            target.append(Path(dirpath) / name)
+            path = Path(dirpath) / name
+            link = os.path.islink(path)
+            target = images if suffix in SUPPORTED_SUFFIXES and not link else unsupported
+            target.append(path)
     return sorted(images), sorted(unsupported)
+
+
+def skip_reason(path: Path) -> str:
+    """Why :func:`scan_folder` left ``path`` out: a symbolic link (never followed, and nothing
+    of its target is shown), or an unsupported file type."""
+    if os.path.islink(path):
+        return "a symbolic link (links are not followed)"
+    return f"unsupported file type {Path(path).suffix.lower() or '(none)'!r}"
 
 
 def find_images(root: Path) -> list[Path]:
@@ -109,9 +125,14 @@ def find_images(root: Path) -> list[Path]:
     images, unsupported = scan_folder(root)
     if not images:
         extra = ""
-        if unsupported:
-            kinds = sorted({p.suffix.lower() or p.name for p in unsupported})
-            extra = f" ({len(unsupported)} files of unsupported type {', '.join(kinds)})"
+        links = [p for p in unsupported if os.path.islink(p)]
+        others = [p for p in unsupported if p not in links]
+        notes = [f"{len(links)} symbolic links, not followed"] if links else []
+        if others:
+            kinds = sorted({p.suffix.lower() or p.name for p in others})
+            notes.append(f"{len(others)} files of unsupported type {', '.join(kinds)}")
+        if notes:
+            extra = f" ({'; '.join(notes)})"
         raise DataError(
             f"{root}: no images found{extra}; supported types are {', '.join(SUPPORTED_SUFFIXES)}"
         )
@@ -184,7 +205,8 @@ def _suffix(path: Path) -> str:
 
 def _cannot_read(path: Path, err: BaseException) -> DataError:
     cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return DataError(f"{path}: cannot read ({cause})")
+    cause = _FILE_BYTES.sub("", cause).rstrip(" :,")  # no file content in a message
+    return DataError(f"{path}: cannot read ({cause or type(err).__name__})")
 
 
 def read_header(path: Path) -> ImageHeader:

@@ -179,9 +179,14 @@ def metadata_columns(cells: pd.DataFrame) -> list[str]:
 
 
 def labels_table(project: Project) -> pd.DataFrame:
-    """One row per labeled cell: ``cell_id, label, annotator, labeled_at, label_source, round_id,
-    duration_ms`` (the time the label took), then ``path`` and the cell's metadata columns."""
-    labels = project.store.current_labels_frame().rename(columns={"source": "label_source"})
+    """One row per labeled cell: ``cell_id, label, annotator, labeled_at, round_id,
+    label_source, pseudo, duration_ms`` (the time the label took), then ``path`` and the cell's
+    metadata columns.
+
+    "unsure" and "bad segmentation" labels are included, as in the crops ZIP, with ``pseudo``
+    True: they are labels a user gave, never training classes."""
+    labels = project.store.current_labels_frame(include_pseudo=True)
+    labels = labels.rename(columns={"source": "label_source"})
     cells = project.cells()
     meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})
     return labels.merge(meta, on="cell_id", how="left")
