@@ -421,6 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """After a BrokenPipeError on stdout: point stdout at /dev/null, so that Python's final
+    flush at exit writes nowhere instead of raising again; 141 (128 + SIGPIPE), as a command
+    stopped by a closed pipe ends."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``phenoscout`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -429,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+        return code
+    except BrokenPipeError:  # the reader left (``phenoscout info P | head -1``): stop quietly
+        return _stdout_gone()
     except PhenoScoutError as exc:
         print(f"phenoscout {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -130,8 +130,12 @@ def load_config(path: Path) -> ProjectConfig:
             data = tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no project config here; is this a PhenoScout project?") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: damaged, not valid TOML ({exc}); restore it from a backup or fix the line"
+        ) from exc
+    except OSError as exc:  # a folder, unreadable
+        raise ConfigError(f"{path}: cannot read the project config ({exc})") from exc
     old = data.get("schema_version", SCHEMA_VERSION)
     try:
         if old != SCHEMA_VERSION:

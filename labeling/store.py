@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,13 @@ from labeling.store_classes import (  # re-exported: callers import them from he
     ClassesMixin,
     ClassInfo,
 )
-from labeling.store_errors import _is_readonly, _why_write_failed, _write_failed
+from labeling.store_errors import (
+    _is_readonly,
+    _why_write_failed,
+    _write_failed,
+    damaged,
+    store_failed,
+)
 from labeling.store_rounds import RoundsAndLeases, _now_iso, label_durations
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ __all__ = [
 SCHEMA_VERSION = 2  # labeling.migrations upgrades older stores on open
 SOURCES = ("batch", "review", "cli", "import", "more_like_this")
 BUSY_TIMEOUT_S = 10.0
+FULL_CHECK_EVERY_S = 24 * 3600.0  # the full PRAGMA integrity_check runs at most once a day
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -117,6 +125,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist; create it")
         try:
             self._db = self._connect()
+            self._check_integrity()
             self._ensure_schema(create)
         except sqlite3.DatabaseError as e:
             self.close()
@@ -125,10 +134,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
                     f"{self.path}: cannot open the label store for writing ({e}); "
                     f"{_why_write_failed(self.path, e)} - labels committed before are safe"
                 ) from e
-            raise StoreError(
-                f"{self.path}: cannot open the label store ({e}); the file is damaged or not a "
-                "labels.db - restore it from a backup or move it away"
-            ) from e
+            raise store_failed(self.path, e, "open") from e
         except StoreError:
             self.close()
             raise
@@ -145,6 +151,58 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged file before anything is written into it.
+
+        ``PRAGMA quick_check`` on every open (it reads every page but skips the index
+        contents); the full ``PRAGMA integrity_check`` (which also matches every index to its
+        table) when the quick one fails, or when the last full check recorded in ``meta``
+        (``integrity_checked_at``) is over :data:`FULL_CHECK_EVERY_S` old.
+
+        Raises:
+            StoreDamagedError: either check reports damage.
+        """
+        conn = self._conn
+        if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            return  # a new, empty file: nothing to check
+        quick = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+        if quick != ["ok"] or self._full_check_due(conn):
+            found = [r[0] for r in conn.execute("PRAGMA integrity_check(5)")]
+            if found != ["ok"]:
+                text = " ".join("; ".join(str(f) for f in found).split())  # rows are multi-line
+                detail = f"PRAGMA integrity_check: {text}"
+                raise damaged(self.path, detail[:300])
+            self._record_full_check()
+
+    @staticmethod
+    def _full_check_due(conn: sqlite3.Connection) -> bool:
+        try:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = 'integrity_checked_at'"
+            ).fetchone()
+        except sqlite3.OperationalError:  # no meta table: not a label store (said later)
+            return True
+        if row is None:
+            return True
+        try:
+            last = datetime.fromisoformat(str(row[0]).replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        return (datetime.now(UTC) - last).total_seconds() > FULL_CHECK_EVERY_S
+
+    def _record_full_check(self) -> None:
+        """Note the time of a passed full check; a store that cannot be written is checked
+        again on its next open (its writes fail with their own error)."""
+        try:
+            with self._write() as conn:
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('integrity_checked_at', ?)",
+                        (_now_iso(),),
+                    )
+        except StoreError as e:
+            logger.info("%s: last integrity check not recorded (%s)", self.path, e)
 
     def _ensure_schema(self, create: bool) -> None:
         with self._write() as conn:
@@ -177,6 +235,7 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
                 conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (_now_iso(),))
+        conn.execute("INSERT INTO meta VALUES ('integrity_checked_at', ?)", (_now_iso(),))
         conn.executemany(
             "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 1)",
             [(name, colour, key, _now_iso()) for name, colour, key in _PSEUDO],
@@ -200,9 +259,11 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
                 if "lock" not in str(e) and "busy" not in str(e):  # read-only, full, I/O error
                     raise _write_failed(self.path, e) from e
                 raise StoreError(
-                    f"{self.path}: cannot start a write ({e}); another process has held the "
-                    f"store for over {BUSY_TIMEOUT_S:.0f} s - close it or retry"
+                    f"{self.path}: busy: cannot start a write ({e}); another process has held "
+                    f"the store for over {BUSY_TIMEOUT_S:.0f} s - close it or retry"
                 ) from e
+            except sqlite3.DatabaseError as e:  # not a database any more, say
+                raise _write_failed(self.path, e) from e
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -213,9 +274,19 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
                     raise _write_failed(self.path, e) from e
                 raise
 
-    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, for reads: SQLite's errors become StoreErrors worded
+        for their cause (damaged, busy, ...)."""
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                yield self._conn
+            except sqlite3.DatabaseError as e:
+                raise store_failed(self.path, e, "read") from e
+
+    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
+        with self._reading() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
         """Close the connection; further calls raise StoreError. Safe to call twice."""
@@ -252,8 +323,8 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
 
     def unknown_cells(self, cell_ids: Iterable[str]) -> list[str]:
         """The ids among ``cell_ids`` that are not cells of this project, in input order."""
-        with self._lock:
-            return self._unknown(self._conn, list(cell_ids))
+        with self._reading() as conn:
+            return self._unknown(conn, list(cell_ids))
 
     has_cells = unknown_cells  # the name used in the design brief; returns the UNKNOWN ids
 
@@ -426,9 +497,9 @@ class LabelStore(ClassesMixin, RoundsAndLeases):
         Raises:
             StoreError: when ``cell_id`` is not a cell of the project.
         """
-        with self._lock:
-            self._check_cells(self._conn, [cell_id])
-            rows = self._conn.execute(
+        with self._reading() as conn:
+            self._check_cells(conn, [cell_id])
+            rows = conn.execute(
                 "SELECT l.cell_id, c.name, l.annotator, l.labeled_at, l.round_id, l.source, "
                 "l.undone FROM labels l JOIN classes c ON c.class_id = l.class_id "
                 "WHERE l.cell_id = ? ORDER BY l.label_id",
