@@ -607,8 +607,9 @@ def simulate(
     summary_df["labels_to_all_classes"] = summary_df["labels_to_all_classes"].astype("Int64")
     curves_df.to_csv(out_dir / "curves.csv", index=False)
     summary_df.to_csv(out_dir / "summary.csv", index=False)
-    table, verdict = summarise(summary_df, np.concatenate(need), cfg.batch_size)
-    text = format_summary(table, verdict)
+    target = cfg.strategies[0]
+    table, verdict = summarise(summary_df, np.concatenate(need), cfg.batch_size, target)
+    text = format_summary(table, verdict, target)
     table.to_csv(out_dir / "peers.csv", index=False)
     (out_dir / "peers.txt").write_text(text + "\n")
     prevalence = pd.Series(data.truth).value_counts(normalize=True).to_dict()
