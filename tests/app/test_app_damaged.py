@@ -76,3 +76,24 @@ def test_a_label_store_damaged_while_the_app_runs_is_a_short_message(project, pa
     open_cached(str(project)).store._conn.execute("PRAGMA shrink_memory")
     at.run()
     _assert_short_error(at, project, "labels.db", "damaged", "restore")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_label_store_damaged_before_the_app_starts_is_a_short_message(project, page):
+    db = project / "labels.db"
+    data = bytearray(db.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)
+    db.write_bytes(bytes(data))
+    at = _open(project, page)
+    if page in ("project", "fields") and not at.error:  # pages that do not read labels
+        assert not at.exception, [e.value for e in at.exception]
+        return
+    _assert_short_error(at, project, "labels.db", "damaged", "restore")
+
+
+def test_a_damaged_project_config_is_named_without_its_folder(project):
+    (project / "project.toml").write_bytes(b"\xff\xfe not toml \x00" * 50)
+    at = _open(project, "label")
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(e.value for e in at.error)
+    assert "project.toml: damaged" in text and str(project) not in text
