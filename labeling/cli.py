@@ -72,6 +72,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from labeling.evaluate import evaluate_project, format_table
+
+    out = Path(args.out) if args.out else None
+    table, truth = evaluate_project(Path(args.project), group=args.group, repeats=args.repeats,
+                                    seed=args.seed, out_dir=out)
+    print(format_table(table, truth))
+    if out is not None:
+        print(f"wrote {out / 'quality.csv'}")
+    return 0
+
+
 def _cmd_classes(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
@@ -279,6 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser(
+        "evaluate",
+        help="quality table: linear-probe CV of each feature set against the truth or labels",
+        description="Linear probe (balanced logistic regression) in stratified 5-fold CV, all "
+        "labels and 10 per class, median of repeats, for morphology, the backbone embedding, "
+        "both, and CellProfiler features; scored against the cell table's truth column, else "
+        "the project's labels.",
+    )
+    p.add_argument("project", help="project folder")
+    p.add_argument("--out", help="folder to write quality.csv into")
+    p.add_argument("--group", help="cell-table column whose groups never split across folds")
+    p.add_argument("--repeats", type=int, default=5, help="reshuffled repeats (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first repeat (default 0)")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("info", help="summarise a project: cells, channels, classes, labels")
     p.add_argument("project", help="project folder")
     p.set_defaults(func=_cmd_info)
@@ -342,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out whole groups: group 1 of REGEX in each crop's path (e.g. the movie)",
     )
     p.add_argument("--crop-size", type=int, default=64, help="as for init (default 64)")
-    p.add_argument("--scale", type=float, default=1.0, help="as for init (default 1: none)")
+    p.add_argument("--scale", type=float, default=None, help="as for init (default: chosen)")
     p.add_argument("--channels", help="as for init: comma-separated channel names")
     p.add_argument("--keep-empty-channels", action="store_true", help="as for init")
     p.add_argument(
