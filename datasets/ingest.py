@@ -18,7 +18,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import pandas as pd
 
 from datasets import cells as cell_table
 from datasets.config import IngestConfig, default_channels
-from datasets.crops import fit_crops, rescale_images, widest_dtype
+from datasets.crops import FIT_QUANTILE, choose_scale, fit_crops, rescale_images, widest_dtype
 from datasets.errors import DataError
 from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
 from datasets.readers import (
@@ -67,6 +67,7 @@ class IngestReport:
     metadata_csv: str | None = None
     part: int = 0  # which part of the project this ingest wrote
     crop_size: int = 0
+    scale: float = 1.0  # the dataset-wide rescale factor applied (chosen when not given)
     notes: list[str] = field(default_factory=list)  # anything else worth telling the user
     #: (file, count) of files whose NaN / infinite pixels were replaced by the crop's median
     non_finite: list[tuple[str, int]] = field(default_factory=list)
@@ -172,6 +173,7 @@ def ingest_crops(
     check_existing(project, manifest, cfg)
     _load_csvs(ctx, labels_csv, metadata_csv)
     _scan(ctx)
+    cfg = ctx.cfg = _resolve_scale(ctx)
     dtype = widest_dtype([e.header.dtype for e in ctx.entries])
     part = len(ctx.manifest["parts"]) if ctx.manifest else 0
     final = part_file(project, part)
@@ -278,6 +280,28 @@ def _scan(ctx: _Context) -> None:
     row = 0
     for entry in ctx.entries:
         entry.first_row, row = row, row + entry.header.n
+
+
+def _resolve_scale(ctx: _Context) -> IngestConfig:
+    """The ingest settings with a number for the scale: the one given, or (``scale=None``) one
+    chosen for the whole screen so the typical crop fits (:func:`datasets.crops.choose_scale`)."""
+    cfg = ctx.cfg
+    if cfg.scale is not None:
+        ctx.report.scale = cfg.scale
+        return cfg
+    heights = np.concatenate([np.full(e.header.n, e.header.height) for e in ctx.entries])
+    widths = np.concatenate([np.full(e.header.n, e.header.width) for e in ctx.entries])
+    scale = choose_scale(heights, widths, cfg.crop_size)
+    ctx.report.scale = scale
+    if scale != 1.0:
+        side = float(np.quantile(np.maximum(heights, widths), FIT_QUANTILE))
+        ctx.report.notes.append(
+            f"Crops larger than the crop size ({int(FIT_QUANTILE * 100)}% have a larger side of "
+            f"up to {side:.0f} px): every image scaled by {scale} so they fit in "
+            f"{cfg.crop_size} px, relative sizes kept (stored in project.toml; --scale or "
+            "--crop-size override)"
+        )
+    return replace(cfg, scale=scale)
 
 
 def _keep_majority_channels(ctx: _Context) -> None:
@@ -500,7 +524,7 @@ def _fill_report(
     dtypes = sorted({str(e.header.dtype) for e in ctx.entries})
     if dtypes != [str(dtype)]:
         report.notes.append(f"Source dtypes {dtypes} stored as {dtype}")
-    if ctx.cfg.scale != 1.0:
+    if ctx.cfg.scale != 1.0 and not any(n.startswith("Crops larger") for n in report.notes):
         report.notes.append(f"Every image rescaled by {ctx.cfg.scale} before fitting")
 
 

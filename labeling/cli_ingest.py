@@ -123,7 +123,7 @@ def _check_source_options(args: argparse.Namespace) -> None:
     ]
     if args.truth and args.crops:
         wrong.append("--truth (use --labels-csv with --crops)")
-    if args.scale != 1.0 and not args.crops:
+    if args.scale is not None and not args.crops:
         wrong.append("--scale")
     if wrong:
         raise PhenoScoutError(f"{', '.join(wrong)} cannot be used with {source}")
@@ -370,7 +370,11 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
         help="crops are padded or centre-cropped to this size (default 64)",
     )
     p.add_argument(
-        "--scale", type=float, default=1.0, help="dataset-wide rescale factor (default 1: none)"
+        "--scale",
+        type=float,
+        default=None,
+        help="dataset-wide rescale factor (default: 1, or when crops are larger than the crop "
+        "size one factor so 90%% of them fit; the number is stored in project.toml)",
     )
     p.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Tubulin")
     p.add_argument(

@@ -294,7 +294,7 @@ def _create(
         config = ProjectConfig(
             name=path.name,
             channels=channels,
-            ingest=ingest,
+            ingest=dataclasses.replace(ingest, scale=report.scale),  # the number, never "auto"
             dropped_channels=tuple(str(c) for c in report.dropped_channels),
             seed=seed,
         )
