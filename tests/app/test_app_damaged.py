@@ -40,6 +40,13 @@ def _garble(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])  # a copy cut short
 
 
+def _garble_pages(db: Path) -> None:
+    """Noise over every page of a labels.db but its header page (4096 bytes)."""
+    data = bytearray(db.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)
+    db.write_bytes(bytes(data))
+
+
 def _assert_short_error(at: AppTest, project: Path, *words: str) -> None:
     assert not at.exception, [e.value for e in at.exception]  # no traceback on the page
     errors = [e.value for e in at.error]
@@ -64,12 +71,7 @@ def test_a_truncated_cell_table_is_a_short_message_on_every_page(project, page):
 def test_a_label_store_damaged_while_the_app_runs_is_a_short_message(project, page):
     at = _open(project, page)
     assert not at.exception, [e.value for e in at.exception]
-    db = project / "labels.db"
-    data = bytearray(db.read_bytes())
-    page_size = 4096
-    for start in range(page_size, len(data), page_size):  # every page after the header page
-        data[start : start + page_size] = b"\xa5" * page_size
-    db.write_bytes(bytes(data))
+    _garble_pages(project / "labels.db")
     from app_pages.common import open_cached
 
     # the app's open store forgets the pages it holds in memory, as it does under memory pressure
@@ -80,10 +82,7 @@ def test_a_label_store_damaged_while_the_app_runs_is_a_short_message(project, pa
 
 @pytest.mark.parametrize("page", PAGES)
 def test_a_label_store_damaged_before_the_app_starts_is_a_short_message(project, page):
-    db = project / "labels.db"
-    data = bytearray(db.read_bytes())
-    data[4096:] = b"\xa5" * (len(data) - 4096)
-    db.write_bytes(bytes(data))
+    _garble_pages(project / "labels.db")
     at = _open(project, page)
     if page in ("project", "fields") and not at.error:  # pages that do not read labels
         assert not at.exception, [e.value for e in at.exception]
@@ -97,3 +96,28 @@ def test_a_damaged_project_config_is_named_without_its_folder(project):
     assert not at.exception, [e.value for e in at.exception]
     text = " ".join(e.value for e in at.error)
     assert "project.toml: damaged" in text and str(project) not in text
+
+
+def test_a_label_given_on_a_store_damaged_meanwhile_is_a_short_message(project):
+    from app_pages.common import open_cached
+
+    at = _open(project, "label")
+    _garble_pages(project / "labels.db")
+    open_cached(str(project)).store._conn.execute("PRAGMA shrink_memory")
+    at.button(key="skip").click().run()
+    _assert_short_error(at, project, "labels.db", "damaged", "restore")
+
+
+def test_an_action_that_meets_a_damaged_store_keeps_the_short_message():
+    """A widget callback runs outside the page's ``try``: its error is kept for the page."""
+    from app_pages.batch import LabelSession, action
+    from labeling.store_errors import damaged
+
+    @action
+    def give_label(sess: LabelSession) -> None:
+        raise damaged(Path("/home/me/screen/labels.db"), "database disk image is malformed")
+
+    sess = LabelSession()
+    give_label(sess)
+    assert sess.error is not None and "/" not in sess.error.replace(" / ", "")
+    assert sess.error.startswith("The label store (labels.db) is damaged; restore")
