@@ -25,8 +25,13 @@ class ProjectDamagedError(DataError):
     def __init__(self, path: object, cause: object, fix: str) -> None:
         self.path, self.fix = path, fix
         name = getattr(path, "name", None) or str(path)
-        self.brief = f"{name} is damaged; {fix}"
+        folder = getattr(getattr(path, "parent", None), "name", "")
+        where = f" in the project's {folder} folder" if folder in _SUBFOLDERS else ""
+        self.brief = f"{name}{where} is damaged; {fix}"
         super().__init__(f"{path}: damaged ({_one_line(cause)}); {fix}")
+
+
+_SUBFOLDERS = ("features", "pixels", "models", "cache")  # a project's folders of files
 
 
 def _one_line(cause: object) -> str:

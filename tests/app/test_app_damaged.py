@@ -121,3 +121,10 @@ def test_an_action_that_meets_a_damaged_store_keeps_the_short_message():
     give_label(sess)
     assert sess.error is not None and "/" not in sess.error.replace(" / ", "")
     assert sess.error.startswith("The label store (labels.db) is damaged; restore")
+
+
+def test_a_damaged_features_file_says_where_it_is_and_what_to_do(project):
+    _garble(next((project / "features").glob("morphology-*.parquet")))
+    at = _open(project, "label")
+    _assert_short_error(at, project, "in the project's features folder is damaged",
+                        "delete it and PhenoScout computes it again")  # fmt: skip

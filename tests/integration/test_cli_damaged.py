@@ -59,6 +59,11 @@ def _garbage(path: Path) -> None:
     path.write_bytes(bytes(range(256)) * 64)  # same size of noise, no format at all
 
 
+def _a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 def _garbage_pages(path: Path) -> None:
     data = bytearray(path.read_bytes())
     for start in range(4096, len(data), 4096):  # every page but the header page
@@ -74,6 +79,7 @@ DAMAGE = {
     "pixels noise": ("pixels/part-0000.npy", _garbage),
     "parts.json noise": ("pixels/parts.json", _garbage),
     "project.toml noise": ("project.toml", _garbage),
+    "project.toml a folder": ("project.toml", _a_folder),
     "labels.db noise pages": ("labels.db", _garbage_pages),
     "labels.db noise": ("labels.db", _garbage),
 }
@@ -96,7 +102,8 @@ def test_a_damaged_file_is_one_line_and_exit_2_on_every_subcommand(
             continue  # this subcommand does not need the damaged file
         assert code == 2, (command, err)
         assert err.count("\n") == 1 and "Traceback" not in err, (command, err)
-        assert Path(name).name in err and "damaged" in err, (command, err)
+        assert Path(name).name in err, (command, err)
+        assert "damaged" in err or "cannot read" in err, (command, err)
     assert any(code == 2 for code, _ in said.values()), f"no subcommand noticed: {said}"
 
 
