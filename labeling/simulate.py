@@ -605,12 +605,14 @@ def simulate(
         ["strategy", "seed"], key=lambda col: col.map(order) if col.name == "strategy" else col
     ).reset_index(drop=True)
     summary_df["labels_to_all_classes"] = summary_df["labels_to_all_classes"].astype("Int64")
-    curves_df.to_csv(out_dir / "curves.csv", index=False)
-    summary_df.to_csv(out_dir / "summary.csv", index=False)
+    from labeling.export import csv_bytes  # formula-safe CSV, as every export
+
+    (out_dir / "curves.csv").write_bytes(csv_bytes(curves_df))
+    (out_dir / "summary.csv").write_bytes(csv_bytes(summary_df))
     target = cfg.strategies[0]
     table, verdict = summarise(summary_df, np.concatenate(need), cfg.batch_size, target)
     text = format_summary(table, verdict, target)
-    table.to_csv(out_dir / "peers.csv", index=False)
+    (out_dir / "peers.csv").write_bytes(csv_bytes(table))
     (out_dir / "peers.txt").write_text(text + "\n")
     prevalence = pd.Series(data.truth).value_counts(normalize=True).to_dict()
     plot_discovery(
