@@ -19,6 +19,7 @@ from app_pages.common import (
     open_cached,
     project_arg,
     project_sidebar,
+    show_error,
     start_screen,
 )
 from app_pages.project import render_project_page
@@ -35,7 +36,7 @@ def main() -> None:
         try:
             project = open_cached(path)
         except PhenoScoutError as exc:
-            st.error(str(exc))
+            show_error(exc, path)
     if project is None:
         start_screen()  # open a project; below it, the Project page's create and demo
         render_project_page(None)

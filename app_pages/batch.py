@@ -23,6 +23,7 @@ from typing import Any
 
 import streamlit as st
 
+from app_pages.common import error_text
 from labeling.errors import PhenoScoutError
 from labeling.loop import (
     current_batch,
@@ -86,7 +87,7 @@ def action(fn: Callable[..., None]) -> Callable[..., None]:
             try:
                 fn(sess, *args)
             except PhenoScoutError as exc:
-                sess.error = str(exc)
+                sess.error = error_text(exc)  # a damaged file: its short message, no path
 
     return wrapper
 

@@ -42,8 +42,26 @@ def run_page(render: Callable[[Project], None]) -> None:
     path = st.session_state.get(PROJECT_PATH) or project_arg()
     try:
         render(open_cached(str(path)))
-    except PhenoScoutError as exc:
-        st.error(str(exc))
+    except PhenoScoutError as exc:  # anything else is a bug: Streamlit shows it as one
+        show_error(exc, path)
+
+
+def error_text(exc: PhenoScoutError, project_path: object = None) -> str:
+    """What the app says for an error: a damaged file's short message and fix (its ``brief``),
+    else the error's line with the project folder left out of the paths it names."""
+    brief = getattr(exc, "brief", None)
+    if brief:
+        return str(brief)
+    text = str(exc)
+    if project_path:
+        folder = str(Path(str(project_path)).expanduser().resolve())
+        text = text.replace(folder + os.sep, "").replace(folder, Path(folder).name)
+    return text
+
+
+def show_error(exc: PhenoScoutError, project_path: object = None) -> None:
+    """``st.error`` with :func:`error_text`."""
+    st.error(error_text(exc, project_path))
 
 
 def current_annotator() -> str:
@@ -96,13 +114,16 @@ def allowed_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or Path.cwd()).expanduser().resolve()
 
 
-def user_path(typed: str) -> Path:
-    """A folder typed in the app, resolved under :func:`allowed_root` (relative paths too).
+def user_path(typed: str | os.PathLike[str]) -> Path:
+    """A path the app is about to use (typed, picked or joined), resolved under
+    :func:`allowed_root` (relative paths too), symlinks and ``..`` included. Call it at the
+    moment the path is used, on the final path (after joining a picked subfolder), not on a
+    parent: a link inside the root may point out of it.
 
     Raises:
         ConfigError: empty, or outside the allowed root (``workspace.resolve_user_path``).
     """
-    return resolve_user_path(typed, allowed_root())
+    return resolve_user_path(str(typed), allowed_root())
 
 
 def _open_clicked() -> None:

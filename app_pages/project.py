@@ -23,9 +23,10 @@ import streamlit as st
 
 from app_pages import jobs
 from app_pages.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
-from app_pages.project_fields import render_fields_form
+from app_pages.project_fields import checked_fields, render_fields_form
 from datasets.config import IngestConfig
 from datasets.crops.demo import CHANNELS as DEMO_CHANNELS
+from datasets.crops.readers import scan_folder
 from datasets.fields.demo import FILENAME_PATTERN
 from datasets.fields.files import find_fields
 from datasets.fields.lookup import has_fields
@@ -52,7 +53,7 @@ def render_project_page(project: Project | None) -> None:
         st.header("Project")
         st.markdown(f"Open: **{project.config.name}** (`{project.path}`), "
                     f"{project.store.n_cells()} cells")  # fmt: skip
-    _guarded(jobs.jobs_panel, lambda path: _open(Path(path)))
+    _guarded(jobs.jobs_panel, lambda path: _open(user_path(path)))
     if project is not None:
         _guarded(_open_section)
     _guarded(_create_section)
@@ -89,7 +90,7 @@ def _create_section() -> None:
             return
         base_path = user_path(base)
         sub = st.selectbox("Crops in", [WHOLE, *subfolders(base_path)], key="proj-subfolder")
-        crops = base_path if sub == WHOLE else base_path / sub
+        crops = base_path if sub == WHOLE else user_path(base_path / sub)  # a link may leave
         default = str(allowed_root() / f"{crops.name}_project")
         target = st.text_input("New project folder", value=default, key="proj-new-path")
         names, colours = _channel_fields()
@@ -125,9 +126,11 @@ def _create_work(
     """The job that makes the project at ``path`` from ``crops`` (ingest, then features)."""
 
     def work(job: Job) -> str:
+        # checked again when used: a folder may have become a link since the click
+        labels_csv, metadata_csv = (None if p is None else user_path(p) for p in csvs)
         project, report = create_project(
-            path, crops, IngestConfig(channel_names=tuple(names)),
-            labels_csv=csvs[0], metadata_csv=csvs[1],
+            user_path(path), _checked_crops(crops), IngestConfig(channel_names=tuple(names)),
+            labels_csv=labels_csv, metadata_csv=metadata_csv,
             progress=job.progress("Reading crops"),
             feature_progress=job.progress("Computing features"),
         )  # fmt: skip
@@ -164,7 +167,8 @@ def _add_crops_form(project: Project) -> None:
             raise ProjectError(f"{crops}: no such folder; type the folder of the new plate")
 
         def work(job: Job) -> str:
-            report = add_crops(project, crops, progress=job.progress("Reading crops"),
+            report = add_crops(project, _checked_crops(crops),
+                               progress=job.progress("Reading crops"),
                                feature_progress=job.progress("Computing features"))  # fmt: skip
             return f"Added {report.n_cells} cells from {crops}"
 
@@ -182,10 +186,12 @@ def _add_fields_form(project: Project) -> None:
     if st.button("Add fields", key="proj-add-go") and folder.strip():
         masks_dir = user_path(masks) if masks.strip() else None
         fields, skipped = find_fields(user_path(folder), pattern.strip() or None, masks_dir)
+        checked_fields(fields, allowed_root())  # and again when read: a file may be a link out
 
         def work(job: Job) -> str:
             report = add_fields(
-                project, fields, segment=segment, progress=job.progress("Reading fields"),
+                project, checked_fields(fields, allowed_root()), segment=segment,
+                progress=job.progress("Reading fields"),
                 feature_progress=job.progress("Computing features"),
                 train_progress=job.progress("Training the U-Net"),
             )  # fmt: skip
@@ -203,7 +209,7 @@ def _demo_section() -> None:
         st.markdown("**Try it on the demo**: a synthetic screen with 7 phenotypes, 3 rare "
                     f"(made in `{root / DEMO_DIR}` the first time)")  # fmt: skip
         if st.button("Open the demo", key="proj-demo"):
-            path = root / DEMO_DIR / "project"
+            path = user_path(root / DEMO_DIR / "project")  # the demo folder may be a link out
             if path.exists():
                 _open(path)  # made before: open it now
 
@@ -224,6 +230,15 @@ def _open(path: Path) -> None:
     if had_project:  # the navigation has the Label page
         st.switch_page("app_pages/label.py")
     st.rerun()  # the start screen: the next run draws the navigation, Label first
+
+
+def _checked_crops(folder: Path) -> Path:
+    """``folder`` when it and every image file in it resolve under the allowed root (a file
+    may be a link out of it); checked when the crops are read, not only when typed."""
+    folder = user_path(folder)
+    for file in scan_folder(folder)[0]:
+        user_path(file)
+    return folder
 
 
 def _optional(text: str) -> Path | None:

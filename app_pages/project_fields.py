@@ -71,6 +71,7 @@ def _form(root: Path) -> None:
         return
     masks_dir = str(resolve_user_path(masks, root)) if masks.strip() else ""
     fields, skipped = _find(str(resolve_user_path(folder, root)), pattern.strip(), masks_dir)
+    fields = checked_fields(fields, root)  # each file, before any is read: one may be a link out
     n_channels, summary = _summary(fields)
     st.success(summary)
     _skipped(skipped)
@@ -193,6 +194,19 @@ def _preview_png(
     spec = FieldSpec(key, tuple(Path(p) for p in files), {}, Path(mask) if mask else None)
     shown = preview_field(spec, segment, config, keep_border=keep_border)
     return png(shown.image), shown.n_objects, shown.n_border, shown.note
+
+
+def checked_fields(fields: list[FieldSpec], root: Path) -> list[FieldSpec]:
+    """``fields`` when every image and mask file resolves under ``root`` (a file in a checked
+    folder may be a link out of it).
+
+    Raises:
+        ConfigError: the first file that leads outside ``root``.
+    """
+    for field in fields:
+        for file in (*field.channel_files, *([field.mask_file] if field.mask_file else [])):
+            resolve_user_path(str(file), root)
+    return fields
 
 
 def _work(

@@ -10,8 +10,8 @@ import streamlit as st
 
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
-from labeling.training.process import TrainerStatus, ensure_trainer, trainer_status
 from labeling.training import latest_version, version_name
+from labeling.training.process import TrainerStatus, ensure_trainer, trainer_status
 
 _STARTED = "trainer-started"  # session key: the project folders whose trainer was ensured
 REFRESH_S = 5  # seconds between refreshes of the line while a trainer runs

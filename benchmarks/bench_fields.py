@@ -4,7 +4,7 @@ Two demo fields are generated once (``datasets.fields.demo``) and copied under n
 make screens of N fields (the ingest does the same work per copy). Each run ingests one screen
 in a fresh subprocess, which reports its wall time and peak resident set size (``VmHWM``). Peak
 RSS should stay flat as N grows: fields stream one at a time. Two modes: the true masks used as
-given, and classical segmentation (``datasets.segmentation.classical``). Features are not part of the timing.
+given, and classical segmentation (``datasets.segmentation``). Features are not part of the timing.
 
 Usage::
 

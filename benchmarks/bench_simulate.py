@@ -1,15 +1,19 @@
-"""Discovery benchmark: strategies x datasets x batch sizes, by simulated labeling.
+"""Discovery benchmark: discover against its peers (random, margin, entropy) on every screen.
 
-For each dataset (the Jurkat cell-cycle crops in ../shared/data when present, and the built-in
-demo screen) and batch size, runs ``simulate`` for every strategy over 5 seeds and compares the
-median labels needed to find every class with random sampling's median over 2,000 random
-orderings of the dataset. Writes a markdown table (and each run's curves, summary and
-discovery.png) under --out.
+For each screen, runs ``simulate`` (one stratified held-out split per seed, 25% of each class,
+the same for every strategy of the seed; whole movies for MitoCheck) and prints the peer table:
+median labels to all classes and held-out macro-F1 per strategy, the F1 gap of discover minus
+the best other strategy (paired by seed, 95% t-interval), random sampling's median over
+orderings of the pools rounded up to a batch, and whether discover meets the goal (issue 14).
+
+Screens: Jurkat cell cycle, MitoCheck H2B phenotypes, MP-IDB falciparum stages (all in
+../shared/data when present), the built-in demo, and rare-class screens built from them by
+subsampling (``*-rare``: the smallest classes cut to 0.5% of the screen, at least 4 cells).
 
 Usage::
 
-    python benchmarks/bench_simulate.py --out artifacts/bench_simulate
-    python benchmarks/bench_simulate.py --datasets demo --batch-sizes 10 --seeds 2
+    nice -n 10 python benchmarks/bench_simulate.py --out artifacts/bench_simulate
+    python benchmarks/bench_simulate.py --datasets jurkat demo --seeds 3 --budget 100
 """
 
 from __future__ import annotations
@@ -26,66 +30,109 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from labeling.simulate import SimConfig, load_sim_data, random_labels_to_all, simulate  # noqa: E402
+from labeling.simulate import SimConfig, SimData, load_sim_data, simulate  # noqa: E402
 
-JURKAT = REPO.parent / "shared" / "data" / "jurkat_cellcycle_ifc"
+DATA = REPO.parent / "shared" / "data"
+REAL = {
+    "jurkat": ("jurkat_cellcycle_ifc", None),
+    "mitocheck": ("mitocheck_h2b_phenotypes", r"([^/]+___P\d+)_"),  # group by movie
+    "mpidb": ("mpidb_falciparum_stages", None),
+}
+RARE_SHARE = 0.005  # share of each cut class in a *-rare screen
+RARE_CLASSES = 3  # classes cut in a *-rare screen
 
 
-def dataset_dirs(names: list[str], work: Path, demo_cells: int) -> dict[str, Path]:
+def rare_subsample(data: SimData, seed: int = 0) -> SimData:
+    """The screen with its :data:`RARE_CLASSES` smallest classes of over 1% cut to
+    :data:`RARE_SHARE` of the screen (at least 4 cells each)."""
+    rng = np.random.default_rng(seed)
+    counts = pd.Series(data.truth).value_counts()
+    big = counts[counts > 0.01 * len(data.truth)]
+    cut = list(big.index[-RARE_CLASSES:])
+    keep = np.ones(len(data.truth), dtype=bool)
+    n_rest = int(counts.drop(cut).sum())
+    for name in cut:
+        members = np.flatnonzero(data.truth == name)
+        k = max(4, round(RARE_SHARE * n_rest / (1 - RARE_SHARE * len(cut))))
+        keep[rng.choice(members, size=len(members) - min(k, len(members)), replace=False)] = False
+    return data.subset(keep)
+
+
+def screens(names: list[str], work: Path, demo_cells: int) -> dict[str, tuple[SimData, str | None]]:
     from datasets.crops.demo import generate_demo
 
-    out = {}
+    out: dict[str, tuple[SimData, str | None]] = {}
     for name in names:
-        if name == "jurkat":
-            if JURKAT.exists():
-                out["jurkat"] = JURKAT
-            else:
-                print(f"skipping jurkat: {JURKAT} not found")
-        elif name == "demo":
+        base = name.removesuffix("-rare")
+        if base == "demo":
             path = work / f"demo_{demo_cells}"
             if not (path / "labels.csv").exists():
                 generate_demo(path, n_cells=demo_cells, seed=0)
-            out["demo"] = path
+            pattern = None
+        elif base in REAL:
+            path, pattern = DATA / REAL[base][0], REAL[base][1]
+            if not path.exists():
+                print(f"skipping {name}: {path} not found")
+                continue
+        else:
+            raise SystemExit(f"unknown dataset {name!r}")
+        data = load_sim_data(path)
+        out[name] = (rare_subsample(data) if name.endswith("-rare") else data, pattern)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "bench_simulate")
-    parser.add_argument("--datasets", nargs="+", default=["jurkat", "demo"])
+    parser.add_argument(
+        "--datasets", nargs="+",
+        default=["jurkat", "mitocheck", "mpidb", "demo", "mitocheck-rare", "demo-rare"],
+    )  # fmt: skip
     parser.add_argument("--strategies", default="discover,random,margin,entropy")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 20])
+    parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--budget", type=int, default=300)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--demo-cells", type=int, default=20_000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, path in dataset_dirs(args.datasets, args.out, args.demo_cells).items():
-        truth = load_sim_data(path).truth
-        for bs in args.batch_sizes:
-            random_need = np.median(random_labels_to_all(truth, bs, n_orderings=2000))
-            cfg = SimConfig(strategies=tuple(args.strategies.split(",")), budget=args.budget,
-                            batch_size=bs, seeds=args.seeds)
-            t0 = time.perf_counter()
-            summary = simulate(path, cfg, args.out / f"{name}_b{bs}")
-            print(f"{name} batch {bs}: {time.perf_counter() - t0:.0f} s")
-            for strategy, grp in summary.groupby("strategy", sort=False):
-                need = grp["labels_to_all_classes"]
-                rows.append({
-                    "dataset": name, "n_cells": len(truth), "batch": bs, "strategy": strategy,
-                    "labels_to_all (median)": need.median() if need.notna().all() else None,
-                    "runs finding all": f"{int(need.notna().sum())}/{len(grp)}",
-                    "random median (2000 orderings)": random_need,
-                    "macro_f1 @budget": round(grp["macro_f1"].median(), 3),
-                    "bal_acc @budget": round(grp["balanced_accuracy"].median(), 3),
-                    "round s": round(grp["mean_round_seconds"].mean(), 3),
-                })  # fmt: skip
+    for name, (data, pattern) in screens(args.datasets, args.out, args.demo_cells).items():
+        cfg = SimConfig(
+            strategies=tuple(args.strategies.split(",")),
+            budget=args.budget,
+            batch_size=args.batch_size,
+            seeds=args.seeds,
+            group_pattern=pattern,
+        )
+        t0 = time.perf_counter()
+        summary = simulate(data, cfg, args.out / name, title=name)
+        share = pd.Series(data.truth).value_counts(normalize=True)
+        print(f"\n== {name}: {len(data.truth)} cells, {len(share)} classes, rarest "
+              f"{100 * share.min():.2f}% ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        print(summary.attrs["text"], flush=True)
+        peers = summary.attrs["peers"].set_index("strategy")
+        verdict = summary.attrs["verdict"]
+        strategies = list(peers.index)
+        rows.append({
+            "screen": name, "cells": len(data.truth), "classes": len(share),
+            "rarest %": round(100 * share.min(), 2), "seeds": args.seeds,
+            "labels to all: " + " / ".join(strategies): " / ".join(
+                f"{peers.loc[s, 'labels_to_all']:.0f}" for s in strategies),
+            "random, orderings": verdict["random_orderings"],
+            "held-out macro-F1: " + " / ".join(strategies): " / ".join(
+                f"{peers.loc[s, 'macro_f1']:.3f}" for s in strategies),
+            "F1 gap vs best other": f"{verdict['f1_gap']:+.3f} +- {verdict['f1_gap_ci']:.3f} "
+                                    f"({verdict['best_other']})",
+            "goal (labels, F1)": f"{'yes' if verdict['labels_ok'] else 'no'}, "
+                                 f"{'yes' if verdict['f1_ok'] else 'no'}",
+            "round s": round(float(summary["mean_round_seconds"].mean()), 3),
+        })  # fmt: skip
     table = pd.DataFrame(rows)
     (args.out / "table.md").write_text(table.to_markdown(index=False) + "\n")
     table.to_csv(args.out / "table.csv", index=False)
-    print(table.to_string(index=False))
+    print()
+    print(table.to_markdown(index=False))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datasets.errors import DataError
+from datasets.errors import DataError, ProjectDamagedError
 
 CELLS_FILE = "cells.parquet"
 PIXELS_DIR = "pixels"  # crops per ingest part, see datasets.pixels
 MANIFEST_FILE = "parts.json"  # in PIXELS_DIR: one record per ingest part
 MANIFEST_FORMAT = 1
+DAMAGED_FIX = "restore it from a backup or re-create the project"  # a project file unreadable
 #: A valid cell id: letters, digits and ``. _ : -`` only.
 _CELL_ID_CHARS = r"[A-Za-z0-9._:-]+"
 CELL_ID_PATTERN: re.Pattern = re.compile(rf"\A{_CELL_ID_CHARS}\Z")
@@ -80,12 +81,15 @@ def read_cells(project_dir: Path, columns: list[str] | None = None) -> pd.DataFr
     path = Path(project_dir) / CELLS_FILE
     if not path.is_file():
         raise DataError(f"{path}: no cell table; ingest crops into the project first")
-    if columns is not None:
+    try:
         known = pq.read_schema(path).names
-        unknown = [c for c in columns if c not in known]
-        if unknown:
-            raise DataError(f"{path}: no column(s) {unknown}; the table has {known}")
-    return pd.read_parquet(path, columns=columns)
+        if columns is not None:
+            unknown = [c for c in columns if c not in known]
+            if unknown:
+                raise DataError(f"{path}: no column(s) {unknown}; the table has {known}")
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, ValueError, pa.ArrowException) as err:  # truncated, overwritten, unreadable
+        raise ProjectDamagedError(path, err, DAMAGED_FIX) from err
 
 
 def write_cells(project_dir: Path, table: pd.DataFrame) -> None:
@@ -121,8 +125,8 @@ def read_manifest(project_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read pixel manifest ({err}); re-run the ingest") from err
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
+        raise ProjectDamagedError(path, err, DAMAGED_FIX) from err
 
 
 def write_manifest(project_dir: Path, manifest: dict[str, Any]) -> None:
@@ -284,14 +288,24 @@ def read_labels_csv(path: Path) -> PathCsv:
     """Ground-truth labels from a ``path,label`` CSV.
 
     Returns:
-        The CSV with one value column, ``label`` (str; an empty label is missing).
+        The CSV with one value column, ``label`` (str, NFC-normalised and stripped).
 
     Raises:
-        DataError: see :func:`read_path_csv`.
+        DataError: see :func:`read_path_csv`; and a label the class-name rule refuses (empty,
+            over 200 characters, a control character: :func:`datasets.names.class_name_problem`,
+            as for imported labels), naming the line.
     """
+    from datasets.names import class_name_problem
+
     table = read_path_csv(path, ("label",))
-    labels = table.values["label"].str.strip()
-    return PathCsv(table.path, table.keys, labels.mask(labels == "").to_frame())
+    labels = table.values["label"].fillna("")
+    clean = []
+    for line, label in enumerate(labels, start=2):
+        name, problem = class_name_problem(label)
+        if problem:
+            raise DataError(f"{path}: line {line}: {problem}")
+        clean.append(name)
+    return PathCsv(table.path, table.keys, pd.Series(clean, dtype="str", name="label").to_frame())
 
 
 def read_metadata_csv(path: Path) -> PathCsv:

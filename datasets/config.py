@@ -34,7 +34,9 @@ class IngestConfig:
     """How source images become stored crops."""
 
     crop_size: int = 64  # every crop is padded or centre-cropped to crop_size x crop_size
-    scale: float = 1.0  # dataset-wide rescale factor (never per cell: size is a phenotype)
+    #: dataset-wide rescale factor (never per cell: size is a phenotype); None: chosen at
+    #: ingest from the crops' sizes (datasets.crops.resize.choose_scale) and stored as a number
+    scale: float | None = None
     keep_empty_channels: bool = False  # keep channels that are all zero in every image
     percentiles: tuple[float, float] = (1.0, 99.8)  # robust low/high for per-channel scaling
     normalise_by: str = "auto"  # "dataset", "plate", or "auto" (plate when a plate column exists)
@@ -44,7 +46,7 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.crop_size <= 512:
             raise DataError(f"crop_size {self.crop_size} is out of range; use 8-512 pixels")
-        if not 0.05 <= self.scale <= 20:
+        if self.scale is not None and not 0.05 <= self.scale <= 20:
             raise DataError(f"scale {self.scale} is out of range; use 0.05-20")
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:

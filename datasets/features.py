@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from datasets.cells import read_cells
+from datasets.errors import ProjectDamagedError
 from datasets.morphology import (
     FEATURES_VERSION,
     MASK_QUALITY_MIN,
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _CHANNELS_FILE = "channels.json"
 _SAMPLE = 500  # cells sampled to profile the channels
+_RECOMPUTE_FIX = "delete it and PhenoScout computes it again"  # features are derived data
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,11 @@ def project_channels(project_dir: Path, store: PixelStore, seed: int = 0) -> Cha
     """The dataset's :class:`ChannelProfile`, detected once on a random sample and remembered."""
     path = _feature_dir(project_dir) / _CHANNELS_FILE
     if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("version") == FEATURES_VERSION:
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ProjectDamagedError(path, err, _RECOMPUTE_FIX) from err
+        if isinstance(saved, dict) and saved.get("version") == FEATURES_VERSION:
             return ChannelProfile(
                 tuple(saved["polarities"]), tuple(saved["quality"]), tuple(saved["masked"])
             )
@@ -180,6 +185,7 @@ def read_features(
     Returns:
         ``(cell_ids (n,), features (n, d) float32, feature names)``.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     project_dir = Path(project_dir)
@@ -193,7 +199,10 @@ def read_features(
         compute_morphology(project_dir)
     blocks, names = [], []
     for path in parts:
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError, pa.ArrowException) as err:  # truncated or overwritten
+            raise ProjectDamagedError(path, err, _RECOMPUTE_FIX) from err
         names = [c for c in table.column_names if c != "cell_id"]
         blocks.append(table)
     ids = np.concatenate([b.column("cell_id").to_numpy(zero_copy_only=False) for b in blocks])

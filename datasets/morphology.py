@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -172,6 +173,18 @@ def _checked_polarities(polarity: str | Sequence[str], crops: npt.NDArray) -> tu
     return pol
 
 
+def _finite(crops: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``crops`` with NaN and infinite pixels ignored: each is replaced by the finite median of
+    its crop and channel (0 when the crop's channel has none)."""
+    bad = ~np.isfinite(crops)
+    if crops.ndim != 4 or not bad.any():
+        return crops
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: median NaN, set to 0
+        median = np.nanmedian(np.where(bad, np.nan, crops), axis=(2, 3), keepdims=True)
+    return np.where(bad, np.nan_to_num(median, nan=0.0), crops).astype(np.float32)
+
+
 def morphology_features(
     crops: npt.NDArray,
     polarity: str | Sequence[str] = "bright",
@@ -194,7 +207,7 @@ def morphology_features(
     Raises:
         DataError: on a bad shape, an unknown polarity, or per-channel lists that do not fit.
     """
-    crops = np.asarray(crops, dtype=np.float32)
+    crops = _finite(np.asarray(crops, dtype=np.float32))
     polarities = _checked_polarities(polarity, crops)
     n, n_channels, _, _ = crops.shape
     masked = (True,) * n_channels if masked is None else tuple(bool(m) for m in masked)

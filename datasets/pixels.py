@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from datasets.cells import PIXELS_DIR, read_cells, read_manifest
-from datasets.errors import DataError
+from datasets.cells import DAMAGED_FIX, MANIFEST_FILE, PIXELS_DIR, read_cells, read_manifest
+from datasets.errors import DataError, ProjectDamagedError
 from datasets.normalise import apply_ranges, compute_ranges
 
 #: Key of the single range set of a part normalised over the whole dataset.
@@ -94,7 +94,7 @@ def open_part(path: Path) -> np.memmap:
     try:
         return np.load(path, mmap_mode="r")
     except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read stored pixels ({err}); re-run the ingest") from err
+        raise ProjectDamagedError(path, err, DAMAGED_FIX) from err
 
 
 def part_header(path: Path) -> PartHeader:
@@ -119,11 +119,14 @@ def read_rows(path: Path, start: int, stop: int, header: PartHeader | None = Non
     offset, dtype, shape = header or part_header(path)
     row_items = int(np.prod(shape[1:]))
     count = (stop - start) * row_items
-    data = np.fromfile(
-        path, dtype=dtype, count=count, offset=offset + start * row_items * dtype.itemsize
-    )
+    try:
+        data = np.fromfile(
+            path, dtype=dtype, count=count, offset=offset + start * row_items * dtype.itemsize
+        )
+    except (OSError, ValueError) as err:
+        raise ProjectDamagedError(path, err, DAMAGED_FIX) from err
     if data.size != count:
-        raise DataError(f"{path}: truncated before row {stop}; re-run the ingest")
+        raise ProjectDamagedError(path, f"truncated before row {stop}", DAMAGED_FIX)
     return data.reshape(stop - start, *shape[1:])
 
 
@@ -249,13 +252,21 @@ class PixelStore:
     def __init__(self, project_dir: Path) -> None:
         self.project_dir = Path(project_dir)
         manifest = read_manifest(self.project_dir)
+        if manifest is not None and not isinstance(manifest, dict):
+            path = self.project_dir / PIXELS_DIR / MANIFEST_FILE
+            raise ProjectDamagedError(path, "not a JSON object", DAMAGED_FIX)
         if not manifest or not manifest.get("parts"):
             raise DataError(f"{self.project_dir}: no pixels stored; ingest crops first")
-        self._parts = {int(p["part"]): p for p in manifest["parts"]}
-        self.n_channels = int(manifest["n_channels"])
-        self.crop_size = int(manifest["crop_size"])
-        self.dtype = np.result_type(*[np.dtype(p["dtype"]) for p in self._parts.values()])
-        group_cols = sorted({p["group_column"] for p in self._parts.values() if p["group_column"]})
+        try:
+            self._parts = {int(p["part"]): p for p in manifest["parts"]}
+            self.n_channels = int(manifest["n_channels"])
+            self.crop_size = int(manifest["crop_size"])
+            self.dtype = np.result_type(*[np.dtype(p["dtype"]) for p in self._parts.values()])
+            group_cols = sorted({p["group_column"] for p in self._parts.values()
+                                 if p["group_column"]})  # fmt: skip
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # edited or overwritten
+            path = self.project_dir / PIXELS_DIR / MANIFEST_FILE
+            raise ProjectDamagedError(path, f"no valid {err}", DAMAGED_FIX) from err
         table = read_cells(self.project_dir, ["cell_id", "part", "row", *group_cols])
         self._ids = pd.Index(table["cell_id"])
         self._part = table["part"].to_numpy(np.int64)

@@ -115,6 +115,8 @@ def config_to_dict(cfg: ProjectConfig) -> dict[str, Any]:
     data["channels"] = [dataclasses.asdict(c) for c in cfg.channels]
     data["ingest"]["percentiles"] = list(cfg.ingest.percentiles)
     data["ingest"]["channel_names"] = list(cfg.ingest.channel_names)
+    if cfg.ingest.scale is None:  # not chosen yet (a project stores the number ingest chose)
+        del data["ingest"]["scale"]
     data["dropped_channels"] = list(cfg.dropped_channels)
     return data
 
@@ -130,8 +132,12 @@ def load_config(path: Path) -> ProjectConfig:
             data = tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no project config here; is this a PhenoScout project?") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: damaged, not valid TOML ({exc}); restore it from a backup or fix the line"
+        ) from exc
+    except OSError as exc:  # a folder, unreadable
+        raise ConfigError(f"{path}: cannot read the project config ({exc})") from exc
     old = data.get("schema_version", SCHEMA_VERSION)
     try:
         if old != SCHEMA_VERSION:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datasets.errors import DataError, PhenoScoutError, ProjectError
+from datasets.errors import DataError, PhenoScoutError, ProjectDamagedError, ProjectError
 
 
 class ConfigError(PhenoScoutError):
@@ -11,6 +11,17 @@ class ConfigError(PhenoScoutError):
 
 class StoreError(PhenoScoutError):
     """The label store refused an operation (unknown cell, unknown class, bad name)."""
+
+
+class StoreDamagedError(StoreError):
+    """labels.db is damaged (SQLite reports corruption): nothing is written to it any more.
+
+    :attr:`brief` is the message without a path, for the app.
+    """
+
+    def __init__(self, message: str, brief: str) -> None:
+        self.brief = brief
+        super().__init__(message)
 
 
 class PoolExhaustedError(PhenoScoutError):
@@ -27,6 +38,8 @@ __all__ = [
     "NotTrainedError",
     "PhenoScoutError",
     "PoolExhaustedError",
+    "ProjectDamagedError",
     "ProjectError",
+    "StoreDamagedError",
     "StoreError",
 ]

@@ -117,6 +117,7 @@ def create_project(
     seed: int = 0,
     progress: Progress | None = None,
     feature_progress: Progress | None = None,
+    then: Callable[[Project], object] | None = None,
 ) -> tuple[Project, IngestReport]:
     """Create a project from a folder of single-cell crops.
 
@@ -132,6 +133,8 @@ def create_project(
         seed: the project's seed.
         progress: ``progress(done, total)`` over the ingest, in cells.
         feature_progress: the same over the feature computation.
+        then: a last step on the new project (e.g. importing labels); when it fails, the
+            project is removed like any other failed create.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
@@ -147,7 +150,7 @@ def create_project(
             labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress, seed=seed,
         )  # fmt: skip
 
-    return _create(Path(path), ingest, seed, run, feature_progress)
+    return _create(Path(path), ingest, seed, run, feature_progress, then)
 
 
 def create_project_from_fields(
@@ -163,6 +166,7 @@ def create_project_from_fields(
     progress: Progress | None = None,
     feature_progress: Progress | None = None,
     train_progress: Progress | None = None,
+    then: Callable[[Project], object] | None = None,
 ) -> tuple[Project, IngestReport]:
     """Create a project from whole fields of view: each object of each field becomes a cell.
 
@@ -186,6 +190,7 @@ def create_project_from_fields(
         progress: ``progress(done, total)`` over the ingest, in fields.
         feature_progress: the same over the feature computation, in cells.
         train_progress: the same over U-Net training, in steps.
+        then: a last step on the new project, as for :func:`create_project`.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
@@ -211,7 +216,7 @@ def create_project_from_fields(
         report.labels_csv = str(truth_csv) if truth_csv is not None else None
         return report
 
-    return _create(path, ingest, seed, run, feature_progress)
+    return _create(path, ingest, seed, run, feature_progress, then)
 
 
 def _segmenter(
@@ -273,20 +278,23 @@ def _create(
     seed: int,
     run_ingest: Callable[[Path], IngestReport],
     feature_progress: Progress | None,
+    then: Callable[[Project], object] | None = None,
 ) -> tuple[Project, IngestReport]:
-    """The steps every new project shares: ingest, project.toml, label store, features."""
+    """The steps every new project shares: ingest, project.toml, label store, features, and
+    ``then``; all or nothing: on any failure what was created is removed again."""
     from datasets.features import compute_morphology
 
     _check_new(path)
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
+    project: Project | None = None
     try:
         report = run_ingest(path)
         channels = default_channels(len(report.channel_names), tuple(report.channel_names))
         config = ProjectConfig(
             name=path.name,
             channels=channels,
-            ingest=ingest,
+            ingest=dataclasses.replace(ingest, scale=report.scale),  # the number, never "auto"
             dropped_channels=tuple(str(c) for c in report.dropped_channels),
             seed=seed,
         )
@@ -295,7 +303,11 @@ def _create(
         with LabelStore(path / DB_FILE, create=True) as store:
             store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
         compute_morphology(path, progress=feature_progress)
+        if then is not None:
+            then(project)
     except BaseException:
+        if project is not None:
+            project.close()
         _remove_partial(path, created)
         raise
     logger.info("created project %s with %d cells", path, report.n_cells)

@@ -51,14 +51,28 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def set_deterministic(deterministic: bool = True) -> None:
+    """Deterministic kernels (the default) or the fastest ones.
+
+    ``True``: ``torch.use_deterministic_algorithms`` (warning, not failing, where an op has no
+    deterministic kernel), cuDNN deterministic, no ``cudnn.benchmark``, and cuBLAS's fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``, when not set already). ``False``: cuDNN picks the
+    fastest kernels per shape (``cudnn.benchmark``) and non-deterministic ones are allowed, so
+    two GPU runs with one seed can differ slightly. Lasts for the whole process.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch; with ``deterministic`` also ask for deterministic kernels."""
+    """Seed python, numpy and torch and choose the kernels (:func:`set_deterministic`)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    set_deterministic(deterministic)
 
 
 def background_mode(device: torch.device, threads: int = 1, nice: int = 10) -> None:
@@ -103,8 +117,7 @@ def with_oom_retry(run: Callable[[int], T], batch_size: int, what: str = "batch"
                 raise
             if size == 1:
                 raise ModelError(
-                    f"out of memory on a {what} of 1; free memory on the device or use "
-                    "--device cpu"
+                    f"out of memory on a {what} of 1; free memory on the device or use --device cpu"
                 ) from err
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

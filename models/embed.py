@@ -1,4 +1,9 @@
-"""Embeddings (and class probabilities) for every cell, streamed in batches to .npy files."""
+"""Embeddings (and class probabilities) for every cell, streamed in batches to .npy files.
+
+Raw crops are read in threads ahead of the network (into pinned memory on CUDA), scaled on the
+device, and run under bfloat16 autocast on CUDA; outputs stay on the GPU until the end (no host
+sync per batch), on a CPU they are written batch by batch.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import torch
 
 from datasets.pixels import PixelStore
 from models.device import with_oom_retry
-from models.training import Progress, all_cell_ids, prefetched
+from models.training import Progress, all_cell_ids, iter_device_batches
 from models.unet import Classifier, Encoder, UNet
 
 logger = logging.getLogger(__name__)
@@ -30,7 +35,7 @@ class EmbedResult(NamedTuple):
 
 def _autocast(device: torch.device, bf16: bool):
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=torch.bfloat16)
     if bf16 and device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
@@ -47,20 +52,21 @@ def embed_cells(
     pixels: PixelStore,
     out_dir: Path,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int = 1024,
     bf16: bool = False,
     progress: Progress | None = None,
 ) -> EmbedResult:
     """Write ``embeddings.npy`` (n, d) float32 and ``cell_ids.npy`` (n,) str, in cell-table order,
     plus ``predictions.npy`` (n, k) float32 softmax when ``model`` is a Classifier.
 
-    Batches stream from the pixel store to memory-mapped output; only one batch is in memory.
+    Batches stream from the pixel store to memory-mapped output; on a CPU only one batch is in
+    memory, on CUDA the outputs (n x d floats) are kept on the GPU until the end.
 
     Args:
         model: network whose encoder gives the embedding.
         pixels: the project's crops.
         out_dir: existing folder to write into.
-        device: where to run (float16 autocast on CUDA; bfloat16 on CPU when ``bf16``).
+        device: where to run (bfloat16 autocast on CUDA; on CPU too when ``bf16``).
         batch_size: cells per forward pass (halved after an out-of-memory error).
         progress: ``progress(done_cells, n_cells)``.
     """
@@ -77,27 +83,41 @@ def embed_cells(
     if device.type != "mps":
         model.to(memory_format=torch.channels_last)
     ids = all_cell_ids(pixels)
-    batches = [ids[i : i + batch_size] for i in range(0, n, batch_size)]
     start, done, size = time.perf_counter(), 0, batch_size
-    for crops in prefetched(pixels.read, batches):
-        def run(sub: int, crops=crops):
+    pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []  # (row, emb, probs)
+
+    def flush(emb_out: np.ndarray, prob_out: np.ndarray | None) -> None:
+        for row, emb, probs in pending:
+            emb_out[row : row + len(emb)] = emb.cpu().numpy()
+            if prob_out is not None:
+                prob_out[row : row + len(emb)] = probs.cpu().numpy()
+        pending.clear()
+
+    for x in iter_device_batches(pixels, ids, device, batch_size):
+
+        def run(sub: int, x=x):
             parts = []
-            for s in range(0, len(crops), sub):
-                x = torch.from_numpy(crops[s : s + sub]).to(device)
-                x = x.contiguous(memory_format=torch.channels_last)
+            for s in range(0, len(x), sub):
+                part = (
+                    x[s : s + sub].contiguous(memory_format=torch.channels_last)
+                    if device.type != "mps"
+                    else x[s : s + sub]
+                )
                 with torch.inference_mode(), _autocast(device, bf16):
-                    parts.append([t.cpu().numpy() if t is not None else None
-                                  for t in _forward(model, x, with_probs)])
+                    parts.append(_forward(model, part, with_probs))
             return parts
 
-        parts, size = with_oom_retry(run, min(size, len(crops)), what="embedding batch")
-        emb = np.concatenate([p[0] for p in parts])
-        emb_out[done : done + len(emb)] = emb
-        if prob_out is not None:
-            prob_out[done : done + len(emb)] = np.concatenate([p[1] for p in parts])
+        parts, fit = with_oom_retry(run, min(size, len(x)), what="embedding batch")
+        size = fit if fit < min(size, len(x)) else size
+        emb = torch.cat([p[0] for p in parts])
+        probs = torch.cat([p[1] for p in parts]) if with_probs else None
+        pending.append((done, emb, probs))
         done += len(emb)
+        if device.type != "cuda":
+            flush(emb_out, prob_out)
         if progress is not None:
             progress(done, n)
+    flush(emb_out, prob_out)
     emb_out.flush()
     del emb_out
     if prob_out is not None:
@@ -107,4 +127,3 @@ def embed_cells(
     seconds = time.perf_counter() - start
     logger.info("embedded %d cells in %.1f s (%.0f cells/s)", n, seconds, n / max(seconds, 1e-9))
     return EmbedResult(n, dim, seconds, size)
-

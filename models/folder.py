@@ -114,9 +114,9 @@ def _resolve(project_dir: Path, version: VersionInfo | int) -> Path:
     return path
 
 
-def _load(path: Path) -> np.ndarray:
+def _load(path: Path, mmap: bool = True) -> np.ndarray:
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ProjectError(f"{path}: unreadable ({err}); delete the version folder") from err
 
@@ -130,7 +130,7 @@ def load_embeddings(
         ProjectError: the version is missing, incomplete or its files disagree.
     """
     path = _resolve(project_dir, version)
-    ids = np.load(path / CELL_IDS_FILE, allow_pickle=False)
+    ids = _load(path / CELL_IDS_FILE, mmap=False)
     emb = _load(path / EMBEDDINGS_FILE)
     if emb.ndim != 2 or len(emb) != len(ids) or emb.dtype != np.float32:
         raise ProjectError(
@@ -188,7 +188,7 @@ def load_backbone_embeddings(
     path = backbone_embeddings_path(version)
     if path is None:
         return None
-    ids = np.load(version.path / CELL_IDS_FILE, allow_pickle=False)
+    ids = _load(version.path / CELL_IDS_FILE, mmap=False)
     emb = _load(path)
     if emb.ndim != 2 or len(emb) != len(ids) or emb.dtype != np.float32:
         raise ProjectError(
@@ -205,8 +205,13 @@ def load_predictions(
     path = _resolve(project_dir, version)
     if not (path / PREDICTIONS_FILE).is_file():
         return None
-    ids = np.load(path / CELL_IDS_FILE, allow_pickle=False)
-    classes = tuple(json.loads((path / CLASSES_FILE).read_text()))
+    ids = _load(path / CELL_IDS_FILE, mmap=False)
+    try:
+        classes = tuple(json.loads((path / CLASSES_FILE).read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise ProjectError(
+            f"{path / CLASSES_FILE}: unreadable ({err}); delete the version folder"
+        ) from err
     probs = _load(path / PREDICTIONS_FILE)
     if probs.shape != (len(ids), len(classes)):
         raise ProjectError(

@@ -1,9 +1,12 @@
 """Self-supervised pretraining of the U-Net on a project's unlabeled crops.
 
-Each step takes a batch of augmented crops (flips, 90-degree rotations, intensity jitter),
-hides random square patches and adds Gaussian noise, and trains the U-Net to reconstruct the
-clean crop: masked-patch inpainting plus denoising. The loss weighs hidden pixels fully and
-visible pixels by ``visible_weight``, so the skip connections alone cannot solve the task.
+Each step takes a batch of augmented crops (flips, 90-degree rotations, small shifts: never an
+intensity or size change, see ``models.training``), hides random square patches and adds
+Gaussian noise, and trains the U-Net to reconstruct the clean crop: masked-patch inpainting plus
+denoising. The loss weighs hidden pixels fully and visible pixels by ``visible_weight``, so the
+skip connections alone cannot solve the task. Crops stay on the training device when they fit
+(``DeviceCrops``); augmentation, masks and noise are drawn there, and the loss is read back only
+at logged steps.
 """
 
 from __future__ import annotations
@@ -18,12 +21,22 @@ import numpy.typing as npt
 import torch
 
 from datasets.pixels import PixelStore
+from models.device import set_deterministic
 from models.errors import ModelError
 from models.lr_schedule import cosine_decay, mark_stopped, out_of_time
-from models.training import Progress, Stepper, all_cell_ids, augment, prefetched, to_device
+from models.training import (
+    DeviceCrops,
+    Progress,
+    Stepper,
+    all_cell_ids,
+    augment,
+    device_generator,
+    use_channels_last,
+)
 from models.unet import UNet, check_input_size
 
 logger = logging.getLogger(__name__)
+LOG_EVERY = 10  # steps between history entries
 
 
 @dataclass(frozen=True)
@@ -39,10 +52,11 @@ class TrainConfig:
     patch: int = 8  # side of a hidden square patch, pixels
     mask_ratio: float = 0.4  # fraction of patches hidden per crop
     noise_std: float = 0.05  # Gaussian noise added to the input
-    jitter: float = 0.1  # intensity jitter (see models.training.augment)
+    shift: int = 2  # largest random shift of a crop, pixels (see models.training.augment)
     visible_weight: float = 0.2  # loss weight of visible pixels relative to hidden ones
-    channels_last: bool = False  # NHWC layout for training (4x slower on this CPU in torch 2.13)
-    amp: bool = True  # float16 autocast on CUDA
+    channels_last: bool | None = None  # NHWC layout; None: on CUDA only (4x slower on CPU)
+    amp: bool = True  # bfloat16 autocast on CUDA
+    deterministic: bool = True  # deterministic kernels; False: cudnn.benchmark, faster on GPU
     seed: int = 0  # data order, augmentation and masks
 
     def __post_init__(self) -> None:
@@ -59,22 +73,21 @@ class TrainConfig:
             )
 
 
-def patch_mask(
-    n: int, size: int, config: TrainConfig, rng: np.random.Generator
-) -> npt.NDArray[np.float32]:
-    """(n, 1, size, size) float32, 1 where a pixel is hidden, 0 where visible."""
+def patch_mask(n: int, size: int, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """(n, 1, size, size) float32 on the generator's device, 1 where a pixel is hidden."""
     cells = math.ceil(size / config.patch)
-    grid = (rng.random((n, 1, cells, cells)) < config.mask_ratio).astype(np.float32)
-    full = grid.repeat(config.patch, axis=2).repeat(config.patch, axis=3)
-    return np.ascontiguousarray(full[:, :, :size, :size])
+    grid = torch.rand((n, 1, cells, cells), generator=generator, device=generator.device)
+    full = (grid < config.mask_ratio).float()
+    full = full.repeat_interleave(config.patch, 2).repeat_interleave(config.patch, 3)
+    return full[:, :, :size, :size].contiguous()
 
 
 def corrupt(
-    clean: torch.Tensor, config: TrainConfig, rng: np.random.Generator
+    clean: torch.Tensor, config: TrainConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hide patches and add noise to ``clean`` (n, C, S, S); returns ``(input, mask)``."""
-    mask = torch.from_numpy(patch_mask(len(clean), clean.shape[-1], config, rng))
-    noise = torch.from_numpy(rng.standard_normal(clean.shape, dtype=np.float32))
+    mask = patch_mask(len(clean), clean.shape[-1], config, generator)
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device)
     noisy = clean + config.noise_std * noise
     return noisy * (1.0 - mask), mask
 
@@ -92,18 +105,16 @@ def _schedule(n_cells: int, config: TrainConfig) -> int:
     return min(config.max_steps, config.epochs * steps_per_epoch)
 
 
-def _batches(
-    cell_ids: list[str], n_steps: int, batch: int, rng: np.random.Generator
-) -> list[list[str]]:
-    """``n_steps`` id lists: consecutive slices of reshuffled passes over ``cell_ids``."""
-    ids = np.asarray(cell_ids)
-    out: list[list[str]] = []
-    order = rng.permutation(len(ids))
-    pos = 0
-    while len(out) < n_steps:
-        if pos + batch > len(ids):
-            order, pos = rng.permutation(len(ids)), 0
-        out.append(ids[order[pos : pos + batch]].tolist())
+def _plan(
+    n_cells: int, n_steps: int, batch: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """(n_steps, batch) cell positions: consecutive slices of reshuffled passes."""
+    out = np.empty((n_steps, batch), dtype=np.int64)
+    order, pos = rng.permutation(n_cells), 0
+    for step in range(n_steps):
+        if pos + batch > n_cells:
+            order, pos = rng.permutation(n_cells), 0
+        out[step] = order[pos : pos + batch]
         pos += batch
     return out
 
@@ -141,46 +152,62 @@ def pretrain(
             f"expects {model.config.in_channels}; build it with in_channels={pixels.n_channels}"
         )
     check_input_size(pixels.crop_size, model.config)
+    set_deterministic(config.deterministic)
     rng = np.random.default_rng(config.seed)
+    gen = device_generator(device, config.seed)
     cell_ids = all_cell_ids(pixels)
     n_steps = _schedule(len(cell_ids), config)
     batch = min(config.batch_size, len(cell_ids))
+    start = time.perf_counter()
+    crops = DeviceCrops(pixels, cell_ids, device)
+    channels_last = use_channels_last(config.channels_last, device)
     model.to(device).train()
-    if config.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = cosine_decay(opt, n_steps)
     stepper = Stepper(model, opt, device, config.amp)
     history: list[dict] = []
-    start, running = time.perf_counter(), 0.0
-    for step, crops in enumerate(prefetched(pixels.read, _batches(cell_ids, n_steps, batch, rng))):
-        clean = augment(crops, rng, config.jitter)
-        noisy, mask = corrupt(clean, config, rng)
-        clean, noisy, mask = (to_device(t, device, config.channels_last)
-                              for t in (clean, noisy, mask))
+    losses: list[torch.Tensor] = []  # running loss at each logged step, still on the device
+    running = None
+    plan = _plan(len(cell_ids), n_steps, batch, rng)
+    for step, x in enumerate(crops.batches(plan)):
+        clean = augment(x, gen, config.shift)
+        noisy, mask = corrupt(clean, config, gen)
+        if channels_last:
+            clean, noisy = (t.contiguous(memory_format=torch.channels_last) for t in (clean, noisy))
 
         def loss_fn(rows: slice, noisy=noisy, clean=clean, mask=mask) -> torch.Tensor:
             pred = model(noisy[rows])
             return reconstruction_loss(pred, clean[rows], mask[rows], config.visible_weight)
 
         # 1) forward + backward + update (micro-batches after an out-of-memory error)
-        loss = stepper.step(loss_fn, len(clean))
+        loss = stepper.step_tensor(loss_fn, len(clean))
         sched.step()
-        running = loss if step == 0 else 0.9 * running + 0.1 * loss
+        running = loss if running is None else 0.9 * running + 0.1 * loss
         seconds = time.perf_counter() - start
         stop_now = out_of_time(config.max_seconds, seconds, step, n_steps)
-        # 2) log every 10 steps and at the end
-        if (step + 1) % 10 == 0 or step + 1 == n_steps or stop_now:
-            history.append({"step": step + 1, "loss": running, "seconds": seconds,
-                            "crops": (step + 1) * batch})
-            logger.debug("pretrain step %d/%d loss %.5f", step + 1, n_steps, running)
+        # 2) log every LOG_EVERY steps and at the end (the loss stays on the device)
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == n_steps or stop_now:
+            losses.append(running)
+            history.append({"step": step + 1, "seconds": seconds, "crops": (step + 1) * batch})
         if progress is not None:
             progress(step + 1, step + 1 if stop_now else n_steps)
         if stop_now:
-            logger.info("pretraining stopped by its %.0f s budget after %d of %d steps",
-                        config.max_seconds, step + 1, n_steps)
+            logger.info(
+                "pretraining stopped by its %.0f s budget after %d of %d steps",
+                config.max_seconds,
+                step + 1,
+                n_steps,
+            )
             break
-    mark_stopped(history, n_steps)
+    if history:
+        values = torch.stack(losses).float().cpu().tolist()  # the one host sync
+        for entry, value in zip(history, values):
+            entry["loss"] = value
+        history[-1]["seconds"] = time.perf_counter() - start
+        mark_stopped(history, n_steps)
+        history[-1]["resident"] = crops.resident
+        logger.debug("pretrain %d steps, loss %.5f", history[-1]["step"], values[-1])
     model.eval()
     return history
-

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,17 @@ from datasets.crops.readers import (
     read_header,
     read_image_file,
     read_npz_labels,
+    replace_non_finite,
     scan_folder,
+    skip_reason,
 )
-from datasets.crops.resize import fit_crops, rescale_images, widest_dtype
+from datasets.crops.resize import (
+    FIT_QUANTILE,
+    choose_scale,
+    fit_crops,
+    rescale_images,
+    widest_dtype,
+)
 from datasets.errors import DataError
 from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
 from datasets.progress import Progress
@@ -65,7 +73,10 @@ class IngestReport:
     metadata_csv: str | None = None
     part: int = 0  # which part of the project this ingest wrote
     crop_size: int = 0
+    scale: float = 1.0  # the dataset-wide rescale factor applied (chosen when not given)
     notes: list[str] = field(default_factory=list)  # anything else worth telling the user
+    #: (file, count) of files whose NaN / infinite pixels were replaced by the crop's median
+    non_finite: list[tuple[str, int]] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few human-readable lines describing the ingest."""
@@ -91,6 +102,14 @@ class IngestReport:
             shown = "; ".join(f"{f} ({r})" for f, r in self.skipped[:_N_SHOWN])
             more = f" and {n_more} more" if n_more > 0 else ""
             lines.append(f"Skipped {len(self.skipped)} files: {shown}{more}")
+        if self.non_finite:
+            n_more = len(self.non_finite) - _N_SHOWN
+            shown = "; ".join(f"{f} ({n})" for f, n in self.non_finite[:_N_SHOWN])
+            more = f" and {n_more} more" if n_more > 0 else ""
+            lines.append(
+                f"NaN or infinite pixels replaced by the crop's median in "
+                f"{len(self.non_finite)} files: {shown}{more}"
+            )
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -160,6 +179,7 @@ def ingest_crops(
     check_existing(project, manifest, cfg)
     _load_csvs(ctx, labels_csv, metadata_csv)
     _scan(ctx)
+    cfg = ctx.cfg = _resolve_scale(ctx)
     dtype = widest_dtype([e.header.dtype for e in ctx.entries])
     part = len(ctx.manifest["parts"]) if ctx.manifest else 0
     final = part_file(project, part)
@@ -246,7 +266,7 @@ def _scan(ctx: _Context) -> None:
     if not images:
         find_images(ctx.src)  # raises the "no images found" error
     for path in unsupported:
-        _skip(ctx, path, f"unsupported file type {path.suffix.lower() or '(none)'!r}")
+        _skip(ctx, path, skip_reason(path))
     first_error = ""
     for path in images:
         try:
@@ -268,6 +288,28 @@ def _scan(ctx: _Context) -> None:
         entry.first_row, row = row, row + entry.header.n
 
 
+def _resolve_scale(ctx: _Context) -> IngestConfig:
+    """The ingest settings with a number for the scale: the one given, or (``scale=None``) one
+    chosen for the whole screen so the typical crop fits (:func:`datasets.crops.choose_scale`)."""
+    cfg = ctx.cfg
+    if cfg.scale is not None:
+        ctx.report.scale = cfg.scale
+        return cfg
+    heights = np.concatenate([np.full(e.header.n, e.header.height) for e in ctx.entries])
+    widths = np.concatenate([np.full(e.header.n, e.header.width) for e in ctx.entries])
+    scale = choose_scale(heights, widths, cfg.crop_size)
+    ctx.report.scale = scale
+    if scale != 1.0:
+        side = float(np.quantile(np.maximum(heights, widths), FIT_QUANTILE))
+        ctx.report.notes.append(
+            f"Crops larger than the crop size ({int(FIT_QUANTILE * 100)}% have a larger side of "
+            f"up to {side:.0f} px): every image scaled by {scale} so they fit in "
+            f"{cfg.crop_size} px, relative sizes kept (stored in project.toml; --scale or "
+            "--crop-size override)"
+        )
+    return replace(cfg, scale=scale)
+
+
 def _keep_majority_channels(ctx: _Context) -> None:
     counts = Counter(e.header.channels for e in ctx.entries)
     n_channels = counts.most_common(1)[0][0]
@@ -284,8 +326,9 @@ def _keep_majority_channels(ctx: _Context) -> None:
         ctx.entries = [e for e in ctx.entries if e.header.channels == n_channels]
 
 
-def _read_pixels(entry: _Entry) -> npt.NDArray:
-    """Pass-2 read of one file; it must still match its pass-1 header."""
+def _read_pixels(ctx: _Context, entry: _Entry, dtype: np.dtype) -> npt.NDArray:
+    """Pass-2 read of one file as ``dtype``; it must still match its pass-1 header. NaN and
+    infinite pixels are replaced by their crop's finite median; the report names the file."""
     pixels, _ = read_image_file(entry.path)
     h = entry.header
     if pixels.shape != (h.n, h.channels, h.height, h.width):
@@ -293,6 +336,10 @@ def _read_pixels(entry: _Entry) -> npt.NDArray:
             f"{entry.path}: pixels have shape {pixels.shape}, header said "
             f"{(h.n, h.channels, h.height, h.width)}"
         )
+    pixels, n_bad = replace_non_finite(pixels.astype(dtype, copy=False), entry.path)
+    if n_bad:
+        ctx.report.non_finite.append((entry.rel, n_bad))
+        logger.warning("%s: %d NaN or infinite pixels replaced", entry.rel, n_bad)
     return pixels
 
 
@@ -307,7 +354,7 @@ def _write_pixels(
     done = 0
     for entry in ctx.entries:
         try:
-            pixels = _read_pixels(entry).astype(dtype, copy=False)
+            pixels = _read_pixels(ctx, entry, dtype)
         except DataError as err:
             entry.ok = False
             _skip(ctx, entry.path, _reason(err, entry.path))
@@ -424,9 +471,7 @@ def _npz_truth(entries: list[_Entry]) -> pd.Series:
     return pd.Series(np.concatenate(parts), dtype="str")
 
 
-def _group_labels(
-    cfg: IngestConfig, report: IngestReport, table: pd.DataFrame
-) -> pd.Series | None:
+def _group_labels(cfg: IngestConfig, report: IngestReport, table: pd.DataFrame) -> pd.Series | None:
     """Each cell's plate when normalising per plate (missing plate = ""), else None."""
     by = cfg.normalise_by
     has_plate = "plate" in table.columns
@@ -485,7 +530,7 @@ def _fill_report(
     dtypes = sorted({str(e.header.dtype) for e in ctx.entries})
     if dtypes != [str(dtype)]:
         report.notes.append(f"Source dtypes {dtypes} stored as {dtype}")
-    if ctx.cfg.scale != 1.0:
+    if ctx.cfg.scale != 1.0 and not any(n.startswith("Crops larger") for n in report.notes):
         report.notes.append(f"Every image rescaled by {ctx.cfg.scale} before fitting")
 
 

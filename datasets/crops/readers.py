@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, replace
@@ -44,6 +45,8 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     tifffile.TiffFileError,
     Image.DecompressionBombError,
 )
+#: File content quoted by a library's error (tifffile: ``header=b'...'``), cut from messages.
+_FILE_BYTES = re.compile(r"[\s:,]*(header\s*=\s*)?b(['\"]).*?(?<!\\)\2")
 _PIL_MODES = {  # mode -> (channels, dtype, layout note)
     "1": (1, np.uint8, "grey (1-bit)"),
     "L": (1, np.uint8, "grey"),
@@ -76,6 +79,8 @@ def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
     """Supported image files and unsupported other files under ``root``, recursively.
 
     Hidden files and folders (``.name``) and sidecar files such as ``labels.csv`` are ignored.
+    Symbolic links (to files or folders) are never followed: they are listed with the
+    unsupported files, and :func:`skip_reason` says they are links.
 
     Returns:
         ``(images, unsupported)``, both sorted.
@@ -91,13 +96,24 @@ def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
     unsupported: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        unsupported.extend(Path(dirpath) / d for d in dirnames if os.path.islink(Path(dirpath) / d))
         for name in filenames:
             suffix = os.path.splitext(name)[1].lower()
             if name.startswith(".") or suffix in _SIDECAR_SUFFIXES or name == "Thumbs.db":
                 continue
-            target = images if suffix in SUPPORTED_SUFFIXES else unsupported
-            target.append(Path(dirpath) / name)
+            path = Path(dirpath) / name
+            link = os.path.islink(path)
+            target = images if suffix in SUPPORTED_SUFFIXES and not link else unsupported
+            target.append(path)
     return sorted(images), sorted(unsupported)
+
+
+def skip_reason(path: Path) -> str:
+    """Why :func:`scan_folder` left ``path`` out: a symbolic link (never followed, and nothing
+    of its target is shown), or an unsupported file type."""
+    if os.path.islink(path):
+        return "a symbolic link (links are not followed)"
+    return f"unsupported file type {Path(path).suffix.lower() or '(none)'!r}"
 
 
 def find_images(root: Path) -> list[Path]:
@@ -109,9 +125,14 @@ def find_images(root: Path) -> list[Path]:
     images, unsupported = scan_folder(root)
     if not images:
         extra = ""
-        if unsupported:
-            kinds = sorted({p.suffix.lower() or p.name for p in unsupported})
-            extra = f" ({len(unsupported)} files of unsupported type {', '.join(kinds)})"
+        links = [p for p in unsupported if os.path.islink(p)]
+        others = [p for p in unsupported if p not in links]
+        notes = [f"{len(links)} symbolic links, not followed"] if links else []
+        if others:
+            kinds = sorted({p.suffix.lower() or p.name for p in others})
+            notes.append(f"{len(others)} files of unsupported type {', '.join(kinds)}")
+        if notes:
+            extra = f" ({'; '.join(notes)})"
         raise DataError(
             f"{root}: no images found{extra}; supported types are {', '.join(SUPPORTED_SUFFIXES)}"
         )
@@ -184,7 +205,8 @@ def _suffix(path: Path) -> str:
 
 def _cannot_read(path: Path, err: BaseException) -> DataError:
     cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return DataError(f"{path}: cannot read ({cause})")
+    cause = _FILE_BYTES.sub("", cause).rstrip(" :,")  # no file content in a message
+    return DataError(f"{path}: cannot read ({cause or type(err).__name__})")
 
 
 def read_header(path: Path) -> ImageHeader:
@@ -359,3 +381,38 @@ def _read_npz_images(path: Path) -> tuple[npt.NDArray, str]:
     if images.shape[0] == 0:
         raise DataError(f"{path}: cannot read ('images' holds no image)")
     return images, layout
+
+
+def replace_non_finite(pixels: npt.NDArray, path: Path) -> tuple[npt.NDArray, int]:
+    """``pixels`` with every NaN or infinite value replaced by its crop's finite median.
+
+    The median is taken per image and channel over that image's finite pixels, so no crop is
+    rescaled and one bad pixel does not spoil a dataset's intensity ranges.
+
+    Args:
+        pixels: (n, C, H, W) pixels as read from ``path``; integer dtypes are returned as is.
+        path: the file, named in the error.
+
+    Returns:
+        ``(pixels, count)``: the cleaned pixels (a copy when anything was replaced) and how
+        many values were non-finite.
+
+    Raises:
+        DataError: when an image channel holds no finite value at all.
+    """
+    if pixels.dtype.kind != "f":
+        return pixels, 0
+    bad = ~np.isfinite(pixels)
+    count = int(bad.sum())
+    if not count:
+        return pixels, 0
+    empty = bad.all(axis=(2, 3))
+    if empty.any():
+        image, channel = (int(i) for i in np.argwhere(empty)[0])
+        where = f"image {image}, channel {channel}" if len(pixels) > 1 else f"channel {channel}"
+        raise DataError(
+            f"{path}: no finite pixel left ({where} is all NaN or infinite); fix or remove the file"
+        )
+    cleaned = np.where(bad, np.nan, pixels)
+    median = np.nanmedian(cleaned, axis=(2, 3), keepdims=True).astype(pixels.dtype)
+    return np.where(bad, median, pixels), count

@@ -3,7 +3,8 @@
 Cell size is a phenotype, so a crop is never rescaled on its own: a small crop is padded with
 its own per-channel border median (a brightfield background stays bright, a fluorescence one
 stays dark) and a big crop is centre-cropped. A dataset-wide ``scale`` factor, applied to every
-image alike, is the only resampling allowed.
+image alike, is the only resampling allowed; when the crops are larger than the crop size,
+:func:`choose_scale` picks it from their size distribution so the typical cell fits.
 """
 
 from __future__ import annotations
@@ -90,6 +91,29 @@ def fit_crops(images: npt.NDArray, size: int) -> npt.NDArray:
     ph, pw = (size - ch) // 2, (size - cw) // 2
     out[:, :, ph : ph + ch, pw : pw + cw] = core
     return out
+
+
+#: Share of crops whose larger side must fit in the crop size after the chosen scale.
+FIT_QUANTILE = 0.9
+
+
+def choose_scale(heights: npt.ArrayLike, widths: npt.ArrayLike, crop_size: int) -> float:
+    """One scale for a whole screen so the typical cell fits in ``crop_size``.
+
+    The :data:`FIT_QUANTILE` quantile of each crop's larger side is brought down to
+    ``crop_size``; crops that already fit leave the scale at 1 (small crops are padded, never
+    enlarged). Relative sizes are kept: every image gets the same factor.
+
+    Returns:
+        The factor, rounded down to 3 decimals, in [0.05, 1].
+    """
+    side = np.maximum(np.asarray(heights, dtype=np.float64), np.asarray(widths, dtype=np.float64))
+    if side.size == 0:
+        return 1.0
+    typical = float(np.quantile(side, FIT_QUANTILE))
+    if typical <= crop_size:
+        return 1.0
+    return float(max(0.05, np.floor(1000 * crop_size / typical) / 1000))
 
 
 def rescale_images(images: npt.NDArray, scale: float) -> npt.NDArray:

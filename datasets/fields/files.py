@@ -35,7 +35,14 @@ import numpy as np
 import numpy.typing as npt
 
 from datasets.cells import BASE_COLUMNS
-from datasets.crops.readers import ImageHeader, read_header, read_image_file, scan_folder
+from datasets.crops.readers import (
+    ImageHeader,
+    read_header,
+    read_image_file,
+    replace_non_finite,
+    scan_folder,
+    skip_reason,
+)
 from datasets.crops.resize import widest_dtype
 from datasets.errors import DataError
 from datasets.fields.spec import FieldSpec
@@ -201,10 +208,7 @@ def _folder(path: Path, what: str) -> Path:
 def _field_files(root: Path, mask_root: Path | None) -> tuple[list[Path], Skipped]:
     """Candidate field files under ``root``, leaving out masks; what was left out and why."""
     images, unsupported = scan_folder(root)
-    skipped: Skipped = [
-        (_rel(p, root), f"unsupported file type {p.suffix.lower() or '(none)'!r}")
-        for p in unsupported
-    ]
+    skipped: Skipped = [(_rel(p, root), skip_reason(p)) for p in unsupported]
     default_masks = root / "masks"
     files = []
     for path in images:
@@ -329,23 +333,34 @@ def _check_plane(
         )
 
 
-def read_field(spec: FieldSpec) -> npt.NDArray:
-    """The pixels of a field.
+def read_field(spec: FieldSpec, non_finite: list[tuple[str, int]] | None = None) -> npt.NDArray:
+    """The pixels of a field, NaN and infinite pixels replaced by their channel's finite median.
+
+    Args:
+        spec: the field.
+        non_finite: when given, ``(file, count)`` is appended for each file that held NaN or
+            infinite pixels.
 
     Returns:
         (C, H, W) in the source dtype (per-channel files of different dtypes: the widest of
         uint8 < uint16 < float32).
 
     Raises:
-        DataError: unreadable file, several channels in a per-channel file, or channel files
-            of different sizes.
+        DataError: unreadable file, several channels in a per-channel file, channel files
+            of different sizes, or a channel without any finite pixel.
     """
+
+    def read(path: Path) -> npt.NDArray:
+        pixels, n_bad = replace_non_finite(read_image_file(path)[0], path)
+        if n_bad and non_finite is not None:
+            non_finite.append((str(path), n_bad))
+        return pixels
+
     if len(spec.channel_files) == 1:
-        pixels, _ = read_image_file(spec.channel_files[0])
-        return pixels[0]
+        return read(spec.channel_files[0])[0]
     planes: list[npt.NDArray] = []
     for path in spec.channel_files:
-        pixels, _ = read_image_file(path)
+        pixels = read(path)
         first = planes[0].shape if planes else pixels.shape[2:]
         _check_plane(spec, path, pixels.shape[1], pixels.shape[2:], first)
         planes.append(pixels[0, 0])

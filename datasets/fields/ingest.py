@@ -231,7 +231,7 @@ def _unique_key(spec: FieldSpec, taken: set[str], report: IngestReport) -> Field
 def _ingest_field(run: _Run, spec: FieldSpec, part: int) -> None:
     """Read, segment and crop one field; a DataError skips the field."""
     try:
-        image = read_field(spec).astype(run.dtype, copy=False)
+        image = read_field(spec, run.report.non_finite).astype(run.dtype, copy=False)
         if image.shape[0] != run.n_channels:
             raise DataError(f"{spec.channel_files[0]}: {image.shape[0]} channels, expected "
                             f"{run.n_channels}")  # fmt: skip

@@ -72,6 +72,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from labeling.evaluate import evaluate_project, format_table
+
+    out = Path(args.out) if args.out else None
+    table, truth = evaluate_project(Path(args.project), group=args.group, repeats=args.repeats,
+                                    seed=args.seed, out_dir=out)
+    print(format_table(table, truth))
+    if out is not None:
+        print(f"wrote {out / 'quality.csv'}")
+    return 0
+
+
 def _cmd_classes(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
@@ -144,6 +156,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from labeling.cli.ingest import _ingest_config
     from labeling.simulate import SimConfig, simulate
 
     cfg = SimConfig(
@@ -152,18 +165,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seeds=args.seeds,
         finetune=args.finetune,
+        holdout=args.holdout,
+        group_pattern=args.group_pattern,
     )
     with tqdm_progress("runs") as progress:
-        summary = simulate(Path(args.data_dir), cfg, Path(args.out), progress=progress)
-    table = summary.groupby("strategy", sort=False).agg(
-        labels_to_all=("labels_to_all_classes", "median"),
-        found=("classes_found", "median"),
-        macro_f1=("macro_f1", "median"),
-        bal_acc=("balanced_accuracy", "median"),
-        round_s=("mean_round_seconds", "mean"),
-    )
-    print(table.round(3).to_string())
-    print(f"wrote {args.out}/curves.csv, summary.csv, discovery.png")
+        summary = simulate(
+            Path(args.data_dir), cfg, Path(args.out), progress=progress,
+            ingest=_ingest_config(args),
+        )  # fmt: skip
+    print(summary.attrs["text"])
+    print(f"wrote {args.out}/peers.txt, peers.csv, curves.csv, summary.csv, discovery.png")
     return 0
 
 
@@ -291,6 +302,23 @@ def _add_predict(sub: Sub, parents: Parents) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _add_evaluate(sub: Sub, parents: Parents) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        parents=[parents["project"]],
+        help="quality table: linear-probe CV of each feature set against the truth or labels",
+        description="Linear probe (balanced logistic regression) in stratified 5-fold CV, all "
+        "labels and 10 per class, median of repeats, for morphology, the backbone embedding, "
+        "both, and CellProfiler features; scored against the cell table's truth column, else "
+        "the project's labels.",
+    )
+    p.add_argument("--out", help="folder to write quality.csv into")
+    p.add_argument("--group", help="cell-table column whose groups never split across folds")
+    p.add_argument("--repeats", type=int, default=5, help="reshuffled repeats (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first repeat (default 0)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def _add_info(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "info",
@@ -346,12 +374,31 @@ def _add_simulate(sub: Sub, parents: Parents) -> None:
     p.add_argument("data_dir", help="crops folder with labels.csv (path,label)")
     p.add_argument(
         "--strategy",
-        default="discover,random",
-        help="comma-separated strategies (default discover,random)",
+        default="discover,random,margin,entropy",
+        help="comma-separated strategies, the first compared with the others "
+        "(default discover,random,margin,entropy)",
     )
     p.add_argument("--budget", type=int, default=300, help="labels per run (default 300)")
     p.add_argument("--batch-size", type=int, default=10, help="labels per round (default 10)")
-    p.add_argument("--seeds", type=int, default=5, help="runs per strategy (default 5)")
+    p.add_argument("--seeds", type=int, default=10, help="runs per strategy (default 10)")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.25,
+        help="share of each class held out of the pool to score every strategy (default 0.25)",
+    )
+    p.add_argument(
+        "--group-pattern",
+        metavar="REGEX",
+        help="hold out whole groups: group 1 of REGEX in each crop's path (e.g. the movie)",
+    )
+    p.add_argument("--crop-size", type=int, default=64, help="as for init (default 64)")
+    p.add_argument("--scale", type=float, default=None, help="as for init (default: chosen)")
+    p.add_argument("--channels", help="as for init: comma-separated channel names")
+    p.add_argument("--keep-empty-channels", action="store_true", help="as for init")
+    p.add_argument(
+        "--normalise-by", choices=["auto", "dataset", "plate"], default="auto", help="as for init"
+    )
     p.add_argument(
         "--finetune",
         action="store_true",
@@ -438,8 +485,8 @@ def _add_app(sub: Sub, parents: Parents) -> None:
 
 
 _SUBCOMMANDS = (
-    _add_export, _add_predict, _add_info, _add_next, _add_label, _add_simulate, _add_report,
-    _add_classes, _add_train, _add_app,
+    _add_export, _add_predict, _add_evaluate, _add_info, _add_next, _add_label, _add_simulate,
+    _add_report, _add_classes, _add_train, _add_app,
 )  # fmt: skip
 
 
@@ -462,6 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """After a BrokenPipeError on stdout: point stdout at /dev/null, so that Python's final
+    flush at exit writes nowhere instead of raising again; 141 (128 + SIGPIPE), as a command
+    stopped by a closed pipe ends."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``phenoscout`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -471,7 +530,11 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%Y-%m-%d %H:%M:%S",
     )
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+        return code
+    except BrokenPipeError:  # the reader left (``phenoscout info P | head -1``): stop quietly
+        return _stdout_gone()
     except PhenoScoutError as exc:
         print(f"phenoscout {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -20,11 +20,16 @@ from labeling.errors import PhenoScoutError
 _FIELD_HINT = "{plate}_{well}_s{site}_w{channel}.tif"
 _CROPS_ONLY = (("labels_csv", "--labels-csv"), ("metadata_csv", "--metadata-csv"))
 _FIELDS_ONLY = (
-    ("pattern", "--pattern"), ("masks", "--masks"), ("keep_border", "--keep-border"),
-    ("nuclei_channel", "--nuclei-channel"), ("cell_channel", "--cell-channel"),
+    ("pattern", "--pattern"),
+    ("masks", "--masks"),
+    ("keep_border", "--keep-border"),
+    ("nuclei_channel", "--nuclei-channel"),
+    ("cell_channel", "--cell-channel"),
 )
 _CELLPROFILER_ONLY = (
-    ("images_csv", "--images-csv"), ("image_root", "--image-root"), ("object_name", "--object-name")
+    ("images_csv", "--images-csv"),
+    ("image_root", "--image-root"),
+    ("object_name", "--object-name"),
 )
 
 
@@ -122,7 +127,7 @@ def _check_source_options(args: argparse.Namespace) -> None:
     ]
     if args.truth and args.crops:
         wrong.append("--truth (use --labels-csv with --crops)")
-    if args.scale != 1.0 and not args.crops:
+    if args.scale is not None and not args.crops:
         wrong.append("--scale")
     if wrong:
         raise PhenoScoutError(f"{', '.join(wrong)} cannot be used with {source}")
@@ -134,19 +139,24 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from labeling.io.imports import import_labels
 
     _check_source_options(args)
+    imported: list[int] = []
+
+    def then(project) -> None:  # inside the create: a failed import leaves no project behind
+        if args.import_labels:
+            imported.append(import_labels(project, Path(args.import_labels)))
+
     if args.crops:
-        project, report = _init_crops(args)
+        project, report = _init_crops(args, then)
     else:
-        project, report = _init_fields(args)
+        project, report = _init_fields(args, then)
     print(report.summary())
-    if args.import_labels:
-        n = import_labels(project, Path(args.import_labels))
-        print(f"imported {n} labels from {args.import_labels}")
+    if imported:
+        print(f"imported {imported[0]} labels from {args.import_labels}")
     print(f"project ready: {project.path}  (next: phenoscout app {project.path})")
     return 0
 
 
-def _init_crops(args: argparse.Namespace):  # -> (Project, IngestReport)
+def _init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestReport)
     from labeling.project import create_project
 
     with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
@@ -159,10 +169,11 @@ def _init_crops(args: argparse.Namespace):  # -> (Project, IngestReport)
             seed=args.seed,
             progress=progress,
             feature_progress=fprogress,
+            then=then,
         )
 
 
-def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
+def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestReport)
     from labeling.project import create_project_from_fields
 
     if args.fields:
@@ -194,7 +205,7 @@ def _init_fields(args: argparse.Namespace):  # -> (Project, IngestReport)
             Path(args.project), fields, ingest, segment=segment, keep_border=args.keep_border,
             segment_config=_segment_config(args),
             truth_csv=args.truth, seed=args.seed, progress=progress, feature_progress=fp,
-            train_progress=train,
+            train_progress=train, then=then,
         )  # fmt: skip
     report.skipped[:0] = skipped
     return project, report
@@ -320,11 +331,15 @@ def _add_field_args(p: argparse.ArgumentParser) -> None:
         "--keep-border", action="store_true", help="keep objects touching a field's border"
     )
     p.add_argument(
-        "--nuclei-channel", type=int, default=None,
+        "--nuclei-channel",
+        type=int,
+        default=None,
         help="channel (0-based) the nuclei are segmented in (default 0)",
     )
     p.add_argument(
-        "--cell-channel", type=int, default=None,
+        "--cell-channel",
+        type=int,
+        default=None,
         help="classical only: grow nuclei into this channel's foreground to segment whole cells",
     )
     p.add_argument("--truth", type=Path, help="ground truth field,object,label of fields' objects")
@@ -351,9 +366,7 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--image-root", help="folder to look for CellProfiler's images in when its paths are stale"
     )
-    p.add_argument(
-        "--object-name", help="CellProfiler object to use (default: Nuclei, else Cells)"
-    )
+    p.add_argument("--object-name", help="CellProfiler object to use (default: Nuclei, else Cells)")
     p.add_argument(
         "--crop-size",
         type=int,
@@ -361,7 +374,11 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
         help="crops are padded or centre-cropped to this size (default 64)",
     )
     p.add_argument(
-        "--scale", type=float, default=1.0, help="dataset-wide rescale factor (default 1: none)"
+        "--scale",
+        type=float,
+        default=None,
+        help="dataset-wide rescale factor (default: 1, or when crops are larger than the crop "
+        "size one factor so 90%% of them fit; the number is stored in project.toml)",
     )
     p.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Tubulin")
     p.add_argument(

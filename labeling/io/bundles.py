@@ -25,7 +25,10 @@ import numpy.typing as npt
 
 from datasets.render import hex_to_rgb
 from labeling.errors import DataError, NotTrainedError, ProjectError
-from labeling.io.export import write_bytes_atomic  # noqa: F401  (re-exported)
+from labeling.io.export import (
+    csv_bytes,
+    write_bytes_atomic,  # noqa: F401  (re-exported)
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,6 +49,27 @@ def safe_name(name: str) -> str:
     return out or "_"
 
 
+def class_folders(names) -> dict[str, str]:
+    """A distinct, filesystem-safe folder name for each class name, in order of first appearance.
+
+    Leading dots are escaped as ``_2e`` (so ``.`` and ``..`` become ``_2e`` and ``_2e_2e``, never
+    a path step), the rest goes through :func:`safe_name`, and a folder already taken (also
+    when only the case differs) gets ``-2``, ``-3``, ... appended.
+    """
+    folders: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in dict.fromkeys(str(n) for n in names):
+        dots = len(name) - len(name.lstrip("."))
+        base = safe_name("_2e" * dots + name[dots:])
+        folder, n = base, 1
+        while folder.lower() in taken:
+            n += 1
+            folder = f"{base}-{n}"
+        taken.add(folder.lower())
+        folders[name] = folder
+    return folders
+
+
 def crops_zip(project: Project) -> bytes:
     """A ZIP of every currently labeled cell's crop as stored, one folder per class.
 
@@ -53,10 +77,11 @@ def crops_zip(project: Project) -> bytes:
     (``PixelStore.read_raw``: no normalisation), channels first: an ImageJ hyperstack (axes
     CYX, channel names as slice labels, the project's channel colours as LUTs, composite mode)
     for uint8, uint16 and float32 data, else a plain TIFF whose JSON description names the
-    axes and channels. ``index.csv`` lists ``cell_id, class, file`` and each cell's label
-    annotator, time, source, path and metadata. Class and cell names are made
-    filesystem-safe (:func:`safe_name`, numbered on a clash); pseudo-classes ("unsure", "bad
-    segmentation") get folders too.
+    axes and channels. ``index.csv`` lists ``cell_id, class, folder, file`` and each cell's
+    label annotator, time, source, pseudo flag, path and metadata. Class and cell names are
+    made filesystem-safe and distinct (:func:`class_folders`, :func:`safe_name`, numbered on a
+    clash); pseudo-classes ("unsure", "bad segmentation") get folders too, as they are in the
+    labels export.
 
     Raises:
         DataError: no cell is labeled yet.
@@ -71,13 +96,13 @@ def crops_zip(project: Project) -> bytes:
             crops = project.pixels.read_raw(chunk)
             for file, crop in zip(index["file"].iloc[start : start + _BATCH], crops):
                 zf.writestr(file, _tiff_bytes(crop, names, colours))
-        zf.writestr("index.csv", index.to_csv(index=False))
+        zf.writestr("index.csv", csv_bytes(index))
     return buffer.getvalue()
 
 
 def _crops_index(project: Project) -> pd.DataFrame:
-    """One row per labeled cell (pseudo-classes too): ``cell_id, class, file``, then the label's
-    annotator, time, source, round and the cell's path and metadata.
+    """One row per labeled cell (pseudo-classes too): ``cell_id, class, folder, file``, then the
+    label's annotator, time, source, round and the cell's path and metadata.
 
     Raises:
         DataError: no cell is labeled yet.
@@ -87,17 +112,19 @@ def _crops_index(project: Project) -> pd.DataFrame:
     labels = project.store.current_labels_frame(include_pseudo=True)
     if labels.empty:
         raise DataError(f"{project.path.name}: no labeled cells to export; label some first")
+    folders = class_folders(labels["label"])
     used: set[str] = set()
     files = []
     for cell_id, label in zip(labels["cell_id"], labels["label"]):
-        stem = f"{safe_name(label)}/{safe_name(cell_id)}"
+        stem = f"{folders[label]}/{safe_name(cell_id)}"
         file, n = f"{stem}.tif", 1
         while file.lower() in used:  # two ids made alike by safe_name (or by case)
             n += 1
             file = f"{stem}-{n}.tif"
         used.add(file.lower())
         files.append(file)
-    labels.insert(2, "file", files)
+    labels.insert(2, "folder", labels["label"].map(folders))
+    labels.insert(3, "file", files)
     labels = labels.rename(columns={"label": "class", "source": "label_source"})
     cells = project.cells()
     meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})

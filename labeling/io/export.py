@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -31,13 +32,17 @@ __all__ = [
     "FORMATS",
     "cells_table",
     "check_export_target",
+    "csv_bytes",
+    "csv_safe",
     "export_frame",
     "export_meta",
     "export_table",
     "labels_table",
     "metadata_columns",
+    "neutralise_formula",
     "predictions_table",
     "table_bytes",
+    "unquote_formula",
     "well_fractions",
     "write_bytes_atomic",
     "write_table",
@@ -50,6 +55,53 @@ _PROJECT_FILES = ("project.toml", "cells.parquet", "labels.db")
 _PROJECT_FOLDERS = ("pixels", "features", "models", "cache")
 _FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+#: A text cell a spreadsheet would run as a formula starts with one of these (OWASP CSV
+#: injection); a leading ``'`` makes it plain text. Leading quotes already there are counted in,
+#: so :func:`unquote_formula` gives back exactly what was written.
+_FORMULA = re.compile(r"^'*[=+\-@\t\r]")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def neutralise_formula(value: object) -> object:
+    """``value`` with a ``'`` in front when it is text a spreadsheet would run as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (after any ``'``)
+    gets a leading ``'``; a number written as text (``-1.5``, a negative dose) and every
+    non-text value stay as they are.
+    """
+    if isinstance(value, str) and _FORMULA.match(value) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def unquote_formula(value: str) -> str:
+    """Undo :func:`neutralise_formula` on a cell read back from an exported CSV."""
+    if isinstance(value, str) and _FORMULA.match(value) and value.startswith("'"):
+        return value[1:]
+    return value
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells, column names and index values cannot run as
+    spreadsheet formulas (:func:`neutralise_formula`); numeric columns are left alone."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[col]) or pd.api.types.is_bool_dtype(out[col])):
+            out[col] = out[col].map(neutralise_formula, na_action="ignore")
+    out.columns = [neutralise_formula(c) for c in out.columns]
+    if not pd.api.types.is_numeric_dtype(out.index):
+        out.index = [neutralise_formula(i) for i in out.index]
+    return out
+
+
+def csv_bytes(df: pd.DataFrame, index: bool = False) -> bytes:
+    """``df`` as UTF-8 CSV bytes with formulas neutralised (:func:`csv_safe`): the one way
+    PhenoScout writes a CSV for users (exports, the crops ZIP's index.csv, reports)."""
+    return csv_safe(df).to_csv(index=index).encode("utf-8")
 
 
 def check_export_target(out: Path) -> None:
@@ -127,9 +179,14 @@ def metadata_columns(cells: pd.DataFrame) -> list[str]:
 
 
 def labels_table(project: Project) -> pd.DataFrame:
-    """One row per labeled cell: ``cell_id, label, annotator, labeled_at, label_source, round_id,
-    duration_ms`` (the time the label took), then ``path`` and the cell's metadata columns."""
-    labels = project.store.current_labels_frame().rename(columns={"source": "label_source"})
+    """One row per labeled cell: ``cell_id, label, annotator, labeled_at, round_id,
+    label_source, pseudo, duration_ms`` (the time the label took), then ``path`` and the cell's
+    metadata columns.
+
+    "unsure" and "bad segmentation" labels are included, as in the crops ZIP, with ``pseudo``
+    True: they are labels a user gave, never training classes."""
+    labels = project.store.current_labels_frame(include_pseudo=True)
+    labels = labels.rename(columns={"source": "label_source"})
     cells = project.cells()
     meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})
     return labels.merge(meta, on="cell_id", how="left")
@@ -147,6 +204,9 @@ def cells_table(project: Project) -> pd.DataFrame:
 def table_bytes(df: pd.DataFrame, fmt: str, meta: dict | None = None) -> bytes:
     """``df`` as the bytes of a CSV or Parquet file (no index).
 
+    CSV text cells that a spreadsheet would run as formulas get a leading ``'``
+    (:func:`csv_bytes`); Parquet keeps every value as it is.
+
     Args:
         df: the table.
         fmt: ``".csv"`` or ``".parquet"`` (a file suffix; case and the dot do not matter).
@@ -160,7 +220,7 @@ def table_bytes(df: pd.DataFrame, fmt: str, meta: dict | None = None) -> bytes:
     if suffix not in FORMATS:
         raise ConfigError(f"unsupported export format {fmt!r}; use .csv or .parquet")
     if suffix == ".csv":
-        return df.to_csv(index=False).encode("utf-8")
+        return csv_bytes(df)
     import pyarrow as pa
     import pyarrow.parquet as pq
 

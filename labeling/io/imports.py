@@ -28,9 +28,19 @@ def _read_label_csv(path: Path):  # -> pd.DataFrame
             f"{path}: missing column(s) {sorted(missing)}; expected a header 'path,label' "
             f"(found {list(df.columns)})"
         )
-    if (df["label"].str.strip() == "").any():
-        row = int((df["label"].str.strip() == "").to_numpy().argmax()) + 2
-        raise DataError(f"{path}: empty label on line {row}")
+    from labeling.io.export import unquote_formula
+
+    for column in ("path", "label"):  # an exported CSV's '= ... cells come back as written
+        df[column] = df[column].map(unquote_formula)
+    from datasets.names import class_name_problem
+
+    clean = []
+    for line, label in enumerate(df["label"], start=2):  # the rule labels.csv follows too
+        name, problem = class_name_problem(label)
+        if problem:
+            raise DataError(f"{path}: line {line}: {problem}")
+        clean.append(name)
+    df["label"] = clean
     return df
 
 
@@ -72,7 +82,7 @@ def import_labels(project: Project, csv_path: Path, annotator: str = IMPORT_ANNO
         if cell_id is None:
             unknown.append(raw)
         else:
-            labels[cell_id] = label.strip()
+            labels[cell_id] = label
     if unknown:
         raise DataError(
             f"{csv_path}: {len(unknown)} path(s) match no cell of the project, e.g. "

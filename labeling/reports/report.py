@@ -32,6 +32,7 @@ from labeling.predictions import predicted_distribution as predicted_distributio
 from labeling.predictions import well_fractions as well_fractions
 from labeling.reports.plots import class_panels, finish_panels, pyplot, save_figure, style_panel
 from labeling.store.labels import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
+from labeling.strategies.unseen import unseen_class_chance
 
 if TYPE_CHECKING:
     from labeling.project import Project
@@ -199,21 +200,22 @@ def stopping_signal(
 
     ``p_new_class`` = n1 / n on the random slice (n1: real classes seen exactly once there, n:
     slice size): the estimated chance that the next random cell is of a class the slice has not
-    seen. It is conservative, since classes found by other strategies may still be unseen in the
-    slice. None while the slice is empty.
+    seen, with its 95% interval (``p_new_class_low``, ``p_new_class_high``); the one estimate
+    ``discover`` hands over by (:func:`labeling.strategies.unseen.unseen_class_chance`). It is
+    conservative, since classes found by other strategies may still be unseen in the slice.
+    None while the slice is empty.
 
     Returns:
         JSON-ready dict: ``n_labels`` (labels spent), ``n_classes`` (classes found),
         ``last_new_class`` and ``last_new_class_at`` (None before any), ``labels_since_new_class``,
-        ``n_random`` (slice size), ``n_singletons`` (n1), ``p_new_class``.
+        ``n_random`` (slice size), ``n_singletons`` (n1), ``p_new_class``,
+        ``p_new_class_low``, ``p_new_class_high``.
     """
     live = _live(events)
     first = _first_found(live, pseudo)
     last = max(first.items(), key=lambda kv: kv[1]) if first else (None, None)
     slice_ = random_slice(live)
-    skip = set(pseudo)
-    counts = Counter(lab for lab in slice_.values() if lab not in skip)
-    n1 = sum(1 for k in counts.values() if k == 1)
+    unseen = unseen_class_chance(slice_.values(), pseudo=pseudo)
     return {
         "n_labels": len(live),
         "n_classes": len(first),
@@ -221,8 +223,10 @@ def stopping_signal(
         "last_new_class_at": last[1],
         "labels_since_new_class": len(live) - (last[1] or 0),
         "n_random": len(slice_),
-        "n_singletons": n1,
-        "p_new_class": n1 / len(slice_) if slice_ else None,
+        "n_singletons": unseen.n1,
+        "p_new_class": unseen.p,
+        "p_new_class_low": unseen.low,
+        "p_new_class_high": unseen.high,
     }
 
 
@@ -462,7 +466,9 @@ def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
 
 # ---------------------------------------------------------------- the report
 def _write_csv(frame: pd.DataFrame, path: Path, files: list[Path], index: bool = False) -> None:
-    frame.to_csv(path, index=index)
+    from labeling.io.export import csv_bytes
+
+    path.write_bytes(csv_bytes(frame, index=index))
     files.append(path)
 
 

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,14 @@ from labeling.store.classes import (  # re-exported: callers import them from he
     ClassInfo,
     ClassTable,
 )
-from labeling.store.db import is_readonly, now_iso, why_write_failed, write_failed
+from labeling.store.db import (
+    damaged,
+    is_readonly,
+    now_iso,
+    store_failed,
+    why_write_failed,
+    write_failed,
+)
 from labeling.store.names import SKIP, did_you_mean, normalise_class_name
 from labeling.store.rounds import RoundsAndLeases, label_durations
 
@@ -53,6 +61,7 @@ __all__ = [
 SCHEMA_VERSION = 2  # labeling.store.migrations upgrades older stores on open
 SOURCES = ("batch", "review", "cli", "import", "more_like_this")
 BUSY_TIMEOUT_S = 10.0
+FULL_CHECK_EVERY_S = 24 * 3600.0  # the full PRAGMA integrity_check runs at most once a day
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,6 +133,7 @@ class LabelStore:
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist; create it")
         try:
             self._db = self._connect()
+            self._check_integrity()
             self._ensure_schema(create)
         except sqlite3.DatabaseError as e:
             self.close()
@@ -132,10 +142,7 @@ class LabelStore:
                     f"{self.path}: cannot open the label store for writing ({e}); "
                     f"{why_write_failed(self.path, e)} - labels committed before are safe"
                 ) from e
-            raise StoreError(
-                f"{self.path}: cannot open the label store ({e}); the file is damaged or not a "
-                "labels.db - restore it from a backup or move it away"
-            ) from e
+            raise store_failed(self.path, e, "open") from e
         except StoreError:
             self.close()
             raise
@@ -152,6 +159,58 @@ class LabelStore:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged file before anything is written into it.
+
+        ``PRAGMA quick_check`` on every open (it reads every page but skips the index
+        contents); the full ``PRAGMA integrity_check`` (which also matches every index to its
+        table) when the quick one fails, or when the last full check recorded in ``meta``
+        (``integrity_checked_at``) is over :data:`FULL_CHECK_EVERY_S` old.
+
+        Raises:
+            StoreDamagedError: either check reports damage.
+        """
+        conn = self._conn
+        if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            return  # a new, empty file: nothing to check
+        quick = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+        if quick != ["ok"] or self._full_check_due(conn):
+            found = [r[0] for r in conn.execute("PRAGMA integrity_check(5)")]
+            if found != ["ok"]:
+                text = " ".join("; ".join(str(f) for f in found).split())  # rows are multi-line
+                detail = f"PRAGMA integrity_check: {text}"
+                raise damaged(self.path, detail[:300])
+            self._record_full_check()
+
+    @staticmethod
+    def _full_check_due(conn: sqlite3.Connection) -> bool:
+        try:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = 'integrity_checked_at'"
+            ).fetchone()
+        except sqlite3.OperationalError:  # no meta table: not a label store (said later)
+            return True
+        if row is None:
+            return True
+        try:
+            last = datetime.fromisoformat(str(row[0]).replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        return (datetime.now(UTC) - last).total_seconds() > FULL_CHECK_EVERY_S
+
+    def _record_full_check(self) -> None:
+        """Note the time of a passed full check; a store that cannot be written is checked
+        again on its next open (its writes fail with their own error)."""
+        try:
+            with self.write() as conn:
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('integrity_checked_at', ?)",
+                        (now_iso(),),
+                    )
+        except StoreError as e:
+            logger.info("%s: last integrity check not recorded (%s)", self.path, e)
 
     def _ensure_schema(self, create: bool) -> None:
         with self.write() as conn:
@@ -184,6 +243,7 @@ class LabelStore:
                 conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (now_iso(),))
+        conn.execute("INSERT INTO meta VALUES ('integrity_checked_at', ?)", (now_iso(),))
         conn.executemany(
             "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 1)",
             [(name, colour, key, now_iso()) for name, colour, key in PSEUDO_CLASSES],
@@ -207,9 +267,11 @@ class LabelStore:
                 if "lock" not in str(e) and "busy" not in str(e):  # read-only, full, I/O error
                     raise write_failed(self.path, e) from e
                 raise StoreError(
-                    f"{self.path}: cannot start a write ({e}); another process has held the "
-                    f"store for over {BUSY_TIMEOUT_S:.0f} s - close it or retry"
+                    f"{self.path}: busy: cannot start a write ({e}); another process has held "
+                    f"the store for over {BUSY_TIMEOUT_S:.0f} s - close it or retry"
                 ) from e
+            except sqlite3.DatabaseError as e:  # not a database any more, say
+                raise write_failed(self.path, e) from e
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -220,12 +282,22 @@ class LabelStore:
                     raise write_failed(self.path, e) from e
                 raise
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, for reads: SQLite's errors become StoreErrors worded
+        for their cause (damaged, busy, ...)."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.DatabaseError as e:
+                raise store_failed(self.path, e, "read") from e
+
     def read(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:
         """Rows of one query, under the store's lock."""
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        with self._reading() as conn:
+            return conn.execute(sql, params).fetchall()
 
     _read = read  # the name tests use to peek at the tables
 
@@ -264,8 +336,8 @@ class LabelStore:
 
     def unknown_cells(self, cell_ids: Iterable[str]) -> list[str]:
         """The ids among ``cell_ids`` that are not cells of this project, in input order."""
-        with self._lock:
-            return self._unknown(self._conn, list(cell_ids))
+        with self._reading() as conn:
+            return self._unknown(conn, list(cell_ids))
 
     has_cells = unknown_cells  # the name used in the design brief; returns the UNKNOWN ids
 
@@ -432,9 +504,9 @@ class LabelStore:
         Raises:
             StoreError: when ``cell_id`` is not a cell of the project.
         """
-        with self._lock:
-            self.check_cells(self._conn, [cell_id])
-            rows = self._conn.execute(
+        with self._reading() as conn:
+            self.check_cells(conn, [cell_id])
+            rows = conn.execute(
                 "SELECT l.cell_id, c.name, l.annotator, l.labeled_at, l.round_id, l.source, "
                 "l.undone FROM labels l JOIN classes c ON c.class_id = l.class_id "
                 "WHERE l.cell_id = ? ORDER BY l.label_id",

@@ -155,6 +155,43 @@ def make_uncertain(name: str) -> Callable[[RoundContext, int], Ranked]:
     return rank_uncertain
 
 
+def class_need(counts: dict[str, int], classes: tuple[str, ...]) -> npt.NDArray[np.float64]:
+    """(k,) weight of each class by how few labels it has: ``sqrt(max count / count)``, scaled
+    so the best-labeled class weighs 1 (a class with no label counts as having one)."""
+    n = np.asarray([max(counts.get(c, 0), 1) for c in classes], dtype=np.float64)
+    return np.sqrt(n.max() / n)
+
+
+def rank_balanced_margin(ctx: RoundContext, k: int) -> Ranked:
+    """Class-balanced margin sampling: margin uncertainty weighted toward classes with few
+    labels (the mean :func:`class_need` of the two top classes), so labels after discovery go to
+    the boundaries of the rare classes as much as to the common ones' (in the spirit of GALAXY,
+    Zhang et al. 2022); ordered by ranked batch mode like margin. Without a model it hands over
+    to diversity."""
+    if not ctx.has_model:
+        return rank_diversity(ctx, k)
+    proba = ctx.pool.proba
+    assert proba is not None  # has_model
+    unl = ctx.unl
+    need = class_need(ctx.pool.class_counts, ctx.pool.classes)
+    p = proba[unl]
+    top2 = np.argpartition(-p, 1, axis=1)[:, :2] if p.shape[1] > 1 else np.zeros((len(p), 2), int)
+    weight = need[top2].mean(axis=1) / need.max()
+    scores = uncertainty("margin", p) * weight
+    cand = rank_desc(scores, unl, ctx.ids, max(UNCERTAIN_CANDIDATES, _n_wanted(ctx, k)))
+    cand_scores = scores[np.searchsorted(unl, cand)]
+    if len(ctx.lab) > 0:
+        _, arg = nearest(ctx.features[cand], ctx.features[ctx.lab])
+        ref = ctx.features[ctx.lab[np.unique(arg)]]
+        first = ranked_batch("margin", ctx.features[cand], proba[cand], ref, k, cand_scores)
+        rest = np.ones(len(cand), dtype=bool)
+        rest[first] = False
+        order = np.concatenate([first, np.flatnonzero(rest)])
+        cand, cand_scores = cand[order], cand_scores[order]
+    m = _n_wanted(ctx, k)
+    return Ranked("balanced_margin", cand[:m], cand_scores[:m])
+
+
 def rank_diversity(ctx: RoundContext, k: int) -> Ranked:
     """k-means++ seeding: draw cells with probability growing with the squared distance to the
     nearest labeled (or already drawn) cell, from a random sample of the pool."""

@@ -1,12 +1,23 @@
-"""``discover``: a Thompson-sampling bandit over the sub-strategies, tuned to find rare classes.
+"""``discover``: find every class first, then spend labels where they teach the classifier.
 
 Each batch holds
 
 1. a uniformly random slice (:attr:`DiscoverConfig.random_fraction` of the batch, at least one
-   cell when the batch has two or more), so class prevalence can be estimated without bias;
-2. at least one cell from an exploration arm (cluster coverage, novelty, diversity) and, once a
-   model over two classes exists, at least one from margin sampling;
-3. the other slots, each given to the arm with the highest draw from its Beta posterior.
+   cell when the batch has two or more), so class prevalence and the chance of an unseen class
+   can be estimated without bias;
+2. exploration slots, as many as the chance of an unseen class asks for (see below), each given
+   to the arm with the highest draw from its Beta posterior: a Thompson-sampling bandit over
+   cluster coverage, novelty, diversity, margin, predicted-rare and more-like-this, with at
+   least one exploration arm and (once a model exists) one margin slot among them;
+3. the other slots to class-balanced margin sampling (:func:`rank_balanced_margin`).
+
+The hand-over: the share of exploration slots is ``min(1, high / explore_full)``, ``high`` the
+upper end of the 95% interval of the Good-Turing chance that the next random cell is of a class
+not seen yet (:func:`labeling.strategies.unseen.unseen_class_chance`, on the random slice's
+labels, which the state keeps), never fewer than one slot. Early on (a small slice) the whole
+batch explores; as the slice grows without singletons the batch moves to class-balanced
+uncertainty, as TypiClust -> margin and GALAXY suggest, while one exploration cell per batch
+keeps looking for classes the model cannot yet be uncertain about.
 
 An arm is rewarded per labeled cell it chose: :attr:`DiscoverConfig.new_class_reward` when the
 label is a class nobody had labeled before the batch (shared among the batch's cells of that
@@ -31,6 +42,7 @@ import numpy as np
 from labeling.strategies.arms import (
     RoundContext,
     make_uncertain,
+    rank_balanced_margin,
     rank_coverage,
     rank_diversity,
     rank_novelty,
@@ -40,10 +52,15 @@ from labeling.strategies.arms import (
 )
 from labeling.strategies.batch import assemble
 from labeling.strategies.pool import Selection
+from labeling.strategies.unseen import UnseenClass, unseen_class_chance
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: The sub-strategy whose picks form the random slice.
+RANDOM = "random"
+#: The sub-strategy of the slots handed over from exploration.
+HANDOVER = "balanced_margin"
 EXPLORE = {"cluster_coverage": rank_coverage, "novelty": rank_novelty, "diversity": rank_diversity}
 EXPLOIT = {
     "margin": make_uncertain("margin"),
@@ -74,6 +91,7 @@ class DiscoverConfig:
     new_class_reward: float = 1.0  # reward for a label of a class not seen before the batch
     disagree_reward: float = 0.5  # reward for a label that differs from the model's guess
     rare_ratio: float = 0.25  # a class is rare below this share of the largest class's labels
+    explore_full: float = 0.5  # unseen-class chance (upper end) at which the whole batch explores
     priors: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(PRIORS))
 
 
@@ -86,7 +104,13 @@ def new_state(cfg: DiscoverConfig = DEFAULT) -> dict[str, Any]:
         a: {"alpha": cfg.priors[a][0], "beta": cfg.priors[a][1], "picked": 0, "reward": 0.0}
         for a in ARMS
     }
-    return {"strategy": "discover", "version": STATE_VERSION, "round": 0, "arms": arms}
+    return {
+        "strategy": "discover",
+        "version": STATE_VERSION,
+        "round": 0,
+        "arms": arms,
+        "slice": {},
+    }
 
 
 def _checked(state: Mapping[str, Any], cfg: DiscoverConfig = DEFAULT) -> dict[str, Any]:
@@ -98,7 +122,23 @@ def _checked(state: Mapping[str, Any], cfg: DiscoverConfig = DEFAULT) -> dict[st
     out = copy.deepcopy(dict(state))
     for arm, stats in new_state(cfg)["arms"].items():
         out["arms"].setdefault(arm, stats)
+    out.setdefault("slice", {})
     return out
+
+
+def unseen_chance(state: Mapping[str, Any]) -> UnseenClass:
+    """The chance of an unseen class from the random slice's labels a discover state keeps."""
+    from labeling.store.classes import BAD_SEGMENTATION, UNSURE
+
+    return unseen_class_chance(state.get("slice") or {}, pseudo=(UNSURE, BAD_SEGMENTATION))
+
+
+def n_explore(n_slots: int, unseen: UnseenClass, cfg: DiscoverConfig = DEFAULT) -> int:
+    """Exploration slots of a batch with ``n_slots`` non-random slots (see the module doc)."""
+    if n_slots <= 0:
+        return 0
+    share = min(1.0, unseen.high / cfg.explore_full)
+    return int(min(n_slots, max(1, round(share * n_slots))))
 
 
 def _n_random(n: int, rng: np.random.Generator, cfg: DiscoverConfig) -> int:
@@ -164,17 +204,20 @@ def run_discover(
 
     Returns:
         ``(selection, state)``; the state is returned unchanged (rewards come with labels,
-        through :func:`reward_discover`) apart from the round's arm allocation.
+        through :func:`reward_discover`) apart from the round's plan and unseen-class chance.
     """
     state = _checked(state, cfg)
     n_random = _n_random(n, ctx.rng, cfg)
     explore, exploit = _available(ctx, cfg)
-    plan = _interleave(_allocate(explore, exploit, n - n_random, state, ctx.rng))
-    plan = ["random"] * n_random + plan
+    unseen = unseen_chance(state)
+    n_slots = n - n_random
+    k = n_explore(n_slots, unseen, cfg) if exploit else n_slots
+    plan = _interleave(_allocate(explore, exploit, k, state, ctx.rng))
+    plan = [RANDOM] * n_random + plan + [HANDOVER] * (n_slots - k)
     wanted: dict[str, int] = {}
     for a in plan:
         wanted[a] = wanted.get(a, 0) + 1
-    arms = {**ARMS, "random": rank_random}
+    arms = {**ARMS, RANDOM: rank_random, HANDOVER: rank_balanced_margin}
     ranked = {a: arms[a](ctx, k) for a, k in sorted(wanted.items())}
     sel = assemble(ctx, plan, ranked)
     order = ctx.rng.permutation(len(sel.cell_ids))
@@ -182,6 +225,7 @@ def run_discover(
         *([lst[i] for i in order] for lst in (sel.cell_ids, sel.strategies, sel.scores))
     )
     state["last_plan"] = dict(sorted(wanted.items()))
+    state["unseen"] = unseen.as_dict()
     logger.debug("discover round %d: %s", state["round"], state["last_plan"])
     return sel, state
 
@@ -209,6 +253,11 @@ def reward_discover(
     for cell_id, arm in zip(selection.cell_ids, selection.strategies, strict=True):
         label = given.get(cell_id)
         if label is None:
+            continue
+        if arm == RANDOM:
+            out["slice"][label] = out["slice"].get(label, 0) + 1
+            continue
+        if arm == HANDOVER or arm not in out["arms"]:
             continue
         guess = guesses.get(cell_id)
         if label in new_cells:

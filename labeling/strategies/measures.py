@@ -107,6 +107,7 @@ def ranked_batch(
     proba: npt.NDArray[np.float32],
     labeled: npt.NDArray[np.float32],
     n: int,
+    scores: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Order candidates by modAL's ranked batch mode (Cardoso et al. 2017).
 
@@ -122,6 +123,7 @@ def ranked_batch(
         proba: (m, k) their class probabilities.
         labeled: (L, d) features of labeled cells, L >= 1.
         n: how many to rank.
+        scores: (m,) uncertainty scores to use instead of measure ``name`` (margin/entropy).
 
     Returns:
         (min(n, m),) int64 positions into ``candidates``, best first.
@@ -135,7 +137,7 @@ def ranked_batch(
         picked, _ = batch_mod.ranked_batch(
             adapter,
             unlabeled=candidates,
-            uncertainty_scores=uncertainty(name, proba),
+            uncertainty_scores=uncertainty(name, proba) if scores is None else scores,
             n_instances=n,
             metric="euclidean",
             n_jobs=None,

@@ -86,7 +86,7 @@ def test_pixels_are_stored_untouched_and_padded(make, tmp_path, project, rng):
     big = make.blob(rng, channels=1, size=80)
     make.tiff(tmp_path / "in" / "a_small.tif", small[0])
     make.tiff(tmp_path / "in" / "b_big.tif", big[0])
-    ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=32))
+    ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=32, scale=1.0))  # no scaling
     stored = np.load(part_file(project, 0))
     np.testing.assert_array_equal(stored[0, 0, 6:26, 6:26], small[0])  # centred, same values
     assert abs(int(stored[0, 0, 0, 0]) - 700) < 20  # pad = border median, bright stays bright
@@ -400,6 +400,23 @@ def test_scale_is_applied_to_every_image(make, tmp_path, project, rng):
     assert 50 < bright.sum() < 120  # disc of radius 10 -> radius 5 (~79 px), not ~314
     assert read_cells(project)["height"].iloc[0] == 40  # source shape is recorded
     assert any("rescaled by 0.5" in n for n in report.notes)
+
+
+def test_crops_larger_than_the_crop_size_get_one_scale_for_the_screen(make, tmp_path, rng):
+    from datasets.crops.resize import choose_scale
+
+    for k, size in enumerate([40, 60, 80, 100, 120, 140, 160, 180, 200, 220]):
+        make.tiff(tmp_path / "in" / f"c{k}.tif", make.blob(rng, channels=1, size=size)[0])
+    report = ingest_crops(tmp_path / "in", tmp_path / "p", IngestConfig(crop_size=64))
+    # the 90th percentile of the larger side (202 px) is brought to 64 px, the same for all
+    assert report.scale == choose_scale([202], [202], 64) == 0.316
+    assert any("scaled by 0.316" in n and "relative sizes kept" in n for n in report.notes)
+    manifest = json.loads((tmp_path / "p" / "pixels" / "parts.json").read_text())
+    assert manifest["parts"][0]["scale"] == 0.316
+    stored = np.load(part_file(tmp_path / "p", 0))[:, 0]
+    bright = (stored > 500).sum(axis=(1, 2))
+    assert bright[-1] > 3 * bright[0], "relative sizes kept: the big cell stays bigger"
+    assert choose_scale([20, 40, 64], [30, 64, 10], 64) == 1.0  # crops that fit: no scaling
 
 
 def test_parts_json_records_the_part(tiff_folder, project):

@@ -76,7 +76,7 @@ def test_unknown_ids_and_missing_store(npz_project, tmp_path):
         PixelStore(tmp_path)
     ids = read_cells(project)["cell_id"].tolist()
     (project / "pixels" / "part-0000.npy").unlink()
-    with pytest.raises(DataError, match=r"part-0000\.npy: cannot read stored pixels"):
+    with pytest.raises(DataError, match=r"part-0000\.npy: damaged"):
         PixelStore(project).read([ids[0], ids[5]])
 
 

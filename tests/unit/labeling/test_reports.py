@@ -121,10 +121,14 @@ def test_stopping_signal_good_turing_and_labels_since_new_class() -> None:
     ]  # fmt: skip
     s = stopping_signal(events)
     # random slice: A A B unsure C A -> n = 6; singletons B and C (pseudo-classes never count)
+    low, high = s.pop("p_new_class_low"), s.pop("p_new_class_high")
     assert s == {
         "n_labels": 9, "n_classes": 4, "last_new_class": "D", "last_new_class_at": 6,
         "labels_since_new_class": 3, "n_random": 6, "n_singletons": 2, "p_new_class": 2 / 6,
     }  # fmt: skip
+    # Esty's interval: se = sqrt(n1 (1 - n1/n) + 2 n2) / n, n2 = 0 (A is seen three times)
+    se = (2 * (1 - 2 / 6)) ** 0.5 / 6
+    assert low == 0.0 and high == pytest.approx(2 / 6 + 1.959964 * se, abs=1e-5)
     json.dumps(s)
 
 

@@ -56,7 +56,10 @@ def test_missing_file_without_create_is_an_error(db: Path) -> None:
 
 def test_non_sqlite_file_names_file_and_cause(db: Path) -> None:
     db.write_text("cell_id,label\nc0,mitotic\n" * 200)
-    with pytest.raises(StoreError, match=r"labels\.db: cannot open the label store \(file is not"):
+    with pytest.raises(
+        StoreError,
+        match=r"labels\.db: damaged or not a labels\.db \(file is not a database\); restore",
+    ):
         LabelStore(db)
 
 

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from models.errors import ModelError  # noqa: E402
 from models.finetune import FinetuneConfig, balanced_batches, finetune, stratified_split  # noqa: E402
 from models.pretrain import TrainConfig, patch_mask, pretrain  # noqa: E402
-from models.training import augment  # noqa: E402
+from models.training import DeviceCrops, augment, device_generator  # noqa: E402
 from models.unet import Classifier, UNet, UNetConfig, check_input_size  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -52,20 +52,49 @@ def test_overfits_a_tiny_batch(fake_pixels, tiny_config):
     assert (model.eval()(x).argmax(1) == y).all()
 
 
-def test_augment_keeps_range_and_dihedral_content():
-    rng = np.random.default_rng(0)
-    crops = np.random.default_rng(1).random((16, 2, 8, 8), dtype=np.float32)
-    out = augment(crops, rng, jitter=0.0).numpy()
-    assert out.shape == crops.shape and out.min() >= 0 and out.max() <= 1
-    np.testing.assert_allclose(np.sort(out.reshape(16, -1)), np.sort(crops.reshape(16, -1)))
-    assert not np.allclose(out, crops)
+def test_augment_only_moves_pixels_never_rescales():
+    crops = torch.rand(64, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = augment(crops, device_generator(CPU, 0), shift=0)
+    assert out.shape == crops.shape
+    # a dihedral transform per crop: the same multiset of values in every crop and channel
+    torch.testing.assert_close(out.flatten(2).sort(-1).values, crops.flatten(2).sort(-1).values)
+    assert not torch.equal(out, crops)
+    kinds = {tuple(o[0].flatten().tolist()) for o in out}
+    assert len(kinds) > 4  # several of the 8 transforms were drawn
+    shifted = augment(crops, device_generator(CPU, 0), shift=2)
+    # shifts repeat border pixels: every value is still one of the crop's own channel's
+    for o, c in zip(shifted, crops):
+        for oc, cc in zip(o, c):
+            assert set(oc.flatten().tolist()) <= set(cc.flatten().tolist())
+    assert not torch.equal(shifted, out)
+
+
+def test_augment_same_seed_same_draws():
+    crops = torch.rand(16, 2, 8, 8)
+    a = augment(crops, device_generator(CPU, 3), shift=2)
+    b = augment(crops, device_generator(CPU, 3), shift=2)
+    assert torch.equal(a, b)
+
+
+def test_device_crops_resident_and_streamed_agree(fake_pixels):
+    ids = fake_pixels.cell_ids[:10]
+    resident = DeviceCrops(fake_pixels, ids, CPU)
+    streamed = DeviceCrops(fake_pixels, ids, CPU, budget=0)
+    assert resident.resident and not streamed.resident
+    rows = np.array([3, 0, 9])
+    expected = torch.from_numpy(fake_pixels.read([ids[r] for r in rows]))
+    torch.testing.assert_close(streamed.batch(rows), expected)
+    torch.testing.assert_close(resident.batch(rows), expected, atol=1e-3, rtol=0)  # float16
+    plan = np.array([[1, 2], [5, 4]])
+    for got, want in zip(streamed.batches(plan), resident.batches(plan), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=0)
 
 
 def test_patch_mask_ratio():
-    mask = patch_mask(200, 16, TrainConfig(patch=4, mask_ratio=0.4), np.random.default_rng(0))
+    mask = patch_mask(200, 16, TrainConfig(patch=4, mask_ratio=0.4), device_generator(CPU, 0))
     assert mask.shape == (200, 1, 16, 16)
     assert 0.35 < mask.mean() < 0.45
-    assert set(np.unique(mask)) == {0.0, 1.0}
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
 
 
 def _pretrain_once(fake_pixels, cfg):

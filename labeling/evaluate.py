@@ -1,0 +1,299 @@
+"""The quality table: how well each feature set of a project separates its classes.
+
+A linear probe (standardised features, class-balanced logistic regression) in stratified
+5-fold cross-validation, grouped (``StratifiedGroupKFold``) when a group column is given, with
+all training labels and with 10 labels per class (drawn from each training fold); each figure
+is the median over repeats (reshuffled folds and draws) of the fold mean. The truth is the
+cell table's ``truth`` column when it has one, else the project's labels (pseudo-labels
+excluded). Sets: morphology, the newest label-free backbone embedding, their combination, and
+CellProfiler columns when the cell table has them. ``phenoscout evaluate PROJECT`` prints it and
+writes ``quality.csv``. No torch here.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from labeling.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+FOLDS = 5
+FEW_PER_CLASS = 10  # the "few labels" column: training labels per class
+MIN_PER_CLASS = FOLDS  # classes with fewer cells than folds are left out (with a note)
+COLUMNS = [
+    "features",
+    "labels",
+    "balanced_accuracy",
+    "macro_f1",
+    "n_cells",
+    "n_classes",
+    "repeats",
+    "grouped",
+]
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the table is scored against."""
+
+    cell_ids: npt.NDArray[np.str_]
+    y: npt.NDArray[np.str_]
+    groups: npt.NDArray | None
+    source: str  # "truth column" or "labels"
+    dropped: dict[str, int]  # classes left out (too few cells) -> count
+
+
+def probe_scores(
+    x: npt.NDArray,
+    y: npt.NDArray,
+    *,
+    groups: npt.NDArray | None = None,
+    per_class: int | None = None,
+    repeats: int = 5,
+    seed: int = 0,
+    folds: int = FOLDS,
+) -> tuple[float, float]:
+    """``(balanced accuracy, macro-F1)`` of the linear probe on ``x``: medians over ``repeats``
+    of the mean over ``folds`` folds (stratified; grouped when ``groups`` is given).
+
+    Args:
+        x: (n, d) features (NaN and inf become 0).
+        y: (n,) class of each row.
+        groups: (n,) group of each row (cells of a group never split across train and test).
+        per_class: training labels per class drawn from each training fold (None: all).
+        repeats: reshuffles.
+        seed: first repeat's seed.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    y = np.asarray(y)
+    bal, f1 = [], []
+    for r in range(repeats):
+        if groups is None:
+            split = StratifiedKFold(folds, shuffle=True, random_state=seed + r).split(x, y)
+        else:
+            split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed + r).split(
+                x, y, groups
+            )
+        b, f = [], []
+        for k, (train, test) in enumerate(split):
+            train = few_per_class(train, y, per_class, seed + 1000 * r + k)
+            if len(np.unique(y[train])) < 2 or len(test) == 0:
+                continue
+            clf = make_pipeline(
+                StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clf.fit(x[train], y[train])
+                pred = clf.predict(x[test])
+                b.append(balanced_accuracy_score(y[test], pred))
+                f1_ = f1_score(y[test], pred, average="macro", labels=np.unique(y[test]))
+            f.append(f1_)
+        bal.append(np.mean(b))
+        f1.append(np.mean(f))
+    return float(np.median(bal)), float(np.median(f1))
+
+
+def few_per_class(
+    train: npt.NDArray[np.int64], y: npt.NDArray, per_class: int | None, seed: int
+) -> npt.NDArray[np.int64]:
+    """``per_class`` random rows of each class among ``train`` (all of a smaller class)."""
+    if per_class is None:
+        return train
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(train[y[train] == c])[:per_class] for c in np.unique(y[train])]
+    return np.sort(np.concatenate(keep))
+
+
+def quality_table(
+    sets: Mapping[str, npt.NDArray],
+    y: npt.NDArray,
+    *,
+    groups: npt.NDArray | None = None,
+    repeats: int = 5,
+    seed: int = 0,
+    per_class: int = FEW_PER_CLASS,
+) -> pd.DataFrame:
+    """One row per feature set and label setting (all, ``per_class`` per class): the
+    :func:`probe_scores` of each matrix in ``sets`` (rows aligned with ``y``)."""
+    rows = []
+    for name, x in sets.items():
+        for label, few in (("all", None), (f"{per_class} per class", per_class)):
+            bal, f1 = probe_scores(x, y, groups=groups, per_class=few, repeats=repeats, seed=seed)
+            rows.append(
+                {
+                    "features": name,
+                    "labels": label,
+                    "balanced_accuracy": round(bal, 4),
+                    "macro_f1": round(f1, 4),
+                    "n_cells": len(y),
+                    "n_classes": len(np.unique(y)),
+                    "repeats": repeats,
+                    "grouped": groups is not None,
+                }
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def project_truth(project_dir: Path, group: str | None = None) -> Truth:
+    """The cells with ground truth (``truth`` column) or, without one, the project's labels;
+    classes with fewer than :data:`MIN_PER_CLASS` cells are left out.
+
+    Raises:
+        ConfigError: no truth and too few labels (2 classes of MIN_PER_CLASS), or an unknown
+            group column.
+    """
+    from datasets.cells import read_cells
+
+    project_dir = Path(project_dir)
+    table = read_cells(project_dir)
+    if group is not None and group not in table.columns:
+        raise ConfigError(
+            f"{project_dir / 'cells.parquet'}: no column {group!r} to group by; "
+            f"columns are {sorted(map(str, table.columns))}"
+        )
+    truth = table["truth"] if "truth" in table.columns else None
+    if truth is not None and truth.notna().any() and (truth.astype(str) != "").any():
+        keep = truth.notna() & (truth.astype(str) != "")
+        ids, y, source = (
+            table.loc[keep, "cell_id"].astype(str),
+            truth[keep].astype(str),
+            "truth column",
+        )
+        grp = table.loc[keep, group] if group else None
+    else:
+        from labeling.project import open_project
+
+        labels = open_project(project_dir).store.current_labels()
+        ids = pd.Series(list(labels), dtype=str)
+        y = pd.Series([labels[c] for c in ids], dtype=str)
+        source = "labels"
+        grp = table.set_index(table["cell_id"].astype(str)).loc[ids, group] if group else None
+    counts = y.value_counts()
+    small = counts[counts < MIN_PER_CLASS]
+    ok = ~y.isin(small.index).to_numpy()
+    if (counts >= MIN_PER_CLASS).sum() < 2:
+        raise ConfigError(
+            f"{project_dir}: no truth column and too few labels to evaluate: need 2 classes "
+            f"with at least {MIN_PER_CLASS} labels each; have {counts.to_dict()}"
+        )
+    groups = None if grp is None else np.asarray(grp.astype(str))[ok]
+    return Truth(
+        np.asarray(ids)[ok],
+        np.asarray(y)[ok],
+        groups,
+        source,
+        {str(k): int(v) for k, v in small.items()},
+    )
+
+
+def project_feature_sets(
+    project_dir: Path, cell_ids: npt.NDArray[np.str_]
+) -> dict[str, npt.NDArray]:
+    """The project's label-free feature sets, rows in the order of ``cell_ids``: morphology,
+    the newest backbone embedding and morphology+embedding (when the trainer published one),
+    CellProfiler and morphology+CellProfiler (when the cell table has ``cp_*`` columns)."""
+    from datasets.cells import read_cells
+    from datasets.features import read_features
+    from labeling.feature_sets import CP_PREFIX
+    from models.folder import latest_backbone_version, load_backbone_embeddings
+
+    project_dir = Path(project_dir)
+    feat_ids, morph, _ = read_features(project_dir)
+    sets = {"morphology": _rows(feat_ids, morph, cell_ids, "morphology")}
+    found = latest_backbone_version(project_dir)
+    if found is not None:
+        loaded = load_backbone_embeddings(project_dir, found)
+        if loaded is not None:
+            emb = _rows(loaded[0], np.asarray(loaded[1]), cell_ids, "embedding")
+            sets[f"embedding (v{found.version})"] = emb
+            sets[f"morphology+embedding (v{found.version})"] = np.hstack([sets["morphology"], emb])
+    table = read_cells(project_dir)
+    cp = [
+        c
+        for c in table.columns
+        if str(c).startswith(CP_PREFIX) and pd.api.types.is_numeric_dtype(table[c])
+    ]
+    if cp:
+        values = table[cp].to_numpy(np.float64)
+        sets["cellprofiler"] = _rows(
+            table["cell_id"].astype(str).to_numpy(), values, cell_ids, "cellprofiler"
+        )
+        sets["morphology+cellprofiler"] = np.hstack([sets["morphology"], sets["cellprofiler"]])
+    return sets
+
+
+def _rows(
+    ids: npt.NDArray, values: npt.NDArray, want: npt.NDArray[np.str_], what: str
+) -> npt.NDArray:
+    index = pd.Index(np.asarray(ids).astype(str))
+    pos = index.get_indexer(want)
+    if (pos < 0).any():
+        raise ConfigError(
+            f"{what}: {(pos < 0).sum()} evaluated cells have no values "
+            f"(e.g. {want[pos < 0][:3].tolist()}); recompute them"
+        )
+    return np.asarray(values)[pos]
+
+
+def evaluate_project(
+    project_dir: Path,
+    *,
+    group: str | None = None,
+    repeats: int = 5,
+    seed: int = 0,
+    out_dir: Path | None = None,
+) -> tuple[pd.DataFrame, Truth]:
+    """The quality table of a project (see the module docstring); written to
+    ``out_dir/quality.csv`` when ``out_dir`` is given."""
+    if repeats < 1:
+        raise ConfigError(f"repeats={repeats}; use 1 or more")
+    truth = project_truth(project_dir, group)
+    sets = project_feature_sets(project_dir, truth.cell_ids)
+    table = quality_table(sets, truth.y, groups=truth.groups, repeats=repeats, seed=seed)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        table.to_csv(Path(out_dir) / "quality.csv", index=False)
+    return table, truth
+
+
+def format_table(table: pd.DataFrame, truth: Truth) -> str:
+    """Plain-text table: one line per feature set, all labels and few per class side by
+    side."""
+    lines = [
+        f"{len(truth.y)} cells, {len(np.unique(truth.y))} classes, scored against the "
+        f"{truth.source}"
+        + (", grouped folds" if truth.groups is not None else "")
+        + (
+            f"; left out (fewer than {MIN_PER_CLASS} cells): {truth.dropped}"
+            if truth.dropped
+            else ""
+        )
+    ]
+    settings = list(dict.fromkeys(table["labels"]))
+    head = f"{'features':<34}" + "".join(f"{s + ': bal.acc / macro-F1':>34}" for s in settings)
+    lines += [head, "-" * len(head)]
+    for name, part in table.groupby("features", sort=False):
+        cells = {
+            r.labels: f"{r.balanced_accuracy:.3f} / {r.macro_f1:.3f}" for r in part.itertuples()
+        }
+        lines.append(f"{name:<34}" + "".join(f"{cells.get(s, '-'):>34}" for s in settings))
+    lines.append(
+        f"linear probe, {FOLDS}-fold CV, median of {int(table['repeats'].iloc[0])} repeats"
+    )
+    return "\n".join(lines)

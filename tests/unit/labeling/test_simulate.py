@@ -1,0 +1,120 @@
+"""Fair simulation: one held-out split per seed, paired differences, the peer verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labeling.errors import ConfigError
+from labeling.simulate import (
+    SimConfig,
+    SimData,
+    holdout_split,
+    make_split,
+    round_up,
+    run_one,
+    summarise,
+)
+
+
+def _truth():
+    return np.array(["a"] * 400 + ["b"] * 80 + ["c"] * 8 + ["d"] * 1, dtype=object)
+
+
+def test_holdout_is_a_quarter_of_every_class_and_the_same_per_seed():
+    y = _truth()
+    test = holdout_split(y, 0.25, seed=3)
+    assert {c: int(test[y == c].sum()) for c in "abcd"} == {"a": 100, "b": 20, "c": 2, "d": 0}
+    np.testing.assert_array_equal(test, holdout_split(y, 0.25, seed=3))
+    assert not np.array_equal(test, holdout_split(y, 0.25, seed=4))
+
+
+def test_holdout_by_group_never_splits_a_group_nor_takes_a_whole_class():
+    rng = np.random.default_rng(0)
+    y = np.array(["a"] * 300 + ["b"] * 60 + ["c"] * 12, dtype=object)
+    groups = np.array([f"movie{g}" for g in rng.integers(0, 30, len(y))], dtype=object)
+    test = holdout_split(y, 0.25, seed=1, groups=groups)
+    for g in np.unique(groups):
+        assert len(set(test[groups == g].tolist())) == 1, f"group {g} was split"
+    for c in "abc":
+        share = test[y == c].mean()
+        assert 0 < share < 1, (c, share)
+    assert 0.15 < test[y == "a"].mean() < 0.35
+
+
+def _blobs(n_per=(300, 100, 6), seed=0):
+    rng = np.random.default_rng(seed)
+    names = "abc"
+    x = np.vstack(
+        [rng.normal(0.0, 1.0, size=(m, 8)) + 4 * np.eye(8)[k] for k, m in enumerate(n_per)]
+    )
+    y = np.concatenate([[names[k]] * m for k, m in enumerate(n_per)]).astype(object)
+    ids = np.array([f"c{i:04d}" for i in range(len(y))])
+    return SimData(ids, x.astype(np.float32), y)
+
+
+def test_every_strategy_of_a_seed_is_scored_on_the_same_held_out_cells():
+    data = _blobs((60, 30, 6))
+    cfg = SimConfig(strategies=("random", "margin"), budget=80, batch_size=8, seeds=1)
+    split = make_split(data, cfg, seed=0)
+    assert not set(split.pool) & set(split.test)
+    rows = [run_one(data, s, 0, cfg, split)[1] for s in cfg.strategies]
+    assert {r["n_test"] for r in rows} == {len(split.test)}
+    assert all(r["n_pool"] + r["n_test"] == len(data.truth) for r in rows)
+    # every pooled cell gets labeled, the rare class's too: the held-out cells still score it
+    assert all(r["budget"] == r["n_pool"] for r in rows)
+    assert all(r["macro_f1"] > 0.9 for r in rows), rows
+
+
+def _summary(need, f1):
+    rows = []
+    for strategy in need:
+        for seed, (n, f) in enumerate(zip(need[strategy], f1[strategy], strict=True)):
+            rows.append(dict(strategy=strategy, seed=seed, budget=100, labels_to_all_classes=n,
+                             macro_f1=f))  # fmt: skip
+    out = pd.DataFrame(rows)
+    out["labels_to_all_classes"] = out["labels_to_all_classes"].astype("Int64")
+    return out
+
+
+def test_summarise_pairs_by_seed_and_gives_the_verdict():
+    need = {
+        "discover": [20, 30, 20, 30],
+        "random": [80, None, 90, 70],
+        "margin": [40, 50, 30, 40],
+        "entropy": [30, 60, 40, 50],
+    }
+    f1 = {
+        "discover": [0.80, 0.70, 0.75, 0.85],
+        "random": [0.70, 0.60, 0.65, 0.75],
+        "margin": [0.81, 0.69, 0.77, 0.86],
+        "entropy": [0.60, 0.60, 0.60, 0.60],
+    }
+    table, verdict = summarise(_summary(need, f1), np.array([80, 90, 100, 110]), 10)
+    rows = table.set_index("strategy")
+    assert rows.loc["random", "runs_all"] == 3
+    assert rows.loc["random", "labels_to_all"] == 85  # the miss counts as budget + one batch
+    assert rows.loc["margin", "d_f1"] == pytest.approx(-0.0075)  # paired mean
+    assert rows.loc["margin", "d_f1_ci"] > 0
+    assert verdict["random_orderings"] == 100 and verdict["labels_goal"] == 50
+    assert verdict["best_other"] == "margin"
+    assert verdict["labels_ok"] and verdict["f1_ok"] and verdict["goal_met"]
+
+
+def test_summarise_says_no_when_discover_is_behind_margin():
+    need = {"discover": [50, 50], "random": [90, 90], "margin": [30, 30], "entropy": [60, 60]}
+    f1 = {"discover": [0.5, 0.5], "random": [0.5, 0.5], "margin": [0.6, 0.6], "entropy": [0.5, 0.5]}
+    _, verdict = summarise(_summary(need, f1), np.array([100]), 10)
+    assert not verdict["labels_ok"] and not verdict["f1_ok"] and not verdict["goal_met"]
+
+
+def test_round_up_to_whole_batches():
+    assert round_up(85, 10) == 90 and round_up(80, 10) == 80 and round_up(42.5, 10) == 50
+
+
+def test_config_rejects_a_bad_holdout_and_pattern():
+    with pytest.raises(ConfigError, match="held-out"):
+        SimConfig(holdout=1.0)
+    with pytest.raises(ConfigError, match="group pattern"):
+        SimConfig(group_pattern="(")
