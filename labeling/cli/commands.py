@@ -156,7 +156,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from labeling.cli.ingest import _ingest_config
+    from labeling.cli.ingest import ingest_config
     from labeling.simulate import SimConfig, simulate
 
     cfg = SimConfig(
@@ -171,7 +171,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     with tqdm_progress("runs") as progress:
         summary = simulate(
             Path(args.data_dir), cfg, Path(args.out), progress=progress,
-            ingest=_ingest_config(args),
+            ingest=ingest_config(args),
         )  # fmt: skip
     print(summary.attrs["text"])
     print(f"wrote {args.out}/peers.txt, peers.csv, curves.csv, summary.csv, discovery.png")

@@ -102,7 +102,7 @@ def _demo_fields(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ingest_config(args: argparse.Namespace):  # -> IngestConfig
+def ingest_config(args: argparse.Namespace):  # -> IngestConfig
     from datasets.config import IngestConfig
 
     names = tuple(n.strip() for n in args.channels.split(",")) if args.channels else ()
@@ -163,7 +163,7 @@ def _init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestRepo
         return create_project(
             Path(args.project),
             Path(args.crops),
-            _ingest_config(args),
+            ingest_config(args),
             labels_csv=args.labels_csv,
             metadata_csv=args.metadata_csv,
             seed=args.seed,
@@ -192,7 +192,7 @@ def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestRep
             objects, images_csv, object_name=args.object_name, image_root=root
         )
         segment = "given"
-    ingest = _ingest_config(args)
+    ingest = ingest_config(args)
     if args.cellprofiler and not ingest.channel_names:  # CellProfiler's own channel names
         names = cellprofiler_channels(objects, images_csv, object_name=args.object_name)
         ingest = dataclasses.replace(ingest, channel_names=tuple(names))
