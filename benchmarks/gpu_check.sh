@@ -6,7 +6,7 @@
 # and re-score-all times. Under 5 minutes on one H200; --tiny runs the same path on a CPU with
 # a tiny network in about a minute (tests/unit/models/test_gpu_check.py).
 #
-# Usage: benchmarks/gpu_check.sh [--tiny] [--nondeterministic] [--device auto|cpu|cuda]
+# Usage: benchmarks/gpu_check.sh [--tiny] [--nondeterministic] [--old-lr] [--device auto|cpu|cuda]
 #                                [--data JURKAT_DIR] [--work DIR] [--cells N]
 # JURKAT_DIR (or $PHENOSCOUT_JURKAT): the jurkat_cellcycle_ifc folder (crops + labels.csv);
 # default ../shared/data/jurkat_cellcycle_ifc next to the repository.
@@ -22,6 +22,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --tiny) tiny=1; extra+=(--tiny); shift ;;
         --nondeterministic) extra+=(--nondeterministic); shift ;;
+        --old-lr) extra+=(--old-lr); shift ;;
         --device) device="$2"; shift 2 ;;
         --data) data="$2"; shift 2 ;;
         --work) work="$2"; shift 2 ;;
