@@ -391,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--normalise-by", choices=["auto", "dataset", "plate"], default="auto", help="as for init"
     )
     p.add_argument(
+        "--modality",
+        choices=["auto", "fluorescence", "stained_rgb"],
+        default="auto",
+        help="as for init",
+    )
+    p.add_argument(
         "--finetune",
         action="store_true",
         help="also fine-tune the U-Net between rounds and train the head on morphology + "
