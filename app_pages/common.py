@@ -61,7 +61,9 @@ def error_text(exc: PhenoScoutError, project_path: object = None) -> str:
 
 def show_error(exc: PhenoScoutError, project_path: object = None) -> None:
     """``st.error`` with :func:`error_text`."""
-    st.error(error_text(exc, project_path))
+    from app_pages.text import md  # user text (names in the message) shown as text
+
+    st.error(md(error_text(exc, project_path)))
 
 
 def current_annotator() -> str:
@@ -71,8 +73,10 @@ def current_annotator() -> str:
 
 def project_sidebar(project: Project) -> None:
     """The project's name and folder at the top of the sidebar."""
-    st.sidebar.markdown(f"### {project.config.name}")
-    st.sidebar.caption(str(project.path))
+    from app_pages.text import md  # user text shown as text
+
+    st.sidebar.markdown(f"### {md(project.config.name)}")
+    st.sidebar.caption(md(project.path))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -146,7 +150,9 @@ def start_screen() -> None:
     st.write("Active-learning labeling of single-cell images that surfaces rare phenotypes early.")
     error = st.session_state.pop(START_ERROR, None)
     if error:
-        st.error(error)
+        from app_pages.text import md  # user text shown as text
+
+        st.error(md(error))
     st.text_input("Project folder", key="start-path", placeholder="/path/to/my_project")
     st.button("Open project", key="open-project", type="primary", on_click=_open_clicked)
     st.info(

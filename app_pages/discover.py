@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.common import cached, labels_key, run_page
+from app_pages.text import md
 from labeling.errors import DataError, NotTrainedError
 from labeling.project import Project
 from labeling.reports.report import (
@@ -62,7 +63,7 @@ def _stopping(events: list) -> None:
     cols[2].metric(
         "Labels since last new class",
         stop["labels_since_new_class"],
-        help=f"last new class: {stop['last_new_class']!r} at label {stop['last_new_class_at']}",
+        help=f"last new class: {md(stop['last_new_class'])} at label {stop['last_new_class_at']}",
     )
     cols[3].metric(
         "Chance of an unseen class",
@@ -166,7 +167,7 @@ def _predicted(project: Project, key: tuple) -> None:
     try:
         dist = cached("labeling.reports.predicted_distribution", path, key)
     except NotTrainedError as exc:
-        st.info(str(exc))
+        st.info(md(exc))
         return
     chart = (
         alt.Chart(dist)
@@ -183,7 +184,7 @@ def _predicted(project: Project, key: tuple) -> None:
     try:
         wells = cached("labeling.reports.well_fractions", path, key)
     except DataError as exc:
-        st.caption(f"No plate heatmap: {exc}")
+        st.caption(f"No plate heatmap: {md(exc)}")
         return
     _plate_heatmap(wells, list(dist["label"]))
 
@@ -214,7 +215,7 @@ def _plate_heatmap(wells: pd.DataFrame, labels: list[str]) -> None:
         .facet(column=alt.Column("plate:N", title=None))
     )
     st.altair_chart(chart, key="plate-heatmap")
-    st.caption(f"Share of each well's cells predicted as {cls!r}" + (
+    st.caption(f"Share of each well's cells predicted as {md(cls)}" + (
         "; z-score against the negative-control wells." if value == "z" else "."))  # fmt: skip
 
 
@@ -222,7 +223,7 @@ def _quality(project: Project, key: tuple) -> None:
     try:
         confusion, per_class = cached("labeling.reports.cross_validated", str(project.path), key)
     except NotTrainedError as exc:
-        st.info(f"Cross-validation is not possible yet: {exc}")
+        st.info(f"Cross-validation is not possible yet: {md(exc)}")
         return
     a = per_class.attrs
     st.caption(

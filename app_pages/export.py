@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages.common import cached, labels_key, run_page
+from app_pages.text import md
 from labeling.errors import DataError, NotTrainedError, ProjectError
 from labeling.io.bundles import model_checkpoint
 from labeling.project import Project
@@ -38,7 +39,7 @@ def render_export_page(project: Project) -> None:
             try:
                 frame = cached("labeling.io.export.export_frame", path, key, what)
             except (NotTrainedError, DataError) as exc:
-                st.info(str(exc))
+                st.info(md(exc))
                 continue
             data = cached("app_pages.export.frame_bytes", path, key, what, suffix)
             st.download_button(
@@ -72,7 +73,7 @@ def _files(project: Project, key: tuple) -> None:
         try:
             data = cached("labeling.io.bundles.crops_zip", path, key)
         except DataError as exc:
-            st.info(str(exc))
+            st.info(md(exc))
         else:
             st.download_button("Download crops (ZIP)", data=data, file_name=f"{name}-crops.zip",
                                mime="application/zip", key="dl-crops", on_click="ignore",
@@ -82,7 +83,7 @@ def _files(project: Project, key: tuple) -> None:
         try:
             version, data = model_checkpoint(project)
         except ProjectError as exc:
-            st.info(str(exc))
+            st.info(md(exc))
         else:
             st.download_button(f"Download model v{version:04d} (checkpoint.pt)", data=data,
                                file_name=f"{name}-v{version:04d}.pt",

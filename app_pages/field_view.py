@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages.text import md
 from app_pages.tiles import png
 from datasets.fields.lookup import cell_row, has_fields
 from datasets.fields.render import CONTEXT_PX, cell_in_field
@@ -56,7 +57,7 @@ def show_cell_in_field(
                                    None if visible is None else tuple(visible), context_px,
                                    (Path(project.path) / FIELDS_FILE).stat().st_mtime)  # fmt: skip
         except PhenoScoutError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return
         st.image(image, width="stretch", output_format="PNG")
         st.caption(caption)

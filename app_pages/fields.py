@@ -23,6 +23,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.common import run_page
+from app_pages.text import code, md
 from app_pages.tiles import WIDE_PAGE_CSS, png
 from datasets.fields.lookup import field_cells, has_fields
 from datasets.fields.render import cell_in_field, render_field
@@ -119,7 +120,7 @@ def _controls(project: Project) -> tuple[tuple[bool, ...], bool]:
     """Channel on/off toggles and the outlines toggle, in one row."""
     with st.container(horizontal=True, key="fields-controls"):
         visible = tuple(
-            st.toggle(name, value=True, key=f"fields-show-{i}")
+            st.toggle(md(name), value=True, key=f"fields-show-{i}")
             for i, name in enumerate(project.channel_names)
         )
         outlines = st.toggle("Outlines", value=True, key="fields-outlines",
@@ -137,12 +138,12 @@ def _counts(row: pd.Series) -> None:
 
 def _legend(row: pd.Series) -> str:
     if row["mask_file"]:
-        source = f"objects from the mask `{Path(row['mask_file']).name}`"
+        source = f"objects from the mask {code(Path(row['mask_file']).name)}"
     elif row["mask"]:
         source = "objects segmented at ingest"
     else:
         source = "objects given as centres (circles)"
-    return (f"{row['key']}: {source}. Yellow: cells; grey: objects touching the border (not "
+    return (f"{md(row['key'])}: {source}. Yellow: cells; grey: objects touching the border (not "
             "cells); magenta: the chosen cell.")  # fmt: skip
 
 
@@ -185,8 +186,8 @@ def _chosen_cell(
         field_col.image(in_field, caption="in its field", width="stretch", output_format="PNG")
     label = row["label"] or "not labeled"
     border = ", touches the border" if row["touches_border"] else ""
-    st.caption(f"`{cell_id}`: object {row['object']}, area {_area(row['area'])} px{border}; "
-               f"label: **{label}**")  # fmt: skip
+    st.caption(f"{code(cell_id)}: object {row['object']}, area {_area(row['area'])} px{border}; "
+               f"label: **{md(label)}**")  # fmt: skip
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

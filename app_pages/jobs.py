@@ -15,6 +15,7 @@ from typing import Any
 
 import streamlit as st
 
+from app_pages.text import md
 from labeling.jobs import RUNNING, Job, JobStatus, get_job, start_job
 
 TICKETS = "proj_jobs"  # session key: the tickets of the jobs this session started
@@ -88,14 +89,14 @@ def _draw(tickets: list[tuple[Ticket, JobStatus]], open_project: Callable[[str],
         with st.container(border=True, key=f"job-{s.job_id}"):
             if s.state == RUNNING:
                 step = f"{s.stage}: {s.done}/{s.total}" if s.total else (s.stage or "starting")
-                st.progress(s.fraction, text=f"**{s.title}**: {step} ({s.elapsed_s:.0f} s)")
+                st.progress(s.fraction, text=f"**{md(s.title)}**: {md(step)} ({s.elapsed_s:.0f} s)")
                 st.caption("Runs in the background: you may leave this page and come back.")
                 continue
             if s.state == "done":
-                st.success(f"{s.title}: done in {s.elapsed_s:.0f} s. {s.result or ''}".strip())
+                st.success(md(f"{s.title}: done in {s.elapsed_s:.0f} s. {s.result or ''}".strip()))
             else:
                 bug = " (a bug: the server log has the details)" if s.unexpected else ""
-                st.error(f"{s.title} failed: {s.error}{bug}")
+                st.error(md(f"{s.title} failed: {s.error}") + bug)
             if open_project is None:
                 continue
             with st.container(horizontal=True):

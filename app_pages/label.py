@@ -21,6 +21,7 @@ from app_pages.common import (
 )
 from app_pages.field_view import show_cell_in_field
 from app_pages.status import status_line
+from app_pages.text import css_colour, md
 from app_pages.tiles import (
     WIDE_PAGE_CSS,
     Display,
@@ -91,7 +92,7 @@ def _status_line(page: _Page) -> None:
     took = (last.get("timings") or {}).get("total_s")
     n_found = sum(1 for c in classes if not c.pseudo and c.n_labeled > 0)
     n_done = sum(1 for it in items if it["cell_id"] in labels)
-    counts = ", ".join(f"{c.name} {c.n_labeled}" for c in classes if c.n_labeled)
+    counts = ", ".join(f"{md(c.name)} {c.n_labeled}" for c in classes if c.n_labeled)
     st.markdown(
         f"**PhenoScout** | model **{version}** | round took "
         f"**{'-' if took is None else f'{took:.2f} s'}** | labels given "
@@ -110,11 +111,11 @@ def _messages(page: _Page) -> None:
     done = all(it["cell_id"] in page.labels or it["cell_id"] in sess.skipped for it in sess.items)
     with st.container(key="messages"):
         if error:
-            st.error(error)
+            st.error(md(error))
         if sess.items and done:
             st.success("Batch done: press **n** (Next batch) for the next one.")
     if notice:
-        st.toast(notice)
+        st.toast(md(notice))
 
 
 def _toolbar(page: _Page) -> None:
@@ -181,7 +182,7 @@ def _class_keys(page: _Page) -> None:
         st.markdown("**Label the focused cell:**")
         for i, c in enumerate(classes):
             st.button(
-                c.name,
+                md(c.name),
                 key=class_button_key(c, i),
                 shortcut=c.key,
                 on_click=B.label_focused,
@@ -210,7 +211,7 @@ def _grid(page: _Page) -> None:
 
 def _option_label(page: _Page, name: str) -> str:
     """A tile's class button: the class's key (the legend names it); ``s`` for skip."""
-    return SKIP_KEY if name == SKIP else class_option(name, page.classes)
+    return SKIP_KEY if name == SKIP else md(class_option(name, page.classes))
 
 
 def _tile(page: _Page, i: int, png: bytes) -> None:
@@ -227,10 +228,10 @@ def _tile(page: _Page, i: int, png: bytes) -> None:
             help="Focus this cell: the class keys label it; the sidebar zooms in",
         )
         st.image(png, width="stretch")
-        info = f"via {item['strategy'] or '-'}"
+        info = f"via {md(item['strategy'] or '-')}"
         if item.get("guess") and not page.display.hide_guesses:
-            info += f" · guess {guess_text(item)}"
-        state = f"✔ **{label}**" if label else ("skipped" if skipped else "not labeled")
+            info += f" · guess {md(guess_text(item))}"
+        state = f"✔ **{md(label)}**" if label else ("skipped" if skipped else "not labeled")
         st.caption(f"{info}  \n{state}")  # one element, not the image's caption (see STACK.md)
         shown = label if label is not None else (SKIP if skipped else None)
         key = pick_key(item["cell_id"], shown)
@@ -257,7 +258,7 @@ def _styles(page: _Page) -> None:
     """Tile borders in the colour of their label, a marker on the focused tile, and the class
     colours on the class buttons."""
     sess, labels, classes = page.sess, page.labels, page.classes
-    colour = {c.name: c.colour or "#888888" for c in classes}
+    colour = {c.name: css_colour(c.colour) for c in classes}
     rules = []
     for i, it in enumerate(sess.items):
         label = labels.get(it["cell_id"])

@@ -24,6 +24,7 @@ import streamlit as st
 from app_pages import jobs
 from app_pages.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
 from app_pages.project_fields import checked_fields, render_fields_form
+from app_pages.text import code, md
 from datasets.config import IngestConfig
 from datasets.crops.demo import CHANNELS as DEMO_CHANNELS
 from datasets.crops.readers import scan_folder
@@ -51,7 +52,7 @@ def render_project_page(project: Project | None) -> None:
     """Draw the Project page; ``project`` is the open one (None on the start screen)."""
     if project is not None:
         st.header("Project")
-        st.markdown(f"Open: **{project.config.name}** (`{project.path}`), "
+        st.markdown(f"Open: **{md(project.config.name)}** ({code(project.path)}), "
                     f"{project.store.n_cells()} cells")  # fmt: skip
     _guarded(jobs.jobs_panel, lambda path: _open(user_path(path)))
     if project is not None:
@@ -61,7 +62,7 @@ def render_project_page(project: Project | None) -> None:
     if project is not None:
         _guarded(_add_section, project)
     _guarded(_demo_section)
-    st.caption(f"Folders are typed relative to, and must lie under, `{allowed_root()}`.")
+    st.caption(f"Folders are typed relative to, and must lie under, {code(allowed_root())}.")
 
 
 def _guarded(section: Callable[..., None], *args: object) -> None:
@@ -69,7 +70,7 @@ def _guarded(section: Callable[..., None], *args: object) -> None:
     try:
         section(*args)
     except PhenoScoutError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
 
 
 def _open_section() -> None:
@@ -110,7 +111,7 @@ def _channel_fields() -> tuple[list[str], list[str]]:
                                key="proj-channels", placeholder="DNA, Tubulin")  # fmt: skip
     names = [n.strip() for n in names_text.split(",") if n.strip()]
     colours = [
-        st.color_picker(f"Colour of {n}", _DEFAULT_COLOURS[i % 5], key=f"proj-colour-{i}")
+        st.color_picker(f"Colour of {md(n)}", _DEFAULT_COLOURS[i % 5], key=f"proj-colour-{i}")
         for i, n in enumerate(names)
     ]
     return names, colours
@@ -207,7 +208,7 @@ def _demo_section() -> None:
     root = allowed_root()
     with st.container(border=True, key="proj-demo-box"):
         st.markdown("**Try it on the demo**: a synthetic screen with 7 phenotypes, 3 rare "
-                    f"(made in `{root / DEMO_DIR}` the first time)")  # fmt: skip
+                    f"(made in {code(root / DEMO_DIR)} the first time)")  # fmt: skip
         if st.button("Open the demo", key="proj-demo"):
             path = user_path(root / DEMO_DIR / "project")  # the demo folder may be a link out
             if path.exists():

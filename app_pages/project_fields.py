@@ -22,6 +22,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages import jobs
+from app_pages.text import code, md
 from app_pages.tiles import png
 from datasets.config import IngestConfig
 from datasets.fields.demo import FILENAME_PATTERN
@@ -52,7 +53,7 @@ def render_fields_form(root: Path) -> None:
         try:
             _form(root)
         except PhenoScoutError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
 
 
 def _form(root: Path) -> None:
@@ -122,12 +123,12 @@ def _skipped(skipped: list[tuple[str, str]]) -> None:
     """One warning line naming the first few skipped files or fields; all of them below."""
     if not skipped:
         return
-    shown = "; ".join(f"{name}: {why}" for name, why in skipped[:N_SKIPPED_SHOWN])
+    shown = "; ".join(f"{md(name)}: {md(why)}" for name, why in skipped[:N_SKIPPED_SHOWN])
     more = f" (and {len(skipped) - N_SKIPPED_SHOWN} more)" if len(skipped) > N_SKIPPED_SHOWN else ""
     st.warning(f"{len(skipped)} skipped: {shown}{more}")
     if len(skipped) > N_SKIPPED_SHOWN:
         with st.expander(f"All {len(skipped)} skipped"):
-            st.markdown("\n".join(f"- `{name}`: {why}" for name, why in skipped))
+            st.markdown("\n".join(f"- {code(name)}: {md(why)}" for name, why in skipped))
 
 
 def _channel_names(n_channels: int) -> list[str]:

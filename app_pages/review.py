@@ -11,7 +11,6 @@ class buttons), ``similar-<cell_id>`` (find the nearest neighbours of this cell)
 
 from __future__ import annotations
 
-import functools
 import html
 from typing import Any
 
@@ -19,6 +18,7 @@ import streamlit as st
 
 from app_pages.common import current_annotator, run_page
 from app_pages.field_view import show_cell_in_field
+from app_pages.text import code, css_colour, md
 from app_pages.tiles import (
     WIDE_PAGE_CSS,
     Display,
@@ -47,9 +47,9 @@ def render_review_page(project: Project, annotator: str) -> None:
     display = display_controls(project, zoom=False)
     kind, text = st.session_state.pop(MESSAGE, (None, None))
     if kind == "error":
-        st.error(text)
+        st.error(md(text))
     elif text:
-        st.toast(text)
+        st.toast(md(text))
     mode = st.radio("Show", MODES, horizontal=True, key="review-mode")
     if mode == MODES[0]:
         _by_class(project, annotator, display)
@@ -68,7 +68,7 @@ def _by_class(project: Project, annotator: str, display: Display) -> None:
     ids = cells_of_class(project, cls)
     shown = _in_view(cls, ids)
     moved = len(shown) - len(ids)
-    st.caption(f"{len(ids)} cells labeled **{cls}**" + _cut(ids)
+    st.caption(f"{len(ids)} cells labeled **{md(cls)}**" + _cut(ids)
                + (f"; {moved} relabeled here stay in view until you pick another class"
                   if moved else ""))  # fmt: skip
     items = [{"cell_id": c, "caption": ""} for c in shown[:MAX_TILES]]
@@ -93,7 +93,7 @@ def _disagreements(project: Project, annotator: str, display: Display) -> None:
         return
     st.caption(f"{len(frame)} labeled cells the model predicts otherwise" + _cut(frame))
     items = [
-        {"cell_id": r.cell_id, "caption": f"model: {r.predicted} {r.confidence:.0%}"}
+        {"cell_id": r.cell_id, "caption": f"model: {md(r.predicted)} {r.confidence:.0%}"}
         for r in frame.head(MAX_TILES).itertuples()
     ]
     _grid(project, annotator, display, items, "rv", "review")
@@ -112,14 +112,14 @@ def _more_like_this(project: Project, annotator: str, display: Display) -> None:
         cls = st.selectbox("Class", classes, key="mlt-class")
         frame = confident_unlabeled(project, cls, int(n))
         items = [
-            {"cell_id": r.cell_id, "caption": f"p({cls}) {r.probability:.0%}"}
+            {"cell_id": r.cell_id, "caption": f"p({md(cls)}) {r.probability:.0%}"}
             for r in frame.itertuples()
         ]
     else:
         if not query:
             st.info("Click **More like this** under a cell (By class or Disagreements) first.")
             return
-        st.caption(f"Unlabeled cells nearest to `{query}`")
+        st.caption(f"Unlabeled cells nearest to {code(query)}")
         items = [{"cell_id": c, "caption": ""} for c in similar_cells(project, query, int(n))]
     _grid(project, annotator, display, items, "mlt", "more_like_this")
 
@@ -148,8 +148,8 @@ def _grid(
             cell_id, label = items[i]["cell_id"], labels.get(items[i]["cell_id"])
             with col, st.container(border=True, key=f"{prefix}-tile-{i}", gap="small"):
                 st.image(pngs[i], width="stretch")
-                state = f"✔ **{label}**" if label else "not labeled"
-                st.caption(f"`{cell_id}`  \n{state}  \n{items[i]['caption']}".rstrip())
+                state = f"✔ **{md(label)}**" if label else "not labeled"
+                st.caption(f"{code(cell_id)}  \n{state}  \n{items[i]['caption']}".rstrip())
                 show_cell_in_field(project, cell_id, visible=display.visible)
                 key = f"{prefix}-pick-{cell_id}-{label or 'none'}"
                 st.pills(
@@ -157,7 +157,7 @@ def _grid(
                     names,
                     default=label,
                     key=key,
-                    format_func=functools.partial(class_option, classes=classes),
+                    format_func=lambda name: md(class_option(name, classes)),
                     label_visibility="collapsed",
                     on_change=_picked,
                     args=(project, annotator, cell_id, key, source),
@@ -173,14 +173,14 @@ def _legend(classes: list[ClassInfo]) -> None:
     parts = []
     for c in classes:
         key = html.escape(c.key or class_option(c.name, classes))
-        parts.append(f'<span style="border-bottom: 3px solid {c.colour or "#888888"}">'
+        parts.append(f'<span style="border-bottom: 3px solid {css_colour(c.colour)}">'
                      f"<b>{key}</b> {html.escape(c.name)}</span>")  # fmt: skip
     st.html('<div style="font-size: 0.9rem">Class buttons: ' + " &nbsp; ".join(parts) + "</div>")
 
 
 def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> None:
     """Compact class buttons in their class colours; a tile's border in its label's colour."""
-    colour = {c.name: c.colour or "#888888" for c in classes}
+    colour = {c.name: css_colour(c.colour) for c in classes}
     rules = [WIDE_PAGE_CSS, *pill_colours(f"{prefix}-pick-", classes)]
     rules += [
         f".st-key-{prefix}-tile-{i} {{border: 3px solid {colour.get(label, '#888888')};}}"

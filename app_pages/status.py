@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages.text import md
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
 from labeling.training import latest_version, version_name
@@ -27,7 +28,7 @@ def start_trainer_once(project: Project) -> None:
     try:
         ensure_trainer(project.path)
     except PhenoScoutError as exc:
-        st.warning(str(exc))
+        st.warning(md(exc))
 
 
 def status_text(path: Path, status: TrainerStatus, last_round: dict | None = None) -> str:
@@ -39,8 +40,9 @@ def status_text(path: Path, status: TrainerStatus, last_round: dict | None = Non
     else:
         timings = info.meta.get("timings") or {}
         took = sum(float(v) for v in timings.values() if isinstance(v, int | float))
-        what = (f"fine-tuned on {info.n_labels} labels" if info.has_predictions
-                else "self-supervised")
+        what = (
+            f"fine-tuned on {info.n_labels} labels" if info.has_predictions else "self-supervised"
+        )
         model = f"model **{version_name(info.version)}** ({what}, built in {took:.0f} s)"
     trainer = f"trainer: **{status.describe()}**"
     if status.alive and status.device:

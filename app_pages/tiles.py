@@ -16,6 +16,7 @@ import numpy.typing as npt
 import streamlit as st
 from PIL import Image
 
+from app_pages.text import code, css_colour, md
 from datasets.render import channel_strip, composite, upscale
 from labeling.project import Project
 from labeling.store.labels import ClassInfo
@@ -57,8 +58,8 @@ def display_controls(project: Project, zoom: bool = True) -> Display:
     visible, gains = [], []
     with side.expander("Channels: on/off and contrast", expanded=False):
         for i, (name, colour) in enumerate(zip(project.channel_names, project.channel_colours)):
-            swatch = f'<span style="color:{colour}">&#9632;</span>'
-            st.markdown(f"{swatch} **{name}**", unsafe_allow_html=True)
+            swatch = f'<span style="color:{css_colour(colour)}">&#9632;</span>'
+            st.markdown(f"{swatch} **{md(name)}**", unsafe_allow_html=True)  # name: text only
             visible.append(st.toggle("show", **_kept(f"show-{i}", True)))
             gains.append(
                 st.slider(
@@ -145,17 +146,17 @@ def render_zoom(
     big = composite(crop[None], colours, visible=display.visible, gains=display.gains)[0]
     st.image(png(upscale(big, DETAIL_ZOOM)), width="stretch")
     st.image(png(upscale(channel_strip(crop * _gains(display), colours), 2)), width="stretch")
-    st.caption(" | ".join(project.channel_names))
-    st.markdown(f"**Tile {index + 1}** `{item['cell_id']}`  \n{item['path']}")
-    st.caption(f"chosen by: {item['strategy'] or '-'}")
+    st.caption(" | ".join(md(n) for n in project.channel_names))
+    st.markdown(f"**Tile {index + 1}** {code(item['cell_id'])}  \n{md(item['path'])}")
+    st.caption(f"chosen by: {md(item['strategy'] or '-')}")
     if not display.hide_guesses:
-        st.caption(f"model guess: {guess_text(item)}")
-    st.markdown(f"**Label:** {label or 'none yet'}")
+        st.caption(f"model guess: {md(guess_text(item))}")
+    st.markdown(f"**Label:** {md(label) if label else 'none yet'}")
     history = project.store.history(item["cell_id"])
     if history:
         lines = [
-            f"- {h.labeled_at[:19].replace('T', ' ')} **{h.label}** by {h.annotator}"
-            f" ({h.source}){' - undone' if h.undone else ''}"
+            f"- {h.labeled_at[:19].replace('T', ' ')} **{md(h.label)}** by {md(h.annotator)}"
+            f" ({md(h.source)}){' - undone' if h.undone else ''}"
             for h in history
         ]
         st.markdown("History:\n" + "\n".join(lines))
@@ -179,7 +180,7 @@ def pill_colours(scope: str, classes: Sequence[ClassInfo]) -> list[str]:
         f"{sel} {{padding: 0 0.5rem; min-height: 1.75rem;}}",
     ]
     rules += [
-        f"{sel}:nth-of-type({i + 1}) {{border-bottom: 4px solid {c.colour or '#888888'};}}"
+        f"{sel}:nth-of-type({i + 1}) {{border-bottom: 4px solid {css_colour(c.colour)};}}"
         for i, c in enumerate(classes)
     ]
     return rules

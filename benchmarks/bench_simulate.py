@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "bench_simulate")
     parser.add_argument(
         "--datasets", nargs="+",
-        default=["jurkat", "mitocheck", "mpidb", "demo", "mitocheck-rare", "demo-rare"],
+        default=["jurkat", "mitocheck", "mpidb", "demo", "jurkat-rare", "mitocheck-rare"],
     )  # fmt: skip
     parser.add_argument("--strategies", default="discover,random,margin,entropy")
     parser.add_argument("--batch-size", type=int, default=10)

@@ -42,6 +42,9 @@ class IngestConfig:
     normalise_by: str = "auto"  # "dataset", "plate", or "auto" (plate when a plate column exists)
     channel_names: tuple[str, ...] = field(default_factory=tuple)  # names; empty = ch0, ch1, ...
     max_channels: int = 5  # the product supports 1-5 channels
+    #: "fluorescence", "stained_rgb" (brightfield RGB stains: colour and texture features too),
+    #: or "auto": detected on a sample of the crops and stored as one of the two
+    modality: str = "auto"
 
     def __post_init__(self) -> None:
         if not 8 <= self.crop_size <= 512:
@@ -51,6 +54,10 @@ class IngestConfig:
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
             raise DataError(f"percentiles {self.percentiles} must satisfy 0 <= low < high <= 100")
+        if self.modality not in ("auto", "fluorescence", "stained_rgb"):
+            raise DataError(
+                f"modality {self.modality!r}: allowed 'auto', 'fluorescence', 'stained_rgb'"
+            )
         if self.normalise_by not in NORMALISE_BY:
             raise DataError(f"normalise_by {self.normalise_by!r}: allowed {NORMALISE_BY}")
 

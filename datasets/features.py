@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class ChannelProfile:
     polarities: tuple[str, ...]
     quality: tuple[float, ...]
     masked: tuple[bool, ...]
+    modality: str = "fluorescence"  # or "stained_rgb": stain colour and texture features too
 
     @property
     def polarity(self) -> str:
@@ -79,13 +80,18 @@ def profile_channels(
     Raises:
         DataError: when ``crops`` is not (n, C, S, S) or is empty.
     """
+    from datasets.stain import detect_modality
+
     polarities = channel_polarities(crops)
     quality = mask_quality(crops, polarities)
     masked = quality >= min_quality
     if not masked.any():
         masked[int(np.argmax(quality))] = True
     return ChannelProfile(
-        polarities, tuple(round(float(q), 4) for q in quality), tuple(bool(m) for m in masked)
+        polarities,
+        tuple(round(float(q), 4) for q in quality),
+        tuple(bool(m) for m in masked),
+        detect_modality(crops),
     )
 
 
@@ -93,8 +99,11 @@ def _feature_dir(project_dir: Path) -> Path:
     return Path(project_dir) / "features"
 
 
-def project_channels(project_dir: Path, store: PixelStore, seed: int = 0) -> ChannelProfile:
-    """The dataset's :class:`ChannelProfile`, detected once on a random sample and remembered."""
+def project_channels(
+    project_dir: Path, store: PixelStore, seed: int = 0, modality: str = "auto"
+) -> ChannelProfile:
+    """The dataset's :class:`ChannelProfile`, detected once on a random sample and remembered;
+    ``modality`` other than "auto" overrides the detected one (``project.toml``)."""
     path = _feature_dir(project_dir) / _CHANNELS_FILE
     if path.exists():
         try:
@@ -102,14 +111,21 @@ def project_channels(project_dir: Path, store: PixelStore, seed: int = 0) -> Cha
         except (OSError, ValueError) as err:
             raise ProjectDamagedError(path, err, _RECOMPUTE_FIX) from err
         if isinstance(saved, dict) and saved.get("version") == FEATURES_VERSION:
-            return ChannelProfile(
-                tuple(saved["polarities"]), tuple(saved["quality"]), tuple(saved["masked"])
+            found = ChannelProfile(
+                tuple(saved["polarities"]),
+                tuple(saved["quality"]),
+                tuple(saved["masked"]),
+                saved.get("modality", "fluorescence"),
             )
+            if modality in ("auto", found.modality):
+                return found
     cells = read_cells(project_dir, columns=["cell_id"])
     rng = np.random.default_rng(seed)
     n_sample = min(len(cells), _SAMPLE)
     ids = cells["cell_id"].to_numpy()[np.sort(rng.choice(len(cells), n_sample, replace=False))]
     profile = profile_channels(store.read(list(ids)))
+    if modality != "auto":
+        profile = replace(profile, modality=modality)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"version": FEATURES_VERSION, **asdict(profile)}))
     logger.info(
@@ -119,8 +135,21 @@ def project_channels(project_dir: Path, store: PixelStore, seed: int = 0) -> Cha
     return profile
 
 
+def saved_modality(project_dir: Path) -> str:
+    """The modality the features of a project were computed for ("fluorescence" when none)."""
+    path = _feature_dir(project_dir) / _CHANNELS_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "fluorescence"
+    return str(saved.get("modality", "fluorescence")) if isinstance(saved, dict) else "fluorescence"
+
+
 def compute_morphology(
-    project_dir: Path, progress: Progress | None = None, batch_size: int = 512
+    project_dir: Path,
+    progress: Progress | None = None,
+    batch_size: int = 512,
+    modality: str = "auto",
 ) -> int:
     """Compute morphology features for every part that has none yet.
 
@@ -128,6 +157,7 @@ def compute_morphology(
         project_dir: the project folder (with cells.parquet and pixels).
         progress: called as ``progress(done, total)`` in cells.
         batch_size: cells per batch.
+        modality: "auto" (the profile's), or "fluorescence" / "stained_rgb" to override it.
 
     Returns:
         The number of cells whose features were computed.
@@ -137,7 +167,7 @@ def compute_morphology(
 
     project_dir = Path(project_dir)
     store = PixelStore(project_dir)
-    profile = project_channels(project_dir, store)
+    profile = project_channels(project_dir, store, modality=modality)
     cells = read_cells(project_dir, columns=["cell_id", "part"])
     todo = [
         (part, grp["cell_id"].tolist())
@@ -152,7 +182,7 @@ def compute_morphology(
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             feats, names = morphology_features(
-                store.read(chunk), profile.polarities, profile.masked
+                store.read(chunk), profile.polarities, profile.masked, profile.modality
             )
             table = pa.table(
                 {"cell_id": chunk, **{n: feats[:, j] for j, n in enumerate(names)}}

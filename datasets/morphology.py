@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 POLARITIES = ("bright", "dark")
 #: Bumped whenever the feature set changes, so cached feature tables are recomputed.
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 #: A channel's mask is trusted when the median over crops of its Otsu separability (between-class
 #: over total variance of the smoothed crop, 0..1) reaches this. Measured: fluorescent nuclei and
 #: cytoplasm 0.84-0.89, brightfield 0.53, darkfield 0.64 (Jurkat IFC and the demo screen).
@@ -189,8 +189,10 @@ def morphology_features(
     crops: npt.NDArray,
     polarity: str | Sequence[str] = "bright",
     masked: Sequence[bool] | None = None,
+    modality: str = "fluorescence",
 ) -> tuple[npt.NDArray[np.float32], list[str]]:
-    """Shape, intensity and texture features of every crop, per channel.
+    """Shape, intensity and texture features of every crop, per channel (and for stained RGB
+    crops the stains' colour and texture, :func:`datasets.stain.stain_features`).
 
     Args:
         crops: (n, C, S, S) float32 per-channel scaled to [0, 1], cell at the centre.
@@ -198,6 +200,7 @@ def morphology_features(
             every channel, or one per channel.
         masked: per channel, True to segment it and measure all 31 features, False to measure
             only the whole-crop statistics :data:`CROP_NAMES`; all True when None.
+        modality: "stained_rgb" adds the stain features to three-channel crops.
 
     Returns:
         features: (n, d) float32, finite, d = 31 per masked channel + 3 per other channel; an
@@ -224,6 +227,12 @@ def morphology_features(
             )
         blocks.append(out)
         names += [f"ch{c}_{m}" for m in measures]
+    if modality == "stained_rgb" and n_channels == 3:
+        from datasets.stain import stain_features
+
+        extra, extra_names = stain_features(crops)
+        blocks.append(extra)
+        names += extra_names
     feats = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), np.float32)
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0), names
 

@@ -70,9 +70,22 @@ def probe_scores(
         y: (n,) class of each row.
         groups: (n,) group of each row (cells of a group never split across train and test).
         per_class: training labels per class drawn from each training fold (None: all).
-        repeats: reshuffles.
+        repeats: reshuffles; repeat r uses seed ``seed + r``.
         seed: first repeat's seed.
     """
+    runs = [one_repeat(x, y, groups, per_class, seed + r, folds) for r in range(repeats)]
+    return float(np.median([b for b, _ in runs])), float(np.median([f for _, f in runs]))
+
+
+def one_repeat(
+    x: npt.NDArray,
+    y: npt.NDArray,
+    groups: npt.NDArray | None,
+    per_class: int | None,
+    seed: int,
+    folds: int = FOLDS,
+) -> tuple[float, float]:
+    """Mean ``(balanced accuracy, macro-F1)`` over the folds of one shuffle (``seed``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, f1_score
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -81,32 +94,25 @@ def probe_scores(
 
     x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     y = np.asarray(y)
+    if groups is None:
+        split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y)
+    else:
+        split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups)
     bal, f1 = [], []
-    for r in range(repeats):
-        if groups is None:
-            split = StratifiedKFold(folds, shuffle=True, random_state=seed + r).split(x, y)
-        else:
-            split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed + r).split(
-                x, y, groups
-            )
-        b, f = [], []
-        for k, (train, test) in enumerate(split):
-            train = few_per_class(train, y, per_class, seed + 1000 * r + k)
-            if len(np.unique(y[train])) < 2 or len(test) == 0:
-                continue
-            clf = make_pipeline(
-                StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                clf.fit(x[train], y[train])
-                pred = clf.predict(x[test])
-                b.append(balanced_accuracy_score(y[test], pred))
-                f1_ = f1_score(y[test], pred, average="macro", labels=np.unique(y[test]))
-            f.append(f1_)
-        bal.append(np.mean(b))
-        f1.append(np.mean(f))
-    return float(np.median(bal)), float(np.median(f1))
+    for k, (train, test) in enumerate(split):
+        train = few_per_class(train, y, per_class, 1000 * seed + k)
+        if len(np.unique(y[train])) < 2 or len(test) == 0:
+            continue
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(x[train], y[train])
+            pred = clf.predict(x[test])
+            bal.append(balanced_accuracy_score(y[test], pred))
+            f1.append(f1_score(y[test], pred, average="macro", labels=np.unique(y[test])))
+    return float(np.mean(bal)), float(np.mean(f1))
 
 
 def few_per_class(
@@ -128,25 +134,36 @@ def quality_table(
     repeats: int = 5,
     seed: int = 0,
     per_class: int = FEW_PER_CLASS,
+    n_jobs: int = 1,
 ) -> pd.DataFrame:
     """One row per feature set and label setting (all, ``per_class`` per class): the
-    :func:`probe_scores` of each matrix in ``sets`` (rows aligned with ``y``)."""
+    :func:`probe_scores` of each matrix in ``sets`` (rows aligned with ``y``), computed in
+    ``n_jobs`` processes (joblib; -1: one per core)."""
+    from joblib import Parallel, delayed
+
+    jobs = [
+        (name, label, few)
+        for name in sets
+        for label, few in (("all", None), (f"{per_class} per class", per_class))
+    ]
+    runs = Parallel(n_jobs=n_jobs)(
+        delayed(one_repeat)(sets[name], y, groups, few, seed + r)
+        for name, _, few in jobs
+        for r in range(repeats)
+    )
     rows = []
-    for name, x in sets.items():
-        for label, few in (("all", None), (f"{per_class} per class", per_class)):
-            bal, f1 = probe_scores(x, y, groups=groups, per_class=few, repeats=repeats, seed=seed)
-            rows.append(
-                {
-                    "features": name,
-                    "labels": label,
-                    "balanced_accuracy": round(bal, 4),
-                    "macro_f1": round(f1, 4),
-                    "n_cells": len(y),
-                    "n_classes": len(np.unique(y)),
-                    "repeats": repeats,
-                    "grouped": groups is not None,
-                }
-            )
+    for j, (name, label, _) in enumerate(jobs):
+        mine = runs[j * repeats : (j + 1) * repeats]
+        rows.append({
+            "features": name,
+            "labels": label,
+            "balanced_accuracy": round(float(np.median([b for b, _ in mine])), 4),
+            "macro_f1": round(float(np.median([f for _, f in mine])), 4),
+            "n_cells": len(y),
+            "n_classes": len(np.unique(y)),
+            "repeats": repeats,
+            "grouped": groups is not None,
+        })  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -302,7 +302,14 @@ def _create(
         project = Project(path, config)
         with LabelStore(path / DB_FILE, create=True) as store:
             store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
-        compute_morphology(path, progress=feature_progress)
+        compute_morphology(path, progress=feature_progress, modality=ingest.modality)
+        if ingest.modality == "auto":  # store what was detected, never "auto"
+            from datasets.features import saved_modality
+
+            detected = dataclasses.replace(config.ingest, modality=saved_modality(path))
+            config = dataclasses.replace(config, ingest=detected)
+            save_config(config, path / CONFIG_FILE)
+            project = Project(path, config)
         if then is not None:
             then(project)
     except BaseException:

@@ -22,6 +22,8 @@ from models.training import Progress, all_cell_ids, iter_device_batches
 from models.unet import Classifier, Encoder, UNet
 
 logger = logging.getLogger(__name__)
+CUDA_BATCH = 4096  # cells per read and forward pass on CUDA, at least
+CUDA_READ_THREADS = 8  # pixel-store reads in flight on CUDA
 
 
 class EmbedResult(NamedTuple):
@@ -67,7 +69,8 @@ def embed_cells(
         pixels: the project's crops.
         out_dir: existing folder to write into.
         device: where to run (bfloat16 autocast on CUDA; on CPU too when ``bf16``).
-        batch_size: cells per forward pass (halved after an out-of-memory error).
+        batch_size: cells per forward pass (halved after an out-of-memory error); on CUDA
+            at least ``CUDA_BATCH``.
         progress: ``progress(done_cells, n_cells)``.
     """
     out_dir = Path(out_dir)
@@ -93,7 +96,10 @@ def embed_cells(
                 prob_out[row : row + len(emb)] = probs.cpu().numpy()
         pending.clear()
 
-    for x in iter_device_batches(pixels, ids, device, batch_size):
+    if device.type == "cuda":  # a small network: big batches keep the GPU busy
+        size = max(batch_size, CUDA_BATCH)
+    workers = CUDA_READ_THREADS if device.type == "cuda" else 2
+    for x in iter_device_batches(pixels, ids, device, size, workers=workers):
 
         def run(sub: int, x=x):
             parts = []

@@ -82,9 +82,9 @@ def _store_ranges(pixels: object) -> Callable | None:
 
 
 def _torch_raw(raw: npt.NDArray) -> torch.Tensor:
-    """A torch view of raw crops (uint16 as int32, other dtypes as they are)."""
-    if raw.dtype == np.uint16:
-        return torch.from_numpy(raw.astype(np.int32))
+    """A torch view of raw crops (uint16 as its int16 bits, wide ints as float32)."""
+    if raw.dtype == np.uint16:  # reinterpreted, widened on the device (scale_on_device)
+        return torch.from_numpy(np.ascontiguousarray(raw).view(np.int16))
     if raw.dtype.kind in "ui" and raw.dtype.itemsize > 2 or raw.dtype == np.float64:
         return torch.from_numpy(raw.astype(np.float32))
     return torch.from_numpy(np.ascontiguousarray(raw))
@@ -94,6 +94,8 @@ def scale_on_device(
     raw: torch.Tensor, low: torch.Tensor, span: torch.Tensor, dtype: torch.dtype
 ) -> torch.Tensor:
     """``PixelStore.read``'s scaling: ``(raw - low) / span`` clipped to [0, 1], NaN -> 0."""
+    if raw.dtype == torch.int16:  # uint16 bits (see _torch_raw)
+        raw = raw.to(torch.int32) & 0xFFFF
     x = (raw.float() - low[:, :, None, None]) / span[:, :, None, None]
     return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0).to(dtype)
 

@@ -25,6 +25,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
     project = open_project(Path(args.project))
+    if args.what == "anndata":
+        from labeling.io.anndata_export import export_anndata
+
+        n = export_anndata(project, Path(args.out), features=args.features)
+        print(f"wrote {n} cells ({args.features}) to {args.out}")
+        return 0
     if args.what in ("crops", "model"):
         from labeling.io.bundles import crops_zip, model_checkpoint, write_bytes_atomic
 
@@ -273,16 +279,25 @@ def _add_export(sub: Sub, parents: Parents) -> None:
         parents=[parents["project"]],
         help="export labels, cells, predictions or per-well counts (CSV or Parquet)",
     )
-    p.add_argument("--out", required=True, help="output file: .csv or .parquet; .zip for crops")
+    p.add_argument(
+        "--out", required=True, help="output file: .csv or .parquet; .zip for crops; .h5ad"
+    )
     p.add_argument(
         "--what",
         default="labels",
-        choices=["labels", "cells", "predictions", "wells", "crops", "model"],
+        choices=["labels", "cells", "predictions", "wells", "crops", "model", "anndata"],
         help="labels: one row per labeled cell with metadata; cells: one row per cell; "
         "predictions: every cell with its predicted class, confidence and class probabilities; "
         "wells: predicted class counts and fractions per plate and well (z against negative "
         "controls); crops: a ZIP of the labeled crops, one folder per class (16-bit TIFF); "
-        "model: the newest trained model's checkpoint.pt",
+        "model: the newest trained model's checkpoint.pt; anndata: every cell as an .h5ad "
+        "(X features, obs cells with labels and predictions, obsm embedding)",
+    )
+    p.add_argument(
+        "--features",
+        default="morphology",
+        help="anndata only: the features in X: morphology (default), embedding, cellprofiler, "
+        "or two joined by '+'",
     )
     p.set_defaults(func=_cmd_export)
 
@@ -398,6 +413,12 @@ def _add_simulate(sub: Sub, parents: Parents) -> None:
     p.add_argument("--keep-empty-channels", action="store_true", help="as for init")
     p.add_argument(
         "--normalise-by", choices=["auto", "dataset", "plate"], default="auto", help="as for init"
+    )
+    p.add_argument(
+        "--modality",
+        choices=["auto", "fluorescence", "stained_rgb"],
+        default="auto",
+        help="as for init",
     )
     p.add_argument(
         "--finetune",

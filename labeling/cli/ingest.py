@@ -112,6 +112,7 @@ def ingest_config(args: argparse.Namespace):  # -> IngestConfig
         keep_empty_channels=args.keep_empty_channels,
         normalise_by=args.normalise_by,
         channel_names=names,
+        modality=getattr(args, "modality", "auto"),
     )
 
 
@@ -392,6 +393,13 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="intensity ranges per dataset or per plate "
         "(auto: per plate when metadata has a plate column)",
+    )
+    p.add_argument(
+        "--modality",
+        choices=["auto", "fluorescence", "stained_rgb"],
+        default="auto",
+        help="fluorescence, or stained brightfield RGB (adds stain colour and texture "
+        "features); default auto: detected on a sample, stored in project.toml",
     )
     p.add_argument("--seed", type=int, default=0, help="project seed")
     p.set_defaults(func=_cmd_init)

@@ -13,6 +13,7 @@ _EXPORTS = {
     "class_folders": "labeling.io.bundles",
     "crops_zip": "labeling.io.bundles",
     "csv_bytes": "labeling.io.export",
+    "export_anndata": "labeling.io.anndata_export",
     "export_frame": "labeling.io.export",
     "export_meta": "labeling.io.export",
     "export_table": "labeling.io.export",

@@ -197,7 +197,7 @@ def predict_screen(project: Project, crops: Path, metadata_csv: Path | None = No
         tmp_project = Path(tmp)
         ingest_crops(Path(crops), tmp_project, ingest, metadata_csv=metadata_csv,
                      seed=project.config.seed)  # fmt: skip
-        compute_morphology(tmp_project)
+        compute_morphology(tmp_project, modality=ingest.modality)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)
     if feats.shape[1] != len(mean):

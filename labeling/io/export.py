@@ -11,6 +11,7 @@ import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ __all__ = [
     "unquote_formula",
     "well_fractions",
     "write_bytes_atomic",
+    "write_file_atomic",
     "write_table",
 ]
 #: Cell-table columns that are PhenoScout's own bookkeeping, not user metadata.
@@ -170,6 +172,37 @@ def write_bytes_atomic(data: bytes, out: Path) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _cannot_write(out, exc) from exc
+    return out
+
+
+def write_file_atomic(out: Path, write: Callable[[Path], None]) -> Path:
+    """Like :func:`write_bytes_atomic` for writers that need a path (h5py, say): ``write(tmp)``
+    fills a new temporary file beside ``out`` (created exclusively, so a planted link is never
+    followed), which is flushed to disk and renamed over ``out``.
+
+    Raises:
+        ConfigError: ``out`` is one of a project's own files (:func:`check_export_target`).
+        PhenoScoutError: the file cannot be written (read-only folder, disk full); one line.
+    """
+    out = Path(out)
+    check_export_target(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _cannot_write(out, exc) from exc
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise _cannot_write(out, exc) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 

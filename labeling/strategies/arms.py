@@ -288,6 +288,17 @@ def rank_coverage(ctx: RoundContext, k: int) -> Ranked:
         _n_wanted(ctx, k),
         first,
     )
+    return _coverage_ranked(ctx, k, open_, picks, scores)
+
+
+def _coverage_ranked(
+    ctx: RoundContext,
+    k: int,
+    open_: npt.NDArray[np.int64],
+    picks: list[int],
+    scores: list[float],
+) -> Ranked:
+    """Cluster coverage's ranking from the chosen order of the open clusters."""
     members = ctx.free_members(open_[picks])
     depth = max(len(m) for m in members)
     idx = [m[r] for r in range(depth) for m in members if r < len(m)]
@@ -303,6 +314,24 @@ def rank_coverage(ctx: RoundContext, k: int) -> Ranked:
         np.concatenate([np.asarray(idx, np.int64), more.idx[extra]]),
         np.concatenate([score, more.scores[extra]]),
         names,
+    )
+
+
+def rank_typical(ctx: RoundContext, k: int) -> Ranked:
+    """Typical cells first (TypiClust, Hacohen et al. 2022): the cell closest to the centre of
+    the largest cluster that has no label yet, then of the next largest, and so on (ties by
+    cluster number); then the open clusters' other cells, then novelty's cells."""
+    open_ = np.flatnonzero(~ctx.covered & (ctx.free_per_cluster > 0))
+    if len(open_) == 0:
+        return rank_novelty(ctx, k)
+    size = ctx.free_per_cluster[open_].astype(np.float64)
+    picks = [int(j) for j in np.lexsort((open_, -size))][: _n_wanted(ctx, k)]
+    ranked = _coverage_ranked(ctx, k, open_, picks, size[picks].tolist())
+    return Ranked(
+        "typical",
+        ranked.idx,
+        ranked.scores,
+        tuple("typical" if n == "cluster_coverage" else n for n in ranked.names),
     )
 
 

@@ -7,17 +7,19 @@ Each batch holds
    can be estimated without bias;
 2. exploration slots, as many as the chance of an unseen class asks for (see below), each given
    to the arm with the highest draw from its Beta posterior: a Thompson-sampling bandit over
-   cluster coverage, novelty, diversity, margin, predicted-rare and more-like-this, with at
-   least one exploration arm and (once a model exists) one margin slot among them;
+   cluster coverage, typical cells (TypiClust), novelty, diversity, margin, predicted-rare and
+   more-like-this, with at least one exploration arm and (once a model exists) one margin slot
+   among them;
 3. the other slots to class-balanced margin sampling (:func:`rank_balanced_margin`).
 
-The hand-over: the share of exploration slots is ``min(1, high / explore_full)``, ``high`` the
-upper end of the 95% interval of the Good-Turing chance that the next random cell is of a class
-not seen yet (:func:`labeling.strategies.unseen.unseen_class_chance`, on the random slice's
-labels, which the state keeps), never fewer than one slot. Early on (a small slice) the whole
-batch explores; as the slice grows without singletons the batch moves to class-balanced
-uncertainty, as TypiClust -> margin and GALAXY suggest, while one exploration cell per batch
-keeps looking for classes the model cannot yet be uncertain about.
+The hand-over: the share of exploration slots is ``min(1, p / explore_full)``, ``p`` the
+Good-Turing chance that the next random cell is of a class not seen yet
+(:func:`labeling.strategies.unseen.unseen_class_chance`, on the random slice's labels, which the
+state keeps; the whole batch explores while the slice is empty), never fewer than one slot. As
+the slice grows without singletons the batch moves to class-balanced uncertainty, as
+TypiClust -> margin and GALAXY suggest, while one exploration cell per batch keeps looking for
+classes the model cannot yet be uncertain about. (Handing over by the upper end of the
+estimate's interval instead explored too long on screens with many classes: lower macro-F1.)
 
 An arm is rewarded per labeled cell it chose: :attr:`DiscoverConfig.new_class_reward` when the
 label is a class nobody had labeled before the batch (shared among the batch's cells of that
@@ -49,6 +51,7 @@ from labeling.strategies.arms import (
     rank_predicted_rare,
     rank_random,
     rank_rare_neighbours,
+    rank_typical,
 )
 from labeling.strategies.batch import assemble
 from labeling.strategies.pool import Selection
@@ -61,7 +64,12 @@ STATE_VERSION = 2
 RANDOM = "random"
 #: The sub-strategy of the slots handed over from exploration.
 HANDOVER = "balanced_margin"
-EXPLORE = {"cluster_coverage": rank_coverage, "novelty": rank_novelty, "diversity": rank_diversity}
+EXPLORE = {
+    "cluster_coverage": rank_coverage,
+    "typical": rank_typical,
+    "novelty": rank_novelty,
+    "diversity": rank_diversity,
+}
 EXPLOIT = {
     "margin": make_uncertain("margin"),
     "predicted_rare": rank_predicted_rare,
@@ -70,12 +78,14 @@ EXPLOIT = {
 ARMS = {**EXPLORE, **EXPLOIT}
 
 
-#: Beta prior (alpha, beta) of each arm: what was measured before on other screens
-#: (cluster coverage and margin found rare classes fastest) for the bandit to correct.
+#: Beta prior (alpha, beta) of each arm: what was measured before on other screens (margin found
+#: classes fastest on Jurkat, MitoCheck and MP-IDB, cluster coverage next; novelty kept picking
+#: odd cells of one common class) for the bandit to correct.
 PRIORS = {
-    "cluster_coverage": (4.0, 1.0),
-    "margin": (4.0, 1.0),
-    "novelty": (1.0, 1.0),
+    "cluster_coverage": (2.0, 1.0),
+    "typical": (2.0, 1.0),
+    "margin": (8.0, 1.0),
+    "novelty": (0.5, 2.0),
     "diversity": (1.0, 2.0),
     "predicted_rare": (1.0, 2.0),
     "more_like_this": (1.0, 3.0),
@@ -84,14 +94,16 @@ PRIORS = {
 
 @dataclass(frozen=True)
 class DiscoverConfig:
-    """Knobs of the discover bandit (defaults measured on the Jurkat cell-cycle set)."""
+    """Knobs of discover (defaults measured with ``benchmarks/bench_simulate.py`` on Jurkat,
+    MitoCheck, MP-IDB and rare-class subsamples of them, one default for all)."""
 
-    random_fraction: float = 0.1  # share of each batch drawn uniformly at random
+    random_fraction: float = 0.2  # share of each batch drawn uniformly at random
     discount: float = 0.8  # weight of an arm's past evidence after each round
     new_class_reward: float = 1.0  # reward for a label of a class not seen before the batch
-    disagree_reward: float = 0.5  # reward for a label that differs from the model's guess
+    disagree_reward: float = 0.25  # reward for a label that differs from the model's guess
     rare_ratio: float = 0.25  # a class is rare below this share of the largest class's labels
-    explore_full: float = 0.5  # unseen-class chance (upper end) at which the whole batch explores
+    explore_full: float = 0.5  # unseen-class chance at which the whole batch explores
+    handover_on_upper: bool = False  # hand over by the interval's upper end, not the estimate
     priors: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(PRIORS))
 
 
@@ -137,7 +149,8 @@ def n_explore(n_slots: int, unseen: UnseenClass, cfg: DiscoverConfig = DEFAULT) 
     """Exploration slots of a batch with ``n_slots`` non-random slots (see the module doc)."""
     if n_slots <= 0:
         return 0
-    share = min(1.0, unseen.high / cfg.explore_full)
+    chance = unseen.high if cfg.handover_on_upper or unseen.p is None else unseen.p
+    share = min(1.0, chance / cfg.explore_full)
     return int(min(n_slots, max(1, round(share * n_slots))))
 
 
@@ -151,7 +164,7 @@ def _n_random(n: int, rng: np.random.Generator, cfg: DiscoverConfig) -> int:
 
 def _available(ctx: RoundContext, cfg: DiscoverConfig) -> tuple[list[str], list[str]]:
     """(exploration arms, model-driven arms) that can run this round."""
-    explore = ["cluster_coverage", "diversity"] + (["novelty"] if len(ctx.lab) else [])
+    explore = ["cluster_coverage", "typical", "diversity"] + (["novelty"] if len(ctx.lab) else [])
     counts = ctx.pool.class_counts
     if not ctx.has_model or len(counts) < 2:
         return explore, []

@@ -16,11 +16,13 @@ from labeling.strategies.arms import (
     RoundContext,
     make_uncertain,
     neighbours,
+    rank_balanced_margin,
     rank_coverage,
     rank_diversity,
     rank_novelty,
     rank_predicted_rare,
     rank_random,
+    rank_typical,
 )
 from labeling.strategies.batch import assemble
 from labeling.strategies.discover import reward_discover, run_discover
@@ -36,7 +38,9 @@ class Strategy:
 
 
 STRATEGIES: dict[str, Strategy] = {
-    "discover": Strategy("default: bandit over exploration and uncertainty, 10% random", None),
+    "discover": Strategy(
+        "default: explores for new classes, then hands over to balanced margin; 20% random", None
+    ),
     "random": Strategy("uniformly random unlabeled cells", rank_random),
     "least_confidence": Strategy(
         "lowest top-class probability (modAL)", make_uncertain("least_confidence")
@@ -50,6 +54,12 @@ STRATEGIES: dict[str, Strategy] = {
     "diversity": Strategy("k-means++ seeding on features", rank_diversity),
     "novelty": Strategy("farthest from every labeled cell", rank_novelty),
     "cluster_coverage": Strategy("one cell per cluster that has no label yet", rank_coverage),
+    "typical": Strategy(
+        "most typical cell of the largest cluster without a label (TypiClust)", rank_typical
+    ),
+    "balanced_margin": Strategy(
+        "margin weighted toward classes with few labels", rank_balanced_margin
+    ),
     "predicted_rare": Strategy(
         "cells the model gives to classes with few labels", rank_predicted_rare
     ),

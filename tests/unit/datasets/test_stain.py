@@ -1,0 +1,81 @@
+"""Stained brightfield RGB: modality detection, stain separation and colour/texture features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datasets.errors import DataError
+from datasets.morphology import morphology_features
+from datasets.stain import (
+    STAIN_NAMES,
+    _glcm,
+    _quantise,
+    detect_modality,
+    separate_stains,
+    stain_features,
+)
+
+PURPLE = (0.45, 0.25, 0.6)  # haematoxylin-like (Giemsa nucleus / parasite)
+PINK = (0.95, 0.6, 0.75)  # eosin-like
+
+
+def stained(n=6, size=32, colour=PURPLE, seed=0):
+    """RGB crops (n, 3, S, S) in [0, 1]: a dyed disc on a bright background, with noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    disc = np.hypot(yy, xx) < size / 5
+    out = np.empty((n, 3, size, size), np.float32)
+    for c in range(3):
+        out[:, c] = np.where(disc, colour[c], 0.95)
+    return np.clip(out + rng.normal(0, 0.02, out.shape), 0, 1).astype(np.float32)
+
+
+def test_stain_separation_is_skimages_rgb2hed():
+    from skimage.color import rgb2hed
+
+    x = stained(3)
+    ref = np.maximum(rgb2hed(np.moveaxis(x, 1, -1)), 0)
+    np.testing.assert_allclose(np.moveaxis(separate_stains(x), 1, -1), ref, atol=1e-5)
+
+
+def test_glcm_is_skimages_graycoprops():
+    from skimage.feature import graycomatrix, graycoprops
+
+    q = _quantise(separate_stains(stained(2, seed=3))[:, 0])
+    for i in range(2):
+        m = graycomatrix(q[i].astype(np.uint8), [1], [0, np.pi / 2], levels=8, symmetric=True)
+        m = m.sum(axis=(2, 3), keepdims=True).astype(float)
+        ref = [graycoprops(m / m.sum(), p)[0, 0] for p in
+               ("contrast", "homogeneity", "energy", "correlation")]  # fmt: skip
+        np.testing.assert_allclose(_glcm(q)[i], ref, rtol=1e-5)
+
+
+def test_modality_tells_stained_rgb_from_fluorescence():
+    assert detect_modality(stained()) == "stained_rgb"
+    fluo = 1.0 - stained()  # bright cells on a dark background
+    assert detect_modality(fluo) == "fluorescence"
+    assert detect_modality(stained()[:, :2]) == "fluorescence"  # two channels: not RGB
+
+
+def test_stain_features_separate_a_purple_from_a_pink_cell():
+    feats, names = stain_features(np.concatenate([stained(4), stained(4, colour=PINK)]))
+    assert feats.shape == (8, len(STAIN_NAMES)) and np.isfinite(feats).all()
+    col = {n: j for j, n in enumerate(names)}
+    hema, eosin = feats[:, col["stain_hema_contrast"]], feats[:, col["stain_eosin_contrast"]]
+    assert hema[:4].min() > hema[4:].max()  # purple: more haematoxylin at the centre
+    assert (eosin[4:] / np.maximum(hema[4:], 1e-6)).min() > (eosin[:4] / hema[:4]).max()
+    assert feats[:4, col["stain_hema_objects"]].min() >= 1
+
+
+def test_morphology_adds_stain_features_only_for_stained_rgb():
+    x = stained(5)
+    plain, names = morphology_features(x, "dark")
+    both, more = morphology_features(x, "dark", modality="stained_rgb")
+    assert more[: len(names)] == names and len(more) == len(names) + len(STAIN_NAMES)
+    np.testing.assert_array_equal(both[:, : len(names)], plain)
+
+
+def test_stain_features_need_rgb():
+    with pytest.raises(DataError, match=r"RGB crops of shape \(n, 3, S, S\)"):
+        stain_features(np.zeros((2, 2, 16, 16), np.float32))

@@ -1,0 +1,59 @@
+"""What ingest decides for a whole screen is stored in project.toml as a value, never "auto":
+the scale for crops larger than the crop size, and the modality (fluorescence or stained RGB)."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets.config import IngestConfig
+from datasets.features import read_features
+from labeling.project import create_project
+
+
+def _rgb_screen(root, n=12, size=120):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    lines = ["path,label"]
+    for i in range(n):
+        r = size / 5 if i % 2 else size / 3
+        disc = np.hypot(yy, xx) < r
+        rgb = np.stack([np.where(disc, c, 240) for c in (110, 60, 150)], axis=-1)
+        rgb = np.clip(rgb + rng.normal(0, 5, rgb.shape), 0, 255).astype(np.uint8)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(root / "images" / f"c{i}.png")
+        lines.append(f"images/c{i}.png,{'small' if i % 2 else 'big'}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def rgb_project(tmp_path_factory):
+    src = _rgb_screen(tmp_path_factory.mktemp("rgb"))
+    project, report = create_project(tmp_path_factory.mktemp("p") / "proj", src)
+    project.close()
+    return project.path, report
+
+
+def test_scale_and_modality_are_stored_as_values(rgb_project):
+    path, report = rgb_project
+    saved = tomllib.loads((path / "project.toml").read_text())["ingest"]
+    assert saved["scale"] == report.scale == 0.533  # 120-px crops brought into 64 px
+    assert saved["modality"] == "stained_rgb"
+    assert any("scaled by 0.533" in n for n in report.notes)
+    _, _, names = read_features(path)
+    assert any(n.startswith("stain_hema") for n in names)
+
+
+def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
+    src = _rgb_screen(tmp_path / "src", n=4)
+    cfg = IngestConfig(scale=1.0, modality="fluorescence")
+    project, report = create_project(tmp_path / "p", src, cfg)
+    project.close()
+    saved = tomllib.loads((tmp_path / "p" / "project.toml").read_text())["ingest"]
+    assert (saved["scale"], saved["modality"]) == (1.0, "fluorescence")
+    _, _, names = read_features(tmp_path / "p")
+    assert not any(n.startswith("stain_") for n in names)
