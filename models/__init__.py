@@ -27,6 +27,10 @@ _LAZY = {
     "load_checkpoint": "models.checkpoint",
     "TrainerConfig": "models.trainer",
     "serve": "models.trainer",
+    "LabelSource": "models.trainer",
+    "WatchConfig": "models.trainer",
+    "latest_version": "models.folder",
+    "list_versions": "models.folder",
 }
 
 __all__ = ["ModelError", *_LAZY]
