@@ -230,7 +230,7 @@ def _quality(project: Project, key: tuple) -> None:
         f"{a.get('n_splits')}-fold cross-validation of the loop's head on the current labels: "
         f"macro F1 {a.get('macro_f1', float('nan')):.3f}, balanced accuracy "
         f"{a.get('balanced_accuracy', float('nan')):.3f}"
-        + (f"; left out (fewer than 2 labels): {', '.join(a['left_out'])}" if a.get("left_out")
+        + (f"; left out (fewer than 2 labels): {md(', '.join(a['left_out']))}" if a.get("left_out")
            else "")
     )  # fmt: skip
     left, right = st.columns([3, 2])
