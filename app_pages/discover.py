@@ -70,7 +70,9 @@ def _stopping(events: list) -> None:
         "-" if p_new is None else f"{p_new:.1%}",
         help="That the next random cell is of a class not seen yet: Good-Turing estimate "
         "(classes seen once / cells) on the random slice "
-        f"({stop['n_random']} cells, {stop['n_singletons']} classes seen once)",
+        f"({stop['n_random']} cells, {stop['n_singletons']} classes seen once); 95% interval "
+        f"{stop['p_new_class_low']:.1%} to {stop['p_new_class_high']:.1%}. discover hands "
+        "its exploration over to class-balanced margin as it falls",
     )
 
 
