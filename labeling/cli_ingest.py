@@ -62,6 +62,18 @@ def tqdm_progress(desc: str, unit: str = "cell") -> Iterator[Callable[[int, int]
             bar.close()
 
 
+@contextmanager
+def _runner(args: argparse.Namespace) -> Iterator[object]:
+    """Where the ingest's work runs (``--workers``, ``--scheduler``, $PHENOSCOUT_SCHEDULER)."""
+    from datasets.parallel import ParallelConfig, Runner
+
+    config = ParallelConfig.from_env(
+        getattr(args, "workers", None), getattr(args, "scheduler", None)
+    )
+    with Runner(config) as runner:
+        yield runner
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.fields is not None:
         return _demo_fields(args)
@@ -156,7 +168,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestReport)
     from labeling.project import create_project
 
-    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
+    with (
+        _runner(args) as runner,
+        tqdm_progress("ingest") as progress,
+        tqdm_progress("features") as fprogress,
+    ):
         return create_project(
             Path(args.project),
             Path(args.crops),
@@ -167,6 +183,7 @@ def _init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestRepo
             progress=progress,
             feature_progress=fprogress,
             then=then,
+            runner=runner,
         )
 
 
@@ -194,6 +211,7 @@ def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestRep
         names = cellprofiler_channels(objects, images_csv, object_name=args.object_name)
         ingest = dataclasses.replace(ingest, channel_names=tuple(names))
     with (
+        _runner(args) as runner,
         tqdm_progress("train segmenter", unit="step") as train,
         tqdm_progress("fields", unit="field") as progress,
         tqdm_progress("features") as fp,
@@ -202,7 +220,7 @@ def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestRep
             Path(args.project), fields, ingest, segment=segment, keep_border=args.keep_border,
             segment_config=_segment_config(args),
             truth_csv=args.truth, seed=args.seed, progress=progress, feature_progress=fp,
-            train_progress=train, then=then,
+            train_progress=train, then=then, runner=runner,
         )  # fmt: skip
     report.skipped[:0] = skipped
     return project, report
@@ -231,7 +249,11 @@ def _cmd_add(args: argparse.Namespace) -> int:
 def _add_crops(args: argparse.Namespace, project):  # -> IngestReport
     from labeling.project import add_crops
 
-    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
+    with (
+        _runner(args) as runner,
+        tqdm_progress("ingest") as progress,
+        tqdm_progress("features") as fprogress,
+    ):
         return add_crops(
             project,
             Path(args.crops),
@@ -239,6 +261,7 @@ def _add_crops(args: argparse.Namespace, project):  # -> IngestReport
             metadata_csv=args.metadata_csv,
             progress=progress,
             feature_progress=fprogress,
+            runner=runner,
         )
 
 
@@ -258,6 +281,7 @@ def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
     masks = Path(args.masks) if args.masks else None
     fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
     with (
+        _runner(args) as runner,
         tqdm_progress("train segmenter", unit="step") as train,
         tqdm_progress("fields", unit="field") as progress,
         tqdm_progress("features") as fp,
@@ -266,12 +290,25 @@ def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
             project, fields, segment=args.segment or "classical", keep_border=args.keep_border,
             segment_config=_segment_config(args),
             truth_csv=args.truth, progress=progress, feature_progress=fp, train_progress=train,
+            runner=runner,
         )  # fmt: skip
     report.skipped[:0] = skipped
     return report
 
 
 def _add_ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="Dask worker processes for reading and features (default: one per core; "
+        "inputs under 20,000 cells run in this process unless given; 1: in this process)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the work on an existing Dask cluster (tcp://host:8786) whose workers see the "
+        "project folder; default $PHENOSCOUT_SCHEDULER",
+    )
     p.add_argument(
         "--labels-csv", type=Path, help="ground truth path,label (simulation/evaluation only)"
     )
