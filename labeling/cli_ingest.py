@@ -79,9 +79,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return _demo_fields(args)
     from datasets.demo import generate_demo
 
-    with tqdm_progress("demo cells") as progress:
+    with _runner(args) as runner, tqdm_progress("demo cells") as progress:
         summary = generate_demo(
-            Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress
+            Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress, runner=runner
         )
     print(f"wrote {summary.n_cells} cells in {summary.n_files} files to {summary.out_dir}")
     for name, count in sorted(summary.class_counts.items(), key=lambda kv: -kv[1]):
@@ -344,6 +344,13 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "or one multi-channel TIFF per field",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="crops: Dask worker processes rendering the sites (default: one per core from "
+        "20,000 cells; 1: in this process); the bytes are the same either way",
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="crops: an existing Dask cluster")
     p.set_defaults(func=_cmd_demo)
 
 
