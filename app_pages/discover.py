@@ -70,7 +70,9 @@ def _stopping(events: list) -> None:
         "-" if p_new is None else f"{p_new:.1%}",
         help="That the next random cell is of a class not seen yet: Good-Turing estimate "
         "(classes seen once / cells) on the random slice "
-        f"({stop['n_random']} cells, {stop['n_singletons']} classes seen once)",
+        f"({stop['n_random']} cells, {stop['n_singletons']} classes seen once); 95% interval "
+        f"{stop['p_new_class_low']:.1%} to {stop['p_new_class_high']:.1%}. discover hands "
+        "its exploration over to class-balanced margin as it falls",
     )
 
 
@@ -230,7 +232,7 @@ def _quality(project: Project, key: tuple) -> None:
         f"{a.get('n_splits')}-fold cross-validation of the loop's head on the current labels: "
         f"macro F1 {a.get('macro_f1', float('nan')):.3f}, balanced accuracy "
         f"{a.get('balanced_accuracy', float('nan')):.3f}"
-        + (f"; left out (fewer than 2 labels): {', '.join(a['left_out'])}" if a.get("left_out")
+        + (f"; left out (fewer than 2 labels): {md(', '.join(a['left_out']))}" if a.get("left_out")
            else "")
     )  # fmt: skip
     left, right = st.columns([3, 2])

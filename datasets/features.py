@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,9 @@ from datasets.morphology import (
 )
 from datasets.pixels import PixelStore
 from datasets.progress import Progress
+
+if TYPE_CHECKING:
+    from datasets.parallel import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +67,7 @@ class ChannelProfile:
         return "dark" if dark > len(self.polarities) - dark else "bright"
 
 
-def profile_channels(
-    crops: npt.NDArray, min_quality: float = MASK_QUALITY_MIN
-) -> ChannelProfile:
+def profile_channels(crops: npt.NDArray, min_quality: float = MASK_QUALITY_MIN) -> ChannelProfile:
     """Decide, from a sample of crops, each channel's polarity and whether to trust its mask.
 
     A channel's mask is trusted when its quality reaches ``min_quality``; when none does, the
@@ -130,7 +133,9 @@ def project_channels(
     path.write_text(json.dumps({"version": FEATURES_VERSION, **asdict(profile)}))
     logger.info(
         "channels: polarity %s, mask quality %s, segmented %s",
-        profile.polarities, profile.quality, profile.masked,
+        profile.polarities,
+        profile.quality,
+        profile.masked,
     )
     return profile
 
@@ -149,54 +154,144 @@ def compute_morphology(
     project_dir: Path,
     progress: Progress | None = None,
     batch_size: int = 512,
+    runner: Runner | None = None,
     modality: str = "auto",
 ) -> int:
     """Compute morphology features for every part that has none yet.
 
+    The cells of those parts are cut into chunks of :data:`CHUNK_CELLS`; each chunk is one
+    task (:func:`datasets.parallel.Runner`) that writes its own Parquet file under a temporary
+    name and renames it into place, and each part's chunks are then joined, in order, into the
+    part's feature file (so a task that is run again after its worker died changes nothing).
+
     Args:
         project_dir: the project folder (with cells.parquet and pixels).
         progress: called as ``progress(done, total)`` in cells.
-        batch_size: cells per batch.
-        modality: "auto" (the profile's), or "fluorescence" / "stained_rgb" to override it.
+        batch_size: cells measured at a time inside a task.
+        runner: where the chunks run; in this process when None.
+        modality: "auto" (detected, or as saved) or the one project.toml names.
 
     Returns:
         The number of cells whose features were computed.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from datasets.parallel import Runner
 
     project_dir = Path(project_dir)
     store = PixelStore(project_dir)
     profile = project_channels(project_dir, store, modality=modality)
+    del store
     cells = read_cells(project_dir, columns=["cell_id", "part"])
     todo = [
-        (part, grp["cell_id"].tolist())
+        (int(part), grp["cell_id"].tolist())
         for part, grp in cells.groupby("part", sort=True)
         if not _part_path(project_dir, int(part)).exists()
     ]
-    total, done = sum(len(ids) for _, ids in todo), 0
+    del cells
+    chunks: list[_Chunk] = []
     for part, ids in todo:
-        out = _part_path(project_dir, int(part))
-        tmp = out.with_name(out.name + ".tmp")
-        writer = None
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
+        folder = _chunk_dir(project_dir, part)
+        shutil.rmtree(folder, ignore_errors=True)  # left by an earlier, interrupted run
+        folder.mkdir(parents=True)
+        for k, start in enumerate(range(0, len(ids), CHUNK_CELLS)):
+            chunks.append(_Chunk(str(project_dir), part, k, ids[start : start + CHUNK_CELLS],
+                                 profile.polarities, profile.masked, profile.modality,
+                                 batch_size))  # fmt: skip
+    total = sum(len(c.cell_ids) for c in chunks)
+    own = runner is None
+    runner = runner or Runner()
+    try:
+        runner.map(measure_chunk, chunks, weights=[len(c.cell_ids) for c in chunks],
+                   progress=progress)  # fmt: skip
+    finally:
+        if own:
+            runner.close()
+        _STORES.clear()
+    for part, _ in todo:
+        _join_chunks(project_dir, part)
+    return total
+
+
+#: Cells per feature task: a few seconds of work, small enough that a lost worker costs little.
+CHUNK_CELLS = 8192
+_STORES: dict[tuple[str, int, int], PixelStore] = {}  # per process: the project's pixel store
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One feature task: cells of one part, measured with the dataset's channel profile."""
+
+    project_dir: str
+    part: int
+    index: int  # chunk number within the part
+    cell_ids: list[str]
+    polarities: tuple[str, ...]
+    masked: tuple[bool, ...]
+    modality: str
+    batch_size: int
+
+
+def _chunk_dir(project_dir: Path, part: int) -> Path:
+    return _feature_dir(project_dir) / f".chunks-part-{part:04d}"
+
+
+def _pixel_store(project_dir: str) -> PixelStore:
+    """The project's pixel store, opened once per process (and again when cells change)."""
+    st = (Path(project_dir) / "cells.parquet").stat()
+    key = (project_dir, st.st_mtime_ns, st.st_size)
+    if key not in _STORES:
+        _STORES.clear()
+        _STORES[key] = PixelStore(Path(project_dir))
+    return _STORES[key]
+
+
+def measure_chunk(chunk: _Chunk) -> int:
+    """Task: the morphology features of one chunk, written to its own Parquet file.
+
+    Returns:
+        The number of cells measured.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = _pixel_store(chunk.project_dir)
+    out = _chunk_dir(Path(chunk.project_dir), chunk.part) / f"chunk-{chunk.index:05d}.parquet"
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    writer = None
+    try:
+        for start in range(0, len(chunk.cell_ids), chunk.batch_size):
+            ids = chunk.cell_ids[start : start + chunk.batch_size]
             feats, names = morphology_features(
-                store.read(chunk), profile.polarities, profile.masked, profile.modality
+                store.read(ids), chunk.polarities, chunk.masked, chunk.modality
             )
-            table = pa.table(
-                {"cell_id": chunk, **{n: feats[:, j] for j, n in enumerate(names)}}
-            )
+            table = pa.table({"cell_id": ids, **{n: feats[:, j] for j, n in enumerate(names)}})
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
         if writer is not None:
             writer.close()
             os.replace(tmp, out)
-    return total
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(chunk.cell_ids)
+
+
+def _join_chunks(project_dir: Path, part: int) -> None:
+    """Join a part's chunk files, in order, into its feature file (atomically)."""
+    import pyarrow.parquet as pq
+
+    folder = _chunk_dir(project_dir, part)
+    out = _part_path(project_dir, part)
+    tmp = out.with_name(out.name + ".tmp")
+    writer = None
+    for path in sorted(folder.glob("chunk-*.parquet")):
+        table = pq.read_table(path)
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+        os.replace(tmp, out)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _part_path(project_dir: Path, part: int) -> Path:
@@ -224,7 +319,8 @@ def read_features(
     if not all(path.exists() for path in parts):
         logger.warning(
             "%s: morphology features v%d missing for some cells; computing them now",
-            project_dir, FEATURES_VERSION,
+            project_dir,
+            FEATURES_VERSION,
         )
         compute_morphology(project_dir)
     blocks, names = [], []

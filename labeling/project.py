@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datasets.crops.ingest import IngestReport
+    from datasets.parallel import Runner
     from datasets.pixels import PixelStore
     from datasets.segmentation.classical import SegmentConfig
 
@@ -118,6 +119,7 @@ def create_project(
     progress: Progress | None = None,
     feature_progress: Progress | None = None,
     then: Callable[[Project], object] | None = None,
+    runner: Runner | None = None,
 ) -> tuple[Project, IngestReport]:
     """Create a project from a folder of single-cell crops.
 
@@ -135,6 +137,8 @@ def create_project(
         feature_progress: the same over the feature computation.
         then: a last step on the new project (e.g. importing labels); when it fails, the
             project is removed like any other failed create.
+        runner: where reading and features run (:mod:`datasets.parallel`: this process, a
+            local Dask cluster or an existing one); this process when None.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
@@ -148,9 +152,10 @@ def create_project(
         return ingest_crops(
             Path(crops), folder, ingest,
             labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress, seed=seed,
+            runner=runner,
         )  # fmt: skip
 
-    return _create(Path(path), ingest, seed, run, feature_progress, then)
+    return _create(Path(path), ingest, seed, run, feature_progress, then, runner)
 
 
 def create_project_from_fields(
@@ -167,6 +172,7 @@ def create_project_from_fields(
     feature_progress: Progress | None = None,
     train_progress: Progress | None = None,
     then: Callable[[Project], object] | None = None,
+    runner: Runner | None = None,
 ) -> tuple[Project, IngestReport]:
     """Create a project from whole fields of view: each object of each field becomes a cell.
 
@@ -191,6 +197,7 @@ def create_project_from_fields(
         feature_progress: the same over the feature computation, in cells.
         train_progress: the same over U-Net training, in steps.
         then: a last step on the new project, as for :func:`create_project`.
+        runner: where the features run, as for :func:`create_project`.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
@@ -216,7 +223,7 @@ def create_project_from_fields(
         report.labels_csv = str(truth_csv) if truth_csv is not None else None
         return report
 
-    return _create(path, ingest, seed, run, feature_progress, then)
+    return _create(path, ingest, seed, run, feature_progress, then, runner)
 
 
 def _segmenter(
@@ -279,6 +286,7 @@ def _create(
     run_ingest: Callable[[Path], IngestReport],
     feature_progress: Progress | None,
     then: Callable[[Project], object] | None = None,
+    runner: Runner | None = None,
 ) -> tuple[Project, IngestReport]:
     """The steps every new project shares: ingest, project.toml, label store, features, and
     ``then``; all or nothing: on any failure what was created is removed again."""
@@ -302,7 +310,7 @@ def _create(
         project = Project(path, config)
         with LabelStore(path / DB_FILE, create=True) as store:
             store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
-        compute_morphology(path, progress=feature_progress, modality=ingest.modality)
+        compute_morphology(path, progress=feature_progress, modality=ingest.modality, runner=runner)
         if ingest.modality == "auto":  # store what was detected, never "auto"
             from datasets.features import saved_modality
 
@@ -341,6 +349,7 @@ def add_crops(
     metadata_csv: Path | None = None,
     progress: Progress | None = None,
     feature_progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> IngestReport:
     """Add a folder of crops (a new plate) to an existing project.
 
@@ -355,9 +364,9 @@ def add_crops(
     report = ingest_crops(
         Path(crops), project.path, ingest,
         labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress,
-        seed=project.config.seed,
+        seed=project.config.seed, runner=runner,
     )
-    _register_new_cells(project, feature_progress)
+    _register_new_cells(project, feature_progress, runner)
     return report
 
 
@@ -372,6 +381,7 @@ def add_fields(
     progress: Progress | None = None,
     feature_progress: Progress | None = None,
     train_progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> IngestReport:
     """Add whole fields of view (a new plate) to an existing project; arguments as
     :func:`create_project_from_fields`. The fields must have the project's channel count and
@@ -392,14 +402,16 @@ def add_fields(
         fields, project.path, ingest, segmenter=segmenter, keep_border=keep_border, truth=truth,
         progress=progress, seed=seed,
     )  # fmt: skip
-    _register_new_cells(project, feature_progress)
+    _register_new_cells(project, feature_progress, runner)
     return report
 
 
-def _register_new_cells(project: Project, feature_progress: Progress | None) -> None:
+def _register_new_cells(
+    project: Project, feature_progress: Progress | None, runner: Runner | None = None
+) -> None:
     """After an ingest added a part: the store learns the new cells, features are computed."""
     from datasets.features import compute_morphology
 
     project.__dict__.pop("pixels", None)
     project.store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
-    compute_morphology(project.path, progress=feature_progress)
+    compute_morphology(project.path, progress=feature_progress, runner=runner)

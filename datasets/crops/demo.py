@@ -23,6 +23,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,9 @@ from scipy import fft as sfft
 
 from datasets.errors import DataError
 from datasets.progress import Progress
+
+if TYPE_CHECKING:
+    from datasets.parallel import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +103,19 @@ def generate_demo(
     n_cells: int = 20000,
     seed: int = 0,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> DemoSummary:
     """Write the synthetic demo screen (see the module docstring for the layout).
 
     Args:
         out_dir: folder to write; created, or an earlier demo there is replaced.
         n_cells: number of cells, at least 100.
-        seed: seed of the one random generator behind every choice; same seed, same bytes.
-        progress: called as ``progress(done_cells, n_cells)`` after each site file.
+        seed: seed of the plan's random generator and of each site's own generator (drawn
+            from the seed and the site's number); same seed, same bytes, wherever the sites
+            are rendered.
+        progress: called as ``progress(done_cells, n_cells)`` as site files are written.
+        runner: where the sites are rendered (:mod:`datasets.parallel`); in this process when
+            None (then ``progress`` follows every file).
 
     Returns:
         What was written.
@@ -114,24 +123,55 @@ def generate_demo(
     Raises:
         DataError: on ``n_cells`` < 100, or when ``out_dir`` holds something else.
     """
+    from datasets.parallel import Runner
+
     if n_cells < MIN_CELLS:
         raise DataError(f"n_cells={n_cells} is too small for a screen; use at least {MIN_CELLS}")
     out_dir = Path(out_dir)
     prepare_demo_folder(out_dir, _README_MARK, "demo screen", ("plate*/*.npz",))
     rng = np.random.default_rng(seed)
     sites, site_of_cell, labels = _plan(n_cells, rng)
-    done = 0
-    for site_idx, site in enumerate(sites):
-        cells = labels[site_of_cell == site_idx]
-        images = _render(cells, _PLATE_GAIN[site.plate - 1], rng)
-        _write_npz(out_dir / site.path, images)
-        done += len(cells)
-        if progress is not None:
-            progress(done, n_cells)
+    first = np.searchsorted(site_of_cell, np.arange(len(sites) + 1))
+    jobs = [(i, site.path, site.plate, labels[first[i] : first[i + 1]])
+            for i, site in enumerate(sites)]  # fmt: skip
+    own = runner is None
+    runner = runner or Runner()
+    per_task = 1 if runner.config.in_process(n_cells) else _SITES_PER_TASK
+    tasks = [_SiteJob(str(out_dir), seed, tuple(jobs[k : k + per_task]))
+             for k in range(0, len(jobs), per_task)]  # fmt: skip
+    try:
+        runner.map(render_sites, tasks, progress=progress, n_cells=n_cells,
+                   weights=[sum(len(j[3]) for j in t.sites) for t in tasks])  # fmt: skip
+    finally:
+        if own:
+            runner.close()
     _write_tables(out_dir, sites, site_of_cell, labels)
     counts = {name: int((labels == k).sum()) for k, name in enumerate(PHENOTYPES)}
     logger.info("demo: %d cells in %d files under %s", n_cells, len(sites), out_dir)
     return DemoSummary(out_dir, n_cells, counts, len(sites))
+
+
+_SITES_PER_TASK = 8  # site files one task renders on a cluster
+
+
+@dataclass(frozen=True)
+class _SiteJob:
+    """One rendering task: ``(site number, file path, plate, phenotypes (m,))`` per site."""
+
+    out_dir: str
+    seed: int
+    sites: tuple[tuple[int, str, int, npt.NDArray[np.int64]], ...]
+
+
+def render_sites(job: _SiteJob) -> int:
+    """Task: render and write the site files of ``job``; returns the cells written. Each site
+    draws from its own generator, seeded by the demo's seed and the site's number."""
+    n = 0
+    for site_idx, path, plate, labels in job.sites:
+        rng = np.random.default_rng([job.seed, site_idx])
+        _write_npz(Path(job.out_dir) / path, _render(labels, _PLATE_GAIN[plate - 1], rng))
+        n += len(labels)
+    return n
 
 
 def plan_phenotypes(n_cells: int, seed: int = 0) -> npt.NDArray[np.int64]:

@@ -31,20 +31,17 @@ from datasets.crops.readers import (
     ImageHeader,
     find_images,
     read_header,
-    read_image_file,
     read_npz_labels,
-    replace_non_finite,
     scan_folder,
     skip_reason,
 )
 from datasets.crops.resize import (
     FIT_QUANTILE,
     choose_scale,
-    fit_crops,
-    rescale_images,
     widest_dtype,
 )
 from datasets.errors import DataError
+from datasets.parallel import Runner
 from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
 from datasets.progress import Progress
 
@@ -138,6 +135,7 @@ class _Context:
     labels: cell_table.PathCsv | None = None  # labels.csv, one column "label"
     metadata: cell_table.PathCsv | None = None
     entries: list[_Entry] = field(default_factory=list)
+    runner: Runner | None = None  # where pass 2 runs (datasets.parallel); in process if None
 
 
 def ingest_crops(
@@ -149,6 +147,7 @@ def ingest_crops(
     metadata_csv: Path | None = None,
     progress: Progress | None = None,
     seed: int = 0,
+    runner: Runner | None = None,
 ) -> IngestReport:
     """Read a folder of single-cell crops into the project's cell table and pixel store.
 
@@ -163,6 +162,8 @@ def ingest_crops(
         metadata_csv: ``path`` + metadata columns; default ``src_dir/metadata.csv`` if present.
         progress: called as ``progress(cells_done, cells_total)`` while pixels are written.
         seed: seeds the sample of cells the normalisation ranges are computed from.
+        runner: where reading and fitting run (:mod:`datasets.parallel`); in this process
+            when None. Same cells and pixels either way.
 
     Returns:
         The :class:`IngestReport` (also logged).
@@ -175,7 +176,7 @@ def ingest_crops(
     project = Path(project_dir)
     report = IngestReport(crop_size=cfg.crop_size)
     manifest = cell_table.read_manifest(project)
-    ctx = _Context(Path(src_dir).resolve(), project, cfg, report, manifest)
+    ctx = _Context(Path(src_dir).resolve(), project, cfg, report, manifest, runner=runner)
     check_existing(project, manifest, cfg)
     _load_csvs(ctx, labels_csv, metadata_csv)
     _scan(ctx)
@@ -326,45 +327,40 @@ def _keep_majority_channels(ctx: _Context) -> None:
         ctx.entries = [e for e in ctx.entries if e.header.channels == n_channels]
 
 
-def _read_pixels(ctx: _Context, entry: _Entry, dtype: np.dtype) -> npt.NDArray:
-    """Pass-2 read of one file as ``dtype``; it must still match its pass-1 header. NaN and
-    infinite pixels are replaced by their crop's finite median; the report names the file."""
-    pixels, _ = read_image_file(entry.path)
-    h = entry.header
-    if pixels.shape != (h.n, h.channels, h.height, h.width):
-        raise DataError(
-            f"{entry.path}: pixels have shape {pixels.shape}, header said "
-            f"{(h.n, h.channels, h.height, h.width)}"
-        )
-    pixels, n_bad = replace_non_finite(pixels.astype(dtype, copy=False), entry.path)
-    if n_bad:
-        ctx.report.non_finite.append((entry.rel, n_bad))
-        logger.warning("%s: %d NaN or infinite pixels replaced", entry.rel, n_bad)
-    return pixels
-
-
 def _write_pixels(
     ctx: _Context, tmp: Path, dtype: np.dtype, progress: Progress | None
 ) -> npt.NDArray[np.bool_]:
-    """Pass 2: fit every crop and write it; returns which source channels hold any nonzero."""
+    """Pass 2: fit every crop and write it, as tasks over runs of files
+    (:mod:`datasets.crops.tasks`); returns which source channels hold any nonzero."""
+    from datasets.crops.tasks import CHUNK_CELLS, FileJob, PixelChunk, chunk_files, write_chunk
+
     size, n_channels = ctx.cfg.crop_size, ctx.entries[0].header.channels
     total = sum(e.header.n for e in ctx.entries)
-    writer = PartWriter(tmp, (total, n_channels, size, size), dtype)
+    PartWriter(tmp, (total, n_channels, size, size), dtype).close()  # full size, zeros
+    jobs = [FileJob(str(e.path), e.rel, (e.header.n, e.header.channels, e.header.height,
+                                         e.header.width), e.first_row)
+            for e in ctx.entries]  # fmt: skip
+    runner = ctx.runner or Runner()
+    local = runner.config.in_process(total)  # in process: a task per file, progress per file
+    runs = chunk_files(jobs, 1 if local else CHUNK_CELLS)
+    chunks = [PixelChunk(str(tmp), str(np.dtype(dtype)), size, float(ctx.cfg.scale), tuple(r))
+              for r in runs]  # fmt: skip
+    try:
+        results = runner.map(write_chunk, chunks, progress=progress,
+                             weights=[sum(j.shape[0] for j in r) for r in runs])  # fmt: skip
+    finally:
+        if ctx.runner is None:
+            runner.close()
     nonzero = np.zeros(n_channels, dtype=bool)
-    done = 0
+    failed: set[str] = set()
+    for result in results:
+        nonzero |= result.nonzero
+        ctx.report.non_finite.extend(result.non_finite)
+        for rel, reason in result.failed:
+            failed.add(rel)
+            _skip(ctx, ctx.src / rel, reason)
     for entry in ctx.entries:
-        try:
-            pixels = _read_pixels(ctx, entry, dtype)
-        except DataError as err:
-            entry.ok = False
-            _skip(ctx, entry.path, _reason(err, entry.path))
-        else:
-            nonzero |= pixels.any(axis=(0, 2, 3))
-            writer.write(entry.first_row, fit_crops(rescale_images(pixels, ctx.cfg.scale), size))
-        done += entry.header.n
-        if progress is not None:
-            progress(done, total)
-    writer.close()
+        entry.ok = entry.rel not in failed
     if not any(e.ok for e in ctx.entries):
         first = ctx.report.skipped[-1]
         raise DataError(

@@ -218,7 +218,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_app(args: argparse.Namespace) -> int:
     import os
 
-    app_file = Path(__file__).resolve().parents[2] / "app.py"
+    # app_server.py serves app.py behind a Host check (DNS rebinding), without /_stcore/metrics
+    app_file = Path(__file__).resolve().parents[2] / "app_server.py"
     if not app_file.exists():
         raise PhenoScoutError(f"{app_file}: the app file is missing; reinstall PhenoScout")
     cmd = [

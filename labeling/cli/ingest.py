@@ -66,14 +66,26 @@ def tqdm_progress(desc: str, unit: str = "cell") -> Iterator[Callable[[int, int]
             bar.close()
 
 
+@contextmanager
+def _runner(args: argparse.Namespace) -> Iterator[object]:
+    """Where the ingest's work runs (``--workers``, ``--scheduler``, $PHENOSCOUT_SCHEDULER)."""
+    from datasets.parallel import ParallelConfig, Runner
+
+    config = ParallelConfig.from_env(
+        getattr(args, "workers", None), getattr(args, "scheduler", None)
+    )
+    with Runner(config) as runner:
+        yield runner
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.fields is not None:
         return _demo_fields(args)
     from datasets.crops.demo import generate_demo
 
-    with tqdm_progress("demo cells") as progress:
+    with _runner(args) as runner, tqdm_progress("demo cells") as progress:
         summary = generate_demo(
-            Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress
+            Path(args.out), n_cells=args.cells, seed=args.seed, progress=progress, runner=runner
         )
     print(f"wrote {summary.n_cells} cells in {summary.n_files} files to {summary.out_dir}")
     for name, count in sorted(summary.class_counts.items(), key=lambda kv: -kv[1]):
@@ -160,7 +172,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestReport)
     from labeling.project import create_project
 
-    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
+    with (
+        _runner(args) as runner,
+        tqdm_progress("ingest") as progress,
+        tqdm_progress("features") as fprogress,
+    ):
         return create_project(
             Path(args.project),
             Path(args.crops),
@@ -171,6 +187,7 @@ def _init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestRepo
             progress=progress,
             feature_progress=fprogress,
             then=then,
+            runner=runner,
         )
 
 
@@ -198,6 +215,7 @@ def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestRep
         names = cellprofiler_channels(objects, images_csv, object_name=args.object_name)
         ingest = dataclasses.replace(ingest, channel_names=tuple(names))
     with (
+        _runner(args) as runner,
         tqdm_progress("train segmenter", unit="step") as train,
         tqdm_progress("fields", unit="field") as progress,
         tqdm_progress("features") as fp,
@@ -206,7 +224,7 @@ def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestRep
             Path(args.project), fields, ingest, segment=segment, keep_border=args.keep_border,
             segment_config=_segment_config(args),
             truth_csv=args.truth, seed=args.seed, progress=progress, feature_progress=fp,
-            train_progress=train, then=then,
+            train_progress=train, then=then, runner=runner,
         )  # fmt: skip
     report.skipped[:0] = skipped
     return project, report
@@ -235,7 +253,11 @@ def _cmd_add(args: argparse.Namespace) -> int:
 def _add_crops(args: argparse.Namespace, project):  # -> IngestReport
     from labeling.project import add_crops
 
-    with tqdm_progress("ingest") as progress, tqdm_progress("features") as fprogress:
+    with (
+        _runner(args) as runner,
+        tqdm_progress("ingest") as progress,
+        tqdm_progress("features") as fprogress,
+    ):
         return add_crops(
             project,
             Path(args.crops),
@@ -243,6 +265,7 @@ def _add_crops(args: argparse.Namespace, project):  # -> IngestReport
             metadata_csv=args.metadata_csv,
             progress=progress,
             feature_progress=fprogress,
+            runner=runner,
         )
 
 
@@ -262,6 +285,7 @@ def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
     masks = Path(args.masks) if args.masks else None
     fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
     with (
+        _runner(args) as runner,
         tqdm_progress("train segmenter", unit="step") as train,
         tqdm_progress("fields", unit="field") as progress,
         tqdm_progress("features") as fp,
@@ -270,12 +294,25 @@ def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
             project, fields, segment=args.segment or "classical", keep_border=args.keep_border,
             segment_config=_segment_config(args),
             truth_csv=args.truth, progress=progress, feature_progress=fp, train_progress=train,
+            runner=runner,
         )  # fmt: skip
     report.skipped[:0] = skipped
     return report
 
 
 def _add_ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="Dask worker processes for reading and features (default: one per core; "
+        "inputs under 20,000 cells run in this process unless given; 1: in this process)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the work on an existing Dask cluster (tcp://host:8786) whose workers see the "
+        "project folder; default $PHENOSCOUT_SCHEDULER",
+    )
     p.add_argument(
         "--labels-csv", type=Path, help="ground truth path,label (simulation/evaluation only)"
     )
@@ -311,6 +348,13 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "or one multi-channel TIFF per field",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="crops: Dask worker processes rendering the sites (default: one per core from "
+        "20,000 cells; 1: in this process); the bytes are the same either way",
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="crops: an existing Dask cluster")
     p.set_defaults(func=_cmd_demo)
 
 

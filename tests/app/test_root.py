@@ -210,3 +210,22 @@ def test_demo_folder_that_links_out_is_refused(root, tmp_path):
     at.button(key="proj-demo").click().run()
     _refused(at, root)
     assert not os.listdir(tmp_path / "outside")
+
+
+def test_finished_job_opens_only_a_project_still_under_the_root(root, small_demo, tmp_path):
+    from labeling.jobs import get_job
+
+    shutil.copytree(small_demo, root / "crops")
+    at = _type(_app(), **{"proj-crops": "crops"})
+    _type(at, **{"proj-new-path": "made"})
+    at.button(key="proj-create").click().run()
+    job_id = at.session_state["proj_jobs"][-1].job_id
+    assert get_job(job_id).wait(120).state == "done"
+    # the new project is moved out and a link left in its place before "Open it" is clicked
+    shutil.move(root / "made", tmp_path / "outside" / "made")
+    (root / "made").symlink_to(tmp_path / "outside" / "made", target_is_directory=True)
+    at.run()
+    at.button(key=f"job-open-{job_id}").click().run()
+    assert not at.exception, at.exception
+    assert any("outside" in e.value and str(root) in e.value for e in at.error)
+    assert "project_path" not in at.session_state

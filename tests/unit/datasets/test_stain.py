@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,40 @@ def test_modality_tells_stained_rgb_from_fluorescence():
     fluo = 1.0 - stained()  # bright cells on a dark background
     assert detect_modality(fluo) == "fluorescence"
     assert detect_modality(stained()[:, :2]) == "fluorescence"  # two channels: not RGB
+
+
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+def _real(name: str, tmp_path: Path, n: int = 80) -> np.ndarray:
+    """``n`` crops of a real set, spread over its files, ingested as PhenoScout does (one scale
+    for the screen, 64 x 64, per-channel ranges), as stored and read for the features."""
+    import shutil
+
+    from datasets.cells import read_cells
+    from datasets.crops.ingest import ingest_crops
+    from datasets.pixels import PixelStore
+
+    folder = DATA / name
+    if not folder.exists():
+        pytest.skip(f"{folder} not found")
+    paths = sorted((folder / "images").rglob("*.*"))
+    for k, p in enumerate(paths[:: max(1, len(paths) // n)]):
+        shutil.copy(p, tmp_path / f"c{k:03d}{p.suffix}")
+    ingest_crops(tmp_path, tmp_path / "project")
+    ids = read_cells(tmp_path / "project", columns=["cell_id"])["cell_id"].tolist()
+    return PixelStore(tmp_path / "project").read(ids)
+
+
+@pytest.mark.parametrize(
+    ("name", "modality"),
+    [
+        ("mpidb_falciparum_stages", "stained_rgb"),  # Giemsa-stained thin smears
+        ("jurkat_cellcycle_ifc", "fluorescence"),  # brightfield, DNA, darkfield: not one picture
+    ],
+)
+def test_modality_on_real_screens(tmp_path, name, modality):
+    assert detect_modality(_real(name, tmp_path)) == modality
 
 
 def test_stain_features_separate_a_purple_from_a_pink_cell():
