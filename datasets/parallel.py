@@ -137,6 +137,8 @@ class Runner:
             return self._client
         from distributed import Client, LocalCluster
 
+        if not logger.isEnabledFor(logging.DEBUG):  # Dask's own INFO lines are noise here
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         if self.config.scheduler:
             try:
                 self._client = Client(self.config.scheduler, timeout="20s")
