@@ -49,12 +49,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from datasets.parallel import ParallelConfig, Runner
     from labeling.bundles import predict_screen
     from labeling.export import write_table
     from labeling.project import open_project
 
     project = open_project(Path(args.project))
-    table = predict_screen(project, Path(args.crops), metadata_csv=args.metadata_csv)
+    with Runner(ParallelConfig.from_env(args.workers, args.scheduler)) as runner:
+        table = predict_screen(
+            project, Path(args.crops), metadata_csv=args.metadata_csv, runner=runner
+        )
     write_table(table, Path(args.out))
     print(f"wrote {len(table)} predictions to {args.out}")
     return 0
@@ -304,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", help="project folder (with labels of at least 2 classes)")
     p.add_argument("--crops", required=True, help="folder of the new screen's crops")
     p.add_argument("--out", required=True, help="output file, .csv or .parquet")
+    p.add_argument(
+        "--workers", type=int, help="Dask worker processes (default: one per core, 20,000+ cells)"
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster")
     p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
     p.set_defaults(func=_cmd_predict)
 
