@@ -151,8 +151,8 @@ class Runner:
         else:
             n = self.config.workers or default_workers()
             self._cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                memory_limit=0, silence_logs=logging.ERROR,
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR,
             )  # fmt: skip
             self._client = Client(self._cluster)
         logger.info("work runs on a %s", self.description)

@@ -144,3 +144,17 @@ def test_crop_ingest_on_two_workers_equals_one_process(small_demo, tmp_path, mon
     assert (one / "pixels" / "parts.json").read_text() == (
         two / "pixels" / "parts.json"
     ).read_text().replace(str(two), str(one))
+
+
+def test_demo_on_two_workers_has_the_same_bytes(tmp_path):
+    from datasets.demo import generate_demo
+
+    generate_demo(tmp_path / "one", n_cells=300, seed=5)
+    with Runner(ParallelConfig(workers=2)) as runner:
+        generate_demo(tmp_path / "two", n_cells=300, seed=5, runner=runner)
+        assert not runner.local
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*"))
+    assert one == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*"))
+    for rel in one:
+        if (tmp_path / "one" / rel).is_file():
+            assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
