@@ -217,3 +217,10 @@ def _add_class(
     if and_label:
         label_focused(sess, project, annotator, info.name)
     sess.notice = f"Class {info.name!r} added" + (f" (key {info.key})" if info.key else "")
+
+
+def find_changed(sess: LabelSession, project: Project, annotator: str, widget_key: str) -> None:
+    """A class was picked in the type-to-find box: label the focused tile with it."""
+    choice = st.session_state.get(widget_key)  # first: Streamlit may stop the run here
+    if choice:
+        label_focused(sess, project, annotator, choice)

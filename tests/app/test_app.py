@@ -78,7 +78,7 @@ def test_start_screen_opens_a_project_and_shows_the_batch(project, tmp_path):
     assert len(items) == 24 == len(at.pills) == len(at.image) - 2  # + the zoom's two images
     assert len({it["cell_id"] for it in items}) == 24
     assert _sess(at).focus == 0
-    assert "labels given **0**" in at.markdown[0].value
+    assert "**0** labels on **0** cells" in at.markdown[0].value
 
 
 def test_clicking_a_tile_button_commits_the_label(project):
@@ -168,11 +168,17 @@ def test_next_batch_gives_new_cells_and_a_model(project):
     assert len(_store(project).rounds()) == n_rounds + 1
     assert _sess(at).focus == 0
     version = _store(project).rounds()[-1]["model_version"]
-    assert version and f"model **{version}**" in at.markdown[0].value
-    assert any(c.startswith("via ") and "· guess " in c for c in _captions(at))
+    assert version and version not in at.markdown[0].value  # one model name: the trainer's
+    reasons = {"unlike anything labeled", "model unsure", "looks like a rare class",
+               "random check"}  # fmt: skip
+    tiles = [c for c in _captions(at) if c.endswith(("not labeled", "**")) and "  \n" in c]
+    assert len(tiles) == 24
+    assert all(c.split(" · ")[0].split("  \n")[0] in reasons for c in tiles)
+    assert any("· guess " in c for c in tiles)
     at.toggle(key="hide-guesses").set_value(True).run()
-    assert sum(c.startswith("via ") for c in _captions(at)) == 24
-    assert not any("guess" in c for c in _captions(at) if c.startswith("via "))
+    tiles = [c for c in _captions(at) if c.endswith(("not labeled", "**")) and "  \n" in c]
+    assert len(tiles) == 24 and all(c.startswith("reason and guess hidden") for c in tiles)
+    assert not any(r in c for c in _captions(at) for r in reasons)
 
 
 def test_a_new_session_resumes_the_batch_with_its_labels(project):
