@@ -186,6 +186,8 @@ def main() -> None:
     check_args.add_argument("--tiny", action="store_true", help="tiny network, few steps")
     check_args.add_argument("--old-lr", action="store_true",
                             help="also fine-tune with the old GPU head lr 1e-3")
+    check_args.add_argument("--ft-variants", action="store_true",
+                            help="only fine-tune schedule variants on Jurkat (all labels)")
     check_args.add_argument("--nondeterministic", action="store_true",
                             help="cudnn.benchmark and non-deterministic kernels")
     args = parser.parse_args()
@@ -394,6 +396,22 @@ def check(args) -> None:
         res = embed_cells(backbone, pixels, Path(tmp), device, shipped.embed_batch)
         emb = np.load(Path(tmp) / "embeddings.npy")[rows]
     print(f"embed jurkat: {res.n_cells / res.seconds:,.0f} cells/s", flush=True)
+    if args.ft_variants:  # fine-tune schedule variants on all labels, then stop
+        from sklearn.model_selection import StratifiedKFold
+
+        folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(ids, y))
+        variants = {"shipped": {}, "fp32 (no autocast)": {"amp": False},
+                    "freeze_bn": {"freeze_bn": True}, "no shift": {"shift": 0},
+                    "head lr 1e-3, no split": {"lr": 1e-3, "holdout_min_per_class": 10**6}}
+        backbone = backbone.cpu()
+        for label, kw in variants.items():
+            cfg = dataclasses.replace(ft, **kw)
+            clf, comb, fte, sec = _ft_cv(pixels, backbone, ids, y, morph, folds, None, cfg,
+                                         device, 0, rows)
+            print(f"| variant {label} | classifier {_fmt(clf)} | morphology + fine-tuned "
+                  f"embedding {_fmt(comb)} | embedding alone {_fmt(fte)} | {sec:.1f} s |",
+                  flush=True)
+        return
     # 3) linear-probe quality table (labeling.evaluate), median of repeats
     t0 = time.perf_counter()
     table = quality_table({"morphology": morph, "embedding (self-supervised)": emb,
