@@ -158,3 +158,18 @@ def test_demo_on_two_workers_has_the_same_bytes(tmp_path):
     for rel in one:
         if (tmp_path / "one" / rel).is_file():
             assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+
+
+def _slow_first(item):
+    import time
+
+    time.sleep(0.5 if item == 0 else 0.0)
+    return item * 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_consume_sees_results_in_item_order(workers):
+    seen = []
+    with Runner(ParallelConfig(workers=workers)) as runner:
+        out = runner.map(_slow_first, list(range(6)), consume=lambda i, r: seen.append((i, r)))
+    assert seen == [(i, 2 * i) for i in range(6)] and out == [None] * 6
