@@ -173,3 +173,34 @@ def test_consume_sees_results_in_item_order(workers):
     with Runner(ParallelConfig(workers=workers)) as runner:
         out = runner.map(_slow_first, list(range(6)), consume=lambda i, r: seen.append((i, r)))
     assert seen == [(i, 2 * i) for i in range(6)] and out == [None] * 6
+
+
+def test_field_ingest_on_two_workers_equals_one_process(tmp_path):
+    from datasets.cells import read_cells
+    from datasets.demo_fields import generate_demo_fields
+    from datasets.field_ingest import ingest_fields
+    from datasets.field_store import existing_fields
+    from datasets.fields import find_fields
+    from datasets.pixels import PixelStore
+
+    generate_demo_fields(tmp_path / "demo", n_fields=4, size=256, seed=2)
+    specs, _ = find_fields(tmp_path / "demo", "{plate}_{well}_s{site}_w{channel}.tif", None)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    ingest_fields(specs, one)
+    marker = tmp_path / "killed"
+    with _KillingRunner(ParallelConfig(workers=2), marker, "after") as runner:
+        report = ingest_fields(specs, two, runner=runner)
+        assert not runner.local
+    assert marker.exists() and report.n_cells > 0
+    a, b = read_cells(one), read_cells(two)
+    assert a.equals(b)
+    ids = a["cell_id"].tolist()
+    assert np.array_equal(PixelStore(one).read_raw(ids), PixelStore(two).read_raw(ids))
+    assert existing_fields(one).drop(columns=[]).equals(existing_fields(two))
+    for mask in sorted((one / "fields" / "masks").glob("*.tif")):
+        assert mask.read_bytes() == (two / "fields" / "masks" / mask.name).read_bytes()
+    for raw in sorted((one / "pixels").glob("*")):
+        if raw.is_file() and raw.suffix == ".npy":
+            assert raw.read_bytes() == (two / "pixels" / raw.name).read_bytes()
+    assert not (two / "pixels" / ".field-chunks").exists()
