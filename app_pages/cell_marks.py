@@ -95,7 +95,7 @@ def draw_mark(
     """``tile`` (H, W, 3), an enlarged crop ``zoom`` times its crop, with the cell marked: the
     outline of ``mask`` (the crop's own object), or the centre mark without one. A copy."""
     h, w = tile.shape[:2]
-    if mask is not None and mask.shape[0] * zoom == h and mask.shape[1] * zoom == w:
+    if mask is not None and mask.any() and mask.shape[0] * zoom == h and mask.shape[1] * zoom == w:
         where = outline(mask, zoom)
     else:
         where = centre_mark(h, w)

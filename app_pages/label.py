@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import streamlit as st
 
@@ -22,9 +21,10 @@ from app_pages.common import (
     run_page,
 )
 from app_pages.field_view import show_cell_in_field
+from app_pages.keys_component import KEYS_COMPONENT
 from app_pages.reasons import chosen_reason
 from app_pages.status import status_line
-from app_pages.text import css_colour, md, script_json
+from app_pages.text import css_colour, md
 from app_pages.tiles import (
     WIDE_PAGE_CSS,
     Display,
@@ -40,7 +40,6 @@ from labeling.store import SKIP, ClassInfo
 
 FOCUS_COLOUR = "#ff4b4b"
 SKIP_KEY = "s"
-_CLIENT_JS = (Path(__file__).parent / "label_client.js").read_text(encoding="utf-8")
 #: Tiles keep their size whatever their state (a label is an inset ring, not a wider border;
 #: one-line captions), so the rows below never move while you label; the focused tile keeps a
 #: margin below the page's top bar when scrolled into view.
@@ -145,36 +144,29 @@ def _toolbar(page: _Page) -> None:
     sess, project, annotator = page.sess, page.project, page.annotator
     with st.container(horizontal=True, vertical_alignment="center", key="toolbar"):
         st.button(
-            "Next batch",
+            "Next batch (n)",
             key="next-batch",
             type="primary",
-            shortcut="n",
             on_click=B.new_batch,
             args=(sess, project, annotator),
             help="Refit the model on all labels and choose the next batch",
         )
         st.button(
-            "Undo",
+            "Undo (z)",
             key="undo",
-            shortcut="z",
             on_click=B.undo,
             args=(sess, project, annotator),
             help="Revert your latest label or skip",
         )
         st.button(
-            "Skip",
+            "Skip (s)",
             key="skip",
-            shortcut=SKIP_KEY,
             on_click=B.label_focused,
             args=(sess, project, annotator, SKIP),
             help="Skip the focused cell (no label)",
         )
-        st.button(
-            "Previous", key="focus-prev", shortcut="Left", on_click=B.move_focus, args=(sess, -1)
-        )
-        st.button(
-            "Next cell", key="focus-next", shortcut="Right", on_click=B.move_focus, args=(sess, 1)
-        )
+        st.button("◀ Previous", key="focus-prev", on_click=B.move_focus, args=(sess, -1))
+        st.button("Next cell ▶", key="focus-next", on_click=B.move_focus, args=(sess, 1))
         with st.form("add-class-form", clear_on_submit=True, border=False, width="content"):
             with st.container(horizontal=True, vertical_alignment="center"):
                 st.text_input(
@@ -206,9 +198,8 @@ def _class_keys(page: _Page) -> None:
         st.markdown("**Label the focused cell:**")
         for i, c in enumerate(classes):
             st.button(
-                md(c.name),
+                f"{c.key} · {md(c.name)}" if c.key else md(c.name),
                 key=class_button_key(c, i),
-                shortcut=c.key,
                 on_click=B.label_focused,
                 args=(sess, project, annotator, c.name),
                 help=f"key {c.key}" if c.key else "no key: click, or find it by name",
@@ -328,16 +319,40 @@ def _styles(page: _Page) -> None:
     rules += pill_colours("pick-", classes)
     rules += [WIDE_PAGE_CSS, _LAYOUT_CSS]
     st.html("<style>" + "\n".join(rules) + "</style>")
-    if sess.items:
-        data = {
-            "focus": sess.focus,
-            "run": _run_number(),
-            "keys": {c.key: [c.name, colour[c.name]] for c in classes if c.key},
-            "skip": SKIP_KEY,
-            "done": [it["cell_id"] in labels or it["cell_id"] in sess.skipped for it in sess.items],
-        }
-        script = _CLIENT_JS.replace("__PS_DATA__", script_json(data))
-        st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
+    _keys(page, colour)
+
+
+def _keys(page: _Page, colour: dict[str, str]) -> None:
+    """The page's keyboard (``label_client.js``): what it needs to mark a key's effect at once
+    and to say which cell each key is for; its events come back to ``batch.key_events``."""
+    sess, labels = page.sess, page.labels
+    keys = {c.key: c.name for c in page.classes if c.key}
+    keys[SKIP_KEY] = SKIP
+    data = {
+        "focus": sess.focus,
+        "ids": [it["cell_id"] for it in sess.items],
+        "done": [it["cell_id"] in labels or it["cell_id"] in sess.skipped for it in sess.items],
+        "keys": keys,
+        "colours": {**colour, SKIP: "#9ca3af"},
+        "skipName": SKIP,
+        "undoKey": "z",
+        "nextKey": "n",
+        "batch": f"{sess.round_id}:{sess.items[0]['cell_id'] if sess.items else ''}",
+        "ack": list(sess.ack),
+        "run": _run_number(),
+    }
+    KEYS_COMPONENT(
+        key=KEYS_KEY,
+        data=data,
+        default={"events": None},
+        height=0,
+        on_events_change=functools.partial(
+            B.key_events, sess, page.project, page.annotator, KEYS_KEY
+        ),
+    )
+
+
+KEYS_KEY = "label-keys"
 
 
 def _run_number() -> int:

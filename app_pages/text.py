@@ -62,15 +62,3 @@ def code(text: object) -> str:
     fence = "`" * (longest + 1)
     return f"{fence} {clean} {fence}"  # one blank each side: CommonMark strips exactly those
 
-
-def script_json(value: object) -> str:
-    """``value`` as a JSON literal to put inside a ``<script>`` element: ``<``, ``>``, ``&`` and
-    the line separators escaped, so that no text in it (a class name) can end the script or
-    start markup; the script reads it as data and shows names as text (``textContent``)."""
-    import json
-
-    text = json.dumps(value, ensure_ascii=False)
-    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):  # fmt: skip
-        text = text.replace(ch, esc)
-    return text
