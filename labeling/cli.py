@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -206,14 +207,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     project = open_project(Path(args.project))
     exit_on_sigterm()
     try:
-        with tqdm_progress("train") as progress:
+        with tqdm_progress("train") as progress, _train_runner(args) as runner:
             version = run_trainer(project.path, device=args.device, watch=args.watch,
-                                  poll_s=args.poll, progress=progress, exit_with=args.exit_with)
+                                  poll_s=args.poll, progress=progress, exit_with=args.exit_with,
+                                  runner=runner)  # fmt: skip
     except TrainerExit as exc:
         print(f"trainer stopped: {exc}")
         return 0
     print(f"newest model version: v{version:04d}" if version else "no model version published")
     return 0
+
+
+@contextlib.contextmanager
+def _train_runner(args: argparse.Namespace):  # -> Iterator[Runner | None]
+    """The trainer embeds on Dask only when asked (--workers, --scheduler or the variable)."""
+    from datasets.parallel import ParallelConfig, Runner
+
+    config = ParallelConfig.from_env(args.workers, args.scheduler)
+    if config.workers is None and config.scheduler is None:
+        yield None
+        return
+    with Runner(config) as runner:
+        yield runner
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
@@ -455,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll", type=float, default=5.0, help="seconds between label checks")
     p.add_argument("--exit-with", type=int, metavar="PID", default=None,
                    help="end soon after process PID ends (the app passes its own pid)")
+    p.add_argument("--workers", type=int, help="embed every cell on N local Dask workers")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="embed on an existing Dask cluster "
+                   "(GPU nodes: dask-cuda); default $PHENOSCOUT_SCHEDULER")  # fmt: skip
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datasets.parallel import Runner
 from datasets.pixels import PixelStore
 from labeling.model_versions import (
     BACKBONE_EMBEDDINGS_FILE,
@@ -50,7 +51,7 @@ from models.checkpoint import (
     save_checkpoint,
 )
 from models.device import background_mode, resolve_device, seed_everything
-from models.embed import embed_cells
+from models.embed import EmbedResult, embed_cells
 from models.errors import ModelError
 from models.finetune import FinetuneConfig, finetune
 from models.pretrain import TrainConfig, pretrain
@@ -195,8 +196,10 @@ class _Trainer:
     """One project's trainer state between rounds."""
 
     def __init__(self, project_dir: Path, device: torch.device, config: TrainerConfig,
-                 progress: Progress | None, exit_reasons: list[str] | None = None) -> None:
+                 progress: Progress | None, exit_reasons: list[str] | None = None,
+                 runner: Runner | None = None) -> None:  # fmt: skip
         self.project_dir, self.device, self.config = Path(project_dir), device, config
+        self.runner = runner  # embeds on Dask when given (models.embed_tasks)
         self.pixels = PixelStore(self.project_dir)
         self.store = LabelStore(self.project_dir / "labels.db")
         self.project_id = get_project_id(self.project_dir)
@@ -204,6 +207,17 @@ class _Trainer:
         self.exit_reasons = exit_reasons if exit_reasons is not None else []
         self.progress = _chain(self.status, progress, self.check_exit)
         self.backbone_path = self.project_dir / MODELS_DIR / BACKBONE_FILE
+
+    def _embed(self, model: UNet | Classifier, out: Path) -> EmbedResult:
+        """Embed every cell into ``out``: on the runner's Dask workers when there is one."""
+        if self.runner is not None and not self.runner.config.in_process(self.pixels.n_cells):
+            from models.embed_tasks import embed_cells_distributed
+
+            return embed_cells_distributed(model, self.pixels, out, self.runner,
+                                           self.config.embed_batch, self.config.bf16,
+                                           self.progress)  # fmt: skip
+        return embed_cells(model, self.pixels, out, self.device, self.config.embed_batch,
+                           self.config.bf16, self.progress)  # fmt: skip
 
     def check_exit(self) -> None:
         """Raise TrainerExit when the app this trainer follows has ended."""
@@ -242,8 +256,7 @@ class _Trainer:
         write_json(tmp / "config.json", {"unet": dataclasses.asdict(model.config),
                                          "trainer": dataclasses.asdict(self.config)})
         self.status.set("embedding", f"embedding {self.pixels.n_cells} cells for v{number:04d}")
-        result = embed_cells(model, self.pixels, tmp, self.device, self.config.embed_batch,
-                             self.config.bf16, self.progress)
+        result = self._embed(model, tmp)
         timings = {**timings, "embed_s": result.seconds}
         if backbone is not None:
             self.add_backbone_embeddings(backbone, tmp)
@@ -269,8 +282,7 @@ class _Trainer:
         sub = tmp / "backbone"
         sub.mkdir()
         self.status.set("embedding", f"embedding {self.pixels.n_cells} cells with the backbone")
-        embed_cells(backbone, self.pixels, sub, self.device, self.config.embed_batch,
-                    self.config.bf16, self.progress)
+        self._embed(backbone, sub)
         os.replace(sub / EMBEDDINGS_FILE, tmp / BACKBONE_EMBEDDINGS_FILE)
         shutil.rmtree(sub)
 
@@ -303,6 +315,7 @@ def run_trainer(
     config: TrainerConfig | None = None,
     stop: threading.Event | None = None,
     exit_with: int | None = None,
+    runner: Runner | None = None,
 ) -> int | None:
     """Train the project's models and publish versions; the ``phenoscout train`` entry point.
 
@@ -322,6 +335,8 @@ def run_trainer(
         stop: set it to end watch mode (between rounds).
         exit_with: end when process ``exit_with`` (the app that started the trainer) ends:
             at once between rounds, at the next step of a running phase (TrainerExit).
+        runner: embeds every cell as Dask tasks (:mod:`models.embed_tasks`); in this process
+            when None.
 
     Returns:
         The newest published version number, or None when none exists.
@@ -339,7 +354,7 @@ def run_trainer(
         remove_stale_tmp(project_dir)
         reasons: list[str] = []
         watching = _watch_parent(exit_with, stop, reasons) if exit_with else threading.Event()
-        trainer = _Trainer(Path(project_dir), dev, config, progress, reasons)
+        trainer = _Trainer(Path(project_dir), dev, config, progress, reasons, runner)
         try:
             return _loop(trainer, watch, poll_s, stop)
         except BaseException as err:
