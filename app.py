@@ -29,7 +29,9 @@ from labeling.project import Project
 
 
 def main() -> None:
-    st.set_page_config(page_title="PhenoScout", layout="wide")
+    # an emoji favicon is drawn in the page; a page's :material: icon would be fetched from
+    # fonts.gstatic.com (the page must ask nothing of any host but its own server)
+    st.set_page_config(page_title="PhenoScout", page_icon="🔬", layout="wide")
     path = st.session_state.get(PROJECT_PATH) or project_arg()
     project: Project | None = None
     if path:

@@ -52,6 +52,7 @@ class LabelSession:
     actions: list[tuple[str, str]] = field(default_factory=list)  # ("label"|"skip", cell_id)
     error: str | None = None  # a PhenoScoutError message from the latest action, to show once
     notice: str | None = None  # a one-off message from the latest action (toast)
+    ack: tuple[str, int] = ("", 0)  # (browser page token, number of its latest key applied)
     lock: threading.RLock = field(default_factory=threading.RLock)  # one action at a time
 
     def reset(
@@ -217,3 +218,45 @@ def _add_class(
     if and_label:
         label_focused(sess, project, annotator, info.name)
     sess.notice = f"Class {info.name!r} added" + (f" (key {info.key})" if info.key else "")
+
+
+def find_changed(sess: LabelSession, project: Project, annotator: str, widget_key: str) -> None:
+    """A class was picked in the type-to-find box: label the focused tile with it."""
+    choice = st.session_state.get(widget_key)  # first: Streamlit may stop the run here
+    if choice:
+        label_focused(sess, project, annotator, choice)
+
+
+def key_events(sess: LabelSession, project: Project, annotator: str, widget_key: str) -> None:
+    """The browser's key queue changed (``label_client.js``): apply, in order and once each, the
+    events numbered after the last one applied for this browser page. Events: ``[n, "label",
+    class, cell_id]`` (a class key or skip, for the cell the page marked), ``[n, "focus", index,
+    None]``, ``[n, "undo", ...]``, ``[n, "next", ...]``."""
+    state = st.session_state.get(widget_key) or {}  # first: Streamlit may stop the run here
+    value = state.get("events") if hasattr(state, "get") else None
+    if not isinstance(value, dict):
+        return
+    _apply_keys(sess, project, annotator, str(value.get("token", "")), value.get("events") or [])
+
+
+@action
+def _apply_keys(
+    sess: LabelSession, project: Project, annotator: str, token: str, events: list
+) -> None:
+    done = sess.ack[1] if sess.ack[0] == token else 0
+    for event in events:
+        if not isinstance(event, list) or len(event) != 4 or not isinstance(event[0], int):
+            continue
+        seq, kind, arg, cell = event
+        if seq <= done:
+            continue
+        sess.ack = (token, seq)  # before the work: an event that fails is not tried again
+        done = seq
+        if kind == "label" and isinstance(arg, str) and isinstance(cell, str):
+            label_cell(sess, project, annotator, cell, arg)
+        elif kind == "focus" and isinstance(arg, int) and 0 <= arg < len(sess.items):
+            sess.focus = arg
+        elif kind == "undo":
+            undo(sess, project, annotator)
+        elif kind == "next":
+            new_batch(sess, project, annotator)

@@ -27,6 +27,9 @@ from labeling.reports.report import (
 _MAX_POINTS = 400  # x positions per class drawn in the discovery chart
 
 
+MIN_SLICE = 30  # random cells from which the expected curve, its band and prevalence are drawn
+
+
 def render_discover_page(project: Project) -> None:
     """Draw the whole Discover page for ``project``."""
     store = project.store
@@ -37,16 +40,13 @@ def render_discover_page(project: Project) -> None:
         return
     classes = [c.name for c in store.classes(include_pseudo=False)]
     prev = prevalence(events, classes)
-    _stopping(events)
+    _stopping(project, events)
     st.subheader("Discovery curves")
     _discovery_chart(events, classes, prev)
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Classes: counts and prevalence")
-        _counts(project, events, prev)
-    with right:
-        st.subheader("Labels per round")
-        _rounds(project, events)
+    st.subheader("Classes: counts and prevalence")
+    _counts(project, events, prev)
+    st.subheader("Labels per round")
+    _rounds(project, events)
     key = labels_key(project)
     st.subheader("Predicted classes over the whole screen")
     _predicted(project, key)
@@ -54,26 +54,55 @@ def render_discover_page(project: Project) -> None:
     _quality(project, key)
 
 
-def _stopping(events: list) -> None:
+def _pct(p: float) -> str:
+    return f"{p:.0%}" if p >= 0.1 or p == 0 else f"{p:.1%}"
+
+
+def _stopping(project: Project, events: list) -> None:
+    """Labels and cells, classes found, labels since the last new class, and the chance of an
+    unseen class: ``labeling.strategies.unseen.unseen_class_chance`` on the random slice (the
+    estimate ``discover`` hands over by), with what it rests on, in words."""
     stop = stopping_signal(events)
-    p_new = stop["p_new_class"]
+    p_new, n_random, n1 = stop["p_new_class"], int(stop["n_random"]), int(stop["n_singletons"])
+    n_cells = len(project.store.current_labels(include_pseudo=True))
     cols = st.columns(4)
-    cols[0].metric("Labels given", stop["n_labels"])
+    cols[0].metric("Labels", stop["n_labels"], help=f"on {n_cells} cells (relabels count)")
     cols[1].metric("Classes found", stop["n_classes"])
+    last = stop["last_new_class"]
     cols[2].metric(
         "Labels since last new class",
         stop["labels_since_new_class"],
-        help=f"last new class: {md(stop['last_new_class'])} at label {stop['last_new_class_at']}",
+        help=None if last is None else f"{md(last)}, found at label {stop['last_new_class_at']}",
     )
     cols[3].metric(
-        "Chance of an unseen class",
-        "-" if p_new is None else f"{p_new:.1%}",
-        help="That the next random cell is of a class not seen yet: Good-Turing estimate "
-        "(classes seen once / cells) on the random slice "
-        f"({stop['n_random']} cells, {stop['n_singletons']} classes seen once); 95% interval "
-        f"{stop['p_new_class_low']:.1%} to {stop['p_new_class_high']:.1%}. discover hands "
-        "its exploration over to class-balanced margin as it falls",
+        "Chance of a class not seen yet",
+        "-" if p_new is None else _pct(float(p_new)),
+        help="Good-Turing estimate on the random slice: classes seen exactly once there, "
+        "divided by its cells. discover explores less as it falls.",
     )
+    with st.container(key="stop-words"):
+        if p_new is None:
+            st.caption(
+                "No random cells labeled yet: the chance of a class not seen yet is estimated "
+                "from the random slice (the cells shown as **random check**)."
+            )
+            return
+        rests = (
+            f"Rests on the **{n_random}** random cells labeled (the **random check** tiles) of "
+            f"{stop['n_labels']} labels: {n1} class{'es' if n1 != 1 else ''} seen exactly once "
+            f"among them. The next random cell has a **{_pct(float(p_new))}** chance of being "
+            f"of a class the random cells have not shown yet (95%: "
+            f"{_pct(float(stop['p_new_class_low']))} to {_pct(float(stop['p_new_class_high']))})."
+        )
+        if n_random < MIN_SLICE:
+            rests += (
+                f" With fewer than {MIN_SLICE} random cells this is a rough guide only; classes "
+                "found by the other strategies but not yet among the random cells count as "
+                "unseen here."
+            )
+        elif p_new <= 0.01 and stop["labels_since_new_class"] >= 100:
+            rests += " Few new classes remain likely: labeling more mostly sharpens the model."
+        st.caption(rests)
 
 
 def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> None:
@@ -82,12 +111,20 @@ def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> No
     step = max(1, n // _MAX_POINTS)
     keep = (curves["n_labeled"] % step == 0) | (curves["n_labeled"] == n)
     curves = curves[keep]
-    exp_note = "the expected random curve needs labels of the random slice"
-    has_slice = prev["n_slice"].max() > 0
+    n_slice = int(prev["n_slice"].max()) if len(prev) else 0
+    has_slice = n_slice >= MIN_SLICE
     if has_slice:  # one table for every layer: a faceted chart splits only its own data
         exp = expected_random_curve(curves["n_labeled"].unique(), prev)
         curves = curves.merge(exp, on=["n_labeled", "label"], how="left")
-        exp_note = "dashed: expected of random labeling (grey: 95% interval)"
+        exp_note = (
+            f"dashed: what labeling at random would have found, from the {n_slice} random cells "
+            "(grey: its 95% interval)"
+        )
+    else:
+        exp_note = (
+            f"the curve of labeling at random is drawn from {MIN_SLICE} random cells on; "
+            f"{n_slice} so far"
+        )
     base = alt.Chart().encode(x=alt.X("n_labeled:Q", title="labels spent"))
     tips = ["label", "n_labeled", "n_found"] + (["expected", "low", "high"] if has_slice else [])
     found = base.mark_line(interpolate="step-after", color="#2563eb").encode(
@@ -113,26 +150,37 @@ def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> No
 
 def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
     counts = class_counts(project.store, events)
+    n_slice = int(prev["n_slice"].max()) if len(prev) else 0
     table = counts[["label", "n_labeled", "n_given", "first_found_at", "pseudo"]].merge(
         prev[["label", "n_random", "estimate", "low", "high"]], on="label", how="left"
     )
+    if n_slice < MIN_SLICE:  # an interval of 0-33% says nothing: leave it out
+        table = table.drop(columns=["estimate", "low", "high"])
     st.dataframe(
         table,
         hide_index=True,
         key="class-table",
+        width="stretch",
         column_config={
+            "label": "class",
             "n_labeled": "cells",
-            "n_given": "labels given",
+            "n_given": "labels",
             "first_found_at": "found at label",
-            "n_random": "in random slice",
+            "pseudo": "not a class",
+            "n_random": st.column_config.NumberColumn(
+                "random cells", help=f"cells of the class among the {n_slice} random cells"
+            ),
             "estimate": st.column_config.NumberColumn("prevalence", format="percent"),
             "low": st.column_config.NumberColumn("95% low", format="percent"),
             "high": st.column_config.NumberColumn("95% high", format="percent"),
         },
     )
-    n_slice = int(prev["n_slice"].max()) if len(prev) else 0
-    if n_slice == 0:
-        st.caption("Prevalence needs labels of the random slice (cells chosen at random).")
+    if n_slice < MIN_SLICE:
+        st.caption(
+            f"Prevalence (the share of the screen in each class) is estimated from the random "
+            f"cells once there are {MIN_SLICE}; there are {n_slice}. Until then, see the "
+            "model's prediction over the whole screen below (not corrected for its errors)."
+        )
         return
     base = alt.Chart(prev).encode(y=alt.Y("label:N", sort="-x", title=None))
     bars = base.mark_rule(strokeWidth=2).encode(
@@ -142,7 +190,7 @@ def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
         x="estimate:Q", tooltip=["label", "n_random", "n_slice", "estimate", "low", "high"]
     )
     st.altair_chart((bars + dots).properties(height=alt.Step(22)), key="prevalence-chart")
-    st.caption(f"Estimated from the {n_slice} cells of the random slice (Wilson intervals).")
+    st.caption(f"Estimated from the {n_slice} random cells (Wilson intervals).")
 
 
 def _rounds(project: Project, events: list) -> None:
@@ -161,7 +209,9 @@ def _rounds(project: Project, events: list) -> None:
     )
     st.altair_chart(chart, key="rounds-chart")
     with st.expander("Rounds table"):
-        st.dataframe(rounds.drop(columns="round"), hide_index=True, key="rounds-table")
+        st.dataframe(
+            rounds.drop(columns="round"), hide_index=True, key="rounds-table", width="stretch"
+        )
 
 
 def _predicted(project: Project, key: tuple) -> None:

@@ -1,8 +1,9 @@
 """The Label page: the batch as a grid of tiles, labeled by click or by key, one commit per label.
 
-Keys (Streamlit native shortcuts): a class's key (1..9, 0, u, b) labels the focused tile and
-moves the focus to the next open one; s skips it, z undoes, n asks for the next batch, the left
-and right arrows move the focus.
+Keys (Streamlit native shortcuts): a class's key (1..9, 0, then letters for the 11th class on;
+u, b) labels the focused tile and moves the focus to the next open one; s skips it, z undoes, n
+asks for the next batch, the left and right arrows move the focus. A small script in the page
+(``label_client.js``) keeps the focused tile in view and shows a key's effect at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from app_pages.common import (
     run_page,
 )
 from app_pages.field_view import show_cell_in_field
+from app_pages.keys_component import KEYS_COMPONENT
+from app_pages.reasons import chosen_reason
 from app_pages.status import status_line
 from app_pages.text import css_colour, md
 from app_pages.tiles import (
@@ -37,7 +40,19 @@ from labeling.store.labels import SKIP, ClassInfo
 
 FOCUS_COLOUR = "#ff4b4b"
 SKIP_KEY = "s"
-_LAYOUT_CSS = 'div[class*="st-key-tile-"] {padding: 0.5rem;}'
+#: Tiles keep their size whatever their state (a label is an inset ring, not a wider border;
+#: one-line captions), so the rows below never move while you label; the focused tile keeps a
+#: margin below the page's top bar when scrolled into view.
+_LAYOUT_CSS = """
+div[class*="st-key-tile-"] {padding: 0.5rem; scroll-margin: 4.5rem 0 1rem 0;}
+div[class*="st-key-tile-"] [data-testid="stCaptionContainer"] p {
+    white-space: nowrap; overflow: hidden; text-overflow: ellipsis; margin: 0;}
+div[class*="st-key-tile-"] [data-testid="stTooltipHoverTarget"] {min-width: 0;}
+div[class*="st-key-focus-"] button {min-height: 1.6rem; padding: 0 0.25rem;}
+div[class*="st-key-tile-"][data-ps-pending]::after {
+    content: "pending: " attr(data-ps-pending); position: absolute; top: 0.25rem; right: 0.4rem;
+    font-size: 0.75rem; background: #ffffffd0; padding: 0 0.3rem; border-radius: 0.2rem;}
+"""
 
 
 @dataclass(frozen=True)
@@ -85,19 +100,26 @@ def render_label_page(project: Project, annotator: str | None = None) -> None:
 
 
 def _status_line(page: _Page) -> None:
+    """Labels given and on how many cells (relabels are labels given too, as ``phenoscout info``
+    counts them), classes found, the batch's progress; per-class counts below."""
     project, items, labels, classes = page.project, page.sess.items, page.labels, page.classes
-    rounds = project.store.rounds()
+    store = project.store
+    rounds = store.rounds()
     last = rounds[-1] if rounds else {}
-    version = last.get("model_version") or "none yet (needs labels of 2 classes)"
     took = (last.get("timings") or {}).get("total_s")
     n_found = sum(1 for c in classes if not c.pseudo and c.n_labeled > 0)
     n_done = sum(1 for it in items if it["cell_id"] in labels)
-    counts = ", ".join(f"{md(c.name)} {c.n_labeled}" for c in classes if c.n_labeled)
+    n_given, n_cells = store.n_labels_given(), len(labels)
     st.markdown(
-        f"**PhenoScout** | model **{version}** | round took "
-        f"**{'-' if took is None else f'{took:.2f} s'}** | labels given "
-        f"**{project.store.n_labels_given()}** | classes found **{n_found}** | "
-        f"this batch **{n_done}/{len(items)}** labeled"
+        f"**PhenoScout** | **{n_given}** label{'s' if n_given != 1 else ''} on **{n_cells}** "
+        f"cell{'s' if n_cells != 1 else ''} | classes found **{n_found}** | this batch "
+        f"**{n_done}/{len(items)}** labeled | batch chosen in "
+        f"**{'-' if took is None else f'{took:.2f} s'}**",
+        help="Labels given count every label, relabels and unsure / bad segmentation included; "
+        "cells are the cells that carry a label now.",
+    )
+    counts = " · ".join(
+        f"{md(c.name)} **{c.n_labeled}**" for c in classes if c.n_labeled or not c.pseudo
     )
     st.caption(f"Cells per class: {counts}" if counts else "No labels yet.")
 
@@ -122,36 +144,29 @@ def _toolbar(page: _Page) -> None:
     sess, project, annotator = page.sess, page.project, page.annotator
     with st.container(horizontal=True, vertical_alignment="center", key="toolbar"):
         st.button(
-            "Next batch",
+            "Next batch (n)",
             key="next-batch",
             type="primary",
-            shortcut="n",
             on_click=B.new_batch,
             args=(sess, project, annotator),
             help="Refit the model on all labels and choose the next batch",
         )
         st.button(
-            "Undo",
+            "Undo (z)",
             key="undo",
-            shortcut="z",
             on_click=B.undo,
             args=(sess, project, annotator),
             help="Revert your latest label or skip",
         )
         st.button(
-            "Skip",
+            "Skip (s)",
             key="skip",
-            shortcut=SKIP_KEY,
             on_click=B.label_focused,
             args=(sess, project, annotator, SKIP),
             help="Skip the focused cell (no label)",
         )
-        st.button(
-            "Previous", key="focus-prev", shortcut="Left", on_click=B.move_focus, args=(sess, -1)
-        )
-        st.button(
-            "Next cell", key="focus-next", shortcut="Right", on_click=B.move_focus, args=(sess, 1)
-        )
+        st.button("◀ Previous", key="focus-prev", on_click=B.move_focus, args=(sess, -1))
+        st.button("Next cell ▶", key="focus-next", on_click=B.move_focus, args=(sess, 1))
         with st.form("add-class-form", clear_on_submit=True, border=False, width="content"):
             with st.container(horizontal=True, vertical_alignment="center"):
                 st.text_input(
@@ -176,20 +191,38 @@ def _toolbar(page: _Page) -> None:
 
 
 def _class_keys(page: _Page) -> None:
-    """One button per class, labeling the focused tile; with its key it is also the legend."""
+    """One button per class, labeling the focused tile; with its key it is also the legend.
+    With many classes, a box to find one by typing its name."""
     sess, project, annotator, classes = page.sess, page.project, page.annotator, page.classes
     with st.container(horizontal=True, key="class-keys", vertical_alignment="center"):
         st.markdown("**Label the focused cell:**")
         for i, c in enumerate(classes):
             st.button(
-                md(c.name),
+                f"{c.key} · {md(c.name)}" if c.key else md(c.name),
                 key=class_button_key(c, i),
-                shortcut=c.key,
                 on_click=B.label_focused,
                 args=(sess, project, annotator, c.name),
+                help=f"key {c.key}" if c.key else "no key: click, or find it by name",
             )
-        if not any(not c.pseudo for c in classes):
+        real = [c.name for c in classes if not c.pseudo]
+        if len(real) > FIND_FROM:
+            st.selectbox(
+                "Find a class",
+                real,
+                index=None,
+                key=f"find-class-{len(sess.actions)}",
+                placeholder="type to find a class…",
+                label_visibility="collapsed",
+                width=220,
+                on_change=B.find_changed,
+                args=(sess, project, annotator, f"find-class-{len(sess.actions)}"),
+                help="Type part of a class's name and pick it: labels the focused cell",
+            )
+        if not real:
             st.caption("No classes yet: add the first one with the box above.")
+
+
+FIND_FROM = 6  # classes from which the type-to-find box is shown
 
 
 def class_button_key(info: ClassInfo, index: int) -> str:
@@ -222,17 +255,22 @@ def _tile(page: _Page, i: int, png: bytes) -> None:
         st.button(
             f"▶ {i + 1} (focused)" if focused else f"{i + 1}",
             key=f"focus-{i}",
-            type="primary" if focused else "tertiary",
+            type="tertiary",
             on_click=B.set_focus,
             args=(sess, i),
             help="Focus this cell: the class keys label it; the sidebar zooms in",
         )
         st.image(png, width="stretch")
-        info = f"via {md(item['strategy'] or '-')}"
-        if item.get("guess") and not page.display.hide_guesses:
-            info += f" · guess {md(guess_text(item))}"
+        if page.display.hide_guesses:
+            info, detail = "reason and guess hidden", None
+        else:
+            reason = chosen_reason(item.get("strategy"))
+            info, detail = md(reason.short), md(reason.detail)
+            if item.get("guess"):
+                info += f" · guess {md(guess_text(item))}"
         state = f"✔ **{md(label)}**" if label else ("skipped" if skipped else "not labeled")
-        st.caption(f"{info}  \n{state}")  # one element, not the image's caption (see STACK.md)
+        # one element, not the image's caption (see STACK.md); each line kept to one line
+        st.caption(f"{info}  \n{state}", help=detail)
         shown = label if label is not None else (SKIP if skipped else None)
         key = pick_key(item["cell_id"], shown)
         st.pills(
@@ -255,23 +293,25 @@ def pick_key(cell_id: str, shown: str | None) -> str:
 
 
 def _styles(page: _Page) -> None:
-    """Tile borders in the colour of their label, a marker on the focused tile, and the class
-    colours on the class buttons."""
+    """Tiles ringed in the colour of their label, a marker on the focused tile, the class
+    colours on the class buttons; and the page's script (focus in view, keys shown at once)."""
     sess, labels, classes = page.sess, page.labels, page.classes
     colour = {c.name: css_colour(c.colour) for c in classes}
     rules = []
     for i, it in enumerate(sess.items):
         label = labels.get(it["cell_id"])
         if label:
+            ring = colour.get(label, "#888888")
             rules.append(
-                f".st-key-tile-{i} {{border: 3px solid {colour.get(label, '#888888')} !important;}}"
+                f".st-key-tile-{i} {{border-color: {ring} !important;"
+                f" box-shadow: inset 0 0 0 3px {ring};}}"
             )
         elif it["cell_id"] in sess.skipped:
             rules.append(f".st-key-tile-{i} img {{opacity: 0.45;}}")
-    rules.append(
-        f".st-key-tile-{sess.focus} {{outline: 4px solid {FOCUS_COLOUR}; outline-offset: 2px;"
-        f" box-shadow: 0 0 12px {FOCUS_COLOUR};}}"
-    )
+    focus = f"outline: 4px solid {FOCUS_COLOUR}; outline-offset: 2px;"
+    # the script draws the focus (it moves it at once on a key); without it, the server does
+    rules.append(f"body:not([data-ps-client]) .st-key-tile-{sess.focus} {{{focus}}}")
+    rules.append(f'div[class*="st-key-tile-"][data-ps-focus] {{{focus}}}')
     for i, c in enumerate(classes):
         rules.append(
             f".st-key-{class_button_key(c, i)} button {{border-left: 10px solid {colour[c.name]};}}"
@@ -279,6 +319,48 @@ def _styles(page: _Page) -> None:
     rules += pill_colours("pick-", classes)
     rules += [WIDE_PAGE_CSS, _LAYOUT_CSS]
     st.html("<style>" + "\n".join(rules) + "</style>")
+    _keys(page, colour)
+
+
+def _keys(page: _Page, colour: dict[str, str]) -> None:
+    """The page's keyboard (``label_client.js``): what it needs to mark a key's effect at once
+    and to say which cell each key is for; its events come back to ``batch.key_events``."""
+    sess, labels = page.sess, page.labels
+    keys = {c.key: c.name for c in page.classes if c.key}
+    keys[SKIP_KEY] = SKIP
+    data = {
+        "focus": sess.focus,
+        "ids": [it["cell_id"] for it in sess.items],
+        "done": [it["cell_id"] in labels or it["cell_id"] in sess.skipped for it in sess.items],
+        "keys": keys,
+        "colours": {**colour, SKIP: "#9ca3af"},
+        "skipName": SKIP,
+        "undoKey": "z",
+        "nextKey": "n",
+        "batch": f"{sess.round_id}:{sess.items[0]['cell_id'] if sess.items else ''}",
+        "ack": list(sess.ack),
+        "run": _run_number(),
+    }
+    KEYS_COMPONENT(
+        key=KEYS_KEY,
+        data=data,
+        default={"events": None},
+        height=0,
+        on_events_change=functools.partial(
+            B.key_events, sess, page.project, page.annotator, KEYS_KEY
+        ),
+    )
+
+
+KEYS_KEY = "label-keys"
+
+
+def _run_number() -> int:
+    """A count of this session's runs of the page: the script's text changes on every run, so
+    the browser runs it again (it is run when its text changes)."""
+    n = st.session_state.get("_label_runs", 0) + 1
+    st.session_state["_label_runs"] = n
+    return n
 
 
 if __name__ == "__main__":  # run by Streamlit as a page of app.py

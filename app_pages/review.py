@@ -182,11 +182,17 @@ def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> 
     """Compact class buttons in their class colours; a tile's border in its label's colour."""
     colour = {c.name: css_colour(c.colour) for c in classes}
     rules = [WIDE_PAGE_CSS, *pill_colours(f"{prefix}-pick-", classes)]
-    rules += [
-        f".st-key-{prefix}-tile-{i} {{border: 3px solid {colour.get(label, '#888888')};}}"
+    rules += [  # a ring inside the border: a labeled tile keeps its size
+        f".st-key-{prefix}-tile-{i} {{border-color: {colour.get(label, '#888888')} !important;"
+        f" box-shadow: inset 0 0 0 3px {colour.get(label, '#888888')};}}"
         for i, label in enumerate(labels)
         if label
     ]
+    # a cell id never wraps mid-number: one line, cut with "…" (the whole id in the zoom)
+    rules.append(
+        f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] p '
+        "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis;}"
+    )
     st.html("<style>" + "\n".join(rules) + "</style>")
 
 

@@ -31,9 +31,22 @@ def start_trainer_once(project: Project) -> None:
         st.warning(md(exc))
 
 
-def status_text(path: Path, status: TrainerStatus, last_round: dict | None = None) -> str:
-    """The line: ``model v0003 (fine-tuned on 120 labels in 35 s) | trainer: pretraining
-    120/300 | features: morphology (why)``; pure, for tests."""
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    return f"{seconds / 60:.0f} min ago" if seconds < 5400 else f"{seconds / 3600:.1f} h ago"
+
+
+def status_text(
+    path: Path, status: TrainerStatus, last_round: dict | None = None, setting: str = "auto"
+) -> str:
+    """The line: ``model v0003 (fine-tuned on 120 labels, built in 35 s) | trainer: pretraining
+    120/300 | features: auto``; pure, for tests. The model is named once, by its version; the
+    features are the project's setting ``setting`` (``loop.features``): ``auto`` keeps its name
+    while its choice changes from batch to batch; the choice and why are in
+    :func:`features_detail`)."""
     info = latest_version(path)
     if info is None:
         model = "model: none yet"
@@ -47,29 +60,45 @@ def status_text(path: Path, status: TrainerStatus, last_round: dict | None = Non
     trainer = f"trainer: **{status.describe()}**"
     if status.alive and status.device:
         trainer += f" on {status.device}"
-    timings = (last_round or {}).get("timings") or {}
-    features = timings.get("features")
-    why = timings.get("features_why")
     parts = [model, trainer]
-    if features:
-        parts.append(f"features: **{str(features).split('@')[0]}**" + (f" ({why})" if why else ""))
+    if ((last_round or {}).get("timings") or {}).get("features"):
+        parts.append(f"features: **{md(setting)}**")  # the setting (loop.features): it holds
     return " | ".join(parts)
 
 
-def _line(path: str, last_round: dict | None) -> None:
-    st.caption(status_text(Path(path), trainer_status(Path(path)), last_round))
+def _set(features: object) -> str:
+    return str(features).split("@")[0]
+
+
+def features_detail(last_round: dict | None) -> str | None:
+    """The tooltip: the set the latest batch used and why (``morphology+embedding``: CV ...)."""
+    timings = (last_round or {}).get("timings") or {}
+    features = timings.get("features")
+    if not features:
+        return None
+    why = timings.get("features_why")
+    return f"The latest batch used {_set(features)}" + (f": {why}" if why else ".")
+
+
+def _line(path: str, last_round: dict | None, setting: str) -> None:
+    detail = features_detail(last_round)
+    st.caption(
+        status_text(Path(path), trainer_status(Path(path)), last_round, setting),
+        help=md(detail) if detail else None,
+    )
 
 
 @st.fragment(run_every=REFRESH_S)
-def _live_line(path: str, last_round: dict | None) -> None:
-    _line(path, last_round)
+def _live_line(path: str, last_round: dict | None, setting: str) -> None:
+    _line(path, last_round, setting)
 
 
 def status_line(project: Project) -> None:
     """Draw the trainer's status line for ``project`` (refreshing itself while it runs)."""
     rounds = project.store.rounds()
     last = rounds[-1] if rounds else None
+    setting = project.config.loop.features
     if trainer_status(project.path).alive:
-        _live_line(str(project.path), last)
+        _live_line(str(project.path), last, setting)
     else:
-        _line(str(project.path), last)
+        _line(str(project.path), last, setting)

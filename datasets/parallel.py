@@ -137,6 +137,8 @@ class Runner:
             return self._client
         from distributed import Client, LocalCluster
 
+        if not logger.isEnabledFor(logging.DEBUG):  # Dask's own INFO lines are noise here
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         if self.config.scheduler:
             try:
                 self._client = Client(self.config.scheduler, timeout="20s")
@@ -149,8 +151,8 @@ class Runner:
         else:
             n = self.config.workers or default_workers()
             self._cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                memory_limit=0, silence_logs=logging.ERROR,
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR,
             )  # fmt: skip
             self._client = Client(self._cluster)
         logger.info("work runs on a %s", self.description)
@@ -164,6 +166,7 @@ class Runner:
         weights: Sequence[int] | None = None,
         progress: Progress | None = None,
         n_cells: int | None = None,
+        consume: Callable[[int, Any], None] | None = None,
     ) -> list[Any]:
         """``[fn(item) for item in items]``, run as one task per item.
 
@@ -174,6 +177,10 @@ class Runner:
             progress: called as ``progress(done, total)`` as tasks finish.
             n_cells: the size of the job, which decides :meth:`ParallelConfig.in_process`;
                 the sum of ``weights`` when None.
+            consume: called as ``consume(i, result)`` in item order, as soon as item ``i``
+                and every item before it are done (later results wait, small ones best:
+                paths); the returned list then holds None. In this process each result is
+                consumed before the next item runs, so results never pile up.
 
         Raises:
             DataError: a task raised a PhenoScoutError (its message, one line), or the
@@ -184,8 +191,12 @@ class Runner:
         self.local = self.config.in_process(total if n_cells is None else n_cells)
         if self.local or len(items) == 0:
             out = []
-            for item, weight in zip(items, weights, strict=True):
-                out.append(_raise_failure(_call(fn, item)))
+            for i, (item, weight) in enumerate(zip(items, weights, strict=True)):
+                result = _raise_failure(_call(fn, item))
+                if consume is not None:
+                    consume(i, result)
+                    result = None
+                out.append(result)
                 done += weight
                 if progress is not None:
                     progress(done, total)
@@ -198,10 +209,17 @@ class Runner:
                    for item in items]  # fmt: skip
         where = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(items)
+        finished = [False] * len(items)
+        next_up = 0
         try:
             for future in as_completed(futures):
                 i = where[future.key]
-                results[i] = _raise_failure(future.result())
+                results[i], finished[i] = _raise_failure(future.result()), True
+                future.release()
+                while consume is not None and next_up < len(items) and finished[next_up]:
+                    consume(next_up, results[next_up])
+                    results[next_up] = None
+                    next_up += 1
                 done += weights[i]
                 if progress is not None:
                     progress(done, total)

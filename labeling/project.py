@@ -197,7 +197,8 @@ def create_project_from_fields(
         feature_progress: the same over the feature computation, in cells.
         train_progress: the same over U-Net training, in steps.
         then: a last step on the new project, as for :func:`create_project`.
-        runner: where the features run, as for :func:`create_project`.
+        runner: where fields are read, segmented and cropped and the features computed, as
+            for :func:`create_project`.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
@@ -218,7 +219,7 @@ def create_project_from_fields(
     def run(folder: Path) -> IngestReport:
         report = ingest_fields(
             fields, folder, ingest, segmenter=segmenter, keep_border=keep_border, truth=truth,
-            progress=progress, seed=seed,
+            progress=progress, seed=seed, runner=runner,
         )  # fmt: skip
         report.labels_csv = str(truth_csv) if truth_csv is not None else None
         return report
@@ -400,7 +401,7 @@ def add_fields(
     segmenter = _segmenter(fields, segment, segment_config, seed, train_progress)
     report = ingest_fields(
         fields, project.path, ingest, segmenter=segmenter, keep_border=keep_border, truth=truth,
-        progress=progress, seed=seed,
+        progress=progress, seed=seed, runner=runner,
     )  # fmt: skip
     _register_new_cells(project, feature_progress, runner)
     return report

@@ -310,7 +310,8 @@ def run_one(
 
     rng = np.random.default_rng([seed, 7919])
     ids = data.cell_ids[split.pool]
-    feats = data.features[split.pool]
+    feats = data.features[split.pool]  # what strategies see (the index is built on them)
+    head_feats = feats  # what the head is fit on (+ fine-tuned embeddings with --finetune)
     truth = data.truth[split.pool]
     n = len(ids)
     labeled = np.zeros(n, dtype=bool)
@@ -342,8 +343,8 @@ def run_one(
         given = {ids[i]: truth[i] for i in idx}
         state = update_state(strategy, state, selection, given, guesses, known_before)
         if deep is not None:
-            feats = _with_deep(data, deep, split, labels, labeled)
-        head, proba = _refit(labels, labeled, feats, seed)
+            head_feats = _with_deep(data, deep, split, labels, labeled)
+        head, proba = _refit(labels, labeled, head_feats, seed)
         round_s.append(time.perf_counter() - t0)
         n_labeled = int(labeled.sum())
         counts = {c: int(np.sum(labels[labeled] == c)) for c in classes}

@@ -28,7 +28,7 @@ _LAZY = {
     "TrainerConfig": "models.trainer",
     "serve": "models.trainer",
     "LabelSource": "models.trainer",
-    "WatchConfig": "models.trainer",
+    "ServeConfig": "models.trainer",
     "latest_version": "models.folder",
     "list_versions": "models.folder",
 }

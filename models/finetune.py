@@ -61,7 +61,10 @@ class FinetuneConfig:
     head_epochs: int = 0  # first epochs train the head only (encoder frozen)
     freeze_bn: bool = False  # keep the encoder's BatchNorm statistics from pretraining
     patience: int = 3  # epochs without held-out improvement before stopping
-    shift: int = 2  # largest random shift of a crop, pixels (no intensity augmentation)
+    # largest random shift of a crop, pixels (no intensity augmentation). 0: on Jurkat (H200,
+    # 5 folds) shifts of 2 cost the fine-tuned embedding 0.04 balanced accuracy (0.804 vs
+    # 0.844) and morphology + it 0.014 (0.851 vs 0.865).
+    shift: int = 0
     channels_last: bool | None = None  # NHWC layout; None: on CUDA only (slower on CPU)
     amp: bool = True  # bfloat16 autocast on CUDA
     deterministic: bool = True  # deterministic kernels; False: cudnn.benchmark, faster on GPU

@@ -11,7 +11,7 @@ features the labeling loop can compare with morphology without leakage.
 
 The trainer never reads the label store: labels arrive as plain data through a
 :class:`LabelSource` (``labeling.training.run_trainer`` passes one backed by the store), and it
-ends when told through :class:`WatchConfig` (``stop``, ``exit_reasons``).
+ends when told through :class:`ServeConfig` (``stop``, ``exit_reasons``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from datasets.parallel import Runner
 from datasets.pixels import PixelStore
 from models.checkpoint import (
     build_model,
@@ -43,7 +44,7 @@ from models.checkpoint import (
     save_checkpoint,
 )
 from models.device import background_mode, resolve_device, seed_everything
-from models.embed import embed_cells
+from models.embed import EmbedResult, embed_cells
 from models.errors import ModelError
 from models.finetune import FinetuneConfig, finetune
 from models.folder import (
@@ -69,7 +70,7 @@ __all__ = [
     "Trainer",
     "TrainerConfig",
     "TrainerExit",
-    "WatchConfig",
+    "ServeConfig",
     "exit_on_sigterm",
     "serve",
     "trainer_lock",
@@ -134,13 +135,14 @@ class LabelSource(Protocol):
 
 
 @dataclass(frozen=True)
-class WatchConfig:
-    """How long :func:`serve` runs and how it is told to end."""
+class ServeConfig:
+    """How long :func:`serve` runs, how it is told to end, and where it embeds."""
 
     watch: bool = False  # keep running and train after every new round of labels
     poll_s: float = 5.0  # seconds between label-count checks in watch mode
     stop: threading.Event = field(default_factory=threading.Event)  # set: end watch mode
     exit_reasons: list[str] = field(default_factory=list)  # non-empty: end now (TrainerExit)
+    runner: Runner | None = None  # embed every cell as Dask tasks (models.embed_tasks); None: here
 
 
 class _Status:
@@ -219,20 +221,34 @@ class Trainer:
         config: network and schedules.
         labels: where labels come from; None for a trainer that only pretrains and embeds.
         progress: ``progress(done, total)`` of the current phase.
-        exit_reasons: shared list; once non-empty, the next step raises TrainerExit.
+        serve: ``exit_reasons`` (shared list; once non-empty, the next step raises
+            TrainerExit) and ``runner`` (where every cell is embedded).
     """
 
     def __init__(self, project_dir: Path, device: torch.device, config: TrainerConfig,
                  labels: LabelSource | None = None, progress: Progress | None = None,
-                 exit_reasons: list[str] | None = None) -> None:
+                 serve: ServeConfig | None = None) -> None:
         self.project_dir, self.device, self.config = Path(project_dir), device, config
+        serve = serve or ServeConfig()
+        self.runner = serve.runner  # embeds on Dask when given (models.embed_tasks)
         self.pixels = PixelStore(self.project_dir)
         self.labels = labels
         self.project_id = get_project_id(self.project_dir)
         self.status = _Status(self.project_dir, device)
-        self.exit_reasons = exit_reasons if exit_reasons is not None else []
+        self.exit_reasons = serve.exit_reasons
         self.progress = _chain(self.status, progress, self.check_exit)
         self.backbone_path = self.project_dir / MODELS_DIR / BACKBONE_FILE
+
+    def _embed(self, model: UNet | Classifier, out: Path) -> EmbedResult:
+        """Embed every cell into ``out``: on the runner's Dask workers when there is one."""
+        if self.runner is not None and not self.runner.config.in_process(self.pixels.n_cells):
+            from models.embed_tasks import embed_cells_distributed
+
+            return embed_cells_distributed(model, self.pixels, out, self.runner,
+                                           self.config.embed_batch, self.config.bf16,
+                                           self.progress)  # fmt: skip
+        return embed_cells(model, self.pixels, out, self.device, self.config.embed_batch,
+                           self.config.bf16, self.progress)  # fmt: skip
 
     def check_exit(self) -> None:
         """Raise TrainerExit when the app this trainer follows has ended."""
@@ -275,8 +291,7 @@ class Trainer:
         write_json(tmp / "config.json", {"unet": dataclasses.asdict(model.config),
                                          "trainer": dataclasses.asdict(self.config)})
         self.status.set("embedding", f"embedding {self.pixels.n_cells} cells for v{number:04d}")
-        result = embed_cells(model, self.pixels, tmp, self.device, self.config.embed_batch,
-                             self.config.bf16, self.progress)
+        result = self._embed(model, tmp)
         timings = {**timings, "embed_s": result.seconds}
         if backbone is not None:
             self.add_backbone_embeddings(backbone, tmp)
@@ -305,8 +320,7 @@ class Trainer:
         sub = tmp / "backbone"
         sub.mkdir()
         self.status.set("embedding", f"embedding {self.pixels.n_cells} cells with the backbone")
-        embed_cells(backbone, self.pixels, sub, self.device, self.config.embed_batch,
-                    self.config.bf16, self.progress)
+        self._embed(backbone, sub)
         os.replace(sub / EMBEDDINGS_FILE, tmp / BACKBONE_EMBEDDINGS_FILE)
         shutil.rmtree(sub)
 
@@ -341,7 +355,7 @@ def serve(
     labels: LabelSource,
     device: str = "auto",
     config: TrainerConfig | None = None,
-    watch: WatchConfig | None = None,
+    watch: ServeConfig | None = None,
     progress: Progress | None = None,
 ) -> int | None:
     """Train the project's models on ``labels`` and publish versions.
@@ -358,7 +372,8 @@ def serve(
         labels: where labels come from.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         config: network and schedules; ``TrainerConfig.for_device`` when None.
-        watch: how long to run and how to be told to end; once when None.
+        watch: how long to run, how to be told to end and where to embed; once, in this
+            process, when None.
         progress: ``progress(done, total)`` of the current phase.
 
     Returns:
@@ -371,12 +386,12 @@ def serve(
     """
     dev = resolve_device(device)
     config = config or TrainerConfig.for_device(dev)
-    watch = watch or WatchConfig()
+    watch = watch or ServeConfig()
     with trainer_lock(project_dir):
         background_mode(dev, config.cpu_threads, config.nice)
         seed_everything(config.seed)
         remove_stale_tmp(project_dir)
-        trainer = Trainer(Path(project_dir), dev, config, labels, progress, watch.exit_reasons)
+        trainer = Trainer(Path(project_dir), dev, config, labels, progress, watch)
         logger.info("trainer started on %s (pid %d, %s)", project_dir, os.getpid(), dev)
         try:
             return _loop(trainer, labels, watch)
@@ -388,7 +403,7 @@ def serve(
             raise
 
 
-def _loop(trainer: Trainer, labels: LabelSource, watch: WatchConfig) -> int | None:
+def _loop(trainer: Trainer, labels: LabelSource, watch: ServeConfig) -> int | None:
     latest = latest_version(trainer.project_dir)
     trainer.status.data["version"] = latest.version if latest else None
     seen = latest.n_labels if latest else None

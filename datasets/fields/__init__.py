@@ -26,6 +26,7 @@ _EXPORTS = {
     "cell_row": "datasets.fields.lookup",
     "crop_at": "datasets.fields.ingest",
     "draw_markers": "datasets.fields.render",
+    "existing_fields": "datasets.fields.store",
     "field_cells": "datasets.fields.lookup",
     "field_header": "datasets.fields.files",
     "field_overlay": "datasets.fields.render",

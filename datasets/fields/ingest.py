@@ -20,15 +20,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import ndimage
 
 from datasets import cells as cell_table
 from datasets.config import IngestConfig
@@ -42,7 +42,7 @@ from datasets.crops.ingest import (
 )
 from datasets.crops.resize import border_median, widest_dtype
 from datasets.errors import DataError
-from datasets.fields.files import FIELD_COLUMNS, field_header, read_field, read_mask
+from datasets.fields.files import FIELD_COLUMNS, field_header
 from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
     FIELD_TABLE,
@@ -54,12 +54,16 @@ from datasets.fields.store import (
 from datasets.pixels import PartWriter, part_file
 from datasets.progress import Progress
 
+if TYPE_CHECKING:
+    from datasets.fields.tasks import FieldResult
+    from datasets.parallel import Runner
+
 logger = logging.getLogger(__name__)
 
 Segmenter = Callable[[npt.NDArray], npt.NDArray]
 Truth = Mapping[tuple[str, int], str]
 _RESERVED = set(cell_table.BASE_COLUMNS) | set(FIELD_COLUMNS) | set(FIELD_TABLE)
-_CHUNK = 256  # objects cropped at a time (bounds memory on crowded fields)
+PIXELS_TMP = "pixels/.field-chunks"  # where field tasks on a cluster leave their arrays
 _COPY_BYTES = 32 << 20  # bytes copied at a time into the part file
 
 
@@ -78,6 +82,7 @@ class _Run:
     first_index: int  # fields.parquet index of this ingest's first field
     crops: BinaryIO  # raw (C, S, S) crops, appended field by field
     masks: BinaryIO  # raw (S, S) uint8 object masks
+    specs: list[FieldSpec]  # the planned fields, in order
     cells: list[pd.DataFrame] = field(default_factory=list)
     fields: list[dict[str, Any]] = field(default_factory=list)
     n_cells: int = 0
@@ -94,6 +99,7 @@ def ingest_fields(
     truth: Truth | None = None,
     progress: Progress | None = None,
     seed: int = 0,
+    runner: Runner | None = None,
 ) -> IngestReport:
     """Turn the objects of whole fields into cells: a new part of the project.
 
@@ -109,6 +115,9 @@ def ingest_fields(
         truth: ground truth per ``(field key, object label)`` (see :func:`read_truth_csv`).
         progress: called as ``progress(fields_done, fields_total)``.
         seed: seeds the sample the normalisation ranges are computed from.
+        runner: where fields are read, segmented and cropped (:mod:`datasets.parallel`, one
+            task per field); this process when None, or when the segmenter cannot be sent to
+            other processes (a U-Net closure). Same cells either way.
 
     Returns:
         The report: counts, skipped fields and files with reasons, border objects left out.
@@ -134,11 +143,8 @@ def ingest_fields(
     try:
         with open(raw, "wb") as crops, open(raw_masks, "wb") as masks:
             run = _Run(project, cfg, report, segmenter or _classical, keep_border, truth,
-                       n_channels, dtype, len(existing), crops, masks)  # fmt: skip
-            for done, spec in enumerate(planned, start=1):
-                _ingest_field(run, spec, part)
-                if progress is not None:
-                    progress(done, len(planned))
+                       n_channels, dtype, len(existing), crops, masks, planned)  # fmt: skip
+            _run_fields(run, part, runner, progress)
         _check_some_cells(run, fields)
         size = cfg.crop_size
         _write_part(raw, final, (run.n_cells, n_channels, size, size), dtype)
@@ -157,6 +163,42 @@ def ingest_fields(
         raw_masks.unlink(missing_ok=True)
     logger.info("field ingest finished:\n%s", report.summary())
     return report
+
+
+#: Cells a field is assumed to hold when deciding whether a local cluster is worth starting.
+_CELLS_PER_FIELD = 1000
+
+
+def _run_fields(
+    run: _Run, part: int, runner: Runner | None, progress: Callable[[int, int], None] | None
+) -> None:
+    """Read, segment and crop every planned field as tasks; append them in field order."""
+    import pickle
+
+    from datasets.fields.tasks import FieldJob, process_field
+    from datasets.parallel import Runner
+
+    try:
+        pickle.dumps(run.segmenter)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        runner = None  # a closure (the U-Net segmenter) stays in this process
+    own = runner is None
+    runner = runner or Runner()
+    n_guess = len(run.specs) * _CELLS_PER_FIELD
+    chunks = None if runner.config.in_process(n_guess) else run.project / PIXELS_TMP
+    if chunks is not None:
+        chunks.mkdir(parents=True, exist_ok=True)
+    jobs = [FieldJob(i, spec, run.n_channels, str(run.dtype), run.cfg.crop_size,
+                     run.keep_border, run.segmenter, str(chunks) if chunks else None)
+            for i, spec in enumerate(run.specs)]  # fmt: skip
+    try:
+        runner.map(process_field, jobs, progress=progress, n_cells=n_guess,
+                   consume=lambda _, result: _append_field(run, result, part))  # fmt: skip
+    finally:
+        if own:
+            runner.close()
+        if chunks is not None:
+            shutil.rmtree(chunks, ignore_errors=True)
 
 
 def _classical(image: npt.NDArray) -> npt.NDArray:
@@ -228,108 +270,42 @@ def _unique_key(spec: FieldSpec, taken: set[str], report: IngestReport) -> Field
     return spec
 
 
-def _ingest_field(run: _Run, spec: FieldSpec, part: int) -> None:
-    """Read, segment and crop one field; a DataError skips the field."""
-    try:
-        image = read_field(spec, run.report.non_finite).astype(run.dtype, copy=False)
-        if image.shape[0] != run.n_channels:
-            raise DataError(f"{spec.channel_files[0]}: {image.shape[0]} channels, expected "
-                            f"{run.n_channels}")  # fmt: skip
-        objects, labels = _find_objects(run, spec, image)
-    except DataError as err:
-        run.report.skipped.append((spec.key, str(err)))
-        logger.warning("skipped field %s: %s", spec.key, err)
+def _append_field(run: _Run, result: FieldResult, part: int) -> None:
+    """Append one field's result (in field order): crops, masks, label image, cell rows."""
+    from datasets.fields.tasks import load_array
+
+    run.report.notes.extend(result.notes)
+    run.report.non_finite.extend(result.non_finite)
+    if result.skipped is not None:
+        run.report.skipped.append((result.key, result.skipped))
+        logger.warning("skipped field %s: %s", result.key, result.skipped)
         return
+    spec, kept = run.specs[result.number], result.kept
+    assert kept is not None  # set whenever the field was not skipped
     index = run.first_index + len(run.fields)
+    labels = load_array(result.labels)
     mask_rel = save_label_image(run.project, index, labels) if labels is not None else ""
-    kept = objects if run.keep_border else objects[~objects["touches_border"]]
-    run.n_border += len(objects) - len(kept)
-    if objects.empty:
+    run.n_border += result.n_objects - len(kept)
+    if result.n_objects == 0:
         run.report.skipped.append((spec.key, "no objects found (empty field)"))
-    centres = _centre_pixels(kept, image.shape[1:])
-    for start in range(0, len(kept), _CHUNK):
-        at = centres[start : start + _CHUNK]
-        run.crops.write(crop_at(image, at, run.cfg.crop_size).tobytes())
-        if labels is not None:
-            values = kept["object"].to_numpy()[start : start + _CHUNK]
-            masks = object_masks(labels, at, values, run.cfg.crop_size)
-        else:
-            masks = np.zeros((len(at), run.cfg.crop_size, run.cfg.crop_size), np.uint8)
-        run.masks.write(masks.tobytes())
+    crops, masks = load_array(result.crops), load_array(result.masks)
+    run.crops.write(np.ascontiguousarray(crops).tobytes())
+    run.masks.write(np.ascontiguousarray(masks).tobytes())
+    for path in (result.crops, result.masks, result.labels):
+        if isinstance(path, str):
+            Path(path).unlink(missing_ok=True)
     run.cells.append(_cell_rows(run, spec, kept))
     run.n_cells += len(kept)
     run.fields.append({
         "index": index, "key": spec.key, "part": part,
         "channel_files": [str(p) for p in spec.channel_files],
-        "height": image.shape[1], "width": image.shape[2], "n_objects": len(objects),
-        "n_kept": len(kept), "n_border": len(objects) - len(kept), "mask": mask_rel,
+        "height": result.height, "width": result.width, "n_objects": result.n_objects,
+        "n_kept": len(kept), "n_border": result.n_objects - len(kept), "mask": mask_rel,
         "mask_file": str(spec.mask_file or ""), **_metadata(spec),
     })  # fmt: skip
 
 
-def _find_objects(
-    run: _Run, spec: FieldSpec, image: npt.NDArray
-) -> tuple[pd.DataFrame, npt.NDArray | None]:
-    """The field's objects (FIELD_COLUMNS' object columns, + carried columns) and label image
-    (None for objects given as centres)."""
-    size = image.shape[1:]
-    if spec.mask_file is not None:
-        labels = _split_binary(read_mask(spec.mask_file, size), spec, run.report)
-    elif spec.objects is not None:
-        return _centre_objects(spec.key, spec.objects, size, run.report), None
-    else:
-        labels = np.asarray(run.segmenter(image))
-        if labels.shape != size or labels.dtype.kind not in "iu":
-            raise DataError(
-                f"field {spec.key}: segmentation gave {labels.shape} {labels.dtype}; "
-                f"expected {size} integer labels"
-            )
-    from datasets.segmentation.classical import object_table
-
-    names = {"label": "object", "min_row": "bbox_min_row", "min_col": "bbox_min_col",
-             "max_row": "bbox_max_row", "max_col": "bbox_max_col"}  # fmt: skip
-    return object_table(labels).rename(columns=names), labels
-
-
-def _split_binary(mask: npt.NDArray, spec: FieldSpec, report: IngestReport) -> npt.NDArray:
-    """A mask holding one value (a binary mask such as 0/255) becomes connected components."""
-    top = mask.max()
-    if top == 0 or (mask[mask != 0] != top).any():
-        return mask
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        report.notes.append(
-            f"{spec.mask_file}: binary mask (one value, {n} separate objects); its connected "
-            "components are the objects"
-        )
-        return labels
-    return mask
-
-
-def _centre_objects(
-    key: str, given: pd.DataFrame, size: tuple[int, int], report: IngestReport
-) -> pd.DataFrame:
-    """Objects given as centres (columns y, x + carried ones) in the object-table layout."""
-    y, x = given["y"].to_numpy(np.float64), given["x"].to_numpy(np.float64)
-    inside = np.isfinite(y) & np.isfinite(x) & (y > -0.5) & (x > -0.5)
-    inside &= (y < size[0] - 0.5) & (x < size[1] - 0.5)
-    if not inside.all():
-        report.notes.append(
-            f"Field {key}: {int((~inside).sum())} object(s) centred outside its "
-            f"{size[0]}x{size[1]} image left out"
-        )
-    given = given[inside].reset_index(drop=True)
-    number = given["ObjectNumber"] if "ObjectNumber" in given else np.arange(1, len(given) + 1)
-    out = pd.DataFrame({"object": np.asarray(number, dtype=np.int64),
-                        "centroid_y": y[inside], "centroid_x": x[inside]})  # fmt: skip
-    for name in ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col", "area"):
-        out[name] = pd.array([pd.NA] * len(out), dtype="Int64")
-    out["touches_border"] = False
-    carried = given.drop(columns=["y", "x"])
-    return pd.concat([out, carried], axis=1)
-
-
-def _centre_pixels(objects: pd.DataFrame, size: tuple[int, int]) -> npt.NDArray[np.int64]:
+def centre_pixels(objects: pd.DataFrame, size: tuple[int, int]) -> npt.NDArray[np.int64]:
     """(n, 2) pixel (row, col) of each object's centroid, rounded half up, inside the field."""
     yx = np.floor(objects[["centroid_y", "centroid_x"]].to_numpy(np.float64) + 0.5)
     return np.clip(yx, 0, np.array(size) - 1).astype(np.int64)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -49,12 +50,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from datasets.parallel import ParallelConfig, Runner
     from labeling.io.bundles import predict_screen
     from labeling.io.export import write_table
     from labeling.project import open_project
 
     project = open_project(Path(args.project))
-    table = predict_screen(project, Path(args.crops), metadata_csv=args.metadata_csv)
+    with Runner(ParallelConfig.from_env(args.workers, args.scheduler)) as runner:
+        table = predict_screen(
+            project, Path(args.crops), metadata_csv=args.metadata_csv, runner=runner
+        )
     write_table(table, Path(args.out))
     print(f"wrote {len(table)} predictions to {args.out}")
     return 0
@@ -205,14 +210,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name in ("models.trainer", "labeling.training"):  # readable events in trainer.log
         logging.getLogger(name).setLevel(logging.INFO)
     try:
-        with tqdm_progress("train") as progress:
+        with tqdm_progress("train") as progress, _train_runner(args) as runner:
             version = run_trainer(project.path, device=args.device, watch=args.watch,
-                                  poll_s=args.poll, progress=progress, exit_with=args.exit_with)
+                                  poll_s=args.poll, progress=progress, exit_with=args.exit_with,
+                                  runner=runner)  # fmt: skip
     except TrainerExit as exc:
         print(f"trainer stopped: {exc}")
         return 0
     print(f"newest model version: v{version:04d}" if version else "no model version published")
     return 0
+
+
+@contextlib.contextmanager
+def _train_runner(args: argparse.Namespace):  # -> Iterator[Runner | None]
+    """The trainer embeds on Dask only when asked (--workers, --scheduler or the variable)."""
+    from datasets.parallel import ParallelConfig, Runner
+
+    config = ParallelConfig.from_env(args.workers, args.scheduler)
+    if config.workers is None and config.scheduler is None:
+        yield None
+        return
+    with Runner(config) as runner:
+        yield runner
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
@@ -314,6 +333,10 @@ def _add_predict(sub: Sub, parents: Parents) -> None:
     )
     p.add_argument("project", help="project folder (with labels of at least 2 classes)")
     p.add_argument("--crops", required=True, help="folder of the new screen's crops")
+    p.add_argument(
+        "--workers", type=int, help="Dask worker processes (default: one per core, 20,000+ cells)"
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster")
     p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
     p.set_defaults(func=_cmd_predict)
 
@@ -481,6 +504,13 @@ def _add_train(sub: Sub, parents: Parents) -> None:
         metavar="PID",
         default=None,
         help="end soon after process PID ends (the app passes its own pid)",
+    )
+    p.add_argument("--workers", type=int, help="embed every cell on N local Dask workers")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="embed on an existing Dask cluster (GPU nodes: dask-cuda); default "
+        "$PHENOSCOUT_SCHEDULER",
     )
     p.set_defaults(func=_cmd_train)
 

@@ -33,6 +33,7 @@ from labeling.io.export import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from datasets.parallel import Runner
     from labeling.project import Project
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,9 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
     return info.version, path.read_bytes()
 
 
-def predict_screen(project: Project, crops: Path, metadata_csv: Path | None = None) -> pd.DataFrame:
+def predict_screen(
+    project: Project, crops: Path, metadata_csv: Path | None = None, runner: Runner | None = None
+) -> pd.DataFrame:
     """The current head (fit on ``project``'s labels) applied to a new folder of crops.
 
     The crops are ingested into a temporary project with ``project``'s ingest config, their
@@ -176,6 +179,9 @@ def predict_screen(project: Project, crops: Path, metadata_csv: Path | None = No
         project: the labeled project.
         crops: folder of crops of the new screen (same channels).
         metadata_csv: ``path`` + metadata; ``crops/metadata.csv`` when present and None.
+        runner: where reading and features run (:mod:`datasets.parallel`); this process when
+            None. On an existing cluster the temporary project lies in ``PROJECT/cache/``,
+            which its workers see.
 
     Returns:
         One row per new cell: ``cell_id, path``, metadata, ``predicted``, ``confidence``,
@@ -193,11 +199,15 @@ def predict_screen(project: Project, crops: Path, metadata_csv: Path | None = No
 
     head, mean, sd = _fit_head(project)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
-    with tempfile.TemporaryDirectory(prefix="phenoscout-predict-") as tmp:
+    shared = None
+    if runner is not None and runner.config.scheduler:
+        shared = project.path / "cache"
+        shared.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="phenoscout-predict-", dir=shared) as tmp:
         tmp_project = Path(tmp)
         ingest_crops(Path(crops), tmp_project, ingest, metadata_csv=metadata_csv,
-                     seed=project.config.seed)  # fmt: skip
-        compute_morphology(tmp_project, modality=ingest.modality)
+                     seed=project.config.seed, runner=runner)  # fmt: skip
+        compute_morphology(tmp_project, modality=ingest.modality, runner=runner)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)
     if feats.shape[1] != len(mean):

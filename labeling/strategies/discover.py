@@ -126,12 +126,14 @@ def new_state(cfg: DiscoverConfig = DEFAULT) -> dict[str, Any]:
 
 
 def _checked(state: Mapping[str, Any], cfg: DiscoverConfig = DEFAULT) -> dict[str, Any]:
-    """``state`` as a discover state (a deep copy), fresh when it is empty or foreign."""
-    if state.get("strategy") != "discover" or state.get("version") != STATE_VERSION:
+    """``state`` as a discover state (a deep copy), fresh when it is empty or foreign; a state
+    of version 1 (before the random slice was kept) keeps its arms and starts an empty slice."""
+    if state.get("strategy") != "discover" or state.get("version") not in (1, STATE_VERSION):
         if state:
             logger.warning("discover: ignoring a state of another strategy or version")
         return new_state(cfg)
     out = copy.deepcopy(dict(state))
+    out["version"] = STATE_VERSION
     for arm, stats in new_state(cfg)["arms"].items():
         out["arms"].setdefault(arm, stats)
     out.setdefault("slice", {})

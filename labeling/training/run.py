@@ -18,6 +18,7 @@ from labeling.store.labels import LabelStore
 from labeling.training.process import parent_gone
 
 if TYPE_CHECKING:
+    from datasets.parallel import Runner
     from models.trainer import TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def run_trainer(
     config: TrainerConfig | None = None,
     stop: threading.Event | None = None,
     exit_with: int | None = None,
+    runner: Runner | None = None,
 ) -> int | None:
     """Train the project's models on its labels and publish versions (``phenoscout train``).
 
@@ -91,6 +93,8 @@ def run_trainer(
         stop: set it to end watch mode (between rounds).
         exit_with: end when process ``exit_with`` (the app that started the trainer) ends:
             at once between rounds, at the next step of a running phase (TrainerExit).
+        runner: embeds every cell as Dask tasks (``models.embed_tasks``); in this process when
+            None.
 
     Returns:
         The newest published version number, or None when none exists.
@@ -99,9 +103,9 @@ def run_trainer(
         ModelError: device not available, another trainer running on the project, bad checkpoint.
         TrainerExit: ``exit_with`` ended during a phase (or SIGTERM, see exit_on_sigterm).
     """
-    from models.trainer import WatchConfig, serve
+    from models.trainer import ServeConfig, serve
 
-    options = WatchConfig(watch=watch, poll_s=poll_s, stop=stop or threading.Event())
+    options = ServeConfig(watch=watch, poll_s=poll_s, stop=stop or threading.Event(), runner=runner)
     watching = threading.Event()
     if exit_with:
         watching = _watch_parent(exit_with, options.stop, options.exit_reasons)

@@ -78,7 +78,7 @@ def test_start_screen_opens_a_project_and_shows_the_batch(project, tmp_path):
     assert len(items) == 24 == len(at.pills) == len(at.image) - 2  # + the zoom's two images
     assert len({it["cell_id"] for it in items}) == 24
     assert _sess(at).focus == 0
-    assert "labels given **0**" in at.markdown[0].value
+    assert "**0** labels on **0** cells" in at.markdown[0].value
 
 
 def test_clicking_a_tile_button_commits_the_label(project):
@@ -142,7 +142,7 @@ def test_add_class_inline_and_label_the_focused_tile(project):
     at.button(key="add-label-class").click().run()
     assert not at.exception, at.exception
     assert _store(project).current_labels() == {first: "weird blob"}
-    assert at.button(key="cls-1").label == "weird blob"
+    assert at.button(key="cls-1").label == "1 · weird blob"
     _add_classes(at, "Weird blob")  # differs only by case: refused with a message
     assert not at.exception
     assert "only by case" in at.error[0].value
@@ -168,11 +168,17 @@ def test_next_batch_gives_new_cells_and_a_model(project):
     assert len(_store(project).rounds()) == n_rounds + 1
     assert _sess(at).focus == 0
     version = _store(project).rounds()[-1]["model_version"]
-    assert version and f"model **{version}**" in at.markdown[0].value
-    assert any(c.startswith("via ") and "· guess " in c for c in _captions(at))
+    assert version and version not in at.markdown[0].value  # one model name: the trainer's
+    reasons = {"unlike anything labeled", "model unsure", "looks like a rare class",
+               "random check"}  # fmt: skip
+    tiles = [c for c in _captions(at) if c.endswith(("not labeled", "**")) and "  \n" in c]
+    assert len(tiles) == 24
+    assert all(c.split(" · ")[0].split("  \n")[0] in reasons for c in tiles)
+    assert any("· guess " in c for c in tiles)
     at.toggle(key="hide-guesses").set_value(True).run()
-    assert sum(c.startswith("via ") for c in _captions(at)) == 24
-    assert not any("guess" in c for c in _captions(at) if c.startswith("via "))
+    tiles = [c for c in _captions(at) if c.endswith(("not labeled", "**")) and "  \n" in c]
+    assert len(tiles) == 24 and all(c.startswith("reason and guess hidden") for c in tiles)
+    assert not any(r in c for c in _captions(at) for r in reasons)
 
 
 def test_a_new_session_resumes_the_batch_with_its_labels(project):
@@ -202,8 +208,34 @@ def test_channel_controls_and_side_by_side(project):
     at.toggle(key="side-by-side").set_value(True).run()
     wide = at.session_state["_tile_cache"]["tiles"][0]
     assert wide.shape[0] == 128 and wide.shape[1] > 3 * 128  # composite + 2 channels
-    at.slider(key="gain-1").set_value(3.0).run()
+    at.slider(key="range-1").set_value((0.0, 0.3)).run()  # max down: the channel brighter
     assert not at.exception, at.exception
+    at.toggle(key="side-by-side").set_value(False).run()
+    bright = at.session_state["_tile_cache"]["tiles"][0]
+    assert bright[..., 1].mean() > dimmed[..., 1].mean()
+    at.color_picker(key="colour-1").set_value("#ff0000").run()  # the cytoplasm now red
+    red = at.session_state["_tile_cache"]["tiles"][0]
+    assert red[..., 0].mean() > bright[..., 0].mean()
+    at.button(key="reset-display").click().run()  # everything as the project has it
+    assert at.toggle(key="show-0").value is True and at.slider(key="range-1").value == (0.0, 1.0)
+    assert at.color_picker(key="colour-1").value == project_colour(project, 1)
+    assert (at.session_state["_tile_cache"]["tiles"][0] == tiles[0]).all()
+
+
+def project_colour(path: Path, i: int) -> str:
+    from labeling.project import open_project
+
+    return open_project(path).channel_colours[i]
+
+
+def test_the_cell_to_label_is_marked_unless_switched_off(project):
+    at = _app(project)
+    marked = at.session_state["_tile_cache"]["tiles"][0]
+    at.toggle(key="show-mark").set_value(False).run()
+    plain = at.session_state["_tile_cache"]["tiles"][0]
+    differ = (marked != plain).any(axis=2)
+    assert 0 < differ.sum() < 0.05 * differ.size  # a discreet centre mark (crops: no mask)
+    assert not differ[60:68, 60:68].any()  # the cell's centre itself stays visible
 
 
 def test_display_settings_survive_other_pages(project):
@@ -211,7 +243,8 @@ def test_display_settings_survive_other_pages(project):
     at.toggle(key="show-0").set_value(False).run()
     at.toggle(key="side-by-side").set_value(True).run()
     at.toggle(key="hide-guesses").set_value(True).run()
-    at.slider(key="gain-1").set_value(3.0).run()
+    at.slider(key="range-1").set_value((0.1, 0.6)).run()
+    at.toggle(key="show-mark").set_value(False).run()
     shown = at.session_state["_tile_cache"]["tiles"][0]
     _page(at, "discover")  # a page without the controls: Streamlit drops their widget state
     _page(at, "export")
@@ -219,7 +252,8 @@ def test_display_settings_survive_other_pages(project):
     assert at.toggle(key="show-0").value is False and at.toggle(key="show-1").value is True
     assert at.toggle(key="side-by-side").value is True
     assert at.toggle(key="hide-guesses").value is True
-    assert at.slider(key="gain-1").value == 3.0
+    assert at.slider(key="range-1").value == (0.1, 0.6)
+    assert at.toggle(key="show-mark").value is False
     assert (at.session_state["_tile_cache"]["tiles"][0] == shown).all()
     _page(at, "review")  # the Review page draws the same controls, with the same values
     assert at.toggle(key="side-by-side").value is True
@@ -275,7 +309,7 @@ def _download(at: AppTest, media: list, key: str) -> bytes:
 def test_discover_page_on_a_labeled_project(labeled):
     at = _page(_app(labeled), "discover")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Labels given"] == "60"
+    assert metrics["Labels"] == "60"
     assert int(metrics["Classes found"]) >= 3
     assert not at.error
     assert not any("Cross-validation is not possible" in i.value for i in at.info)
@@ -312,7 +346,15 @@ def test_export_downloads_have_the_right_rows(labeled, media):
 
     at = _page(_app(labeled), "export")
     labels = pd.read_csv(io.BytesIO(_download(at, media, "dl-labels")))
-    assert len(labels) == 60 and {"cell_id", "label", "annotator", "labeled_at", "label_source", "plate", "well"} <= set(labels.columns)
+    assert len(labels) == 60 and {
+        "cell_id",
+        "label",
+        "annotator",
+        "labeled_at",
+        "label_source",
+        "plate",
+        "well",
+    } <= set(labels.columns)
     assert dict(zip(labels["cell_id"], labels["label"])) == _store(labeled).current_labels()
     cells = pd.read_csv(io.BytesIO(_download(at, media, "dl-cells")))
     assert len(cells) == 600
@@ -321,7 +363,10 @@ def test_export_downloads_have_the_right_rows(labeled, media):
     assert len(pred) == 600 and len(p_cols) >= 3
     assert abs(pred[p_cols].sum(axis=1) - 1).max() < 1e-4
     wells = pd.read_csv(io.BytesIO(_download(at, media, "dl-wells")))
-    assert len(wells) == 4 * len(p_cols) and wells.groupby(["plate", "well"])["n_cells"].sum().sum() == 600
+    assert (
+        len(wells) == 4 * len(p_cols)
+        and wells.groupby(["plate", "well"])["n_cells"].sum().sum() == 600
+    )
     at.radio(key="export-format").set_value("Parquet").run()
     assert not at.exception, at.exception
     table = pd.read_parquet(io.BytesIO(_download(at, media, "dl-predictions")))
@@ -418,7 +463,10 @@ def test_project_page_creates_a_project_in_the_background(small_demo, tmp_path):
     assert not at.exception, at.exception
     assert at.session_state["project_path"] == str(new.resolve())
     config = load_config(new / "project.toml")
-    assert [(c.name, c.colour) for c in config.channels] == [("DNA", "#3b82f6"), ("Cyto", "#ff00ff")]
+    assert [(c.name, c.colour) for c in config.channels] == [
+        ("DNA", "#3b82f6"),
+        ("Cyto", "#ff00ff"),
+    ]
     assert LabelStore(new / "labels.db").n_cells() == 600
     assert len(_sess(at).items) == 24  # the Label page opens on the new project
     assert not at.session_state["proj_jobs"]  # the job's ticket is done with

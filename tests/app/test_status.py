@@ -14,7 +14,7 @@ pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_pages.status import status_text  # noqa: E402
+from app_pages.status import features_detail, status_text  # noqa: E402
 from labeling.training.process import TrainerStatus  # noqa: E402
 
 APP = "../../app.py"
@@ -37,12 +37,18 @@ def _status(state: str, alive: bool = True, progress=(0, 0), message: str = "") 
 
 def test_status_text_names_version_trainer_and_features(tmp_path):
     assert status_text(tmp_path, _status("pretraining", progress=(120, 300))) == (
-        "model: none yet | trainer: **pretraining 120/300** on cpu")
+        "model: none yet | trainer: **pretraining 120/300** on cpu"
+    )
     _version(tmp_path, 3, n_labels=120, predictions=True)
     last = {"timings": {"features": "morphology+embedding@3", "features_why": "auto: better"}}
     text = status_text(tmp_path, _status("idle"), last)
-    assert text == ("model **v0003** (fine-tuned on 120 labels, built in 35 s) | trainer: "
-                    "**idle** on cpu | features: **morphology+embedding** (auto: better)")
+    assert text == (
+        "model **v0003** (fine-tuned on 120 labels, built in 35 s) | trainer: "
+        "**idle** on cpu | features: **auto**"
+    )  # the setting: it never flips
+    assert features_detail(last) == "The latest batch used morphology+embedding: auto: better"
+    fixed = status_text(tmp_path, _status("idle"), last, setting="morphology")
+    assert fixed.endswith("features: **morphology**")
     failed = status_text(tmp_path, _status("failed", alive=False, message="CUDA absent"))
     assert "trainer: **failed: CUDA absent**" in failed
 
@@ -58,5 +64,5 @@ def test_label_page_shows_the_trainer_line(tmp_path, small_project, monkeypatch)
     captions = [c.value for c in at.caption]
     line = next(c for c in captions if "trainer:" in c)
     assert "model: none yet" in line and "not running (PHENOSCOUT_TRAINER=off)" in line
-    assert "features: **morphology**" in line
+    assert "features: **auto**" in line
     assert not (project / "models" / "trainer.log").exists()  # nothing was started

@@ -144,3 +144,63 @@ def test_crop_ingest_on_two_workers_equals_one_process(small_demo, tmp_path, mon
     assert (one / "pixels" / "parts.json").read_text() == (
         two / "pixels" / "parts.json"
     ).read_text().replace(str(two), str(one))
+
+
+def test_demo_on_two_workers_has_the_same_bytes(tmp_path):
+    from datasets.crops.demo import generate_demo
+
+    generate_demo(tmp_path / "one", n_cells=300, seed=5)
+    with Runner(ParallelConfig(workers=2)) as runner:
+        generate_demo(tmp_path / "two", n_cells=300, seed=5, runner=runner)
+        assert not runner.local
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*"))
+    assert one == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*"))
+    for rel in one:
+        if (tmp_path / "one" / rel).is_file():
+            assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+
+
+def _slow_first(item):
+    import time
+
+    time.sleep(0.5 if item == 0 else 0.0)
+    return item * 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_consume_sees_results_in_item_order(workers):
+    seen = []
+    with Runner(ParallelConfig(workers=workers)) as runner:
+        out = runner.map(_slow_first, list(range(6)), consume=lambda i, r: seen.append((i, r)))
+    assert seen == [(i, 2 * i) for i in range(6)] and out == [None] * 6
+
+
+def test_field_ingest_on_two_workers_equals_one_process(tmp_path):
+    from datasets.cells import read_cells
+    from datasets.fields.demo import generate_demo_fields
+    from datasets.fields.files import find_fields
+    from datasets.fields.ingest import ingest_fields
+    from datasets.fields.store import existing_fields
+    from datasets.pixels import PixelStore
+
+    generate_demo_fields(tmp_path / "demo", n_fields=4, size=256, seed=2)
+    specs, _ = find_fields(tmp_path / "demo", "{plate}_{well}_s{site}_w{channel}.tif", None)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    ingest_fields(specs, one)
+    marker = tmp_path / "killed"
+    with _KillingRunner(ParallelConfig(workers=2), marker, "after") as runner:
+        report = ingest_fields(specs, two, runner=runner)
+        assert not runner.local
+    assert marker.exists() and report.n_cells > 0
+    a, b = read_cells(one), read_cells(two)
+    assert a.equals(b)
+    ids = a["cell_id"].tolist()
+    assert np.array_equal(PixelStore(one).read_raw(ids), PixelStore(two).read_raw(ids))
+    assert existing_fields(one).drop(columns=[]).equals(existing_fields(two))
+    for mask in sorted((one / "fields" / "masks").glob("*.tif")):
+        assert mask.read_bytes() == (two / "fields" / "masks" / mask.name).read_bytes()
+    for raw in sorted((one / "pixels").glob("*")):
+        if raw.is_file() and raw.suffix == ".npy":
+            assert raw.read_bytes() == (two / "pixels" / raw.name).read_bytes()
+    assert not (two / "pixels" / ".field-chunks").exists()

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-import datasets.fields.ingest as field_ingest
+import datasets.fields.tasks as field_tasks
 from datasets.cells import read_cells, read_parts
 from datasets.config import IngestConfig
 from datasets.errors import DataError
@@ -149,7 +149,7 @@ def test_fields_are_read_and_released_one_at_a_time(tmp_path, project, monkeypat
     image, _ = disc_field()
     specs = [save_field(tmp_path / "f", f"A0{i}", image) for i in range(1, 5)]
     events, alive = [], []
-    real_read = field_ingest.read_field
+    real_read = field_tasks.read_field
 
     def counting_read(spec, non_finite=None):
         gc.collect()
@@ -164,7 +164,7 @@ def test_fields_are_read_and_released_one_at_a_time(tmp_path, project, monkeypat
         return ndimage.label(field[0] > 500)[0]
 
     refs: list[weakref.ref] = []
-    monkeypatch.setattr(field_ingest, "read_field", counting_read)
+    monkeypatch.setattr(field_tasks, "read_field", counting_read)
     report = ingest_fields(specs, project, segmenter=segmenter)
     assert events == ["read", "segment"] * 4
     assert alive == [0, 0, 0, 0]  # no earlier field is still in memory when the next is read

@@ -118,3 +118,22 @@ def test_config_rejects_a_bad_holdout_and_pattern():
         SimConfig(holdout=1.0)
     with pytest.raises(ConfigError, match="group pattern"):
         SimConfig(group_pattern="(")
+
+
+def test_cli_prints_the_peer_table_and_caches_per_ingest_option(
+    tmp_path, small_demo, capsys, monkeypatch
+):
+    from datasets.config import IngestConfig
+    from labeling.cli.commands import main
+    from labeling.simulate import _cache_key
+
+    monkeypatch.setenv("PHENOSCOUT_CACHE", str(tmp_path / "cache"))
+    args = ["simulate", str(small_demo), "--strategy", "discover,random", "--seeds", "2",
+            "--budget", "20", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    assert main([*args, "--crop-size", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "discover - it: labels" in out and "goal for discover" in out
+    assert (tmp_path / "out" / "peers.csv").exists()
+    assert len(list((tmp_path / "cache" / "sim").iterdir())) == 2, "one cache per ingest option"
+    assert _cache_key(small_demo, IngestConfig()) != _cache_key(small_demo, IngestConfig(scale=1))

@@ -81,3 +81,13 @@ def test_balanced_margin_weighs_classes_with_few_labels_up():
     top = ranked.idx[np.argsort(-ranked.scores, kind="stable")[:10]]
     assert sorted(top.tolist()) == list(range(60, 70))
     assert set(ranked.idx[:10].tolist()) & set(range(60, 70)), "ranked batch keeps them first"
+
+
+def test_a_version_1_state_keeps_its_arms_and_starts_a_slice():
+    _, state = select("discover", blob_pool(True), 3, np.random.default_rng(0), {})
+    old = {k: v for k, v in state.items() if k not in ("slice", "unseen")}
+    old["version"] = 1
+    old["arms"]["novelty"]["alpha"] = 42.0
+    _, new = select("discover", blob_pool(True), 3, np.random.default_rng(0), old)
+    assert new["version"] == 2 and new["slice"] == {}
+    assert new["arms"]["novelty"]["alpha"] == 42.0

@@ -101,8 +101,13 @@ def _pretrain_once(fake_pixels, cfg):
     torch.manual_seed(0)
     model = UNet(cfg)
     calls = []
-    history = pretrain(model, fake_pixels, TrainConfig(max_steps=10, batch_size=8, seed=1),
-                       CPU, lambda d, t: calls.append((d, t)))
+    history = pretrain(
+        model,
+        fake_pixels,
+        TrainConfig(max_steps=10, batch_size=8, seed=1),
+        CPU,
+        lambda d, t: calls.append((d, t)),
+    )
     return model, history, calls
 
 
@@ -118,8 +123,12 @@ def test_pretrain_same_seed_same_result_and_loss_falls(fake_pixels, tiny_config)
 
 def test_pretrain_rejects_wrong_channels(fake_pixels):
     with pytest.raises(ModelError, match="2 channels but the U-Net expects 3"):
-        pretrain(UNet(UNetConfig(in_channels=3, width=2, depth=2)), fake_pixels,
-                 TrainConfig(max_steps=1), CPU)
+        pretrain(
+            UNet(UNetConfig(in_channels=3, width=2, depth=2)),
+            fake_pixels,
+            TrainConfig(max_steps=1),
+            CPU,
+        )
 
 
 def test_stratified_split_and_balanced_batches():
@@ -155,8 +164,9 @@ def test_finetune_learns_and_is_deterministic(fake_pixels, tiny_config):
 
 def test_finetune_without_holdout_below_its_minimum(fake_pixels, tiny_config):
     # 16 per class: enough for the full schedule, too few for a held-out split (default 20)
-    _, history = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, max_epochs=3,
-                                patience=1)
+    _, history = _finetune_once(
+        fake_pixels, tiny_config, fake_pixels.labels, max_epochs=3, patience=1
+    )
     assert len(history) == 3 and not any(h["split"] for h in history)
 
 
@@ -165,13 +175,15 @@ def test_finetune_head_epochs_freeze_the_encoder_and_freeze_bn_its_statistics(
 ):
     torch.manual_seed(0)
     start = Classifier(tiny_config, 2).encoder.state_dict()
-    frozen, _ = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, max_epochs=2,
-                               head_epochs=2)
+    frozen, _ = _finetune_once(
+        fake_pixels, tiny_config, fake_pixels.labels, max_epochs=2, head_epochs=2
+    )
     for name, value in frozen.encoder.state_dict().items():
         assert torch.equal(value, start[name]), name
     assert all(p.requires_grad for p in frozen.parameters())  # unfrozen afterwards
-    bn, _ = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, max_epochs=2,
-                           freeze_bn=True)
+    bn, _ = _finetune_once(
+        fake_pixels, tiny_config, fake_pixels.labels, max_epochs=2, freeze_bn=True
+    )
     after = bn.encoder.state_dict()
     stats = [n for n in after if "running_" in n]
     weights = [n for n in after if n.endswith("0.weight")]

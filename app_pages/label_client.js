@@ -1,0 +1,119 @@
+// The Label page's keys, in the browser (a Streamlit v2 component: inline code, nothing fetched).
+//
+// Every key (a class key, s, z, n, the arrows) becomes an event in a queue that the component
+// hands to the server as its state: the whole queue of events the server has not confirmed yet,
+// numbered. A state value is never lost when the server is busy (Streamlit keeps the latest
+// value, and the latest holds every unconfirmed event), so a fast typist loses no key; the server
+// applies each event once, in order, and confirms the last number it applied (data.ack).
+// Meanwhile the page shows each key's effect at once (an optimistic mark): the tile gets its
+// label's colour and a "pending" badge, the focus moves on and is scrolled into view. Each
+// drawing of the page replaces the marks of the events it has applied.
+export default function (component) {
+  const { data, setStateValue } = component;
+  const ps = (window.__psLabel = window.__psLabel || {
+    token: Math.random().toString(36).slice(2),
+    seq: 0,
+    queue: [],
+  });
+  const tile = (i) => document.querySelector(`.st-key-tile-${i}`);
+  const serverMoved = ps.data === undefined || ps.data.focus !== data.focus || ps.data.batch !== data.batch;
+  ps.data = data;
+  ps.send = setStateValue;
+  if (data.ack && data.ack[0] === ps.token) {
+    ps.queue = ps.queue.filter((e) => e[0] > data.ack[1]);
+  }
+  if (ps.waitBatch !== undefined && ps.waitBatch !== data.batch) ps.waitBatch = undefined;
+
+  const nextOpen = (done, after) => {
+    const n = done.length;
+    for (let step = 1; step <= n; step++) {
+      const i = (after + step) % n;
+      if (!done[i]) return i;
+    }
+    return after;
+  };
+  // the page as the server drew it, with the events not yet applied replayed on it
+  const replay = () => {
+    const d = ps.data;
+    ps.done = d.done.slice();
+    ps.focus = d.focus;
+    ps.pending = {};
+    for (const [, kind, arg, cell] of ps.queue) {
+      if (kind === "focus") ps.focus = arg;
+      if (kind !== "label") continue;
+      const i = d.ids.indexOf(cell);
+      if (i < 0) continue;
+      ps.pending[i] = arg;
+      ps.done[i] = true;
+      ps.focus = nextOpen(ps.done, i);
+    }
+  };
+  const draw = (scroll) => {
+    document.body.setAttribute("data-ps-client", "1");
+    document.querySelectorAll("[data-ps-pending]").forEach((el) => {
+      el.removeAttribute("data-ps-pending");
+      el.style.removeProperty("box-shadow");
+    });
+    document.querySelectorAll("[data-ps-focus]").forEach((el) => el.removeAttribute("data-ps-focus"));
+    for (const [i, name] of Object.entries(ps.pending)) {
+      const el = tile(i);
+      if (!el) continue;
+      el.setAttribute("data-ps-pending", name === ps.data.skipName ? "skipped" : name);
+      const colour = ps.data.colours[name];
+      if (colour) el.style.setProperty("box-shadow", `inset 0 0 0 3px ${colour}`, "important");
+    }
+    const el = tile(ps.focus);
+    if (!el) return false;
+    el.setAttribute("data-ps-focus", "1");
+    if (scroll) el.scrollIntoView({ block: "nearest", inline: "nearest" });
+    return true;
+  };
+  const push = (kind, arg, cell) => {
+    ps.seq += 1;
+    ps.queue.push([ps.seq, kind, arg, cell]);
+    ps.send("events", { token: ps.token, events: ps.queue });
+  };
+  const onKey = (e) => {
+    const d = ps.data;
+    if (!d || e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    if (!d.ids.length || !tile(0) || ps.waitBatch !== undefined) return;  // not on the page
+    const n = d.ids.length;
+    let handled = true;
+    if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+      ps.focus = (ps.focus + (e.key === "ArrowRight" ? 1 : -1) + n) % n;
+      push("focus", ps.focus, null);
+    } else if (d.keys[e.key] !== undefined) {
+      const name = d.keys[e.key];
+      const i = ps.focus;
+      push("label", name, d.ids[i]);
+      ps.pending[i] = name;
+      ps.done[i] = true;
+      ps.focus = nextOpen(ps.done, i);
+    } else if (e.key === d.undoKey && !e.repeat) {
+      push("undo", null, null);
+    } else if (e.key === d.nextKey && !e.repeat) {
+      push("next", null, null);
+      ps.waitBatch = d.batch;
+    } else {
+      handled = false;
+    }
+    if (handled) {
+      e.preventDefault();
+      e.stopPropagation();
+      draw(true);
+    }
+  };
+  if (!ps.installed) {
+    document.addEventListener("keydown", onKey, true);
+    ps.installed = true;
+  }
+  replay();
+  // the tiles of this run may still be on their way: try again for a moment
+  let tries = 0;
+  const settle = () => {
+    if (!draw(serverMoved) && tries++ < 60) window.requestAnimationFrame(settle);
+  };
+  settle();
+}

@@ -1,0 +1,217 @@
+"""The Label and Discover pages as a biologist meets them, in a real browser (Debian's chromium
+through Playwright; the trainer off): the focus stays in view, a key's mark shows at once,
+tiles keep their size when labeled, nothing is cut or scrolls sideways at 1280x800 and
+1920x1080, the page asks nothing of any host but its own server, classes beyond the ten digits
+have keys, and the Discover page's numbers are the store's.
+
+One app server for the module, on a copy of the small demo project; each test opens its own
+browser page (a new session).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from labeling.store.labels import LabelStore
+from tests.app.browser import (
+    chromium,
+    require_browser,
+    running_app,
+    stop_server,
+    wait_idle,
+    wait_text,
+    wait_tiles,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+TILE_BOXES = """() => [...document.querySelectorAll('div[class*="st-key-tile-"]')]
+    .map(e => e.getBoundingClientRect())
+    .map((r, i, all) => [Math.round(r.top - all[0].top), Math.round(r.height)])"""  # the page may
+# scroll to follow the focus: tiles' places relative to the first, and their heights
+FOCUSED = """() => {
+    const e = document.querySelector('[data-ps-focus]');
+    if (!e) return null;
+    const r = e.getBoundingClientRect();
+    return {tile: +e.className.match(/st-key-tile-(\\d+)/)[1], top: r.top, bottom: r.bottom};
+}"""
+LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, small_project) -> Path:
+    require_browser()
+    path = Path(shutil.copytree(small_project, tmp_path_factory.mktemp("label") / "proj"))
+    with LabelStore(path / "labels.db") as store:
+        store.add_class("round")  # key 1
+        store.add_class("elongated")  # key 2
+    yield path.resolve()
+    stop_server(path.resolve())
+
+
+@pytest.fixture(scope="module")
+def app(project):
+    with running_app(project, env={"PHENOSCOUT_TRAINER": "off"}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(app):
+    with chromium() as b:
+        yield b
+
+
+def _open(browser, url: str, width: int = 1280, height: int = 800):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url)
+    wait_tiles(page)
+    page.mouse.click(width // 2, 5)  # the page, not an input, has the keys
+    return page, requests
+
+
+def _press(page, key: str, times: int = 1) -> None:
+    for _ in range(times):
+        page.keyboard.press(key)
+        time.sleep(0.05)
+    wait_idle(page)
+
+
+def test_the_page_follows_the_focus(browser, app):
+    page, _ = _open(browser, app)
+    first = page.evaluate(FOCUSED)
+    assert first["tile"] == 0
+    _press(page, "ArrowRight", 14)  # to tile 15, below the fold of a 800 px window
+    page.wait_for_function("() => document.querySelector('.st-key-tile-14 button')"
+                           ".innerText.includes('(focused)')", timeout=15000)  # fmt: skip
+    wait_idle(page)
+    time.sleep(0.3)
+    focused = page.evaluate(FOCUSED)
+    assert focused["tile"] == 14
+    assert 0 <= focused["top"] and focused["bottom"] <= 800, focused  # wholly in view
+    _press(page, "ArrowLeft", 14)  # and back up
+    time.sleep(0.3)
+    focused = page.evaluate(FOCUSED)
+    assert focused["tile"] == 0 and focused["top"] >= 0, focused
+    page.close()
+
+
+def test_a_key_marks_the_tile_at_once_and_tiles_keep_their_size(browser, app, project):
+    page, _ = _open(browser, app)
+    before = page.evaluate(TILE_BOXES)
+    assert len(before) == 24
+    _press(page, "ArrowRight")
+    time.sleep(0.3)
+    page.keyboard.press("1")  # labels tile 2: its mark shows before the server has answered
+    page.wait_for_selector(".st-key-tile-1[data-ps-pending='round']", timeout=2000)
+    page.locator(".st-key-tile-1").filter(has_text="✔ round").wait_for(timeout=15000)
+    wait_idle(page)
+    time.sleep(0.3)
+    assert page.locator("[data-ps-pending]").count() == 0  # the server's drawing replaced it
+    after = page.evaluate(TILE_BOXES)
+    assert after == before  # no tile grew, no row moved
+    for _ in range(5):  # a fast typist: every key is applied, none is lost
+        page.keyboard.press("2")
+        time.sleep(0.02)
+    page.locator(".st-key-tile-6").filter(has_text="✔ elongated").wait_for(timeout=30000)
+    wait_idle(page)
+    with LabelStore(project / "labels.db") as store:
+        labels = store.current_labels()
+    assert sorted(labels.values()) == ["elongated"] * 5 + ["round"]
+    assert page.evaluate(TILE_BOXES) == before
+    page.close()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_nothing_is_cut_or_scrolls_sideways(browser, app, size):
+    page, _ = _open(browser, app, *size)
+    for path in ("", "/discover", "/review"):
+        if path:
+            page.goto(app + path)
+            wait_idle(page, 60000)
+            time.sleep(1)
+        widths = page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], (path, widths)
+        cut = page.evaluate("""() => [...document.querySelectorAll(
+                '[data-testid=stDataFrame], div[class*="st-key-tile-"]')]
+            .map(e => e.getBoundingClientRect()).filter(r => r.right > innerWidth + 1).length""")
+        assert cut == 0, path
+    page.close()
+
+
+def test_the_page_asks_nothing_of_other_hosts(browser, app):
+    page, requests = _open(browser, app)
+    for path in ("/project", "/fields", "/discover", "/review", "/export", "/label"):
+        page.goto(app + path)
+        wait_idle(page, 60000)
+    time.sleep(1)
+    hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
+    assert hosts and hosts <= LOOPBACK, sorted(hosts - LOOPBACK)
+    page.close()
+
+
+def test_classes_beyond_ten_have_keys_and_a_type_to_find_box(browser, app, project):
+    with LabelStore(project / "labels.db") as store:
+        for i in range(3, 15):  # 14 classes in all
+            store.add_class(f"phenotype {i}")
+        eleventh = store.classes(include_pseudo=False)[10]
+    assert eleventh.key and not eleventh.key.isdigit()
+    page, _ = _open(browser, app)
+    focused = page.evaluate(FOCUSED)["tile"]
+    _press(page, eleventh.key)
+    page.locator(f".st-key-tile-{focused}").filter(has_text=f"✔ {eleventh.name}").wait_for(
+        timeout=15000
+    )
+    focused = page.evaluate(FOCUSED)["tile"]
+    page.locator('[data-testid="stSelectbox"]').first.click()
+    page.keyboard.type("phenotype 14")
+    page.keyboard.press("Enter")
+    page.locator(f".st-key-tile-{focused}").filter(has_text="✔ phenotype 14").wait_for(
+        timeout=15000
+    )
+    page.close()
+
+
+def test_discover_numbers_are_the_stores(browser, app, project):
+    from labeling.loop import next_batch, submit_labels
+    from labeling.project import open_project
+    from labeling.reports.report import stopping_signal
+
+    proj = open_project(project)
+    truth = proj.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
+    for name in sorted(truth.unique()):
+        if name not in {c.name for c in proj.store.classes()}:
+            proj.store.add_class(name)
+    for _ in range(2):
+        batch = next_batch(proj, 24, "bot", resume=False)
+        submit_labels(proj, {it["cell_id"]: truth[it["cell_id"]] for it in batch}, "bot")
+    events = proj.store.label_events()
+    stop = stopping_signal(events)
+
+    proj.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(app + "/discover")
+    wait_text(page, "Cross-validated quality", 60000)
+    wait_idle(page, 60000)
+    texts = page.locator('[data-testid="stMetric"]').all_inner_texts()
+    metrics = dict([x for x in m.split("\n") if x.strip()][:2] for m in texts)
+    assert metrics["Labels"] == str(stop["n_labels"]) == str(len(events))
+    assert metrics["Classes found"] == str(stop["n_classes"])
+    assert metrics["Labels since last new class"] == str(stop["labels_since_new_class"])
+    p = float(stop["p_new_class"])
+    shown = f"{p:.0%}" if p >= 0.1 or p == 0 else f"{p:.1%}"
+    assert metrics["Chance of a class not seen yet"] == shown
+    words = page.locator(".st-key-stop-words").inner_text()
+    assert f"Rests on the {stop['n_random']} random cells labeled" in words
+    assert f"of {stop['n_labels']} labels" in words and shown in words
+    if stop["n_random"] < 30:  # no interval that says nothing
+        assert "rough guide" in words
+        assert page.locator(".st-key-prevalence-chart").count() == 0
+    page.close()
