@@ -452,6 +452,7 @@ def test_project_page_creates_a_project_in_the_background(small_demo, tmp_path):
     at.text_input(key="proj-new-path").input(str(new))
     at.text_input(key="proj-channels").input("DNA, Cyto").run()
     at.color_picker(key="proj-colour-1").pick("#ff00ff").run()
+    at.text_input(key="proj-create-classes").input("interphase, mitotic").run()
     at.button(key="proj-create").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -468,6 +469,8 @@ def test_project_page_creates_a_project_in_the_background(small_demo, tmp_path):
         ("Cyto", "#ff00ff"),
     ]
     assert LabelStore(new / "labels.db").n_cells() == 600
+    classes = LabelStore(new / "labels.db").classes(include_pseudo=False)
+    assert [(c.name, c.key) for c in classes] == [("interphase", "1"), ("mitotic", "2")]
     assert len(_sess(at).items) == 24  # the Label page opens on the new project
     assert not at.session_state["proj_jobs"]  # the job's ticket is done with
 
@@ -484,6 +487,19 @@ def test_project_page_job_errors_are_one_line(small_demo, tmp_path):
     assert at.error[0].value.startswith("Creating project new failed: ")
     at.button(key=f"job-dismiss-{status.job_id}").click().run()
     assert not at.error and not at.session_state["proj_jobs"]
+
+
+def test_project_page_adds_classes_to_the_open_project(project):
+    at = _page(_app(project), "project")
+    at.text_input(key="proj-classes").input("mitotic, Mitotic")
+    at.button(key="proj-classes-add").click().run()
+    assert not at.exception, at.exception
+    assert any("given twice" in e.value for e in at.error)
+    at.text_input(key="proj-classes").input("mitotic, apoptotic")
+    at.button(key="proj-classes-add").click().run()
+    assert not at.exception and not at.error, at.exception
+    classes = _store(project).classes(include_pseudo=False)
+    assert [(c.name, c.key) for c in classes] == [("mitotic", "1"), ("apoptotic", "2")]
 
 
 def test_project_page_bad_paths_are_errors(project, tmp_path):
