@@ -416,6 +416,23 @@ def test_review_page_relabels_in_place_and_finds_more_like_this(labeled):
     assert [p for p in at.pills if p.key.startswith("mlt-pick-")]
 
 
+def test_review_montage_runs_from_the_most_to_the_least_confident(labeled):
+    from labeling.predictions import predicted_labels
+    from labeling.project import open_project
+
+    at = _page(_app(labeled), "review")
+    at.radio(key="review-mode").set_value("Most to least confident").run()
+    assert not at.exception, at.exception
+    cls = at.selectbox(key="montage-class").value
+    table = predicted_labels(open_project(labeled))
+    mine = table[table["predicted"] == cls].sort_values("confidence", ascending=False)
+    shown = [p.key.split("-pick-")[1].rsplit("-", 1)[0] for p in at.pills]
+    assert len(shown) == min(24, len(mine)) and shown[0] == mine["cell_id"].iloc[0]
+    assert shown[-1] == mine["cell_id"].iloc[-1]  # the least confident last
+    conf = mine.set_index("cell_id")["confidence"]
+    assert list(conf[shown]) == sorted(conf[shown], reverse=True)
+
+
 def test_export_page_offers_crops_zip_and_says_when_there_is_no_model(labeled, media):
     import io
     import zipfile
