@@ -182,7 +182,10 @@ def _grid(
             with col, st.container(border=True, key=f"{prefix}-tile-{i}", gap="small"):
                 st.image(pngs[i], width="stretch")
                 state = f"✔ **{md(label)}**" if label else "not labeled"
-                st.caption(f"{code(cell_id)}  \n{state}  \n{items[i]['caption']}".rstrip())
+                st.caption(  # the id on one line (cut with "…"; whole in the tooltip)
+                    f"{md(cell_id)}  \n{state}  \n{items[i]['caption']}".rstrip(),
+                    help=f"cell {md(cell_id)}",
+                )
                 show_cell_in_field(project, cell_id, visible=display.visible)
                 key = f"{prefix}-pick-{cell_id}-{label or 'none'}"
                 st.pills(
@@ -224,7 +227,7 @@ def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> 
     # a cell id never wraps mid-number: one line, cut with "…" (the whole id in the zoom)
     rules.append(
         f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] p '
-        "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis;}"
+        "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.8rem;}"
     )
     st.html("<style>" + "\n".join(rules) + "</style>")
 
