@@ -13,6 +13,7 @@ import streamlit as st
 
 from app_pages.common import cached, labels_key, run_page
 from app_pages.text import md
+from app_pages.tiles import WIDE_PAGE_CSS
 from labeling.errors import DataError, NotTrainedError
 from labeling.project import Project
 from labeling.reports.report import (
@@ -35,6 +36,7 @@ def render_discover_page(project: Project) -> None:
     store = project.store
     events = store.label_events()
     st.header("Discover")
+    st.html(f"<style>{WIDE_PAGE_CSS}</style>")
     if not events:
         st.info("No labels yet: label a batch on the Label page, then come back here.")
         return
@@ -75,7 +77,7 @@ def _stopping(project: Project, events: list) -> None:
         help=None if last is None else f"{md(last)}, found at label {stop['last_new_class_at']}",
     )
     cols[3].metric(
-        "Chance of a class not seen yet",
+        "Chance of a new class",
         "-" if p_new is None else _pct(float(p_new)),
         help="Good-Turing estimate on the random slice: classes seen exactly once there, "
         "divided by its cells. discover explores less as it falls.",
@@ -137,9 +139,9 @@ def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> No
         layers = [band, line, found]
     chart = (
         alt.layer(*layers, data=curves)
-        .properties(width=170, height=130)
+        .properties(width=150, height=120)  # 3 panels a row fit a 1280 px window
         .facet(facet=alt.Facet("label:N", title=None, sort=list(dict.fromkeys(curves["label"]))),
-               columns=4)
+               columns=3)
         .resolve_scale(y="independent")
         .resolve_axis(x="independent")  # an axis under each panel, none under empty cells
         .interactive()

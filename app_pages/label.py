@@ -262,14 +262,14 @@ def _tile(page: _Page, i: int, png: bytes) -> None:
         )
         st.image(png, width="stretch")
         if page.display.hide_guesses:
-            info, detail = "reason and guess hidden", None
+            info, detail = "reason hidden  \nguess hidden", None
         else:
             reason = chosen_reason(item.get("strategy"))
             info, detail = md(reason.short), md(reason.detail)
-            if item.get("guess"):
-                info += f" · guess {md(guess_text(item))}"
+            info += f"  \nguess {md(guess_text(item))}"
         state = f"✔ **{md(label)}**" if label else ("skipped" if skipped else "not labeled")
-        # one element, not the image's caption (see STACK.md); each line kept to one line
+        # one element, not the image's caption (see STACK.md); three lines, each kept to one
+        # line: a tile is as tall labeled as not
         st.caption(f"{info}  \n{state}", help=detail)
         shown = label if label is not None else (SKIP if skipped else None)
         key = pick_key(item["cell_id"], shown)
@@ -333,6 +333,7 @@ def _keys(page: _Page, colour: dict[str, str]) -> None:
         "ids": [it["cell_id"] for it in sess.items],
         "done": [it["cell_id"] in labels or it["cell_id"] in sess.skipped for it in sess.items],
         "keys": keys,
+        "options": [c.name for c in page.classes] + [SKIP],  # a tile's class buttons, in order
         "colours": {**colour, SKIP: "#9ca3af"},
         "skipName": SKIP,
         "undoKey": "z",

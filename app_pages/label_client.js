@@ -23,6 +23,13 @@ export default function (component) {
     ps.queue = ps.queue.filter((e) => e[0] > data.ack[1]);
   }
   if (ps.waitBatch !== undefined && ps.waitBatch !== data.batch) ps.waitBatch = undefined;
+  // clicks on a tile's class buttons go to the server as Streamlit's own widget values; their
+  // marks last until the server's drawing shows the tile labeled (or a new batch)
+  ps.clicks = ps.clicks || {};
+  for (const [i, cell] of Object.entries(ps.clicks)) {
+    const at = data.ids.indexOf(cell[0]);
+    if (at < 0 || data.done[at]) delete ps.clicks[i];
+  }
 
   const nextOpen = (done, after) => {
     const n = done.length;
@@ -46,6 +53,10 @@ export default function (component) {
       ps.pending[i] = arg;
       ps.done[i] = true;
       ps.focus = nextOpen(ps.done, i);
+    }
+    for (const [i, [, name]] of Object.entries(ps.clicks)) {
+      ps.pending[i] = name;
+      ps.done[i] = true;
     }
   };
   const draw = (scroll) => {
@@ -105,8 +116,25 @@ export default function (component) {
       draw(true);
     }
   };
+  const onClick = (e) => {
+    const d = ps.data;
+    const button = e.target.closest && e.target.closest('div[class*="st-key-pick-"] button');
+    if (!d || !button) return;
+    const el = button.closest('div[class*="st-key-tile-"]');
+    const m = el && el.className.match(/st-key-tile-(\d+)/);
+    if (!m) return;
+    const buttons = [...button.parentElement.querySelectorAll("button")];
+    const name = d.options[buttons.indexOf(button)];
+    if (name === undefined) return;
+    const i = +m[1];
+    ps.clicks[i] = [d.ids[i], name];
+    ps.pending[i] = name;
+    ps.done[i] = true;
+    draw(false);
+  };
   if (!ps.installed) {
     document.addEventListener("keydown", onKey, true);
+    document.addEventListener("click", onClick, true);
     ps.installed = true;
   }
   replay();

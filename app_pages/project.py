@@ -9,7 +9,8 @@ go on working meanwhile. Every typed folder is resolved under the allowed root
 
 Widget keys: ``proj-open-path``/``proj-open``; ``proj-crops`` (folder), ``proj-subfolder``,
 ``proj-new-path``, ``proj-channels``, ``proj-colour-<i>``, ``proj-labels-csv``,
-``proj-metadata-csv``, ``proj-create``; ``proj-add-crops``/``proj-add``; ``proj-demo``;
+``proj-metadata-csv``, ``proj-create-classes``, ``proj-create``; ``proj-classes`` /
+``proj-classes-add`` (classes of the open project); ``proj-add-crops``/``proj-add``; ``proj-demo``;
 ``job-open-<id>``/``job-dismiss-<id>`` (a finished job).
 """
 
@@ -56,6 +57,7 @@ def render_project_page(project: Project | None) -> None:
                     f"{project.store.n_cells()} cells")  # fmt: skip
     _guarded(jobs.jobs_panel, lambda path: _open(user_path(path)))
     if project is not None:
+        _guarded(_classes_section, project)
         _guarded(_open_section)
     _guarded(_create_section)
     render_fields_form(allowed_root())
@@ -71,6 +73,50 @@ def _guarded(section: Callable[..., None], *args: object) -> None:
         section(*args)
     except PhenoScoutError as exc:
         st.error(md(exc))
+
+
+def class_list(text: str) -> list[str]:
+    """Class names typed comma-separated: each checked as the store checks a name, no two the
+    same (case aside). Raises StoreError naming the first bad one."""
+    from labeling.errors import StoreError
+    from labeling.store.names import normalise_class_name
+
+    names = [normalise_class_name(n) for n in text.split(",") if n.strip()]
+    seen: dict[str, str] = {}
+    for name in names:
+        if name.casefold() in seen:
+            raise StoreError(f"class {name!r} is given twice (as {seen[name.casefold()]!r})")
+        seen[name.casefold()] = name
+    return names
+
+
+def add_classes(project: Project, names: list[str]) -> list[str]:
+    """Add ``names`` that the project does not have yet; the added ones with their keys."""
+    have = {c.name.casefold() for c in project.store.classes(include_pseudo=True)}
+    added = []
+    for name in names:
+        if name.casefold() not in have:
+            info = project.store.add_class(name)
+            added.append(f"{info.name} ({info.key or 'no key'})")
+    return added
+
+
+def _classes_section(project: Project) -> None:
+    with st.container(border=True, key="proj-classes-box"):
+        real = [c for c in project.store.classes(include_pseudo=False)]
+        st.markdown("**Phenotype classes** (add them first: each gets a key, 1-9, 0, then letters)")
+        st.caption(
+            ", ".join(f"{md(c.name)} ({c.key or '-'})" for c in real) if real else "None yet."
+        )
+        with st.form("proj-classes-form", clear_on_submit=True, border=False):
+            typed = st.text_input(
+                "Add classes (comma-separated)",
+                key="proj-classes",
+                placeholder="interphase, mitotic, apoptotic",
+            )
+            if st.form_submit_button("Add classes", key="proj-classes-add") and typed.strip():
+                added = add_classes(project, class_list(typed))
+                st.success(md("Added: " + ", ".join(added)) if added else "No new class.")
 
 
 def _open_section() -> None:
@@ -95,13 +141,19 @@ def _create_section() -> None:
         default = str(allowed_root() / f"{crops.name}_project")
         target = st.text_input("New project folder", value=default, key="proj-new-path")
         names, colours = _channel_fields()
+        classes = st.text_input(
+            "Phenotype classes (comma-separated; you can add more later)",
+            key="proj-create-classes",
+            placeholder="interphase, mitotic, apoptotic",
+        )
         labels_csv = st.text_input("labels.csv (optional: ground truth)", key="proj-labels-csv")
         meta_csv = st.text_input("metadata.csv (optional; default: the folder's own)",
                                  key="proj-metadata-csv")  # fmt: skip
         if st.button("Create project", key="proj-create", type="primary"):
             path = check_new_project_folder(user_path(target))
             work = _create_work(path, crops, names, colours,
-                                (_optional(labels_csv), _optional(meta_csv)))  # fmt: skip
+                                (_optional(labels_csv), _optional(meta_csv)),
+                                class_list(classes))  # fmt: skip
             _start_creation(f"Creating project {path.name}", path, work)
 
 
@@ -123,6 +175,7 @@ def _create_work(
     names: list[str],
     colours: list[str],
     csvs: tuple[Path | None, Path | None],
+    classes: tuple[str, ...] | list[str] = (),
 ) -> Callable[[Job], str]:
     """The job that makes the project at ``path`` from ``crops`` (ingest, then features)."""
 
@@ -136,6 +189,7 @@ def _create_work(
             feature_progress=job.progress("Computing features"),
         )  # fmt: skip
         set_channels(project, names, colours)
+        add_classes(project, list(classes))
         project.close()
         return f"{report.n_cells} cells in {path}"
 

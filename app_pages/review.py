@@ -33,7 +33,7 @@ from labeling.project import Project
 from labeling.review import cells_of_class, confident_unlabeled, disagreements, similar_cells
 from labeling.store.labels import ClassInfo
 
-MODES = ("By class", "Disagreements", "More like this")
+MODES = ("By class", "Disagreements", "More like this", "Most to least confident")
 MAX_TILES = 48  # most tiles one grid shows
 PER_ROW = 6
 QUERY = "review_query"  # session key: the cell whose neighbours "more like this" shows
@@ -55,8 +55,10 @@ def render_review_page(project: Project, annotator: str) -> None:
         _by_class(project, annotator, display)
     elif mode == MODES[1]:
         _disagreements(project, annotator, display)
-    else:
+    elif mode == MODES[2]:
         _more_like_this(project, annotator, display)
+    else:
+        _montage(project, annotator, display)
 
 
 def _by_class(project: Project, annotator: str, display: Display) -> None:
@@ -124,6 +126,37 @@ def _more_like_this(project: Project, annotator: str, display: Display) -> None:
     _grid(project, annotator, display, items, "mlt", "more_like_this")
 
 
+def _montage(project: Project, annotator: str, display: Display) -> None:
+    """The cells the model gives to a class, from the most to the least confident (evenly
+    spaced ranks), to see where the class's boundary sits."""
+    from app_pages.common import cached, labels_key
+    from labeling.errors import NotTrainedError
+
+    classes = [c.name for c in project.store.classes(include_pseudo=False) if c.n_labeled]
+    if len(classes) < 2:
+        st.info("Needs labels of at least 2 classes.")
+        return
+    cls = st.selectbox("Class", classes, key="montage-class")
+    try:
+        table = cached("labeling.predictions.predicted_labels", str(project.path),
+                       labels_key(project))  # fmt: skip
+    except NotTrainedError as exc:
+        st.info(md(exc))
+        return
+    mine = table[table["predicted"] == cls].sort_values("confidence", ascending=False)
+    if mine.empty:
+        st.info(f"The model gives no cell to {md(cls)}.")
+        return
+    n = min(len(mine), 24)
+    picks = mine.iloc[[round(i * (len(mine) - 1) / max(n - 1, 1)) for i in range(n)]]
+    st.caption(
+        f"{len(mine)} cells predicted **{md(cls)}**: {n} of them at evenly spaced ranks, from "
+        "the most confident (first) to the least (last)."
+    )
+    items = [{"cell_id": r.cell_id, "caption": f"p {r.confidence:.0%}"} for r in picks.itertuples()]
+    _grid(project, annotator, display, items, "mtg", "review")
+
+
 def _grid(
     project: Project,
     annotator: str,
@@ -149,7 +182,10 @@ def _grid(
             with col, st.container(border=True, key=f"{prefix}-tile-{i}", gap="small"):
                 st.image(pngs[i], width="stretch")
                 state = f"✔ **{md(label)}**" if label else "not labeled"
-                st.caption(f"{code(cell_id)}  \n{state}  \n{items[i]['caption']}".rstrip())
+                st.caption(  # the id on one line (cut with "…"; whole in the tooltip)
+                    f"{md(cell_id)}  \n{state}  \n{items[i]['caption']}".rstrip(),
+                    help=f"cell {md(cell_id)}",
+                )
                 show_cell_in_field(project, cell_id, visible=display.visible)
                 key = f"{prefix}-pick-{cell_id}-{label or 'none'}"
                 st.pills(
@@ -191,7 +227,7 @@ def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> 
     # a cell id never wraps mid-number: one line, cut with "…" (the whole id in the zoom)
     rules.append(
         f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] p '
-        "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis;}"
+        "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.8rem;}"
     )
     st.html("<style>" + "\n".join(rules) + "</style>")
 

@@ -61,4 +61,3 @@ def code(text: object) -> str:
     longest = max((len(run) for run in re.findall(r"`+", clean)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {clean} {fence}"  # one blank each side: CommonMark strips exactly those
-

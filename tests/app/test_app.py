@@ -173,11 +173,11 @@ def test_next_batch_gives_new_cells_and_a_model(project):
                "random check"}  # fmt: skip
     tiles = [c for c in _captions(at) if c.endswith(("not labeled", "**")) and "  \n" in c]
     assert len(tiles) == 24
-    assert all(c.split(" · ")[0].split("  \n")[0] in reasons for c in tiles)
-    assert any("· guess " in c for c in tiles)
+    assert all(c.split("  \n")[0] in reasons for c in tiles)
+    assert any(c.split("  \n")[1].startswith("guess ") for c in tiles)
     at.toggle(key="hide-guesses").set_value(True).run()
     tiles = [c for c in _captions(at) if c.endswith(("not labeled", "**")) and "  \n" in c]
-    assert len(tiles) == 24 and all(c.startswith("reason and guess hidden") for c in tiles)
+    assert len(tiles) == 24 and all(c.startswith("reason hidden  \nguess hidden") for c in tiles)
     assert not any(r in c for c in _captions(at) for r in reasons)
 
 
@@ -416,6 +416,23 @@ def test_review_page_relabels_in_place_and_finds_more_like_this(labeled):
     assert [p for p in at.pills if p.key.startswith("mlt-pick-")]
 
 
+def test_review_montage_runs_from_the_most_to_the_least_confident(labeled):
+    from labeling.predictions import predicted_labels
+    from labeling.project import open_project
+
+    at = _page(_app(labeled), "review")
+    at.radio(key="review-mode").set_value("Most to least confident").run()
+    assert not at.exception, at.exception
+    cls = at.selectbox(key="montage-class").value
+    table = predicted_labels(open_project(labeled))
+    mine = table[table["predicted"] == cls].sort_values("confidence", ascending=False)
+    shown = [p.key.split("-pick-")[1].rsplit("-", 1)[0] for p in at.pills]
+    assert len(shown) == min(24, len(mine)) and shown[0] == mine["cell_id"].iloc[0]
+    assert shown[-1] == mine["cell_id"].iloc[-1]  # the least confident last
+    conf = mine.set_index("cell_id")["confidence"]
+    assert list(conf[shown]) == sorted(conf[shown], reverse=True)
+
+
 def test_export_page_offers_crops_zip_and_says_when_there_is_no_model(labeled, media):
     import io
     import zipfile
@@ -452,6 +469,7 @@ def test_project_page_creates_a_project_in_the_background(small_demo, tmp_path):
     at.text_input(key="proj-new-path").input(str(new))
     at.text_input(key="proj-channels").input("DNA, Cyto").run()
     at.color_picker(key="proj-colour-1").pick("#ff00ff").run()
+    at.text_input(key="proj-create-classes").input("interphase, mitotic").run()
     at.button(key="proj-create").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -468,6 +486,8 @@ def test_project_page_creates_a_project_in_the_background(small_demo, tmp_path):
         ("Cyto", "#ff00ff"),
     ]
     assert LabelStore(new / "labels.db").n_cells() == 600
+    classes = LabelStore(new / "labels.db").classes(include_pseudo=False)
+    assert [(c.name, c.key) for c in classes] == [("interphase", "1"), ("mitotic", "2")]
     assert len(_sess(at).items) == 24  # the Label page opens on the new project
     assert not at.session_state["proj_jobs"]  # the job's ticket is done with
 
@@ -484,6 +504,19 @@ def test_project_page_job_errors_are_one_line(small_demo, tmp_path):
     assert at.error[0].value.startswith("Creating project new failed: ")
     at.button(key=f"job-dismiss-{status.job_id}").click().run()
     assert not at.error and not at.session_state["proj_jobs"]
+
+
+def test_project_page_adds_classes_to_the_open_project(project):
+    at = _page(_app(project), "project")
+    at.text_input(key="proj-classes").input("mitotic, Mitotic")
+    at.button(key="proj-classes-add").click().run()
+    assert not at.exception, at.exception
+    assert any("given twice" in e.value for e in at.error)
+    at.text_input(key="proj-classes").input("mitotic, apoptotic")
+    at.button(key="proj-classes-add").click().run()
+    assert not at.exception and not at.error, at.exception
+    classes = _store(project).classes(include_pseudo=False)
+    assert [(c.name, c.key) for c in classes] == [("mitotic", "1"), ("apoptotic", "2")]
 
 
 def test_project_page_bad_paths_are_errors(project, tmp_path):

@@ -143,6 +143,16 @@ def test_nothing_is_cut_or_scrolls_sideways(browser, app, size):
                 '[data-testid=stDataFrame], div[class*="st-key-tile-"]')]
             .map(e => e.getBoundingClientRect()).filter(r => r.right > innerWidth + 1).length""")
         assert cut == 0, path
+        charts = page.evaluate("""() => [...document.querySelectorAll(
+                '[data-testid=stVegaLiteChart]')].filter(c => {
+            const inner = c.querySelector('svg, canvas');
+            return inner && inner.getBoundingClientRect().right > c.getBoundingClientRect().right + 1;
+        }).length""")
+        assert charts == 0, path  # no chart cut on the right
+        heights = page.evaluate("""() => [...document.querySelectorAll(
+            'div[class*="st-key-rv-tile-"] [data-testid=stCaptionContainer]')]
+            .map(e => Math.round(e.getBoundingClientRect().height))""")
+        assert len(set(heights)) <= 1, heights  # no cell id wraps on a Review tile
     page.close()
 
 
@@ -207,7 +217,7 @@ def test_discover_numbers_are_the_stores(browser, app, project):
     assert metrics["Labels since last new class"] == str(stop["labels_since_new_class"])
     p = float(stop["p_new_class"])
     shown = f"{p:.0%}" if p >= 0.1 or p == 0 else f"{p:.1%}"
-    assert metrics["Chance of a class not seen yet"] == shown
+    assert metrics["Chance of a new class"] == shown
     words = page.locator(".st-key-stop-words").inner_text()
     assert f"Rests on the {stop['n_random']} random cells labeled" in words
     assert f"of {stop['n_labels']} labels" in words and shown in words

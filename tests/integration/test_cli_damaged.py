@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from datasets.morphology import FEATURES_VERSION
 from labeling.cli.commands import main
 from labeling.store.labels import LabelStore
 from tests.unit.labeling.damage import corrupt_cell_index
 
 REPO = Path(__file__).resolve().parents[2]
-FEATURES = "features/morphology-v3-part-0000.parquet"
+FEATURES = f"features/morphology-v{FEATURES_VERSION}-part-0000.parquet"
 COMMANDS = {
     "info": ["info", "{p}"],
     "next": ["next", "{p}", "--n", "3"],
