@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-_CLASSES = ("alpha", "beta, with comma", "gamma=3", "delta \"quoted\"", "epsilon 🦠")
+_CLASSES = ("alpha", "beta, with comma", "gamma=3", 'delta "quoted"', "epsilon 🦠")
 
 
 @dataclass

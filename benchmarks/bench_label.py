@@ -31,16 +31,21 @@ def main() -> None:
     to_commit, total = [], []
     for i in range(args.repeats):
         t0 = time.perf_counter()
-        proc = subprocess.Popen([exe, "label", str(args.project), "--annotator", "bench",
-                                 f"{ids[i]}=bench class"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [exe, "label", str(args.project), "--annotator", "bench", f"{ids[i]}=bench class"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = proc.stdout.readline()
         to_commit.append(time.perf_counter() - t0)
         proc.wait()
         total.append(time.perf_counter() - t0)
         assert line.startswith("committed 1"), line
-    print(f"start -> 'committed': median {statistics.median(to_commit):.3f} s, "
-          f"max {max(to_commit):.3f} s; whole command with head refit: median "
-          f"{statistics.median(total):.3f} s ({len(ids):,} cells)")
+    print(
+        f"start -> 'committed': median {statistics.median(to_commit):.3f} s, "
+        f"max {max(to_commit):.3f} s; whole command with head refit: median "
+        f"{statistics.median(total):.3f} s ({len(ids):,} cells)"
+    )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/phenoscout_bench"))
     parser.add_argument("--features", default=None, help="loop.features for this run")
-    parser.add_argument("--fake-embedding", type=int, default=0, metavar="D",
-                        help="publish a stand-in version with D-dim random embeddings first")
+    parser.add_argument(
+        "--fake-embedding",
+        type=int,
+        default=0,
+        metavar="D",
+        help="publish a stand-in version with D-dim random embeddings first",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -91,8 +96,10 @@ def main() -> None:
         project = type(project)(project.path, dataclasses.replace(project.config, loop=loop))
     t0 = time.perf_counter()
     pool = pool_data(project)
-    print(f"features + pool index (once per feature version): {time.perf_counter() - t0:.1f} s "
-          f"({pool.features.shape[1]} features)")
+    print(
+        f"features + pool index (once per feature version): {time.perf_counter() - t0:.1f} s "
+        f"({pool.features.shape[1]} features)"
+    )
     truth = project.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
     y = truth.reindex(pool.cell_ids).to_numpy()
     rng = np.random.default_rng(0)
@@ -109,10 +116,14 @@ def main() -> None:
         store.submit({b["cell_id"]: truth[b["cell_id"]] for b in batch}, "bench", "batch")
         timings = store.rounds()[-1]["timings"]
         totals.append(timings["total_s"])
-        print(f"round: fit {timings['fit_s']:.3f} s, select {timings['select_s']:.3f} s, "
-              f"total {timings['total_s']:.3f} s, features {timings.get('features')}")
-    print(f"mean round {np.mean(totals):.3f} s, max {np.max(totals):.3f} s "
-          f"over {len(totals)} rounds at {len(pool.cell_ids):,} cells")
+        print(
+            f"round: fit {timings['fit_s']:.3f} s, select {timings['select_s']:.3f} s, "
+            f"total {timings['total_s']:.3f} s, features {timings.get('features')}"
+        )
+    print(
+        f"mean round {np.mean(totals):.3f} s, max {np.max(totals):.3f} s "
+        f"over {len(totals)} rounds at {len(pool.cell_ids):,} cells"
+    )
 
 
 if __name__ == "__main__":

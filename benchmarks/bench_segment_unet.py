@@ -42,14 +42,18 @@ def train(args) -> tuple[object, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     pairs = demo_training_pairs(args.fields, DEMO_SIZE, seed=0)
     gen = time.perf_counter() - t0
-    model = train_segmenter(pairs, device=args.device, seed=args.seed,
-                            max_seconds=args.seconds, steps=args.steps)
+    model = train_segmenter(
+        pairs, device=args.device, seed=args.seed, max_seconds=args.seconds, steps=args.steps
+    )
     sec = time.perf_counter() - t0
     last = model.extra["history"][-1]
-    print(f"train: {args.fields} demo fields {DEMO_SIZE}px (generated in {gen:.1f} s), "
-          f"{last['step']} steps ({last['stopped']}) on {model.device}, {sec:.1f} s wall "
-          f"({time.process_time() - c0:.0f} CPU-s) in all, "
-          f"loss {model.extra['history'][0]['loss']:.3f} -> {last['loss']:.3f}", flush=True)
+    print(
+        f"train: {args.fields} demo fields {DEMO_SIZE}px (generated in {gen:.1f} s), "
+        f"{last['step']} steps ({last['stopped']}) on {model.device}, {sec:.1f} s wall "
+        f"({time.process_time() - c0:.0f} CPU-s) in all, "
+        f"loss {model.extra['history'][0]['loss']:.3f} -> {last['loss']:.3f}",
+        flush=True,
+    )
     if args.save:
         model.save(args.save)
     return model, sec
@@ -74,8 +78,10 @@ def score_demo(model, n: int) -> tuple[float, float]:
     from datasets.segmentation.metrics import score_segmentation
     from models.segmentation import demo_training_pairs
 
-    scores = [score_segmentation(mask, model.segment(image))
-              for image, mask in demo_training_pairs(n, 512, seed=1000)]
+    scores = [
+        score_segmentation(mask, model.segment(image))
+        for image, mask in demo_training_pairs(n, 512, seed=1000)
+    ]
     return float(np.mean([s.f1 for s in scores])), float(np.mean([s.mean_iou for s in scores]))
 
 
@@ -104,17 +110,34 @@ def run_speed(model, args) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         path = model.save(Path(tmp) / "seg.pt")
         out = subprocess.run(
-            [sys.executable, __file__, "--speed-of", str(path), "--device", args.device,
-             "--threads", str(args.threads), "--repeats", str(args.repeats)],
-            check=True, capture_output=True, text=True).stdout.split()
+            [
+                sys.executable,
+                __file__,
+                "--speed-of",
+                str(path),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                str(args.repeats),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
     return float(out[0]), float(out[1]), int(out[2])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 is the most robust on a shared CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is the most robust on a shared CPU)",
+    )
     parser.add_argument("--fields", type=int, default=32, help="demo training fields")
     parser.add_argument("--seconds", type=float, default=None, help="training budget")
     parser.add_argument("--steps", type=int, default=None, help="training steps")
@@ -136,21 +159,25 @@ def main(argv: list[str] | None = None) -> None:
         dsb = score_dsb(model)
         for name in ("unet", "classical"):
             s = dsb[name]
-            rows.append(f"| dsb2018 field, {name} | {s.n_true} | {s.n_pred} | {s.f1:.3f} | "
-                        f"{s.mean_iou:.3f} |")
+            rows.append(
+                f"| dsb2018 field, {name} | {s.n_true} | {s.n_pred} | {s.f1:.3f} | "
+                f"{s.mean_iou:.3f} |"
+            )
     else:
         print(f"skipped dsb2018: {DSB} not found")
     f1, iou = score_demo(model, args.demo_eval)
-    rows.append(f"| {args.demo_eval} held-out demo fields 512px, unet | | | {f1:.3f} | "
-                f"{iou:.3f} |")
+    rows.append(f"| {args.demo_eval} held-out demo fields 512px, unet | | | {f1:.3f} | {iou:.3f} |")
     per_field, peak, n_objects = run_speed(model, args)
     print("\n| data | true objects | predicted | F1 @ IoU 0.5 | mean matched IoU |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
-    print(f"\ntraining: {train_sec:.0f} s wall on {model.device} ({args.threads} threads); "
-          f"inference 2048x2048x2 ({n_objects} objects): {per_field:.2f} s/field = "
-          f"{1 / per_field:.2f} fields/s, peak RSS {peak:.0f} MiB; load average "
-          f"{os.getloadavg()[0]:.1f} (other jobs on this CPU)")
+    print(
+        f"\ntraining: {train_sec:.0f} s wall on {model.device} ({args.threads} threads); "
+        f"inference 2048x2048x2 ({n_objects} objects): {per_field:.2f} s/field = "
+        f"{1 / per_field:.2f} fields/s, peak RSS {peak:.0f} MiB; load average "
+        f"{os.getloadavg()[0]:.1f} (other jobs on this CPU)"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets.errors import DataError, PhenoScoutError
+from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["IN_PROCESS_BELOW", "SCHEDULER_ENV", "ParallelConfig", "Runner", "default_workers"]
 
-Progress = Callable[[int, int], None]
 #: Environment variable naming an existing Dask scheduler (``tcp://host:8786``).
 SCHEDULER_ENV = "PHENOSCOUT_SCHEDULER"
 #: Inputs of fewer cells run in this process unless the number of workers was given:

@@ -27,8 +27,14 @@ logger = logging.getLogger(__name__)
 #: upgrades older project.toml files on load and lists what each version changed).
 SCHEMA_VERSION = 2
 #: Feature sets of the loop's head (see labeling.feature_sets); "auto" decides by CV.
-FEATURE_SETS = ("auto", "morphology", "embedding", "morphology+embedding", "cellprofiler",
-                "morphology+cellprofiler")
+FEATURE_SETS = (
+    "auto",
+    "morphology",
+    "embedding",
+    "morphology+embedding",
+    "cellprofiler",
+    "morphology+cellprofiler",
+)
 
 
 @dataclass(frozen=True)

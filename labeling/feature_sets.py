@@ -82,14 +82,19 @@ def choose_features(project: Project, pool: Any, labels: dict[str, str]) -> Feat
         return FeatureChoice(wanted, None, "loop.features = morphology (project.toml)")
     found = latest_backbone_version(project.path)
     if found is None:
-        why = ("no model version yet: morphology until the trainer has pretrained the backbone"
-               if wanted == "auto" else
-               f"loop.features = {wanted} but no model version yet: morphology until then")
+        why = (
+            "no model version yet: morphology until the trainer has pretrained the backbone"
+            if wanted == "auto"
+            else f"loop.features = {wanted} but no model version yet: morphology until then"
+        )
         return FeatureChoice("morphology", None, why)
     version = found.version
     if wanted != "auto":
-        return FeatureChoice(wanted, version, f"loop.features = {wanted} (project.toml), "
-                             f"embedding of {version_name(version)}")
+        return FeatureChoice(
+            wanted,
+            version,
+            f"loop.features = {wanted} (project.toml), embedding of {version_name(version)}",
+        )
     return _auto(project, pool, labels, version)
 
 
@@ -98,9 +103,14 @@ def _auto(project: Project, pool: Any, labels: dict[str, str], version: int) -> 
     counts = {c: int(n) for c, n in zip(*np.unique(y, return_counts=True))} if len(y) else {}
     big = [c for c, n in counts.items() if n >= AUTO_MIN_PER_CLASS]
     if len(big) < 2:
-        return FeatureChoice("morphology", None, (
-            f"auto: morphology until 2 classes have {AUTO_MIN_PER_CLASS} labels, then "
-            f"compared with the {version_name(version)} embedding by cross-validation"))
+        return FeatureChoice(
+            "morphology",
+            None,
+            (
+                f"auto: morphology until 2 classes have {AUTO_MIN_PER_CLASS} labels, then "
+                f"compared with the {version_name(version)} embedding by cross-validation"
+            ),
+        )
     cache = project.path / "cache" / CHOICE_FILE
     saved = _read_choice(cache, pool.version, version, len(y))
     if saved is not None:
@@ -117,33 +127,43 @@ def _labeled(pool: Any, labels: dict[str, str]) -> tuple[npt.NDArray[np.int64], 
     return rows, np.array([lab for _, lab in pairs], dtype=object)
 
 
-def _compare(project: Project, pool: Any, rows: npt.NDArray[np.int64], y: np.ndarray,
-             version: int) -> FeatureChoice:
+def _compare(
+    project: Project, pool: Any, rows: npt.NDArray[np.int64], y: np.ndarray, version: int
+) -> FeatureChoice:
     """Stratified CV of the head on morphology vs morphology+embedding (same folds)."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     seed = project.config.seed
     if len(y) > AUTO_MAX_LABELS:
-        rows, _, y, _ = train_test_split(rows, y, train_size=AUTO_MAX_LABELS, stratify=y,
-                                         random_state=seed)
+        rows, _, y, _ = train_test_split(
+            rows, y, train_size=AUTO_MAX_LABELS, stratify=y, random_state=seed
+        )
     t0 = time.perf_counter()
     folds = list(StratifiedKFold(AUTO_FOLDS, shuffle=True, random_state=seed).split(rows, y))
     both = f"morphology+embedding@{version}"
-    scores = {name: cv_balanced_accuracy(feature_matrix(project, pool, key)[rows], y, folds,
-                                         seed)
-              for name, key in (("morphology", "morphology"), ("morphology+embedding", both))}
+    scores = {
+        name: cv_balanced_accuracy(feature_matrix(project, pool, key)[rows], y, folds, seed)
+        for name, key in (("morphology", "morphology"), ("morphology+embedding", both))
+    }
     gain = scores["morphology+embedding"] - scores["morphology"]
     name = "morphology+embedding" if gain >= AUTO_MARGIN else "morphology"
-    vs = (f"CV balanced accuracy {scores['morphology+embedding']:.3f} with the "
-          f"{version_name(version)} embedding vs {scores['morphology']:.3f} without, "
-          f"{len(y)} labels")
+    vs = (
+        f"CV balanced accuracy {scores['morphology+embedding']:.3f} with the "
+        f"{version_name(version)} embedding vs {scores['morphology']:.3f} without, "
+        f"{len(y)} labels"
+    )
     logger.info("auto features: %s (%s; %.2f s)", name, vs, time.perf_counter() - t0)
-    return FeatureChoice(name, version if name != "morphology" else None,
-                         f"auto: {name} ({vs})", {k: round(v, 4) for k, v in scores.items()})
+    return FeatureChoice(
+        name,
+        version if name != "morphology" else None,
+        f"auto: {name} ({vs})",
+        {k: round(v, 4) for k, v in scores.items()},
+    )
 
 
-def cv_balanced_accuracy(x: npt.NDArray[np.float32], y: np.ndarray, folds: list, seed: int
-                         ) -> float:
+def cv_balanced_accuracy(
+    x: npt.NDArray[np.float32], y: np.ndarray, folds: list, seed: int
+) -> float:
     """Mean balanced accuracy of the loop's head over ``folds`` ((train, test) index pairs)."""
     from sklearn.metrics import balanced_accuracy_score
 
@@ -157,25 +177,37 @@ def cv_balanced_accuracy(x: npt.NDArray[np.float32], y: np.ndarray, folds: list,
     return float(np.mean(scores))
 
 
-def _read_choice(path: Path, pool_version: str, version: int, n_labels: int
-                 ) -> FeatureChoice | None:
+def _read_choice(
+    path: Path, pool_version: str, version: int, n_labels: int
+) -> FeatureChoice | None:
     try:
         data = json.loads(path.read_text())
-        fresh = (data["pool"] == pool_version and data["version"] == version
-                 and n_labels < data["n_labels"] * AUTO_REGROW)
+        fresh = (
+            data["pool"] == pool_version
+            and data["version"] == version
+            and n_labels < data["n_labels"] * AUTO_REGROW
+        )
         if not fresh:
             return None
-        return FeatureChoice(data["name"], data["model_version"], data["reason"],
-                             dict(data["scores"]))
+        return FeatureChoice(
+            data["name"], data["model_version"], data["reason"], dict(data["scores"])
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_choice(path: Path, choice: FeatureChoice, pool_version: str, version: int,
-                  n_labels: int) -> None:
-    data = {"pool": pool_version, "version": version, "n_labels": n_labels,
-            "name": choice.name, "model_version": choice.model_version,
-            "reason": choice.reason, "scores": choice.scores}
+def _write_choice(
+    path: Path, choice: FeatureChoice, pool_version: str, version: int, n_labels: int
+) -> None:
+    data = {
+        "pool": pool_version,
+        "version": version,
+        "n_labels": n_labels,
+        "name": choice.name,
+        "model_version": choice.model_version,
+        "reason": choice.reason,
+        "scores": choice.scores,
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -228,8 +260,7 @@ def _embedding(project: Project, pool: Any, version: int) -> npt.NDArray[np.floa
     return _aligned(found[0], found[1], pool, f"the {version_name(version)} embedding")
 
 
-def _aligned(ids: np.ndarray, values: np.ndarray, pool: Any, what: str
-             ) -> npt.NDArray[np.float32]:
+def _aligned(ids: np.ndarray, values: np.ndarray, pool: Any, what: str) -> npt.NDArray[np.float32]:
     from labeling.simulate import standardise
 
     if len(ids) == len(pool.cell_ids) and np.array_equal(ids, pool.cell_ids):
@@ -242,8 +273,7 @@ def _aligned(ids: np.ndarray, values: np.ndarray, pool: Any, what: str
         x = np.empty((len(pool.cell_ids), values.shape[1]), dtype=np.float32)
         x[:] = present.mean(axis=0) if len(present) else 0.0
         x[rows] = present
-        logger.warning("%s covers %d of %d cells; the others get its mean", what, len(rows),
-                       len(x))
+        logger.warning("%s covers %d of %d cells; the others get its mean", what, len(rows), len(x))
     return standardise(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0))
 
 
@@ -258,13 +288,17 @@ def cellprofiler_columns(project: Project) -> list[str]:
 
     path = project.path / "cells.parquet"
     schema = pq.read_schema(path)
-    cols = [f.name for f in schema if f.name.startswith(CP_PREFIX)
-            and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+    cols = [
+        f.name
+        for f in schema
+        if f.name.startswith(CP_PREFIX)
+        and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+    ]
     if not cols:
         raise ConfigError(
             f"{path}: loop.features = {project.config.loop.features!r} needs numeric "
             f"{CP_PREFIX}* columns (CellProfiler measurements) and the cell table has none; "
-            "import them first or set loop.features = \"auto\" in project.toml"
+            'import them first or set loop.features = "auto" in project.toml'
         )
     return cols
 

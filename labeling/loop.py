@@ -89,15 +89,26 @@ def _load_pool(project: Project, version: str) -> PoolData:
                 from sklearn.neighbors import NearestNeighbors
 
                 nn = NearestNeighbors(algorithm="brute").fit(feats)
-                index = PoolIndex(z["cluster_ids"], z["centroids"], z["sizes"],
-                                  z["member_order"], z["cluster_start"], nn)
+                index = PoolIndex(
+                    z["cluster_ids"],
+                    z["centroids"],
+                    z["sizes"],
+                    z["member_order"],
+                    z["cluster_start"],
+                    nn,
+                )
         except (OSError, KeyError, ValueError) as exc:
             logger.warning("%s: unreadable index cache (%s); rebuilding", cache, exc)
     if index is None or index.n_cells != len(ids):
         index = build_index(feats, np.random.default_rng(project.config.seed))
-        _save_npz(cache, cluster_ids=index.cluster_ids, centroids=index.centroids,
-                  sizes=index.sizes, member_order=index.member_order,
-                  cluster_start=index.cluster_start)
+        _save_npz(
+            cache,
+            cluster_ids=index.cluster_ids,
+            centroids=index.centroids,
+            sizes=index.sizes,
+            member_order=index.member_order,
+            cluster_start=index.cluster_start,
+        )
     seconds = time.perf_counter() - t0
     logger.info("pool of %d cells ready in %.1f s", len(ids), seconds)
     return PoolData(version, ids, feats, index, {c: i for i, c in enumerate(ids)}, seconds)
@@ -125,8 +136,9 @@ class HeadState:
     features_reason: str = ""  # why that set
 
 
-def _labels_key(store_events: list[LabelRecord], pool: PoolData, seed: int,
-                features: str = "morphology") -> str:
+def _labels_key(
+    store_events: list[LabelRecord], pool: PoolData, seed: int, features: str = "morphology"
+) -> str:
     h = hashlib.sha1(f"{pool.version}:{seed}:{features}".encode())
     for e in store_events:
         h.update(f"{e.cell_id}\x1f{e.label}\x1e".encode())
@@ -158,16 +170,29 @@ def fit_head(project: Project, pool: PoolData | None = None) -> HeadState:
     rows = np.array([pool.position[c] for c in labels if c in pool.position], dtype=np.int64)
     y = [labels[c] for c in labels if c in pool.position]
     if len(set(y)) < 2:
-        return HeadState(None, tuple(sorted(set(y))), None, time.perf_counter() - t0,
-                         choice.key, choice.reason)
+        return HeadState(
+            None, tuple(sorted(set(y))), None, time.perf_counter() - t0, choice.key, choice.reason
+        )
     features = feature_matrix(project, pool, choice.key)
     head = SklearnHead(HeadConfig(seed=project.config.seed)).fit(features[rows], y)
     proba = head.predict_proba(features)
-    state = HeadState(head.version, tuple(head.classes_), proba, time.perf_counter() - t0,
-                      choice.key, choice.reason)
-    _save_npz(cache, key=np.array(key), version=np.array(head.version),
-              classes=np.array(json.dumps(state.classes)), proba=proba,
-              fit_seconds=np.array(state.fit_seconds), features=np.array(choice.key))
+    state = HeadState(
+        head.version,
+        tuple(head.classes_),
+        proba,
+        time.perf_counter() - t0,
+        choice.key,
+        choice.reason,
+    )
+    _save_npz(
+        cache,
+        key=np.array(key),
+        version=np.array(head.version),
+        classes=np.array(json.dumps(state.classes)),
+        proba=proba,
+        fit_seconds=np.array(state.fit_seconds),
+        features=np.array(choice.key),
+    )
     return state
 
 
@@ -178,8 +203,13 @@ def _read_head_cache(path: Path, key: str) -> HeadState | None:
         with np.load(path) as z:
             if str(z["key"]) != key:
                 return None
-            return HeadState(str(z["version"]), tuple(json.loads(str(z["classes"]))),
-                             z["proba"], float(z["fit_seconds"]), str(z["features"]))
+            return HeadState(
+                str(z["version"]),
+                tuple(json.loads(str(z["classes"]))),
+                z["proba"],
+                float(z["fit_seconds"]),
+                str(z["features"]),
+            )
     except (OSError, KeyError, ValueError) as exc:
         logger.warning("%s: unreadable head cache (%s); refitting", path, exc)
         return None
@@ -201,8 +231,9 @@ def _fold_previous_round(project: Project, strategy: str) -> dict[str, Any]:
         return state
     first = events.index(mine[0])
     known_before = {e.label for e in events[:first]}
-    selection = Selection([e.cell_id for e in mine], [str(e.sub_strategy) for e in mine],
-                          [0.0] * len(mine))
+    selection = Selection(
+        [e.cell_id for e in mine], [str(e.sub_strategy) for e in mine], [0.0] * len(mine)
+    )
     given = {e.cell_id: e.label for e in mine}
     guesses = {e.cell_id: e.guess for e in mine}
     return update_state(strategy, state, selection, given, guesses, known_before)
@@ -267,8 +298,9 @@ def next_batch(
         raise PoolExhaustedError("pool exhausted: every cell is labeled or leased to someone")
     state = _fold_previous_round(project, strategy)
     rng = np.random.default_rng([project.config.seed, len(store.rounds())])
-    the_pool = Pool(pool.cell_ids, pool.features, blocked, labels, head.proba, head.classes,
-                    pool.index)
+    the_pool = Pool(
+        pool.cell_ids, pool.features, blocked, labels, head.proba, head.classes, pool.index
+    )
     selection, state = select(strategy, the_pool, min(n, n_free), rng, state)
     t_sel = time.perf_counter()
     items = _items(selection, pool, head)
@@ -295,8 +327,9 @@ def _items(selection: Any, pool: PoolData, head: HeadState) -> list[dict[str, An
         if head.proba is not None:
             row = head.proba[pool.position[cell_id]]
             guess, confidence = head.classes[int(row.argmax())], round(float(row.max()), 4)
-        items.append({"cell_id": cell_id, "sub_strategy": sub, "guess": guess,
-                      "confidence": confidence})
+        items.append(
+            {"cell_id": cell_id, "sub_strategy": sub, "guess": guess, "confidence": confidence}
+        )
     return items
 
 

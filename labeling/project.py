@@ -359,13 +359,16 @@ def add_crops(
     """
     from datasets.crops.ingest import ingest_crops
 
-    ingest = dataclasses.replace(
-        project.config.ingest, channel_names=tuple(project.channel_names)
-    )
+    ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
     report = ingest_crops(
-        Path(crops), project.path, ingest,
-        labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress,
-        seed=project.config.seed, runner=runner,
+        Path(crops),
+        project.path,
+        ingest,
+        labels_csv=labels_csv,
+        metadata_csv=metadata_csv,
+        progress=progress,
+        seed=project.config.seed,
+        runner=runner,
     )
     _register_new_cells(project, feature_progress, runner)
     return report
@@ -393,9 +396,7 @@ def add_fields(
 
     if segment not in SEGMENT_METHODS:
         raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
-    ingest = dataclasses.replace(
-        project.config.ingest, channel_names=tuple(project.channel_names)
-    )
+    ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
     truth = read_truth_csv(Path(truth_csv)) if truth_csv is not None else None
     seed = project.config.seed
     segmenter = _segmenter(fields, segment, segment_config, seed, train_progress)

@@ -42,6 +42,7 @@ from datasets.progress import Progress
 from labeling.errors import ConfigError
 
 if TYPE_CHECKING:
+    from labeling.strategies.pool import PoolIndex
     from models.simulation import DeepFeatures
 
 logger = logging.getLogger(__name__)
@@ -195,10 +196,10 @@ def _groups(data: SimData, pattern: str | None) -> npt.NDArray[np.object_] | Non
 
 
 def holdout_split(
-    truth: Sequence[str],
+    truth: Sequence[str] | npt.NDArray[Any],
     fraction: float,
     seed: int,
-    groups: Sequence[str] | None = None,
+    groups: Sequence[str] | npt.NDArray[Any] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """The held-out cells of one seed: ``fraction`` of each class, the same for every strategy.
 
@@ -245,7 +246,10 @@ def holdout_split(
 
 
 def random_labels_to_all(
-    truth: Sequence[str], batch_size: int, n_orderings: int = 2000, seed: int = 0
+    truth: Sequence[str] | npt.NDArray[Any],
+    batch_size: int,
+    n_orderings: int = 2000,
+    seed: int = 0,
 ) -> npt.NDArray[np.int64]:
     """Labels random sampling spends until every class is seen, over random orderings.
 
@@ -277,7 +281,7 @@ class Split:
 
     pool: npt.NDArray[np.int64]  # positions into SimData
     test: npt.NDArray[np.int64]
-    index: object | None = None
+    index: PoolIndex | None = None
 
 
 def make_split(data: SimData, cfg: SimConfig, seed: int, build: bool = True) -> Split:

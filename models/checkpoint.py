@@ -106,8 +106,14 @@ def load_checkpoint(
         raise ModelError(f"{path}: checkpoint not found; check the path")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile,
-            pickle.UnpicklingError) as err:
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+    ) as err:
         raise ModelError(
             f"{path}: corrupt or not a PhenoScout checkpoint ({type(err).__name__}); "
             "delete it, or retrain with `phenoscout train`"
@@ -167,7 +173,7 @@ def init_encoder_from(model: UNet | Classifier, path: Path) -> None:
     """
     ckpt = load_checkpoint(path)
     prefix = "encoder."
-    weights = {k[len(prefix):]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
     try:
         model.encoder.load_state_dict(weights)
     except RuntimeError as err:

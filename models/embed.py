@@ -92,7 +92,7 @@ def embed_cells(
     def flush(emb_out: np.ndarray, prob_out: np.ndarray | None) -> None:
         for row, emb, probs in pending:
             emb_out[row : row + len(emb)] = emb.cpu().numpy()
-            if prob_out is not None:
+            if prob_out is not None and probs is not None:
                 prob_out[row : row + len(emb)] = probs.cpu().numpy()
         pending.clear()
 

@@ -71,7 +71,8 @@ def embed_chunk(job: EmbedJob) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        embed_cells(job.model, _Rows(store, job.cell_ids), tmp, device, job.batch_size, job.bf16)
+        rows = _Rows(store, job.cell_ids)  # reads like a PixelStore of these cells only
+        embed_cells(job.model, rows, tmp, device, job.batch_size, job.bf16)  # type: ignore[arg-type]
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     finally:

@@ -33,6 +33,7 @@ from models.training import (
     DeviceCrops,
     Progress,
     Stepper,
+    all_cell_ids,
     augment,
     autocast,
     device_generator,
@@ -119,7 +120,8 @@ def predict_logits(
     """(n, k) logits of ``cell_ids`` (no augmentation); with ``DeviceCrops`` and
     ``cell_ids=None``, of all its cells."""
     model.eval()
-    crops = pixels if isinstance(pixels, DeviceCrops) else DeviceCrops(pixels, cell_ids, device)
+    ids = cell_ids if cell_ids is not None else all_cell_ids(pixels)
+    crops = pixels if isinstance(pixels, DeviceCrops) else DeviceCrops(pixels, ids, device)
     out = []
     with torch.inference_mode():
         for start in range(0, len(crops), batch):

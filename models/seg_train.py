@@ -144,7 +144,9 @@ def pick_channel(image: npt.NDArray, channel: int, what: str = "image") -> npt.N
 
 
 def prepare_pairs(
-    pairs: Sequence[tuple[npt.NDArray, npt.NDArray]], channel: int, config: SegmenterConfig,
+    pairs: Sequence[tuple[npt.NDArray, npt.NDArray]],
+    channel: int,
+    config: SegmenterConfig,
     min_side: int,
 ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]]:
     """Check pairs and return normalised (H, W) float32 images with int32 masks, each padded
@@ -165,8 +167,9 @@ def prepare_pairs(
                 f"label image of shape {plane.shape} (0 = background)"
             )
         pad = [(0, max(0, min_side - s)) for s in plane.shape]
-        out.append((np.pad(normalise_image(plane, config), pad),
-                    np.pad(mask.astype(np.int32), pad)))
+        out.append(
+            (np.pad(normalise_image(plane, config), pad), np.pad(mask.astype(np.int32), pad))
+        )
     if not any(m.any() for _, m in out):
         raise ModelError(f"all {len(out)} training masks are empty; give masks with objects")
     return out
@@ -177,8 +180,9 @@ def _resize(image: npt.NDArray, labels: npt.NDArray, size: int) -> tuple[npt.NDA
     if image.shape[0] == size:
         return image, labels
     x = torch.from_numpy(np.ascontiguousarray(image))[None, None]
-    img = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                        align_corners=False)[0, 0].numpy()
+    img = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[
+        0, 0
+    ].numpy()
     idx = ((np.arange(size) + 0.5) * image.shape[0] / size).astype(np.int64)
     return img, labels[np.ix_(idx, idx)]
 
@@ -202,8 +206,9 @@ def sample_crop(
     side = min(round(cfg.crop / scale), *image.shape)
     y0 = int(rng.integers(0, image.shape[0] - side + 1))
     x0 = int(rng.integers(0, image.shape[1] - side + 1))
-    img, lab = _resize(image[y0 : y0 + side, x0 : x0 + side],
-                       labels[y0 : y0 + side, x0 : x0 + side], cfg.crop)
+    img, lab = _resize(
+        image[y0 : y0 + side, x0 : x0 + side], labels[y0 : y0 + side, x0 : x0 + side], cfg.crop
+    )
     k = int(rng.integers(0, 8))
     img, lab = np.rot90(img, k % 4), np.rot90(lab, k % 4)
     if k >= 4:
@@ -273,8 +278,12 @@ def fit_segmenter(
         if progress is not None:
             progress(step + 1, step + 1 if stop_now else cfg.steps)
         if stop_now:
-            logger.info("segmenter training stopped by its %.0f s budget after %d of %d steps",
-                        cfg.max_seconds, step + 1, cfg.steps)
+            logger.info(
+                "segmenter training stopped by its %.0f s budget after %d of %d steps",
+                cfg.max_seconds,
+                step + 1,
+                cfg.steps,
+            )
             break
     mark_stopped(history, cfg.steps)
     model.eval()

@@ -175,6 +175,7 @@ class TrainerExit(BaseException):  # noqa: N818 (like KeyboardInterrupt: an orde
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into :class:`TrainerExit` (call from the main thread), so a terminated
     trainer records "stopped" in trainer.json and releases its lock cleanly."""
+
     def handler(signum: int, frame: object) -> None:
         raise TrainerExit("stopped by SIGTERM")
 
@@ -187,6 +188,7 @@ def _chain(status: _Status, progress: Progress | None, check: Callable[[], None]
         status.progress(done, total)
         if progress is not None:
             progress(done, total)
+
     return both
 
 
@@ -225,9 +227,15 @@ class Trainer:
             TrainerExit) and ``runner`` (where every cell is embedded).
     """
 
-    def __init__(self, project_dir: Path, device: torch.device, config: TrainerConfig,
-                 labels: LabelSource | None = None, progress: Progress | None = None,
-                 serve: ServeConfig | None = None) -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        device: torch.device,
+        config: TrainerConfig,
+        labels: LabelSource | None = None,
+        progress: Progress | None = None,
+        serve: ServeConfig | None = None,
+    ) -> None:
         self.project_dir, self.device, self.config = Path(project_dir), device, config
         serve = serve or ServeConfig()
         self.runner = serve.runner  # embeds on Dask when given (models.embed_tasks)
@@ -260,49 +268,74 @@ class Trainer:
         if self.backbone_path.exists():
             ckpt = load_checkpoint(self.backbone_path, project=self.project_id)
             return build_model(ckpt)  # type: ignore[return-value]
-        cfg = UNetConfig(in_channels=self.pixels.n_channels, width=self.config.width,
-                         depth=self.config.depth)
+        cfg = UNetConfig(
+            in_channels=self.pixels.n_channels, width=self.config.width, depth=self.config.depth
+        )
         model = UNet(cfg)
         if self.config.init_checkpoint:
             init_encoder_from(model, Path(self.config.init_checkpoint))
         n = self.pixels.n_cells
         sched = self.config.pretrain
         budget = f", at most {sched.max_seconds:.0f} s" if sched.max_seconds else ""
-        self.status.set("pretraining", f"self-supervised pretraining on {n} cells "
-                        f"(at most {sched.max_steps} steps{budget})")
+        self.status.set(
+            "pretraining",
+            f"self-supervised pretraining on {n} cells (at most {sched.max_steps} steps{budget})",
+        )
         start = time.perf_counter()
         logger.info("pretraining started on %d cells (%s)", n, self.device)
         history = pretrain(model, self.pixels, self.config.pretrain, self.device, self.progress)
         seconds = time.perf_counter() - start
         steps = history[-1]["step"] if history else 0
         logger.info("pretraining done in %.1f s (%d steps)", seconds, steps)
-        extra = {"pretrain": dataclasses.asdict(self.config.pretrain), "history": history[-5:],
-                 "seconds": seconds}
+        extra = {
+            "pretrain": dataclasses.asdict(self.config.pretrain),
+            "history": history[-5:],
+            "seconds": seconds,
+        }
         save_checkpoint(self.backbone_path, model.cpu(), self.project_id, extra=extra)
         return model
 
-    def publish(self, model: UNet | Classifier, classes: tuple[str, ...], n_labels: int,
-                timings: dict[str, float], backbone: UNet | None = None) -> int:
+    def publish(
+        self,
+        model: UNet | Classifier,
+        classes: tuple[str, ...],
+        n_labels: int,
+        timings: dict[str, float],
+        backbone: UNet | None = None,
+    ) -> int:
         """Checkpoint, embed every cell and publish the next version; returns its number.
 
         A classifier's version also gets the label-free embeddings of ``backbone``."""
         number, tmp = begin_version(self.project_dir)
         save_checkpoint(tmp / "checkpoint.pt", model.cpu(), self.project_id, classes)
-        write_json(tmp / "config.json", {"unet": dataclasses.asdict(model.config),
-                                         "trainer": dataclasses.asdict(self.config)})
+        write_json(
+            tmp / "config.json",
+            {"unet": dataclasses.asdict(model.config), "trainer": dataclasses.asdict(self.config)},
+        )
         self.status.set("embedding", f"embedding {self.pixels.n_cells} cells for v{number:04d}")
         result = self._embed(model, tmp)
         timings = {**timings, "embed_s": result.seconds}
         if backbone is not None:
             self.add_backbone_embeddings(backbone, tmp)
-        meta = {"n_labels": n_labels, "timings": timings, "device": str(self.device),
-                "project_id": self.project_id, "n_cells": result.n_cells, "dim": result.dim,
-                "kind": "classifier" if isinstance(model, Classifier) else "unet"}
+        meta = {
+            "n_labels": n_labels,
+            "timings": timings,
+            "device": str(self.device),
+            "project_id": self.project_id,
+            "n_cells": result.n_cells,
+            "dim": result.dim,
+            "kind": "classifier" if isinstance(model, Classifier) else "unet",
+        }
         publish_version(tmp, meta, classes, keep=self.config.keep_versions)
         self.status.data["version"] = number
         spent = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items())
-        logger.info("version v%04d published: %d labels, %d classes (%s)", number, n_labels,
-                    len(classes), spent)
+        logger.info(
+            "version v%04d published: %d labels, %d classes (%s)",
+            number,
+            n_labels,
+            len(classes),
+            spent,
+        )
         return number
 
     def add_backbone_embeddings(self, backbone: UNet, tmp: Path) -> None:
@@ -329,8 +362,11 @@ class Trainer:
         labels = self.labels.labels() if self.labels is not None else {}
         classes = tuple(sorted(set(labels.values())))
         if len(classes) < 2:
-            self.status.set("idle", f"{len(labels)} labels in {len(classes)} class(es): "
-                            "fine-tuning needs at least 2 classes; the current version serves")
+            self.status.set(
+                "idle",
+                f"{len(labels)} labels in {len(classes)} class(es): "
+                "fine-tuning needs at least 2 classes; the current version serves",
+            )
             return None
         backbone = self.backbone()
         model = Classifier(backbone.config, len(classes))
@@ -340,14 +376,22 @@ class Trainer:
         logger.info("fine-tune started on %s", what)
         start = time.perf_counter()
         try:
-            finetune(model, self.pixels, labels, classes, self.config.finetune, self.device,
-                     self.progress)
+            finetune(
+                model,
+                self.pixels,
+                labels,
+                classes,
+                self.config.finetune,
+                self.device,
+                self.progress,
+            )
         except Exception as err:
             logger.error("fine-tune failed after %.1f s: %s", time.perf_counter() - start, err)
             raise
         logger.info("fine-tune done in %.1f s", time.perf_counter() - start)
-        return self.publish(model, classes, n_labels, {"finetune_s": time.perf_counter() - start},
-                            backbone=backbone)
+        return self.publish(
+            model, classes, n_labels, {"finetune_s": time.perf_counter() - start}, backbone=backbone
+        )
 
 
 def serve(
@@ -398,8 +442,12 @@ def serve(
         except BaseException as err:
             failed = isinstance(err, Exception)
             trainer.status.set("failed" if failed else "stopped", str(err))
-            logger.log(logging.ERROR if failed else logging.INFO, "trainer %s: %s",
-                       "failed" if failed else "stopped", err)
+            logger.log(
+                logging.ERROR if failed else logging.INFO,
+                "trainer %s: %s",
+                "failed" if failed else "stopped",
+                err,
+            )
             raise
 
 

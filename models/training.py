@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ from torch import nn
 from datasets.progress import Progress as Progress  # the one definition, re-exported
 from models.device import with_oom_retry
 
+_T = TypeVar("_T")  # what a reader returns for one batch
 Reader = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 CPU_RESIDENT_BYTES = 512 * 2**20  # crops kept in RAM for CPU training (20,000 x 2 x 64^2: 328 MB)
 GPU_RESIDENT_SHARE = 0.5  # share of the GPU's free memory the crops may take
@@ -44,8 +45,8 @@ def all_cell_ids(pixels: Any) -> list[str]:
 
 
 def prefetched(
-    reader: Reader, batches: Sequence[Sequence[str]], workers: int = 1
-) -> Iterator[npt.NDArray]:
+    reader: Callable[[list[str]], _T], batches: Sequence[Sequence[str]], workers: int = 1
+) -> Iterator[_T]:
     """Crops of each id list in ``batches``, the next ``workers`` read in threads meanwhile.
 
     Args:
@@ -64,7 +65,7 @@ def prefetched(
             yield crops
 
 
-def _store_ranges(pixels: object) -> Callable | None:
+def _store_ranges(pixels: Any) -> Callable | None:
     """``ids -> (raw, low, span)``: raw crops and per-cell, per-channel scaling of a
     ``PixelStore`` (so scaling can run on the device), or None for other readers."""
     needed = ("read_raw", "_positions", "_ranges", "_range_idx")
@@ -101,7 +102,7 @@ def scale_on_device(
 
 
 def read_to_device(
-    pixels: object, ids: Sequence[str], device: torch.device, dtype: torch.dtype = torch.float32
+    pixels: Any, ids: Sequence[str], device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """(k, C, S, S) crops of ``ids`` in [0, 1] on ``device``: raw pixels are copied and scaled
     there when ``pixels`` is a PixelStore, else ``pixels.read`` scales them on the host."""
@@ -123,7 +124,7 @@ def read_to_device(
 
 
 def iter_device_batches(
-    pixels: object,
+    pixels: Any,
     ids: Sequence[str],
     device: torch.device,
     batch: int,
@@ -173,7 +174,7 @@ class DeviceCrops:
 
     def __init__(
         self,
-        pixels: object,
+        pixels: Any,
         cell_ids: Sequence[str],
         device: torch.device,
         budget: int | None = None,

@@ -19,8 +19,8 @@ from models.errors import ModelError
 MAX_CHANNELS = 5
 
 
-
 _Config = TypeVar("_Config")
+
 
 def config_from_dict(cls: type[_Config], values: dict[str, Any], what: str) -> _Config:
     """``cls(**values)`` for a config dataclass saved with ``dataclasses.asdict``.
@@ -35,6 +35,7 @@ def config_from_dict(cls: type[_Config], values: dict[str, Any], what: str) -> _
         raise ModelError(f"{what} has unknown keys {unknown}; allowed {sorted(known)}")
     return cls(**values)
 
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Shape of the U-Net; saved with every checkpoint."""
@@ -47,9 +48,7 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.in_channels <= MAX_CHANNELS:
-            raise ModelError(
-                f"UNetConfig.in_channels={self.in_channels}; allowed 1-{MAX_CHANNELS}"
-            )
+            raise ModelError(f"UNetConfig.in_channels={self.in_channels}; allowed 1-{MAX_CHANNELS}")
         if self.out_channels < 0 or self.width < 1 or not 1 <= self.depth <= 6:
             raise ModelError(
                 f"UNetConfig out_channels={self.out_channels}, width={self.width}, "

@@ -55,8 +55,9 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def publish_version(tmp: Path, meta: dict[str, Any], classes: tuple[str, ...] = (),
-                    keep: int = 3) -> Path:
+def publish_version(
+    tmp: Path, meta: dict[str, Any], classes: tuple[str, ...] = (), keep: int = 3
+) -> Path:
     """Finish a version: write classes.json and meta.json, rename, prune to the newest ``keep``.
 
     Args:
@@ -74,8 +75,12 @@ def publish_version(tmp: Path, meta: dict[str, Any], classes: tuple[str, ...] = 
     if not VERSION_RE.match(name) or not (tmp / "embeddings.npy").is_file():
         raise ModelError(f"{tmp}: not a filled temporary version folder; call begin_version")
     write_json(tmp / CLASSES_FILE, list(classes))
-    full = {**meta, "version": int(name[1:]), "classes": list(classes),
-            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    full = {
+        **meta,
+        "version": int(name[1:]),
+        "classes": list(classes),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     write_json(tmp / META_FILE, full)  # written last: its presence marks the version complete
     final = tmp.parent / name
     os.rename(tmp, final)

@@ -14,7 +14,9 @@ import pytest
 #: The project's shared real data (read-only): ../shared/data beside the repository, or
 #: $PHENOSCOUT_SHARED_DATA. Tests that need it skip when it is absent.
 SHARED_DATA = Path(
-    os.environ.get("PHENOSCOUT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get(
+        "PHENOSCOUT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
 )
 JURKAT = SHARED_DATA / "jurkat_cellcycle_ifc"
 # The app starts a background trainer per project unless this says off: tests (and the app

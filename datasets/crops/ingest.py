@@ -343,7 +343,8 @@ def _write_pixels(
     runner = ctx.runner or Runner()
     local = runner.config.in_process(total)  # in process: a task per file, progress per file
     runs = chunk_files(jobs, 1 if local else CHUNK_CELLS)
-    chunks = [PixelChunk(str(tmp), str(np.dtype(dtype)), size, float(ctx.cfg.scale), tuple(r))
+    scale = float(ctx.cfg.scale or 1.0)  # a number once _resolve_scale ran
+    chunks = [PixelChunk(str(tmp), str(np.dtype(dtype)), size, scale, tuple(r))
               for r in runs]  # fmt: skip
     try:
         results = runner.map(write_chunk, chunks, progress=progress,

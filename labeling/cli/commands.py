@@ -87,8 +87,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from labeling.evaluate import evaluate_project, format_table
 
     out = Path(args.out) if args.out else None
-    table, truth = evaluate_project(Path(args.project), group=args.group, repeats=args.repeats,
-                                    seed=args.seed, out_dir=out)
+    table, truth = evaluate_project(
+        Path(args.project), group=args.group, repeats=args.repeats, seed=args.seed, out_dir=out
+    )
     print(format_table(table, truth))
     if out is not None:
         print(f"wrote {out / 'quality.csv'}")

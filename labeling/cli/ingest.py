@@ -14,8 +14,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labeling.errors import PhenoScoutError
+
+if TYPE_CHECKING:
+    from datasets.parallel import Runner
 
 _FIELD_HINT = "{plate}_{well}_s{site}_w{channel}.tif"
 _CROPS_ONLY = (("labels_csv", "--labels-csv"), ("metadata_csv", "--metadata-csv"))
@@ -54,8 +58,14 @@ def tqdm_progress(desc: str, unit: str = "cell") -> Iterator[Callable[[int, int]
         if bar is None or bar.total != total:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                       disable=not on_terminal)
+            bar = tqdm(
+                total=total,
+                desc=desc,
+                unit=unit,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                disable=not on_terminal,
+            )
         bar.n = done
         bar.refresh()
 
@@ -67,7 +77,7 @@ def tqdm_progress(desc: str, unit: str = "cell") -> Iterator[Callable[[int, int]
 
 
 @contextmanager
-def _runner(args: argparse.Namespace) -> Iterator[object]:
+def _runner(args: argparse.Namespace) -> Iterator[Runner]:
     """Where the ingest's work runs (``--workers``, ``--scheduler``, $PHENOSCOUT_SCHEDULER)."""
     from datasets.parallel import ParallelConfig, Runner
 

@@ -159,7 +159,8 @@ def class_need(counts: dict[str, int], classes: tuple[str, ...]) -> npt.NDArray[
     """(k,) weight of each class by how few labels it has: ``sqrt(max count / count)``, scaled
     so the best-labeled class weighs 1 (a class with no label counts as having one)."""
     n = np.asarray([max(counts.get(c, 0), 1) for c in classes], dtype=np.float64)
-    return np.sqrt(n.max() / n)
+    need: npt.NDArray[np.float64] = np.sqrt(n.max() / n)
+    return need
 
 
 def rank_balanced_margin(ctx: RoundContext, k: int) -> Ranked:

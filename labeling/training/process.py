@@ -224,16 +224,28 @@ def _already_running(project_dir: Path) -> bool:
 
 def trainer_command(project_dir: Path, device: str) -> list[str]:
     """The command line of the trainer :func:`ensure_trainer` starts."""
-    return [sys.executable, "-m", "labeling.cli", "train", str(project_dir), "--watch",
-            "--device", device, "--exit-with", str(os.getpid())]
+    return [
+        sys.executable,
+        "-m",
+        "labeling.cli",
+        "train",
+        str(project_dir),
+        "--watch",
+        "--device",
+        device,
+        "--exit-with",
+        str(os.getpid()),
+    ]
 
 
 def _spawn(project_dir: Path, device: str) -> int:
     root = project_dir / MODELS_DIR
     cmd = trainer_command(project_dir, device)
     with open(root / LOG_FILE, "ab") as log:
-        log.write(f"\n--- {datetime.now(UTC).isoformat(timespec='seconds')} "
-                  f"{' '.join(cmd[1:])}\n".encode())
+        log.write(
+            f"\n--- {datetime.now(UTC).isoformat(timespec='seconds')} "
+            f"{' '.join(cmd[1:])}\n".encode()
+        )
         log.flush()
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

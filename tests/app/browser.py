@@ -17,8 +17,14 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
@@ -68,7 +74,9 @@ def running_app(project: Path, timeout_s: float = 60, env: dict[str, str] | None
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start on {url} (exit {proc.poll()})") from None
+                    raise RuntimeError(
+                        f"the app did not start on {url} (exit {proc.poll()})"
+                    ) from None
                 time.sleep(0.2)
         yield url
     finally:

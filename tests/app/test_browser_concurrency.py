@@ -74,7 +74,9 @@ def test_two_annotators_label_at_once_in_two_browser_sessions(label_project):
             wait_idle(page, 120000)
             page.wait_for_function("t => document.body.innerText.includes(t)",
                                    arg=f"this batch {N_LABELS}/24 labeled")  # fmt: skip
-        shown_errors = {name: page.locator(ERRORS).all_inner_texts() for name, page in pages.items()}
+        shown_errors = {
+            name: page.locator(ERRORS).all_inner_texts() for name, page in pages.items()
+        }
         screenshot(pages["bob"], "two_annotators_bob")
 
     assert shown_errors == {"ann": [], "bob": []}

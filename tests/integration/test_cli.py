@@ -21,7 +21,20 @@ def run(capsys, *argv):
 
 def test_every_subcommand_explains_itself(capsys):
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert {"demo", "init", "add", "export", "info", "classes", "next", "label", "simulate", "report", "train", "app"} <= set(sub.choices)
+    assert {
+        "demo",
+        "init",
+        "add",
+        "export",
+        "info",
+        "classes",
+        "next",
+        "label",
+        "simulate",
+        "report",
+        "train",
+        "app",
+    } <= set(sub.choices)
     for name in sub.choices:
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])
@@ -49,7 +62,11 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
     code, out, _ = run(capsys, "export", proj, "--out", tmp_path / "labels.csv")
     assert code == 0 and "wrote 0 rows" in out
     assert list(pd.read_csv(tmp_path / "labels.csv").columns[:4]) == [
-        "cell_id", "label", "annotator", "labeled_at"]
+        "cell_id",
+        "label",
+        "annotator",
+        "labeled_at",
+    ]
 
     # the cell table carries metadata and ground truth
     run(capsys, "export", proj, "--out", tmp_path / "cells.parquet", "--what", "cells")
@@ -61,7 +78,8 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
     # import 30 existing labels as real labels, then export them with metadata
     old = tmp_path / "old_labels.csv"
     truth.iloc[:30].assign(path=lambda d: [str(small_demo / p) for p in d["path"]]).to_csv(
-        old, index=False)
+        old, index=False
+    )
     proj2 = tmp_path / "proj2"
     code, out, err = run(capsys, "init", proj2, "--crops", small_demo, "--import-labels", old)
     assert code == 0, err
@@ -71,7 +89,8 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
     assert len(labels) == 30 and set(labels["annotator"]) == {"import"}
     assert {"plate", "well", "path"} <= set(labels.columns)
     assert dict(zip(labels["path"], labels["label"])) == dict(
-        zip(truth["path"].iloc[:30], truth["label"].iloc[:30]))
+        zip(truth["path"].iloc[:30], truth["label"].iloc[:30])
+    )
 
     # a second plate: 600 more cells, cell ids stay unique
     from datasets.crops.demo import generate_demo
@@ -123,15 +142,23 @@ def test_jurkat_loads_with_its_class_counts(tmp_path, capsys):
     assert "3419 cells" in out
     cells = pd.read_parquet(tmp_path / "jurkat" / "cells.parquet")
     assert cells["truth"].value_counts().to_dict() == {
-        "G1": 900, "S_phase": 900, "G2": 900, "Prophase": 606,
-        "Metaphase": 69, "Telophase": 28, "Anaphase": 16}
+        "G1": 900,
+        "S_phase": 900,
+        "G2": 900,
+        "Prophase": 606,
+        "Metaphase": 69,
+        "Telophase": 28,
+        "Anaphase": 16,
+    }
 
 
 def test_classes_add_rename_merge(tmp_path, capsys, small_project):
     proj = tmp_path / "p"
     shutil.copytree(small_project, proj)
     ids = pd.read_parquet(proj / "cells.parquet", columns=["cell_id"])["cell_id"].tolist()
-    assert run(capsys, "label", proj, "--no-refit", f"{ids[0]}=mitotic", f"{ids[1]}=Mitosis")[0] == 0
+    assert (
+        run(capsys, "label", proj, "--no-refit", f"{ids[0]}=mitotic", f"{ids[1]}=Mitosis")[0] == 0
+    )
     code, out, _ = run(capsys, "classes", proj, "--add", "große Zelle = 🦠")
     assert code == 0 and "große Zelle = 🦠" in out
     code, out, _ = run(capsys, "classes", proj, "--merge", "Mitosis", "mitotic")
@@ -154,7 +181,9 @@ def test_export_predictions_and_wells(tmp_path, capsys, small_project):
     batch = next_batch(project, 40, annotator="ann")
     submit_labels(project, {b["cell_id"]: truth[b["cell_id"]] for b in batch}, "ann")
     project.close()
-    code, out, _ = run(capsys, "export", proj, "--what", "predictions", "--out", tmp_path / "pred.parquet")
+    code, out, _ = run(
+        capsys, "export", proj, "--what", "predictions", "--out", tmp_path / "pred.parquet"
+    )
     assert code == 0 and "wrote 600 rows" in out
     pred = pd.read_parquet(tmp_path / "pred.parquet")
     p_cols = [c for c in pred.columns if c.startswith("p_")]
@@ -211,14 +240,20 @@ def test_export_crops_zip_one_folder_per_class(labeled_copy, tmp_path, capsys):
         index = pd.read_csv(io.BytesIO(zf.read("index.csv")))
         images = {f: zf.read(f) for f in index["file"]}
     assert len(names) == 41 and set(names) == {"index.csv", *index["file"]}
-    assert {n.split("/")[0] for n in names if n != "index.csv"} == {safe_name(v) for v in labels.values()}
+    assert {n.split("/")[0] for n in names if n != "index.csv"} == {
+        safe_name(v) for v in labels.values()
+    }
     assert "odd_class_name" in {n.split("/")[0] for n in names}
     assert dict(zip(index["cell_id"], index["class"])) == labels
-    assert {"annotator", "labeled_at", "label_source", "path", "plate", "well"} <= set(index.columns)
+    assert {"annotator", "labeled_at", "label_source", "path", "plate", "well"} <= set(
+        index.columns
+    )
     cells = proj.cells().set_index("cell_id")
     assert (index.set_index("cell_id")["well"] == cells.loc[index["cell_id"], "well"]).all()
     raw = proj.pixels.read_raw(index["cell_id"].tolist())  # the source depth, not normalised
-    for (cell_id, label, file), crop in zip(index[["cell_id", "class", "file"]].itertuples(index=False), raw):
+    for (cell_id, label, file), crop in zip(
+        index[["cell_id", "class", "file"]].itertuples(index=False), raw
+    ):
         assert file == f"{safe_name(label)}/{safe_name(cell_id)}.tif"
         with tifffile.TiffFile(io.BytesIO(images[file])) as tif:
             image = tif.asarray()
@@ -228,12 +263,16 @@ def test_export_crops_zip_one_folder_per_class(labeled_copy, tmp_path, capsys):
         assert image.dtype == raw.dtype == np.uint16 and np.array_equal(image, crop)
 
 
-def test_export_model_copies_the_newest_checkpoint_or_says_there_is_none(labeled_copy, tmp_path, capsys):
+def test_export_model_copies_the_newest_checkpoint_or_says_there_is_none(
+    labeled_copy, tmp_path, capsys
+):
     import json
 
     import numpy as np
 
-    code, _, err = run(capsys, "export", labeled_copy, "--what", "model", "--out", tmp_path / "m.pt")
+    code, _, err = run(
+        capsys, "export", labeled_copy, "--what", "model", "--out", tmp_path / "m.pt"
+    )
     assert code == 2 and "no trained model yet" in err and "phenoscout train" in err
     for v in (1, 2):
         d = labeled_copy / "models" / f"v{v:04d}"
@@ -241,7 +280,9 @@ def test_export_model_copies_the_newest_checkpoint_or_says_there_is_none(labeled
         (d / "checkpoint.pt").write_bytes(f"weights {v}".encode())
         np.save(d / "embeddings.npy", np.zeros((1, 2), np.float32))
         (d / "meta.json").write_text(json.dumps({"classes": []}))
-    code, out, err = run(capsys, "export", labeled_copy, "--what", "model", "--out", tmp_path / "m.pt")
+    code, out, err = run(
+        capsys, "export", labeled_copy, "--what", "model", "--out", tmp_path / "m.pt"
+    )
     assert code == 0, err
     assert "v0002" in out and (tmp_path / "m.pt").read_bytes() == b"weights 2"
 

@@ -62,8 +62,11 @@ def test_cold_start_then_guesses_after_two_classes(project):
 def test_labels_given_on_leased_and_other_cells(project):
     batch = next_batch(project, 5, annotator="ann")
     leased = batch[0]["cell_id"]
-    other = next(c for c in project.cells(columns=["cell_id"])["cell_id"]
-                 if c not in {x["cell_id"] for x in batch})
+    other = next(
+        c
+        for c in project.cells(columns=["cell_id"])["cell_id"]
+        if c not in {x["cell_id"] for x in batch}
+    )
     assert submit_labels(project, {leased: "x", other: "y"}, annotator="ann", source="cli") == 2
     assert leased not in project.store.leased_ids()
     events = {e.cell_id: e for e in project.store.label_events()}
@@ -92,7 +95,7 @@ def test_cli_next_and_label(project, capsys):
     assert main(["next", str(project.path), "--n", "4", "--annotator", "ann"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 4 and all(set(x) >= {"cell_id", "path", "strategy"} for x in lines)
-    args = [f"{lines[0]['cell_id']}=odd = name, \"quoted\" 🦠", f"{lines[1]['cell_id']}=mitotic"]
+    args = [f'{lines[0]["cell_id"]}=odd = name, "quoted" 🦠', f"{lines[1]['cell_id']}=mitotic"]
     assert main(["label", str(project.path), "--annotator", "ann", *args]) == 0
     assert capsys.readouterr().out.startswith("committed 2")
     labels = project.store.current_labels()

@@ -23,7 +23,11 @@ from models.pretrain import TrainConfig  # noqa: E402
 from models.trainer import TrainerConfig, trainer_lock  # noqa: E402
 
 TINY = TrainerConfig(
-    width=2, depth=2, embed_batch=128, cpu_threads=0, nice=0,
+    width=2,
+    depth=2,
+    embed_batch=128,
+    cpu_threads=0,
+    nice=0,
     pretrain=TrainConfig(max_steps=3, batch_size=16),
     finetune=FinetuneConfig(max_epochs=2, short_epochs=1, min_steps=2, batch_size=16),
 )

@@ -83,8 +83,13 @@ print(pid)
 
 
 def test_trainer_ends_when_the_app_that_started_it_ends(project):
-    app = subprocess.run([sys.executable, "-c", APP, str(project)], capture_output=True,
-                         text=True, check=True, timeout=120)
+    app = subprocess.run(
+        [sys.executable, "-c", APP, str(project)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     pid = int(app.stdout.strip())
     assert wait_until(lambda: not pid_alive(pid), timeout=60)
     data = _status_file(project)

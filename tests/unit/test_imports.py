@@ -17,7 +17,9 @@ HEAVY = ("torch", "streamlit")
     ],
 )
 def test_core_imports_stay_light(modules):
-    code = f"import sys; import {modules}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    code = (
+        f"import sys; import {modules}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"{modules} pulled in {out.stdout.strip()}"
 

@@ -366,9 +366,7 @@ def test_second_ingest_adds_a_part(tiff_folder, project, make, tmp_path, rng):
     assert [(p["part"], p["root"]) for p in parts] == [(0, str(tiff_folder)), (1, str(second))]
     store = PixelStore(project)
     assert store.n_cells == 8
-    np.testing.assert_array_equal(
-        store.read_raw(["new.tif"])[0], np.load(part_file(project, 1))[1]
-    )
+    np.testing.assert_array_equal(store.read_raw(["new.tif"])[0], np.load(part_file(project, 1))[1])
 
 
 def test_added_part_must_match_channels_and_crop_size(tiff_folder, project, make, tmp_path, rng):

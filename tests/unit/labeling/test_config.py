@@ -17,14 +17,19 @@ def _cfg(**kw):
 
 
 def test_round_trip(tmp_path):
-    cfg = _cfg(ingest=IngestConfig(crop_size=48, percentiles=(0.5, 99.5)), seed=7,
-               dropped_channels=("ch2",))
+    cfg = _cfg(
+        ingest=IngestConfig(crop_size=48, percentiles=(0.5, 99.5)),
+        seed=7,
+        dropped_channels=("ch2",),
+    )
     save_config(cfg, tmp_path / "project.toml")
     assert load_config(tmp_path / "project.toml") == cfg
 
 
 def test_unknown_key_suggests_the_right_one():
-    with pytest.raises(ConfigError, match=r"unknown key ingest\.'crop_sise'; did you mean 'crop_size'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key ingest\.'crop_sise'; did you mean 'crop_size'"
+    ):
         config_from_dict({"name": "p", "channels": [{"name": "DNA"}], "ingest": {"crop_sise": 3}})
     with pytest.raises(ConfigError, match="did you mean 'seed'"):
         config_from_dict({"name": "p", "channels": [{"name": "DNA"}], "sed": 1})

@@ -86,7 +86,15 @@ def test_evaluate_project_cli_prints_and_writes_csv(small_project, tmp_path):
     assert set(table["labels"]) == {"all", "10 per class"}
     assert table["balanced_accuracy"].between(0, 1).all()
     bad = subprocess.run(
-        [sys.executable, "-m", "labeling.cli.commands", "evaluate", str(small_project), "--group", "nope"],
+        [
+            sys.executable,
+            "-m",
+            "labeling.cli.commands",
+            "evaluate",
+            str(small_project),
+            "--group",
+            "nope",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

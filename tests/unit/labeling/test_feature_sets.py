@@ -34,8 +34,9 @@ def _with_features(project: Project, features: str) -> Project:
     return Project(project.path, dataclasses.replace(cfg, loop=LoopConfig(features=features)))
 
 
-def _publish(project: Project, number: int, emb: np.ndarray, *, tmp: bool = False,
-             classifier: bool = False) -> None:
+def _publish(
+    project: Project, number: int, emb: np.ndarray, *, tmp: bool = False, classifier: bool = False
+) -> None:
     """A version folder as the trainer writes it (``.tmp-vNNNN`` when ``tmp``)."""
     name = f"v{number:04d}"
     folder = project.path / "models" / (f".tmp-{name}" if tmp else name)
@@ -51,8 +52,13 @@ def _publish(project: Project, number: int, emb: np.ndarray, *, tmp: bool = Fals
         np.save(folder / "embeddings.npy", emb.astype(np.float32))
     classes = ["a", "b"] if classifier else []
     (folder / "classes.json").write_text(json.dumps(classes))
-    meta = {"n_labels": 0, "kind": "classifier" if classifier else "unet", "classes": classes,
-            "version": number, "created": "2025-01-01T00:00:00+00:00"}
+    meta = {
+        "n_labels": 0,
+        "kind": "classifier" if classifier else "unet",
+        "classes": classes,
+        "version": number,
+        "created": "2025-01-01T00:00:00+00:00",
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
@@ -106,8 +112,9 @@ def test_auto_keeps_morphology_when_the_embedding_is_noise(project):
     _label(project)
     noise = np.random.default_rng(5).normal(size=(len(_truth(project)[0]), 64))
     _publish(project, 1, noise.astype(np.float32))
-    choice = choose_features(project, pool_data(project),
-                             project.store.current_labels(include_pseudo=False))
+    choice = choose_features(
+        project, pool_data(project), project.store.current_labels(include_pseudo=False)
+    )
     assert choice.name == "morphology" and choice.model_version is None
     assert choice.scores["morphology"] > choice.scores["morphology+embedding"] - 0.01
     saved = json.loads((project.path / "cache" / CHOICE_FILE).read_text())
@@ -137,7 +144,8 @@ def test_a_half_written_version_is_never_used(project):
     assert latest_version(project.path).version == 1
     assert latest_backbone_embeddings(project.path)[0].version == 1
     assert fit_head(_with_features(project, "morphology+embedding")).features == (
-        "morphology+embedding@1")
+        "morphology+embedding@1"
+    )
 
 
 def test_classifier_embeddings_are_not_used_without_backbone_ones(project):

@@ -152,8 +152,11 @@ def test_a_failed_upgrade_leaves_the_original_intact(tmp_path, monkeypatch):
         raise sqlite3.OperationalError("simulated failure in the middle of the upgrade")
 
     monkeypatch.setitem(migrations.STORE_STEPS, 1, half_then_fail)
-    with pytest.raises(StoreError, match=r"labels\.db: cannot upgrade the label store from "
-                                         r"schema 1 to 2 \(simulated .*\); it is unchanged"):
+    with pytest.raises(
+        StoreError,
+        match=r"labels\.db: cannot upgrade the label store from "
+        r"schema 1 to 2 \(simulated .*\); it is unchanged",
+    ):
         LabelStore(db)
     assert dict(_rows(db, "meta"))["schema_version"] == "1"
     assert "duration_ms" not in _columns(db, "labels")
@@ -183,8 +186,11 @@ def test_a_newer_store_is_still_refused_and_untouched(tmp_path):
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                      (str(SCHEMA_VERSION + 1),))  # fmt: skip
     conn.close()
-    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1} is newer than "
-                                         rf"this PhenoScout supports \({SCHEMA_VERSION}\); upgr"):
+    with pytest.raises(
+        StoreError,
+        match=rf"schema version {SCHEMA_VERSION + 1} is newer than "
+        rf"this PhenoScout supports \({SCHEMA_VERSION}\); upgr",
+    ):
         LabelStore(db)
     assert "duration_ms" not in _columns(db, "labels")
     assert not (tmp_path / "labels.db.v1.bak").exists()

@@ -338,7 +338,9 @@ def test_predicted_distribution_counts_every_cell_once(project) -> None:
     assert dist["n_cells"].sum() == 600 and dist["fraction"].sum() == pytest.approx(1.0)
     assert dist["n_cells"].is_monotonic_decreasing
     argmax = pd.Series(np.asarray(head.classes)[head.proba.argmax(axis=1)]).value_counts()
-    assert dict(zip(dist["label"], dist["n_cells"])) == {c: int(argmax.get(c, 0)) for c in head.classes}
+    assert dict(zip(dist["label"], dist["n_cells"])) == {
+        c: int(argmax.get(c, 0)) for c in head.classes
+    }
 
 
 def test_well_fractions_per_well_with_z_against_negative_controls(project) -> None:
@@ -363,6 +365,8 @@ def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
     from labeling.reports.report import well_fractions
 
     cells = project.cells()
-    monkeypatch.setattr(type(project), "cells", lambda self, columns=None: cells.drop(columns=["plate", "well"]))
+    monkeypatch.setattr(
+        type(project), "cells", lambda self, columns=None: cells.drop(columns=["plate", "well"])
+    )
     with pytest.raises(DataError, match="no plate and well columns"):
         well_fractions(project)

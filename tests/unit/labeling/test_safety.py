@@ -115,7 +115,7 @@ def test_every_torch_load_in_models_uses_weights_only():
             while depth and end < len(text):
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 end += 1
-            calls.append((path.name, text[match.start():end]))
+            calls.append((path.name, text[match.start() : end]))
     assert calls, "no torch.load call found: did checkpoint loading move out of models/?"
     unsafe = [(name, call) for name, call in calls if "weights_only=True" not in call]
     assert unsafe == []
@@ -146,8 +146,20 @@ def test_absolute_paths_inside_the_root_and_the_home_shortcut(root, monkeypatch)
     assert resolve_user_path("~", root) == root.resolve()
 
 
-@pytest.mark.parametrize("typed", ["..", "../outside", "screens/../../outside", "../root2",
-                                   "/etc", "/", "~", "~/x", "screens/plate1/../../../../.."])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "..",
+        "../outside",
+        "screens/../../outside",
+        "../root2",
+        "/etc",
+        "/",
+        "~",
+        "~/x",
+        "screens/plate1/../../../../..",
+    ],
+)
 def test_paths_that_leave_the_root_are_refused(root, typed, monkeypatch):
     monkeypatch.setenv("HOME", str(root.parent / "outside"))
     with pytest.raises(ConfigError, match=r"leads to .*, outside .*; choose a path inside"):
@@ -206,8 +218,12 @@ def test_export_commands_refuse_a_project_file(project, capsys):
         store.submit({cell: "mitotic"}, annotator="me", source="cli")
     files = [p for p in project.rglob("*") if p.is_file() and "labels.db" not in p.name]
     before = {p: p.read_bytes() for p in files}
-    for what, inside in [("crops", "labels.db"), ("cells", "cells.parquet"),
-                         ("labels", "features/labels.csv"), ("crops", "project.toml")]:
+    for what, inside in [
+        ("crops", "labels.db"),
+        ("cells", "cells.parquet"),
+        ("labels", "features/labels.csv"),
+        ("crops", "project.toml"),
+    ]:
         assert main(["export", str(project), "--what", what, "--out", str(project / inside)]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and re.search(r"is part of the PhenoScout project", err), err

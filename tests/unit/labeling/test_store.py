@@ -401,7 +401,9 @@ def test_threads_share_one_store(store: LabelStore) -> None:
 
 
 def test_import_loads_nothing_heavy() -> None:
-    code = "import sys, labeling.store.labels; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    code = (
+        "import sys, labeling.store.labels; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
@@ -414,11 +416,21 @@ def test_label_remembers_the_lease_that_handed_it_out(tmp_path):
     with LabelStore(tmp_path / "labels.db", create=True) as store:
         store.add_cells(["a", "b", "c"])
         rid = store.start_round("ann", "discover", None, 2)
-        store.lease([{"cell_id": "a", "sub_strategy": "random", "guess": "x", "confidence": 0.4},
-                     {"cell_id": "b", "sub_strategy": "margin"}], "ann", rid)
+        store.lease(
+            [
+                {"cell_id": "a", "sub_strategy": "random", "guess": "x", "confidence": 0.4},
+                {"cell_id": "b", "sub_strategy": "margin"},
+            ],
+            "ann",
+            rid,
+        )
         store.submit({"a": "x", "b": "y", "c": "z"}, annotator="ann", source="batch")
         events = {e.cell_id: e for e in store.label_events()}
-    assert (events["a"].sub_strategy, events["a"].guess, events["a"].round_id) == ("random", "x", rid)
+    assert (events["a"].sub_strategy, events["a"].guess, events["a"].round_id) == (
+        "random",
+        "x",
+        rid,
+    )
     assert events["b"].sub_strategy == "margin" and events["b"].guess is None
     assert events["c"].sub_strategy is None and events["c"].round_id is None
 

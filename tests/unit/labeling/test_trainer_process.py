@@ -63,9 +63,11 @@ def test_describe_says_what_the_trainer_does():
     assert _status("idle").describe() == "idle"
     assert _status("idle", alive=False).describe() == "not running"
     assert _status("stopped", alive=False, enabled=False).describe() == (
-        "not running (PHENOSCOUT_TRAINER=off)")
+        "not running (PHENOSCOUT_TRAINER=off)"
+    )
     assert _status("failed", alive=False, message="CUDA absent").describe() == (
-        "failed: CUDA absent")
+        "failed: CUDA absent"
+    )
 
 
 @pytest.mark.parametrize("content", [None, "", "{not json", "[1, 2]", '{"state": "pretr'])
@@ -79,12 +81,24 @@ def test_status_without_a_readable_file_is_none(tmp_path, content):
 
 
 def test_status_of_a_dead_trainer_is_not_alive(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "trainer.json").write_text(json.dumps({
-        "state": "pretraining", "pid": int(proc.stdout), "progress": [5, "x"], "version": 2,
-        "updated_at": "2020-01-01T00:00:00+00:00"}))
+    (tmp_path / "models" / "trainer.json").write_text(
+        json.dumps(
+            {
+                "state": "pretraining",
+                "pid": int(proc.stdout),
+                "progress": [5, "x"],
+                "version": 2,
+                "updated_at": "2020-01-01T00:00:00+00:00",
+            }
+        )
+    )
     status = trainer_status(tmp_path)
     assert status.state == "pretraining" and not status.alive and status.version == 2
     assert status.progress == (0, 0) and status.age_s > 1e7

@@ -26,7 +26,10 @@ def test_set_channels_saves_names_and_colours(tmp_path, small_project):
     before = project.config.channels
     set_channels(project, ["DNA", ""], ["", "#ff00ff"])
     saved = load_config(project.path / "project.toml").channels
-    assert [(c.name, c.colour) for c in saved] == [("DNA", before[0].colour), (before[1].name, "#ff00ff")]
+    assert [(c.name, c.colour) for c in saved] == [
+        ("DNA", before[0].colour),
+        (before[1].name, "#ff00ff"),
+    ]
     assert project.config.channels == saved
     with pytest.raises(ConfigError):
         set_channels(project, ["a", "b", "c"])

@@ -23,7 +23,11 @@ def test_round_trip_classifier(tmp_path, tiny_config):
     path = save_checkpoint(tmp_path / "c.pt", model, "p1", CLASSES, extra={"epochs": 2})
     ckpt = load_checkpoint(path, project="p1", classes=CLASSES)
     assert (ckpt.kind, ckpt.classes, ckpt.config, ckpt.extra) == (
-        "classifier", CLASSES, tiny_config, {"epochs": 2})
+        "classifier",
+        CLASSES,
+        tiny_config,
+        {"epochs": 2},
+    )
     x = torch.rand(2, 2, 16, 16)
     assert torch.equal(build_model(ckpt)(x), model(x))
     assert not list(tmp_path.glob("*.tmp"))

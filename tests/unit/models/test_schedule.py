@@ -25,8 +25,13 @@ def test_time_budget_stops_early_and_says_why(fake_pixels, tiny_config):
 
     fake_pixels.read = slow_read
     calls = []
-    history = pretrain(UNet(tiny_config), fake_pixels, TrainConfig(
-        max_steps=50, batch_size=8, max_seconds=0.05), CPU, lambda d, t: calls.append((d, t)))
+    history = pretrain(
+        UNet(tiny_config),
+        fake_pixels,
+        TrainConfig(max_steps=50, batch_size=8, max_seconds=0.05),
+        CPU,
+        lambda d, t: calls.append((d, t)),
+    )
     assert history[-1]["stopped"] == "max_seconds"
     assert 1 <= history[-1]["step"] < 10
     assert history[-1]["seconds"] >= 0.05
@@ -36,8 +41,7 @@ def test_time_budget_stops_early_and_says_why(fake_pixels, tiny_config):
 
 
 def test_without_budget_the_schedule_runs_out(fake_pixels, tiny_config):
-    history = pretrain(UNet(tiny_config), fake_pixels, TrainConfig(max_steps=4, batch_size=8),
-                       CPU)
+    history = pretrain(UNet(tiny_config), fake_pixels, TrainConfig(max_steps=4, batch_size=8), CPU)
     assert history[-1]["step"] == 4 and history[-1]["stopped"] == "steps"
 
 
@@ -51,7 +55,8 @@ def test_for_device_cpu_is_smaller_and_time_boxed():
     assert 0 < cpu.pretrain.max_seconds <= 300
     assert cuda.pretrain.max_seconds == 0
     assert cpu.pretrain.max_steps * cpu.pretrain.batch_size < (
-        cuda.pretrain.max_steps * cuda.pretrain.batch_size)
+        cuda.pretrain.max_steps * cuda.pretrain.batch_size
+    )
     assert cpu.finetune.max_epochs < cuda.finetune.max_epochs
     assert TrainerConfig.for_device("mps") == TrainerConfig()
     tiny = TrainerConfig.for_device("cpu", width=2, seed=3)

@@ -14,12 +14,22 @@ from models.seg_train import SegmenterConfig, SegTrainConfig, targets_from_label
 from models.unet import UNet, UNetConfig  # noqa: E402
 
 TINY = SegmenterConfig(width=8, depth=2, tile=64, overlap=16)
-PLAIN = SegTrainConfig(steps=150, max_seconds=0, batch_size=4, crop=32, scale_min=1.0,
-                       scale_max=1.0, gamma_max=1.0, gain=0.0, noise_max=0.0)
+PLAIN = SegTrainConfig(
+    steps=150,
+    max_seconds=0,
+    batch_size=4,
+    crop=32,
+    scale_min=1.0,
+    scale_max=1.0,
+    gamma_max=1.0,
+    gain=0.0,
+    noise_max=0.0,
+)
 
 
-def disc_field(rng: np.random.Generator, size: int = 64, n: int = 4, radius=(5.0, 9.0),
-               channels: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def disc_field(
+    rng: np.random.Generator, size: int = 64, n: int = 4, radius=(5.0, 9.0), channels: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Separated bright discs on a noisy background: (image uint16, mask int32); image is
     (H, W) or, with ``channels``, (channels, H, W) with the discs on channel 0."""
     yy, xx = np.mgrid[:size, :size]
@@ -35,8 +45,10 @@ def disc_field(rng: np.random.Generator, size: int = 64, n: int = 4, radius=(5.0
     image = np.clip(100 + 400 * (mask > 0) + rng.normal(0, 20, mask.shape), 0, None)
     image = image.astype(np.uint16)
     if channels:
-        image = np.stack([image] + [rng.integers(0, 50, mask.shape, dtype=np.uint16)
-                                    for _ in range(channels - 1)])
+        image = np.stack(
+            [image]
+            + [rng.integers(0, 50, mask.shape, dtype=np.uint16) for _ in range(channels - 1)]
+        )
     return image, mask
 
 
@@ -76,8 +88,12 @@ def test_overfits_a_tiny_batch(trained, disc_pairs):
 
 def test_same_seed_same_weights_on_cpu(disc_pairs):
     short = dataclasses.replace(PLAIN, steps=3)
-    runs = [seg.train_segmenter(disc_pairs, device="cpu", seed=s, config=TINY,
-                                train_config=short).net.state_dict() for s in (4, 4, 5)]
+    runs = [
+        seg.train_segmenter(
+            disc_pairs, device="cpu", seed=s, config=TINY, train_config=short
+        ).net.state_dict()
+        for s in (4, 4, 5)
+    ]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
 
@@ -111,8 +127,7 @@ def test_tiles_stitch_like_one_pass():
     net = UNet(UNetConfig(1, out_channels=3, width=4, depth=2)).eval()
     plane = np.random.default_rng(1).random((150, 170), dtype=np.float32)
     tiled = seg._tiled_probs(net, plane, TINY, torch.device("cpu"))
-    whole = seg._tiled_probs(net, plane, dataclasses.replace(TINY, tile=256),
-                             torch.device("cpu"))
+    whole = seg._tiled_probs(net, plane, dataclasses.replace(TINY, tile=256), torch.device("cpu"))
     assert tiled.shape == (2, 150, 170)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
