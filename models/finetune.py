@@ -120,8 +120,11 @@ def predict_logits(
     """(n, k) logits of ``cell_ids`` (no augmentation); with ``DeviceCrops`` and
     ``cell_ids=None``, of all its cells."""
     model.eval()
-    ids = cell_ids if cell_ids is not None else all_cell_ids(pixels)
-    crops = pixels if isinstance(pixels, DeviceCrops) else DeviceCrops(pixels, ids, device)
+    if isinstance(pixels, DeviceCrops):
+        crops = pixels
+    else:
+        ids = cell_ids if cell_ids is not None else all_cell_ids(pixels)
+        crops = DeviceCrops(pixels, ids, device)
     out = []
     with torch.inference_mode():
         for start in range(0, len(crops), batch):
