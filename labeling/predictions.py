@@ -41,6 +41,15 @@ def _head(project: Project) -> tuple[list[str], HeadState]:
     return [str(c) for c in pool.cell_ids], head
 
 
+def predicted_labels(project: Project) -> pd.DataFrame:
+    """``cell_id, predicted, confidence`` for every cell with features (pool order).
+
+    Raises:
+        NotTrainedError: fewer than 2 classes have labels.
+    """
+    return _predicted(*_head(project))
+
+
 def _predicted(ids: list[str], head: HeadState) -> pd.DataFrame:
     proba = np.asarray(head.proba)
     names = np.asarray(head.classes, dtype=object)
