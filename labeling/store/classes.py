@@ -28,9 +28,13 @@ __all__ = [
 
 UNSURE = "unsure"  # pseudo-class: a label a user can give, never a training class
 BAD_SEGMENTATION = "bad segmentation"  # pseudo-class, as above
-_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
+#: Default keys in the order classes get them: the ten digits, then letters that no other key of
+#: the app uses (u, b: the pseudo-classes; s skip, z undo, n next batch; c and r: the browser's
+#: own Streamlit keys), so a screen of 13-16 classes and more labels by key too.
+_KEYS = (*"1234567890", *"adefghijklmopqtvwxy")
 _PALETTE = tuple(
-    "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #bcbd22 #17becf #393b79".split()
+    "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #bcbd22 #17becf #393b79 "
+    "#aec7e8 #ffbb78 #98df8a #ff9896 #c5b0d5 #c49c94 #f7b6d2 #dbdb8d #9edae5 #6b6ecf".split()
 )
 PSEUDO_CLASSES = ((UNSURE, "#b0b0b0", "u"), (BAD_SEGMENTATION, "#5a5a5a", "b"))
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -148,7 +152,7 @@ class ClassTable:
 
     def add_class(self, name: str, colour: str | None = None, key: str | None = None) -> ClassInfo:
         """Create a class. Default colour: the next unused palette colour; default key: the next
-        free one of "1".."9", "0" (none once all ten are taken).
+        free one of "1".."9", "0", then the letters of ``_KEYS`` (none once all are taken).
 
         Raises:
             StoreError: for a bad or existing name (also one differing only by case), a bad

@@ -231,8 +231,13 @@ def test_keys_colours_and_pseudo_classes(store: LabelStore) -> None:
     pseudo = {c.name: c for c in store.classes() if c.pseudo}
     assert {n: c.key for n, c in pseudo.items()} == {UNSURE: "u", BAD_SEGMENTATION: "b"}
     infos = [store.add_class(f"k{i}") for i in range(11)]
-    assert [c.key for c in infos] == [*"1234567890", None]
+    assert [c.key for c in infos] == [*"1234567890", "a"]  # then letters: 13-16 classes
     assert len({c.colour for c in infos[:10]}) == 10 and all(c.colour for c in infos)
+    more = [store.add_class(f"m{i}") for i in range(19)]
+    keys = [c.key for c in infos + more]
+    assert keys[-1] is None and len(set(keys[:-1])) == 29  # 29 keys, then none
+    assert not {"u", "b", "s", "z", "n", "c", "r"} & set(keys)  # the app's other keys
+    assert len({c.colour for c in (infos + more)[:20]}) == 20
     with pytest.raises(StoreError, match="key '1' is already used by class 'k0'"):
         store.set_class_key("k10", "1")
     store.set_class_key("k0", None)
