@@ -93,6 +93,16 @@ class TrainerConfig:
     nice: int = 10  # priority lowered by this on CPU (0: leave as is)
     init_checkpoint: str = ""  # optional user checkpoint to initialise the encoder from
     seed: int = 0  # seeds python, numpy, torch
+    # deterministic kernels (the default); False: cudnn.benchmark and non-deterministic kernels
+    # (faster on a GPU; `phenoscout train --nondeterministic`). Copied into both schedules.
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("pretrain", "finetune"):
+            schedule = getattr(self, name)
+            if schedule.deterministic != self.deterministic:
+                changed = dataclasses.replace(schedule, deterministic=self.deterministic)
+                object.__setattr__(self, name, changed)
 
     @classmethod
     def for_device(cls, device: torch.device | str, **overrides: Any) -> TrainerConfig:
@@ -433,7 +443,7 @@ def serve(
     watch = watch or ServeConfig()
     with trainer_lock(project_dir):
         background_mode(dev, config.cpu_threads, config.nice)
-        seed_everything(config.seed)
+        seed_everything(config.seed, config.deterministic)
         remove_stale_tmp(project_dir)
         trainer = Trainer(Path(project_dir), dev, config, labels, progress, watch)
         logger.info("trainer started on %s (pid %d, %s)", project_dir, os.getpid(), dev)

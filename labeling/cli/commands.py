@@ -14,10 +14,12 @@ from labeling.errors import PhenoScoutError
 
 EPILOG = """examples:
   phenoscout demo --out demo_data --cells 20000 --seed 0
-  phenoscout init my_project --crops demo_data
+  phenoscout init my_project --crops demo_data --classes interphase,mitotic,apoptotic
   phenoscout init my_project --fields plate1/ --pattern '{plate}_{well}_s{site}_w{channel}.tif'
   phenoscout app my_project
   phenoscout export my_project --out labels.csv
+  phenoscout export my_project --what crops --out crops.zip   (labeled crops, source bit depth)
+  phenoscout export my_project --what model --out model.pt    (the newest model's checkpoint)
 """
 
 
@@ -76,7 +78,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"channels  {chans}")
     if project.config.dropped_channels:
         print(f"dropped   {', '.join(project.config.dropped_channels)} (all zero at ingest)")
-    print(f"labels    {store.n_labels_given()} given, {len(store.current_labels())} cells labeled")
+    # as the app counts them: every label given (relabels too) and the cells carrying one
+    cells = store.current_labels(include_pseudo=True)
+    pseudo = len(cells) - len(store.current_labels())
+    print(f"labels    {store.n_labels_given()} labels on {len(cells)} cells"
+          + (f" ({pseudo} unsure or bad segmentation)" if pseudo else ""))  # fmt: skip
     for info in store.classes():
         key = f"[{info.key}]" if info.key else "   "
         print(f"  {key:<4} {info.name:<28} {info.n_labeled:>6}")
@@ -214,12 +220,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         with tqdm_progress("train") as progress, _train_runner(args) as runner:
             version = run_trainer(project.path, device=args.device, watch=args.watch,
                                   poll_s=args.poll, progress=progress, exit_with=args.exit_with,
-                                  runner=runner)  # fmt: skip
+                                  runner=runner, config=_train_config(args))  # fmt: skip
     except TrainerExit as exc:
         print(f"trainer stopped: {exc}")
         return 0
     print(f"newest model version: v{version:04d}" if version else "no model version published")
     return 0
+
+
+def _train_config(args: argparse.Namespace):  # -> TrainerConfig | None
+    """The shipped configuration, with non-deterministic kernels when asked for."""
+    if not args.nondeterministic:
+        return None
+    from models.device import resolve_device
+    from models.trainer import TrainerConfig
+
+    return TrainerConfig.for_device(resolve_device(args.device), deterministic=False)
 
 
 @contextlib.contextmanager
@@ -298,7 +314,9 @@ def _add_export(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
         "export",
         parents=[parents["project"]],
-        help="export labels, cells, predictions or per-well counts (CSV or Parquet)",
+        help="export labels, cells, predictions, per-well counts, labeled crops or the model",
+        description="Write one export: a table (labels, cells, predictions, wells) as CSV or "
+        "Parquet, the labeled crops as a ZIP, the model checkpoint, or the screen as .h5ad.",
     )
     p.add_argument(
         "--out", required=True, help="output file: .csv or .parquet; .zip for crops; .h5ad"
@@ -310,7 +328,8 @@ def _add_export(sub: Sub, parents: Parents) -> None:
         help="labels: one row per labeled cell with metadata; cells: one row per cell; "
         "predictions: every cell with its predicted class, confidence and class probabilities; "
         "wells: predicted class counts and fractions per plate and well (z against negative "
-        "controls); crops: a ZIP of the labeled crops, one folder per class (16-bit TIFF); "
+        "controls); crops: a ZIP of the labeled crops, one folder per class, a TIFF per cell in "
+        "the source bit depth (8-bit stays 8-bit, 16-bit 16-bit) with channel names; "
         "model: the newest trained model's checkpoint.pt; anndata: every cell as an .h5ad "
         "(X features, obs cells with labels and predictions, obsm embedding)",
     )
@@ -364,6 +383,8 @@ def _add_info(sub: Sub, parents: Parents) -> None:
         "info",
         parents=[parents["project"]],
         help="summarise a project: cells, channels, classes, labels",
+        description="Print the project's folder, cell count, channels, the labels given and on "
+        "how many cells (as the app counts them), and each class with its key and cells.",
     )
     p.set_defaults(func=_cmd_info)
 
@@ -373,6 +394,8 @@ def _add_next(sub: Sub, parents: Parents) -> None:
         "next",
         parents=[parents["project"], parents["annotator"]],
         help="choose the next batch, lease it, print one JSON line per cell",
+        description="Refit the head on the labels, choose the next batch with the project's "
+        "strategy, lease its cells to the annotator and print one JSON line per cell.",
     )
     p.add_argument("--n", type=int, default=24, help="batch size (default 24)")
     p.add_argument(
@@ -460,13 +483,20 @@ def _add_report(sub: Sub, parents: Parents) -> None:
         parents=[parents["project"], parents["out_dir"]],
         help="discovery curves, prevalence, stopping signal, "
         "cross-validated confusion matrix (CSV and PNG)",
+        description="Write the Discover page's numbers to OUT: discovery curves, prevalence "
+        "from the random slice, the stopping signal (chance of a class not seen yet), labels "
+        "per round and the cross-validated confusion matrix, as CSV, JSON and PNG.",
     )
     p.set_defaults(func=_cmd_report)
 
 
 def _add_classes(sub: Sub, parents: Parents) -> None:
     p = sub.add_parser(
-        "classes", parents=[parents["project"]], help="list, add, rename or merge classes"
+        "classes",
+        parents=[parents["project"]],
+        help="list, add, rename or merge classes",
+        description="List the classes with their keys and cells; --add, --rename or --merge "
+        "change them (labels follow; history is kept). Keys: 1-9, 0, then letters.",
     )
     p.add_argument("--add", metavar="NAME", help="add a class (free text)")
     p.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"), help="rename a class")
@@ -499,6 +529,12 @@ def _add_train(sub: Sub, parents: Parents) -> None:
         help="auto: CUDA, else MPS, else CPU (one thread, low priority)",
     )
     p.add_argument("--poll", type=float, default=5.0, help="seconds between label checks")
+    p.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="cudnn.benchmark and non-deterministic kernels: faster on a GPU, runs with one "
+        "seed may differ slightly (default: deterministic kernels)",
+    )
     p.add_argument(
         "--exit-with",
         type=int,
