@@ -15,7 +15,9 @@ A classifier version's embeddings come from an encoder fine-tuned on the labels,
 them by cross-validation on those same labels would flatter them; such a version also holds
 ``backbone_embeddings.npy``, the self-supervised backbone's label-free embeddings (the same
 as the pretrain-only version's ``embeddings.npy``). :func:`latest_backbone_embeddings` finds
-them.
+them. A fine-tuned version also lists the cells it was trained on (``trained_cells.npy``), so
+the loop can judge its embeddings on labels given after it was trained
+(:func:`load_trained_cells`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ META_FILE = "meta.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 BACKBONE_EMBEDDINGS_FILE = "backbone_embeddings.npy"
 CELL_IDS_FILE = "cell_ids.npy"
+TRAINED_CELLS_FILE = "trained_cells.npy"  # a fine-tuned version's training cells (n_train,) str
 PREDICTIONS_FILE = "predictions.npy"
 CLASSES_FILE = "classes.json"
 TMP_PREFIX = ".tmp-"
@@ -147,6 +150,33 @@ def backbone_embeddings_path(info: VersionInfo) -> Path | None:
         return info.path / EMBEDDINGS_FILE
     path = info.path / BACKBONE_EMBEDDINGS_FILE
     return path if path.is_file() else None
+
+
+def is_finetuned(info: VersionInfo) -> bool:
+    """Whether a version's ``embeddings.npy`` come from an encoder fine-tuned on labels."""
+    return info.has_predictions or info.meta.get("kind", "unet") == "classifier"
+
+
+def load_trained_cells(info: VersionInfo) -> npt.NDArray[np.str_] | None:
+    """The cell ids a fine-tuned version was trained on; None when it does not say (a version
+    from before the list was written, or an unreadable list): such a version cannot be judged
+    without leakage."""
+    path = info.path / TRAINED_CELLS_FILE
+    if not path.is_file():
+        return None
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return ids if ids.ndim == 1 else None
+
+
+def describe_version(info: VersionInfo) -> str:
+    """Plain words: ``v0003 (fine-tuned on 120 labels)`` or ``v0001 (self-supervised)``."""
+    if is_finetuned(info):
+        n = int(info.meta.get("n_trained", info.n_labels))
+        return f"{version_name(info.version)} (fine-tuned on {n} labels)"
+    return f"{version_name(info.version)} (self-supervised)"
 
 
 def latest_backbone_embeddings(

@@ -54,6 +54,7 @@ from models.folder import (
     LOCK_FILE,
     MODELS_DIR,
     STATUS_FILE,
+    TRAINED_CELLS_FILE,
     backbone_embeddings_path,
     latest_backbone_embeddings,
     latest_version,
@@ -88,7 +89,7 @@ class TrainerConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # fine-tune schedule
     embed_batch: int = 256  # cells per embedding forward pass
     bf16: bool = False  # bfloat16 autocast for embeddings on CPU
-    keep_versions: int = 3  # published versions kept
+    keep_versions: int = 4  # published versions kept (the loop judges one on newer labels)
     cpu_threads: int = 1  # torch threads on CPU (0: leave as is)
     nice: int = 10  # priority lowered by this on CPU (0: leave as is)
     init_checkpoint: str = ""  # optional user checkpoint to initialise the encoder from
@@ -96,6 +97,12 @@ class TrainerConfig:
     # deterministic kernels (the default); False: cudnn.benchmark and non-deterministic kernels
     # (faster on a GPU; `phenoscout train --nondeterministic`). Copied into both schedules.
     deterministic: bool = True
+    # In watch mode, fine-tune only once this many label events have arrived since the last
+    # version (1: after every batch). On CPU 20: about every other batch of 10.
+    finetune_every: int = 1
+    # Optimiser steps per fine-tune epoch at most (0: no cap): bounds a round's work as the
+    # labels grow. On CPU 16 (12 epochs x 16 steps x 64 crops, 20-40 s on one thread).
+    finetune_max_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("pretrain", "finetune"):
@@ -115,7 +122,12 @@ class TrainerConfig:
         """
         kind = torch.device(device).type
         if kind == "cpu":
-            schedules = {"pretrain": CPU_PRETRAIN, "finetune": CPU_FINETUNE}
+            schedules = {
+                "pretrain": CPU_PRETRAIN,
+                "finetune": CPU_FINETUNE,
+                "finetune_every": CPU_FINETUNE_EVERY,
+                "finetune_max_steps": CPU_FINETUNE_MAX_STEPS,
+            }
         elif kind == "cuda":
             schedules = {"pretrain": GPU_PRETRAIN, "finetune": GPU_FINETUNE}
         else:  # mps: the default schedule
@@ -128,6 +140,8 @@ CPU_PRETRAIN = TrainConfig(max_steps=300, max_seconds=240.0)  # < 5 min with tim
 # No held-out split below 20 labels per class (FinetuneConfig.holdout_min_per_class): at 10
 # per class early stopping on 2 held-out cells per class cost 0.28 balanced accuracy.
 CPU_FINETUNE = FinetuneConfig(max_epochs=12, short_epochs=4, patience=4, lr=3e-2)
+CPU_FINETUNE_EVERY = 20  # label events between fine-tunes on CPU (watch mode)
+CPU_FINETUNE_MAX_STEPS = 16  # steps per fine-tune epoch at most on CPU
 GPU_PRETRAIN = TrainConfig(epochs=10, max_steps=3000, batch_size=256)
 GPU_FINETUNE = FinetuneConfig(max_epochs=20, batch_size=128)
 
@@ -312,11 +326,15 @@ class Trainer:
         n_labels: int,
         timings: dict[str, float],
         backbone: UNet | None = None,
+        trained: list[str] | None = None,
     ) -> int:
         """Checkpoint, embed every cell and publish the next version; returns its number.
 
-        A classifier's version also gets the label-free embeddings of ``backbone``."""
+        A classifier's version also gets the label-free embeddings of ``backbone`` and the ids
+        of the cells it was trained on, ``trained`` (``trained_cells.npy``)."""
         number, tmp = begin_version(self.project_dir)
+        if trained is not None:
+            np.save(tmp / TRAINED_CELLS_FILE, np.array(sorted(trained), dtype=str))
         save_checkpoint(tmp / "checkpoint.pt", model.cpu(), self.project_id, classes)
         write_json(
             tmp / "config.json",
@@ -336,6 +354,8 @@ class Trainer:
             "dim": result.dim,
             "kind": "classifier" if isinstance(model, Classifier) else "unet",
         }
+        if trained is not None:
+            meta["n_trained"] = len(trained)
         publish_version(tmp, meta, classes, keep=self.config.keep_versions)
         self.status.data["version"] = number
         spent = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items())
@@ -385,13 +405,18 @@ class Trainer:
         self.status.set("finetuning", f"fine-tuning on {what}")
         logger.info("fine-tune started on %s", what)
         start = time.perf_counter()
+        schedule = self.config.finetune
+        if self.config.finetune_max_steps:  # bound the round's work as the labels grow
+            auto = max(schedule.min_steps, -(-len(labels) // schedule.batch_size))
+            steps = min(schedule.steps_per_epoch or auto, self.config.finetune_max_steps)
+            schedule = dataclasses.replace(schedule, steps_per_epoch=max(1, steps))
         try:
             finetune(
                 model,
                 self.pixels,
                 labels,
                 classes,
-                self.config.finetune,
+                schedule,
                 self.device,
                 self.progress,
             )
@@ -400,7 +425,12 @@ class Trainer:
             raise
         logger.info("fine-tune done in %.1f s", time.perf_counter() - start)
         return self.publish(
-            model, classes, n_labels, {"finetune_s": time.perf_counter() - start}, backbone=backbone
+            model,
+            classes,
+            n_labels,
+            {"finetune_s": time.perf_counter() - start},
+            backbone=backbone,
+            trained=list(labels),
         )
 
 
@@ -472,7 +502,10 @@ def _loop(trainer: Trainer, labels: LabelSource, watch: ServeConfig) -> int | No
             backbone = trainer.backbone()
             trainer.publish(backbone, (), 0, {"pretrain_s": time.perf_counter() - start})
             seen = 0
-        if n_labels != seen:
+        # watch mode on CPU waits for finetune_every new label events (the app's rounds go on
+        # with the newest version meanwhile); a single pass trains on whatever changed
+        enough = not watch.watch or abs(n_labels - seen) >= trainer.config.finetune_every
+        if n_labels != seen and enough:
             trainer.round(n_labels)
             seen = n_labels
         if trainer.status.data.get("state") != "idle":
