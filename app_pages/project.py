@@ -36,6 +36,7 @@ from datasets.fields.spec import SEGMENT_METHODS
 from labeling.errors import PhenoScoutError, ProjectError
 from labeling.jobs import Job
 from labeling.project import Project, add_crops, add_fields, create_project
+from labeling.store.names import class_list
 from labeling.workspace import (
     DEMO_DIR,
     check_new_project_folder,
@@ -73,21 +74,6 @@ def _guarded(section: Callable[..., None], *args: object) -> None:
         section(*args)
     except PhenoScoutError as exc:
         st.error(md(exc))
-
-
-def class_list(text: str) -> list[str]:
-    """Class names typed comma-separated: each checked as the store checks a name, no two the
-    same (case aside). Raises StoreError naming the first bad one."""
-    from labeling.errors import StoreError
-    from labeling.store.names import normalise_class_name
-
-    names = [normalise_class_name(n) for n in text.split(",") if n.strip()]
-    seen: dict[str, str] = {}
-    for name in names:
-        if name.casefold() in seen:
-            raise StoreError(f"class {name!r} is given twice (as {seen[name.casefold()]!r})")
-        seen[name.casefold()] = name
-    return names
 
 
 def add_classes(project: Project, names: list[str]) -> list[str]:

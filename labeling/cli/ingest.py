@@ -160,11 +160,15 @@ def _check_source_options(args: argparse.Namespace) -> None:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from labeling.io.imports import import_labels
+    from labeling.store.names import class_list
 
     _check_source_options(args)
+    classes = class_list(args.classes or "")  # a bad name stops here, before any ingest
     imported: list[int] = []
 
     def then(project) -> None:  # inside the create: a failed import leaves no project behind
+        for name in classes:
+            project.store.add_class(name)
         if args.import_labels:
             imported.append(import_labels(project, Path(args.import_labels)))
 
@@ -173,6 +177,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     else:
         project, report = _init_fields(args, then)
     print(report.summary())
+    if classes:
+        keys = {c.name: c.key for c in project.store.classes(include_pseudo=False)}
+        print("classes: " + ", ".join(f"{n} [{keys.get(n) or '-'}]" for n in classes))
     if imported:
         print(f"imported {imported[0]} labels from {args.import_labels}")
     print(f"project ready: {project.path}  (next: phenoscout app {project.path})")
@@ -455,6 +462,12 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
         help="fluorescence, or stained brightfield RGB (adds stain colour and texture "
         "features); default auto: detected on a sample, stored in project.toml",
     )
+    p.add_argument(
+        "--classes",
+        metavar="A,B,C",
+        help="phenotype classes, comma-separated, e.g. interphase,mitotic,apoptotic: each gets "
+        "a key (1-9, 0, then letters) so labeling by key works from the first batch",
+    )
     p.add_argument("--seed", type=int, default=0, help="project seed")
     p.set_defaults(func=_cmd_init)
 
@@ -463,7 +476,12 @@ def add_ingest_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo``, ``init`` and ``add`` subcommands to ``sub``."""
     _add_demo_parser(sub)
     _add_init_parser(sub)
-    p = sub.add_parser("add", help="add crops or whole fields (a new plate) to a project")
+    p = sub.add_parser(
+        "add",
+        help="add crops or whole fields (a new plate) to a project",
+        description="Ingest another folder of crops or fields of view (a new plate) into an "
+        "existing project with its settings (channels, crop size, scale), and compute features.",
+    )
     p.add_argument("project", help="existing project folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--crops", help="folder of single-cell images")

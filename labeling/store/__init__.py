@@ -21,6 +21,7 @@ _EXPORTS = {
     "SKIP": "labeling.store.names",
     "UNSURE": "labeling.store.labels",
     "backup_path": "labeling.store.migrations",
+    "class_list": "labeling.store.names",
     "damaged": "labeling.store.db",
     "label_durations": "labeling.store.rounds",
     "migrate_config_data": "labeling.store.migrations",

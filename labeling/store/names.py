@@ -31,3 +31,19 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(name, list(names), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def class_list(text: str) -> list[str]:
+    """Class names typed comma-separated (``init --classes``, the app's Project page): each
+    checked as :func:`normalise_class_name` checks a name, empty items dropped, order kept.
+
+    Raises:
+        StoreError: a bad name, or a name given twice (also differing only by case).
+    """
+    names = [normalise_class_name(n) for n in str(text).split(",") if n.strip()]
+    seen: dict[str, str] = {}
+    for name in names:
+        if name.casefold() in seen:
+            raise StoreError(f"class {name!r} is given twice (as {seen[name.casefold()]!r})")
+        seen[name.casefold()] = name
+    return names

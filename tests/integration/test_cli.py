@@ -39,7 +39,20 @@ def test_every_subcommand_explains_itself(capsys):
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])
         assert exc.value.code == 0
-        assert f"usage: phenoscout {name}" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"usage: phenoscout {name}" in out
+        usage_and_args = out.split("\n\n")
+        assert len(usage_and_args) > 2 and not usage_and_args[1].startswith(
+            ("positional", "options")
+        ), f"{name} --help has no description line"
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    export_help = " ".join(capsys.readouterr().out.split())
+    assert "source bit depth" in export_help and "16-bit TIFF" not in export_help
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "--what crops" in top and "--what model" in top and "--classes" in top
 
 
 def test_console_script_runs():
@@ -57,6 +70,7 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
 
     code, out, _ = run(capsys, "info", proj)
     assert code == 0 and "cells     600" in out and "DNA" in out
+    assert "labels    0 labels on 0 cells" in out
 
     # no labels yet: a header-only labels export
     code, out, _ = run(capsys, "export", proj, "--out", tmp_path / "labels.csv")
@@ -150,6 +164,27 @@ def test_jurkat_loads_with_its_class_counts(tmp_path, capsys):
         "Telophase": 28,
         "Anaphase": 16,
     }
+
+
+def test_init_classes_first_with_keys_and_info_counts_as_the_app(tmp_path, capsys, small_demo):
+    proj = tmp_path / "proj"
+    code, _, err = run(capsys, "init", proj, "--crops", small_demo, "--classes", "a, b, A")
+    assert code == 2 and "given twice" in err and not proj.exists()  # before any ingest
+    names = ",".join(f"class {i}" for i in range(14))
+    code, out, err = run(capsys, "init", proj, "--crops", small_demo, "--classes", names)
+    assert code == 0, err
+    assert "classes: class 0 [1], class 1 [2]" in out and "class 10 [a]" in out
+    from labeling.store import LabelStore
+
+    with LabelStore(proj / "labels.db") as store:
+        classes = store.classes(include_pseudo=False)
+        assert [c.name for c in classes] == [f"class {i}" for i in range(14)]
+        assert all(c.key for c in classes)  # 14 classes, every one with a key
+        ids = [c for c in pd.read_parquet(proj / "cells.parquet")["cell_id"][:3]]
+        store.submit({ids[0]: "class 0", ids[1]: "unsure"}, annotator="a", source="cli")
+        store.submit({ids[0]: "class 1"}, annotator="a", source="cli")  # a relabel
+    code, out, _ = run(capsys, "info", proj)
+    assert "labels    3 labels on 2 cells (1 unsure or bad segmentation)" in out
 
 
 def test_classes_add_rename_merge(tmp_path, capsys, small_project):
