@@ -191,33 +191,46 @@ def _tile_axis(length: int, config: SegmenterConfig) -> tuple[int, int]:
     return math.ceil((inner + 2 * config.overlap) / mult) * mult, n
 
 
+TILE_BATCH = {"cuda": 16}  # tiles per forward pass by device type (1 elsewhere)
+
+
 def _tiled_probs(
-    net: UNet, plane: npt.NDArray[np.float32], config: SegmenterConfig, device: torch.device
+    net: UNet,
+    plane: npt.NDArray[np.float32],
+    config: SegmenterConfig,
+    device: torch.device,
+    batch: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """(2, H, W) float32 P(foreground), P(interior) of a normalised (H, W) plane, computed in
-    overlapping tiles whose ``overlap``-wide rims are dropped (memory bounded by one tile)."""
+    overlapping tiles whose ``overlap``-wide rims are dropped; ``batch`` tiles (default
+    ``TILE_BATCH`` of the device) run in one forward pass, so memory is bounded by a batch of
+    tiles."""
     h, w = plane.shape
     m = config.overlap
     (th, ny), (tw, nx) = _tile_axis(h, config), _tile_axis(w, config)
     sy, sx = th - 2 * m, tw - 2 * m
     padded = np.pad(plane, ((m, ny * sy + m - h), (m, nx * sx + m - w)), mode="reflect")
     out = np.empty((2, h, w), np.float32)
+    corners = [(y0, x0) for y0 in range(0, ny * sy, sy) for x0 in range(0, nx * sx, sx)]
+    size = max(1, batch or TILE_BATCH.get(device.type, 1))
     amp = torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
     with torch.inference_mode(), amp:
-        for y0 in range(0, ny * sy, sy):
-            for x0 in range(0, nx * sx, sx):
-                prob = _tile_probs(net, padded[y0 : y0 + th, x0 : x0 + tw], device)
+        for i in range(0, len(corners), size):
+            group = corners[i : i + size]
+            tiles = np.stack([padded[y0 : y0 + th, x0 : x0 + tw] for y0, x0 in group])
+            probs = _tile_probs(net, tiles, device)
+            for (y0, x0), prob in zip(group, probs):
                 ch, cw = min(sy, h - y0), min(sx, w - x0)
                 out[0, y0 : y0 + ch, x0 : x0 + cw] = 1.0 - prob[0, m : m + ch, m : m + cw]
                 out[1, y0 : y0 + ch, x0 : x0 + cw] = prob[1, m : m + ch, m : m + cw]
     return out
 
 
-def _tile_probs(net: UNet, tile: npt.NDArray, device: torch.device) -> npt.NDArray[np.float32]:
-    """(3, h, w) float32 class probabilities of one (h, w) tile."""
+def _tile_probs(net: UNet, tiles: npt.NDArray, device: torch.device) -> npt.NDArray[np.float32]:
+    """(k, 3, h, w) float32 class probabilities of k (h, w) tiles."""
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    x = torch.from_numpy(np.ascontiguousarray(tile))[None, None].to(device, memory_format=fmt)
-    return torch.softmax(net(x).float(), dim=1)[0].cpu().numpy()
+    x = torch.from_numpy(np.ascontiguousarray(tiles))[:, None].to(device, memory_format=fmt)
+    return torch.softmax(net(x).float(), dim=1).cpu().numpy()
 
 
 def demo_training_pairs(n: int, size: int = DEMO_SIZE, seed: int = 0) -> list[Pair]:

@@ -130,6 +130,9 @@ def test_tiles_stitch_like_one_pass():
     whole = seg._tiled_probs(net, plane, dataclasses.replace(TINY, tile=256), torch.device("cpu"))
     assert tiled.shape == (2, 150, 170)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    # tiles batched into one forward pass (as on CUDA) stitch the same
+    batched = seg._tiled_probs(net, plane, TINY, torch.device("cpu"), batch=16)
+    np.testing.assert_allclose(batched, tiled, atol=1e-5)
 
 
 def test_segments_a_field_bigger_than_a_tile(trained):
