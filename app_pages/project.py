@@ -48,6 +48,7 @@ from labeling.workspace import (
 WHOLE = "(the whole folder)"
 _DEFAULT_COLOURS = ("#3b82f6", "#22c55e", "#ef4444", "#eab308", "#d946ef")
 ADD_KINDS = ("a folder of crops", "whole fields of view")
+DEMO_CLASSES = ("interphase", "mitotic")  # the demo's common classes; the rare ones are found
 
 
 def render_project_page(project: Project | None) -> None:
@@ -257,6 +258,7 @@ def _demo_section() -> None:
             def work(job: Job) -> str:
                 project = demo_project(root, progress=job.progress("cells"))
                 set_channels(project, DEMO_CHANNELS)  # a new demo: its channels by name
+                add_classes(project, list(DEMO_CLASSES))  # classes first, as scripts/demo
                 project.close()
                 return f"the demo project is in {path}"
 
