@@ -33,7 +33,10 @@ class ChannelSpec:
 class IngestConfig:
     """How source images become stored crops."""
 
-    crop_size: int = 64  # every crop is padded or centre-cropped to crop_size x crop_size
+    #: every crop is padded or centre-cropped to crop_size x crop_size; None: chosen at ingest
+    #: (crops: 64 and a scale; whole fields and CellProfiler objects: from the objects' sizes,
+    #: datasets.crops.resize.choose_crop_size) and stored as a number
+    crop_size: int | None = 64
     #: dataset-wide rescale factor (never per cell: size is a phenotype); None: chosen at
     #: ingest from the crops' sizes (datasets.crops.resize.choose_scale) and stored as a number
     scale: float | None = None
@@ -47,7 +50,7 @@ class IngestConfig:
     modality: str = "auto"
 
     def __post_init__(self) -> None:
-        if not 8 <= self.crop_size <= 512:
+        if self.crop_size is not None and not 8 <= self.crop_size <= 512:
             raise DataError(f"crop_size {self.crop_size} is out of range; use 8-512 pixels")
         if self.scale is not None and not 0.05 <= self.scale <= 20:
             raise DataError(f"scale {self.scale} is out of range; use 0.05-20")

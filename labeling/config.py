@@ -121,8 +121,9 @@ def config_to_dict(cfg: ProjectConfig) -> dict[str, Any]:
     data["channels"] = [dataclasses.asdict(c) for c in cfg.channels]
     data["ingest"]["percentiles"] = list(cfg.ingest.percentiles)
     data["ingest"]["channel_names"] = list(cfg.ingest.channel_names)
-    if cfg.ingest.scale is None:  # not chosen yet (a project stores the number ingest chose)
-        del data["ingest"]["scale"]
+    for name in ("scale", "crop_size"):  # not chosen yet (a project stores ingest's numbers)
+        if data["ingest"][name] is None:
+            del data["ingest"][name]
     data["dropped_channels"] = list(cfg.dropped_channels)
     return data
 

@@ -303,7 +303,8 @@ def _create(
         config = ProjectConfig(
             name=path.name,
             channels=channels,
-            ingest=dataclasses.replace(ingest, scale=report.scale),  # the number, never "auto"
+            # the numbers ingest used, never "chosen"
+            ingest=dataclasses.replace(ingest, scale=report.scale, crop_size=report.crop_size),
             dropped_channels=tuple(str(c) for c in report.dropped_channels),
             seed=seed,
         )

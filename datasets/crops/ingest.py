@@ -36,6 +36,7 @@ from datasets.crops.readers import (
     skip_reason,
 )
 from datasets.crops.resize import (
+    DEFAULT_CROP_SIZE,
     FIT_QUANTILE,
     choose_scale,
     widest_dtype,
@@ -174,8 +175,11 @@ def ingest_crops(
     """
     cfg = cfg or IngestConfig()
     project = Path(project_dir)
-    report = IngestReport(crop_size=cfg.crop_size)
     manifest = cell_table.read_manifest(project)
+    if cfg.crop_size is None:  # the project's, else the default (large crops get a scale)
+        size = manifest["crop_size"] if manifest else DEFAULT_CROP_SIZE
+        cfg = replace(cfg, crop_size=int(size))
+    report = IngestReport(crop_size=cfg.crop_size)
     ctx = _Context(Path(src_dir).resolve(), project, cfg, report, manifest, runner=runner)
     check_existing(project, manifest, cfg)
     _load_csvs(ctx, labels_csv, metadata_csv)

@@ -116,6 +116,28 @@ def choose_scale(heights: npt.ArrayLike, widths: npt.ArrayLike, crop_size: int) 
     return float(max(0.05, np.floor(1000 * crop_size / typical) / 1000))
 
 
+DEFAULT_CROP_SIZE = 64
+#: Context around an object: its crop is this much larger than its larger side.
+CROP_CONTEXT = 1.25
+
+
+def choose_crop_size(sides: npt.ArrayLike, default: int = DEFAULT_CROP_SIZE) -> int:
+    """One crop size for a whole screen of segmented objects so the typical object fits, by
+    the rule of :func:`choose_scale`: the :data:`FIT_QUANTILE` quantile of the objects' larger
+    side, with :data:`CROP_CONTEXT` around it, rounded up to a multiple of 8. Objects that
+    already fit leave ``default`` (never smaller); at most 512. Never chosen per object.
+
+    Args:
+        sides: each object's larger bounding-box side in pixels (a sample of the screen).
+    """
+    side = np.asarray(sides, dtype=np.float64)
+    side = side[np.isfinite(side) & (side > 0)]
+    if side.size == 0:
+        return default
+    need = float(np.quantile(side, FIT_QUANTILE)) * CROP_CONTEXT
+    return int(min(512, max(default, 8 * np.ceil(need / 8))))
+
+
 def rescale_images(images: npt.NDArray, scale: float) -> npt.NDArray:
     """Resample every image by the same dataset-wide factor (scikit-image ``rescale``).
 

@@ -130,11 +130,16 @@ def ingest_fields(
     cfg = cfg or IngestConfig()
     project = Path(project_dir)
     manifest = cell_table.read_manifest(project)
+    if cfg.crop_size is None and manifest:  # adding: the project's crop size
+        cfg = dataclasses.replace(cfg, crop_size=int(manifest["crop_size"]))
     check_existing(project, manifest, cfg)
-    report = IngestReport(crop_size=cfg.crop_size, layout="whole fields")
+    report = IngestReport(crop_size=cfg.crop_size or 0, layout="whole fields")
     report.labels_csv = "truth per field object" if truth else None
     existing = existing_fields(project)
     planned, n_channels, dtype = _plan(fields, manifest, existing, cfg, report)
+    if cfg.crop_size is None:
+        cfg = dataclasses.replace(cfg, crop_size=_chosen_crop_size(planned, segmenter, report))
+        report.crop_size = cfg.crop_size
     truth = _follow_renames(truth or {}, fields, planned)
     part = len(manifest["parts"]) if manifest else 0
     final, final_masks = part_file(project, part), mask_part_file(project, part)
@@ -163,6 +168,66 @@ def ingest_fields(
         raw_masks.unlink(missing_ok=True)
     logger.info("field ingest finished:\n%s", report.summary())
     return report
+
+
+#: Fields whose objects are measured to choose the crop size (evenly spread over the screen).
+SIZE_SAMPLE_FIELDS = 6
+
+
+def _chosen_crop_size(
+    planned: list[FieldSpec], segmenter: Segmenter | None, report: IngestReport
+) -> int:
+    """One crop size for the screen from its objects' larger sides
+    (:func:`datasets.crops.resize.choose_crop_size`) on a few fields: their masks, their
+    segmentation, or CellProfiler's AreaShape measurements (major axis, else the equivalent
+    diameter of the area); the default when no size is known. Said in the report."""
+    from datasets.crops.resize import DEFAULT_CROP_SIZE, FIT_QUANTILE, choose_crop_size
+    from datasets.fields.files import read_field
+    from datasets.fields.tasks import find_objects
+
+    step = max(1, len(planned) // SIZE_SAMPLE_FIELDS)
+    sides = []
+    for spec in planned[::step][:SIZE_SAMPLE_FIELDS]:
+        if spec.objects is not None:
+            sides.append(_given_sides(spec.objects))
+            continue
+        try:
+            image = read_field(spec, [])
+            objects, _ = find_objects(spec, image, segmenter or _classical, [])
+        except DataError:
+            continue  # the main pass skips it and says why
+        objects = objects[~objects["touches_border"].astype(bool)]
+        height = objects["bbox_max_row"].to_numpy(float) - objects["bbox_min_row"].to_numpy(float)
+        width = objects["bbox_max_col"].to_numpy(float) - objects["bbox_min_col"].to_numpy(float)
+        sides.append(np.maximum(height, width))
+    side = np.concatenate(sides) if sides else np.zeros(0)
+    side = side[np.isfinite(side) & (side > 0)]
+    size = choose_crop_size(side)
+    if side.size == 0:
+        report.notes.append(
+            f"Crop size {size} px (the default: no object size known; --crop-size overrides)"
+        )
+    else:
+        typical = float(np.quantile(side, FIT_QUANTILE))
+        more = "" if size > DEFAULT_CROP_SIZE else f" (the default {DEFAULT_CROP_SIZE} fits)"
+        report.notes.append(
+            f"Crop size {size} px chosen for the screen from {side.size} objects' sizes: "
+            f"{int(FIT_QUANTILE * 100)}% have a larger side of up to {typical:.0f} px{more}; "
+            "stored in project.toml, --crop-size overrides"
+        )
+    return size
+
+
+def _given_sides(objects: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """Objects' larger sides from CellProfiler measurements (NaN when none is exported)."""
+    for suffix, to_side in (
+        ("AreaShape_MajorAxisLength", lambda v: v),
+        ("AreaShape_Area", lambda v: 2.0 * np.sqrt(np.maximum(v, 0.0) / np.pi)),
+    ):
+        cols = [c for c in objects.columns if str(c).endswith(suffix)]
+        if cols:
+            return to_side(pd.to_numeric(objects[cols[0]], errors="coerce").to_numpy(float))
+    return np.full(len(objects), np.nan)
 
 
 #: Cells a field is assumed to hold when deciding whether a local cluster is worth starting.

@@ -432,8 +432,10 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--crop-size",
         type=int,
-        default=64,
-        help="crops are padded or centre-cropped to this size (default 64)",
+        default=None,
+        help="crops are padded or centre-cropped to this size (default: 64 for crops; for "
+        "fields and CellProfiler objects one size for the screen so 90%% of the objects fit, "
+        "at least 64; the number is stored in project.toml)",
     )
     p.add_argument(
         "--scale",

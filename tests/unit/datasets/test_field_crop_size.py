@@ -1,0 +1,81 @@
+"""Whole fields and CellProfiler objects: one crop size for the screen from the objects' sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from datasets.cells import read_manifest
+from datasets.config import IngestConfig
+from datasets.crops.resize import choose_crop_size
+from datasets.fields.ingest import _given_sides, ingest_fields
+from datasets.fields.spec import FieldSpec
+from datasets.pixels import PixelStore
+
+SHAPE = (400, 400)
+
+
+def big_field(tmp_path, key="A01", radius=40, centres=((100, 100), (100, 300), (300, 200))):
+    """A field of discs of the given radius (side 2r + 1), saved with its mask."""
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    mask = np.zeros(SHAPE, np.uint16)
+    for k, (y, x) in enumerate(centres, start=1):
+        mask[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = k
+    image = np.where(mask > 0, 1000, 100).astype(np.uint16)[None]
+    (tmp_path / "masks").mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(tmp_path / f"{key}.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "masks" / f"{key}.tif", mask)
+    return FieldSpec(key, (tmp_path / f"{key}.tif",), {}, tmp_path / "masks" / f"{key}.tif")
+
+
+def test_rule_keeps_the_default_for_small_objects_and_fits_large_ones():
+    assert choose_crop_size([20, 25, 30]) == 64  # fits: never smaller than the default
+    assert choose_crop_size([81] * 10) == 104  # 81 * 1.25 = 101.25, up to a multiple of 8
+    assert choose_crop_size([81] * 19 + [400]) == 104  # the 90% quantile, not the largest
+    assert choose_crop_size([2000]) == 512
+    assert choose_crop_size([]) == 64 and choose_crop_size([np.nan]) == 64
+
+
+def test_fields_of_large_objects_get_one_larger_crop_size(tmp_path):
+    spec = big_field(tmp_path / "f")
+    project = tmp_path / "p"
+    project.mkdir()
+    report = ingest_fields([spec], project, IngestConfig(crop_size=None))
+    assert report.crop_size == 104 and read_manifest(project)["crop_size"] == 104
+    assert PixelStore(project).crop_size == 104
+    assert any("Crop size 104 px chosen" in note for note in report.notes)
+    assert "crops 104x104" in report.summary()
+    # adding to the project: its crop size, whatever the new fields' objects
+    small = big_field(tmp_path / "g", key="B01", radius=5)
+    again = ingest_fields([small], project, IngestConfig(crop_size=None))
+    assert again.crop_size == 104 and PixelStore(project).crop_size == 104
+
+
+def test_a_given_crop_size_overrides(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    report = ingest_fields([big_field(tmp_path / "f")], project, IngestConfig(crop_size=48))
+    assert report.crop_size == 48 and not any("Crop size" in n for n in report.notes)
+
+
+def test_cellprofiler_sizes_from_areashape():
+    major = pd.DataFrame({"cp_AreaShape_MajorAxisLength": [30.0, 90.0], "cp_AreaShape_Area": 1})
+    assert _given_sides(major).tolist() == [30.0, 90.0]
+    area = pd.DataFrame({"cp_AreaShape_Area": [np.pi * 50**2]})
+    assert _given_sides(area) == pytest.approx([100.0])
+    assert np.isnan(_given_sides(pd.DataFrame({"y": [1.0]}))).all()
+
+
+def test_project_stores_the_number_and_add_reuses_it(tmp_path):
+    from labeling.config import load_config
+    from labeling.project import add_fields, create_project_from_fields
+
+    project, report = create_project_from_fields(
+        tmp_path / "p", [big_field(tmp_path / "f")], IngestConfig(crop_size=None), segment="given"
+    )
+    assert load_config(tmp_path / "p" / "project.toml").ingest.crop_size == 104
+    added = add_fields(project, [big_field(tmp_path / "g", key="B01", radius=5)], segment="given")
+    assert added.crop_size == 104
+    project.close()
