@@ -33,7 +33,13 @@ from labeling.project import Project
 from labeling.review import cells_of_class, confident_unlabeled, disagreements, similar_cells
 from labeling.store.labels import ClassInfo
 
-MODES = ("By class", "Disagreements", "More like this", "Most to least confident")
+MODES = (
+    "By class",
+    "Disagreements",
+    "Inconsistent labels",
+    "More like this",
+    "Most to least confident",
+)
 MAX_TILES = 48  # most tiles one grid shows
 PER_ROW = 6
 QUERY = "review_query"  # session key: the cell whose neighbours "more like this" shows
@@ -56,6 +62,8 @@ def render_review_page(project: Project, annotator: str) -> None:
     elif mode == MODES[1]:
         _disagreements(project, annotator, display)
     elif mode == MODES[2]:
+        _inconsistent(project, annotator, display)
+    elif mode == MODES[3]:
         _more_like_this(project, annotator, display)
     else:
         _montage(project, annotator, display)
@@ -96,6 +104,30 @@ def _disagreements(project: Project, annotator: str, display: Display) -> None:
     st.caption(f"{len(frame)} labeled cells the model predicts otherwise" + _cut(frame))
     items = [
         {"cell_id": r.cell_id, "caption": f"model: {md(r.predicted)} {r.confidence:.0%}"}
+        for r in frame.head(MAX_TILES).itertuples()
+    ]
+    _grid(project, annotator, display, items, "rv", "review")
+
+
+def _inconsistent(project: Project, annotator: str, display: Display) -> None:
+    from app_pages.common import cached, labels_key
+
+    frame = cached("labeling.review.inconsistent_labels", str(project.path), labels_key(project))
+    if frame.empty:
+        st.info(
+            "No inconsistent labels: no labeled cell is contradicted by both its cross-validated "
+            "prediction and its nearest labeled neighbours (or too few labels to tell)."
+        )
+        return
+    st.caption(
+        f"{len(frame)} labeled cells that both the model trained without them and their "
+        "nearest labeled neighbours put in another class: worth a second look" + _cut(frame)
+    )
+    items = [
+        {
+            "cell_id": r.cell_id,
+            "caption": f"CV: {md(r.cv_predicted)} · near: {md(r.neighbours)} {r.agree:.0%}",
+        }
         for r in frame.head(MAX_TILES).itertuples()
     ]
     _grid(project, annotator, display, items, "rv", "review")
@@ -247,7 +279,7 @@ def _picked(project: Project, annotator: str, cell_id: str, key: str, source: st
 
 def _find_similar(cell_id: str) -> None:
     st.session_state[QUERY] = cell_id
-    st.session_state["review-mode"] = MODES[2]
+    st.session_state["review-mode"] = MODES[3]
     st.session_state["mlt-source"] = "Nearest neighbours of a cell"
 
 

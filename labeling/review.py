@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cells_of_class", "confident_unlabeled", "disagreements", "similar_cells"]
+__all__ = [
+    "cells_of_class",
+    "confident_unlabeled",
+    "disagreements",
+    "inconsistent_labels",
+    "similar_cells",
+]
+NEIGHBOURS = 5  # labeled neighbours that vote in inconsistent_labels
 
 
 def cells_of_class(project: Project, cls: str) -> list[str]:
@@ -60,6 +67,47 @@ def disagreements(project: Project) -> pd.DataFrame:
     })  # fmt: skip
     out = frame[frame["label"] != frame["predicted"]]
     return out.sort_values("confidence", ascending=False, ignore_index=True)[columns]
+
+
+def inconsistent_labels(project: Project, k: int = NEIGHBOURS) -> pd.DataFrame:
+    """Labeled cells worth a second look: both their cross-validated prediction (the loop's head
+    trained on the other folds, never on the cell itself) and the majority of their ``k``
+    nearest labeled neighbours (feature space) give another class than their label.
+
+    Returns:
+        ``cell_id, label, cv_predicted, neighbours`` (the neighbours' majority class),
+        ``agree`` (share of the ``k`` neighbours with that class), most agreeing first; empty
+        (same columns) while cross-validation is not possible (fewer than 2 classes with 2
+        labels).
+    """
+    from collections import Counter
+
+    from labeling.loop import pool_data
+    from labeling.reports.report import MAX_FOLDS, _cv_predict
+
+    columns = ["cell_id", "label", "cv_predicted", "neighbours", "agree"]
+    labels = project.store.current_labels(include_pseudo=False)
+    pool = pool_data(project)
+    counts = Counter(lab for c, lab in labels.items() if c in pool.position)
+    keep = sorted(c for c, lab in labels.items() if c in pool.position and counts[lab] >= 2)
+    y = np.array([labels[c] for c in keep], dtype=object)
+    if len(set(y.tolist())) < 2:
+        return pd.DataFrame(columns=columns)
+    x = np.asarray(pool.features[[pool.position[c] for c in keep]], dtype=np.float32)
+    folds = max(2, min(MAX_FOLDS, min(Counter(y.tolist()).values())))
+    cv = _cv_predict(x, y, folds, int(project.config.seed))
+    sq = (x * x).sum(axis=1)
+    dist = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    np.fill_diagonal(dist, np.inf)
+    near = np.argsort(dist, axis=1)[:, : min(k, len(keep) - 1)]
+    rows = []
+    for i, cell in enumerate(keep):
+        votes = Counter(y[near[i]].tolist()).most_common(1)
+        major, n_major = votes[0] if votes else (None, 0)
+        if cv[i] != y[i] and major is not None and major != y[i]:
+            rows.append((cell, y[i], cv[i], major, n_major / max(near.shape[1], 1)))
+    out = pd.DataFrame(rows, columns=columns)
+    return out.sort_values(["agree", "cell_id"], ascending=[False, True], ignore_index=True)
 
 
 def confident_unlabeled(project: Project, cls: str, n: int) -> pd.DataFrame:

@@ -394,6 +394,9 @@ def test_review_page_relabels_in_place_and_finds_more_like_this(labeled):
     # disagreements: the relabeled cell is flagged when the model disagrees with it
     at.radio(key="review-mode").set_value("Disagreements").run()
     assert not at.exception, at.exception
+    at.radio(key="review-mode").set_value("Inconsistent labels").run()
+    assert not at.exception, at.exception
+    assert at.info or any("worth a second look" in c.value for c in at.caption)
     # more like this: the nearest neighbours of a clicked cell, labeled from the same grid
     at.radio(key="review-mode").set_value("By class").run()
     at.selectbox(key="review-class").set_value(cls).run()
