@@ -78,8 +78,13 @@ def _load_pool(project: Project, version: str) -> PoolData:
     from labeling.strategies import build_index
     from labeling.strategies.pool import PoolIndex
 
-    ids, feats, _ = read_features(project.path)
-    feats = standardise(feats)
+    found = _read_pool_cache(project, version)
+    if found is None:
+        ids, feats, _ = read_features(project.path)
+        feats = standardise(feats)
+        _save_pool_cache(project, version, ids, feats)
+    else:
+        ids, feats = found
     t0 = time.perf_counter()
     cache = project.path / _CACHE_DIR / f"index-{version}.npz"
     index = None
@@ -111,7 +116,52 @@ def _load_pool(project: Project, version: str) -> PoolData:
         )
     seconds = time.perf_counter() - t0
     logger.info("pool of %d cells ready in %.1f s", len(ids), seconds)
-    return PoolData(version, ids, feats, index, {c: i for i, c in enumerate(ids)}, seconds)
+    position = dict(zip(ids.tolist(), range(len(ids)), strict=True))
+    return PoolData(version, ids, feats, index, position, seconds)
+
+
+def _pool_cache_paths(project: Project, version: str) -> tuple[Path, Path]:
+    folder = project.path / _CACHE_DIR
+    return folder / f"pool-{version}-ids.npy", folder / f"pool-{version}-features.npy"
+
+
+def _read_pool_cache(
+    project: Project, version: str
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32]] | None:
+    """The standardised pool features of this feature version as saved by an earlier process
+    (a fresh ``phenoscout next`` on a million cells reads them in a fraction of a second
+    instead of re-reading and standardising every feature file); None when absent or bad."""
+    ids_path, feats_path = _pool_cache_paths(project, version)
+    if not (ids_path.exists() and feats_path.exists()):
+        return None
+    try:
+        ids = np.load(ids_path, allow_pickle=False)
+        feats = np.load(feats_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: unreadable pool cache (%s); reading the features", feats_path, exc)
+        return None
+    if feats.ndim != 2 or len(feats) != len(ids) or feats.dtype != np.float32:
+        return None
+    return ids, feats
+
+
+def _save_pool_cache(
+    project: Project, version: str, ids: npt.NDArray[np.str_], feats: npt.NDArray[np.float32]
+) -> None:
+    for path, array in zip(_pool_cache_paths(project, version), (ids, feats), strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npy")
+        try:
+            np.save(tmp, array, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only project still works, just without the cache
+            tmp.unlink(missing_ok=True)
+            logger.warning("%s: cannot write cache (%s)", path, exc)
+            return
+    keep = {p.name for p in _pool_cache_paths(project, version)}
+    for old in (project.path / _CACHE_DIR).glob("pool-*.npy"):  # earlier feature versions
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
 
 
 def _save_npz(path: Path, **arrays: Any) -> None:
