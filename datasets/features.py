@@ -87,15 +87,27 @@ def profile_channels(crops: npt.NDArray, min_quality: float = MASK_QUALITY_MIN) 
 
     polarities = channel_polarities(crops)
     quality = mask_quality(crops, polarities)
-    masked = quality >= min_quality
-    if not masked.any():
-        masked[int(np.argmax(quality))] = True
+    modality = detect_modality(crops)
     return ChannelProfile(
         polarities,
         tuple(round(float(q), 4) for q in quality),
-        tuple(bool(m) for m in masked),
-        detect_modality(crops),
+        _segmented(quality, modality, min_quality),
+        modality,
     )
+
+
+def _segmented(
+    quality: npt.NDArray, modality: str, min_quality: float = MASK_QUALITY_MIN
+) -> tuple[bool, ...]:
+    """Which channels to segment: those whose mask quality reaches ``min_quality``, else the
+    best one. A stained RGB crop is one colour picture of one cell, so only its best channel is
+    segmented (the other two get whole-crop statistics; the stain features carry the colour):
+    three masks of the same cell cost three times as much and add nothing."""
+    quality = np.asarray(quality, dtype=np.float64)
+    masked = quality >= min_quality
+    if modality == "stained_rgb" or not masked.any():
+        masked = np.arange(len(quality)) == int(np.argmax(quality))
+    return tuple(bool(m) for m in masked)
 
 
 def _feature_dir(project_dir: Path) -> Path:
@@ -128,7 +140,8 @@ def project_channels(
     ids = cells["cell_id"].to_numpy()[np.sort(rng.choice(len(cells), n_sample, replace=False))]
     profile = profile_channels(store.read(list(ids)))
     if modality != "auto":
-        profile = replace(profile, modality=modality)
+        masked = _segmented(np.asarray(profile.quality), modality)
+        profile = replace(profile, modality=modality, masked=masked)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"version": FEATURES_VERSION, **asdict(profile)}))
     logger.info(

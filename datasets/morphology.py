@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 POLARITIES = ("bright", "dark")
 #: Bumped whenever the feature set changes, so cached feature tables are recomputed.
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 #: A channel's mask is trusted when the median over crops of its Otsu separability (between-class
 #: over total variance of the smoothed crop, 0..1) reaches this. Measured: fluorescent nuclei and
 #: cytoplasm 0.84-0.89, brightfield 0.53, darkfield 0.64 (Jurkat IFC and the demo screen).
