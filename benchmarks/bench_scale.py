@@ -245,6 +245,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ps_scale")
     parser.add_argument("--skip-speedup", action="store_true")
+    parser.add_argument("--skip-init", action="store_true", help="reuse the project if built")
     parser.add_argument(
         "--loop-cells",
         type=int,
@@ -268,7 +269,10 @@ def main() -> None:
         "<= 5 min",
     )
     project = args.workdir / f"project_{n}"
-    seconds, peak = init(data, project, args.workers)
+    if args.skip_init and (project / "labels.db").exists():
+        seconds, peak = float("nan"), 0
+    else:
+        seconds, peak = init(data, project, args.workers)
     show(f"`phenoscout init` ({args.workers} workers)",
          f"{seconds:.0f} s ({n / seconds:,.0f} cells/s), peak memory {peak / 2**30:.2f} GiB "
          "(summed RSS of all processes)", "<= 15 min, <= 6 GB")  # fmt: skip
