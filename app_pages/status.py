@@ -49,7 +49,12 @@ def status_text(
     :func:`features_detail`)."""
     info = latest_version(path)
     if info is None:
-        model = "model: none yet"
+        guessing = bool(((last_round or {}).get("timings") or {}).get("features"))
+        model = (  # the guesses come from the head on the features until a network is trained
+            "model: fitted on the labels, no trained network yet"
+            if guessing and (last_round or {}).get("model_version")
+            else "model: none yet"
+        )
     else:
         timings = info.meta.get("timings") or {}
         took = sum(float(v) for v in timings.values() if isinstance(v, int | float))

@@ -39,6 +39,10 @@ def test_status_text_names_version_trainer_and_features(tmp_path):
     assert status_text(tmp_path, _status("pretraining", progress=(120, 300))) == (
         "model: none yet | trainer: **pretraining 120/300** on cpu"
     )
+    head_only = {"model_version": "head-9-ab", "timings": {"features": "morphology"}}
+    assert status_text(tmp_path, _status("idle"), head_only).startswith(
+        "model: fitted on the labels, no trained network yet | "
+    )  # the tiles' guesses come from somewhere: never "none yet" then
     _version(tmp_path, 3, n_labels=120, predictions=True)
     last = {"timings": {"features": "morphology+embedding@3", "features_why": "auto: better"}}
     text = status_text(tmp_path, _status("idle"), last)
