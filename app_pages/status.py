@@ -68,6 +68,9 @@ def status_text(
     parts = [model, trainer]
     if ((last_round or {}).get("timings") or {}).get("features"):
         parts.append(f"features: **{md(setting)}**")  # the setting (loop.features): it holds
+    chosen_by = ((last_round or {}).get("timings") or {}).get("chosen_by")
+    if chosen_by:  # which version chose the batch, in plain words (labeling.loop records it)
+        parts.append(f"this batch chosen by {md(chosen_by)}")
     return " | ".join(parts)
 
 

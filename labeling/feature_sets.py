@@ -1,17 +1,25 @@
 """Which features the loop's head learns from, and the (n, d) matrix of them.
 
 Sets (``loop.features`` in project.toml): ``morphology`` (measured at ingest), ``embedding``
-(the self-supervised U-Net backbone's, published by the trainer), ``morphology+embedding``,
+(the newest model version's: fine-tuned on the labels when the trainer has fine-tuned, else the
+self-supervised U-Net backbone's), ``morphology+embedding``,
 ``cellprofiler`` (the numeric ``cp_*`` columns of cells.parquet, from a CellProfiler import)
 and ``morphology+cellprofiler``; ``auto`` (the default) starts on morphology and, once the
-trainer has published a version with backbone embeddings, takes morphology+embedding only when
-stratified cross-validation of the head on the labeled cells says it is better by at least
-:data:`AUTO_MARGIN` balanced accuracy. The decision is kept in ``PROJECT/cache/`` and made
-again once per new model version or when the labels have grown by a quarter.
+trainer has published a version, adds an embedding only when the head with it beats the head on
+morphology alone by at least :data:`AUTO_MARGIN` balanced accuracy, without leakage:
 
-The embeddings are the label-free backbone ones (``model_versions.latest_backbone_version``):
-those of a fine-tuned encoder have seen the labels, and cross-validating them on the same
-labels would flatter them. Only complete versions are read; the loop never waits for the
+- the self-supervised backbone's label-free embedding (``morphology+embedding``) by stratified
+  cross-validation on all labeled cells;
+- a fine-tuned version's embedding (``morphology+finetuned``: its encoder has seen the labels it
+  was trained on, so cross-validating it on them would flatter it; a memorising encoder would
+  always win) only on labels given after it was trained: the cells not in its
+  ``trained_cells.npy``, at least :data:`AUTO_MIN_FRESH` of them. Those cells are split in
+  folds; each fold is predicted by a head fit on every other labeled cell. The newest
+  fine-tuned version with that many fresh labels is judged (and used when it wins), so a
+  stale version costs freshness only, never quality.
+
+The decision is kept in ``PROJECT/cache/`` and made again once per new model version or when
+the labels have grown by a quarter. Only complete versions are read; the loop never waits for the
 trainer. Every set's columns are standardised (zero mean, unit variance over all cells).
 """
 
@@ -31,7 +39,15 @@ import numpy.typing as npt
 
 from labeling.errors import ConfigError
 from labeling.project import Project
-from models.folder import latest_backbone_version, version_name
+from models.folder import (
+    VersionInfo,
+    describe_version,
+    is_finetuned,
+    latest_backbone_version,
+    list_versions,
+    load_trained_cells,
+    version_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +57,7 @@ AUTO_FOLDS = 3  # stratified folds of the comparison
 AUTO_MAX_LABELS = 1500  # labeled cells the comparison uses at most (stratified sample)
 AUTO_MARGIN = 0.01  # morphology+embedding must win by this much balanced accuracy
 AUTO_REGROW = 1.25  # decide again when the labels have grown by this factor
+AUTO_MIN_FRESH = 20  # labels given after a fine-tuned version was trained, to judge it
 CHOICE_FILE = "features-auto.json"
 _MATRICES: dict[tuple, npt.NDArray[np.float32]] = {}  # (project, pool, set, version) -> (n, d)
 _LOCK = threading.Lock()
@@ -51,8 +68,8 @@ _KEEP = 2  # matrices kept in memory (100,000 cells x 120 features: 48 MB each)
 class FeatureChoice:
     """The concrete set a round uses, and why."""
 
-    name: str  # morphology, embedding, morphology+embedding, cellprofiler, ...
-    model_version: int | None  # the version whose backbone embeddings are used
+    name: str  # morphology, embedding, morphology+embedding, morphology+finetuned, cellprofiler...
+    model_version: int | None  # the version whose embeddings are used
     reason: str  # one line for the round info and the app
     scores: dict[str, float] = field(default_factory=dict)  # CV balanced accuracy per set
 
@@ -80,25 +97,29 @@ def choose_features(project: Project, pool: Any, labels: dict[str, str]) -> Feat
         return FeatureChoice(wanted, None, f"loop.features = {wanted} (project.toml)")
     if wanted == "morphology":
         return FeatureChoice(wanted, None, "loop.features = morphology (project.toml)")
-    found = latest_backbone_version(project.path)
-    if found is None:
+    versions = list_versions(project.path)
+    if not versions:
         why = (
             "no model version yet: morphology until the trainer has pretrained the backbone"
             if wanted == "auto"
             else f"loop.features = {wanted} but no model version yet: morphology until then"
         )
         return FeatureChoice("morphology", None, why)
-    version = found.version
-    if wanted != "auto":
+    if wanted != "auto":  # the newest published embedding, fine-tuned when it is
+        newest = versions[-1]
+        name = wanted.replace("embedding", "finetuned") if is_finetuned(newest) else wanted
         return FeatureChoice(
-            wanted,
-            version,
-            f"loop.features = {wanted} (project.toml), embedding of {version_name(version)}",
+            name,
+            newest.version,
+            f"loop.features = {wanted} (project.toml), embedding of {describe_version(newest)}",
         )
-    return _auto(project, pool, labels, version)
+    return _auto(project, pool, labels, versions)
 
 
-def _auto(project: Project, pool: Any, labels: dict[str, str], version: int) -> FeatureChoice:
+def _auto(
+    project: Project, pool: Any, labels: dict[str, str], versions: list[VersionInfo]
+) -> FeatureChoice:
+    version = versions[-1].version
     rows, y = _labeled(pool, labels)
     counts = {c: int(n) for c, n in zip(*np.unique(y, return_counts=True))} if len(y) else {}
     big = [c for c, n in counts.items() if n >= AUTO_MIN_PER_CLASS]
@@ -113,10 +134,12 @@ def _auto(project: Project, pool: Any, labels: dict[str, str], version: int) -> 
         )
     cache = project.path / "cache" / CHOICE_FILE
     saved = _read_choice(cache, pool.version, version, len(y))
-    if saved is not None:
+    if saved is not None and (
+        saved.model_version is None or saved.model_version in {v.version for v in versions}
+    ):
         return saved
     keep = np.isin(y, big)
-    choice = _compare(project, pool, rows[keep], y[keep], version)
+    choice = _compare(project, pool, rows[keep], y[keep], versions)
     _write_choice(cache, choice, pool.version, version, len(y))
     return choice
 
@@ -127,38 +150,149 @@ def _labeled(pool: Any, labels: dict[str, str]) -> tuple[npt.NDArray[np.int64], 
     return rows, np.array([lab for _, lab in pairs], dtype=object)
 
 
+def _fresh_candidate(
+    pool: Any, rows: npt.NDArray[np.int64], versions: list[VersionInfo], y: np.ndarray
+) -> tuple[VersionInfo, npt.NDArray[np.bool_]] | None:
+    """The newest fine-tuned version with enough labels given after it was trained, and which
+    labeled rows those are."""
+    ids = np.asarray(pool.cell_ids)[rows]
+    for info in reversed(versions):
+        if not is_finetuned(info):
+            continue
+        trained = load_trained_cells(info)
+        if trained is None:
+            continue
+        fresh = ~np.isin(ids, trained)
+        if fresh.sum() >= AUTO_MIN_FRESH and len(set(y[fresh].tolist())) >= 2:
+            return info, fresh
+    return None
+
+
 def _compare(
-    project: Project, pool: Any, rows: npt.NDArray[np.int64], y: np.ndarray, version: int
+    project: Project,
+    pool: Any,
+    rows: npt.NDArray[np.int64],
+    y: np.ndarray,
+    versions: list[VersionInfo],
 ) -> FeatureChoice:
-    """Stratified CV of the head on morphology vs morphology+embedding (same folds)."""
+    """Morphology alone vs morphology + each embedding, judged without leakage (module doc)."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     seed = project.config.seed
-    if len(y) > AUTO_MAX_LABELS:
-        rows, _, y, _ = train_test_split(
-            rows, y, train_size=AUTO_MAX_LABELS, stratify=y, random_state=seed
-        )
     t0 = time.perf_counter()
-    folds = list(StratifiedKFold(AUTO_FOLDS, shuffle=True, random_state=seed).split(rows, y))
-    both = f"morphology+embedding@{version}"
-    scores = {
-        name: cv_balanced_accuracy(feature_matrix(project, pool, key)[rows], y, folds, seed)
-        for name, key in (("morphology", "morphology"), ("morphology+embedding", both))
-    }
-    gain = scores["morphology+embedding"] - scores["morphology"]
-    name = "morphology+embedding" if gain >= AUTO_MARGIN else "morphology"
-    vs = (
-        f"CV balanced accuracy {scores['morphology+embedding']:.3f} with the "
-        f"{version_name(version)} embedding vs {scores['morphology']:.3f} without, "
-        f"{len(y)} labels"
+    morph = feature_matrix(project, pool, "morphology")
+    tried: list[tuple[float, str, VersionInfo, str, dict[str, float]]] = []
+    backbone = latest_backbone_version(project.path)
+    if backbone is not None:
+        r, yy = rows, y
+        if len(yy) > AUTO_MAX_LABELS:
+            r, _, yy, _ = train_test_split(
+                r, yy, train_size=AUTO_MAX_LABELS, stratify=yy, random_state=seed
+            )
+        folds = list(StratifiedKFold(AUTO_FOLDS, shuffle=True, random_state=seed).split(r, yy))
+        cand = feature_matrix(project, pool, f"morphology+embedding@{backbone.version}")
+        base_s = cv_balanced_accuracy(morph[r], yy, folds, seed)
+        cand_s = cv_balanced_accuracy(cand[r], yy, folds, seed)
+        tried.append((cand_s - base_s, "morphology+embedding", backbone,
+                      f"cross-validated on {len(yy)} labels",
+                      {"morphology": base_s, "morphology+embedding": cand_s}))  # fmt: skip
+    fresh = _fresh_candidate(pool, rows, versions, y)
+    if fresh is not None:
+        info, mask = fresh
+        cand = feature_matrix(project, pool, f"morphology+finetuned@{info.version}")
+        base_s, cand_s = fresh_balanced_accuracy(morph[rows], cand[rows], y, mask, seed)
+        tried.append((cand_s - base_s, "morphology+finetuned", info,
+                      f"on {int(mask.sum())} labels given after it was trained",
+                      {"morphology (fresh labels)": base_s,
+                       "morphology+finetuned": cand_s}))  # fmt: skip
+    scores = {k: round(v, 4) for t in tried for k, v in t[4].items()}
+    if not tried:
+        return FeatureChoice("morphology", None, "auto: morphology (no embedding to judge yet)")
+    gain, name, info, how, pair = max(tried, key=lambda t: t[0])
+    without_s, with_s = pair.values()
+    emb = (
+        f"the self-supervised {version_name(info.version)} embedding"
+        if name == "morphology+embedding"
+        else f"the {describe_version(info)} embedding"
     )
+    vs = (
+        f"balanced accuracy {with_s:.3f} with {emb} vs "
+        f"{without_s:.3f} on morphology alone, {how}"
+    )
+    if gain < AUTO_MARGIN:
+        name = "morphology"
     logger.info("auto features: %s (%s; %.2f s)", name, vs, time.perf_counter() - t0)
     return FeatureChoice(
-        name,
-        version if name != "morphology" else None,
-        f"auto: {name} ({vs})",
-        {k: round(v, 4) for k, v in scores.items()},
+        name, info.version if name != "morphology" else None, f"auto: {name} ({vs})", scores
     )
+
+
+def fresh_balanced_accuracy(
+    x_base: npt.NDArray[np.float32],
+    x_cand: npt.NDArray[np.float32],
+    y: np.ndarray,
+    fresh: npt.NDArray[np.bool_],
+    seed: int,
+    n_folds: int = AUTO_FOLDS,
+) -> tuple[float, float]:
+    """Balanced accuracy of the head on ``x_base`` and on ``x_cand`` over the ``fresh`` rows
+    only (labels an embedding was not trained on): the fresh rows are cut in ``n_folds``
+    folds, each predicted by a head fit on every other row (same folds for both sets).
+
+    Returns:
+        ``(base, candidate)``; ``(nan, nan)`` with fewer than 2 fresh rows.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import KFold
+
+    from labeling.head import HeadConfig, SklearnHead
+
+    fresh_rows = np.flatnonzero(fresh)
+    if len(fresh_rows) < 2:
+        return float("nan"), float("nan")
+    folds = KFold(min(n_folds, len(fresh_rows)), shuffle=True, random_state=seed)
+    preds = {"base": np.empty(len(fresh_rows), dtype=object), "cand": None}
+    preds["cand"] = preds["base"].copy()
+    for _, test_k in folds.split(fresh_rows):
+        test = fresh_rows[test_k]
+        train = np.setdiff1d(np.arange(len(y)), test)
+        if len(set(y[train].tolist())) < 2:  # nothing to learn from: the one class seen
+            for key in preds:
+                preds[key][test_k] = y[train][0] if len(train) else None
+            continue
+        for key, x in (("base", x_base), ("cand", x_cand)):
+            head = SklearnHead(HeadConfig(seed=seed)).fit(x[train], list(y[train]))
+            top = head.predict_proba(x[test]).argmax(1)
+            preds[key][test_k] = np.asarray(head.classes_, dtype=object)[top]
+    truth = list(y[fresh_rows])
+    return (
+        float(balanced_accuracy_score(truth, list(preds["base"]))),
+        float(balanced_accuracy_score(truth, list(preds["cand"]))),
+    )
+
+
+def model_version_of(key: str) -> int | None:
+    """The model version of a :attr:`FeatureChoice.key` (``morphology+finetuned@5`` -> 5)."""
+    _, _, version = key.partition("@")
+    return int(version) if version.isdigit() else None
+
+
+def describe_features(project: Project, key: str) -> str:
+    """Plain words for the features a head used: ``morphology`` or ``morphology + the
+    embedding of v0005 (fine-tuned on 120 labels)``; for the Label page's status line."""
+    name, version = key.partition("@")[0], model_version_of(key)
+    if version is None:
+        return name.replace("+", " + ")
+    info = next((v for v in list_versions(project.path) if v.version == version), None)
+    what = (
+        describe_version(info) if info is not None else f"{version_name(version)} (since removed)"
+    )
+    if "finetuned" in name:
+        what = f"the embedding of {what}"
+    else:
+        what = f"the self-supervised embedding of {version_name(version)}"
+    parts = [what if p in ("embedding", "finetuned") else p for p in name.split("+")]
+    return " + ".join(parts)
 
 
 def cv_balanced_accuracy(
@@ -239,6 +373,8 @@ def feature_matrix(project: Project, pool: Any, key: str) -> npt.NDArray[np.floa
             parts.append(pool.features)
         elif part == "embedding":
             parts.append(_embedding(project, pool, int(version)))
+        elif part == "finetuned":
+            parts.append(_finetuned(project, pool, int(version)))
         elif part == "cellprofiler":
             parts.append(_cellprofiler(project, pool))
         else:
@@ -258,6 +394,13 @@ def _embedding(project: Project, pool: Any, version: int) -> npt.NDArray[np.floa
     if found is None:
         raise ConfigError(f"{project.path}: model version {version} has no backbone embeddings")
     return _aligned(found[0], found[1], pool, f"the {version_name(version)} embedding")
+
+
+def _finetuned(project: Project, pool: Any, version: int) -> npt.NDArray[np.float32]:
+    from models.folder import load_embeddings
+
+    ids, values = load_embeddings(project.path, version)
+    return _aligned(ids, values, pool, f"the fine-tuned {version_name(version)} embedding")
 
 
 def _aligned(ids: np.ndarray, values: np.ndarray, pool: Any, what: str) -> npt.NDArray[np.float32]:

@@ -319,6 +319,7 @@ def next_batch(
         ConfigError: for an unknown strategy.
         PoolExhaustedError: when no unlabeled, unleased cell is left.
     """
+    from labeling.feature_sets import model_version_of
     from labeling.strategies import Pool, check_strategy, select
 
     strategy = strategy or project.config.loop.strategy
@@ -361,6 +362,8 @@ def next_batch(
         "fit_s": round(t_fit - t0, 4), "select_s": round(t_sel - t_fit, 4),
         "total_s": round(time.perf_counter() - t0, 4), "index_s": round(pool.index_seconds, 3),
         "features": head.features, "features_why": head.features_reason,
+        "embedding_version": model_version_of(head.features),
+        "chosen_by": _chosen_by(project, head),
     })  # fmt: skip
     if n_leased < len(items):  # another labeler took some of these cells meanwhile
         if _retry < 3:
@@ -368,6 +371,15 @@ def next_batch(
         held = {lease["cell_id"] for lease in store.open_lease(annotator)}
         items = [it for it in items if it["cell_id"] in held]
     return _describe(project, items)
+
+
+def _chosen_by(project: Project, head: HeadState) -> str:
+    """Plain words for what chose a batch (the round record keeps them for the status line)."""
+    from labeling.feature_sets import describe_features
+
+    if head.version is None:
+        return "no classifier yet (fewer than 2 classes labeled): chosen to cover the screen"
+    return f"the classifier on {describe_features(project, head.features)}"
 
 
 def _items(selection: Any, pool: PoolData, head: HeadState) -> list[dict[str, Any]]:

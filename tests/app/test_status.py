@@ -53,6 +53,12 @@ def test_status_text_names_version_trainer_and_features(tmp_path):
     assert features_detail(last) == "The latest batch used morphology+embedding: auto: better"
     fixed = status_text(tmp_path, _status("idle"), last, setting="morphology")
     assert fixed.endswith("features: **morphology**")
+    chosen = {"timings": {**last["timings"], "chosen_by": "the classifier on morphology + the "
+                          "embedding of v0003 (fine-tuned on 120 labels)"}}  # fmt: skip
+    assert status_text(tmp_path, _status("idle"), chosen).endswith(
+        "| this batch chosen by the classifier on morphology + the embedding of v0003 "
+        "(fine-tuned on 120 labels)"
+    )
     failed = status_text(tmp_path, _status("failed", alive=False, message="CUDA absent"))
     assert "trainer: **failed: CUDA absent**" in failed
 

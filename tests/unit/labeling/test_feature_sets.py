@@ -10,11 +10,19 @@ import shutil
 
 import numpy as np
 import pytest
+from sklearn.model_selection import StratifiedKFold
 
 from datasets.cells import read_cells, write_cells
 from labeling.config import LoopConfig
 from labeling.errors import ConfigError
-from labeling.feature_sets import AUTO_MIN_PER_CLASS, CHOICE_FILE, choose_features
+from labeling.feature_sets import (
+    AUTO_MIN_FRESH,
+    AUTO_MIN_PER_CLASS,
+    CHOICE_FILE,
+    choose_features,
+    cv_balanced_accuracy,
+    fresh_balanced_accuracy,
+)
 from labeling.loop import fit_head, next_batch, pool_data
 from labeling.project import Project, open_project
 from models.folder import latest_backbone_embeddings, latest_version
@@ -35,7 +43,14 @@ def _with_features(project: Project, features: str) -> Project:
 
 
 def _publish(
-    project: Project, number: int, emb: np.ndarray, *, tmp: bool = False, classifier: bool = False
+    project: Project,
+    number: int,
+    emb: np.ndarray,
+    *,
+    tmp: bool = False,
+    classifier: bool = False,
+    trained: list[str] | None = None,
+    finetuned: np.ndarray | None = None,
 ) -> None:
     """A version folder as the trainer writes it (``.tmp-vNNNN`` when ``tmp``)."""
     name = f"v{number:04d}"
@@ -45,7 +60,9 @@ def _publish(
     np.save(folder / "cell_ids.npy", ids)
     noise = np.random.default_rng(number).normal(size=emb.shape).astype(np.float32)
     if classifier:  # its own embeddings have seen the labels; the backbone's have not
-        np.save(folder / "embeddings.npy", noise)
+        np.save(folder / "embeddings.npy", noise if finetuned is None else finetuned)
+        if trained is not None:
+            np.save(folder / "trained_cells.npy", np.array(sorted(trained), dtype=str))
         np.save(folder / "backbone_embeddings.npy", emb.astype(np.float32))
         np.save(folder / "predictions.npy", np.full((len(ids), 2), 0.5, np.float32))
     else:
@@ -53,7 +70,7 @@ def _publish(
     classes = ["a", "b"] if classifier else []
     (folder / "classes.json").write_text(json.dumps(classes))
     meta = {
-        "n_labels": 0,
+        "n_labels": len(trained or []),
         "kind": "classifier" if classifier else "unet",
         "classes": classes,
         "version": number,
@@ -67,15 +84,18 @@ def _truth(project: Project) -> tuple[np.ndarray, np.ndarray]:
     return cells["cell_id"].to_numpy(str), cells["truth"].to_numpy(str)
 
 
-def _label(project: Project, per_class: int = 12) -> None:
+def _label(project: Project, per_class: int = 12, seed: int = 0) -> dict[str, str]:
+    """Label ``per_class`` unlabeled cells of each class; returns the new labels."""
     ids, truth = _truth(project)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    done = project.store.current_labels()
     picked = {}
     for cls in np.unique(truth):
-        rows = np.flatnonzero(truth == cls)
+        rows = [r for r in np.flatnonzero(truth == cls) if ids[r] not in done]
         for r in rng.permutation(rows)[:per_class]:
             picked[ids[r]] = truth[r]
     project.store.submit(picked, "tester", "cli")
+    return picked
 
 
 def _informative(project: Project) -> np.ndarray:
@@ -105,7 +125,11 @@ def test_loop_picks_up_a_published_version(project):
     next_batch(project, 8, annotator="t", resume=False)
     timings = project.store.rounds()[-1]["timings"]
     assert timings["features"] == "morphology+embedding@1"
-    assert "CV balanced accuracy" in timings["features_why"]
+    assert "cross-validated on" in timings["features_why"]
+    assert timings["embedding_version"] == 1
+    assert timings["chosen_by"] == (
+        "the classifier on morphology + the self-supervised embedding of v0001"
+    )
 
 
 def test_auto_keeps_morphology_when_the_embedding_is_noise(project):
@@ -182,3 +206,90 @@ def test_cellprofiler_columns_are_used(project):
     assert head.features == "morphology+cellprofiler" and head.proba is not None
     only = fit_head(_with_features(project, "cellprofiler"))
     assert only.features == "cellprofiler" and np.isfinite(only.proba).all()
+
+
+def _memorised(project: Project, trained: dict[str, str]) -> np.ndarray:
+    """What an encoder that memorised its training labels embeds: the class of each trained
+    cell, noise for every other cell."""
+    ids, truth = _truth(project)
+    classes = sorted(set(truth))
+    emb = np.random.default_rng(2).normal(size=(len(ids), 64)).astype(np.float32)
+    for i, cell in enumerate(ids):
+        if cell in trained:
+            emb[i, classes.index(trained[cell])] += 6.0
+    return emb
+
+
+def _noise(project: Project, seed: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(len(_truth(project)[0]), 64)).astype(np.float32)
+
+
+def test_memorised_finetuned_embedding_never_wins_on_its_own_labels(project):
+    trained = _label(project)
+    memorised = _memorised(project, trained)
+    # judged by plain cross-validation on its training labels it would win by far
+    pool = pool_data(project)
+    rows = np.array([pool.position[c] for c in trained])
+    y = np.array(list(trained.values()), dtype=object)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(rows, y))
+    x_mem = np.hstack([pool.features, memorised])
+    leaky = cv_balanced_accuracy(x_mem[rows], y, folds, 0)
+    assert leaky > cv_balanced_accuracy(pool.features[rows], y, folds, 0) + 0.05
+    _publish(project, 1, _noise(project), classifier=True, trained=list(trained),
+             finetuned=memorised)  # fmt: skip
+    labels = project.store.current_labels(include_pseudo=False)
+    choice = choose_features(project, pool, labels)
+    assert choice.name == "morphology", choice  # no fresh labels: not judged at all
+    _label(project, per_class=AUTO_MIN_FRESH // 2 + 2, seed=1)  # fresh labels: it is noise there
+    labels = project.store.current_labels(include_pseudo=False)
+    choice = choose_features(project, pool, labels)
+    assert choice.name == "morphology", choice
+    assert choice.scores["morphology+finetuned"] <= choice.scores["morphology (fresh labels)"]
+
+
+def test_finetuned_embedding_is_used_when_it_wins_on_fresh_labels(project):
+    trained = _label(project)
+    _publish(project, 1, _noise(project), classifier=True, trained=list(trained),
+             finetuned=_informative(project))  # fmt: skip
+    fresh = _label(project, per_class=AUTO_MIN_FRESH // 2 + 2, seed=1)
+    head = fit_head(project)
+    assert head.features == "morphology+finetuned@1", head.features_reason
+    assert f"on {len(fresh)} labels given after it was trained" in head.features_reason
+    assert f"v0001 (fine-tuned on {len(trained)} labels)" in head.features_reason
+    next_batch(project, 8, annotator="t", resume=False)
+    timings = project.store.rounds()[-1]["timings"]
+    assert timings["embedding_version"] == 1
+    assert timings["chosen_by"] == (
+        f"the classifier on morphology + the embedding of v0001 (fine-tuned on {len(trained)} "
+        "labels)"
+    )
+
+
+def test_a_finetuned_version_without_its_training_cells_is_not_judged(project):
+    trained = _label(project)
+    _publish(project, 1, _noise(project), classifier=True, finetuned=_informative(project))
+    _label(project, per_class=AUTO_MIN_FRESH // 2 + 2, seed=1)
+    assert fit_head(project).features == "morphology"
+    assert (project.path / "models" / "v0001").is_dir() and trained
+
+
+def test_explicit_embedding_set_uses_the_newest_finetuned_embedding(project):
+    trained = _label(project)
+    _publish(project, 1, _noise(project), classifier=True, trained=list(trained),
+             finetuned=_informative(project))  # fmt: skip
+    head = fit_head(_with_features(project, "morphology+embedding"))
+    assert head.features == "morphology+finetuned@1"
+
+
+def test_fresh_accuracy_scores_only_fresh_rows():
+    rng = np.random.default_rng(0)
+    y = np.array(["a", "b"] * 30, dtype=object)
+    fresh = np.zeros(60, dtype=bool)
+    fresh[40:] = True
+    base = rng.normal(size=(60, 4)).astype(np.float32)
+    cand = base.copy()
+    cand[:40, 0] = np.where(y[:40] == "a", 5.0, -5.0)  # separates only the trained rows
+    b, c = fresh_balanced_accuracy(base, cand, y, fresh, seed=0)
+    assert abs(c - b) < 0.2 and c < 0.8
+    cand[40:, 0] = np.where(y[40:] == "a", 5.0, -5.0)  # and now the fresh ones too
+    assert fresh_balanced_accuracy(base, cand, y, fresh, seed=0)[1] == 1.0
