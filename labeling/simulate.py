@@ -64,15 +64,16 @@ class SimConfig:
     budget: int = 300  # labels per run
     batch_size: int = 10  # labels per round
     seeds: int = 10  # runs per strategy (seeds 0..seeds-1); decide with >= 10
-    finetune: bool = False  # fine-tune the U-Net between rounds; head on morphology + embedding
+    finetune: bool = False  # fine-tune the U-Net between rounds; features chosen as loop's auto
+    finetune_every: int = 1  # rounds between fine-tunes with --finetune (the trainer's pace)
     holdout: float = 0.25  # share of each class kept out of the pool for scoring
     group_pattern: str | None = None  # regex on the source path; group 1 names a group
 
     def __post_init__(self) -> None:
-        if self.budget < 1 or self.batch_size < 1 or self.seeds < 1:
+        if self.budget < 1 or self.batch_size < 1 or self.seeds < 1 or self.finetune_every < 1:
             raise ConfigError(
-                f"budget {self.budget}, batch size {self.batch_size} and seeds {self.seeds} "
-                "must all be >= 1"
+                f"budget {self.budget}, batch size {self.batch_size}, seeds {self.seeds} and "
+                f"fine-tune pace {self.finetune_every} must all be >= 1"
             )
         if not self.strategies:
             raise ConfigError("give at least one strategy")
@@ -323,6 +324,7 @@ def run_one(
     pos = {c: i for i, c in enumerate(ids)}
     classes = sorted(set(truth.tolist()))
     head, proba = None, None
+    tracker = _DeepTracker(data, deep, split, seed) if deep is not None else None
     state: dict[str, Any] = {}
     curves, round_s, found_all_at = [], [], None
     budget = min(cfg.budget, n)
@@ -346,8 +348,10 @@ def run_one(
         labels[idx] = truth[idx]
         given = {ids[i]: truth[i] for i in idx}
         state = update_state(strategy, state, selection, given, guesses, known_before)
-        if deep is not None:
-            head_feats = _with_deep(data, deep, split, labels, labeled)
+        if tracker is not None:
+            if len(round_s) % cfg.finetune_every == 0:
+                tracker.finetune(labels, labeled)
+            head_feats = tracker.choose(labels, labeled)
         head, proba = _refit(labels, labeled, head_feats, seed)
         round_s.append(time.perf_counter() - t0)
         n_labeled = int(labeled.sum())
@@ -358,7 +362,7 @@ def run_one(
         ]
         if found_all_at is None and all(counts.values()):
             found_all_at = n_labeled
-    test_feats = data.features[split.test] if deep is None else _test_deep(data, deep, split)
+    test_feats = data.features[split.test] if tracker is None else tracker.test_features()
     y_test = data.truth[split.test]
     scored = sorted(set(y_test.tolist()))
     pred = _predict(head, test_feats, labels[labeled])
@@ -380,23 +384,91 @@ def run_one(
         else float("nan"),
         mean_round_seconds=float(np.mean(round_s)),
     )
+    if tracker is not None:
+        summary.update(tracker.summary())
     return curves, summary
 
 
-def _with_deep(data: SimData, deep, split: Split, labels, labeled) -> npt.NDArray[np.float32]:
-    """Pool morphology features joined with fresh fine-tuned embeddings (``--finetune``)."""
-    ids = data.cell_ids[split.pool]
-    given = {ids[i]: labels[i] for i in np.flatnonzero(labeled)}
-    emb = standardise(deep.features(given)[data.keep])
-    deep.last_embedding = emb
-    return np.hstack([data.features[split.pool], emb[split.pool]])
+class _DeepTracker:
+    """``--finetune``: the trainer's versions and the loop's ``auto`` choice, simulated.
 
+    :meth:`finetune` fine-tunes on the labels so far and re-embeds every cell (a new version,
+    which remembers the cells it was trained on); :meth:`choose` picks the head's features as
+    ``labeling.feature_sets`` does: morphology alone unless morphology + the label-free backbone
+    embedding (cross-validated on all labels) or + a fine-tuned embedding (judged only on the
+    labels given after it was trained) wins by ``AUTO_MARGIN`` balanced accuracy.
+    """
 
-def _test_deep(data: SimData, deep, split: Split) -> npt.NDArray[np.float32]:
-    emb = getattr(deep, "last_embedding", None)
-    if emb is None:
-        emb = standardise(deep.features({})[data.keep])
-    return np.hstack([data.features[split.test], emb[split.test]])
+    def __init__(self, data: SimData, deep: DeepFeatures, split: Split, seed: int) -> None:
+        self.data, self.deep, self.split, self.seed = data, deep, split, seed
+        self.versions: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = []
+        self.chosen = data.features  # (n, d) of every cell of data: the set the head uses
+        self.name = "morphology"
+        self.uses: dict[str, int] = {}
+
+    def finetune(self, labels: np.ndarray, labeled: npt.NDArray[np.bool_]) -> None:
+        if len(set(labels[labeled].tolist())) < 2:
+            return
+        ids = self.data.cell_ids[self.split.pool]
+        given = {ids[i]: labels[i] for i in np.flatnonzero(labeled)}
+        emb = standardise(self.deep.features(given)[self.data.keep])
+        self.versions = [*self.versions[-3:], (emb, labeled.copy())]  # the trainer keeps 4
+
+    def choose(self, labels: np.ndarray, labeled: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
+        from sklearn.model_selection import StratifiedKFold
+
+        from labeling.feature_sets import (
+            AUTO_FOLDS,
+            AUTO_MARGIN,
+            AUTO_MIN_FRESH,
+            AUTO_MIN_PER_CLASS,
+            cv_balanced_accuracy,
+            fresh_balanced_accuracy,
+        )
+
+        morph = self.data.features
+        self.chosen, self.name = morph, "morphology"
+        y_all = labels[labeled]
+        counts = {c: int(np.sum(y_all == c)) for c in set(y_all.tolist())}
+        big = [c for c, k in counts.items() if k >= AUTO_MIN_PER_CLASS]
+        if len(big) >= 2:
+            rows = np.flatnonzero(labeled)
+            rows = rows[np.isin(labels[rows], big)]
+            y = labels[rows]
+            pool_rows = self.split.pool[rows]
+            tried = []
+            backbone = standardise(self.deep.backbone_features()[self.data.keep])
+            k = min(AUTO_FOLDS, min(int(np.sum(y == c)) for c in big))
+            folds = list(StratifiedKFold(k, shuffle=True, random_state=self.seed).split(rows, y))
+            cand = np.hstack([morph, backbone])
+            gain = cv_balanced_accuracy(cand[pool_rows], y, folds, self.seed) - (
+                cv_balanced_accuracy(morph[pool_rows], y, folds, self.seed)
+            )
+            tried.append((gain, "morphology+embedding", cand))
+            for emb, trained in reversed(self.versions):
+                fresh = ~trained[rows]
+                if fresh.sum() >= AUTO_MIN_FRESH and len(set(y[fresh].tolist())) >= 2:
+                    cand = np.hstack([morph, emb])
+                    base, with_emb = fresh_balanced_accuracy(
+                        morph[pool_rows], cand[pool_rows], y, fresh, self.seed
+                    )
+                    tried.append((with_emb - base, "morphology+finetuned", cand))
+                    break
+            gain, name, cand = max(tried, key=lambda t: t[0])
+            if gain >= AUTO_MARGIN:
+                self.chosen, self.name = cand, name
+        self.uses[self.name] = self.uses.get(self.name, 0) + 1
+        return self.chosen[self.split.pool]
+
+    def test_features(self) -> npt.NDArray[np.float32]:
+        return self.chosen[self.split.test]
+
+    def summary(self) -> dict[str, Any]:
+        """The final round's set and how many rounds used each set."""
+        return {
+            "features": self.name,
+            **{f"rounds_{k.replace('+', '_')}": v for k, v in sorted(self.uses.items())},
+        }
 
 
 def _guesses(head, proba, idx, cell_ids) -> dict[str, str | None]:
@@ -589,6 +661,7 @@ def simulate(
         from models.simulation import DeepFeatures
 
         deep = DeepFeatures(data.project_dir, seed=0)
+        logger.info("fine-tuning every %d round(s)", cfg.finetune_every)
     curves, summaries, need = [], [], []
     runs = [(s, seed) for seed in range(cfg.seeds) for s in cfg.strategies]
     split, split_seed = None, -1

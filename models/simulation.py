@@ -50,6 +50,12 @@ class DeepFeatures:
         self._trainer = Trainer(Path(project_dir), self.device, config)
         self._backbone = self._trainer.backbone()  # pretrains once, then cached on disk
 
+    def backbone_features(self) -> npt.NDArray[np.float32]:
+        """The pretrained backbone's label-free embeddings of every cell (computed once)."""
+        if getattr(self, "_backbone_emb", None) is None:
+            self._backbone_emb = self.features({})
+        return self._backbone_emb
+
     def features(self, labels: Mapping[str, str]) -> npt.NDArray[np.float32]:
         """(n_cells, d) float32 embeddings in cell-table order after fine-tuning on ``labels``
         (the pretrained backbone's embeddings when fewer than two classes are labeled)."""

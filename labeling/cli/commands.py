@@ -183,6 +183,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seeds=args.seeds,
         finetune=args.finetune,
+        finetune_every=args.finetune_every,
         holdout=args.holdout,
         group_pattern=args.group_pattern,
     )
@@ -471,8 +472,15 @@ def _add_simulate(sub: Sub, parents: Parents) -> None:
     p.add_argument(
         "--finetune",
         action="store_true",
-        help="also fine-tune the U-Net between rounds and train the head on morphology + "
-        "embedding (pretrains once per dataset; slow on a CPU)",
+        help="also fine-tune the U-Net between rounds; the head's features are chosen as "
+        "loop.features = auto chooses them (pretrains once per dataset; slow on a CPU)",
+    )
+    p.add_argument(
+        "--finetune-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --finetune: fine-tune every K rounds, as a CPU trainer keeps pace (default 1)",
     )
     p.set_defaults(func=_cmd_simulate)
 
