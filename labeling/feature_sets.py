@@ -199,6 +199,12 @@ def _compare(
     fresh = _fresh_candidate(pool, rows, versions, y)
     if fresh is not None:
         info, mask = fresh
+        if len(y) > AUTO_MAX_LABELS:  # every fresh label, older ones sampled to the cap
+            rng = np.random.default_rng(seed)
+            old = np.flatnonzero(~mask)
+            room = max(0, AUTO_MAX_LABELS - int(mask.sum()))
+            take = np.sort(np.concatenate([np.flatnonzero(mask), rng.permutation(old)[:room]]))
+            rows, y, mask = rows[take], y[take], mask[take]
         cand = feature_matrix(project, pool, f"morphology+finetuned@{info.version}")
         base_s, cand_s = fresh_balanced_accuracy(morph[rows], cand[rows], y, mask, seed)
         tried.append((cand_s - base_s, "morphology+finetuned", info,
@@ -215,10 +221,7 @@ def _compare(
         if name == "morphology+embedding"
         else f"the {describe_version(info)} embedding"
     )
-    vs = (
-        f"balanced accuracy {with_s:.3f} with {emb} vs "
-        f"{without_s:.3f} on morphology alone, {how}"
-    )
+    vs = f"balanced accuracy {with_s:.3f} with {emb} vs {without_s:.3f} on morphology alone, {how}"
     if gain < AUTO_MARGIN:
         name = "morphology"
     logger.info("auto features: %s (%s; %.2f s)", name, vs, time.perf_counter() - t0)

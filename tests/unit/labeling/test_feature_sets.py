@@ -114,7 +114,7 @@ def test_morphology_until_a_version_is_published(project):
 
 
 def test_loop_picks_up_a_published_version(project):
-    _label(project)
+    _label(project, per_class=30)
     first = fit_head(project)
     _publish(project, 1, _informative(project))
     head = fit_head(project)
@@ -153,7 +153,7 @@ def test_auto_waits_for_enough_labels(project):
 
 
 def test_auto_decides_again_for_a_new_version(project):
-    _label(project)
+    _label(project, per_class=30)
     noise = np.random.default_rng(5).normal(size=(len(_truth(project)[0]), 64))
     _publish(project, 1, noise.astype(np.float32))
     assert fit_head(project).features == "morphology"
