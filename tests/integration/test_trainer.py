@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -83,6 +84,12 @@ def test_watch_trainer_picks_up_new_labels(project):
         assert second.classes == tuple(sorted(picked["truth"].unique()))
         _, classes, probs = load_predictions(project, second)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+        # it lists the cells it was trained on: the loop judges it on the others only
+        from models.folder import describe_version, load_trained_cells
+
+        assert sorted(load_trained_cells(second).tolist()) == sorted(picked["cell_id"])
+        assert second.meta["n_trained"] == len(picked)
+        assert describe_version(second) == f"v0002 (fine-tuned on {len(picked)} labels)"
     finally:
         stop.set()
         thread.join(timeout=60)
@@ -128,3 +135,47 @@ def test_pretraining_time_budget_is_recorded_in_the_backbone(project):
     extra = load_checkpoint(project / "models" / "backbone.pt").extra
     assert extra["history"][-1]["step"] == 1 and extra["history"][-1]["stopped"] == "max_seconds"
     assert extra["pretrain"]["max_seconds"] == 1e-6
+
+
+def test_cpu_schedule_bounds_each_round():
+    cpu = TrainerConfig.for_device("cpu")
+    assert cpu.finetune_every == 20 and cpu.finetune_max_steps == 16
+    assert TrainerConfig.for_device("cpu", finetune_every=1).finetune_every == 1
+    assert TrainerConfig().finetune_every == 1 and TrainerConfig().finetune_max_steps == 0
+
+
+@pytest.mark.slow
+def test_watch_mode_waits_for_enough_new_labels(project, monkeypatch):
+    """With finetune_every=N a watching trainer fine-tunes once N label events have arrived,
+    capped at finetune_max_steps steps per epoch."""
+    import models.trainer as trainer_module
+
+    seen_steps = []
+    real = trainer_module.finetune
+
+    def spy(model, pixels, labels, classes, schedule, *args, **kwargs):
+        seen_steps.append(schedule.steps_per_epoch)
+        return real(model, pixels, labels, classes, schedule, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "finetune", spy)
+    config = dataclasses.replace(TINY, finetune_every=20, finetune_max_steps=2)
+    assert run_trainer(project, "cpu", config=config) == 1  # pretrained, version 1
+    cells = read_cells(project, ["cell_id", "truth"])
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_trainer,
+        args=(project, "cpu"),
+        kwargs=dict(watch=True, poll_s=0.05, config=config, stop=stop),
+    )
+    with LabelStore(project / "labels.db") as store:
+        store.submit(dict(zip(cells["cell_id"][:6], cells["truth"][:6])), "tester", "cli")
+        thread.start()
+        try:
+            assert not wait_until(lambda: latest_version(project).version == 2, timeout=2.0)
+            more = cells.iloc[6:40]
+            store.submit(dict(zip(more["cell_id"], more["truth"])), "tester", "cli")
+            assert wait_until(lambda: latest_version(project).version == 2, timeout=120)
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+    assert seen_steps == [2]  # 40 labels / batch 16 -> 3 steps an epoch, capped at 2
