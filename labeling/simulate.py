@@ -409,10 +409,17 @@ class _DeepTracker:
     def finetune(self, labels: np.ndarray, labeled: npt.NDArray[np.bool_]) -> None:
         if len(set(labels[labeled].tolist())) < 2:
             return
+        t0 = time.perf_counter()
         ids = self.data.cell_ids[self.split.pool]
         given = {ids[i]: labels[i] for i in np.flatnonzero(labeled)}
         emb = standardise(self.deep.features(given)[self.data.keep])
         self.versions = [*self.versions[-3:], (emb, labeled.copy())]  # the trainer keeps 4
+        logger.info(
+            "seed %d: fine-tuned on %d labels and re-embedded in %.1f s",
+            self.seed,
+            len(given),
+            time.perf_counter() - t0,
+        )
 
     def choose(self, labels: np.ndarray, labeled: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
         from sklearn.model_selection import StratifiedKFold
