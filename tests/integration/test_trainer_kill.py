@@ -154,7 +154,7 @@ def test_a_trainer_killed_mid_round_leaves_labeling_on_the_previous_version(proj
     assert restarted["pid"] == os.getpid()
     proj = open_project(project)  # and the next round moves on to it
     try:
-        next_batch(proj, 6, annotator="ann", resume=False)
-        assert proj.store.rounds()[-1]["timings"]["features"] == "embedding@2"
+        next_batch(proj, 6, annotator="ann", resume=False)  # on the newest, fine-tuned embedding
+        assert proj.store.rounds()[-1]["timings"]["features"] == "finetuned@2"
     finally:
         proj.close()
