@@ -7,7 +7,10 @@ pretraining, finetuning, embedding, stopped, failed), ``progress`` [done, total]
 (``phenoscout train --exit-with PID``, as the app starts it) it ends soon after process PID
 does: between rounds at once, during a phase at its next step. Every classifier version also
 carries the self-supervised backbone's embeddings (``backbone_embeddings.npy``), label-free
-features the labeling loop can compare with morphology without leakage.
+features the labeling loop can compare with morphology without leakage, and the list of cells
+it was trained on (``trained_cells.npy``), so the loop judges its fine-tuned embeddings on the
+labels given after it. On a CPU each round's work is bounded (``finetune_every``,
+``finetune_max_steps``; README "The deep backbone").
 
 The trainer never reads the label store: labels arrive as plain data through a
 :class:`LabelSource` (``labeling.training.run_trainer`` passes one backed by the store), and it
