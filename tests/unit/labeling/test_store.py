@@ -394,7 +394,8 @@ def test_two_processes_submitting_lose_nothing(store: LabelStore, db: Path) -> N
 def test_threads_share_one_store(store: LabelStore) -> None:
     def work(k: int) -> None:
         for i in range(25):
-            store.submit({CELLS[(k * 5 + i) % 20]: f"t{k}"}, f"ann{k}", "batch")
+            # a class per submit: a repeat of the label a cell carries adds nothing (double click)
+            store.submit({CELLS[(k * 5 + i) % 20]: f"t{k}-{i}"}, f"ann{k}", "batch")
             store.current_labels()
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
