@@ -124,7 +124,9 @@ def kill_cli_writer(project: Path, n_kills: int, rng: np.random.Generator) -> Ki
     runtime = _cli_runtime(exe, project, ids[0])
     report = KillReport("cli")
     attempt = 0
-    while report.kills < n_kills:
+    # on a loaded machine a run of early kills can leave nothing acknowledged: go on (within a
+    # cap) until at least one label was acknowledged before its kill, or the test proves nothing
+    while report.kills < n_kills or (not report.acknowledged and attempt < 5 * n_kills):
         who = f"kill-cli-{attempt}"
         cell, label = ids[(attempt * 13) % len(ids)], _CLASSES[attempt % len(_CLASSES)]
         refit = [] if rng.random() < 0.5 else ["--no-refit"]

@@ -29,7 +29,7 @@ def test_sigkilled_writer_loses_no_acknowledged_label(tmp_path, small_project, w
     shutil.copytree(small_project, project)
     kill = bench.kill_python_writer if writer == "python" else bench.kill_cli_writer
     report = bench.verify(project, kill(project, 10, np.random.default_rng(7)))
-    assert report.kills == 10
+    assert report.kills >= 10
     assert report.acknowledged, "no submit returned before a kill: the test proves nothing"
     assert report.lost == []
     assert report.integrity == "ok"
