@@ -254,8 +254,7 @@ def fresh_balanced_accuracy(
     if len(fresh_rows) < 2:
         return float("nan"), float("nan")
     folds = KFold(min(n_folds, len(fresh_rows)), shuffle=True, random_state=seed)
-    preds = {"base": np.empty(len(fresh_rows), dtype=object), "cand": None}
-    preds["cand"] = preds["base"].copy()
+    preds = {key: np.empty(len(fresh_rows), dtype=object) for key in ("base", "cand")}
     for _, test_k in folds.split(fresh_rows):
         test = fresh_rows[test_k]
         train = np.setdiff1d(np.arange(len(y)), test)

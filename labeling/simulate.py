@@ -326,7 +326,8 @@ def run_one(
     head, proba = None, None
     tracker = _DeepTracker(data, deep, split, seed) if deep is not None else None
     state: dict[str, Any] = {}
-    curves, round_s, found_all_at = [], [], None
+    curves, found_all_at = [], None
+    round_s: list[float] = []
     budget = min(cfg.budget, n)
     while labeled.sum() < budget:
         t0 = time.perf_counter()
