@@ -22,7 +22,12 @@ export default function (component) {
   if (data.ack && data.ack[0] === ps.token) {
     ps.queue = ps.queue.filter((e) => e[0] > data.ack[1]);
   }
-  if (ps.waitBatch !== undefined && ps.waitBatch !== data.batch) ps.waitBatch = undefined;
+  let buffered = [];
+  if (ps.waitBatch !== undefined && ps.waitBatch !== data.batch) {
+    ps.waitBatch = undefined;
+    buffered = ps.buffer || [];  // keys typed while the batch was on its way
+    ps.buffer = [];
+  }
   // clicks on a tile's class buttons go to the server as Streamlit's own widget values; their
   // marks last until the server's drawing shows the tile labeled (or a new batch)
   ps.clicks = ps.clicks || {};
@@ -84,33 +89,46 @@ export default function (component) {
     ps.queue.push([ps.seq, kind, arg, cell]);
     ps.send("events", { token: ps.token, events: ps.queue });
   };
-  const onKey = (e) => {
+  // one key's effect; false when the key is not the page's
+  const handle = (key, repeat) => {
     const d = ps.data;
-    if (!d || e.ctrlKey || e.metaKey || e.altKey) return;
-    const t = e.target;
-    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
-    if (!d.ids.length || !tile(0) || ps.waitBatch !== undefined) return;  // not on the page
     const n = d.ids.length;
-    let handled = true;
-    if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
-      ps.focus = (ps.focus + (e.key === "ArrowRight" ? 1 : -1) + n) % n;
+    if (key === "ArrowRight" || key === "ArrowLeft") {
+      ps.focus = (ps.focus + (key === "ArrowRight" ? 1 : -1) + n) % n;
       push("focus", ps.focus, null);
-    } else if (d.keys[e.key] !== undefined) {
-      const name = d.keys[e.key];
+    } else if (d.keys[key] !== undefined) {
+      const name = d.keys[key];
       const i = ps.focus;
       push("label", name, d.ids[i]);
       ps.pending[i] = name;
       ps.done[i] = true;
       ps.focus = nextOpen(ps.done, i);
-    } else if (e.key === d.undoKey && !e.repeat) {
+    } else if (key === d.undoKey && !repeat) {
       push("undo", null, null);
-    } else if (e.key === d.nextKey && !e.repeat) {
+    } else if (key === d.nextKey && !repeat) {
       push("next", null, null);
       ps.waitBatch = d.batch;
+      ps.buffer = [];
     } else {
-      handled = false;
+      return false;
     }
-    if (handled) {
+    return true;
+  };
+  const onKey = (e) => {
+    const d = ps.data;
+    if (!d || e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    if (!d.ids.length || !tile(0)) return;  // not on the Label page
+    const known = d.keys[e.key] !== undefined || /^Arrow(Left|Right)$/.test(e.key)
+      || e.key === d.undoKey || e.key === d.nextKey;
+    if (ps.waitBatch !== undefined) {
+      // the next batch is on its way: keep the keys for it (applied when it is drawn)
+      if (known && e.key !== d.nextKey) ps.buffer.push(e.key);
+      if (known) { e.preventDefault(); e.stopPropagation(); }
+      return;
+    }
+    if (handle(e.key, e.repeat)) {
       e.preventDefault();
       e.stopPropagation();
       draw(true);
@@ -138,6 +156,9 @@ export default function (component) {
     ps.installed = true;
   }
   replay();
+  for (const key of buffered) {
+    if (ps.waitBatch === undefined) handle(key, false);
+  }
   // the tiles of this run may still be on their way: try again for a moment
   let tries = 0;
   const settle = () => {

@@ -211,7 +211,9 @@ def test_discover_numbers_are_the_stores(browser, app, project):
     wait_text(page, "Cross-validated quality", 60000)
     wait_idle(page, 60000)
     texts = page.locator('[data-testid="stMetric"]').all_inner_texts()
-    metrics = dict([x for x in m.split("\n") if x.strip()][:2] for m in texts)
+    lines = [[x.strip() for x in m.split("\n") if x.strip()] for m in texts]
+    metrics = {m[0]: m[-1] for m in lines if m}  # label first, value last
+    assert "Labels" in metrics, (texts, page.locator("body").inner_text()[:1500])
     assert metrics["Labels"] == str(stop["n_labels"]) == str(len(events))
     assert metrics["Classes found"] == str(stop["n_classes"])
     assert metrics["Labels since last new class"] == str(stop["labels_since_new_class"])
@@ -224,4 +226,20 @@ def test_discover_numbers_are_the_stores(browser, app, project):
     if stop["n_random"] < 30:  # no interval that says nothing
         assert "rough guide" in words
         assert page.locator(".st-key-prevalence-chart").count() == 0
+    page.close()
+
+
+def test_keys_typed_while_the_next_batch_loads_label_it(browser, app, project):
+    page, _ = _open(browser, app)
+    old = page.evaluate("() => window.__psLabel.data.batch")
+    page.keyboard.press("n")
+    page.keyboard.press("1")  # at once: for the first cell of the batch on its way
+    page.wait_for_function(
+        "old => window.__psLabel.data.batch !== old", arg=old, timeout=60000
+    )  # fmt: skip
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    with LabelStore(project / "labels.db") as store:
+        assert store.current_labels()[first] == "round"
+        assert store.history(first)[-1].annotator == "browser"
     page.close()
