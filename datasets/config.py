@@ -49,6 +49,13 @@ class IngestConfig:
     #: or "auto": detected on a sample of the crops and stored as one of the two
     modality: str = "auto"
 
+    @property
+    def crop_px(self) -> int:
+        """The crop size once chosen (ingest sets a number before cutting any crop)."""
+        if self.crop_size is None:
+            raise DataError("the crop size is not chosen yet; give crop_size or let ingest choose")
+        return self.crop_size
+
     def __post_init__(self) -> None:
         if self.crop_size is not None and not 8 <= self.crop_size <= 512:
             raise DataError(f"crop_size {self.crop_size} is out of range; use 8-512 pixels")

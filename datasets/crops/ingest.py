@@ -179,7 +179,7 @@ def ingest_crops(
     if cfg.crop_size is None:  # the project's, else the default (large crops get a scale)
         size = manifest["crop_size"] if manifest else DEFAULT_CROP_SIZE
         cfg = replace(cfg, crop_size=int(size))
-    report = IngestReport(crop_size=cfg.crop_size)
+    report = IngestReport(crop_size=cfg.crop_px)
     ctx = _Context(Path(src_dir).resolve(), project, cfg, report, manifest, runner=runner)
     check_existing(project, manifest, cfg)
     _load_csvs(ctx, labels_csv, metadata_csv)
@@ -203,7 +203,7 @@ def ingest_crops(
     n_source = ctx.entries[0].header.channels
     entry = part_entry(report, cfg, root=str(ctx.src), source_channels=n_source, keep=keep,
                        ranges=ranges)  # fmt: skip
-    save_part(project, manifest, cfg.crop_size, table, entry)
+    save_part(project, manifest, cfg.crop_px, table, entry)
     logger.info("ingest finished:\n%s", report.summary())
     return report
 
@@ -302,7 +302,7 @@ def _resolve_scale(ctx: _Context) -> IngestConfig:
         return cfg
     heights = np.concatenate([np.full(e.header.n, e.header.height) for e in ctx.entries])
     widths = np.concatenate([np.full(e.header.n, e.header.width) for e in ctx.entries])
-    scale = choose_scale(heights, widths, cfg.crop_size)
+    scale = choose_scale(heights, widths, cfg.crop_px)
     ctx.report.scale = scale
     if scale != 1.0:
         side = float(np.quantile(np.maximum(heights, widths), FIT_QUANTILE))
@@ -338,7 +338,7 @@ def _write_pixels(
     (:mod:`datasets.crops.tasks`); returns which source channels hold any nonzero."""
     from datasets.crops.tasks import CHUNK_CELLS, FileJob, PixelChunk, chunk_files, write_chunk
 
-    size, n_channels = ctx.cfg.crop_size, ctx.entries[0].header.channels
+    size, n_channels = ctx.cfg.crop_px, ctx.entries[0].header.channels
     total = sum(e.header.n for e in ctx.entries)
     PartWriter(tmp, (total, n_channels, size, size), dtype).close()  # full size, zeros
     jobs = [FileJob(str(e.path), e.rel, (e.header.n, e.header.channels, e.header.height,

@@ -139,7 +139,7 @@ def ingest_fields(
     planned, n_channels, dtype = _plan(fields, manifest, existing, cfg, report)
     if cfg.crop_size is None:
         cfg = dataclasses.replace(cfg, crop_size=_chosen_crop_size(planned, segmenter, report))
-        report.crop_size = cfg.crop_size
+        report.crop_size = cfg.crop_px
     truth = _follow_renames(truth or {}, fields, planned)
     part = len(manifest["parts"]) if manifest else 0
     final, final_masks = part_file(project, part), mask_part_file(project, part)
@@ -151,7 +151,7 @@ def ingest_fields(
                        n_channels, dtype, len(existing), crops, masks, planned)  # fmt: skip
             _run_fields(run, part, runner, progress)
         _check_some_cells(run, fields)
-        size = cfg.crop_size
+        size = cfg.crop_px
         _write_part(raw, final, (run.n_cells, n_channels, size, size), dtype)
         _write_part(raw_masks, final_masks, (run.n_cells, size, size), np.dtype(np.uint8))
         table = _cell_table(run, part, manifest is not None)
@@ -162,7 +162,7 @@ def ingest_fields(
         root = os.path.commonpath([str(p.parent) for s in planned for p in s.channel_files])
         entry = part_entry(report, cfg, root=root, source_channels=n_channels,
                            keep=list(range(n_channels)), ranges=ranges)  # fmt: skip
-        save_part(project, manifest, cfg.crop_size, table, entry)
+        save_part(project, manifest, cfg.crop_px, table, entry)
     finally:
         raw.unlink(missing_ok=True)
         raw_masks.unlink(missing_ok=True)
@@ -253,7 +253,7 @@ def _run_fields(
     chunks = None if runner.config.in_process(n_guess) else run.project / PIXELS_TMP
     if chunks is not None:
         chunks.mkdir(parents=True, exist_ok=True)
-    jobs = [FieldJob(i, spec, run.n_channels, str(run.dtype), run.cfg.crop_size,
+    jobs = [FieldJob(i, spec, run.n_channels, str(run.dtype), run.cfg.crop_px,
                      run.keep_border, run.segmenter, str(chunks) if chunks else None)
             for i, spec in enumerate(run.specs)]  # fmt: skip
     try:
@@ -426,7 +426,7 @@ def _metadata(spec: FieldSpec) -> dict[str, str]:
 def _cell_rows(run: _Run, spec: FieldSpec, kept: pd.DataFrame) -> pd.DataFrame:
     """The cell-table rows of one field's kept objects (cell_id, part and row come later)."""
     objects = kept["object"].to_numpy(np.int64)
-    size = run.cfg.crop_size
+    size = run.cfg.crop_px
     height = (kept["bbox_max_row"] - kept["bbox_min_row"]).fillna(size).to_numpy(np.int64)
     width = (kept["bbox_max_col"] - kept["bbox_min_col"]).fillna(size).to_numpy(np.int64)
     truth = [run.truth.get((spec.key, int(o))) for o in objects]

@@ -79,3 +79,24 @@ def test_project_stores_the_number_and_add_reuses_it(tmp_path):
     added = add_fields(project, [big_field(tmp_path / "g", key="B01", radius=5)], segment="given")
     assert added.crop_size == 104
     project.close()
+
+
+def test_cli_says_and_stores_the_chosen_crop_size(tmp_path, capsys):
+    from labeling.cli.commands import main
+    from labeling.config import load_config
+
+    big_field(tmp_path / "f")
+    argv = ["init", str(tmp_path / "p"), "--fields", str(tmp_path / "f"),
+            "--masks", str(tmp_path / "f" / "masks")]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "Crop size 104 px chosen" in capsys.readouterr().out
+    assert load_config(tmp_path / "p" / "project.toml").ingest.crop_size == 104
+    assert main([*argv[:1], str(tmp_path / "q"), *argv[2:], "--crop-size", "48"]) == 0
+    assert load_config(tmp_path / "q" / "project.toml").ingest.crop_size == 48
+
+
+def test_an_unchosen_crop_size_is_not_read_as_a_number():
+    from datasets.errors import DataError
+
+    with pytest.raises(DataError, match="not chosen yet"):
+        _ = IngestConfig(crop_size=None).crop_px
