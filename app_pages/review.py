@@ -215,7 +215,7 @@ def _grid(
                 st.image(pngs[i], width="stretch")
                 state = f"✔ **{md(label)}**" if label else "not labeled"
                 st.caption(  # the id on one line (cut with "…"; whole in the tooltip)
-                    f"{md(cell_id)}  \n{state}  \n{items[i]['caption']}".rstrip(),
+                    f"{code(cell_id)}  \n{state}  \n{items[i]['caption']}".rstrip(),
                     help=f"cell {md(cell_id)}",
                 )
                 show_cell_in_field(project, cell_id, visible=display.visible)
@@ -260,6 +260,8 @@ def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> 
     rules.append(
         f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] p '
         "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.8rem;}"
+        f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] code '
+        "{white-space: nowrap; font-size: 0.72rem; padding: 0 0.1rem;}"
     )
     st.html("<style>" + "\n".join(rules) + "</style>")
 

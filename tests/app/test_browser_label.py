@@ -71,6 +71,7 @@ def _open(browser, url: str, width: int = 1280, height: int = 800):
     page.on("request", lambda r: requests.append(r.url))
     page.goto(url)
     wait_tiles(page)
+    page.wait_for_selector("[data-ps-focus]", timeout=30000)  # the page's script is running
     page.mouse.click(width // 2, 5)  # the page, not an input, has the keys
     return page, requests
 
