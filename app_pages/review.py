@@ -261,7 +261,9 @@ def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> 
         f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] p '
         "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.8rem;}"
         f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] code '
-        "{white-space: nowrap; font-size: 0.72rem; padding: 0 0.1rem;}"
+        "{white-space: nowrap; font-size: 0.7rem; padding: 0; display: inline-block;"
+        " max-width: 100%; overflow: hidden; text-overflow: ellipsis; vertical-align: bottom;"
+        " direction: rtl;}"  # cut at the start, so the cell's number stays in view
     )
     st.html("<style>" + "\n".join(rules) + "</style>")
 
