@@ -122,6 +122,30 @@ def _status_line(page: _Page) -> None:
         f"{md(c.name)} **{c.n_labeled}**" for c in classes if c.n_labeled or not c.pseudo
     )
     st.caption(f"Cells per class: {counts}" if counts else "No labels yet.")
+    _quality_strip(project)
+
+
+def _quality_strip(project: Project) -> None:
+    """On request, the cross-validated confusion matrix of the labels so far (the Discover
+    page's), compact, while labeling: computed once per label state, only while shown."""
+    if not st.toggle("Show the cross-validated confusion", key="cv-strip", value=False):
+        return
+    from app_pages.common import cached, labels_key
+    from labeling.errors import NotTrainedError
+
+    try:
+        confusion, per_class = cached(
+            "labeling.reports.cross_validated", str(project.path), labels_key(project)
+        )
+    except NotTrainedError as exc:
+        st.caption(md(exc))
+        return
+    a = per_class.attrs
+    st.caption(
+        f"Rows: the label; columns: what a model trained without the cell predicts "
+        f"({a.get('n_splits')}-fold); balanced accuracy {a.get('balanced_accuracy', 0):.2f}"
+    )
+    st.dataframe(confusion, key="cv-strip-table", width="content")
 
 
 def _messages(page: _Page) -> None:

@@ -228,6 +228,18 @@ def project_colour(path: Path, i: int) -> str:
     return open_project(path).channel_colours[i]
 
 
+def test_the_confusion_strip_shows_the_cross_validated_matrix_on_request(labeled):
+    from labeling.project import open_project
+    from labeling.reports import cross_validated
+
+    at = _app(labeled)
+    assert not at.dataframe  # off by default: nothing computed per label
+    at.toggle(key="cv-strip").set_value(True).run()
+    assert not at.exception, at.exception
+    confusion, _ = cross_validated(open_project(labeled))
+    assert at.dataframe[0].value.equals(confusion)
+
+
 def test_the_cell_to_label_is_marked_unless_switched_off(project):
     at = _app(project)
     marked = at.session_state["_tile_cache"]["tiles"][0]
