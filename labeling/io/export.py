@@ -154,25 +154,7 @@ def write_bytes_atomic(data: bytes, out: Path) -> Path:
         ConfigError: ``out`` is one of a project's own files (:func:`check_export_target`).
         PhenoScoutError: the file cannot be written (read-only folder, disk full); one line.
     """
-    out = Path(out)
-    check_export_target(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as exc:
-        raise _cannot_write(out, exc) from exc
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide the export from others
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _cannot_write(out, exc) from exc
-    return out
+    return write_file_atomic(out, lambda tmp: tmp.write_bytes(data))
 
 
 def write_file_atomic(out: Path, write: Callable[[Path], None]) -> Path:
