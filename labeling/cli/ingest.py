@@ -317,6 +317,11 @@ def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
     return report
 
 
+def add_auto_choice(p: argparse.ArgumentParser, flag: str, choices: list[str], help: str) -> None:  # noqa: A002
+    """An option whose choices are ``auto`` (the default) and ``choices``."""
+    p.add_argument(flag, choices=["auto", *choices], default="auto", help=help)
+
+
 def _add_ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
@@ -450,18 +455,18 @@ def _add_init_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep channels that are all zero in every image",
     )
-    p.add_argument(
+    add_auto_choice(
+        p,
         "--normalise-by",
-        choices=["auto", "dataset", "plate"],
-        default="auto",
-        help="intensity ranges per dataset or per plate "
+        ["dataset", "plate"],
+        "intensity ranges per dataset or per plate "
         "(auto: per plate when metadata has a plate column)",
     )
-    p.add_argument(
+    add_auto_choice(
+        p,
         "--modality",
-        choices=["auto", "fluorescence", "stained_rgb"],
-        default="auto",
-        help="fluorescence, or stained brightfield RGB (adds stain colour and texture "
+        ["fluorescence", "stained_rgb"],
+        "fluorescence, or stained brightfield RGB (adds stain colour and texture "
         "features); default auto: detected on a sample, stored in project.toml",
     )
     p.add_argument(

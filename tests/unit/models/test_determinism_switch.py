@@ -31,7 +31,7 @@ def test_set_deterministic_toggles_torch_and_cudnn():
 
 
 def test_train_cli_flag_builds_a_nondeterministic_config():
-    from labeling.cli.commands import _train_config
+    from labeling.cli.training import _train_config
 
     args = argparse.Namespace(nondeterministic=True, device="cpu")
     assert _train_config(args).deterministic is False

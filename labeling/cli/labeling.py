@@ -1,0 +1,172 @@
+"""``phenoscout`` subcommands that label: ``info``, ``classes``, ``next`` and ``label``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from labeling.cli.parsing import Parents, Sub, add_parser
+from labeling.errors import PhenoScoutError
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    store = project.store
+    print(f"project   {project.path}")
+    print(f"cells     {store.n_cells()}")
+    chans = ", ".join(f"{c.name} ({c.colour})" for c in project.config.channels)
+    print(f"channels  {chans}")
+    if project.config.dropped_channels:
+        print(f"dropped   {', '.join(project.config.dropped_channels)} (all zero at ingest)")
+    # as the app counts them: every label given (relabels too) and the cells carrying one
+    cells = store.current_labels(include_pseudo=True)
+    pseudo = len(cells) - len(store.current_labels())
+    print(f"labels    {store.n_labels_given()} labels on {len(cells)} cells"
+          + (f" ({pseudo} unsure or bad segmentation)" if pseudo else ""))  # fmt: skip
+    for info in store.classes():
+        key = f"[{info.key}]" if info.key else "   "
+        print(f"  {key:<4} {info.name:<28} {info.n_labeled:>6}")
+    return 0
+
+
+def _cmd_classes(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+
+    store = open_project(Path(args.project)).store
+    if args.add:
+        info = store.add_class(args.add)
+        print(f"added {info.name!r} (key {info.key or '-'})")
+    if args.rename:
+        store.rename_class(*args.rename)
+        print(f"renamed {args.rename[0]!r} to {args.rename[1]!r}")
+    if args.merge:
+        n = store.merge_classes(*args.merge)
+        print(f"merged {args.merge[0]!r} into {args.merge[1]!r} ({n} cells)")
+    for info in store.classes():
+        key = f"[{info.key}]" if info.key else "   "
+        kind = " (pseudo)" if info.pseudo else ""
+        print(f"  {key:<4} {info.name:<28} {info.n_labeled:>6}{kind}")
+    return 0
+
+
+def _cmd_next(args: argparse.Namespace) -> int:
+    import json
+
+    from labeling.loop import next_batch
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    batch = next_batch(
+        project, args.n, annotator=args.annotator, strategy=args.strategy, resume=False
+    )
+    for item in batch:
+        print(json.dumps(item, ensure_ascii=False))
+    return 0
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["CELL_ID=CLASS", ...]`` -> {cell_id: class}, split at the first ``=``.
+
+    Raises:
+        PhenoScoutError: for an item without ``=`` or with an empty side.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        cell_id, sep, label = item.partition("=")
+        if not sep or not cell_id.strip() or not label.strip():
+            raise PhenoScoutError(
+                f"{item!r} is not CELL_ID=CLASS (e.g. plate1.A01_s1.npz:3=mitotic)"
+            )
+        out[cell_id.strip()] = label
+    return out
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+
+    labels = parse_assignments(args.assignments)
+    project = open_project(Path(args.project))
+    n = project.store.submit(labels, annotator=args.annotator, source="cli")
+    print(f"committed {n}", flush=True)
+    if not args.no_refit:
+        from labeling.loop import fit_head
+
+        head = fit_head(project)
+        if head.version:
+            print(
+                f"head refit: {head.version} ({len(head.classes)} classes, "
+                f"{head.fit_seconds:.2f} s)"
+            )
+    return 0
+
+
+def _add_info(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "info",
+        parents=[parents["project"]],
+        help="summarise a project: cells, channels, classes, labels",
+        description="Print the project's folder, cell count, channels, the labels given and on "
+        "how many cells (as the app counts them), and each class with its key and cells.",
+    )
+    p.set_defaults(func=_cmd_info)
+
+
+def _add_next(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "next",
+        parents=[parents["project"], parents["annotator"]],
+        help="choose the next batch, lease it, print one JSON line per cell",
+        description="Refit the head on the labels, choose the next batch with the project's "
+        "strategy, lease its cells to the annotator and print one JSON line per cell.",
+    )
+    p.add_argument("--n", type=int, default=24, help="batch size (default 24)")
+    p.add_argument(
+        "--strategy",
+        help="query strategy (default: the project's, discover); "
+        "one of random, least_confidence, margin, entropy, diversity, novelty, "
+        "cluster_coverage, predicted_rare, discover",
+    )
+    p.set_defaults(func=_cmd_next)
+
+
+def _add_label(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "label",
+        parents=[parents["project"], parents["annotator"]],
+        help="commit labels CELL_ID=CLASS ... in one transaction",
+        description="Commit labels in one transaction (a new class is created "
+        "as needed), print 'committed N', then refit the head.",
+    )
+    p.add_argument(
+        "assignments",
+        nargs="+",
+        metavar="CELL_ID=CLASS",
+        help="split at the first '=' (class names may contain '=' and spaces)",
+    )
+    p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
+    p.set_defaults(func=_cmd_label)
+
+
+def _add_classes(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "classes",
+        parents=[parents["project"]],
+        help="list, add, rename or merge classes",
+        description="List the classes with their keys and cells; --add, --rename or --merge "
+        "change them (labels follow; history is kept). Keys: 1-9, 0, then letters.",
+    )
+    p.add_argument("--add", metavar="NAME", help="add a class (free text)")
+    p.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"), help="rename a class")
+    p.add_argument(
+        "--merge",
+        nargs=2,
+        metavar=("SOURCE", "TARGET"),
+        help="relabel every cell of SOURCE as TARGET (history kept)",
+    )
+    p.set_defaults(func=_cmd_classes)

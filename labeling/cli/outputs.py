@@ -1,0 +1,162 @@
+"""``phenoscout`` subcommands that write results: ``export``, ``predict``, ``evaluate`` and
+``report``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from labeling.cli.parsing import Parents, Sub, add_parser
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from labeling.io.export import export_table
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    if args.what == "anndata":
+        from labeling.io.anndata_export import export_anndata
+
+        n = export_anndata(project, Path(args.out), features=args.features)
+        print(f"wrote {n} cells ({args.features}) to {args.out}")
+        return 0
+    if args.what in ("crops", "model"):
+        from labeling.io.bundles import crops_zip, model_checkpoint, write_bytes_atomic
+
+        if args.what == "crops":
+            write_bytes_atomic(crops_zip(project), Path(args.out))
+            n = len(project.store.current_labels(include_pseudo=True))
+            print(f"wrote {n} labeled crops to {args.out}")
+        else:
+            version, data = model_checkpoint(project)
+            write_bytes_atomic(data, Path(args.out))
+            print(f"wrote model v{version:04d} checkpoint to {args.out}")
+        return 0
+    n = export_table(project, Path(args.out), what=args.what)
+    print(f"wrote {n} rows to {args.out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from datasets.parallel import ParallelConfig, Runner
+    from labeling.io.bundles import predict_screen
+    from labeling.io.export import write_table
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    with Runner(ParallelConfig.from_env(args.workers, args.scheduler)) as runner:
+        table = predict_screen(
+            project, Path(args.crops), metadata_csv=args.metadata_csv, runner=runner
+        )
+    write_table(table, Path(args.out))
+    print(f"wrote {len(table)} predictions to {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from labeling.evaluate import evaluate_project, format_table
+
+    out = Path(args.out) if args.out else None
+    table, truth = evaluate_project(
+        Path(args.project), group=args.group, repeats=args.repeats, seed=args.seed, out_dir=out
+    )
+    print(format_table(table, truth))
+    if out is not None:
+        print(f"wrote {out / 'quality.csv'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from labeling.project import open_project
+    from labeling.reports.report import write_report
+
+    project = open_project(Path(args.project))
+    paths = write_report(project, Path(args.out))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _add_export(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "export",
+        parents=[parents["project"]],
+        help="export labels, cells, predictions, per-well counts, labeled crops or the model",
+        description="Write one export: a table (labels, cells, predictions, wells) as CSV or "
+        "Parquet, the labeled crops as a ZIP, the model checkpoint, or the screen as .h5ad.",
+    )
+    p.add_argument(
+        "--out", required=True, help="output file: .csv or .parquet; .zip for crops; .h5ad"
+    )
+    p.add_argument(
+        "--what",
+        default="labels",
+        choices=["labels", "cells", "predictions", "wells", "crops", "model", "anndata"],
+        help="labels: one row per labeled cell with metadata; cells: one row per cell; "
+        "predictions: every cell with its predicted class, confidence and class probabilities; "
+        "wells: predicted class counts and fractions per plate and well (z against negative "
+        "controls); crops: a ZIP of the labeled crops, one folder per class, a TIFF per cell in "
+        "the source bit depth (8-bit stays 8-bit, 16-bit 16-bit) with channel names; "
+        "model: the newest trained model's checkpoint.pt; anndata: every cell as an .h5ad "
+        "(X features, obs cells with labels and predictions, obsm embedding)",
+    )
+    p.add_argument(
+        "--features",
+        default="morphology",
+        help="anndata only: the features in X: morphology (default), embedding, cellprofiler, "
+        "or two joined by '+'",
+    )
+    p.set_defaults(func=_cmd_export)
+
+
+def _add_predict(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "predict",
+        parents=[parents["out_file"]],
+        help="apply the current model to a new folder of crops",
+        description="Ingest a new screen with the project's settings, score it with the head "
+        "fit on the project's labels, write cell_id, path, metadata, predicted, confidence "
+        "and p_<class> (.csv or .parquet).",
+    )
+    p.add_argument("project", help="project folder (with labels of at least 2 classes)")
+    p.add_argument("--crops", required=True, help="folder of the new screen's crops")
+    p.add_argument(
+        "--workers", type=int, help="Dask worker processes (default: one per core, 20,000+ cells)"
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster")
+    p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _add_evaluate(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "evaluate",
+        parents=[parents["project"]],
+        help="quality table: linear-probe CV of each feature set against the truth or labels",
+        description="Linear probe (balanced logistic regression) in stratified 5-fold CV, all "
+        "labels and 10 per class, median of repeats, for morphology, the backbone embedding, "
+        "both, and CellProfiler features; scored against the cell table's truth column, else "
+        "the project's labels.",
+    )
+    p.add_argument("--out", help="folder to write quality.csv into")
+    p.add_argument("--group", help="cell-table column whose groups never split across folds")
+    p.add_argument("--repeats", type=int, default=5, help="reshuffled repeats (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first repeat (default 0)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _add_report(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "report",
+        parents=[parents["project"], parents["out_dir"]],
+        help="discovery curves, prevalence, stopping signal, "
+        "cross-validated confusion matrix (CSV and PNG)",
+        description="Write the Discover page's numbers to OUT: discovery curves, prevalence "
+        "from the random slice, the stopping signal (chance of a class not seen yet), labels "
+        "per round and the cross-validated confusion matrix, as CSV, JSON and PNG.",
+    )
+    p.set_defaults(func=_cmd_report)
