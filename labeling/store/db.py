@@ -17,17 +17,18 @@ import os
 import resource
 import shutil
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from labeling.errors import StoreDamagedError, StoreError
 
 __all__ = [
     "DAMAGED_FIX",
     "Database",
+    "Delegate",
     "damaged",
     "is_readonly",
     "now_iso",
@@ -35,6 +36,25 @@ __all__ = [
     "why_write_failed",
     "write_failed",
 ]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class Delegate(Generic[_P, _R]):
+    """A method of a store that is the same method of one of its parts: on an instance,
+    ``Delegate("_rounds", RoundsAndLeases.start_round)`` is ``instance._rounds.start_round``
+    (same signature and docstring)."""
+
+    def __init__(self, part: str, method: Callable[Concatenate[Any, _P], _R]) -> None:
+        self.part = part
+        self.name = method.__name__
+        self.__doc__ = method.__doc__
+
+    def __get__(self, obj: object, owner: type | None = None) -> Callable[_P, _R]:
+        bound: Callable[_P, _R] = getattr(getattr(obj, self.part), self.name)
+        return bound
+
 
 _LOW_SPACE = 16 * 2**20  # bytes free below which a failed write is put down to a full disk
 

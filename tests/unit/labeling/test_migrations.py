@@ -16,7 +16,8 @@ from labeling.config import load_config
 from labeling.errors import StoreError
 from labeling.project import open_project
 from labeling.store import migrations
-from labeling.store.labels import SCHEMA_VERSION, LabelStore
+from labeling.store.labels import LabelStore
+from labeling.store.schema import SCHEMA_VERSION
 
 # The schema-1 DDL exactly as PhenoScout 1 created it (labeling/store.py before v2).
 V1_SCHEMA = """

@@ -1,0 +1,1 @@
+"""U-Net cell segmentation: the segmenter and its training."""

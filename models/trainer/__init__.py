@@ -1,0 +1,1 @@
+"""The background trainer, its published model versions and the labelling simulation."""
