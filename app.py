@@ -2,18 +2,19 @@
 
 Start it with ``phenoscout app PROJECT`` (or ``scripts/demo`` for the built-in demo screen);
 without a project it shows a start screen asking for one (with the Project page's create and
-demo sections). The pages are scripts in ``app_pages/`` (Label, the one that opens, Project,
+demo sections). The pages are scripts in ``app_pages/pages/`` (Label, the one that opens, Project,
 Discover, Review and Export), chosen in the navigation bar at the top; each draws itself with
 ``common.run_page``. The sidebar's project name and annotator box are drawn here, for every
 page, so they keep their value when the page changes. Opening a project starts its background
-trainer once per session (``app_pages.status``; ``PHENOSCOUT_TRAINER=off`` starts none).
+trainer once per session (``app_pages.server.status``; ``PHENOSCOUT_TRAINER=off`` starts none).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import (
+from app_pages.pages.project import render_project_page
+from app_pages.server.common import (
     PROJECT_PATH,
     annotator_input,
     open_cached,
@@ -22,8 +23,7 @@ from app_pages.common import (
     show_error,
     start_screen,
 )
-from app_pages.project import render_project_page
-from app_pages.status import start_trainer_once
+from app_pages.server.status import start_trainer_once
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
 
@@ -47,17 +47,17 @@ def main() -> None:
     start_trainer_once(project)  # the project's background trainer (PHENOSCOUT_TRAINER=off: none)
     annotator_input()  # here, not on the Label page: it keeps its value on every page
     pages = [
-        st.Page("app_pages/label.py", title="Label", icon=":material/label:", url_path="label",
-                default=True),
-        st.Page("app_pages/project.py", title="Project", icon=":material/folder_open:",
+        st.Page("app_pages/pages/label.py", title="Label", icon=":material/label:",
+                url_path="label", default=True),
+        st.Page("app_pages/pages/project.py", title="Project", icon=":material/folder_open:",
                 url_path="project"),
-        st.Page("app_pages/fields.py", title="Fields", icon=":material/grid_view:",
+        st.Page("app_pages/pages/fields.py", title="Fields", icon=":material/grid_view:",
                 url_path="fields"),
-        st.Page("app_pages/discover.py", title="Discover", icon=":material/insights:",
+        st.Page("app_pages/pages/discover.py", title="Discover", icon=":material/insights:",
                 url_path="discover"),
-        st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:",
+        st.Page("app_pages/pages/review.py", title="Review", icon=":material/fact_check:",
                 url_path="review"),
-        st.Page("app_pages/export.py", title="Export", icon=":material/download:",
+        st.Page("app_pages/pages/export.py", title="Export", icon=":material/download:",
                 url_path="export"),
     ]  # fmt: skip
     nav = st.navigation(pages, position="top")

@@ -16,6 +16,6 @@ from pathlib import Path
 import streamlit as st
 from starlette.middleware import Middleware
 
-from app_pages.host_guard import HostGuard
+from app_pages.server.host_guard import HostGuard
 
 app = st.App(str(Path(__file__).resolve().parent / "app.py"), middleware=[Middleware(HostGuard)])

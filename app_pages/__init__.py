@@ -3,6 +3,6 @@ work is done by ``labeling`` and ``datasets``."""
 
 from __future__ import annotations
 
-from app_pages.label import render_label_page
+from app_pages.pages.label import render_label_page
 
 __all__ = ["render_label_page"]

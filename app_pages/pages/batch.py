@@ -23,7 +23,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.common import error_text
+from app_pages.server.common import error_text
 from labeling.errors import PhenoScoutError
 from labeling.loop import (
     current_batch,

@@ -11,9 +11,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import cached, labels_key, run_page
-from app_pages.text import md
-from app_pages.tiles import WIDE_PAGE_CSS
+from app_pages.server.common import cached, labels_key, run_page
+from app_pages.widgets.text import md
+from app_pages.widgets.tiles import WIDE_PAGE_CSS
 from labeling.errors import DataError, NotTrainedError
 from labeling.project import Project
 from labeling.reports.report import (

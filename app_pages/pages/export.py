@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import cached, labels_key, run_page
-from app_pages.text import md
+from app_pages.server.common import cached, labels_key, run_page
+from app_pages.widgets.text import md
 from labeling.errors import DataError, NotTrainedError, ProjectError
 from labeling.io.bundles import model_checkpoint
 from labeling.project import Project
@@ -41,7 +41,7 @@ def render_export_page(project: Project) -> None:
             except (NotTrainedError, DataError) as exc:
                 st.info(md(exc))
                 continue
-            data = cached("app_pages.export.frame_bytes", path, key, what, suffix)
+            data = cached("app_pages.pages.export.frame_bytes", path, key, what, suffix)
             st.download_button(
                 f"Download {title.lower()} ({len(frame)} rows, {fmt})",
                 data=data,

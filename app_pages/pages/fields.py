@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import run_page
-from app_pages.text import code, md
-from app_pages.tiles import WIDE_PAGE_CSS, png
+from app_pages.server.common import run_page
+from app_pages.widgets.text import code, md
+from app_pages.widgets.tiles import WIDE_PAGE_CSS, png
 from datasets.fields.lookup import field_cells, has_fields
 from datasets.fields.render import cell_in_field, render_field
 from datasets.fields.store import FIELDS_FILE, read_fields

@@ -13,19 +13,19 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from app_pages import batch as B
-from app_pages.common import (
+from app_pages.pages import batch as B
+from app_pages.server.common import (
     annotator_input,
     current_annotator,
     project_sidebar,
     run_page,
 )
-from app_pages.field_view import show_cell_in_field
-from app_pages.keys_component import KEYS_COMPONENT
-from app_pages.reasons import chosen_reason
-from app_pages.status import status_line
-from app_pages.text import css_colour, md
-from app_pages.tiles import (
+from app_pages.server.status import status_line
+from app_pages.widgets.field_view import show_cell_in_field
+from app_pages.widgets.keys_component import KEYS_COMPONENT
+from app_pages.widgets.reasons import chosen_reason
+from app_pages.widgets.text import css_colour, md
+from app_pages.widgets.tiles import (
     WIDE_PAGE_CSS,
     Display,
     class_option,
@@ -130,7 +130,7 @@ def _quality_strip(project: Project) -> None:
     page's), compact, while labeling: computed once per label state, only while shown."""
     if not st.toggle("Show the cross-validated confusion", key="cv-strip", value=False):
         return
-    from app_pages.common import cached, labels_key
+    from app_pages.server.common import cached, labels_key
     from labeling.errors import NotTrainedError
 
     try:

@@ -2,8 +2,8 @@
 one, or open the demo with one click.
 
 Creating a project (ingest + features), adding a plate and making the demo run as background
-jobs (``app_pages.jobs``): a progress bar at the top of the page follows them and the user may
-go on working meanwhile. Every typed folder is resolved under the allowed root
+jobs (``app_pages.server.jobs``): a progress bar at the top of the page follows them and the
+user may go on working meanwhile. Every typed folder is resolved under the allowed root
 (``common.user_path``). A new way to make a project is one more section that builds a
 ``work(job)`` function and hands it to :func:`_start_creation`.
 
@@ -22,10 +22,10 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages import jobs
-from app_pages.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
-from app_pages.project_fields import checked_fields, render_fields_form
-from app_pages.text import code, md
+from app_pages.pages.project_fields import checked_fields, render_fields_form
+from app_pages.server import jobs
+from app_pages.server.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
+from app_pages.widgets.text import code, md
 from datasets.config import IngestConfig
 from datasets.crops.demo import CHANNELS as DEMO_CHANNELS
 from datasets.crops.readers import scan_folder
@@ -271,7 +271,7 @@ def _open(path: Path) -> None:
     had_project = bool(st.session_state.get(PROJECT_PATH) or project_arg())
     st.session_state[PROJECT_PATH] = str(path)
     if had_project:  # the navigation has the Label page
-        st.switch_page("app_pages/label.py")
+        st.switch_page("app_pages/pages/label.py")
     st.rerun()  # the start screen: the next run draws the navigation, Label first
 
 

@@ -6,7 +6,7 @@ segmentation (classical, U-Net, or the given masks only). The fields found are c
 and what was skipped is listed; one field is previewed with the outlines of the objects ingest
 would find in it (segmented on the fly: classical also when U-Net is chosen, since the U-Net is
 trained only when the project is made) BEFORE anything is written. "Create project" then runs
-``labeling.project.create_project_from_fields`` as a background job (``app_pages.jobs``; the
+``labeling.project.create_project_from_fields`` as a background job (``app_pages.server.jobs``; the
 Project page's job panel follows it and opens the project when it is done).
 
 Widget keys: ``pf-folder``, ``pf-pattern``, ``pf-masks``, ``pf-segment``, ``pf-nuclear``,
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages import jobs
-from app_pages.text import code, md
-from app_pages.tiles import png
+from app_pages.server import jobs
+from app_pages.widgets.text import code, md
+from app_pages.widgets.tiles import png
 from datasets.config import IngestConfig
 from datasets.fields.demo import FILENAME_PATTERN
 from datasets.fields.files import field_header, find_fields

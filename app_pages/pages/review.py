@@ -16,10 +16,10 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.common import current_annotator, run_page
-from app_pages.field_view import show_cell_in_field
-from app_pages.text import code, css_colour, md
-from app_pages.tiles import (
+from app_pages.server.common import current_annotator, run_page
+from app_pages.widgets.field_view import show_cell_in_field
+from app_pages.widgets.text import code, css_colour, md
+from app_pages.widgets.tiles import (
     WIDE_PAGE_CSS,
     Display,
     class_option,
@@ -110,7 +110,7 @@ def _disagreements(project: Project, annotator: str, display: Display) -> None:
 
 
 def _inconsistent(project: Project, annotator: str, display: Display) -> None:
-    from app_pages.common import cached, labels_key
+    from app_pages.server.common import cached, labels_key
 
     frame = cached("labeling.review.inconsistent_labels", str(project.path), labels_key(project))
     if frame.empty:
@@ -161,7 +161,7 @@ def _more_like_this(project: Project, annotator: str, display: Display) -> None:
 def _montage(project: Project, annotator: str, display: Display) -> None:
     """The cells the model gives to a class, from the most to the least confident (evenly
     spaced ranks), to see where the class's boundary sits."""
-    from app_pages.common import cached, labels_key
+    from app_pages.server.common import cached, labels_key
     from labeling.errors import NotTrainedError
 
     classes = [c.name for c in project.store.classes(include_pseudo=False) if c.n_labeled]

@@ -61,7 +61,7 @@ def error_text(exc: PhenoScoutError, project_path: object = None) -> str:
 
 def show_error(exc: PhenoScoutError, project_path: object = None) -> None:
     """``st.error`` with :func:`error_text`."""
-    from app_pages.text import md  # user text (names in the message) shown as text
+    from app_pages.widgets.text import md  # user text (names in the message) shown as text
 
     st.error(md(error_text(exc, project_path)))
 
@@ -73,7 +73,7 @@ def current_annotator() -> str:
 
 def project_sidebar(project: Project) -> None:
     """The project's name and folder at the top of the sidebar."""
-    from app_pages.text import md  # user text shown as text
+    from app_pages.widgets.text import md  # user text shown as text
 
     st.sidebar.markdown(f"### {md(project.config.name)}")
     st.sidebar.caption(md(project.path))
@@ -150,7 +150,7 @@ def start_screen() -> None:
     st.write("Active-learning labeling of single-cell images that surfaces rare phenotypes early.")
     error = st.session_state.pop(START_ERROR, None)
     if error:
-        from app_pages.text import md  # user text shown as text
+        from app_pages.widgets.text import md  # user text shown as text
 
         st.error(md(error))
     st.text_input("Project folder", key="start-path", placeholder="/path/to/my_project")

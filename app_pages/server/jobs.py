@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.text import md
+from app_pages.widgets.text import md
 from labeling.jobs import RUNNING, Job, JobStatus, get_job, start_job
 
 TICKETS = "proj_jobs"  # session key: the tickets of the jobs this session started

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages.text import md
+from app_pages.widgets.text import md
 from labeling.errors import PhenoScoutError
 from labeling.project import Project
 from labeling.training import latest_version, version_name

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages.text import md
-from app_pages.tiles import png
+from app_pages.widgets.text import md
+from app_pages.widgets.tiles import png
 from datasets.fields.lookup import cell_row, has_fields
 from datasets.fields.render import CONTEXT_PX, cell_in_field
 from datasets.fields.store import FIELDS_FILE

@@ -17,9 +17,9 @@ import numpy.typing as npt
 import streamlit as st
 from PIL import Image
 
-from app_pages.cell_marks import MaskReader, draw_mark
-from app_pages.reasons import chosen_reason
-from app_pages.text import code, css_colour, md
+from app_pages.widgets.cell_marks import MaskReader, draw_mark
+from app_pages.widgets.reasons import chosen_reason
+from app_pages.widgets.text import code, css_colour, md
 from datasets.render import channel_strip, composite, upscale
 from labeling.project import Project
 from labeling.store.labels import ClassInfo

@@ -17,7 +17,7 @@ pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_pages.label import pick_key  # noqa: E402
+from app_pages.pages.label import pick_key  # noqa: E402
 from labeling.store.labels import SKIP, LabelStore  # noqa: E402
 
 APP = "../../app.py"  # relative to this file, as AppTest.from_file wants
@@ -308,7 +308,7 @@ def media(monkeypatch) -> list:
 
 
 def _page(at: AppTest, name: str) -> AppTest:
-    at.switch_page(f"app_pages/{name}.py").run()
+    at.switch_page(f"app_pages/pages/{name}.py").run()
     assert not at.exception, at.exception
     return at
 

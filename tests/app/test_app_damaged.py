@@ -31,7 +31,7 @@ def _open(project: Path, page: str) -> AppTest:
     at.session_state["project_path"] = str(project)
     at.run()
     if page != "label":
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(f"app_pages/pages/{page}.py").run()
     return at
 
 
@@ -72,7 +72,7 @@ def test_a_label_store_damaged_while_the_app_runs_is_a_short_message(project, pa
     at = _open(project, page)
     assert not at.exception, [e.value for e in at.exception]
     _garble_pages(project / "labels.db")
-    from app_pages.common import open_cached
+    from app_pages.server.common import open_cached
 
     # the app's open store forgets the pages it holds in memory, as it does under memory pressure
     open_cached(str(project)).store._conn.execute("PRAGMA shrink_memory")
@@ -99,7 +99,7 @@ def test_a_damaged_project_config_is_named_without_its_folder(project):
 
 
 def test_a_label_given_on_a_store_damaged_meanwhile_is_a_short_message(project):
-    from app_pages.common import open_cached
+    from app_pages.server.common import open_cached
 
     at = _open(project, "label")
     _garble_pages(project / "labels.db")
@@ -110,7 +110,7 @@ def test_a_label_given_on_a_store_damaged_meanwhile_is_a_short_message(project):
 
 def test_an_action_that_meets_a_damaged_store_keeps_the_short_message():
     """A widget callback runs outside the page's ``try``: its error is kept for the page."""
-    from app_pages.batch import LabelSession, action
+    from app_pages.pages.batch import LabelSession, action
     from labeling.store.db import damaged
 
     @action

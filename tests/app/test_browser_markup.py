@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app_pages.text import WORD_JOINER
+from app_pages.widgets.text import WORD_JOINER
 from tests.app.browser import chromium, free_port, require_browser, running_app, wait_idle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app_pages.cell_marks import MARK_RGB, MaskReader, centre_mark, draw_mark, outline
+from app_pages.widgets.cell_marks import MARK_RGB, MaskReader, centre_mark, draw_mark, outline
 
 
 def test_outline_follows_the_mask_edge_only():

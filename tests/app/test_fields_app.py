@@ -55,7 +55,7 @@ def _fields_page(project: Path) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["project_path"] = str(project)
     at.run()
-    at.switch_page("app_pages/fields.py").run()
+    at.switch_page("app_pages/pages/fields.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -111,7 +111,7 @@ def test_a_project_made_from_crops_says_it_has_no_fields(tmp_path, small_project
 def _in_field_script() -> None:
     import os
 
-    from app_pages.field_view import show_cell_in_field
+    from app_pages.widgets.field_view import show_cell_in_field
     from labeling.project import open_project
 
     show_cell_in_field(open_project(os.environ["TEST_PROJECT"]), os.environ["TEST_CELL"])
@@ -141,9 +141,9 @@ def test_in_its_field_shows_nothing_for_a_crop_project(monkeypatch, small_projec
 
 
 def _form_script() -> None:
-    from app_pages import jobs
-    from app_pages.common import allowed_root
-    from app_pages.project_fields import render_fields_form
+    from app_pages.pages.project_fields import render_fields_form
+    from app_pages.server import jobs
+    from app_pages.server.common import allowed_root
 
     jobs.jobs_panel(lambda path: None)
     render_fields_form(allowed_root())
@@ -224,7 +224,7 @@ def test_project_page_adds_a_plate_of_fields_in_the_background(base, field_proje
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["project_path"] = str(project)
     at.run()
-    at.switch_page("app_pages/project.py").run()
+    at.switch_page("app_pages/pages/project.py").run()
     assert at.radio(key="proj-add-kind").value == "whole fields of view"  # a field project
     at.text_input(key="proj-add-fields").input("plate2")
     at.text_input(key="proj-add-pattern").input(FILENAME_PATTERN)

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from app_pages.host_guard import allowed_hosts  # noqa: E402
+from app_pages.server.host_guard import allowed_hosts  # noqa: E402
 from tests.app.browser import running_app  # noqa: E402
 
 pytestmark = pytest.mark.slow

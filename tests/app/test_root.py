@@ -63,7 +63,7 @@ def _app(project: Path | None = None) -> AppTest:
     if project is not None:
         at.session_state["project_path"] = str(project)
         at.run()
-        at.switch_page("app_pages/project.py")
+        at.switch_page("app_pages/pages/project.py")
     at.run()
     assert not at.exception, at.exception
     return at

@@ -14,7 +14,7 @@ pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_pages.status import features_detail, status_text  # noqa: E402
+from app_pages.server.status import features_detail, status_text  # noqa: E402
 from labeling.training.process import TrainerStatus  # noqa: E402
 
 APP = "../../app.py"

@@ -1,4 +1,4 @@
-"""User text shown as text (app_pages.text): what Markdown and HTML make of a hostile name."""
+"""User text shown as text (app_pages.widgets.text): what Markdown and HTML make of a hostile name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from app_pages.text import WORD_JOINER, code, css_colour, html_text, md  # noqa: E402
+from app_pages.widgets.text import WORD_JOINER, code, css_colour, html_text, md  # noqa: E402
 
 HOSTILE = [
     '<img src="http://127.0.0.1:9/x.png">',

@@ -1,0 +1,1 @@
+"""The page scripts of the Streamlit app (``app.py`` lists them in ``st.navigation``)."""

@@ -1,0 +1,1 @@
+"""What the pages draw with: tiles, the field view, cell marks, user text, the keys component."""
