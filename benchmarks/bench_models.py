@@ -35,11 +35,11 @@ def speed(project: Path, device, steps: int, backbone: Path | None) -> tuple[obj
     """Pretrain with the shipped schedule of ``device`` (or load ``backbone``) and time
     embedding in fp32 and bf16; returns the model and the embedding folder of each."""
     from datasets.pixels import PixelStore
-    from models.checkpoint import build_model, load_checkpoint
-    from models.embed import embed_cells
-    from models.pretrain import pretrain
-    from models.trainer import TrainerConfig
-    from models.unet import UNet, UNetConfig
+    from models.backbone.checkpoint import build_model, load_checkpoint
+    from models.backbone.embed import embed_cells
+    from models.backbone.pretrain import pretrain
+    from models.backbone.unet import UNet, UNetConfig
+    from models.trainer.trainer import TrainerConfig
 
     pixels = PixelStore(project)
     shipped = TrainerConfig.for_device(device)
@@ -101,8 +101,8 @@ def finetuned_scores(project, backbone, ids, y, folds, per_class, ft, device, se
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     from datasets.pixels import PixelStore
-    from models.finetune import finetune, predict_logits
-    from models.unet import Classifier
+    from models.backbone.finetune import finetune, predict_logits
+    from models.backbone.unet import Classifier
 
     pixels, classes = PixelStore(project), tuple(sorted(set(y)))
     bal, f1, secs = [], [], []
@@ -154,7 +154,7 @@ def quality(project: Path, backbone, dirs: dict, device, epochs: int, seed: int 
         f"(drop {c32[0] - c16[0]:+.3f}), macro-F1 {c16[1]:.3f} vs {c32[1]:.3f}",
         flush=True,
     )
-    from models.trainer import TrainerConfig
+    from models.trainer.trainer import TrainerConfig
 
     ft = TrainerConfig.for_device(device).finetune
     if epochs:
@@ -273,7 +273,7 @@ def prepare_demo(out: Path, n_cells: int, workers: int) -> None:
 
     from datasets.crops.ingest import ingest_crops
     from datasets.pixels import PixelStore
-    from models.training import all_cell_ids
+    from models.backbone.training import all_cell_ids
 
     t0 = time.perf_counter()
     screen, project = out / "screen", out / "project"
@@ -320,9 +320,9 @@ def _ft_cv(pixels, backbone, ids, y, morph, folds, per_class, ft, device, seed, 
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     from labeling.evaluate import few_per_class
-    from models.embed import embed_cells
-    from models.finetune import finetune, predict_logits
-    from models.unet import Classifier
+    from models.backbone.embed import embed_cells
+    from models.backbone.finetune import finetune, predict_logits
+    from models.backbone.unet import Classifier
 
     classes = tuple(sorted(set(y)))
     clf, comb, ft_only, secs = [], [], [], []
@@ -380,12 +380,12 @@ def check(args) -> None:
     from datasets.features import read_features
     from datasets.pixels import PixelStore
     from labeling.evaluate import quality_table
+    from models.backbone.embed import embed_cells
+    from models.backbone.finetune import finetune
+    from models.backbone.pretrain import pretrain
+    from models.backbone.unet import UNet, UNetConfig
     from models.device import resolve_device, seed_everything
-    from models.embed import embed_cells
-    from models.finetune import finetune
-    from models.pretrain import pretrain
-    from models.trainer import TrainerConfig
-    from models.unet import UNet, UNetConfig
+    from models.trainer.trainer import TrainerConfig
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     device = resolve_device(args.device)
@@ -552,7 +552,7 @@ def check(args) -> None:
     d_ids, d_y = dcells["cell_id"].to_numpy(str), dcells["truth"].to_numpy(str)
     n_lab = min(args.labels, len(d_ids) // 2)
     pick = np.random.default_rng(0).choice(len(d_ids), n_lab, replace=False)
-    from models.unet import Classifier
+    from models.backbone.unet import Classifier
 
     classes = tuple(sorted(set(d_y)))
     model = Classifier(net.config, len(classes))

@@ -35,7 +35,12 @@ DSB = REPO.parent / "shared" / "data" / "dsb2018_nuclei_field"
 
 
 def train(args) -> tuple[object, float]:
-    from models.segmentation import DEMO_SIZE, demo_training_pairs, load_segmenter, train_segmenter
+    from models.segmentation.segmentation import (
+        DEMO_SIZE,
+        demo_training_pairs,
+        load_segmenter,
+        train_segmenter,
+    )
 
     if args.load:
         return load_segmenter(args.load, args.device), 0.0
@@ -76,7 +81,7 @@ def score_dsb(model) -> dict[str, object]:
 
 def score_demo(model, n: int) -> tuple[float, float]:
     from datasets.segmentation.metrics import score_segmentation
-    from models.segmentation import demo_training_pairs
+    from models.segmentation.segmentation import demo_training_pairs
 
     scores = [
         score_segmentation(mask, model.segment(image))
@@ -91,7 +96,7 @@ def speed(checkpoint: Path, device: str, threads: int, repeats: int) -> None:
     import torch
 
     from datasets.fields.demo import make_field
-    from models.segmentation import load_segmenter
+    from models.segmentation.segmentation import load_segmenter
 
     torch.set_num_threads(threads)
     model = load_segmenter(checkpoint, device)

@@ -184,10 +184,10 @@ def create_project_from_fields(
         path: the new project folder (must not exist, or be empty).
         fields: from :func:`datasets.fields.files.find_fields` or a CellProfiler export.
         ingest: crop size, normalisation, channel names; defaults when None.
-        segment: "classical" (:mod:`datasets.segmentation`), "unet" (:mod:`models.segmentation`,
-            trained on the fields that have masks, else on generated demo fields; never
-            applied to a field it was trained on, as those keep their masks) or "given"
-            (fields without a mask or objects are skipped).
+        segment: "classical" (:mod:`datasets.segmentation`), "unet"
+            (:mod:`models.segmentation.segmentation`, trained on the fields that have masks,
+            else on generated demo fields; never applied to a field it was trained on, as
+            those keep their masks) or "given" (fields without a mask or objects are skipped).
         segment_config: classical settings; for "unet" only its ``channel`` is used.
         keep_border: keep objects touching a field's border.
         truth_csv: ground truth ``field,object,label`` (see
@@ -242,7 +242,7 @@ def _segmenter(
         from datasets.segmentation.classical import SegmentConfig, segment_field
 
         return functools.partial(segment_field, cfg=config or SegmentConfig())
-    from models.segmentation import make_unet_segmenter
+    from models.segmentation.segmentation import make_unet_segmenter
 
     pairs = _train_pairs([f for f in fields if f.mask_file is not None])
     channel = config.channel if config is not None else 0

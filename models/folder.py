@@ -1,8 +1,9 @@
 """The project's ``models/`` folder contract, torch-free: file names, the trainer's lock and
 status files, and published model versions read with numpy only.
 
-Both the writer (``models.trainer``, ``models.versions``) and the readers (``labeling``: the
-loop, the trainer control in ``labeling.training``) import it; ``import models`` loads no torch.
+Both the writer (``models.trainer.trainer``, ``models.trainer.versions``) and the readers
+(``labeling``: the loop, the trainer control in ``labeling.training``) import it; ``import models``
+loads no torch.
 
 The trainer writes ``PROJECT/models/vNNNN/`` folders: it fills
 ``.tmp-vNNNN/`` and renames it when complete, ``meta.json`` written last. Each holds

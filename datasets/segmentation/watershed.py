@@ -1,7 +1,7 @@
 """Instance labels from a segmentation network's probability maps, and the per-pixel
 classes it trains on: seeded watershed post-processing with scipy and scikit-image (no torch).
 
-``models.segmentation`` runs the network and hands its (H, W) probability maps here.
+``models.segmentation.segmentation`` runs the network and hands its (H, W) probability maps here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["WatershedParams", "labels_from_probs", "targets_from_labels"]
 
 
 class WatershedParams(Protocol):
-    """The post-processing knobs (``models.seg_train.SegmenterConfig`` has them)."""
+    """The post-processing knobs (``models.segmentation.seg_train.SegmenterConfig`` has them)."""
 
     @property
     def fg_threshold(self) -> float: ...  # P(foreground) above this is an object pixel
@@ -60,7 +60,8 @@ def labels_from_probs(
     Args:
         foreground: (H, W) float P(foreground).
         interior: (H, W) float P(interior).
-        config: thresholds, seeding and minimum size (``models.seg_train.SegmenterConfig``).
+        config: thresholds, seeding and minimum size
+            (``models.segmentation.seg_train.SegmenterConfig``).
 
     Returns:
         (H, W) int32 labels, 0 background, objects 1..n.

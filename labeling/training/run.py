@@ -1,6 +1,6 @@
 """Run a project's trainer on the label store's labels (``phenoscout train``).
 
-The trainer itself (``models.trainer.serve``) never reads the store: this module hands it a
+The trainer itself (``models.trainer.trainer.serve``) never reads the store: this module hands it a
 :class:`StoreLabels` source and, with ``exit_with``, ends it soon after the app that started it.
 Torch loads only when :func:`run_trainer` runs.
 """
@@ -19,7 +19,7 @@ from labeling.training.process import parent_gone
 
 if TYPE_CHECKING:
     from datasets.parallel import Runner
-    from models.trainer import TrainerConfig
+    from models.trainer.trainer import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def run_trainer(
 ) -> int | None:
     """Train the project's models on its labels and publish versions (``phenoscout train``).
 
-    See :func:`models.trainer.serve` for what one pass does.
+    See :func:`models.trainer.trainer.serve` for what one pass does.
 
     Args:
         project_dir: the project folder.
@@ -93,8 +93,8 @@ def run_trainer(
         stop: set it to end watch mode (between rounds).
         exit_with: end when process ``exit_with`` (the app that started the trainer) ends:
             at once between rounds, at the next step of a running phase (TrainerExit).
-        runner: embeds every cell as Dask tasks (``models.embed_tasks``); in this process when
-            None.
+        runner: embeds every cell as Dask tasks (``models.backbone.embed_tasks``); in this
+            process when None.
 
     Returns:
         The newest published version number, or None when none exists.
@@ -103,7 +103,7 @@ def run_trainer(
         ModelError: device not available, another trainer running on the project, bad checkpoint.
         TrainerExit: ``exit_with`` ended during a phase (or SIGTERM, see exit_on_sigterm).
     """
-    from models.trainer import ServeConfig, serve
+    from models.trainer.trainer import ServeConfig, serve
 
     options = ServeConfig(watch=watch, poll_s=poll_s, stop=stop or threading.Event(), runner=runner)
     watching = threading.Event()

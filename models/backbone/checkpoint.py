@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
+from models.backbone.unet import Classifier, UNet, UNetConfig
 from models.errors import ModelError
 from models.folder import MODELS_DIR
-from models.unet import Classifier, UNet, UNetConfig
 
 FORMAT = 1
 KINDS = ("unet", "classifier")

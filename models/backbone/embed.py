@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from datasets.pixels import PixelStore
+from models.backbone.training import Progress, all_cell_ids, iter_device_batches
+from models.backbone.unet import Classifier, Encoder, UNet
 from models.device import with_oom_retry
-from models.training import Progress, all_cell_ids, iter_device_batches
-from models.unet import Classifier, Encoder, UNet
 
 logger = logging.getLogger(__name__)
 CUDA_BATCH = 4096  # cells per read and forward pass on CUDA, at least

@@ -1,11 +1,11 @@
 """Embedding a whole screen as Dask tasks: one task per run of cells (:mod:`datasets.parallel`).
 
-Each task embeds its rows of the cell table with :func:`models.embed.embed_cells` into a
+Each task embeds its rows of the cell table with :func:`models.backbone.embed.embed_cells` into a
 folder of its own, written under a temporary name and renamed into place, so a task run again
 after its worker died rewrites the same files; the driver then copies the chunks, in order,
 into the version's ``embeddings.npy`` (and ``predictions.npy`` for a classifier) and writes
-``cell_ids.npy``, as :func:`~models.embed.embed_cells` does in one process. A worker with a GPU
-(dask-cuda) uses it; the others use their CPU, one thread each.
+``cell_ids.npy``, as :func:`~models.backbone.embed.embed_cells` does in one process. A worker
+with a GPU (dask-cuda) uses it; the others use their CPU, one thread each.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 
 from datasets.parallel import Runner
 from datasets.pixels import PixelStore
-from models.embed import EmbedResult, embed_cells
-from models.unet import Classifier, Encoder, UNet
+from models.backbone.embed import EmbedResult, embed_cells
+from models.backbone.unet import Classifier, Encoder, UNet
 
 __all__ = ["CHUNK_CELLS", "EmbedJob", "embed_chunk", "embed_cells_distributed"]
 
@@ -89,12 +89,12 @@ def embed_cells_distributed(
     bf16: bool = False,
     progress: Any = None,
 ) -> EmbedResult:
-    """:func:`models.embed.embed_cells` with the cells cut into tasks run by ``runner``.
+    """:func:`models.backbone.embed.embed_cells` with the cells cut into tasks run by ``runner``.
 
     Writes the same files (``embeddings.npy``, ``cell_ids.npy``, ``predictions.npy`` for a
     classifier) in cell-table order.
     """
-    from models.training import all_cell_ids
+    from models.backbone.training import all_cell_ids
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -27,9 +27,7 @@ import torch
 from torch import nn
 
 from datasets.pixels import PixelStore
-from models.device import set_deterministic
-from models.errors import ModelError
-from models.training import (
+from models.backbone.training import (
     DeviceCrops,
     Progress,
     Stepper,
@@ -39,7 +37,9 @@ from models.training import (
     device_generator,
     use_channels_last,
 )
-from models.unet import Classifier
+from models.backbone.unet import Classifier
+from models.device import set_deterministic
+from models.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

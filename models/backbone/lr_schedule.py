@@ -1,8 +1,8 @@
 """The learning-rate schedule and wall-clock budget shared by every training loop.
 
-Pretraining (``models.pretrain``) and segmenter training (``models.seg_train``) both decay the
-learning rate along a cosine to 5 % of its peak and may stop early on a time budget; they use
-these three helpers rather than copies of them.
+Pretraining (``models.backbone.pretrain``) and segmenter training
+(``models.segmentation.seg_train``) both decay the learning rate along a cosine to 5 % of its
+peak and may stop early on a time budget; they use these three helpers rather than copies of them.
 """
 
 from __future__ import annotations

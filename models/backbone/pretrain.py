@@ -1,7 +1,7 @@
 """Self-supervised pretraining of the U-Net on a project's unlabeled crops.
 
 Each step takes a batch of augmented crops (flips, 90-degree rotations, small shifts: never an
-intensity or size change, see ``models.training``), hides random square patches and adds
+intensity or size change, see ``models.backbone.training``), hides random square patches and adds
 Gaussian noise, and trains the U-Net to reconstruct the clean crop: masked-patch inpainting plus
 denoising. The loss weighs hidden pixels fully and visible pixels by ``visible_weight``, so the
 skip connections alone cannot solve the task. Crops stay on the training device when they fit
@@ -21,10 +21,8 @@ import numpy.typing as npt
 import torch
 
 from datasets.pixels import PixelStore
-from models.device import set_deterministic
-from models.errors import ModelError
-from models.lr_schedule import cosine_decay, mark_stopped, out_of_time
-from models.training import (
+from models.backbone.lr_schedule import cosine_decay, mark_stopped, out_of_time
+from models.backbone.training import (
     DeviceCrops,
     Progress,
     Stepper,
@@ -33,7 +31,9 @@ from models.training import (
     device_generator,
     use_channels_last,
 )
-from models.unet import UNet, check_input_size
+from models.backbone.unet import UNet, check_input_size
+from models.device import set_deterministic
+from models.errors import ModelError
 
 logger = logging.getLogger(__name__)
 LOG_EVERY = 10  # steps between history entries
@@ -52,7 +52,7 @@ class TrainConfig:
     patch: int = 8  # side of a hidden square patch, pixels
     mask_ratio: float = 0.4  # fraction of patches hidden per crop
     noise_std: float = 0.05  # Gaussian noise added to the input
-    shift: int = 2  # largest random shift of a crop, pixels (see models.training.augment)
+    shift: int = 2  # largest random shift of a crop, pixels (see models.backbone.training.augment)
     visible_weight: float = 0.2  # loss weight of visible pixels relative to hidden ones
     channels_last: bool | None = None  # NHWC layout; None: on CUDA only (4x slower on CPU)
     amp: bool = True  # bfloat16 autocast on CUDA

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from datasets.normalise import apply_ranges, compute_ranges
 from datasets.progress import Progress
 from datasets.segmentation.watershed import targets_from_labels
+from models.backbone.lr_schedule import cosine_decay, mark_stopped, out_of_time
+from models.backbone.training import Stepper, to_device
+from models.backbone.unet import UNet, config_from_dict
 from models.errors import ModelError
-from models.lr_schedule import cosine_decay, mark_stopped, out_of_time
-from models.training import Stepper, to_device
-from models.unet import UNet, config_from_dict
 
 logger = logging.getLogger(__name__)
 

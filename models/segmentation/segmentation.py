@@ -1,11 +1,11 @@
 """U-Net nuclei segmentation: train on (image, mask) pairs, segment whole fields into labels.
 
-The U-Net of :mod:`models.unet` (1 input channel, 3 output classes: background, interior,
+The U-Net of :mod:`models.backbone.unet` (1 input channel, 3 output classes: background, interior,
 boundary) runs over a field in overlapping tiles (bounded memory for any field size). Instance
 labels: the interior mask (high interior probability) is seeded at the h-maxima of its smoothed
 distance transform (each connected interior region at least once; necks split touching nuclei),
 the seeds grow by a watershed over the foreground, then a small-object filter. Training lives in
-:mod:`models.seg_train`. ``make_unet_segmenter`` is what field ingest calls for
+:mod:`models.segmentation.seg_train`. ``make_unet_segmenter`` is what field ingest calls for
 ``--segment unet``: it trains on the user's masks, or on synthetic demo fields when there are
 none (never on the fields it segments), and caches the checkpoint.
 """
@@ -26,10 +26,11 @@ import numpy.typing as npt
 import torch
 
 from datasets.segmentation.watershed import labels_from_probs
-from models.checkpoint import build_model, load_checkpoint, save_checkpoint
+from models.backbone.checkpoint import build_model, load_checkpoint, save_checkpoint
+from models.backbone.unet import UNet, UNetConfig
 from models.device import resolve_device, seed_everything
 from models.errors import ModelError
-from models.seg_train import (
+from models.segmentation.seg_train import (
     N_CLASSES,
     Progress,
     SegmenterConfig,
@@ -39,7 +40,6 @@ from models.seg_train import (
     pick_channel,
     prepare_pairs,
 )
-from models.unet import UNet, UNetConfig
 
 logger = logging.getLogger(__name__)
 

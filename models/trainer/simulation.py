@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from models.backbone.embed import embed_cells
+from models.backbone.finetune import finetune
+from models.backbone.unet import Classifier
 from models.device import resolve_device, seed_everything
-from models.embed import embed_cells
-from models.finetune import finetune
-from models.trainer import Trainer, TrainerConfig
-from models.unet import Classifier
+from models.trainer.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
 

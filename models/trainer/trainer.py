@@ -39,17 +39,20 @@ import torch
 
 from datasets.parallel import Runner
 from datasets.pixels import PixelStore
-from models.checkpoint import (
+from models.backbone.checkpoint import (
     build_model,
     get_project_id,
     init_encoder_from,
     load_checkpoint,
     save_checkpoint,
 )
+from models.backbone.embed import EmbedResult, embed_cells
+from models.backbone.finetune import FinetuneConfig, finetune
+from models.backbone.pretrain import TrainConfig, pretrain
+from models.backbone.training import Progress
+from models.backbone.unet import Classifier, UNet, UNetConfig
 from models.device import background_mode, resolve_device, seed_everything
-from models.embed import EmbedResult, embed_cells
 from models.errors import ModelError
-from models.finetune import FinetuneConfig, finetune
 from models.folder import (
     BACKBONE_EMBEDDINGS_FILE,
     CELL_IDS_FILE,
@@ -62,10 +65,7 @@ from models.folder import (
     latest_backbone_embeddings,
     latest_version,
 )
-from models.pretrain import TrainConfig, pretrain
-from models.training import Progress
-from models.unet import Classifier, UNet, UNetConfig
-from models.versions import begin_version, publish_version, remove_stale_tmp, write_json
+from models.trainer.versions import begin_version, publish_version, remove_stale_tmp, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class ServeConfig:
     poll_s: float = 5.0  # seconds between label-count checks in watch mode
     stop: threading.Event = field(default_factory=threading.Event)  # set: end watch mode
     exit_reasons: list[str] = field(default_factory=list)  # non-empty: end now (TrainerExit)
-    runner: Runner | None = None  # embed every cell as Dask tasks (models.embed_tasks); None: here
+    runner: Runner | None = None  # Dask tasks embed the cells (backbone.embed_tasks); None: here
 
 
 class _Status:
@@ -265,7 +265,7 @@ class Trainer:
     ) -> None:
         self.project_dir, self.device, self.config = Path(project_dir), device, config
         serve = serve or ServeConfig()
-        self.runner = serve.runner  # embeds on Dask when given (models.embed_tasks)
+        self.runner = serve.runner  # embeds on Dask when given (models.backbone.embed_tasks)
         self.pixels = PixelStore(self.project_dir)
         self.labels = labels
         self.project_id = get_project_id(self.project_dir)
@@ -277,7 +277,7 @@ class Trainer:
     def _embed(self, model: UNet | Classifier, out: Path) -> EmbedResult:
         """Embed every cell into ``out``: on the runner's Dask workers when there is one."""
         if self.runner is not None and not self.runner.config.in_process(self.pixels.n_cells):
-            from models.embed_tasks import embed_cells_distributed
+            from models.backbone.embed_tasks import embed_cells_distributed
 
             return embed_cells_distributed(model, self.pixels, out, self.runner,
                                            self.config.embed_batch, self.config.bf16,

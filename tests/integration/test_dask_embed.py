@@ -11,10 +11,10 @@ pytest.importorskip("distributed")
 
 from datasets.parallel import ParallelConfig  # noqa: E402
 from datasets.pixels import PixelStore  # noqa: E402
-from models import embed_tasks  # noqa: E402
-from models.embed import embed_cells  # noqa: E402
-from models.embed_tasks import embed_cells_distributed  # noqa: E402
-from models.unet import UNet, UNetConfig  # noqa: E402
+from models.backbone import embed_tasks  # noqa: E402
+from models.backbone.embed import embed_cells  # noqa: E402
+from models.backbone.embed_tasks import embed_cells_distributed  # noqa: E402
+from models.backbone.unet import UNet, UNetConfig  # noqa: E402
 from tests.integration.test_dask import _KillingRunner  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("classifier", [False, True])
 def test_distributed_embedding_equals_one_process(small_project, tmp_path, monkeypatch,
                                                   classifier):  # fmt: skip
-    from models.unet import Classifier
+    from models.backbone.unet import Classifier
 
     monkeypatch.setattr(embed_tasks, "CHUNK_CELLS", 128)  # 600 cells: 5 tasks
     torch.manual_seed(0)

@@ -77,9 +77,9 @@ def test_unet_trains_on_the_fields_with_masks_and_segments_the_others(
             or (np.zeros(field.shape[1:], np.int32))
         )
 
-    fake = types.ModuleType("models.segmentation")
+    fake = types.ModuleType("models.segmentation.segmentation")
     fake.make_unet_segmenter = make_unet_segmenter
-    monkeypatch.setitem(sys.modules, "models.segmentation", fake)
+    monkeypatch.setitem(sys.modules, "models.segmentation.segmentation", fake)
     _, report = create_project_from_fields(tmp_path / "p", unmasked + fields[1:], segment="unet",
                                            seed=5)  # fmt: skip
     assert calls["n_pairs"] == 2 and calls["seed"] == 5 and calls["channel"] == 0

@@ -17,11 +17,11 @@ torch = pytest.importorskip("torch")
 from datasets.cells import read_cells  # noqa: E402
 from labeling.store.labels import LabelStore  # noqa: E402
 from labeling.training import run_trainer  # noqa: E402
+from models.backbone.finetune import FinetuneConfig  # noqa: E402
+from models.backbone.pretrain import TrainConfig  # noqa: E402
 from models.errors import ModelError  # noqa: E402
-from models.finetune import FinetuneConfig  # noqa: E402
 from models.folder import latest_version, load_embeddings, load_predictions  # noqa: E402
-from models.pretrain import TrainConfig  # noqa: E402
-from models.trainer import TrainerConfig, trainer_lock  # noqa: E402
+from models.trainer.trainer import TrainerConfig, trainer_lock  # noqa: E402
 
 TINY = TrainerConfig(
     width=2,
@@ -128,7 +128,7 @@ def test_one_class_publishes_nothing_new(project):
 def test_pretraining_time_budget_is_recorded_in_the_backbone(project):
     import dataclasses
 
-    from models.checkpoint import load_checkpoint
+    from models.backbone.checkpoint import load_checkpoint
 
     budget = dataclasses.replace(TINY.pretrain, max_steps=50, max_seconds=1e-6)
     assert run_trainer(project, "cpu", config=dataclasses.replace(TINY, pretrain=budget)) == 1
@@ -148,7 +148,7 @@ def test_cpu_schedule_bounds_each_round():
 def test_watch_mode_waits_for_enough_new_labels(project, monkeypatch):
     """With finetune_every=N a watching trainer fine-tunes once N label events have arrived,
     capped at finetune_max_steps steps per epoch."""
-    import models.trainer as trainer_module
+    import models.trainer.trainer as trainer_module
 
     seen_steps = []
     real = trainer_module.finetune

@@ -28,10 +28,10 @@ from labeling.loop import next_batch, submit_labels  # noqa: E402
 from labeling.project import open_project  # noqa: E402
 from labeling.store.labels import LabelStore  # noqa: E402
 from labeling.training import run_trainer  # noqa: E402
-from models.finetune import FinetuneConfig  # noqa: E402
+from models.backbone.finetune import FinetuneConfig  # noqa: E402
+from models.backbone.pretrain import TrainConfig  # noqa: E402
 from models.folder import MODELS_DIR, latest_version, list_versions  # noqa: E402
-from models.pretrain import TrainConfig  # noqa: E402
-from models.trainer import TrainerConfig, trainer_lock  # noqa: E402
+from models.trainer.trainer import TrainerConfig, trainer_lock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = TrainerConfig(
@@ -43,10 +43,10 @@ TINY = TrainerConfig(
 _CHILD = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from models.finetune import FinetuneConfig
-    from models.pretrain import TrainConfig
+    from models.backbone.finetune import FinetuneConfig
+    from models.backbone.pretrain import TrainConfig
     from labeling.training import run_trainer
-    from models.trainer import TrainerConfig
+    from models.trainer.trainer import TrainerConfig
     project, phase, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     status = project / "models" / "trainer.json"
     config = TrainerConfig(

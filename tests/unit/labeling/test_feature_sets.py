@@ -1,6 +1,6 @@
 """The loop's feature sets: published model versions picked up (never half-written ones), "auto"
 deciding by cross-validation, and the CellProfiler sets. Versions are written by hand here in
-the layout ``models.versions`` publishes (no torch)."""
+the layout ``models.trainer.versions`` publishes (no torch)."""
 
 from __future__ import annotations
 

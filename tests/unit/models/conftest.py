@@ -42,7 +42,7 @@ def fake_pixels() -> FakePixels:
 
 @pytest.fixture
 def tiny_config():
-    from models.unet import UNetConfig
+    from models.backbone.unet import UNetConfig
 
     return UNetConfig(in_channels=2, width=4, depth=2)
 

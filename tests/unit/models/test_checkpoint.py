@@ -4,15 +4,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.checkpoint import (  # noqa: E402
+from models.backbone.checkpoint import (  # noqa: E402
     build_model,
     get_project_id,
     init_encoder_from,
     load_checkpoint,
     save_checkpoint,
 )
+from models.backbone.unet import Classifier, UNet, UNetConfig  # noqa: E402
 from models.errors import ModelError  # noqa: E402
-from models.unet import Classifier, UNet, UNetConfig  # noqa: E402
 
 CLASSES = ("a", "b", "c")
 

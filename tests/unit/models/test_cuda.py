@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from models.finetune import FinetuneConfig, finetune, predict_logits  # noqa: E402
-from models.pretrain import TrainConfig, pretrain  # noqa: E402
-from models.training import DeviceCrops, augment, device_generator  # noqa: E402
-from models.unet import Classifier, UNet  # noqa: E402
+from models.backbone.finetune import FinetuneConfig, finetune, predict_logits  # noqa: E402
+from models.backbone.pretrain import TrainConfig, pretrain  # noqa: E402
+from models.backbone.training import DeviceCrops, augment, device_generator  # noqa: E402
+from models.backbone.unet import Classifier, UNet  # noqa: E402
 
 CUDA = torch.device("cuda") if torch.cuda.is_available() else None
 

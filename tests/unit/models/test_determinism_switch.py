@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.device import set_deterministic  # noqa: E402
-from models.trainer import TrainerConfig  # noqa: E402
+from models.trainer.trainer import TrainerConfig  # noqa: E402
 
 
 def test_trainer_config_copies_the_switch_into_both_schedules():

@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models.backbone.pretrain import TrainConfig, pretrain  # noqa: E402
+from models.backbone.unet import UNet  # noqa: E402
 from models.errors import ModelError  # noqa: E402
-from models.pretrain import TrainConfig, pretrain  # noqa: E402
-from models.trainer import TrainerConfig  # noqa: E402
-from models.unet import UNet  # noqa: E402
+from models.trainer.trainer import TrainerConfig  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -7,11 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import models.segmentation as seg  # noqa: E402
-from models.checkpoint import save_checkpoint  # noqa: E402
+import models.segmentation.segmentation as seg  # noqa: E402
+from models.backbone.checkpoint import save_checkpoint  # noqa: E402
+from models.backbone.unet import UNet, UNetConfig  # noqa: E402
 from models.errors import ModelError  # noqa: E402
-from models.seg_train import SegmenterConfig, SegTrainConfig, targets_from_labels  # noqa: E402
-from models.unet import UNet, UNetConfig  # noqa: E402
+from models.segmentation.seg_train import SegmenterConfig, SegTrainConfig, targets_from_labels  # noqa: E402
 
 TINY = SegmenterConfig(width=8, depth=2, tile=64, overlap=16)
 PLAIN = SegTrainConfig(

@@ -7,11 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models.backbone.finetune import FinetuneConfig, balanced_batches, finetune, stratified_split  # noqa: E402
+from models.backbone.pretrain import TrainConfig, patch_mask, pretrain  # noqa: E402
+from models.backbone.training import DeviceCrops, augment, device_generator  # noqa: E402
+from models.backbone.unet import Classifier, UNet, UNetConfig, check_input_size  # noqa: E402
 from models.errors import ModelError  # noqa: E402
-from models.finetune import FinetuneConfig, balanced_batches, finetune, stratified_split  # noqa: E402
-from models.pretrain import TrainConfig, patch_mask, pretrain  # noqa: E402
-from models.training import DeviceCrops, augment, device_generator  # noqa: E402
-from models.unet import Classifier, UNet, UNetConfig, check_input_size  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -11,7 +11,7 @@ import pytest
 from labeling.errors import ProjectError
 from models.folder import latest_version, list_versions, load_embeddings, load_predictions
 
-versions = pytest.importorskip("models.versions")
+versions = pytest.importorskip("models.trainer.versions")
 
 
 def _publish(project, n=5, d=3, classes=(), n_labels=0):
