@@ -154,7 +154,11 @@ def write_bytes_atomic(data: bytes, out: Path) -> Path:
         ConfigError: ``out`` is one of a project's own files (:func:`check_export_target`).
         PhenoScoutError: the file cannot be written (read-only folder, disk full); one line.
     """
-    return write_file_atomic(out, lambda tmp: tmp.write_bytes(data))
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return write_file_atomic(out, write)
 
 
 def write_file_atomic(out: Path, write: Callable[[Path], None]) -> Path:
