@@ -36,7 +36,7 @@ def speed(project: Path, device, steps: int, backbone: Path | None) -> tuple[obj
     embedding in fp32 and bf16; returns the model and the embedding folder of each."""
     from datasets.pixels import PixelStore
     from models.backbone.checkpoint import build_model, load_checkpoint
-    from models.backbone.embed import embed_cells
+    from models.backbone.embed import EmbedConfig, embed_cells
     from models.backbone.pretrain import pretrain
     from models.backbone.unet import UNet, UNetConfig
     from models.trainer.trainer import TrainerConfig
@@ -60,7 +60,7 @@ def speed(project: Path, device, steps: int, backbone: Path | None) -> tuple[obj
     dirs = {}
     for bf16 in (False, True):
         dirs[bf16] = Path(tempfile.mkdtemp(prefix="bench_embed_"))
-        res = embed_cells(model, pixels, dirs[bf16], device, shipped.embed_batch, bf16)
+        res = embed_cells(model, pixels, dirs[bf16], device, EmbedConfig(shipped.embed_batch, bf16))
         print(
             f"embed {'bf16' if bf16 else 'fp32'}: {res.n_cells / res.seconds:.0f} cells/s "
             f"({res.n_cells} cells, d={res.dim}, {pixels.crop_size}x{pixels.crop_size}x"
@@ -101,7 +101,7 @@ def finetuned_scores(project, backbone, ids, y, folds, per_class, ft, device, se
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     from datasets.pixels import PixelStore
-    from models.backbone.finetune import finetune, predict_logits
+    from models.backbone.finetune import LabeledCells, finetune, predict_logits
     from models.backbone.unet import Classifier
 
     pixels, classes = PixelStore(project), tuple(sorted(set(y)))
@@ -111,7 +111,7 @@ def finetuned_scores(project, backbone, ids, y, folds, per_class, ft, device, se
         model = Classifier(backbone.config, len(classes))
         model.encoder.load_state_dict(backbone.encoder.state_dict())
         t0 = time.perf_counter()
-        finetune(model, pixels, dict(zip(ids[train], y[train])), classes, ft, device)
+        finetune(model, pixels, LabeledCells(dict(zip(ids[train], y[train])), classes), ft, device)
         secs.append(time.perf_counter() - t0)
         pred = np.array(classes)[predict_logits(model, pixels, list(ids[test]), device).argmax(1)]
         bal.append(balanced_accuracy_score(y[test], pred))
@@ -321,7 +321,7 @@ def _ft_cv(pixels, backbone, ids, y, morph, folds, per_class, ft, device, seed, 
 
     from labeling.evaluate import few_per_class
     from models.backbone.embed import embed_cells
-    from models.backbone.finetune import finetune, predict_logits
+    from models.backbone.finetune import LabeledCells, finetune, predict_logits
     from models.backbone.unet import Classifier
 
     classes = tuple(sorted(set(y)))
@@ -331,7 +331,7 @@ def _ft_cv(pixels, backbone, ids, y, morph, folds, per_class, ft, device, seed, 
         model = Classifier(backbone.config, len(classes))
         model.encoder.load_state_dict(backbone.encoder.state_dict())
         t0 = time.perf_counter()
-        finetune(model, pixels, dict(zip(ids[train], y[train])), classes, ft, device)
+        finetune(model, pixels, LabeledCells(dict(zip(ids[train], y[train])), classes), ft, device)
         secs.append(time.perf_counter() - t0)
         pred = np.array(classes)[predict_logits(model, pixels, list(ids[test]), device).argmax(1)]
         clf.append(
@@ -380,8 +380,8 @@ def check(args) -> None:
     from datasets.features import read_features
     from datasets.pixels import PixelStore
     from labeling.evaluate import quality_table
-    from models.backbone.embed import embed_cells
-    from models.backbone.finetune import finetune
+    from models.backbone.embed import EmbedConfig, embed_cells
+    from models.backbone.finetune import LabeledCells, finetune
     from models.backbone.pretrain import pretrain
     from models.backbone.unet import UNet, UNetConfig
     from models.device import resolve_device, seed_everything
@@ -439,7 +439,7 @@ def check(args) -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        res = embed_cells(backbone, pixels, Path(tmp), device, shipped.embed_batch)
+        res = embed_cells(backbone, pixels, Path(tmp), device, EmbedConfig(shipped.embed_batch))
         emb = np.load(Path(tmp) / "embeddings.npy")[rows]
     print(f"embed jurkat: {res.n_cells / res.seconds:,.0f} cells/s", flush=True)
     if args.ft_variants:  # fine-tune schedule variants on all labels, then stop
@@ -541,7 +541,7 @@ def check(args) -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        res = embed_cells(net, dp, Path(tmp), device, shipped.embed_batch)
+        res = embed_cells(net, dp, Path(tmp), device, EmbedConfig(shipped.embed_batch))
         demo_emb = np.load(Path(tmp) / "embeddings.npy")
     print(
         f"demo embed: {res.n_cells:,} cells in {res.seconds:.2f} s = "
@@ -558,10 +558,10 @@ def check(args) -> None:
     model = Classifier(net.config, len(classes))
     model.encoder.load_state_dict(net.encoder.state_dict())
     t0 = time.perf_counter()
-    h = finetune(model, dp, dict(zip(d_ids[pick], d_y[pick])), classes, ft, device)
+    h = finetune(model, dp, LabeledCells(dict(zip(d_ids[pick], d_y[pick])), classes), ft, device)
     ft_sec = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        res2 = embed_cells(model, dp, Path(tmp), device, shipped.embed_batch)
+        res2 = embed_cells(model, dp, Path(tmp), device, EmbedConfig(shipped.embed_batch))
     print(
         f"demo fine-tune after a batch: {n_lab:,} labels, {len(h)} epochs, {ft_sec:.2f} s; "
         f"re-embed all {res2.n_cells:,} cells {res2.seconds:.2f} s",

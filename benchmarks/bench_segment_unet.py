@@ -37,6 +37,7 @@ DSB = REPO.parent / "shared" / "data" / "dsb2018_nuclei_field"
 def train(args) -> tuple[object, float]:
     from models.segmentation.segmentation import (
         DEMO_SIZE,
+        SegTrainRun,
         demo_training_pairs,
         load_segmenter,
         train_segmenter,
@@ -47,9 +48,9 @@ def train(args) -> tuple[object, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     pairs = demo_training_pairs(args.fields, DEMO_SIZE, seed=0)
     gen = time.perf_counter() - t0
-    model = train_segmenter(
-        pairs, device=args.device, seed=args.seed, max_seconds=args.seconds, steps=args.steps
-    )
+    run = SegTrainRun(device=args.device, seed=args.seed, max_seconds=args.seconds,
+                      steps=args.steps)  # fmt: skip
+    model = train_segmenter(pairs, run=run)
     sec = time.perf_counter() - t0
     last = model.extra["history"][-1]
     print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +36,15 @@ class EmbedResult(NamedTuple):
     batch_size: int  # the batch size that fit (smaller after an out-of-memory error)
 
 
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How :func:`embed_cells` batches and casts (the trainer's ``TrainerConfig.embed``)."""
+
+    #: cells per forward pass (halved after an out-of-memory error); on CUDA at least CUDA_BATCH
+    batch_size: int = 1024
+    bf16: bool = False  # bfloat16 autocast on a CPU too (always on CUDA)
+
+
 def _autocast(device: torch.device, bf16: bool):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -54,8 +64,7 @@ def embed_cells(
     pixels: PixelStore,
     out_dir: Path,
     device: torch.device,
-    batch_size: int = 1024,
-    bf16: bool = False,
+    config: EmbedConfig | None = None,
     progress: Progress | None = None,
 ) -> EmbedResult:
     """Write ``embeddings.npy`` (n, d) float32 and ``cell_ids.npy`` (n,) str, in cell-table order,
@@ -68,11 +77,12 @@ def embed_cells(
         model: network whose encoder gives the embedding.
         pixels: the project's crops.
         out_dir: existing folder to write into.
-        device: where to run (bfloat16 autocast on CUDA; on CPU too when ``bf16``).
-        batch_size: cells per forward pass (halved after an out-of-memory error); on CUDA
-            at least ``CUDA_BATCH``.
+        device: where to run (bfloat16 autocast on CUDA; on CPU too when ``config.bf16``).
+        config: batch size and bfloat16 on a CPU; :class:`EmbedConfig` defaults when None.
         progress: ``progress(done_cells, n_cells)``.
     """
+    config = config or EmbedConfig()
+    batch_size, bf16 = config.batch_size, config.bf16
     out_dir = Path(out_dir)
     encoder = model if isinstance(model, Encoder) else model.encoder
     with_probs = isinstance(model, Classifier)

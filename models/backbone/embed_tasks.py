@@ -23,7 +23,7 @@ import torch
 
 from datasets.parallel import Runner
 from datasets.pixels import PixelStore
-from models.backbone.embed import EmbedResult, embed_cells
+from models.backbone.embed import EmbedConfig, EmbedResult, embed_cells
 from models.backbone.unet import Classifier, Encoder, UNet
 
 __all__ = ["CHUNK_CELLS", "EmbedJob", "embed_chunk", "embed_cells_distributed"]
@@ -72,7 +72,8 @@ def embed_chunk(job: EmbedJob) -> int:
     tmp.mkdir(parents=True)
     try:
         rows = _Rows(store, job.cell_ids)  # reads like a PixelStore of these cells only
-        embed_cells(job.model, rows, tmp, device, job.batch_size, job.bf16)  # type: ignore[arg-type]
+        config = EmbedConfig(job.batch_size, job.bf16)
+        embed_cells(job.model, rows, tmp, device, config)  # type: ignore[arg-type]
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     finally:
@@ -85,17 +86,19 @@ def embed_cells_distributed(
     pixels: PixelStore,
     out_dir: Path,
     runner: Runner,
-    batch_size: int = 1024,
-    bf16: bool = False,
+    config: EmbedConfig | None = None,
     progress: Any = None,
 ) -> EmbedResult:
     """:func:`models.backbone.embed.embed_cells` with the cells cut into tasks run by ``runner``.
 
     Writes the same files (``embeddings.npy``, ``cell_ids.npy``, ``predictions.npy`` for a
-    classifier) in cell-table order.
+    classifier) in cell-table order; ``config`` (batch size, bfloat16 on a CPU) applies in
+    every task, :class:`~models.backbone.embed.EmbedConfig` defaults when None.
     """
     from models.backbone.training import all_cell_ids
 
+    config = config or EmbedConfig()
+    batch_size, bf16 = config.batch_size, config.bf16
     start = time.perf_counter()
     out_dir = Path(out_dir)
     ids = all_cell_ids(pixels)

@@ -78,6 +78,14 @@ class FinetuneConfig:
             raise ModelError(f"FinetuneConfig.val_fraction={self.val_fraction}; allowed (0, 1)")
 
 
+@dataclass(frozen=True)
+class LabeledCells:
+    """What :func:`finetune` trains on: the labeled cells and the head's class order."""
+
+    labels: Mapping[str, str]  # cell_id -> class name of every labeled cell
+    classes: tuple[str, ...]  # class names in output order; every labeled class among them
+
+
 def stratified_split(
     y: npt.NDArray[np.int64], fraction: float, rng: np.random.Generator
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -164,19 +172,19 @@ def _train_mode(model: Classifier, frozen_encoder: bool, freeze_bn: bool) -> Non
 def finetune(
     model: Classifier,
     pixels: PixelStore,
-    labels: Mapping[str, str],
-    classes: tuple[str, ...],
+    cells: LabeledCells,
     config: FinetuneConfig,
     device: torch.device,
     progress: Progress | None = None,
 ) -> list[dict]:
-    """Fine-tune ``model`` in place on ``labels`` (cell_id -> class name).
+    """Fine-tune ``model`` in place on ``cells.labels`` (cell_id -> class name).
 
     Args:
-        model: encoder (e.g. copied from a pretrained U-Net) + head with ``len(classes)`` outputs.
+        model: encoder (e.g. copied from a pretrained U-Net) + head with
+            ``len(cells.classes)`` outputs.
         pixels: the project's crops.
-        labels: the labeled cells.
-        classes: class names in output order; every labeled class must be among them.
+        cells: the labeled cells and the class names in output order (every labeled class
+            must be among them).
         config: the schedule.
         device: where to train.
         progress: ``progress(done_steps, total_steps)``.
@@ -188,7 +196,8 @@ def finetune(
     Raises:
         ModelError: fewer than two labeled classes, or a class not in ``classes``.
     """
-    ids, y = _encode(labels, classes)
+    classes = cells.classes
+    ids, y = _encode(cells.labels, classes)
     counts = np.bincount(y, minlength=len(classes))
     if (counts > 0).sum() < 2:
         raise ModelError(

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ _CACHE_VERSION = 1  # bump when training changes in ways the configs do not show
 
 __all__ = [
     "SegTrainConfig",
+    "SegTrainRun",
     "SegmenterConfig",
     "SegmenterModel",
     "demo_training_pairs",
@@ -138,14 +140,21 @@ def load_segmenter(path: Path, device: str = "auto") -> SegmenterModel:
     return SegmenterModel(build_model(ckpt), config, channel, dev, extra)
 
 
+@dataclass(frozen=True)
+class SegTrainRun:
+    """Where one segmenter training runs, its seed, and how long (over the schedule's)."""
+
+    device: str = "auto"  # auto, cpu, cuda or mps; CUDA trains with mixed precision
+    seed: int = 0  # weights, crops and augmentation; the same seed, the same weights on CPU
+    max_seconds: float | None = None  # wall-clock budget; None: the schedule's
+    steps: int | None = None  # optimiser steps; None: the schedule's
+
+
 def train_segmenter(
     pairs: Sequence[Pair],
     *,
     channel: int = 0,
-    device: str = "auto",
-    seed: int = 0,
-    max_seconds: float | None = None,
-    steps: int | None = None,
+    run: SegTrainRun | None = None,
     progress: Progress | None = None,
     config: SegmenterConfig | None = None,
     train_config: SegTrainConfig | None = None,
@@ -156,10 +165,8 @@ def train_segmenter(
         pairs: ``(image, mask)``: image (C, H, W) or (H, W) raw intensities, mask (H, W)
             integer instance labels (0 background). Fields smaller than a crop are padded.
         channel: the nuclei channel of (C, H, W) images (also used by ``segment``).
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``; CUDA trains with mixed precision.
-        seed: weights, crops and augmentation; the same seed gives the same weights on CPU.
-        max_seconds: wall-clock budget (default: the device's shipped schedule).
-        steps: optimiser steps (default: the device's shipped schedule).
+        run: device, seed, and the budget and steps that override ``train_config``'s (the
+            seed always does); :class:`SegTrainRun` defaults when None.
         progress: ``progress(done_steps, total_steps)``.
         config: network and inference settings (default :class:`SegmenterConfig`).
         train_config: schedule and augmentation (default ``SegTrainConfig.for_device``).
@@ -167,13 +174,18 @@ def train_segmenter(
     Raises:
         ModelError: bad pairs, or a device that is not available.
     """
-    dev = resolve_device(device)
+    run = run or SegTrainRun()
+    dev = resolve_device(run.device)
     config = config or SegmenterConfig()
     cfg = train_config or SegTrainConfig.for_device(dev)
-    overrides: dict[str, Any] = {"seed": seed, "steps": steps, "max_seconds": max_seconds}
+    overrides: dict[str, Any] = {
+        "seed": run.seed,
+        "steps": run.steps,
+        "max_seconds": run.max_seconds,
+    }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     fields = prepare_pairs(pairs, channel, config, min_side=cfg.crop)
-    seed_everything(seed)
+    seed_everything(run.seed)
     net = UNet(
         UNetConfig(in_channels=1, out_channels=N_CLASSES, width=config.width, depth=config.depth)
     )
@@ -311,9 +323,8 @@ def make_unet_segmenter(
             if train_pairs is None
             else train_pairs
         )
-        model = train_segmenter(
-            pairs, channel=0 if demo else channel, device=device, seed=seed, progress=progress
-        )
+        run = SegTrainRun(device=device, seed=seed)
+        model = train_segmenter(pairs, channel=0 if demo else channel, run=run, progress=progress)
         model.extra["key"] = key
         if cache is not None:
             Path(cache).parent.mkdir(parents=True, exist_ok=True)

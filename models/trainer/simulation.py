@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from models.backbone.embed import embed_cells
-from models.backbone.finetune import finetune
+from models.backbone.embed import EmbedConfig, embed_cells
+from models.backbone.finetune import LabeledCells, finetune
 from models.backbone.unet import Classifier
 from models.device import resolve_device, seed_everything
 from models.trainer.trainer import Trainer, TrainerConfig
@@ -68,8 +68,7 @@ class DeepFeatures:
             finetune(
                 model,
                 self._trainer.pixels,
-                dict(labels),
-                classes,
+                LabeledCells(dict(labels), classes),
                 self._trainer.config.finetune,
                 self.device,
             )
@@ -79,6 +78,6 @@ class DeepFeatures:
                 self._trainer.pixels,
                 Path(tmp),
                 self.device,
-                self._trainer.config.embed_batch,
+                EmbedConfig(self._trainer.config.embed_batch),
             )
             return np.load(Path(tmp) / "embeddings.npy").astype(np.float32)

@@ -46,8 +46,8 @@ from models.backbone.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from models.backbone.embed import EmbedResult, embed_cells
-from models.backbone.finetune import FinetuneConfig, finetune
+from models.backbone.embed import EmbedConfig, EmbedResult, embed_cells
+from models.backbone.finetune import FinetuneConfig, LabeledCells, finetune
 from models.backbone.pretrain import TrainConfig, pretrain
 from models.backbone.training import Progress
 from models.backbone.unet import Classifier, UNet, UNetConfig
@@ -113,6 +113,11 @@ class TrainerConfig:
             if schedule.deterministic != self.deterministic:
                 changed = dataclasses.replace(schedule, deterministic=self.deterministic)
                 object.__setattr__(self, name, changed)
+
+    @property
+    def embed(self) -> EmbedConfig:
+        """How every cell is embedded: ``embed_batch`` cells per pass, ``bf16`` on a CPU."""
+        return EmbedConfig(batch_size=self.embed_batch, bf16=self.bf16)
 
     @classmethod
     def for_device(cls, device: torch.device | str, **overrides: Any) -> TrainerConfig:
@@ -280,10 +285,8 @@ class Trainer:
             from models.backbone.embed_tasks import embed_cells_distributed
 
             return embed_cells_distributed(model, self.pixels, out, self.runner,
-                                           self.config.embed_batch, self.config.bf16,
-                                           self.progress)  # fmt: skip
-        return embed_cells(model, self.pixels, out, self.device, self.config.embed_batch,
-                           self.config.bf16, self.progress)  # fmt: skip
+                                           self.config.embed, self.progress)  # fmt: skip
+        return embed_cells(model, self.pixels, out, self.device, self.config.embed, self.progress)
 
     def check_exit(self) -> None:
         """Raise TrainerExit when the app this trainer follows has ended."""
@@ -417,8 +420,7 @@ class Trainer:
             finetune(
                 model,
                 self.pixels,
-                labels,
-                classes,
+                LabeledCells(labels, classes),
                 schedule,
                 self.device,
                 self.progress,

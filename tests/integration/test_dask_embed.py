@@ -12,7 +12,7 @@ pytest.importorskip("distributed")
 from datasets.parallel import ParallelConfig  # noqa: E402
 from datasets.pixels import PixelStore  # noqa: E402
 from models.backbone import embed_tasks  # noqa: E402
-from models.backbone.embed import embed_cells  # noqa: E402
+from models.backbone.embed import EmbedConfig, embed_cells  # noqa: E402
 from models.backbone.embed_tasks import embed_cells_distributed  # noqa: E402
 from models.backbone.unet import UNet, UNetConfig  # noqa: E402
 from tests.integration.test_dask import _KillingRunner  # noqa: E402
@@ -33,9 +33,9 @@ def test_distributed_embedding_equals_one_process(small_project, tmp_path, monke
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     torch.set_num_threads(1)
-    embed_cells(model, pixels, one, torch.device("cpu"), batch_size=64)
+    embed_cells(model, pixels, one, torch.device("cpu"), EmbedConfig(batch_size=64))
     with _KillingRunner(ParallelConfig(workers=2), tmp_path / "killed", "after") as runner:
-        result = embed_cells_distributed(model, pixels, two, runner, batch_size=64)
+        result = embed_cells_distributed(model, pixels, two, runner, EmbedConfig(batch_size=64))
         assert not runner.local
     assert (tmp_path / "killed").exists() and result.n_cells == pixels.n_cells
     assert np.array_equal(np.load(one / "cell_ids.npy"), np.load(two / "cell_ids.npy"))

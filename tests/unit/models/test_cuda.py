@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from models.backbone.finetune import FinetuneConfig, finetune, predict_logits  # noqa: E402
+from models.backbone.finetune import FinetuneConfig, LabeledCells, finetune, predict_logits  # noqa: E402
 from models.backbone.pretrain import TrainConfig, pretrain  # noqa: E402
 from models.backbone.training import DeviceCrops, augment, device_generator  # noqa: E402
 from models.backbone.unet import Classifier, UNet  # noqa: E402
@@ -52,7 +52,8 @@ def test_finetune_on_gpu_learns(fake_pixels, tiny_config):
     torch.manual_seed(0)
     model = Classifier(tiny_config, 2)
     cfg = FinetuneConfig(max_epochs=8, batch_size=8, min_steps=4, lr=1e-2, encoder_lr=1e-2)
-    finetune(model, fake_pixels, fake_pixels.labels, ("round", "square"), cfg, CUDA)
+    cells = LabeledCells(fake_pixels.labels, ("round", "square"))
+    finetune(model, fake_pixels, cells, cfg, CUDA)
     pred = predict_logits(model, fake_pixels, fake_pixels.cell_ids, CUDA).argmax(1)
     assert (pred == np.arange(32) % 2).mean() >= 0.9
 

@@ -52,9 +52,9 @@ def disc_field(
     return image, mask
 
 
-def train_tiny(pairs, **kwargs) -> seg.SegmenterModel:
-    kwargs.setdefault("device", "cpu")
-    return seg.train_segmenter(pairs, config=TINY, train_config=PLAIN, **kwargs)
+def train_tiny(pairs, device="cpu", **kwargs) -> seg.SegmenterModel:
+    run = seg.SegTrainRun(device=device)
+    return seg.train_segmenter(pairs, run=run, config=TINY, train_config=PLAIN, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_same_seed_same_weights_on_cpu(disc_pairs):
     short = dataclasses.replace(PLAIN, steps=3)
     runs = [
         seg.train_segmenter(
-            disc_pairs, device="cpu", seed=s, config=TINY, train_config=short
+            disc_pairs, run=seg.SegTrainRun(device="cpu", seed=s), config=TINY, train_config=short
         ).net.state_dict()
         for s in (4, 4, 5)
     ]

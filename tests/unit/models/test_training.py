@@ -7,7 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.backbone.finetune import FinetuneConfig, balanced_batches, finetune, stratified_split  # noqa: E402
+from models.backbone.finetune import (  # noqa: E402
+    FinetuneConfig,
+    LabeledCells,
+    balanced_batches,
+    finetune,
+    stratified_split,
+)
 from models.backbone.pretrain import TrainConfig, patch_mask, pretrain  # noqa: E402
 from models.backbone.training import DeviceCrops, augment, device_generator  # noqa: E402
 from models.backbone.unet import Classifier, UNet, UNetConfig, check_input_size  # noqa: E402
@@ -146,7 +152,7 @@ def _finetune_once(fake_pixels, cfg, labels, **kw):
     torch.manual_seed(0)
     model = Classifier(cfg, 2)
     conf = FinetuneConfig(batch_size=8, min_steps=4, seed=2, **kw)
-    history = finetune(model, fake_pixels, labels, ("round", "square"), conf, CPU)
+    history = finetune(model, fake_pixels, LabeledCells(labels, ("round", "square")), conf, CPU)
     return model, history
 
 
