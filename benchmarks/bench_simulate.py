@@ -38,13 +38,13 @@ REAL = {
     "mitocheck": ("mitocheck_h2b_phenotypes", r"([^/]+___P\d+)_"),  # group by movie
     "mpidb": ("mpidb_falciparum_stages", None),
 }
-RARE_SHARE = 0.005  # share of each cut class in a *-rare screen
+RARE_SHARE = 0.005  # default share of each cut class in a *-rare screen (--rare-share)
 RARE_CLASSES = 3  # classes cut in a *-rare screen
 
 
-def rare_subsample(data: SimData, seed: int = 0) -> SimData:
-    """The screen with its :data:`RARE_CLASSES` smallest classes of over 1% cut to
-    :data:`RARE_SHARE` of the screen (at least 4 cells each)."""
+def rare_subsample(data: SimData, seed: int = 0, share: float = RARE_SHARE) -> SimData:
+    """The screen with its :data:`RARE_CLASSES` smallest classes of over 1% cut to ``share``
+    of the screen (at least 4 cells each)."""
     rng = np.random.default_rng(seed)
     counts = pd.Series(data.truth).value_counts()
     big = counts[counts > 0.01 * len(data.truth)]
@@ -53,12 +53,14 @@ def rare_subsample(data: SimData, seed: int = 0) -> SimData:
     n_rest = int(counts.drop(cut).sum())
     for name in cut:
         members = np.flatnonzero(data.truth == name)
-        k = max(4, round(RARE_SHARE * n_rest / (1 - RARE_SHARE * len(cut))))
+        k = max(4, round(share * n_rest / (1 - share * len(cut))))
         keep[rng.choice(members, size=len(members) - min(k, len(members)), replace=False)] = False
     return data.subset(keep)
 
 
-def screens(names: list[str], work: Path, demo_cells: int) -> dict[str, tuple[SimData, str | None]]:
+def screens(
+    names: list[str], work: Path, demo_cells: int, rare_share: float = RARE_SHARE
+) -> dict[str, tuple[SimData, str | None]]:
     from datasets.crops.demo import generate_demo
 
     out: dict[str, tuple[SimData, str | None]] = {}
@@ -77,7 +79,8 @@ def screens(names: list[str], work: Path, demo_cells: int) -> dict[str, tuple[Si
         else:
             raise SystemExit(f"unknown dataset {name!r}")
         data = load_sim_data(path)
-        out[name] = (rare_subsample(data) if name.endswith("-rare") else data, pattern)
+        rare = name.endswith("-rare")
+        out[name] = (rare_subsample(data, share=rare_share) if rare else data, pattern)
     return out
 
 
@@ -93,11 +96,14 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--demo-cells", type=int, default=20_000)
+    parser.add_argument("--rare-share", type=float, default=RARE_SHARE,
+                        help="share of each cut class in the *-rare screens")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, (data, pattern) in screens(args.datasets, args.out, args.demo_cells).items():
+    chosen = screens(args.datasets, args.out, args.demo_cells, args.rare_share)
+    for name, (data, pattern) in chosen.items():
         cfg = SimConfig(
             strategies=tuple(args.strategies.split(",")),
             budget=args.budget,
