@@ -379,7 +379,7 @@ def check(args) -> None:
     from datasets.cells import read_cells
     from datasets.features import read_features
     from datasets.pixels import PixelStore
-    from labeling.evaluate import quality_table
+    from labeling.evaluate import ProbeConfig, quality_table
     from models.backbone.embed import EmbedConfig, embed_cells
     from models.backbone.finetune import LabeledCells, finetune
     from models.backbone.pretrain import pretrain
@@ -474,7 +474,7 @@ def check(args) -> None:
             "morphology + embedding": np.hstack([morph, emb]),
         },
         y,
-        repeats=repeats,
+        probe=ProbeConfig(repeats=repeats),
         n_jobs=args.jobs,
     )
     print(f"| features (Jurkat, median of {repeats}) | bal. acc / macro-F1 all | 10 per class |")

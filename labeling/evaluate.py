@@ -52,28 +52,39 @@ class Truth:
     dropped: dict[str, int]  # classes left out (too few cells) -> count
 
 
+@dataclass(frozen=True)
+class ProbeConfig:
+    """How the linear probe is cross-validated: each figure is the median over ``repeats``."""
+
+    repeats: int = 5  # reshuffles of the folds (and draws); repeat r uses seed ``seed + r``
+    seed: int = 0  # the first repeat's seed
+    folds: int = FOLDS  # stratified folds per repeat (grouped when groups are given)
+
+
 def probe_scores(
     x: npt.NDArray,
     y: npt.NDArray,
     *,
     groups: npt.NDArray | None = None,
     per_class: int | None = None,
-    repeats: int = 5,
-    seed: int = 0,
-    folds: int = FOLDS,
+    probe: ProbeConfig | None = None,
 ) -> tuple[float, float]:
-    """``(balanced accuracy, macro-F1)`` of the linear probe on ``x``: medians over ``repeats``
-    of the mean over ``folds`` folds (stratified; grouped when ``groups`` is given).
+    """``(balanced accuracy, macro-F1)`` of the linear probe on ``x``: medians over
+    ``probe.repeats`` of the mean over ``probe.folds`` folds (stratified; grouped when
+    ``groups`` is given).
 
     Args:
         x: (n, d) features (NaN and inf become 0).
         y: (n,) class of each row.
         groups: (n,) group of each row (cells of a group never split across train and test).
         per_class: training labels per class drawn from each training fold (None: all).
-        repeats: reshuffles; repeat r uses seed ``seed + r``.
-        seed: first repeat's seed.
+        probe: repeats, first seed and folds; :class:`ProbeConfig` defaults when None.
     """
-    runs = [one_repeat(x, y, groups, per_class, seed + r, folds) for r in range(repeats)]
+    probe = probe or ProbeConfig()
+    runs = [
+        one_repeat(x, y, groups, per_class, probe.seed + r, probe.folds)
+        for r in range(probe.repeats)
+    ]
     return float(np.median([b for b, _ in runs])), float(np.median([f for _, f in runs]))
 
 
@@ -131,15 +142,18 @@ def quality_table(
     y: npt.NDArray,
     *,
     groups: npt.NDArray | None = None,
-    repeats: int = 5,
-    seed: int = 0,
+    probe: ProbeConfig | None = None,
     per_class: int = FEW_PER_CLASS,
     n_jobs: int = 1,
 ) -> pd.DataFrame:
     """One row per feature set and label setting (all, ``per_class`` per class): the
-    :func:`probe_scores` of each matrix in ``sets`` (rows aligned with ``y``), computed in
-    ``n_jobs`` processes (joblib; -1: one per core)."""
+    :func:`probe_scores` of each matrix in ``sets`` (rows aligned with ``y``) with ``probe``
+    (:class:`ProbeConfig` defaults when None), computed in ``n_jobs`` processes (joblib; -1:
+    one per core)."""
     from joblib import Parallel, delayed
+
+    probe = probe or ProbeConfig()
+    repeats, seed = probe.repeats, probe.seed
 
     jobs = [
         (name, label, few)
@@ -147,7 +161,7 @@ def quality_table(
         for label, few in (("all", None), (f"{per_class} per class", per_class))
     ]
     runs = Parallel(n_jobs=n_jobs)(
-        delayed(one_repeat)(sets[name], y, groups, few, seed + r)
+        delayed(one_repeat)(sets[name], y, groups, few, seed + r, probe.folds)
         for name, _, few in jobs
         for r in range(repeats)
     )
@@ -282,7 +296,8 @@ def evaluate_project(
         raise ConfigError(f"repeats={repeats}; use 1 or more")
     truth = project_truth(project_dir, group)
     sets = project_feature_sets(project_dir, truth.cell_ids)
-    table = quality_table(sets, truth.y, groups=truth.groups, repeats=repeats, seed=seed)
+    probe = ProbeConfig(repeats=repeats, seed=seed)
+    table = quality_table(sets, truth.y, groups=truth.groups, probe=probe)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         table.to_csv(Path(out_dir) / "quality.csv", index=False)

@@ -26,12 +26,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         finetune_every=args.finetune_every,
         holdout=args.holdout,
         group_pattern=args.group_pattern,
+        ingest=ingest_config(args),
     )
     with tqdm_progress("runs") as progress:
-        summary = simulate(
-            Path(args.data_dir), cfg, Path(args.out), progress=progress,
-            ingest=ingest_config(args),
-        )  # fmt: skip
+        summary = simulate(Path(args.data_dir), cfg, Path(args.out), progress=progress)
     print(summary.attrs["text"])
     print(f"wrote {args.out}/peers.txt, peers.csv, curves.csv, summary.csv, discovery.png")
     return 0
@@ -40,7 +38,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from labeling.project import open_project
     from labeling.training.run import run_trainer
-    from models.trainer.trainer import TrainerExit, exit_on_sigterm
+    from models.trainer.trainer import ServeConfig, TrainerExit, exit_on_sigterm
 
     project = open_project(Path(args.project))
     exit_on_sigterm()
@@ -48,9 +46,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         with tqdm_progress("train") as progress, _train_runner(args) as runner:
-            version = run_trainer(project.path, device=args.device, watch=args.watch,
-                                  poll_s=args.poll, progress=progress, exit_with=args.exit_with,
-                                  runner=runner, config=_train_config(args))  # fmt: skip
+            serve = ServeConfig(watch=args.watch, poll_s=args.poll, runner=runner)
+            version = run_trainer(project.path, device=args.device, config=_train_config(args),
+                                  serve=serve, exit_with=args.exit_with,
+                                  progress=progress)  # fmt: skip
     except TrainerExit as exc:
         print(f"trainer stopped: {exc}")
         return 0

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from datasets.config import IngestConfig
 from datasets.progress import Progress
 from labeling.errors import ConfigError
 from labeling.simulate.finetune import _DeepTracker
@@ -175,13 +174,13 @@ def simulate(
     cfg: SimConfig,
     out_dir: Path,
     *,
-    cache_dir: Path | None = None,
     progress: Progress | None = None,
-    ingest: IngestConfig | None = None,
     title: str | None = None,
 ):  # -> pd.DataFrame
     """Run every strategy x seed on ``data_dir`` (or on already loaded data) and write
-    curves.csv, summary.csv, peers.csv, peers.txt and discovery.png.
+    curves.csv, summary.csv, peers.csv, peers.txt and discovery.png. A folder is read with
+    ``cfg.ingest`` and cached under ``cfg.cache_dir`` (see :func:`load_sim_data`); ``progress``
+    counts runs; ``title`` names the screen in the plot (default the folder's name).
 
     Returns:
         The summary table (one row per strategy and seed); ``summary.attrs`` holds ``peers``
@@ -197,7 +196,7 @@ def simulate(
     if isinstance(data_dir, SimData):
         data, name = data_dir, title or "screen"
     else:
-        data = load_sim_data(Path(data_dir), cache_dir, ingest=ingest)
+        data = load_sim_data(Path(data_dir), cfg.cache_dir, ingest=cfg.ingest)
         name = title or Path(data_dir).name
     deep = None
     if cfg.finetune:

@@ -54,6 +54,10 @@ class SimConfig:
     finetune_every: int = 1  # rounds between fine-tunes with --finetune (the trainer's pace)
     holdout: float = 0.25  # share of each class kept out of the pool for scoring
     group_pattern: str | None = None  # regex on the source path; group 1 names a group
+    #: how a dataset folder's crops are read (as ``phenoscout init``); IngestConfig() when None
+    ingest: IngestConfig | None = None
+    #: where a dataset folder's ingest is cached; default_cache_dir() when None
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.budget < 1 or self.batch_size < 1 or self.seeds < 1 or self.finetune_every < 1:

@@ -18,8 +18,7 @@ from labeling.store.labels import LabelStore
 from labeling.training.process import parent_gone
 
 if TYPE_CHECKING:
-    from datasets.parallel import Runner
-    from models.trainer.trainer import TrainerConfig
+    from models.trainer.trainer import ServeConfig, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +70,11 @@ def _watch_parent(pid: int, stop: threading.Event, reasons: list[str]) -> thread
 def run_trainer(
     project_dir: Path,
     device: str = "auto",
-    watch: bool = False,
-    poll_s: float = 5.0,
-    progress: Progress | None = None,
+    *,
     config: TrainerConfig | None = None,
-    stop: threading.Event | None = None,
+    serve: ServeConfig | None = None,
     exit_with: int | None = None,
-    runner: Runner | None = None,
+    progress: Progress | None = None,
 ) -> int | None:
     """Train the project's models on its labels and publish versions (``phenoscout train``).
 
@@ -86,15 +83,14 @@ def run_trainer(
     Args:
         project_dir: the project folder.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        watch: keep running and train after every new round of labels.
-        poll_s: seconds between label-count checks in watch mode.
-        progress: ``progress(done, total)`` of the current phase.
         config: network and schedules; ``TrainerConfig.for_device`` when None.
-        stop: set it to end watch mode (between rounds).
+        serve: ``watch`` (keep running and train after every new round of labels), ``poll_s``
+            (seconds between label-count checks), ``stop`` (set it to end watch mode, between
+            rounds) and ``runner`` (embeds every cell as Dask tasks,
+            ``models.backbone.embed_tasks``); once, in this process, when None.
         exit_with: end when process ``exit_with`` (the app that started the trainer) ends:
             at once between rounds, at the next step of a running phase (TrainerExit).
-        runner: embeds every cell as Dask tasks (``models.backbone.embed_tasks``); in this
-            process when None.
+        progress: ``progress(done, total)`` of the current phase.
 
     Returns:
         The newest published version number, or None when none exists.
@@ -103,15 +99,16 @@ def run_trainer(
         ModelError: device not available, another trainer running on the project, bad checkpoint.
         TrainerExit: ``exit_with`` ended during a phase (or SIGTERM, see exit_on_sigterm).
     """
-    from models.trainer.trainer import ServeConfig, serve
+    from models.trainer.trainer import ServeConfig
+    from models.trainer.trainer import serve as serve_labels
 
-    options = ServeConfig(watch=watch, poll_s=poll_s, stop=stop or threading.Event(), runner=runner)
+    options = serve or ServeConfig()
     watching = threading.Event()
     if exit_with:
         watching = _watch_parent(exit_with, options.stop, options.exit_reasons)
     labels = StoreLabels(Path(project_dir))
     try:
-        return serve(Path(project_dir), labels, device, config, options, progress)
+        return serve_labels(Path(project_dir), labels, device, config, options, progress)
     finally:
         watching.set()
         labels.close()

@@ -130,9 +130,10 @@ def test_random_labels_to_all_counts_batches():
 
 
 def test_simulation_is_deterministic(tmp_path, small_demo):
-    cfg = SimConfig(strategies=("discover",), budget=40, batch_size=10, seeds=1)
-    a = simulate(small_demo, cfg, tmp_path / "a", cache_dir=tmp_path / "cache")
-    b = simulate(small_demo, cfg, tmp_path / "b", cache_dir=tmp_path / "cache")
+    cfg = SimConfig(strategies=("discover",), budget=40, batch_size=10, seeds=1,
+                    cache_dir=tmp_path / "cache")  # fmt: skip
+    a = simulate(small_demo, cfg, tmp_path / "a")
+    b = simulate(small_demo, cfg, tmp_path / "b")
     cols = ["classes_found", "labels_to_all_classes", "macro_f1"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     ca, cb = (pd.read_csv(tmp_path / d / "curves.csv") for d in "ab")
@@ -147,8 +148,9 @@ def test_discover_finds_every_class_before_random(tmp_path):
 
     data = tmp_path / "demo"
     generate_demo(data, n_cells=2000, seed=11)
-    cfg = SimConfig(strategies=("discover",), budget=150, batch_size=10, seeds=2)
-    summary = simulate(data, cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
+    cfg = SimConfig(strategies=("discover",), budget=150, batch_size=10, seeds=2,
+                    cache_dir=tmp_path / "cache")  # fmt: skip
+    summary = simulate(data, cfg, tmp_path / "out")
     truth = pd.read_csv(data / "labels.csv")["label"]
     random_need = np.median(random_labels_to_all(truth, 10, n_orderings=500))
     assert summary["labels_to_all_classes"].notna().all(), summary
@@ -162,8 +164,9 @@ def test_simulation_with_finetune_uses_the_backbone(tmp_path):
 
     data = tmp_path / "demo"
     generate_demo(data, n_cells=300, seed=5)
-    cfg = SimConfig(strategies=("discover",), budget=20, batch_size=10, seeds=1, finetune=True)
-    summary = simulate(data, cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
+    cfg = SimConfig(strategies=("discover",), budget=20, batch_size=10, seeds=1, finetune=True,
+                    cache_dir=tmp_path / "cache")  # fmt: skip
+    summary = simulate(data, cfg, tmp_path / "out")
     assert len(summary) == 1 and summary["classes_found"].iloc[0] >= 2
     backbones = list((tmp_path / "cache").glob("sim/*/models/backbone.pt"))
     assert len(backbones) == 1, "the U-Net was pretrained once and cached with the dataset"

@@ -21,7 +21,7 @@ from models.backbone.finetune import FinetuneConfig  # noqa: E402
 from models.backbone.pretrain import TrainConfig  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.folder import latest_version, load_embeddings, load_predictions  # noqa: E402
-from models.trainer.trainer import TrainerConfig, trainer_lock  # noqa: E402
+from models.trainer.trainer import ServeConfig, TrainerConfig, trainer_lock  # noqa: E402
 
 TINY = TrainerConfig(
     width=2,
@@ -48,7 +48,8 @@ def test_watch_trainer_picks_up_new_labels(project):
 
     def target():
         try:
-            run_trainer(project, "cpu", watch=True, poll_s=0.05, config=TINY, stop=stop)
+            serve = ServeConfig(watch=True, poll_s=0.05, stop=stop)
+            run_trainer(project, "cpu", config=TINY, serve=serve)
         except Exception as err:  # surfaced by the assertion below
             errors.append(err)
 
@@ -153,9 +154,9 @@ def test_watch_mode_waits_for_enough_new_labels(project, monkeypatch):
     seen_steps = []
     real = trainer_module.finetune
 
-    def spy(model, pixels, labels, classes, schedule, *args, **kwargs):
+    def spy(model, pixels, cells, schedule, *args, **kwargs):
         seen_steps.append(schedule.steps_per_epoch)
-        return real(model, pixels, labels, classes, schedule, *args, **kwargs)
+        return real(model, pixels, cells, schedule, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "finetune", spy)
     config = dataclasses.replace(TINY, finetune_every=20, finetune_max_steps=2)
@@ -165,7 +166,7 @@ def test_watch_mode_waits_for_enough_new_labels(project, monkeypatch):
     thread = threading.Thread(
         target=run_trainer,
         args=(project, "cpu"),
-        kwargs=dict(watch=True, poll_s=0.05, config=config, stop=stop),
+        kwargs=dict(config=config, serve=ServeConfig(watch=True, poll_s=0.05, stop=stop)),
     )
     with LabelStore(project / "labels.db") as store:
         store.submit(dict(zip(cells["cell_id"][:6], cells["truth"][:6])), "tester", "cli")

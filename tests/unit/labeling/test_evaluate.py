@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from labeling.errors import ConfigError
-from labeling.evaluate import few_per_class, probe_scores, quality_table
+from labeling.evaluate import ProbeConfig, few_per_class, probe_scores, quality_table
 
 
 def _blobs(n=300, d=6, seed=0):
@@ -24,8 +24,10 @@ def _blobs(n=300, d=6, seed=0):
 
 def test_probe_separates_signal_from_noise():
     x, y = _blobs()
-    good, f1 = probe_scores(x, y, repeats=2)
-    noise, _ = probe_scores(np.random.default_rng(1).normal(size=x.shape), y, repeats=2)
+    good, f1 = probe_scores(x, y, probe=ProbeConfig(repeats=2))
+    noise, _ = probe_scores(
+        np.random.default_rng(1).normal(size=x.shape), y, probe=ProbeConfig(repeats=2)
+    )
     assert good > 0.9 and f1 > 0.9
     assert noise < 0.5
 
@@ -36,8 +38,8 @@ def test_grouped_folds_stop_group_leakage():
     groups = np.repeat(np.arange(30), 10)
     y = np.array(["a", "b"])[rng.integers(0, 2, 30)][groups]
     x = rng.normal(size=(30, 20))[groups] * 3 + rng.normal(size=(300, 20)) * 0.1
-    leaky, _ = probe_scores(x, y, repeats=2)
-    grouped, _ = probe_scores(x, y, groups=groups, repeats=2)
+    leaky, _ = probe_scores(x, y, probe=ProbeConfig(repeats=2))
+    grouped, _ = probe_scores(x, y, groups=groups, probe=ProbeConfig(repeats=2))
     assert leaky > grouped + 0.3 and grouped < 0.65
 
 
@@ -50,8 +52,8 @@ def test_few_per_class_draws_from_each_class():
 
 def test_quality_table_rows_and_medians_repeatable():
     x, y = _blobs()
-    t1 = quality_table({"m": x, "noise": x[:, 2:]}, y, repeats=3)
-    t2 = quality_table({"m": x, "noise": x[:, 2:]}, y, repeats=3)
+    t1 = quality_table({"m": x, "noise": x[:, 2:]}, y, probe=ProbeConfig(repeats=3))
+    t2 = quality_table({"m": x, "noise": x[:, 2:]}, y, probe=ProbeConfig(repeats=3))
     pd.testing.assert_frame_equal(t1, t2)
     assert t1[["features", "labels"]].values.tolist() == [
         ["m", "all"],
