@@ -26,7 +26,7 @@ from app_pages.server.common import run_page
 from app_pages.widgets.text import code, md
 from app_pages.widgets.tiles import WIDE_PAGE_CSS, png
 from datasets.fields.lookup import field_cells, has_fields
-from datasets.fields.render import cell_in_field, render_field
+from datasets.fields.render import FieldView, cell_in_field, render_field
 from datasets.fields.store import FIELDS_FILE, read_fields
 from datasets.render import composite, upscale
 from labeling.project import Project
@@ -66,8 +66,8 @@ def render_fields_page(project: Project) -> None:
         chosen = _cell_choice(key, cells)
     with left, st.container(key="fields-image"):
         highlight = int(cells.loc[cells["cell_id"] == chosen, "object"].iloc[0]) if chosen else None
-        image = _field_png(str(project.path), key, tuple(project.channel_colours), visible,
-                           outlines, highlight, stamp)  # fmt: skip
+        view = FieldView(visible=visible, outlines=outlines, highlight=highlight)
+        image = _field_png(str(project.path), key, tuple(project.channel_colours), view, stamp)
         st.image(image, width="stretch", output_format="PNG")
         st.caption(_legend(row))
     with right:
@@ -93,17 +93,9 @@ def _cells(path: str, key: str, stamp: float) -> pd.DataFrame:
 
 @st.cache_data(show_spinner="Drawing the field…", max_entries=32)
 def _field_png(
-    path: str,
-    key: str,
-    colours: tuple[str, ...],
-    visible: tuple[bool, ...],
-    outlines: bool,
-    highlight: int | None,
-    stamp: float,
+    path: str, key: str, colours: tuple[str, ...], view: FieldView, stamp: float
 ) -> bytes:
-    rgb = render_field(Path(path), key, colours, visible=visible, outlines=outlines,
-                       highlight=highlight)  # fmt: skip
-    return png(rgb)
+    return png(render_field(Path(path), key, colours, view))
 
 
 def _field_name(fields: pd.DataFrame, key: str) -> str:

@@ -21,6 +21,7 @@ from datasets.fields.render import (
     DISPLAY_SIZE,
     HIGHLIGHT_COLOUR,
     MARKER_RADIUS,
+    Outlines,
     OverlayStyle,
     draw_markers,
     enlarge,
@@ -89,7 +90,7 @@ def preview_field(
         return FieldPreview(enlarge(rgb, display_size), 0, 0, source, note)
     border = touches_border(labels)
     muted = set() if keep_border else border
-    rgb = field_overlay(image, labels, colours, muted=muted, style=style)
+    rgb = field_overlay(image, Outlines(labels, muted=muted), colours, style=style)
     n_objects = int(np.count_nonzero(np.unique(labels)))
     return FieldPreview(enlarge(rgb, display_size), n_objects, len(border), source, note)
 

@@ -112,27 +112,44 @@ class OverlayStyle:
     max_size: int | None = None  # longest side of the result; larger fields are reduced
 
 
+@dataclass(frozen=True, eq=False)
+class Outlines:
+    """The objects :func:`field_overlay` outlines: a label image and the ones drawn apart."""
+
+    labels: npt.NDArray  # (H, W) integer label image of the field (0 = background)
+    #: label outlined in ``style.highlight_colour`` (2 px: its edge and the pixels just
+    #: outside), drawn over the rest; None: no object highlighted
+    highlight: int | None = None
+    muted: Collection[int] = ()  # labels outlined in ``style.muted_colour`` (not cells)
+
+
+@dataclass(frozen=True)
+class FieldView:
+    """How :func:`render_field` shows a project's field."""
+
+    visible: tuple[bool, ...] | None = None  # per-channel on/off; all on when None
+    outlines: bool = True  # outline every object (False: the highlighted one only)
+    highlight: int | None = None  # object drawn in its own colour (HIGHLIGHT_COLOUR)
+    display_size: int = DISPLAY_SIZE  # longest side shown, about (larger fields reduced)
+
+
 def field_overlay(
     image: npt.NDArray,
-    labels: npt.NDArray | None,
+    outlines: Outlines | None,
     colours: Sequence[str],
     ranges: npt.NDArray | None = None,
     *,
-    highlight: int | None = None,
-    muted: Collection[int] = (),
     style: OverlayStyle = OverlayStyle(),
 ) -> npt.NDArray[np.uint8]:
     """A field as an RGB composite with its objects' outlines.
 
     Args:
         image: (C, H, W) raw field pixels, any numeric dtype.
-        labels: (H, W) integer label image (0 = background), or None for no outlines.
+        outlines: the label image, the highlighted and the muted objects (see
+            :class:`Outlines`); None for no outlines.
         colours: one ``#rrggbb`` per channel.
         ranges: (C, 2) ``[low, high]`` per channel (:func:`field_ranges`); None: the field's
             own ``style.percentiles``.
-        highlight: label of the object outlined in ``style.highlight_colour`` (2 px: its edge
-            and the pixels just outside), drawn over the rest.
-        muted: labels outlined in ``style.muted_colour`` (objects that did not become cells).
         style: channels on/off and gains, colours of the outlines, ``max_size`` (a larger
             field is reduced, see the module docstring).
 
@@ -143,6 +160,7 @@ def field_overlay(
         DataError: colours or ranges that do not fit the channels, or labels of another shape.
     """
     n_channels, height, width = image.shape
+    labels = None if outlines is None else outlines.labels
     if labels is not None and labels.shape != (height, width):
         raise DataError(f"label image {labels.shape} does not fit the {height}x{width} field")
     factor = reduction_factor(height, width, style.max_size)
@@ -154,21 +172,16 @@ def field_overlay(
         raise DataError(f"ranges of shape {ranges.shape} for {n_channels} channels; need (C, 2)")
     normalised = apply_ranges(small, ranges)[None]
     rgb = composite(normalised, colours, visible=style.visible, gains=style.gains)[0]
-    if labels is not None:
-        _draw_outlines(rgb, labels, factor, (highlight, muted), style)
+    if outlines is not None:
+        _draw_outlines(rgb, outlines, factor, style)
     return rgb
 
 
 def _draw_outlines(
-    rgb: npt.NDArray[np.uint8],
-    labels: npt.NDArray,
-    factor: int,
-    chosen: tuple[int | None, Collection[int]],
-    style: OverlayStyle,
+    rgb: npt.NDArray[np.uint8], outlines: Outlines, factor: int, style: OverlayStyle
 ) -> None:
-    """Paint the outlines of ``labels`` (reduced by ``factor``) into ``rgb`` in place;
-    ``chosen`` is (the highlighted label, the muted labels)."""
-    highlight, muted = chosen
+    """Paint ``outlines`` (reduced by ``factor``) into ``rgb`` in place."""
+    labels, highlight, muted = outlines.labels, outlines.highlight, outlines.muted
     if style.outline_colour is not None:
         edges = label_edges(labels)
         if len(muted):
@@ -268,8 +281,8 @@ def cell_in_field(
     ranges = field_ranges(project_dir, key)
     crop = None if labels is None else labels[rows, cols]
     style = OverlayStyle(visible=_tuple(visible), max_size=max_size)
-    highlight = int(row["object"]) if crop is not None else None
-    rgb = field_overlay(window, crop, colours, ranges, highlight=highlight, style=style)
+    outlines = None if crop is None else Outlines(crop, highlight=int(row["object"]))
+    rgb = field_overlay(window, outlines, colours, ranges, style=style)
     if crop is None:
         factor = reduction_factor(window.shape[1], window.shape[2], max_size)
         centre = (float(row["centroid_y"]) - rows.start, float(row["centroid_x"]) - cols.start)
@@ -278,22 +291,16 @@ def cell_in_field(
 
 
 def render_field(
-    project_dir: Path,
-    key: str,
-    colours: Sequence[str],
-    *,
-    visible: Sequence[bool] | None = None,
-    outlines: bool = True,
-    highlight: int | None = None,
-    display_size: int = DISPLAY_SIZE,
+    project_dir: Path, key: str, colours: Sequence[str], view: FieldView = FieldView()
 ) -> npt.NDArray[np.uint8]:
     """A project's field as shown whole: the composite at the crops' ranges, each cell
-    outlined, objects that are not cells (touching the border) outlined in grey, ``highlight``
-    in its own colour; objects given as centres get circles. Fields larger than
-    ``display_size`` are reduced, smaller ones enlarged by an integer factor (nearest).
+    outlined, objects that are not cells (touching the border) outlined in grey,
+    ``view.highlight`` in its own colour; objects given as centres get circles. Fields larger
+    than ``view.display_size`` are reduced, smaller ones enlarged by an integer factor
+    (nearest). ``view`` also holds the channels shown and whether every object is outlined.
 
     Returns:
-        (h, w, 3) uint8 RGB, longest side about ``display_size``.
+        (h, w, 3) uint8 RGB, longest side about ``view.display_size``.
 
     Raises:
         DataError: unknown field, a project not made from fields, or moved source files.
@@ -301,13 +308,14 @@ def render_field(
     image = read_field_image(project_dir, key)
     ranges = field_ranges(project_dir, key)
     labels = field_labels(project_dir, key)
-    style = OverlayStyle(visible=_tuple(visible), max_size=display_size,
+    outlines, highlight, display_size = view.outlines, view.highlight, view.display_size
+    style = OverlayStyle(visible=_tuple(view.visible), max_size=display_size,
                          outline_colour=OUTLINE_COLOUR if outlines else None)  # fmt: skip
     if labels is not None:
         kept = set(field_cells(project_dir, key)["object"].tolist())
         muted = touches_border(labels) - kept
-        rgb = field_overlay(image, labels, colours, ranges, highlight=highlight, muted=muted,
-                            style=style)  # fmt: skip
+        drawn = Outlines(labels, highlight=highlight, muted=muted)
+        rgb = field_overlay(image, drawn, colours, ranges, style=style)
     else:
         rgb = field_overlay(image, None, colours, ranges, style=style)
         factor = reduction_factor(image.shape[1], image.shape[2], display_size)

@@ -20,6 +20,8 @@ from datasets.fields.render import (
     HIGHLIGHT_COLOUR,
     MUTED_COLOUR,
     OUTLINE_COLOUR,
+    FieldView,
+    Outlines,
     OverlayStyle,
     cell_in_field,
     draw_markers,
@@ -54,7 +56,7 @@ def is_colour(rgb: np.ndarray, colour: str) -> np.ndarray:
 def test_outlines_are_drawn_exactly_on_the_mask_boundary():
     labels = discs()
     black = np.zeros((1, *labels.shape), np.uint16)
-    rgb = field_overlay(black, labels, [RED], np.array([[0.0, 1.0]]))
+    rgb = field_overlay(black, Outlines(labels), [RED], np.array([[0.0, 1.0]]))
     edges = find_boundaries(labels, mode="inner")
     assert rgb.shape == (*labels.shape, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(is_colour(rgb, OUTLINE_COLOUR), edges)
@@ -64,7 +66,7 @@ def test_outlines_are_drawn_exactly_on_the_mask_boundary():
 def test_the_highlighted_object_has_its_own_colour_over_the_rest():
     labels = discs()
     black = np.zeros((1, *labels.shape), np.uint16)
-    rgb = field_overlay(black, labels, [RED], np.array([[0.0, 1.0]]), highlight=2)
+    rgb = field_overlay(black, Outlines(labels, highlight=2), [RED], np.array([[0.0, 1.0]]))
     high = is_colour(rgb, HIGHLIGHT_COLOUR)
     assert high.any()
     assert set(np.unique(labels[high])) <= {0, 2}  # only object 2's edge (2 px: in and out)
@@ -77,8 +79,8 @@ def test_muted_objects_and_channel_colours():
     labels = discs()
     image = np.zeros((2, *labels.shape), np.uint16)
     image[0, labels > 0] = 100  # channel 0 bright inside the objects
-    rgb = field_overlay(image, labels, [RED, "#00ff00"], np.array([[0, 100], [0, 100.0]]),
-                        muted={1})  # fmt: skip
+    rgb = field_overlay(image, Outlines(labels, muted={1}), [RED, "#00ff00"],
+                        np.array([[0, 100], [0, 100.0]]))  # fmt: skip
     assert is_colour(rgb, MUTED_COLOUR)[find_boundaries(labels == 1, mode="inner")].all()
     assert is_colour(rgb, OUTLINE_COLOUR)[find_boundaries(labels == 2, mode="inner")].all()
     inside = (labels > 0) & ~find_boundaries(labels, mode="inner")
@@ -97,7 +99,7 @@ def test_without_ranges_the_fields_own_percentiles_scale_it():
 def test_bad_labels_or_ranges_raise():
     image = np.zeros((2, 32, 32), np.uint16)
     with pytest.raises(DataError, match="does not fit the 32x32 field"):
-        field_overlay(image, np.zeros((16, 32), np.int32), [RED, RED])
+        field_overlay(image, Outlines(np.zeros((16, 32), np.int32)), [RED, RED])
     with pytest.raises(DataError, match="ranges of shape"):
         field_overlay(image, None, [RED, RED], np.zeros((3, 2)))
 
@@ -109,7 +111,7 @@ def test_big_fields_are_reduced_with_their_outlines_and_bounded_memory():
     image = np.zeros((1, size, size), np.uint16)
     tracemalloc.start()
     try:
-        rgb = field_overlay(image, labels, [RED], np.array([[0.0, 1.0]]),
+        rgb = field_overlay(image, Outlines(labels), [RED], np.array([[0.0, 1.0]]),
                             style=OverlayStyle(max_size=512))  # fmt: skip
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -236,19 +238,19 @@ def test_render_field_outlines_cells_mutes_border_objects_and_enlarges(tmp_path)
     ingest_fields([spec], project, IngestConfig(crop_size=16))
     assert has_fields(project) and not has_fields(tmp_path)
     assert field_cells(project, "A01")["object"].tolist() == [1, 2, 3]
-    rgb = render_field(project, "A01", [RED, RED], highlight=2, display_size=256)
+    rgb = render_field(project, "A01", [RED, RED], FieldView(highlight=2, display_size=256))
     assert rgb.shape == (2 * SHAPE[0], 2 * SHAPE[1], 3)  # 128 px wide: enlarged 2x
     small = rgb[::2, ::2]
     assert is_colour(small, MUTED_COLOUR)[find_boundaries(labels == 4, mode="inner")].all()
     assert is_colour(small, OUTLINE_COLOUR)[find_boundaries(labels == 1, mode="inner")].all()
     assert is_colour(small, HIGHLIGHT_COLOUR)[find_boundaries(labels == 2, mode="inner")].all()
-    bare = render_field(project, "A01", [RED, RED], outlines=False, display_size=128)
+    bare = render_field(project, "A01", [RED, RED], FieldView(outlines=False, display_size=128))
     assert not is_colour(bare, OUTLINE_COLOUR).any() and not is_colour(bare, MUTED_COLOUR).any()
 
 
 def test_render_field_of_centres_draws_circles(tmp_path):
     project, _ = _field(tmp_path, with_mask=False)
-    rgb = render_field(project, "A01", [RED, RED], highlight=3, display_size=128)
+    rgb = render_field(project, "A01", [RED, RED], FieldView(highlight=3, display_size=128))
     assert rgb.shape == (*SHAPE, 3)
     assert is_colour(rgb, OUTLINE_COLOUR)[30, 30 + 4]  # circle of radius 4 round cell 1
     assert is_colour(rgb, HIGHLIGHT_COLOUR)[70, 60 + 6]  # the highlighted one, radius 6
