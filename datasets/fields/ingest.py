@@ -43,12 +43,12 @@ from datasets.crops.ingest import (
 from datasets.crops.resize import border_median, widest_dtype
 from datasets.errors import DataError
 from datasets.fields.files import FIELD_COLUMNS, field_header
+from datasets.fields.ome import OME_COLUMN, FieldImages
 from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
     FIELD_TABLE,
     existing_fields,
     mask_part_file,
-    save_label_image,
     write_fields_table,
 )
 from datasets.pixels import PartWriter, part_file
@@ -87,6 +87,7 @@ class _Run:
     fields: list[dict[str, Any]] = field(default_factory=list)
     n_cells: int = 0
     n_border: int = 0
+    ome: FieldImages | None = None  # writes the fields' OME-Zarr (made at the first field)
 
 
 def ingest_fields(
@@ -336,7 +337,8 @@ def _unique_key(spec: FieldSpec, taken: set[str], report: IngestReport) -> Field
 
 
 def _append_field(run: _Run, result: FieldResult, part: int) -> None:
-    """Append one field's result (in field order): crops, masks, label image, cell rows."""
+    """Append one field's result (in field order): crops, masks, its pixels and label image
+    (OME-Zarr, :mod:`datasets.fields.ome`), cell rows."""
     from datasets.fields.tasks import load_array
 
     run.report.notes.extend(result.notes)
@@ -348,15 +350,16 @@ def _append_field(run: _Run, result: FieldResult, part: int) -> None:
     spec, kept = run.specs[result.number], result.kept
     assert kept is not None  # set whenever the field was not skipped
     index = run.first_index + len(run.fields)
-    labels = load_array(result.labels)
-    mask_rel = save_label_image(run.project, index, labels) if labels is not None else ""
+    image, labels = load_array(result.image), load_array(result.labels)
+    assert image is not None  # set whenever the field was not skipped
+    ome_rel, mask_rel = _field_images(run).add(index, spec.key, spec.metadata, image, labels)
     run.n_border += result.n_objects - len(kept)
     if result.n_objects == 0:
         run.report.skipped.append((spec.key, "no objects found (empty field)"))
     crops, masks = load_array(result.crops), load_array(result.masks)
     run.crops.write(np.ascontiguousarray(crops).tobytes())
     run.masks.write(np.ascontiguousarray(masks).tobytes())
-    for path in (result.crops, result.masks, result.labels):
+    for path in (result.crops, result.masks, result.labels, result.image):
         if isinstance(path, str):
             Path(path).unlink(missing_ok=True)
     run.cells.append(_cell_rows(run, spec, kept))
@@ -366,8 +369,17 @@ def _append_field(run: _Run, result: FieldResult, part: int) -> None:
         "channel_files": [str(p) for p in spec.channel_files],
         "height": result.height, "width": result.width, "n_objects": result.n_objects,
         "n_kept": len(kept), "n_border": result.n_objects - len(kept), "mask": mask_rel,
-        "mask_file": str(spec.mask_file or ""), **_metadata(spec),
+        "mask_file": str(spec.mask_file or ""), OME_COLUMN: ome_rel, **_metadata(spec),
     })  # fmt: skip
+
+
+def _field_images(run: _Run) -> FieldImages:
+    """The run's OME-Zarr writer; its wells continue after the project's fields so far."""
+    if run.ome is None:
+        known = existing_fields(run.project).get(OME_COLUMN, pd.Series(dtype=object))
+        names = channel_names(run.cfg, run.n_channels, list(range(run.n_channels)))
+        run.ome = FieldImages(run.project, names, [p for p in known if isinstance(p, str)])
+    return run.ome
 
 
 def centre_pixels(objects: pd.DataFrame, size: tuple[int, int]) -> npt.NDArray[np.int64]:

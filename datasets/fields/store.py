@@ -4,8 +4,12 @@ Written by :func:`datasets.fields.ingest.ingest_fields`, read by the app to show
 field::
 
     PROJECT/fields.parquet              one row per field read (see read_fields)
-    PROJECT/fields/masks/NNNNN.tif      each field's (H, W) label image, zlib-compressed
+    PROJECT/fields/ome/*.ome.zarr       each field's pixels and label image as OME-Zarr
+                                        (datasets.fields.ome: HCS plates, or a collection)
     PROJECT/pixels/mask-part-NNNN.npy   (n, S, S) uint8: 1 where a crop pixel is the cell's object
+
+Projects made before the OME-Zarr store keep their label images as zlib TIFF in
+``PROJECT/fields/masks/NNNNN.tif`` and read the fields' pixels from their source files.
 """
 
 from __future__ import annotations
@@ -20,29 +24,20 @@ import tifffile
 
 from datasets.errors import DataError
 from datasets.fields.files import read_field
+from datasets.fields.ome import OME_COLUMN, read_image
 from datasets.fields.spec import FieldSpec
 from datasets.pixels import part_file
 
 FIELDS_FILE = "fields.parquet"
-FIELD_MASKS_DIR = "fields/masks"
+FIELD_MASKS_DIR = "fields/masks"  # label images (TIFF) of projects made before OME-Zarr
 #: Columns of fields.parquet before the fields' metadata columns.
 FIELD_TABLE = ("index", "key", "part", "channel_files", "height", "width", "n_objects",
-               "n_kept", "n_border", "mask", "mask_file")  # fmt: skip
+               "n_kept", "n_border", "mask", "mask_file", OME_COLUMN)  # fmt: skip
 
 
 def mask_part_file(project_dir: Path, part: int) -> Path:
     """Path of part ``part``'s per-cell object masks, (n, S, S) uint8."""
     return part_file(project_dir, part).with_name(f"mask-part-{part:04d}.npy")
-
-
-def save_label_image(project: Path, index: int, labels: npt.NDArray) -> str:
-    """Save field ``index``'s (H, W) label image (zlib TIFF); its path relative to ``project``."""
-    rel = f"{FIELD_MASKS_DIR}/{index:05d}.tif"
-    out = project / rel
-    out.parent.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    tifffile.imwrite(out, labels.astype(dtype, copy=False), compression="zlib")
-    return rel
 
 
 def existing_fields(project: Path) -> pd.DataFrame:
@@ -65,7 +60,8 @@ def read_fields(project_dir: Path) -> pd.DataFrame:
     """The project's fields: one row per field read, with ``index, key, part, channel_files``
     (list of paths), ``height, width, n_objects, n_kept, n_border, mask`` (label image
     relative to the project, "" for objects given as centres), ``mask_file`` (the source
-    mask, "" when segmented) and the field's metadata.
+    mask, "" when segmented), ``ome_zarr`` (the field's OME-Zarr image group relative to the
+    project; absent or "" in projects made before) and the field's metadata.
 
     Raises:
         DataError: the project was not made from fields.
@@ -84,13 +80,24 @@ def _field_row(project_dir: Path, key: str) -> pd.Series:
     return hit.iloc[0]
 
 
+def _ome_image(row: pd.Series) -> str:
+    """The field's OME-Zarr image group ("" in projects made before the OME-Zarr store)."""
+    rel = row.get(OME_COLUMN)
+    return rel if isinstance(rel, str) else ""
+
+
 def read_field_image(project_dir: Path, key: str) -> npt.NDArray:
-    """The pixels of field ``key``, read from its source files: (C, H, W) in the source dtype.
+    """The pixels of field ``key``: (C, H, W) in the source dtype, from the project's
+    OME-Zarr store (from the source files in projects made before it).
 
     Raises:
-        DataError: unknown key, or the source files moved or became unreadable.
+        DataError: unknown key, or (projects made before the OME-Zarr store) the source
+            files moved or became unreadable.
+        ProjectDamagedError: the field's OME-Zarr image is missing or damaged.
     """
     row = _field_row(project_dir, key)
+    if rel := _ome_image(row):
+        return read_image(Path(project_dir), rel)
     return read_field(FieldSpec(key, tuple(Path(p) for p in row["channel_files"])))
 
 
@@ -99,11 +106,14 @@ def read_field_mask(project_dir: Path, key: str) -> npt.NDArray:
 
     Raises:
         DataError: unknown key, or a field whose objects were given as centres (no mask).
+        ProjectDamagedError: the label image is missing or damaged.
     """
     row = _field_row(project_dir, key)
     if not row["mask"]:
         raise DataError(f"field {key!r}: objects were given as centres; it has no label image")
-    return tifffile.imread(Path(project_dir) / row["mask"])
+    if str(row["mask"]).endswith(".tif"):  # a project made before the OME-Zarr store
+        return tifffile.imread(Path(project_dir) / row["mask"])
+    return read_image(Path(project_dir), str(row["mask"]))
 
 
 def read_truth_csv(path: Path) -> dict[tuple[str, int], str]:

@@ -59,6 +59,7 @@ class FieldResult:
     crops: npt.NDArray | str | None = None  # (n, C, S, S), or the .npy file holding it
     masks: npt.NDArray | str | None = None  # (n, S, S) uint8, or its .npy file
     labels: npt.NDArray | str | None = None  # (H, W) label image or its .npy; None: centres
+    image: npt.NDArray | str | None = None  # (C, H, W) field, or its .npy (for its OME-Zarr)
 
 
 def load_array(value: npt.NDArray | str | None) -> npt.NDArray | None:
@@ -168,11 +169,12 @@ def process_field(job: FieldJob) -> FieldResult:
     result.n_objects, result.kept = len(objects), kept
     result.height, result.width = int(image.shape[1]), int(image.shape[2])
     if job.out_dir is None:
-        result.crops, result.masks, result.labels = crops, masks, labels
+        result.crops, result.masks, result.labels, result.image = crops, masks, labels, image
     else:
         stem = f"field-{job.number:06d}"
         result.crops = _save(job.out_dir, f"{stem}.crops.npy", crops)
         result.masks = _save(job.out_dir, f"{stem}.masks.npy", masks)
         if labels is not None:
             result.labels = _save(job.out_dir, f"{stem}.labels.npy", labels)
+        result.image = _save(job.out_dir, f"{stem}.image.npy", image)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import types
 
@@ -56,7 +57,8 @@ def test_classical_segmentation_and_a_failed_create_leaves_nothing(tmp_path, dem
     project, report = create_project_from_fields(tmp_path / "p", fields, keep_border=True)
     table = read_fields(project.path)
     assert report.n_cells == table["n_objects"].sum() > 20 and (table["n_border"] == 0).all()
-    assert (table["mask_file"] == "").all() and (project.path / table["mask"].iloc[0]).is_file()
+    assert (table["mask_file"] == "").all()
+    assert (project.path / table["mask"].iloc[0] / "zarr.json").is_file()  # OME-Zarr labels
     project.close()
     with pytest.raises(Exception, match="no mask or object list"):
         create_project_from_fields(tmp_path / "q", fields, segment="given")
@@ -201,6 +203,32 @@ def test_add_fields_to_a_project_keeps_labels_and_adds_cells(tmp_path, capsys, d
     assert len(next_batch(after, 10, "ann")) == 10  # the loop works over both parts
     code, _, err = run(capsys, "add", project, "--crops", more, "--pattern", "x")
     assert code == 2 and "--pattern cannot be used with --crops" in err
+
+
+def test_fields_live_in_the_project_as_ome_zarr_plates(tmp_path, capsys, demo_fields):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Plate, Reader
+
+    from datasets.fields.render import cell_in_field
+    from datasets.fields.store import read_field_image
+
+    source = tmp_path / "moved"
+    shutil.copytree(demo_fields, source)
+    project = tmp_path / "p"
+    code, _, err = run(capsys, "init", project, "--fields", source, "--pattern",
+                       FILENAME_PATTERN, "--masks", source / "masks", "--crop-size", 32)  # fmt: skip
+    assert code == 0, err
+    table = read_fields(project)
+    key = table["key"].iloc[0]
+    image = tifffile.imread(source / f"{key}_w1.tif")
+    cell = open_project(project).cells(columns=["cell_id"])["cell_id"].iloc[0]
+    before = cell_in_field(project, cell, context_px=16)
+    shutil.rmtree(source)  # the field view no longer needs the source files
+    np.testing.assert_array_equal(read_field_image(project, key)[0], image)
+    np.testing.assert_array_equal(cell_in_field(project, cell, context_px=16), before)
+    plates = sorted((project / "fields" / "ome").glob("*.ome.zarr"))
+    assert [p.name for p in plates] == sorted(f"{p}.ome.zarr" for p in set(table["plate"]))
+    assert any(isinstance(s, Plate) for s in next(iter(Reader(parse_url(plates[0]))())).specs)
 
 
 def test_cell_channel_segments_whole_cells_larger_than_nuclei(tmp_path, capsys, demo_fields):

@@ -248,7 +248,8 @@ def test_fields_table_and_field_readers(tmp_path, project):
     spec = save_field(tmp_path / "f", "A01", image, mask)
     ingest_fields([spec], project)
     fields = read_fields(project)
-    assert fields.iloc[0]["mask"] == "fields/masks/00000.tif"
+    assert fields.iloc[0]["mask"] == "fields/ome/P1.ome.zarr/A/1/0/labels/objects"
+    assert fields.iloc[0]["ome_zarr"] == "fields/ome/P1.ome.zarr/A/1/0"
     assert list(fields.iloc[0]["channel_files"]) == [str(spec.channel_files[0])]
     assert fields.iloc[0]["well"] == "A01" and fields.iloc[0]["mask_file"] == str(spec.mask_file)
     np.testing.assert_array_equal(read_field_image(project, "A01"), image)
