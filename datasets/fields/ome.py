@@ -1,8 +1,9 @@
 """Whole fields as OME-Zarr (OME-NGFF 0.5 on zarr 3) inside the project, so napari opens them.
 
 The field ingest writes each field's pixels ``(C, H, W)`` in the source dtype and its label
-image with the ``ome-zarr`` package's writer (one resolution level, chunked, compressed,
-channel names and display windows in the ``omero`` metadata)::
+image: one resolution level, chunked per channel plane, Blosc-zstd compressed, channel names
+and display windows in the ``omero`` metadata. The NGFF metadata (multiscales, labels, plate,
+well) is written by the ``ome-zarr`` package's writer, the arrays by zarr::
 
     PROJECT/fields/ome/PLATE.ome.zarr                    an HCS plate (plate metadata)
     PROJECT/fields/ome/PLATE.ome.zarr/B/2/0              field 0 of well B02 (well metadata)
@@ -65,6 +66,8 @@ class FieldImages:
     known: Sequence[str] = ()  # ome_zarr paths of the fields already in the project
     _wells: dict[tuple[str, str, str], int] = field(default_factory=dict)
     _plates: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    _groups: dict[str, Any] = field(default_factory=dict)
+    _written: dict[str, Any] = field(default_factory=dict)  # plate metadata last written
 
     def __post_init__(self) -> None:
         for rel in self.known:
@@ -85,38 +88,36 @@ class FieldImages:
     ) -> tuple[str, str]:
         """Write field ``index`` (``image`` (C, H, W), ``labels`` (H, W) or None); its image
         group and label group ("" without labels), relative to the project."""
-        import dask
-        import zarr
-
-        with warnings.catch_warnings():  # its Scaler default warns at import; none is used
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from ome_zarr.writer import write_image, write_labels
-
         place = well_position(metadata)
         if place is None:
             store, inner = f"{OME_DIR}/{COLLECTION}.ome.zarr", f"{index:05d}"
         else:
             plate, row, col = place
-            n = self._wells.get(place, 0)
-            store, inner = f"{OME_DIR}/{plate}.ome.zarr", f"{row}/{col}/{n}"
-        root = zarr.open_group(self.project / store, mode="a", zarr_format=3)
+            store, inner = f"{OME_DIR}/{plate}.ome.zarr", f"{row}/{col}/{self._wells.get(place, 0)}"
+        root = self._root(store)
         shutil.rmtree(self.project / store / inner, ignore_errors=True)  # a failed ingest's
         group = root.require_group(inner)
-        plane = (min(image.shape[1], _CHUNK), min(image.shape[2], _CHUNK))
-        empty = {"write_empty_chunks": True}  # every chunk has a file: a missing one is damage
-        with dask.config.set(scheduler="synchronous"):  # here, not on a Dask cluster
-            write_image(image, group, scale_factors=[], axes="cyx", name=key,
-                        storage_options={"chunks": (1, *plane), "config": empty},
-                        omero={"channels": self._channels(image)})  # fmt: skip
-            if labels is not None:
-                dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-                write_labels(labels.astype(dtype, copy=False), group, name=LABELS_NAME,
-                             scaler=None, scale_factors=[], axes="yx",
-                             storage_options={"chunks": plane, "config": empty})  # fmt: skip
+        _write_multiscale(
+            group, image, ("c", "y", "x"), key, omero={"channels": self._channels(image)}
+        )
+        if labels is not None:
+            dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+            holder = group.require_group("labels")
+            _write_multiscale(holder.require_group(LABELS_NAME), labels.astype(dtype, copy=False),
+                              ("y", "x"), LABELS_NAME)  # fmt: skip
+            _writer().write_label_metadata(holder, LABELS_NAME, source={"image": "../../"})
         if place is not None:
             self._register(root, place)
         rel = f"{store}/{inner}"
         return rel, (f"{rel}/labels/{LABELS_NAME}" if labels is not None else "")
+
+    def _root(self, store: str) -> Any:
+        """The OME-Zarr store's root group (zarr 3), opened once per ingest."""
+        import zarr
+
+        if store not in self._groups:
+            self._groups[store] = zarr.open_group(self.project / store, mode="a", zarr_format=3)
+        return self._groups[store]
 
     def _channels(self, image: npt.NDArray) -> list[dict[str, Any]]:
         """omero channel entries: name, colour and a display window (0.1-99.9 percentiles)."""
@@ -136,7 +137,10 @@ class FieldImages:
 
     def _register(self, root: Any, place: tuple[str, str, str]) -> None:
         """Count the field in its well; rewrite the well's and the plate's metadata."""
-        from ome_zarr.writer import write_plate_metadata, write_well_metadata
+        write_plate_metadata, write_well_metadata = (
+            _writer().write_plate_metadata,
+            _writer().write_well_metadata,
+        )
 
         plate, row, col = place
         self._wells[place] = self._wells.get(place, 0) + 1
@@ -148,7 +152,38 @@ class FieldImages:
         cols = sorted({c for _, c in wells}, key=int)
         paths = [f"{r}/{c}" for r, c in sorted(wells, key=lambda w: (len(w[0]), w[0], int(w[1])))]
         count = max(n for (p, *_), n in self._wells.items() if p == plate)
-        write_plate_metadata(root, rows, cols, paths, name=plate, field_count=count)
+        if self._written.get(plate) != (paths, count):  # unchanged for a further field
+            write_plate_metadata(root, rows, cols, paths, name=plate, field_count=count)
+            self._written[plate] = (paths, count)
+
+
+def _writer() -> Any:
+    """``ome_zarr.writer``, imported quietly (its Scaler default warns at import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import ome_zarr.writer
+
+    return ome_zarr.writer
+
+
+def _write_multiscale(
+    group: Any, data: npt.NDArray, axes: tuple[str, ...], name: str, **metadata: Any
+) -> None:
+    """One resolution level ``s0`` of ``data`` in ``group`` (chunked per channel plane, up to
+    1024 x 1024, Blosc-zstd with bit shuffle; every chunk written, also empty ones) and its
+    multiscales metadata written by ``ome_zarr.writer``. The array is written with zarr
+    directly: ome-zarr's write_image goes through a Dask graph per field, 4x the time."""
+    from zarr.codecs import BloscCodec
+
+    plane = tuple(min(n, _CHUNK) for n in data.shape[-2:])
+    chunks = (1,) * (data.ndim - 2) + plane
+    group.create_array("s0", data=data, chunks=chunks, dimension_names=axes,
+                       compressors=BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
+                       config={"write_empty_chunks": True})  # fmt: skip
+    scale = [{"type": "scale", "scale": [1.0] * data.ndim}]
+    _writer().write_multiscales_metadata(
+        group, [{"path": "s0", "coordinateTransformations": scale}], axes=list(axes),
+        name=name, metadata=metadata)  # fmt: skip
 
 
 def read_image(project: Path, rel: str) -> npt.NDArray:
