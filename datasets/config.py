@@ -1,9 +1,10 @@
-"""Configuration dataclasses owned by the data layer (channels, ingest)."""
+"""Configuration dataclasses owned by the data layer (channels, crop sources, ingest)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets.errors import DataError
 
@@ -70,6 +71,24 @@ class IngestConfig:
             )
         if self.normalise_by not in NORMALISE_BY:
             raise DataError(f"normalise_by {self.normalise_by!r}: allowed {NORMALISE_BY}")
+
+
+@dataclass(frozen=True)
+class CropSource:
+    """A folder of single-cell crops and the CSVs that come with it."""
+
+    folder: Path  # TIFF/PNG/JPEG/npz crops, searched recursively
+    #: ground truth ``path,label`` (simulation and evaluation only); None:
+    #: ``folder/labels.csv`` when there is one
+    labels_csv: Path | None = None
+    #: ``path`` + metadata columns carried to every export; None: ``folder/metadata.csv``
+    #: when there is one
+    metadata_csv: Path | None = None
+
+    @classmethod
+    def of(cls, crops: Path | CropSource) -> CropSource:
+        """``crops`` as a source: a bare folder comes without CSVs."""
+        return crops if isinstance(crops, CropSource) else cls(Path(crops))
 
 
 def default_channels(n_channels: int, names: tuple[str, ...] = ()) -> tuple[ChannelSpec, ...]:

@@ -20,11 +20,12 @@ import functools
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets.config import IngestConfig, default_channels
+from datasets.config import CropSource, IngestConfig, default_channels
 from datasets.errors import DataError
 from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
 from datasets.progress import Progress
@@ -45,6 +46,52 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "project.toml"
 DB_FILE = "labels.db"
+
+__all__ = [
+    "CONFIG_FILE",
+    "DB_FILE",
+    "CropSource",
+    "FieldSource",
+    "IngestRun",
+    "Project",
+    "add_crops",
+    "add_fields",
+    "create_project",
+    "create_project_from_fields",
+    "open_project",
+]
+
+
+@dataclass(frozen=True)
+class FieldSource:
+    """Whole fields of view to ingest, and how their objects are found and kept."""
+
+    fields: list[FieldSpec]  # from datasets.fields.files.find_fields or a CellProfiler export
+    #: for fields without a mask or objects: "classical" (datasets.segmentation), "unet"
+    #: (models.segmentation.segmentation, trained on the fields that have masks, else on
+    #: generated demo fields) or "given" (such fields are skipped)
+    segment: str = "classical"
+    segment_config: SegmentConfig | None = None  # classical settings; "unet" uses its channel
+    keep_border: bool = False  # keep objects touching a field's border
+    #: ground truth ``field,object,label`` (datasets.fields.store.read_truth_csv)
+    truth_csv: Path | None = None
+
+    @classmethod
+    def of(cls, fields: list[FieldSpec] | FieldSource) -> FieldSource:
+        """``fields`` as a source: a bare list is segmented as the defaults say."""
+        return fields if isinstance(fields, FieldSource) else cls(list(fields))
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    """Where an ingest's work runs and what it reports while it runs (all optional)."""
+
+    progress: Progress | None = None  # progress(done, total) over the ingest: cells or fields
+    feature_progress: Progress | None = None  # the same over the features, in cells
+    train_progress: Progress | None = None  # the same over U-Net training, in steps
+    #: where reading, segmenting, cropping and features run (datasets.parallel: this process,
+    #: a local Dask cluster or an existing one); this process when None
+    runner: Runner | None = None
 
 
 class Project:
@@ -110,16 +157,12 @@ def open_project(path: Path) -> Project:
 
 def create_project(
     path: Path,
-    crops: Path,
+    crops: Path | CropSource,
     ingest: IngestConfig | None = None,
     *,
-    labels_csv: Path | None = None,
-    metadata_csv: Path | None = None,
     seed: int = 0,
-    progress: Progress | None = None,
-    feature_progress: Progress | None = None,
+    run: IngestRun | None = None,
     then: Callable[[Project], object] | None = None,
-    runner: Runner | None = None,
 ) -> tuple[Project, IngestReport]:
     """Create a project from a folder of single-cell crops.
 
@@ -128,17 +171,14 @@ def create_project(
 
     Args:
         path: the new project folder (must not exist, or be empty).
-        crops: folder of crops (TIFF, PNG, JPEG, npz), read recursively.
+        crops: folder of crops (TIFF, PNG, JPEG, npz), read recursively, or a
+            :class:`CropSource` with its ground truth and metadata CSVs.
         ingest: crop size, scale, normalisation; defaults when None.
-        labels_csv: ground truth ``path,label`` (simulation and evaluation only).
-        metadata_csv: ``path`` + metadata columns carried to every export.
         seed: the project's seed.
-        progress: ``progress(done, total)`` over the ingest, in cells.
-        feature_progress: the same over the feature computation.
+        run: progress over the ingest (in cells) and the features, and where reading and
+            features run (:class:`IngestRun`); in this process, silently, when None.
         then: a last step on the new project (e.g. importing labels); when it fails, the
             project is removed like any other failed create.
-        runner: where reading and features run (:mod:`datasets.parallel`: this process, a
-            local Dask cluster or an existing one); this process when None.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
@@ -146,95 +186,100 @@ def create_project(
     """
     from datasets.crops.ingest import ingest_crops
 
+    source = CropSource.of(crops)
     ingest = ingest or IngestConfig()
+    run = run or IngestRun()
 
-    def run(folder: Path) -> IngestReport:
+    def ingest_into(folder: Path) -> IngestReport:
         return ingest_crops(
-            Path(crops), folder, ingest,
-            labels_csv=labels_csv, metadata_csv=metadata_csv, progress=progress, seed=seed,
-            runner=runner,
+            source.folder, folder, ingest,
+            labels_csv=source.labels_csv, metadata_csv=source.metadata_csv,
+            progress=run.progress, seed=seed, runner=run.runner,
         )  # fmt: skip
 
-    return _create(Path(path), ingest, seed, run, feature_progress, then, runner)
+    return _create(Path(path), ingest, seed, ingest_into, run, then)
 
 
 def create_project_from_fields(
     path: Path,
-    fields: list[FieldSpec],
+    fields: list[FieldSpec] | FieldSource,
     ingest: IngestConfig | None = None,
     *,
-    segment: str = "classical",
-    segment_config: SegmentConfig | None = None,
-    keep_border: bool = False,
-    truth_csv: Path | None = None,
     seed: int = 0,
-    progress: Progress | None = None,
-    feature_progress: Progress | None = None,
-    train_progress: Progress | None = None,
+    run: IngestRun | None = None,
     then: Callable[[Project], object] | None = None,
-    runner: Runner | None = None,
 ) -> tuple[Project, IngestReport]:
     """Create a project from whole fields of view: each object of each field becomes a cell.
 
     Fields with a mask file or given object centres use them; the others are segmented by
-    ``segment``. Then as :func:`create_project`: project.toml, label store, features, and
-    nothing left behind on failure.
+    ``fields.segment``. Then as :func:`create_project`: project.toml, label store, features,
+    and nothing left behind on failure.
 
     Args:
         path: the new project folder (must not exist, or be empty).
-        fields: from :func:`datasets.fields.files.find_fields` or a CellProfiler export.
+        fields: the fields (:func:`datasets.fields.files.find_fields` or a CellProfiler
+            export), or a :class:`FieldSource`: the fields, the segmentation of those without
+            a mask or objects (a U-Net is never applied to a field it was trained on, as those
+            keep their masks), border objects kept or not, and a ground truth CSV.
         ingest: crop size, normalisation, channel names; defaults when None.
-        segment: "classical" (:mod:`datasets.segmentation`), "unet"
-            (:mod:`models.segmentation.segmentation`, trained on the fields that have masks,
-            else on generated demo fields; never applied to a field it was trained on, as
-            those keep their masks) or "given" (fields without a mask or objects are skipped).
-        segment_config: classical settings; for "unet" only its ``channel`` is used.
-        keep_border: keep objects touching a field's border.
-        truth_csv: ground truth ``field,object,label`` (see
-            :func:`datasets.fields.store.read_truth_csv`).
         seed: the project's seed (also seeds U-Net training).
-        progress: ``progress(done, total)`` over the ingest, in fields.
-        feature_progress: the same over the feature computation, in cells.
-        train_progress: the same over U-Net training, in steps.
+        run: progress over the ingest (in fields), the features (in cells) and U-Net training
+            (in steps), and where fields are read, segmented and cropped and the features
+            computed, as for :func:`create_project`.
         then: a last step on the new project, as for :func:`create_project`.
-        runner: where fields are read, segmented and cropped and the features computed, as
-            for :func:`create_project`.
 
     Raises:
         ProjectError: when ``path`` exists and is not empty.
         ConfigError: for an unknown ``segment``.
         DataError: no field readable, no object found, or a bad truth CSV.
     """
-    from datasets.fields.ingest import ingest_fields
-    from datasets.fields.store import read_truth_csv
-
-    if segment not in SEGMENT_METHODS:
-        raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
+    source = FieldSource.of(fields)
+    _check_segment(source.segment)
     path = Path(path)
     _check_new(path)
     ingest = ingest or IngestConfig()
-    truth = read_truth_csv(Path(truth_csv)) if truth_csv is not None else None
-    segmenter = _segmenter(fields, segment, segment_config, seed, train_progress)
+    run = run or IngestRun()
+    ingest_part = _field_ingest(source, ingest, seed, run)
 
-    def run(folder: Path) -> IngestReport:
-        report = ingest_fields(
-            fields, folder, ingest, segmenter=segmenter, keep_border=keep_border, truth=truth,
-            progress=progress, seed=seed, runner=runner,
-        )  # fmt: skip
-        report.labels_csv = str(truth_csv) if truth_csv is not None else None
+    def ingest_into(folder: Path) -> IngestReport:
+        report = ingest_part(folder)
+        report.labels_csv = str(source.truth_csv) if source.truth_csv is not None else None
         return report
 
-    return _create(path, ingest, seed, run, feature_progress, then, runner)
+    return _create(path, ingest, seed, ingest_into, run, then)
+
+
+def _check_segment(segment: str) -> None:
+    if segment not in SEGMENT_METHODS:
+        raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
+
+
+def _field_ingest(
+    source: FieldSource, ingest: IngestConfig, seed: int, run: IngestRun
+) -> Callable[[Path], IngestReport]:
+    """``folder -> report``: ingest ``source`` into a project folder (the truth CSV is read and
+    a U-Net, if any, trained now, before the ingest)."""
+    from datasets.fields.ingest import ingest_fields
+    from datasets.fields.store import read_truth_csv
+
+    truth_csv = source.truth_csv
+    truth = read_truth_csv(Path(truth_csv)) if truth_csv is not None else None
+    segmenter = _segmenter(source, seed, run.train_progress)
+
+    def ingest_into(folder: Path) -> IngestReport:
+        return ingest_fields(
+            source.fields, folder, ingest, segmenter=segmenter, keep_border=source.keep_border,
+            truth=truth, progress=run.progress, seed=seed, runner=run.runner,
+        )  # fmt: skip
+
+    return ingest_into
 
 
 def _segmenter(
-    fields: list[FieldSpec],
-    segment: str,
-    config: SegmentConfig | None,
-    seed: int,
-    train_progress: Progress | None,
+    source: FieldSource, seed: int, train_progress: Progress | None
 ) -> Callable[[npt.NDArray], npt.NDArray]:
     """The ``(C, H, W) -> (H, W) labels`` function for fields without masks or objects."""
+    fields, segment, config = source.fields, source.segment, source.segment_config
     needs = [f for f in fields if f.mask_file is None and f.objects is None]
     if segment == "given" or not needs:
         return _no_segmentation
@@ -285,9 +330,8 @@ def _create(
     ingest: IngestConfig,
     seed: int,
     run_ingest: Callable[[Path], IngestReport],
-    feature_progress: Progress | None,
+    run: IngestRun,
     then: Callable[[Project], object] | None = None,
-    runner: Runner | None = None,
 ) -> tuple[Project, IngestReport]:
     """The steps every new project shares: ingest, project.toml, label store, features, and
     ``then``; all or nothing: on any failure what was created is removed again."""
@@ -312,7 +356,9 @@ def _create(
         project = Project(path, config)
         with LabelStore(path / DB_FILE, create=True) as store:
             store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
-        compute_morphology(path, progress=feature_progress, modality=ingest.modality, runner=runner)
+        compute_morphology(
+            path, progress=run.feature_progress, modality=ingest.modality, runner=run.runner
+        )
         if ingest.modality == "auto":  # store what was detected, never "auto"
             from datasets.features import saved_modality
 
@@ -344,77 +390,54 @@ def _remove_partial(path: Path, created: bool) -> None:
 
 
 def add_crops(
-    project: Project,
-    crops: Path,
-    *,
-    labels_csv: Path | None = None,
-    metadata_csv: Path | None = None,
-    progress: Progress | None = None,
-    feature_progress: Progress | None = None,
-    runner: Runner | None = None,
+    project: Project, crops: Path | CropSource, *, run: IngestRun | None = None
 ) -> IngestReport:
-    """Add a folder of crops (a new plate) to an existing project.
+    """Add a folder of crops (a new plate) to an existing project; arguments as
+    :func:`create_project`.
 
     The crops must have the project's channel count; they get their own normalisation group
     when the metadata has a plate column. Labels already given are untouched.
     """
     from datasets.crops.ingest import ingest_crops
 
+    source = CropSource.of(crops)
+    run = run or IngestRun()
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
     report = ingest_crops(
-        Path(crops),
+        source.folder,
         project.path,
         ingest,
-        labels_csv=labels_csv,
-        metadata_csv=metadata_csv,
-        progress=progress,
+        labels_csv=source.labels_csv,
+        metadata_csv=source.metadata_csv,
+        progress=run.progress,
         seed=project.config.seed,
-        runner=runner,
+        runner=run.runner,
     )
-    _register_new_cells(project, feature_progress, runner)
+    _register_new_cells(project, run)
     return report
 
 
 def add_fields(
-    project: Project,
-    fields: list[FieldSpec],
-    *,
-    segment: str = "classical",
-    segment_config: SegmentConfig | None = None,
-    keep_border: bool = False,
-    truth_csv: Path | None = None,
-    progress: Progress | None = None,
-    feature_progress: Progress | None = None,
-    train_progress: Progress | None = None,
-    runner: Runner | None = None,
+    project: Project, fields: list[FieldSpec] | FieldSource, *, run: IngestRun | None = None
 ) -> IngestReport:
     """Add whole fields of view (a new plate) to an existing project; arguments as
     :func:`create_project_from_fields`. The fields must have the project's channel count and
     keys not used by the project yet. Labels already given are untouched.
     """
-    from datasets.fields.ingest import ingest_fields
-    from datasets.fields.store import read_truth_csv
-
-    if segment not in SEGMENT_METHODS:
-        raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
+    source = FieldSource.of(fields)
+    _check_segment(source.segment)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
-    truth = read_truth_csv(Path(truth_csv)) if truth_csv is not None else None
-    seed = project.config.seed
-    segmenter = _segmenter(fields, segment, segment_config, seed, train_progress)
-    report = ingest_fields(
-        fields, project.path, ingest, segmenter=segmenter, keep_border=keep_border, truth=truth,
-        progress=progress, seed=seed, runner=runner,
-    )  # fmt: skip
-    _register_new_cells(project, feature_progress, runner)
+    run = run or IngestRun()
+    ingest_into = _field_ingest(source, ingest, project.config.seed, run)
+    report = ingest_into(project.path)
+    _register_new_cells(project, run)
     return report
 
 
-def _register_new_cells(
-    project: Project, feature_progress: Progress | None, runner: Runner | None = None
-) -> None:
+def _register_new_cells(project: Project, run: IngestRun) -> None:
     """After an ingest added a part: the store learns the new cells, features are computed."""
     from datasets.features import compute_morphology
 
     project.__dict__.pop("pixels", None)
     project.store.add_cells(project.cells(columns=["cell_id"])["cell_id"].tolist())
-    compute_morphology(project.path, progress=feature_progress, runner=runner)
+    compute_morphology(project.path, progress=run.feature_progress, runner=run.runner)

@@ -14,7 +14,7 @@ from datasets.config import ChannelSpec
 from datasets.progress import Progress
 from labeling.config import save_config
 from labeling.errors import ConfigError, DataError, ProjectError
-from labeling.project import CONFIG_FILE, Project, create_project, open_project
+from labeling.project import CONFIG_FILE, IngestRun, Project, create_project, open_project
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def demo_project(
         return open_project(path)
     if not (screen / "labels.csv").exists():
         generate_demo(screen, n_cells=n_cells, seed=seed, progress=progress)
-    project, _ = create_project(path, screen, seed=seed, progress=progress,
-                                feature_progress=progress)  # fmt: skip
+    run = IngestRun(progress=progress, feature_progress=progress)
+    project, _ = create_project(path, screen, seed=seed, run=run)
     logger.info("demo project ready at %s", path)
     return project
 

@@ -26,7 +26,7 @@ from app_pages.pages.project_fields import checked_fields, render_fields_form
 from app_pages.server import jobs
 from app_pages.server.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
 from app_pages.widgets.text import code, md
-from datasets.config import IngestConfig
+from datasets.config import CropSource, IngestConfig
 from datasets.crops.demo import CHANNELS as DEMO_CHANNELS
 from datasets.crops.readers import scan_folder
 from datasets.fields.demo import FILENAME_PATTERN
@@ -35,7 +35,14 @@ from datasets.fields.lookup import has_fields
 from datasets.fields.spec import SEGMENT_METHODS
 from labeling.errors import PhenoScoutError, ProjectError
 from labeling.jobs import Job
-from labeling.project import Project, add_crops, add_fields, create_project
+from labeling.project import (
+    FieldSource,
+    IngestRun,
+    Project,
+    add_crops,
+    add_fields,
+    create_project,
+)
 from labeling.store.names import class_list
 from labeling.workspace import (
     DEMO_DIR,
@@ -169,12 +176,12 @@ def _create_work(
     def work(job: Job) -> str:
         # checked again when used: a folder may have become a link since the click
         labels_csv, metadata_csv = (None if p is None else user_path(p) for p in csvs)
-        project, report = create_project(
-            user_path(path), _checked_crops(crops), IngestConfig(channel_names=tuple(names)),
-            labels_csv=labels_csv, metadata_csv=metadata_csv,
-            progress=job.progress("Reading crops"),
-            feature_progress=job.progress("Computing features"),
-        )  # fmt: skip
+        target = user_path(path)
+        source = CropSource(_checked_crops(crops), labels_csv, metadata_csv)
+        run = IngestRun(progress=job.progress("Reading crops"),
+                        feature_progress=job.progress("Computing features"))  # fmt: skip
+        ingest = IngestConfig(channel_names=tuple(names))
+        project, report = create_project(target, source, ingest, run=run)
         set_channels(project, names, colours)
         add_classes(project, list(classes))
         project.close()
@@ -209,9 +216,9 @@ def _add_crops_form(project: Project) -> None:
             raise ProjectError(f"{crops}: no such folder; type the folder of the new plate")
 
         def work(job: Job) -> str:
-            report = add_crops(project, _checked_crops(crops),
-                               progress=job.progress("Reading crops"),
-                               feature_progress=job.progress("Computing features"))  # fmt: skip
+            run = IngestRun(progress=job.progress("Reading crops"),
+                            feature_progress=job.progress("Computing features"))  # fmt: skip
+            report = add_crops(project, _checked_crops(crops), run=run)
             return f"Added {report.n_cells} cells from {crops}"
 
         jobs.start(f"Adding plate {crops.name}", work, key=str(project.path))
@@ -231,12 +238,13 @@ def _add_fields_form(project: Project) -> None:
         checked_fields(fields, allowed_root())  # and again when read: a file may be a link out
 
         def work(job: Job) -> str:
-            report = add_fields(
-                project, checked_fields(fields, allowed_root()), segment=segment,
+            source = FieldSource(checked_fields(fields, allowed_root()), segment=segment)
+            run = IngestRun(
                 progress=job.progress("Reading fields"),
                 feature_progress=job.progress("Computing features"),
                 train_progress=job.progress("Training the U-Net"),
-            )  # fmt: skip
+            )
+            report = add_fields(project, source, run=run)
             n_skipped = len(skipped) + len(report.skipped)
             return (f"Added {report.n_cells} cells from {len(fields)} fields"
                     + (f"; {n_skipped} files or fields skipped" if n_skipped else ""))  # fmt: skip

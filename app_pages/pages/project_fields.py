@@ -32,7 +32,7 @@ from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
 from datasets.segmentation.classical import SegmentConfig
 from labeling.errors import PhenoScoutError, ProjectError
 from labeling.jobs import Job
-from labeling.project import create_project_from_fields
+from labeling.project import FieldSource, IngestRun, create_project_from_fields
 from labeling.workspace import check_new_project_folder, resolve_user_path
 
 SEGMENT_NAMES = {
@@ -222,13 +222,15 @@ def _work(
     segment, nuclear, keep_border = how
 
     def work(job: Job) -> str:
-        project, report = create_project_from_fields(
-            path, fields, IngestConfig(channel_names=tuple(names)), segment=segment,
-            segment_config=SegmentConfig(channel=nuclear), keep_border=keep_border,
+        source = FieldSource(fields, segment, SegmentConfig(channel=nuclear), keep_border)
+        run = IngestRun(
             progress=job.progress("Reading fields"),
             feature_progress=job.progress("Computing features"),
             train_progress=job.progress("Training the U-Net"),
-        )  # fmt: skip
+        )
+        project, report = create_project_from_fields(
+            path, source, IngestConfig(channel_names=tuple(names)), run=run
+        )
         project.close()
         skipped = n_skipped + len(report.skipped)
         return (f"{report.n_cells} cells from {len(fields)} fields in {path}"

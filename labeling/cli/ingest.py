@@ -187,29 +187,28 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestReport)
-    from labeling.project import create_project
+    from labeling.project import IngestRun, create_project
 
     with (
         _runner(args) as runner,
         tqdm_progress("ingest") as progress,
         tqdm_progress("features") as fprogress,
     ):
+        run = IngestRun(progress=progress, feature_progress=fprogress, runner=runner)
         return create_project(
-            Path(args.project),
-            Path(args.crops),
-            ingest_config(args),
-            labels_csv=args.labels_csv,
-            metadata_csv=args.metadata_csv,
-            seed=args.seed,
-            progress=progress,
-            feature_progress=fprogress,
+            Path(args.project), _crop_source(args), ingest_config(args), seed=args.seed, run=run,
             then=then,
-            runner=runner,
-        )
+        )  # fmt: skip
+
+
+def _crop_source(args: argparse.Namespace):  # -> CropSource
+    from datasets.config import CropSource
+
+    return CropSource(Path(args.crops), args.labels_csv, args.metadata_csv)
 
 
 def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestReport)
-    from labeling.project import create_project_from_fields
+    from labeling.project import FieldSource, IngestRun, create_project_from_fields
 
     if args.fields:
         from datasets.fields.files import find_fields
@@ -237,12 +236,11 @@ def _init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestRep
         tqdm_progress("fields", unit="field") as progress,
         tqdm_progress("features") as fp,
     ):
+        source = FieldSource(fields, segment, _segment_config(args), args.keep_border, args.truth)
+        run = IngestRun(progress, fp, train, runner)
         project, report = create_project_from_fields(
-            Path(args.project), fields, ingest, segment=segment, keep_border=args.keep_border,
-            segment_config=_segment_config(args),
-            truth_csv=args.truth, seed=args.seed, progress=progress, feature_progress=fp,
-            train_progress=train, then=then, runner=runner,
-        )  # fmt: skip
+            Path(args.project), source, ingest, seed=args.seed, run=run, then=then
+        )
     report.skipped[:0] = skipped
     return project, report
 
@@ -268,22 +266,15 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _add_crops(args: argparse.Namespace, project):  # -> IngestReport
-    from labeling.project import add_crops
+    from labeling.project import IngestRun, add_crops
 
     with (
         _runner(args) as runner,
         tqdm_progress("ingest") as progress,
         tqdm_progress("features") as fprogress,
     ):
-        return add_crops(
-            project,
-            Path(args.crops),
-            labels_csv=args.labels_csv,
-            metadata_csv=args.metadata_csv,
-            progress=progress,
-            feature_progress=fprogress,
-            runner=runner,
-        )
+        run = IngestRun(progress=progress, feature_progress=fprogress, runner=runner)
+        return add_crops(project, _crop_source(args), run=run)
 
 
 def _segment_config(args: argparse.Namespace):  # -> SegmentConfig | None
@@ -297,7 +288,7 @@ def _segment_config(args: argparse.Namespace):  # -> SegmentConfig | None
 
 def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
     from datasets.fields.files import find_fields
-    from labeling.project import add_fields
+    from labeling.project import FieldSource, IngestRun, add_fields
 
     masks = Path(args.masks) if args.masks else None
     fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
@@ -307,12 +298,9 @@ def _add_fields(args: argparse.Namespace, project):  # -> IngestReport
         tqdm_progress("fields", unit="field") as progress,
         tqdm_progress("features") as fp,
     ):
-        report = add_fields(
-            project, fields, segment=args.segment or "classical", keep_border=args.keep_border,
-            segment_config=_segment_config(args),
-            truth_csv=args.truth, progress=progress, feature_progress=fp, train_progress=train,
-            runner=runner,
-        )  # fmt: skip
+        segment = args.segment or "classical"
+        source = FieldSource(fields, segment, _segment_config(args), args.keep_border, args.truth)
+        report = add_fields(project, source, run=IngestRun(progress, fp, train, runner))
     report.skipped[:0] = skipped
     return report
 

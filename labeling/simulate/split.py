@@ -132,7 +132,7 @@ def load_sim_data(
         DataError: when the folder has no ground truth (labels.csv) for its cells.
     """
     from datasets.features import read_features
-    from labeling.project import create_project, open_project
+    from labeling.project import IngestRun, create_project, open_project
 
     data_dir = Path(data_dir)
     ingest = ingest or IngestConfig()
@@ -146,7 +146,7 @@ def load_sim_data(
             import shutil
 
             shutil.rmtree(path)
-        project, _ = create_project(path, data_dir, ingest, progress=progress)
+        project, _ = create_project(path, data_dir, ingest, run=IngestRun(progress=progress))
     else:
         project = open_project(path)
     cells = project.cells(columns=["cell_id", "source", "truth"]).set_index("cell_id")

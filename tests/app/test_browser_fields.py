@@ -16,7 +16,7 @@ import pytest
 from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields
 from datasets.fields.files import find_fields
 from datasets.fields.store import read_fields
-from labeling.project import create_project_from_fields
+from labeling.project import FieldSource, create_project_from_fields
 from tests.app.browser import chromium, require_browser, running_app, screenshot, wait_idle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -33,7 +33,7 @@ def project(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("browser_fields").resolve()
     generate_demo_fields(base / "fields", n_fields=2, size=384, seed=4)
     fields, _ = find_fields(base / "fields", FILENAME_PATTERN, base / "fields" / "masks")
-    made, _ = create_project_from_fields(base / "project", fields, segment="given")
+    made, _ = create_project_from_fields(base / "project", FieldSource(fields, segment="given"))
     made.close()
     return base / "project"
 

@@ -23,7 +23,7 @@ from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields  # noqa:
 from datasets.fields.files import find_fields  # noqa: E402
 from datasets.fields.store import read_fields  # noqa: E402
 from labeling.jobs import get_job  # noqa: E402
-from labeling.project import create_project_from_fields, open_project  # noqa: E402
+from labeling.project import FieldSource, create_project_from_fields, open_project  # noqa: E402
 
 APP = "../../app.py"  # relative to this file, as AppTest.from_file wants
 
@@ -40,7 +40,7 @@ def base(tmp_path_factory) -> Path:
 def field_project(base) -> Path:
     """A project made from the two demo fields with their given masks."""
     fields, _ = find_fields(base / "fields", FILENAME_PATTERN, base / "fields" / "masks")
-    project, _ = create_project_from_fields(base / "project", fields, segment="given")
+    project, _ = create_project_from_fields(base / "project", FieldSource(fields, segment="given"))
     project.close()
     return base / "project"
 

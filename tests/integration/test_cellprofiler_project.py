@@ -89,13 +89,14 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 @pytest.mark.slow
 def test_project_from_cellprofiler_csv_carries_ids_into_every_export(tmp_path, capsys, cp_export):
     from labeling.loop import submit_labels
-    from labeling.project import create_project_from_fields
+    from labeling.project import FieldSource, create_project_from_fields
 
     fields, skipped = read_cellprofiler(cp_export["csv"])
     names = tuple(cellprofiler_channels(cp_export["csv"]))
     assert skipped == [] and len(fields) == 4 and names == ("Actin", "DNA")
     ingest = IngestConfig(crop_size=32, channel_names=names)
-    project, report = create_project_from_fields(tmp_path / "proj", fields, ingest, segment="given")
+    source = FieldSource(fields, segment="given")
+    project, report = create_project_from_fields(tmp_path / "proj", source, ingest)
     assert project.channel_names == ["Actin", "DNA"]
     cells = project.cells()
     assert len(cells) == len(SITES) * len(CENTRES) == report.n_cells

@@ -17,7 +17,7 @@ from datasets.fields.files import find_fields
 from datasets.fields.store import read_fields
 from labeling.cli.commands import main
 from labeling.loop import next_batch, submit_labels
-from labeling.project import create_project_from_fields, open_project
+from labeling.project import FieldSource, create_project_from_fields, open_project
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,8 @@ def run(capsys, *argv):
 
 def test_project_from_fields_opens_and_batches_work(tmp_path, demo_fields):
     fields, _ = find_fields(demo_fields, FILENAME_PATTERN, demo_fields / "masks")
-    project, report = create_project_from_fields(
-        tmp_path / "p", fields, segment="given", truth_csv=demo_fields / "objects.csv"
-    )
+    source = FieldSource(fields, segment="given", truth_csv=demo_fields / "objects.csv")
+    project, report = create_project_from_fields(tmp_path / "p", source)
     project.close()
     project = open_project(tmp_path / "p")
     cells = project.cells()
@@ -54,14 +53,16 @@ def test_project_from_fields_opens_and_batches_work(tmp_path, demo_fields):
 
 def test_classical_segmentation_and_a_failed_create_leaves_nothing(tmp_path, demo_fields):
     fields, _ = find_fields(demo_fields, FILENAME_PATTERN)  # no masks: segmented
-    project, report = create_project_from_fields(tmp_path / "p", fields, keep_border=True)
+    project, report = create_project_from_fields(
+        tmp_path / "p", FieldSource(fields, keep_border=True)
+    )
     table = read_fields(project.path)
     assert report.n_cells == table["n_objects"].sum() > 20 and (table["n_border"] == 0).all()
     assert (table["mask_file"] == "").all()
     assert (project.path / table["mask"].iloc[0] / "zarr.json").is_file()  # OME-Zarr labels
     project.close()
     with pytest.raises(Exception, match="no mask or object list"):
-        create_project_from_fields(tmp_path / "q", fields, segment="given")
+        create_project_from_fields(tmp_path / "q", FieldSource(fields, segment="given"))
     assert not (tmp_path / "q").exists()
 
 
@@ -82,8 +83,8 @@ def test_unet_trains_on_the_fields_with_masks_and_segments_the_others(
     fake = types.ModuleType("models.segmentation.segmentation")
     fake.make_unet_segmenter = make_unet_segmenter
     monkeypatch.setitem(sys.modules, "models.segmentation.segmentation", fake)
-    _, report = create_project_from_fields(tmp_path / "p", unmasked + fields[1:], segment="unet",
-                                           seed=5)  # fmt: skip
+    source = FieldSource(unmasked + fields[1:], segment="unet")
+    _, report = create_project_from_fields(tmp_path / "p", source, seed=5)
     assert calls["n_pairs"] == 2 and calls["seed"] == 5 and calls["channel"] == 0
     assert calls["segmented"] == [(2, 192, 192)]  # only the field without a mask
     assert (fields[0].key, "no objects found (empty field)") in report.skipped

@@ -70,13 +70,16 @@ def test_cellprofiler_sizes_from_areashape():
 
 def test_project_stores_the_number_and_add_reuses_it(tmp_path):
     from labeling.config import load_config
-    from labeling.project import add_fields, create_project_from_fields
+    from labeling.project import FieldSource, add_fields, create_project_from_fields
 
+    source = FieldSource([big_field(tmp_path / "f")], segment="given")
     project, report = create_project_from_fields(
-        tmp_path / "p", [big_field(tmp_path / "f")], IngestConfig(crop_size=None), segment="given"
+        tmp_path / "p", source, IngestConfig(crop_size=None)
     )
     assert load_config(tmp_path / "p" / "project.toml").ingest.crop_size == 104
-    added = add_fields(project, [big_field(tmp_path / "g", key="B01", radius=5)], segment="given")
+    added = add_fields(
+        project, FieldSource([big_field(tmp_path / "g", key="B01", radius=5)], "given")
+    )
     assert added.crop_size == 104
     project.close()
 
