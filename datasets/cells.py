@@ -28,7 +28,8 @@ from datasets.errors import DataError, ProjectDamagedError
 CELLS_FILE = "cells.parquet"
 PIXELS_DIR = "pixels"  # crops per ingest part, see datasets.pixels
 MANIFEST_FILE = "parts.json"  # in PIXELS_DIR: one record per ingest part
-MANIFEST_FORMAT = 1
+#: parts.json "format": 1 = parts as .npy files (earlier versions), 2 = sharded Zarr arrays
+MANIFEST_FORMAT = 2
 DAMAGED_FIX = "restore it from a backup or re-create the project"  # a project file unreadable
 #: A valid cell id: letters, digits and ``. _ : -`` only.
 _CELL_ID_CHARS = r"[A-Za-z0-9._:-]+"
@@ -112,10 +113,11 @@ def write_cells(project_dir: Path, table: pd.DataFrame) -> None:
 def read_manifest(project_dir: Path) -> dict[str, Any] | None:
     """The project's ``pixels/parts.json``, or None when nothing has been ingested.
 
-    It holds ``crop_size``, ``n_channels`` and ``parts``: one record per ingest with ``part``,
-    ``file``, ``root`` (the crops folder), ``dtype``, ``n_cells``, ``layout``,
-    ``source_channels``, ``channels_kept``, ``channel_names``, ``normalise_by``,
-    ``group_column`` and ``ranges`` (group -> (C, 2) ``[low, high]``).
+    It holds ``format`` (:data:`MANIFEST_FORMAT`), ``crop_size``, ``n_channels`` and ``parts``:
+    one record per ingest with ``part``, ``file`` (its ``.zarr`` array), ``root`` (the crops
+    folder), ``dtype``, ``n_cells``, ``layout``, ``source_channels``, ``channels_kept``,
+    ``channel_names``, ``normalise_by``, ``group_column`` and ``ranges`` (group -> (C, 2)
+    ``[low, high]``).
 
     Raises:
         DataError: when the file exists but is not valid JSON.

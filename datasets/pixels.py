@@ -1,40 +1,360 @@
-"""The pixel store: ``PROJECT/pixels/part-NNNN.npy`` crops plus ``parts.json``.
+"""The pixel store: ``PROJECT/pixels/part-NNNN.zarr`` crops plus ``parts.json``.
 
-Each ingest writes one part, an ``(n, C, S, S)`` ``.npy`` array in the source bit depth (uint8,
-uint16 or float32), written through short-lived memory-mapped windows so that neither the
-crops nor their mapped pages pile up in RAM. ``parts.json`` records per part its source folder,
-dtype, layout, kept channels and the per-channel normalisation ranges (for the whole part, or
-one set per plate); :class:`PixelStore` applies them when reading.
+Each ingest writes one part, an ``(n, C, S, S)`` Zarr v3 array in the source bit depth (uint8,
+uint16 or float32), sharded: every crop is one inner chunk (zstd with a checksum), a few
+thousand crops make one shard file (``part-NNNN.zarr/c/K/0/0/0``). A batch of crops scattered
+over the screen is a few small reads (each shard's index, then each crop), and reading in
+table order streams whole shards. Ingest tasks still write a temporary ``.npy`` through
+short-lived memory-mapped windows (:class:`PartWriter`); its last step copies it into the Zarr
+array one shard at a time (:class:`ZarrPartWriter`), so memory stays at one shard. Projects
+stored as ``.npy`` parts by earlier versions are converted when opened
+(:mod:`datasets.pixel_migration`).
+
+``parts.json`` records per part its source folder, dtype, layout, kept channels and the
+per-channel normalisation ranges (for the whole part, or one set per plate);
+:class:`PixelStore` applies them when reading. A damaged or missing shard is reported as
+:class:`~datasets.errors.ProjectDamagedError` naming the shard file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import google_crc32c
+import numcodecs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import zarr
+import zarr.errors
+from zarr.codecs import ZstdCodec
 
-from datasets.cells import DAMAGED_FIX, MANIFEST_FILE, PIXELS_DIR, read_cells, read_manifest
+from datasets.cells import (
+    DAMAGED_FIX,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    PIXELS_DIR,
+    read_cells,
+    read_manifest,
+)
 from datasets.errors import DataError, ProjectDamagedError
 from datasets.normalise import apply_ranges, compute_ranges
 
 #: Key of the single range set of a part normalised over the whole dataset.
 DATASET_GROUP = "*"
-_WINDOW_BYTES = 32 << 20  # size of one memory-mapped write window
+_WINDOW_BYTES = 32 << 20  # size of one memory-mapped write window of a temporary .npy
+_SHARD_BYTES = 64 << 20  # uncompressed bytes of one shard, at most
+_SHARD_MAX_ROWS = 4096  # crops in one shard, at most
+_ZSTD_LEVEL = 3
+_ZSTD = numcodecs.Zstd()  # decodes one crop's chunk (and checks its zstd checksum)
+_READ_THREADS = 8  # crops read at once (pread and zstd release the GIL)
+_THREADED_ROWS = 4  # from this many crops a read uses the threads
+#: What reading a damaged Zarr array raises: checksum and JSON errors (ValueError), zstd errors
+#: (RuntimeError), an unreadable file (OSError), zarr's own errors.
+_ZARR_ERRORS = (ValueError, RuntimeError, OSError, KeyError, TypeError, zarr.errors.BaseZarrError)
 
 
 def part_file(project_dir: Path, part: int) -> Path:
-    """Path of part ``part``'s pixel array."""
+    """Path of part ``part``'s pixel array (a Zarr folder)."""
+    return Path(project_dir) / PIXELS_DIR / f"part-{part:04d}.zarr"
+
+
+def npy_part_file(project_dir: Path, part: int) -> Path:
+    """Path of part ``part``'s pixels as earlier versions stored them (a ``.npy`` file)."""
     return Path(project_dir) / PIXELS_DIR / f"part-{part:04d}.npy"
 
 
+def shard_rows(row_shape: tuple[int, ...], dtype: npt.DTypeLike) -> int:
+    """Rows of one shard for rows of ``row_shape``: up to 4,096 and about 64 MiB."""
+    row_bytes = int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+    return int(max(1, min(_SHARD_MAX_ROWS, _SHARD_BYTES // max(row_bytes, 1))))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class ZarrPartWriter:
+    """Writes the rows of a new sharded Zarr array in order, one whole shard at a time.
+
+    The array is built in a hidden folder next to ``path`` and moved into place by
+    :meth:`close`, so ``path`` is either absent, the earlier array, or complete. Memory holds
+    one shard of rows.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: npt.DTypeLike) -> None:
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self.staged = self.path.with_name(f".{self.path.name}.tmp")
+        self.rows_per_shard = shard_rows(self.shape[1:], self.dtype)
+        _remove(self.staged)
+        self._array = zarr.create_array(
+            store=str(self.staged),
+            shape=self.shape,
+            dtype=self.dtype,
+            chunks=(1, *self.shape[1:]),
+            shards=(self.rows_per_shard, *self.shape[1:]),
+            compressors=[ZstdCodec(level=_ZSTD_LEVEL, checksum=True)],
+            fill_value=0,
+            zarr_format=3,
+            config={"write_empty_chunks": True},  # every shard a file: a missing one is damage
+        )
+        self._buffer = np.zeros((min(self.rows_per_shard, self.shape[0]), *self.shape[1:]),
+                                dtype=self.dtype)  # fmt: skip
+        self._filled = 0
+        self.n_written = 0
+
+    def append(self, rows: npt.NDArray) -> None:
+        """Append ``rows`` (k, ...) after the rows appended so far (cast to the dtype)."""
+        done = 0
+        while done < len(rows):
+            if self.n_written + self._filled + len(rows) - done > self.shape[0]:
+                raise DataError(f"{self.path}: more than {self.shape[0]} rows appended")
+            take = min(len(rows) - done, len(self._buffer) - self._filled)
+            self._buffer[self._filled : self._filled + take] = rows[done : done + take]
+            self._filled += take
+            done += take
+            if self._filled == len(self._buffer):
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._filled:
+            start = self.n_written
+            self._array[start : start + self._filled] = self._buffer[: self._filled]
+            self.n_written += self._filled
+            self._filled = 0
+
+    def close(self) -> int:
+        """Write the last shard and move the array into place; returns the rows written.
+
+        Raises:
+            DataError: when fewer rows were appended than the shape holds.
+        """
+        self._flush()
+        if self.n_written != self.shape[0]:
+            self.discard()
+            raise DataError(f"{self.path}: {self.n_written} of {self.shape[0]} rows written")
+        _remove(self.path)  # a leftover of an interrupted ingest (the manifest never named it)
+        os.replace(self.staged, self.path)
+        return self.n_written
+
+    def discard(self) -> None:
+        """Remove the half-written array."""
+        _remove(self.staged)
+
+
+def write_part(path: Path, rows: npt.NDArray, chunk: int | None = None) -> int:
+    """Write a whole array ``rows`` (n, ...) as a new sharded Zarr part at ``path``."""
+    writer = ZarrPartWriter(path, rows.shape, rows.dtype)
+    try:
+        step = chunk or writer.rows_per_shard
+        for start in range(0, len(rows), step):
+            writer.append(rows[start : start + step])
+        return writer.close()
+    except BaseException:
+        writer.discard()
+        raise
+
+
+_EMPTY = np.uint64(2**64 - 1)  # a shard index entry of a chunk never written
+
+
+def _sharded_layout(meta: dict[str, Any], row_shape: tuple[int, ...]) -> bool:
+    """Whether array metadata ``meta`` is the layout :class:`ZarrPartWriter` writes: one crop
+    per inner chunk, little-endian bytes then zstd, the index at the end with a crc32c."""
+    codecs = meta.get("codecs") or []
+    if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
+        return False
+    conf = codecs[0].get("configuration", {})
+    inner = [c.get("name") for c in conf.get("codecs", [])]
+    index = [c.get("name") for c in conf.get("index_codecs", [])]
+    endian = {c.get("configuration", {}).get("endian", "little")
+              for c in [*conf.get("codecs", []), *conf.get("index_codecs", [])]
+              if c.get("name") == "bytes"}  # fmt: skip
+    return (tuple(conf.get("chunk_shape", ())) == (1, *row_shape) and inner == ["bytes", "zstd"]
+            and index == ["bytes", "crc32c"] and conf.get("index_location", "end") == "end"
+            and endian <= {"little"} and meta.get("fill_value") == 0)  # fmt: skip
+
+
+class PartArray:
+    """A part's Zarr array, read-only; any damage is a :class:`ProjectDamagedError` that names
+    the Zarr folder or the shard file.
+
+    Arrays in the layout :class:`ZarrPartWriter` writes are read straight from their shard
+    files, following the Zarr v3 sharding format: each shard's index (checked against its
+    crc32c, then kept), then one ``pread`` and one zstd decode per crop, from a few threads so
+    that cold-cache reads overlap. Any other layout is read through zarr.
+
+    Attributes:
+        path: the ``.zarr`` folder.
+        shape, dtype: of the whole array, (n, ...).
+        rows_per_shard: rows in one shard file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            cause = "missing" if not self.path.exists() else "no zarr.json"
+            raise ProjectDamagedError(self.path, cause, DAMAGED_FIX)
+        try:
+            self._array = zarr.open_array(str(self.path), mode="r")
+            self.shape = tuple(int(s) for s in self._array.shape)
+            self.dtype = np.dtype(self._array.dtype)
+            shards = self._array.shards or self._array.chunks
+            self._direct = _sharded_layout(self._array.metadata.to_dict(), self.shape[1:])
+        except _ZARR_ERRORS as err:
+            raise ProjectDamagedError(self.path / "zarr.json", err, DAMAGED_FIX) from err
+        self.rows_per_shard = int(shards[0])
+        self._row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        self._checked: set[int] = set()
+        self._indexes: dict[int, npt.NDArray[np.uint64]] = {}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def shard_file(self, shard: int) -> Path:
+        """The file of shard ``shard`` (rows ``shard * rows_per_shard`` onwards)."""
+        return self.path.joinpath("c", str(shard), *["0"] * (len(self.shape) - 1))
+
+    def _check(self, shards: npt.NDArray[np.int64]) -> None:
+        """Every shard to read is a file (zarr would read a missing one as zeros)."""
+        for shard in np.unique(shards).tolist():
+            if shard not in self._checked:
+                if not self.shard_file(shard).is_file():
+                    raise ProjectDamagedError(self.shard_file(shard), "missing", DAMAGED_FIX)
+                self._checked.add(shard)
+
+    def _damaged(self, rows: npt.NDArray[np.int64], err: Exception) -> ProjectDamagedError:
+        """The error naming the first shard among ``rows`` that fails to read alone."""
+        for shard in np.unique(rows // self.rows_per_shard).tolist():
+            try:
+                self._array.oindex[rows[rows // self.rows_per_shard == shard]]
+            except _ZARR_ERRORS as one:
+                return ProjectDamagedError(self.shard_file(shard), one, DAMAGED_FIX)
+        return ProjectDamagedError(self.path, err, DAMAGED_FIX)
+
+    def _in_range(self, last: int) -> None:
+        if last >= self.shape[0]:
+            raise ProjectDamagedError(
+                self.path, f"{self.shape[0]} rows, the cell table names row {last}", DAMAGED_FIX
+            )
+
+    def _index(self, shard: int, fd: int) -> npt.NDArray[np.uint64]:
+        """Shard ``shard``'s (rows_per_shard, 2) ``[offset, nbytes]`` index, checked."""
+        if shard in self._indexes:
+            return self._indexes[shard]
+        path = self.shard_file(shard)
+        need = self.rows_per_shard * 16 + 4
+        size = os.fstat(fd).st_size
+        raw = os.pread(fd, need, size - need) if size >= need else b""
+        if len(raw) != need:
+            raise ProjectDamagedError(path, f"{size} bytes, shorter than its index", DAMAGED_FIX)
+        if google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+            raise ProjectDamagedError(path, "shard index checksum mismatch", DAMAGED_FIX)
+        index = np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2)
+        written = index[:, 0] != _EMPTY
+        if (index[written].sum(axis=1) > size - need).any():
+            raise ProjectDamagedError(path, "shard index points past its data", DAMAGED_FIX)
+        self._indexes[shard] = index
+        return index
+
+    def _read_direct(self, rows: npt.NDArray[np.int64]) -> npt.NDArray:
+        """Distinct sorted ``rows`` read from the shard files (see the class text)."""
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        shards = rows // self.rows_per_shard
+        fds: dict[int, int] = {}
+        try:
+            for shard in np.unique(shards).tolist():
+                path = self.shard_file(shard)
+                try:
+                    fds[shard] = os.open(path, os.O_RDONLY)
+                except OSError as err:
+                    cause = "missing" if not path.exists() else err
+                    raise ProjectDamagedError(path, cause, DAMAGED_FIX) from err
+            where = [self._index(int(k), fds[int(k)])[int(r % self.rows_per_shard)]
+                     for k, r in zip(shards, rows, strict=True)]  # fmt: skip
+
+            def one(i: int) -> None:
+                offset, nbytes = where[i]
+                if offset == _EMPTY:
+                    flat[i] = 0  # never written: the fill value
+                    return
+                shard = int(shards[i])
+                try:
+                    data = _ZSTD.decode(os.pread(fds[shard], int(nbytes), int(offset)))
+                except (RuntimeError, ValueError, OSError) as err:
+                    raise ProjectDamagedError(self.shard_file(shard), err, DAMAGED_FIX) from err
+                if len(data) != self._row_bytes:
+                    raise ProjectDamagedError(self.shard_file(shard),
+                                              f"row {rows[i]} decodes to {len(data)} bytes",
+                                              DAMAGED_FIX)  # fmt: skip
+                flat[i] = np.frombuffer(data, dtype=np.uint8)
+
+            if len(rows) >= _THREADED_ROWS:
+                with ThreadPoolExecutor(min(_READ_THREADS, len(rows))) as pool:
+                    list(pool.map(one, range(len(rows))))
+            else:
+                for i in range(len(rows)):
+                    one(i)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        return out
+
+    def _read(self, rows: npt.NDArray[np.int64]) -> npt.NDArray:
+        if self._direct:
+            return self._read_direct(rows)
+        self._check(rows // self.rows_per_shard)
+        try:
+            return np.asarray(self._array.oindex[rows])
+        except _ZARR_ERRORS as err:
+            raise self._damaged(rows, err) from err
+
+    def rows(self, start: int, stop: int) -> npt.NDArray:
+        """Rows ``start:stop`` in the array's dtype."""
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        self._in_range(stop - 1)
+        return self._read(np.arange(start, stop, dtype=np.int64))
+
+    def take(self, rows: npt.NDArray[np.int64]) -> npt.NDArray:
+        """Rows at ``rows`` (any order, repeats allowed), in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        distinct, back = np.unique(rows, return_inverse=True)
+        if distinct[0] < 0:
+            raise ProjectDamagedError(self.path, f"negative row {distinct[0]}", DAMAGED_FIX)
+        self._in_range(int(distinct[-1]))
+        return self._read(distinct)[back.reshape(-1)]
+
+
+def load_part(path: Path) -> npt.NDArray:
+    """A whole part's Zarr array in memory (small parts, tests)."""
+    part = PartArray(path)
+    return part.rows(0, len(part))
+
+
+def open_part(path: Path) -> PartArray:
+    """A part's Zarr array, read-only.
+
+    Raises:
+        ProjectDamagedError: when the array is missing or its metadata unreadable.
+    """
+    return PartArray(path)
+
+
 class PartWriter:
-    """Writes rows of a new ``(n, C, S, S)`` ``.npy`` file through a moving memory-map window.
+    """Writes rows of a new ``(n, C, S, S)`` ``.npy`` file through a moving memory-map window:
+    the temporary part that ingest tasks fill in parallel before it becomes a Zarr array.
 
     Only one window of about 32 MiB is mapped at a time, so memory use does not grow with n.
     """
@@ -80,18 +400,18 @@ class PartWriter:
 
 
 class PartHeader(NamedTuple):
-    """Where the rows of a part file start and what they hold."""
+    """Where the rows of a ``.npy`` file start and what they hold."""
 
     offset: int  # bytes before the first row
     dtype: np.dtype
     shape: tuple[int, ...]  # (n, C, S, S)
 
 
-def open_part(path: Path) -> np.memmap:
-    """A part file as a read-only (n, C, S, S) memory map.
+def open_npy(path: Path) -> np.memmap:
+    """A ``.npy`` file (a temporary or an old-format part) as a read-only memory map.
 
     Raises:
-        DataError: when the file is missing or not a valid ``.npy`` array.
+        ProjectDamagedError: when the file is missing or not a valid ``.npy`` array.
     """
     try:
         return np.load(path, mmap_mode="r")
@@ -100,23 +420,23 @@ def open_part(path: Path) -> np.memmap:
 
 
 def part_header(path: Path) -> PartHeader:
-    """Header of a part file (read through a short-lived read-only mapping)."""
-    mapped = open_part(path)
+    """Header of a ``.npy`` file (read through a short-lived read-only mapping)."""
+    mapped = open_npy(path)
     header = PartHeader(int(mapped.offset), mapped.dtype, tuple(mapped.shape))
     del mapped
     return header
 
 
 def read_rows(path: Path, start: int, stop: int, header: PartHeader | None = None) -> npt.NDArray:
-    """Rows ``start:stop`` of a part file with plain file reads (no mapping kept).
+    """Rows ``start:stop`` of a ``.npy`` file with plain file reads (no mapping kept).
 
     Args:
-        path: the part file.
+        path: the ``.npy`` file.
         start, stop: row range.
         header: the file's :func:`part_header`, when the caller has it already.
 
     Returns:
-        (stop - start, C, S, S) array in the file's dtype.
+        (stop - start, ...) array in the file's dtype.
     """
     offset, dtype, shape = header or part_header(path)
     row_items = int(np.prod(shape[1:]))
@@ -132,76 +452,53 @@ def read_rows(path: Path, start: int, stop: int, header: PartHeader | None = Non
     return data.reshape(stop - start, *shape[1:])
 
 
-def read_row_set(
-    path: Path, rows: npt.NDArray[np.int64], header: PartHeader | None = None
-) -> npt.NDArray:
-    """Scattered rows of a part file with plain file reads (no mapping, so no page pile-up).
-
-    The reads are issued from a few threads at once (``os.pread``): from a cold page cache
-    each row is one disk access, and their latencies overlap instead of adding up.
-
-    Args:
-        path: the part file.
-        rows: (k,) row indices, best sorted.
-        header: the file's :func:`part_header`, when the caller has it already.
-
-    Returns:
-        (k, C, S, S) array in the file's dtype, in the order of ``rows``.
-    """
-    offset, dtype, shape = header or part_header(path)
-    out = np.empty((len(rows), *shape[1:]), dtype=dtype)
-    row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
-    flat = out.reshape(len(rows), -1).view(np.uint8)
-    fd = os.open(path, os.O_RDONLY)
-
-    def one(i: int) -> bool:
-        return os.preadv(fd, [flat[i]], offset + int(rows[i]) * row_bytes) == row_bytes
-
-    try:
-        if len(rows) > 1:
-            with ThreadPoolExecutor(min(_READ_THREADS, len(rows))) as pool:
-                complete = list(pool.map(one, range(len(rows))))
-        else:
-            complete = [one(i) for i in range(len(rows))]
-    finally:
-        os.close(fd)
-    if not all(complete):
-        bad = int(rows[complete.index(False)])
-        raise DataError(f"{path}: truncated at row {bad}; re-run the ingest")
-    return out
-
-
-_READ_THREADS = 16  # scattered rows read at once
-_SCATTERED_MAX = 4096  # rows up to which a scattered read uses read_row_set, else the memmap
-
-
-def rewrite_part(
-    src: Path, dst: Path, keep_rows: npt.NDArray[np.bool_], keep_channels: list[int]
+def copy_npy_to_zarr(
+    src: Path,
+    dst: Path,
+    keep_rows: npt.NDArray[np.bool_] | None = None,
+    keep_channels: list[int] | None = None,
 ) -> int:
-    """Copy the kept rows and channels of part file ``src`` into a new file ``dst``, chunkwise.
+    """Copy the kept rows (and channels, axis 1) of the ``.npy`` file ``src`` into a new sharded
+    Zarr array ``dst``, one shard at a time.
 
     Args:
-        src: existing (n, C, S, S) part file.
-        dst: new file, (keep_rows.sum(), len(keep_channels), S, S) in the same dtype.
-        keep_rows: (n,) bool mask of rows to keep.
-        keep_channels: source channel indices to keep, in order.
+        src: existing (n, ...) ``.npy`` file.
+        dst: the new ``.zarr`` folder (replaced when it exists).
+        keep_rows: (n,) bool mask of rows to keep; all when None.
+        keep_channels: source channel indices to keep, in order; all when None.
 
     Returns:
         The number of rows written.
     """
     header = part_header(src)
-    n, n_channels, size, _ = header.shape
-    n_out = int(keep_rows.sum())
-    writer = PartWriter(dst, (n_out, len(keep_channels), size, size), header.dtype)
-    chunk = max(1, _WINDOW_BYTES // (n_channels * size * size * header.dtype.itemsize))
-    out_row = 0
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        rows = read_rows(src, start, stop, header)[keep_rows[start:stop]][:, keep_channels]
-        writer.write(out_row, rows)
-        out_row += len(rows)
-    writer.close()
-    return out_row
+    n = header.shape[0]
+    keep_rows = np.ones(n, dtype=bool) if keep_rows is None else np.asarray(keep_rows, bool)
+    row_shape = list(header.shape[1:])
+    if keep_channels is not None:
+        row_shape[0] = len(keep_channels)
+    writer = ZarrPartWriter(dst, (int(keep_rows.sum()), *row_shape), header.dtype)
+    try:
+        chunk = max(1, min(writer.rows_per_shard, _WINDOW_BYTES // _row_bytes(header)))
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            rows = read_rows(src, start, stop, header)[keep_rows[start:stop]]
+            writer.append(rows if keep_channels is None else rows[:, keep_channels])
+        return writer.close()
+    except BaseException:
+        writer.discard()
+        raise
+
+
+def _row_bytes(header: PartHeader) -> int:
+    return max(1, int(np.prod(header.shape[1:])) * header.dtype.itemsize)
+
+
+def rewrite_part(
+    src: Path, dst: Path, keep_rows: npt.NDArray[np.bool_], keep_channels: list[int]
+) -> int:
+    """The ingest's last step: the kept rows and channels of the temporary ``.npy`` part ``src``
+    become the part's Zarr array ``dst`` (:func:`copy_npy_to_zarr`); returns the rows written."""
+    return copy_npy_to_zarr(src, dst, keep_rows, keep_channels)
 
 
 def _flat_channels(
@@ -225,7 +522,7 @@ def part_ranges(
     """Per-group normalisation ranges of a part, from a random sample of cells per group.
 
     Args:
-        path: the (n, C, S, S) part file.
+        path: the part's (n, C, S, S) Zarr array.
         groups: (n,) group name of each row (e.g. its plate), or None for one dataset-wide
             group named :data:`DATASET_GROUP`.
         percentiles: low and high percentile, as for :func:`compute_ranges`.
@@ -236,8 +533,8 @@ def part_ranges(
         ``(ranges, flat)``: ranges[group] is the (C, 2) ``[low, high]`` list per channel;
         flat[group] lists the channels with no intensity range in that group.
     """
-    header = part_header(path)
-    n = header.shape[0]
+    part = open_part(path)
+    n = len(part)
     if groups is None:
         codes, names = np.zeros(n, dtype=np.int64), [DATASET_GROUP]
     else:
@@ -248,7 +545,7 @@ def part_ranges(
     for k, name in enumerate(names):
         rows = np.flatnonzero(codes == k)
         rows = np.sort(rng.choice(rows, size=min(sample_size, len(rows)), replace=False))
-        sample = read_row_set(path, rows, header)
+        sample = part.take(rows)
         group_ranges = np.concatenate(  # one channel at a time bounds the float64 copy
             [compute_ranges(sample[:, c : c + 1], percentiles) for c in range(sample.shape[1])]
         )
@@ -257,11 +554,29 @@ def part_ranges(
     return ranges, flat
 
 
+def check_manifest_format(project_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest of ``.npy`` parts (not yet converted) or of a newer version.
+
+    Raises:
+        DataError: the pixels are stored in another format than this version reads.
+    """
+    path = Path(project_dir) / PIXELS_DIR / MANIFEST_FILE
+    found = manifest.get("format", 1)
+    if found == MANIFEST_FORMAT:
+        return
+    if isinstance(found, int) and found < MANIFEST_FORMAT:
+        raise DataError(
+            f"{path}: pixels stored as .npy parts by an earlier version; open the project "
+            "with phenoscout (any command) to convert them to Zarr"
+        )
+    raise DataError(f"{path}: pixel format {found!r} is newer than this version reads; update")
+
+
 class PixelStore:
     """Read-only, lazy access to a project's crops by ``cell_id``.
 
-    Part files are memory-mapped on first use; the ``cell_id -> (part, row)`` map and each
-    cell's normalisation range set are built once from the cell table.
+    Part arrays are opened on first use; the ``cell_id -> (part, row)`` map and each cell's
+    normalisation range set are built once from the cell table.
 
     Attributes:
         n_cells: number of cells in the cell table.
@@ -278,6 +593,7 @@ class PixelStore:
             raise ProjectDamagedError(path, "not a JSON object", DAMAGED_FIX)
         if not manifest or not manifest.get("parts"):
             raise DataError(f"{self.project_dir}: no pixels stored; ingest crops first")
+        check_manifest_format(self.project_dir, manifest)
         try:
             self._parts = {int(p["part"]): p for p in manifest["parts"]}
             self.n_channels = int(manifest["n_channels"])
@@ -293,8 +609,7 @@ class PixelStore:
         self._part = table["part"].to_numpy(np.int64)
         self._row = table["row"].to_numpy(np.int64)
         self._ranges, self._range_idx = self._range_sets(table)
-        self._maps: dict[int, np.memmap] = {}
-        self._headers: dict[int, PartHeader] = {}
+        self._arrays: dict[int, PartArray] = {}
         self.n_cells = len(table)
 
     def _range_sets(self, table: pd.DataFrame) -> tuple[list[npt.NDArray], npt.NDArray]:
@@ -329,13 +644,14 @@ class PixelStore:
             )
         return pos.astype(np.int64)
 
-    def _memmap(self, part: int) -> np.memmap:
-        if part not in self._maps:
-            self._maps[part] = open_part(part_file(self.project_dir, part))
-        return self._maps[part]
+    def _array(self, part: int) -> PartArray:
+        if part not in self._arrays:
+            self._arrays[part] = open_part(part_file(self.project_dir, part))
+        return self._arrays[part]
 
     def _read_positions(self, pos: npt.NDArray[np.int64]) -> npt.NDArray:
-        """Raw crops of the cells at table positions ``pos``, rows sorted per part for locality."""
+        """Raw crops of the cells at table positions ``pos``: per part, one contiguous slice
+        when the rows are a run, else the distinct rows read concurrently."""
         size = self.crop_size
         out = np.empty((len(pos), self.n_channels, size, size), dtype=self.dtype)
         parts, rows = self._part[pos], self._row[pos]
@@ -343,19 +659,11 @@ class PixelStore:
             sel = np.flatnonzero(parts == part)
             order = sel[np.argsort(rows[sel], kind="stable")]
             part_rows = rows[order]
-            if (np.diff(part_rows) == 1).all():  # one contiguous run: plain file read
-                path = part_file(self.project_dir, part)
-                if part not in self._headers:
-                    self._headers[part] = part_header(path)
-                first, stop = int(part_rows[0]), int(part_rows[-1]) + 1
-                out[order] = read_rows(path, first, stop, self._headers[part])
-            elif len(part_rows) <= _SCATTERED_MAX:  # a batch: parallel reads, cold-cache fast
-                path = part_file(self.project_dir, part)
-                if part not in self._headers:
-                    self._headers[part] = part_header(path)
-                out[order] = read_row_set(path, part_rows, self._headers[part])
+            array = self._array(part)
+            if (np.diff(part_rows) == 1).all():  # one contiguous run: whole shards streamed
+                out[order] = array.rows(int(part_rows[0]), int(part_rows[-1]) + 1)
             else:
-                out[order] = self._memmap(part)[part_rows]
+                out[order] = array.take(part_rows)
         return out
 
     def _normalise(self, raw: npt.NDArray, pos: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:

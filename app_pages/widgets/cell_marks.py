@@ -2,7 +2,7 @@
 mask (cells segmented from fields, or given masks), else a discreet centre mark (crops,
 CellProfiler objects). A crop often holds two to four cells; the mark says which one is meant.
 
-Masks are read from the project's ``pixels/mask-part-NNNN.npy`` files, (n, S, S) uint8 with 1
+Masks are read from the project's ``pixels/mask-part-NNNN.zarr`` arrays, (n, S, S) uint8 with 1
 on the cell's own object, by the cell's part and row in the cell table; an all-zero mask (an
 object known only by its centre) gets the centre mark.
 """
@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from datasets.cells import read_cells
 from datasets.fields.store import mask_part_file
+from datasets.pixels import PartArray
 
 MARK_RGB = (255, 214, 0)  # yellow, as the Fields page outlines cells
 MARK_ALPHA = 0.85  # the mark lets a little of the cell through
@@ -27,18 +28,18 @@ class MaskReader:
 
     def __init__(self, project_dir: Path) -> None:
         self.project_dir = Path(project_dir)
-        self._maps: dict[int, npt.NDArray[np.uint8] | None] = {}
+        self._parts: dict[int, PartArray | None] = {}
         self._where: dict[str, tuple[int, int]] | None = None
 
-    def _mask_part(self, part: int) -> npt.NDArray[np.uint8] | None:
-        if part not in self._maps:
+    def _mask_part(self, part: int) -> PartArray | None:
+        if part not in self._parts:
             path = mask_part_file(self.project_dir, part)
-            self._maps[part] = np.load(path, mmap_mode="r") if path.is_file() else None
-        return self._maps[part]
+            self._parts[part] = PartArray(path) if path.exists() else None
+        return self._parts[part]
 
     def has_masks(self) -> bool:
         """Whether any part of the project has object masks (a field ingest)."""
-        return any((self.project_dir / "pixels").glob("mask-part-*.npy"))
+        return any((self.project_dir / "pixels").glob("mask-part-*.zarr"))
 
     def read(self, cell_ids: list[str]) -> list[npt.NDArray[np.uint8] | None]:
         """One (S, S) mask per cell, None where none is known (or it is empty)."""
@@ -52,12 +53,17 @@ class MaskReader:
                     zip(table["part"].astype(int), table["row"].astype(int)),
                 )
             )
-        out: list[npt.NDArray[np.uint8] | None] = []
-        for cell_id in cell_ids:
-            part, row = self._where.get(cell_id, (-1, -1))
-            masks = self._mask_part(part) if part >= 0 else None
-            mask = None if masks is None or row >= len(masks) else np.asarray(masks[row])
-            out.append(mask if mask is not None and mask.any() else None)
+        where = [self._where.get(cell_id, (-1, -1)) for cell_id in cell_ids]
+        out: list[npt.NDArray[np.uint8] | None] = [None] * len(cell_ids)
+        for part in sorted({p for p, _ in where if p >= 0}):
+            masks = self._mask_part(part)
+            at = [i for i, (p, row) in enumerate(where) if p == part and masks is not None
+                  and row < len(masks)]  # fmt: skip
+            if masks is None or not at:
+                continue
+            read = masks.take(np.asarray([where[i][1] for i in at], dtype=np.int64))
+            for i, mask in zip(at, read, strict=True):
+                out[i] = mask if mask.any() else None
         return out
 
 

@@ -4,10 +4,11 @@ Two streaming passes over the files keep memory flat however many crops there ar
 
 1. read headers (shape, dtype, layout) to size the pixel array and find odd files;
 2. read pixels file by file, pad or centre-crop them to ``crop_size`` and write them through a
-   memory-mapped window into ``pixels/part-NNNN.npy``.
+   memory-mapped window into a temporary ``.npy`` next to the part.
 
-Afterwards the all-zero channels (and rows of files that failed in pass 2) are removed in one
-chunked rewrite, per-channel normalisation ranges are computed from a seeded random sample of
+Afterwards the temporary file becomes the part's sharded Zarr array ``pixels/part-NNNN.zarr``
+in one chunked copy that leaves out the all-zero channels (and rows of files that failed in
+pass 2), per-channel normalisation ranges are computed from a seeded random sample of
 up to 2,000 cells per group (dataset or plate), and ``parts.json`` and ``cells.parquet`` are
 written atomically.
 """
@@ -15,7 +16,6 @@ written atomically.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -401,18 +401,12 @@ def _choose_channels(ctx: _Context, nonzero: npt.NDArray[np.bool_]) -> list[int]
 
 
 def _finalise_pixels(ctx: _Context, tmp: Path, final: Path, keep: list[int]) -> None:
-    """Move the written part into place, rewriting it when channels or rows must go."""
+    """Copy the written rows and channels that stay (files that failed and all-zero channels
+    go) into the part's sharded Zarr array, one shard at a time."""
     ok_rows = np.repeat([e.ok for e in ctx.entries], [e.header.n for e in ctx.entries])
-    n_source = ctx.entries[0].header.channels
-    if ok_rows.all() and keep == list(range(n_source)):
-        os.replace(tmp, final)
+    rewrite_part(tmp, final, ok_rows, keep)
+    if ok_rows.all():
         return
-    staged = final.with_suffix(".npy.tmp2")
-    try:
-        rewrite_part(tmp, staged, ok_rows, keep)
-        os.replace(staged, final)
-    finally:
-        staged.unlink(missing_ok=True)
     ctx.entries = [e for e in ctx.entries if e.ok]
     row = 0
     for entry in ctx.entries:

@@ -6,7 +6,7 @@ else its given object centres (CellProfiler), else the segmenter's label image);
 ``crop_size`` pixels centred on each object's centroid (padded beyond the field's edge with the
 field's per-channel border median, as :mod:`datasets.crops.resize` pads crops) and append the crops
 and each object's own mask to the new part. Objects touching the field's border are left out
-unless ``keep_border``. The part then goes through :class:`~datasets.pixels.PartWriter` and the
+unless ``keep_border``. The part then goes through :class:`~datasets.pixels.ZarrPartWriter` and the
 crop ingest's normalisation and manifest code, so pixels, features, tiles and everything
 downstream work unchanged.
 
@@ -51,7 +51,7 @@ from datasets.fields.store import (
     mask_part_file,
     write_fields_table,
 )
-from datasets.pixels import PartWriter, part_file
+from datasets.pixels import ZarrPartWriter, part_file
 from datasets.progress import Progress
 
 if TYPE_CHECKING:
@@ -463,21 +463,21 @@ def _check_some_cells(run: _Run, fields: list[FieldSpec]) -> None:
 
 
 def _write_part(raw: Path, final: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """Copy the raw rows appended field by field into the part file ``final`` (.npy)."""
-    tmp = final.with_suffix(".npy.tmp")
+    """Copy the raw rows appended field by field into the part's sharded Zarr array ``final``,
+    one shard at a time."""
+    writer = ZarrPartWriter(final, shape, dtype)
     try:
-        writer = PartWriter(tmp, shape, dtype)
         row_items = int(np.prod(shape[1:]))
-        step = max(1, _COPY_BYTES // (row_items * dtype.itemsize))
+        step = max(1, min(writer.rows_per_shard, _COPY_BYTES // (row_items * dtype.itemsize)))
         for start in range(0, shape[0], step):
             n = min(step, shape[0] - start)
             rows = np.fromfile(raw, dtype=dtype, count=n * row_items,
                                offset=start * row_items * dtype.itemsize)  # fmt: skip
-            writer.write(start, rows.reshape(n, *shape[1:]))
+            writer.append(rows.reshape(n, *shape[1:]))
         writer.close()
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        writer.discard()
+        raise
 
 
 def _cell_table(run: _Run, part: int, has_cells: bool) -> pd.DataFrame:

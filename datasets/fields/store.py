@@ -6,7 +6,8 @@ field::
     PROJECT/fields.parquet              one row per field read (see read_fields)
     PROJECT/fields/ome/*.ome.zarr       each field's pixels and label image as OME-Zarr
                                         (datasets.fields.ome: HCS plates, or a collection)
-    PROJECT/pixels/mask-part-NNNN.npy   (n, S, S) uint8: 1 where a crop pixel is the cell's object
+    PROJECT/pixels/mask-part-NNNN.zarr  (n, S, S) uint8: 1 where a crop pixel is the cell's object
+                                        (sharded Zarr, as the crops: datasets.pixels)
 
 Projects made before the OME-Zarr store keep their label images as zlib TIFF in
 ``PROJECT/fields/masks/NNNNN.tif`` and read the fields' pixels from their source files.
@@ -36,7 +37,12 @@ FIELD_TABLE = ("index", "key", "part", "channel_files", "height", "width", "n_ob
 
 
 def mask_part_file(project_dir: Path, part: int) -> Path:
-    """Path of part ``part``'s per-cell object masks, (n, S, S) uint8."""
+    """Path of part ``part``'s per-cell object masks, (n, S, S) uint8 (a Zarr array)."""
+    return part_file(project_dir, part).with_name(f"mask-part-{part:04d}.zarr")
+
+
+def npy_mask_part_file(project_dir: Path, part: int) -> Path:
+    """Path of part ``part``'s object masks as earlier versions stored them (``.npy``)."""
     return part_file(project_dir, part).with_name(f"mask-part-{part:04d}.npy")
 
 

@@ -37,13 +37,14 @@ def test_draw_mark_outlines_with_a_mask_else_marks_the_centre_leaving_it_free():
 def test_masks_come_from_the_fields_project_and_not_for_crops(tmp_path, small_project):
     from datasets.cells import read_cells
     from datasets.fields.store import mask_part_file
+    from datasets.pixels import write_part
 
     assert MaskReader(small_project).read(["x"]) == [None]  # crops: no masks
     cells = read_cells(small_project, ["cell_id", "part", "row"]).head(3)
     (tmp_path / "pixels").mkdir()
     masks = np.zeros((int(cells["row"].max()) + 1, 4, 4), np.uint8)
     masks[cells["row"].iloc[0], 1:3, 1:3] = 1
-    np.save(mask_part_file(tmp_path, int(cells["part"].iloc[0])), masks)
+    write_part(mask_part_file(tmp_path, int(cells["part"].iloc[0])), masks)
     import shutil
 
     shutil.copy(small_project / "cells.parquet", tmp_path / "cells.parquet")

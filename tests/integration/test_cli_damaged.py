@@ -18,6 +18,7 @@ from tests.unit.labeling.damage import corrupt_cell_index
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = f"features/morphology-v{FEATURES_VERSION}-part-0000.parquet"
+PIXELS = "pixels/part-0000.zarr"  # a sharded Zarr array: its first shard file, its metadata
 COMMANDS = {
     "info": ["info", "{p}"],
     "next": ["next", "{p}", "--n", "3"],
@@ -76,8 +77,9 @@ DAMAGE = {
     "cells.parquet cut short": ("cells.parquet", _cut_short),
     "cells.parquet noise": ("cells.parquet", _garbage),
     "features cut short": (FEATURES, _cut_short),
-    "pixels cut short": ("pixels/part-0000.npy", _cut_short),
-    "pixels noise": ("pixels/part-0000.npy", _garbage),
+    "pixels shard cut short": (f"{PIXELS}/c/0/0/0/0", _cut_short),
+    "pixels shard noise": (f"{PIXELS}/c/0/0/0/0", _garbage),
+    "pixels array metadata noise": (f"{PIXELS}/zarr.json", _garbage),
     "parts.json noise": ("pixels/parts.json", _garbage),
     "project.toml noise": ("project.toml", _garbage),
     "project.toml a folder": ("project.toml", _a_folder),

@@ -202,7 +202,8 @@ def test_field_ingest_on_two_workers_equals_one_process(tmp_path):
     assert len(ome) > 4 * 4  # the fields' OME-Zarr: metadata and chunks, the same bytes
     for path in ome:
         assert path.read_bytes() == (two / path.relative_to(one)).read_bytes()
-    for raw in sorted((one / "pixels").glob("*")):
-        if raw.is_file() and raw.suffix == ".npy":
-            assert raw.read_bytes() == (two / "pixels" / raw.name).read_bytes()
+    stored = sorted(p.relative_to(one) for p in (one / "pixels").glob("*.zarr/**/*") if p.is_file())
+    assert len(stored) >= 4  # crops and masks: metadata and shard of each
+    for rel in stored:  # the Zarr arrays (crops, masks) are the same bytes
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
     assert not (two / "pixels" / ".field-chunks").exists()

@@ -26,7 +26,7 @@ from datasets.fields.store import (
     read_fields,
     read_truth_csv,
 )
-from datasets.pixels import PixelStore
+from datasets.pixels import PixelStore, load_part
 
 SHAPE = (96, 128)
 CENTRES = [(30, 30), (50, 90), (70, 40), (2, 64)]  # the last one touches the top border
@@ -114,7 +114,7 @@ def test_object_masks_keep_only_the_cell_itself(tmp_path, project):
     image, mask = disc_field([(40, 50), (40, 60)], radius=6)  # touching neighbours
     spec = save_field(tmp_path / "f", "A01", image, mask)
     ingest_fields([spec], project, IngestConfig(crop_size=32))
-    masks = np.load(mask_part_file(project, 0))
+    masks = load_part(mask_part_file(project, 0))
     assert masks.shape == (2, 32, 32) and masks.dtype == np.uint8
     expected = (mask[40 - 16 : 40 + 16, 50 - 16 : 50 + 16] == 1).astype(np.uint8)
     np.testing.assert_array_equal(masks[0], expected)

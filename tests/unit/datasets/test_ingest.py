@@ -21,7 +21,7 @@ from datasets.cells import (
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
-from datasets.pixels import PixelStore, part_file
+from datasets.pixels import PixelStore, load_part, part_file
 
 SMALL = IngestConfig(crop_size=48)
 from tests.conftest import JURKAT  # noqa: E402
@@ -76,7 +76,7 @@ def test_tiff_folder_makes_table_and_pixels(tiff_folder, project):
     assert table["cell_id"].iloc[0] == "images.A.cell0.tif"
     assert table["row"].tolist() == list(range(6)) and set(table["part"]) == {0}
     assert set(table["height"]) == {40} and table["truth"].tolist() == list("AAABBB")
-    pixels = np.load(part_file(project, 0))
+    pixels = load_part(part_file(project, 0))
     assert pixels.shape == (6, 2, 48, 48) and pixels.dtype == np.uint16
     assert "Ingested 6 cells from 6 files" in report.summary()
 
@@ -87,7 +87,7 @@ def test_pixels_are_stored_untouched_and_padded(make, tmp_path, project, rng):
     make.tiff(tmp_path / "in" / "a_small.tif", small[0])
     make.tiff(tmp_path / "in" / "b_big.tif", big[0])
     ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=32, scale=1.0))  # no scaling
-    stored = np.load(part_file(project, 0))
+    stored = load_part(part_file(project, 0))
     np.testing.assert_array_equal(stored[0, 0, 6:26, 6:26], small[0])  # centred, same values
     assert abs(int(stored[0, 0, 0, 0]) - 700) < 20  # pad = border median, bright stays bright
     np.testing.assert_array_equal(stored[1, 0], big[0, 24:56, 24:56])  # cut, not shrunk
@@ -103,7 +103,7 @@ def test_mixed_formats_and_dtypes_upcast(make, tmp_path, project, rng):
     assert report.dtype == "uint16" and report.n_cells == 2
     assert "RGB (1 files)" in report.layout and "channel-first (1 files)" in report.layout
     assert any("stored as uint16" in n for n in report.notes)
-    stored = np.load(part_file(project, 0))
+    stored = load_part(part_file(project, 0))
     np.testing.assert_array_equal(stored[0, :, 4:44, 4:44], np.moveaxis(rgb8, -1, 0))
 
 
@@ -276,7 +276,7 @@ def test_all_zero_channel_dropped_by_default(make, tmp_path, project, rng):
     report = ingest_crops(tmp_path / "in", project, SMALL)
     assert report.dropped_channels == [1] and report.n_channels == 2
     assert report.channel_names == ("ch0", "ch1")
-    assert np.load(part_file(project, 0)).shape == (4, 2, 48, 48)
+    assert load_part(part_file(project, 0)).shape == (4, 2, 48, 48)
     assert read_manifest(project)["parts"][0]["channels_kept"] == [0, 2]
     assert "Dropped all-zero source channels: [1]" in report.summary()
 
@@ -366,7 +366,9 @@ def test_second_ingest_adds_a_part(tiff_folder, project, make, tmp_path, rng):
     assert [(p["part"], p["root"]) for p in parts] == [(0, str(tiff_folder)), (1, str(second))]
     store = PixelStore(project)
     assert store.n_cells == 8
-    np.testing.assert_array_equal(store.read_raw(["new.tif"])[0], np.load(part_file(project, 1))[1])
+    np.testing.assert_array_equal(
+        store.read_raw(["new.tif"])[0], load_part(part_file(project, 1))[1]
+    )
 
 
 def test_added_part_must_match_channels_and_crop_size(tiff_folder, project, make, tmp_path, rng):
@@ -393,7 +395,7 @@ def test_added_part_keeps_the_first_parts_channels(make, tmp_path, project, rng)
 def test_scale_is_applied_to_every_image(make, tmp_path, project, rng):
     make.tiff(tmp_path / "in" / "a.tif", make.blob(rng, channels=1, size=40)[0])
     report = ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=48, scale=0.5))
-    stored = np.load(part_file(project, 0))[0, 0]
+    stored = load_part(part_file(project, 0))[0, 0]
     bright = stored > 500
     assert 50 < bright.sum() < 120  # disc of radius 10 -> radius 5 (~79 px), not ~314
     assert read_cells(project)["height"].iloc[0] == 40  # source shape is recorded
@@ -411,7 +413,7 @@ def test_crops_larger_than_the_crop_size_get_one_scale_for_the_screen(make, tmp_
     assert any("scaled by 0.316" in n and "relative sizes kept" in n for n in report.notes)
     manifest = json.loads((tmp_path / "p" / "pixels" / "parts.json").read_text())
     assert manifest["parts"][0]["scale"] == 0.316
-    stored = np.load(part_file(tmp_path / "p", 0))[:, 0]
+    stored = load_part(part_file(tmp_path / "p", 0))[:, 0]
     bright = (stored > 500).sum(axis=(1, 2))
     assert bright[-1] > 3 * bright[0], "relative sizes kept: the big cell stays bigger"
     assert choose_scale([20, 40, 64], [30, 64, 10], 64) == 1.0  # crops that fit: no scaling

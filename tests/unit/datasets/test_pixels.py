@@ -1,7 +1,8 @@
-"""PixelStore reads, the windowed part writer, and part rewriting."""
+"""PixelStore reads, the windowed temporary writer, the sharded Zarr parts and their damage."""
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -13,7 +14,16 @@ from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.normalise import apply_ranges
-from datasets.pixels import PartWriter, PixelStore, read_rows, rewrite_part
+from datasets.pixels import (
+    PartArray,
+    PartWriter,
+    PixelStore,
+    ZarrPartWriter,
+    load_part,
+    read_rows,
+    rewrite_part,
+    write_part,
+)
 
 
 @pytest.fixture
@@ -75,8 +85,8 @@ def test_unknown_ids_and_missing_store(npz_project, tmp_path):
     with pytest.raises(DataError, match="no pixels stored"):
         PixelStore(tmp_path)
     ids = read_cells(project)["cell_id"].tolist()
-    (project / "pixels" / "part-0000.npy").unlink()
-    with pytest.raises(DataError, match=r"part-0000\.npy: damaged"):
+    shutil.rmtree(project / "pixels" / "part-0000.zarr")
+    with pytest.raises(DataError, match=r"part-0000\.zarr: damaged \(missing\)"):
         PixelStore(project).read([ids[0], ids[5]])
 
 
@@ -112,14 +122,73 @@ def test_part_writer_windows(tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_rows(tmp_path / "p.npy", 4, 9), data[4:9])
 
 
-def test_rewrite_part_keeps_rows_and_channels(tmp_path, monkeypatch):
+def test_rewrite_part_keeps_rows_and_channels_in_a_sharded_zarr_array(tmp_path, monkeypatch):
     monkeypatch.setattr(pixels_module, "_WINDOW_BYTES", 64)  # force many chunks
+    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)  # 6 rows: shards of 4 and 2
     data = np.random.default_rng(1).random((9, 3, 4, 4)).astype(np.float32)
     np.save(tmp_path / "src.npy", data)
     keep = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1], bool)
-    n = rewrite_part(tmp_path / "src.npy", tmp_path / "dst.npy", keep, [0, 2])
+    n = rewrite_part(tmp_path / "src.npy", tmp_path / "dst.zarr", keep, [0, 2])
     assert n == 6
-    np.testing.assert_array_equal(np.load(tmp_path / "dst.npy"), data[keep][:, [0, 2]])
+    np.testing.assert_array_equal(load_part(tmp_path / "dst.zarr"), data[keep][:, [0, 2]])
+    part = PartArray(tmp_path / "dst.zarr")
+    assert part.rows_per_shard == 4 and part.dtype == np.float32
+    assert sorted(p.name for p in (tmp_path / "dst.zarr" / "c").iterdir()) == ["0", "1"]
+    assert not (tmp_path / ".dst.zarr.tmp").exists()  # staged, then moved into place
+    np.testing.assert_array_equal(
+        part.take(np.array([5, 0, 5, 3])), data[keep][[5, 0, 5, 3]][:, [0, 2]]
+    )
+
+
+def test_zarr_writer_refuses_a_short_or_long_part(tmp_path):
+    writer = ZarrPartWriter(tmp_path / "p.zarr", (5, 2, 3, 3), np.uint8)
+    writer.append(np.ones((3, 2, 3, 3), np.uint8))
+    with pytest.raises(DataError, match=r"p\.zarr: 3 of 5 rows written"):
+        writer.close()
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / ".p.zarr.tmp").exists()
+    writer = ZarrPartWriter(tmp_path / "p.zarr", (2, 2, 3, 3), np.uint8)
+    with pytest.raises(DataError, match="more than 2 rows"):
+        writer.append(np.ones((3, 2, 3, 3), np.uint8))
+
+
+def _cut_short(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _noise(path):
+    path.write_bytes(bytes(range(256)) * 16)
+
+
+def _flip_middle(path):
+    data = bytearray(path.read_bytes())
+    data[100:140] = b"\xa5" * 40  # inside the first crop's compressed bytes (row 8)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("spoil", [_cut_short, _noise, _flip_middle, lambda p: p.unlink()])
+def test_a_damaged_shard_is_one_line_naming_its_file(tmp_path, monkeypatch, spoil):
+    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 8)
+    data = np.random.default_rng(2).integers(0, 4000, (20, 2, 6, 6)).astype(np.uint16)
+    write_part(tmp_path / "p.zarr", data)
+    shard = tmp_path / "p.zarr" / "c" / "1" / "0" / "0" / "0"  # rows 8..15
+    spoil(shard)
+    part = PartArray(tmp_path / "p.zarr")
+    np.testing.assert_array_equal(part.rows(0, 8), data[:8])  # other shards still read
+    np.testing.assert_array_equal(part.take(np.array([19, 2])), data[[19, 2]])
+    for read in (lambda: part.rows(4, 12), lambda: part.take(np.array([1, 8, 17]))):
+        with pytest.raises(DataError, match=r"p\.zarr/c/1/0/0/0: damaged \(") as err:
+            read()
+        assert "\n" not in str(err.value)
+
+
+def test_damaged_array_metadata_and_rows_beyond_the_part(tmp_path):
+    write_part(tmp_path / "p.zarr", np.zeros((3, 1, 2, 2), np.uint8))
+    with pytest.raises(DataError, match=r"p\.zarr: damaged \(3 rows, the cell table names row 5\)"):
+        PartArray(tmp_path / "p.zarr").take(np.array([0, 5]))
+    (tmp_path / "p.zarr" / "zarr.json").write_bytes(b"\x00garbage")
+    with pytest.raises(DataError, match=r"zarr\.json: damaged"):
+        PartArray(tmp_path / "p.zarr")
 
 
 def test_read_batch_is_fast(make, tmp_path, project, rng):
