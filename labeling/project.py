@@ -7,7 +7,7 @@ PROJECT/
   pixels/          memory-mapped crops per ingest part (datasets.pixels)
   features/        morphology features per part (datasets.features)
   fields.parquet   projects made from whole fields: one row per field (datasets.fields.store)
-  fields/masks/    each field's label image (outlines of its cells)
+  fields/ome/      each field's pixels and label image, OME-Zarr (datasets.fields.ome)
   labels.db        the label store (labeling.store.labels)
   exports/         what the user exported
 ```
