@@ -4,7 +4,7 @@
 PROJECT/
   project.toml     ProjectConfig (schema version, channels, ingest, loop, seed)
   cells.parquet    one row per cell (datasets.cells)
-  pixels/          memory-mapped crops per ingest part (datasets.pixels)
+  pixels/          crops (and object masks) per ingest part, sharded Zarr (datasets.pixels)
   features/        morphology features per part (datasets.features)
   fields.parquet   projects made from whole fields: one row per field (datasets.fields.store)
   fields/ome/      each field's pixels and label image, OME-Zarr (datasets.fields.ome)
@@ -152,6 +152,9 @@ def open_project(path: Path) -> Project:
             )
     project = Project(path, load_config(path / CONFIG_FILE))
     _ = project.store  # open labels.db now: a damaged or newer store is reported here
+    from datasets.pixel_migration import migrate_pixels
+
+    migrate_pixels(path)  # .npy pixel parts of earlier versions become Zarr, once, with backup
     return project
 
 
