@@ -1,9 +1,11 @@
 """The ``phenoscout`` command line. Each subcommand imports what it needs when it runs, so
 ``phenoscout label`` never loads torch and ``phenoscout --help`` is instant.
 
-The subcommands live by concept: :mod:`labeling.cli.ingest` (demo, init, add),
-:mod:`labeling.cli.labeling` (info, next, label, classes), :mod:`labeling.cli.outputs` (export,
-predict, evaluate, report) and :mod:`labeling.cli.training` (simulate, train, app)."""
+The subcommands live by concept: :mod:`labeling.cli.ingest` (demo, init, add; helped by
+:mod:`~labeling.cli.demo`, :mod:`~labeling.cli.sources`, :mod:`~labeling.cli.ingest_options`
+and :mod:`~labeling.cli.progress`), :mod:`labeling.cli.labeling` (info, next, label, classes),
+:mod:`labeling.cli.outputs` (export, predict, evaluate, report) and
+:mod:`labeling.cli.training` (simulate, train, app)."""
 
 from __future__ import annotations
 

@@ -8,13 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from labeling.cli.ingest import add_auto_choice, tqdm_progress
+from labeling.cli.ingest_options import add_auto_choice
 from labeling.cli.parsing import Parents, Sub, add_parser
+from labeling.cli.progress import tqdm_progress
 from labeling.errors import PhenoScoutError
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from labeling.cli.ingest import ingest_config
+    from labeling.cli.ingest_options import ingest_config
     from labeling.simulate import SimConfig, simulate
 
     cfg = SimConfig(
