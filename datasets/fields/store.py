@@ -122,6 +122,52 @@ def read_field_mask(project_dir: Path, key: str) -> npt.NDArray:
     return read_image(Path(project_dir), str(row["mask"]))
 
 
+def convert_to_ome_zarr(project_dir: Path) -> tuple[int, list[tuple[str, str]]]:
+    """Copy the fields of a project made before the OME-Zarr store into it: each field's
+    pixels from its source files and its TIFF label image (kept, as a backup) go into
+    ``fields/ome`` as the ingest writes them; fields.parquet then points at them.
+
+    Returns:
+        (fields converted, [(field key, why it was left as it is)]): a field whose source files
+        cannot be read keeps reading from them.
+
+    Raises:
+        DataError: the project was not made from fields.
+    """
+    from datasets.cells import read_manifest
+    from datasets.fields.ome import FieldImages
+
+    project = Path(project_dir)
+    table = read_fields(project).reset_index(drop=True)
+    if OME_COLUMN not in table.columns:
+        table[OME_COLUMN] = ""
+    paths = table[OME_COLUMN].where(table[OME_COLUMN].notna(), "").astype(str)
+    parts = (read_manifest(project) or {}).get("parts", [])
+    names = parts[-1].get("channel_names", []) if parts else []
+    writer = FieldImages(project, names, [p for p in paths if p])
+    left: list[tuple[str, str]] = []
+    masks, done = table["mask"].astype(str).tolist(), 0
+    for i, row in table.iterrows():
+        if paths[i]:
+            continue
+        try:
+            image = read_field(FieldSpec(row["key"], tuple(Path(p) for p in row["channel_files"])))
+            labels = tifffile.imread(project / row["mask"]) if row["mask"] else None
+        except (DataError, OSError, ValueError) as err:
+            left.append((str(row["key"]), str(err).splitlines()[0] if str(err) else repr(err)))
+            continue
+        if len(writer.channel_names) != image.shape[0]:
+            writer.channel_names = [f"channel {c}" for c in range(image.shape[0])]
+        metadata = {k: row[k] for k in ("plate", "well") if k in row.index and pd.notna(row[k])}
+        paths[i], masks[i] = writer.add(int(row["index"]), str(row["key"]), metadata, image, labels)
+        done += 1
+    table[OME_COLUMN], table["mask"] = paths, masks
+    tmp = project / f".{FIELDS_FILE}.tmp"
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, project / FIELDS_FILE)
+    return done, left
+
+
 def read_truth_csv(path: Path) -> dict[tuple[str, int], str]:
     """Ground truth per object from a CSV with columns ``field``, ``object`` and ``label``
     (or ``phenotype``); ``object`` is the object's label in its field's mask.

@@ -19,7 +19,13 @@ from datasets.fields.ingest import ingest_fields
 from datasets.fields.ome import well_position
 from datasets.fields.render import cell_in_field
 from datasets.fields.spec import FieldSpec
-from datasets.fields.store import FIELDS_FILE, read_field_image, read_field_mask, read_fields
+from datasets.fields.store import (
+    FIELDS_FILE,
+    convert_to_ome_zarr,
+    read_field_image,
+    read_field_mask,
+    read_fields,
+)
 
 SHAPE = (40, 52)
 CENTRES = [(12, 12), (25, 35)]
@@ -206,3 +212,21 @@ def test_a_project_made_before_gets_new_fields_as_ome_zarr(tmp_path):
     np.testing.assert_array_equal(read_field_mask(project, "P1_A01_s1"), arrays["P1_A01_s1"][1])
     np.testing.assert_array_equal(read_field_image(project, "P1_A01_s2"), image)
     np.testing.assert_array_equal(read_field_mask(project, "P1_A01_s2"), labels)
+
+
+def test_a_project_made_before_is_converted_to_ome_zarr(tmp_path):
+    project, arrays = make_project(tmp_path, PLATE)
+    as_made_before(project, arrays)
+    (tmp_path / "src" / "P1_B03_s1.tif").unlink()  # this one's source is gone: left as it is
+    done, left = convert_to_ome_zarr(project)
+    assert done == 2 and [k for k, _ in left] == ["P1_B03_s1"] and "P1_B03_s1.tif" in left[0][1]
+    table = read_fields(project).set_index("key")
+    assert table.loc["P1_A01_s2", "ome_zarr"] == "fields/ome/P1.ome.zarr/A/1/1"
+    assert table.loc["P1_B03_s1", "ome_zarr"] == ""
+    assert table.loc["P1_B03_s1", "mask"] == "fields/masks/00002.tif"
+    assert (project / "fields/masks/00000.tif").is_file()  # the TIFFs stay, as a backup
+    shutil.rmtree(tmp_path / "src")
+    for key in ("P1_A01_s1", "P1_A01_s2"):
+        np.testing.assert_array_equal(read_field_image(project, key), arrays[key][0])
+        np.testing.assert_array_equal(read_field_mask(project, key), arrays[key][1])
+    assert convert_to_ome_zarr(project)[0] == 0  # converted fields are not written again
