@@ -1,14 +1,14 @@
 """The pixel store: ``PROJECT/pixels/part-NNNN.zarr`` crops plus ``parts.json``.
 
 Each ingest writes one part, an ``(n, C, S, S)`` Zarr v3 array in the source bit depth (uint8,
-uint16 or float32), sharded: every crop is one inner chunk (zstd with a checksum), a few
-thousand crops make one shard file (``part-NNNN.zarr/c/K/0/0/0``). A batch of crops scattered
-over the screen is a few small reads (each shard's index, then each crop), and reading in
-table order streams whole shards. Ingest tasks still write a temporary ``.npy`` through
-short-lived memory-mapped windows (:class:`PartWriter`); its last step copies it into the Zarr
-array one shard at a time (:class:`ZarrPartWriter`), so memory stays at one shard. Projects
-stored as ``.npy`` parts by earlier versions are converted when opened
-(:mod:`datasets.pixel_migration`).
+uint16 or float32), sharded: every crop is one inner chunk (Blosc: bit shuffle, zstd level 1;
+then a crc32c checksum), a few thousand crops make one shard file
+(``part-NNNN.zarr/c/K/0/0/0``). A batch of crops scattered over the screen is a few small
+reads (each shard's index, then each crop), and reading in table order streams whole shards.
+Ingest tasks still write a temporary ``.npy`` through short-lived memory-mapped windows
+(:class:`PartWriter`); its last step copies it into the Zarr array one shard at a time
+(:class:`ZarrPartWriter`), so memory stays at one shard. Projects stored as ``.npy`` parts by
+earlier versions are converted when opened (:mod:`datasets.pixel_migration`).
 
 ``parts.json`` records per part its source folder, dtype, layout, kept channels and the
 per-channel normalisation ranges (for the whole part, or one set per plate);
@@ -32,7 +32,7 @@ import numpy.typing as npt
 import pandas as pd
 import zarr
 import zarr.errors
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from datasets.cells import (
     DAMAGED_FIX,
@@ -50,9 +50,11 @@ DATASET_GROUP = "*"
 _WINDOW_BYTES = 32 << 20  # size of one memory-mapped write window of a temporary .npy
 _SHARD_BYTES = 64 << 20  # uncompressed bytes of one shard, at most
 _SHARD_MAX_ROWS = 4096  # crops in one shard, at most
-_ZSTD_LEVEL = 3
-_ZSTD = numcodecs.Zstd()  # decodes one crop's chunk (and checks its zstd checksum)
-_READ_THREADS = 8  # crops read at once (pread and zstd release the GIL)
+#: Each crop's compression: on the demo's uint16 crops 0.51 of the raw size, encoded 3x and
+#: decoded 1.4x faster than plain zstd level 3 (0.56).
+_CODEC = {"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle"}
+_BLOSC = numcodecs.Blosc()  # decodes one crop's chunk (its settings are in the chunk)
+_READ_THREADS = 8  # crops read at once (pread and Blosc release the GIL)
 _THREADED_ROWS = 4  # from this many crops a read uses the threads
 #: What reading a damaged Zarr array raises: checksum and JSON errors (ValueError), zstd errors
 #: (RuntimeError), an unreadable file (OSError), zarr's own errors.
@@ -101,7 +103,7 @@ class ZarrPartWriter:
             dtype=self.dtype,
             chunks=(1, *self.shape[1:]),
             shards=(self.rows_per_shard, *self.shape[1:]),
-            compressors=[ZstdCodec(level=_ZSTD_LEVEL, checksum=True)],
+            compressors=[BloscCodec(**_CODEC), Crc32cCodec()],
             fill_value=0,
             zarr_format=3,
             config={"write_empty_chunks": True},  # every shard a file: a missing one is damage
@@ -168,7 +170,7 @@ _EMPTY = np.uint64(2**64 - 1)  # a shard index entry of a chunk never written
 
 def _sharded_layout(meta: dict[str, Any], row_shape: tuple[int, ...]) -> bool:
     """Whether array metadata ``meta`` is the layout :class:`ZarrPartWriter` writes: one crop
-    per inner chunk, little-endian bytes then zstd, the index at the end with a crc32c."""
+    per inner chunk, little-endian bytes, Blosc, crc32c; the index at the end with a crc32c."""
     codecs = meta.get("codecs") or []
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
         return False
@@ -178,8 +180,9 @@ def _sharded_layout(meta: dict[str, Any], row_shape: tuple[int, ...]) -> bool:
     endian = {c.get("configuration", {}).get("endian", "little")
               for c in [*conf.get("codecs", []), *conf.get("index_codecs", [])]
               if c.get("name") == "bytes"}  # fmt: skip
-    return (tuple(conf.get("chunk_shape", ())) == (1, *row_shape) and inner == ["bytes", "zstd"]
-            and index == ["bytes", "crc32c"] and conf.get("index_location", "end") == "end"
+    return (tuple(conf.get("chunk_shape", ())) == (1, *row_shape)
+            and inner == ["bytes", "blosc", "crc32c"] and index == ["bytes", "crc32c"]
+            and conf.get("index_location", "end") == "end"
             and endian <= {"little"} and meta.get("fill_value") == 0)  # fmt: skip
 
 
@@ -189,8 +192,8 @@ class PartArray:
 
     Arrays in the layout :class:`ZarrPartWriter` writes are read straight from their shard
     files, following the Zarr v3 sharding format: each shard's index (checked against its
-    crc32c, then kept), then one ``pread`` and one zstd decode per crop, from a few threads so
-    that cold-cache reads overlap. Any other layout is read through zarr.
+    crc32c, then kept), then per crop one ``pread``, its crc32c checked and one Blosc decode,
+    from a few threads so that cold-cache reads overlap. Any other layout is read through zarr.
 
     Attributes:
         path: the ``.zarr`` folder.
@@ -289,7 +292,10 @@ class PartArray:
                     return
                 shard = int(shards[i])
                 try:
-                    data = _ZSTD.decode(os.pread(fds[shard], int(nbytes), int(offset)))
+                    chunk = os.pread(fds[shard], int(nbytes), int(offset))
+                    if google_crc32c.value(chunk[:-4]) != int.from_bytes(chunk[-4:], "little"):
+                        raise ValueError(f"row {rows[i]}: checksum mismatch")
+                    data = _BLOSC.decode(chunk[:-4])
                 except (RuntimeError, ValueError, OSError) as err:
                     raise ProjectDamagedError(self.shard_file(shard), err, DAMAGED_FIX) from err
                 if len(data) != self._row_bytes:

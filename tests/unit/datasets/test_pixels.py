@@ -203,3 +203,19 @@ def test_read_batch_is_fast(make, tmp_path, project, rng):
     start = time.perf_counter()
     store.read(ids)
     assert time.perf_counter() - start < 0.5  # ~20 ms on a laptop
+
+
+def test_an_array_in_another_layout_is_read_through_zarr(tmp_path):
+    import zarr
+
+    data = np.random.default_rng(3).integers(0, 255, (7, 2, 4, 4)).astype(np.uint8)
+    array = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=data.shape, dtype=data.dtype,
+                              chunks=(2, 2, 4, 4), fill_value=0)  # fmt: skip
+    array[:] = data
+    part = PartArray(tmp_path / "p.zarr")
+    assert not part._direct and part.rows_per_shard == 2
+    np.testing.assert_array_equal(part.take(np.array([6, 1, 1])), data[[6, 1, 1]])
+    np.testing.assert_array_equal(part.rows(1, 6), data[1:6])
+    (tmp_path / "p.zarr" / "c" / "1" / "0" / "0" / "0").unlink()  # rows 2, 3
+    with pytest.raises(DataError, match=r"p\.zarr/c/1/0/0/0: damaged \(missing\)"):
+        PartArray(tmp_path / "p.zarr").rows(0, 4)  # zarr alone would read zeros
