@@ -13,6 +13,7 @@ _EXPORTS = {
     "DataError": "datasets.errors",
     "ChannelSpec": "datasets.config",
     "IngestConfig": "datasets.config",
+    "CropSource": "datasets.config",
     "default_channels": "datasets.config",
     "compute_ranges": "datasets.normalise",
     "apply_ranges": "datasets.normalise",
