@@ -186,6 +186,14 @@ def _sharded_layout(meta: dict[str, Any], row_shape: tuple[int, ...]) -> bool:
             and endian <= {"little"} and meta.get("fill_value") == 0)  # fmt: skip
 
 
+def _shard_error(path: Path, cause: object) -> ProjectDamagedError:
+    """A damaged shard file: the message names the file, the app's brief the part."""
+    err = ProjectDamagedError(path, cause, DAMAGED_FIX)
+    part = next((p.name for p in path.parents if p.suffix == ".zarr"), path.name)
+    err.brief = f"{part} in the project's pixels folder is damaged; {DAMAGED_FIX}"
+    return err
+
+
 class PartArray:
     """A part's Zarr array, read-only; any damage is a :class:`ProjectDamagedError` that names
     the Zarr folder or the shard file.
@@ -231,7 +239,7 @@ class PartArray:
         for shard in np.unique(shards).tolist():
             if shard not in self._checked:
                 if not self.shard_file(shard).is_file():
-                    raise ProjectDamagedError(self.shard_file(shard), "missing", DAMAGED_FIX)
+                    raise _shard_error(self.shard_file(shard), "missing")
                 self._checked.add(shard)
 
     def _damaged(self, rows: npt.NDArray[np.int64], err: Exception) -> ProjectDamagedError:
@@ -240,8 +248,8 @@ class PartArray:
             try:
                 self._array.oindex[rows[rows // self.rows_per_shard == shard]]
             except _ZARR_ERRORS as one:
-                return ProjectDamagedError(self.shard_file(shard), one, DAMAGED_FIX)
-        return ProjectDamagedError(self.path, err, DAMAGED_FIX)
+                return _shard_error(self.shard_file(shard), one)
+        return ProjectDamagedError(self.path, err)
 
     def _in_range(self, last: int) -> None:
         if last >= self.shape[0]:
@@ -258,13 +266,13 @@ class PartArray:
         size = os.fstat(fd).st_size
         raw = os.pread(fd, need, size - need) if size >= need else b""
         if len(raw) != need:
-            raise ProjectDamagedError(path, f"{size} bytes, shorter than its index", DAMAGED_FIX)
+            raise _shard_error(path, f"{size} bytes, shorter than its index")
         if google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-            raise ProjectDamagedError(path, "shard index checksum mismatch", DAMAGED_FIX)
+            raise _shard_error(path, "shard index checksum mismatch")
         index = np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2)
         written = index[:, 0] != _EMPTY
         if (index[written].sum(axis=1) > size - need).any():
-            raise ProjectDamagedError(path, "shard index points past its data", DAMAGED_FIX)
+            raise _shard_error(path, "shard index points past its data")
         self._indexes[shard] = index
         return index
 
@@ -281,7 +289,7 @@ class PartArray:
                     fds[shard] = os.open(path, os.O_RDONLY)
                 except OSError as err:
                     cause = "missing" if not path.exists() else err
-                    raise ProjectDamagedError(path, cause, DAMAGED_FIX) from err
+                    raise _shard_error(path, cause) from err
             where = [self._index(int(k), fds[int(k)])[int(r % self.rows_per_shard)]
                      for k, r in zip(shards, rows, strict=True)]  # fmt: skip
 
@@ -297,11 +305,10 @@ class PartArray:
                         raise ValueError(f"row {rows[i]}: checksum mismatch")
                     data = _BLOSC.decode(chunk[:-4])
                 except (RuntimeError, ValueError, OSError) as err:
-                    raise ProjectDamagedError(self.shard_file(shard), err, DAMAGED_FIX) from err
+                    raise _shard_error(self.shard_file(shard), err) from err
                 if len(data) != self._row_bytes:
-                    raise ProjectDamagedError(self.shard_file(shard),
-                                              f"row {rows[i]} decodes to {len(data)} bytes",
-                                              DAMAGED_FIX)  # fmt: skip
+                    cause = f"row {rows[i]} decodes to {len(data)} bytes"
+                    raise _shard_error(self.shard_file(shard), cause)
                 flat[i] = np.frombuffer(data, dtype=np.uint8)
 
             if len(rows) >= _THREADED_ROWS:

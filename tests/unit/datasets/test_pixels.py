@@ -180,6 +180,7 @@ def test_a_damaged_shard_is_one_line_naming_its_file(tmp_path, monkeypatch, spoi
         with pytest.raises(DataError, match=r"p\.zarr/c/1/0/0/0: damaged \(") as err:
             read()
         assert "\n" not in str(err.value)
+        assert err.value.brief.startswith("p.zarr in the project's pixels folder is damaged")
 
 
 def test_damaged_array_metadata_and_rows_beyond_the_part(tmp_path):
