@@ -290,6 +290,10 @@ class PartArray:
                 except OSError as err:
                     cause = "missing" if not path.exists() else err
                     raise _shard_error(path, cause) from err
+            missing = [k for k in fds if k not in self._indexes]
+            if len(missing) > 1:  # cold: the shards' index reads overlap
+                with ThreadPoolExecutor(min(_READ_THREADS, len(missing))) as pool:
+                    list(pool.map(lambda k: self._index(k, fds[k]), missing))
             where = [self._index(int(k), fds[int(k)])[int(r % self.rows_per_shard)]
                      for k, r in zip(shards, rows, strict=True)]  # fmt: skip
 
