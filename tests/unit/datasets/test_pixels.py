@@ -220,3 +220,83 @@ def test_an_array_in_another_layout_is_read_through_zarr(tmp_path):
     (tmp_path / "p.zarr" / "c" / "1" / "0" / "0" / "0").unlink()  # rows 2, 3
     with pytest.raises(DataError, match=r"p\.zarr/c/1/0/0/0: damaged \(missing\)"):
         PartArray(tmp_path / "p.zarr").rows(0, 4)  # zarr alone would read zeros
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_threaded_write_is_byte_identical_to_a_serial_and_to_zarrs_own(tmp_path, monkeypatch):
+    import zarr
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 16)  # 100 rows: 7 shards, the last short
+    data = np.random.default_rng(4).integers(0, 4000, (100, 2, 8, 8)).astype(np.uint16)
+    for name, threads in (("serial.zarr", 1), ("threads.zarr", 4)):
+        writer = ZarrPartWriter(tmp_path / name, data.shape, data.dtype, threads=threads)
+        for start in range(0, 100, 7):
+            writer.append(data[start : start + 7])
+        assert writer.close() == 100
+    own = zarr.create_array(store=str(tmp_path / "zarr.zarr"), shape=data.shape, dtype=data.dtype,
+                            chunks=(1, 2, 8, 8), shards=(16, 2, 8, 8), fill_value=0,
+                            compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()],
+                            config={"write_empty_chunks": True})  # fmt: skip
+    own[:] = data
+    serial = _files(tmp_path / "serial.zarr")
+    assert len(serial) == 8  # zarr.json and 7 shards
+    assert _files(tmp_path / "threads.zarr") == serial == _files(tmp_path / "zarr.zarr")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "threads.zarr"))[:], data)
+
+
+def test_a_failed_shard_task_leaves_no_array(tmp_path, monkeypatch):
+    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)
+
+    def fail(self, shard, rows):
+        if shard == 2:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(ZarrPartWriter, "_write_shard", fail)
+    writer = ZarrPartWriter(tmp_path / "p.zarr", (20, 1, 2, 2), np.uint8, threads=2)
+    with pytest.raises(OSError, match="disk full"):
+        writer.append(np.ones((20, 1, 2, 2), np.uint8))
+        writer.close()
+    writer.discard()
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / ".p.zarr.tmp").exists()
+
+
+@pytest.mark.parametrize("slack", [1 << 20, 0])  # one pread per block; rows far apart one by one
+def test_bulk_decode_equals_per_crop_decode(tmp_path, monkeypatch, slack):
+    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 64)
+    monkeypatch.setattr(pixels_module, "_BULK_SLACK", slack)
+    data = np.random.default_rng(5).integers(0, 4000, (300, 2, 8, 8)).astype(np.uint16)
+    write_part(tmp_path / "p.zarr", data)
+    picks = (np.arange(300), np.arange(10, 290, 3), np.array([0, 63, 64, 299]))
+    blocks = []
+    monkeypatch.setattr(PartArray, "_read_block", lambda self, *a: blocks.append(len(a[3])) or
+                        original(self, *a))  # fmt: skip
+    for rows in picks:
+        bulk = PartArray(tmp_path / "p.zarr").take(rows)
+        with monkeypatch.context() as m:
+            m.setattr(pixels_module, "_BULK_ROWS", 10**9)  # every crop its own pread
+            one_by_one = PartArray(tmp_path / "p.zarr").take(rows)
+        np.testing.assert_array_equal(bulk, one_by_one)
+        np.testing.assert_array_equal(bulk, data[rows])
+    assert blocks and max(blocks) >= pixels_module._BLOCK_ROWS[0]  # the bulk path ran
+
+
+original = PartArray._read_block
+
+
+@pytest.mark.parametrize("spoil", [_flip_middle, _cut_short])
+def test_a_damaged_shard_in_a_bulk_read_names_its_file(tmp_path, monkeypatch, spoil):
+    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 8)
+    monkeypatch.setattr(pixels_module, "_BULK_ROWS", 2)
+    monkeypatch.setattr(pixels_module, "_BLOCK_ROWS", (2, 4))
+    data = np.random.default_rng(2).integers(0, 4000, (24, 2, 6, 6)).astype(np.uint16)
+    write_part(tmp_path / "p.zarr", data)
+    spoil(tmp_path / "p.zarr" / "c" / "1" / "0" / "0" / "0")  # rows 8..15
+    part = PartArray(tmp_path / "p.zarr")
+    np.testing.assert_array_equal(part.rows(16, 24), data[16:])
+    with pytest.raises(DataError, match=r"p\.zarr/c/1/0/0/0: damaged \(") as err:
+        part.rows(0, 24)
+    assert "\n" not in str(err.value)
