@@ -271,6 +271,7 @@ def prepare_demo(out: Path, n_cells: int, workers: int) -> None:
 
     import pandas as pd
 
+    from datasets.config import CropSource
     from datasets.crops.ingest import ingest_crops
     from datasets.pixels import PixelStore
     from models.backbone.training import all_cell_ids
@@ -293,7 +294,7 @@ def prepare_demo(out: Path, n_cells: int, workers: int) -> None:
     gen = time.perf_counter() - t0
     project.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TQDM_DISABLE", "1")
-    ingest_crops(screen, project, labels_csv=screen / "labels.csv")
+    ingest_crops(CropSource(screen, labels_csv=screen / "labels.csv"), project)
     ing = time.perf_counter() - t0 - gen
     ids = all_cell_ids(PixelStore(project))
     chunks = [(str(project), ids[i : i + 2000]) for i in range(0, len(ids), 2000)]

@@ -195,10 +195,8 @@ def create_project(
 
     def ingest_into(folder: Path) -> IngestReport:
         return ingest_crops(
-            source.folder, folder, ingest,
-            labels_csv=source.labels_csv, metadata_csv=source.metadata_csv,
-            progress=run.progress, seed=seed, runner=run.runner,
-        )  # fmt: skip
+            source, folder, ingest, progress=run.progress, seed=seed, runner=run.runner
+        )
 
     return _create(Path(path), ingest, seed, ingest_into, run, then)
 
@@ -407,15 +405,9 @@ def add_crops(
     run = run or IngestRun()
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
     report = ingest_crops(
-        source.folder,
-        project.path,
-        ingest,
-        labels_csv=source.labels_csv,
-        metadata_csv=source.metadata_csv,
-        progress=run.progress,
-        seed=project.config.seed,
+        source, project.path, ingest, progress=run.progress, seed=project.config.seed,
         runner=run.runner,
-    )
+    )  # fmt: skip
     _register_new_cells(project, run)
     return report
 

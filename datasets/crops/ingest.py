@@ -26,7 +26,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from datasets import cells as cell_table
-from datasets.config import IngestConfig, default_channels
+from datasets.config import CropSource, IngestConfig, default_channels
 from datasets.crops.readers import (
     ImageHeader,
     find_images,
@@ -140,12 +140,10 @@ class _Context:
 
 
 def ingest_crops(
-    src_dir: Path,
+    src: Path | CropSource,
     project_dir: Path,
     cfg: IngestConfig | None = None,
     *,
-    labels_csv: Path | None = None,
-    metadata_csv: Path | None = None,
     progress: Progress | None = None,
     seed: int = 0,
     runner: Runner | None = None,
@@ -156,11 +154,12 @@ def ingest_crops(
     channel count (after dropping) and crop size must match the existing ones.
 
     Args:
-        src_dir: folder of TIFF/PNG/JPEG/npz crops, searched recursively.
+        src: folder of TIFF/PNG/JPEG/npz crops, searched recursively, or a
+            :class:`~datasets.config.CropSource` naming its ``path,label`` ground truth and
+            ``path`` + metadata CSVs (default ``labels.csv`` and ``metadata.csv`` in the
+            folder, if present).
         project_dir: existing project folder; ``cells.parquet`` and ``pixels/`` go here.
         cfg: crop size, scale, channel handling and normalisation settings.
-        labels_csv: ``path,label`` ground truth; default ``src_dir/labels.csv`` if present.
-        metadata_csv: ``path`` + metadata columns; default ``src_dir/metadata.csv`` if present.
         progress: called as ``progress(cells_done, cells_total)`` while pixels are written.
         seed: seeds the sample of cells the normalisation ranges are computed from.
         runner: where reading and fitting run (:mod:`datasets.parallel`); in this process
@@ -173,6 +172,7 @@ def ingest_crops(
         DataError: missing/empty folder, no readable file, bad CSV, too many channels, or a
             part that does not match the project's existing channels or crop size.
     """
+    source = CropSource.of(src)
     cfg = cfg or IngestConfig()
     project = Path(project_dir)
     manifest = cell_table.read_manifest(project)
@@ -180,9 +180,9 @@ def ingest_crops(
         size = manifest["crop_size"] if manifest else DEFAULT_CROP_SIZE
         cfg = replace(cfg, crop_size=int(size))
     report = IngestReport(crop_size=cfg.crop_px)
-    ctx = _Context(Path(src_dir).resolve(), project, cfg, report, manifest, runner=runner)
+    ctx = _Context(Path(source.folder).resolve(), project, cfg, report, manifest, runner=runner)
     check_existing(project, manifest, cfg)
-    _load_csvs(ctx, labels_csv, metadata_csv)
+    _load_csvs(ctx, source.labels_csv, source.metadata_csv)
     _scan(ctx)
     cfg = ctx.cfg = _resolve_scale(ctx)
     dtype = widest_dtype([e.header.dtype for e in ctx.entries])

@@ -194,6 +194,7 @@ def predict_screen(
     import pandas as pd
 
     from datasets.cells import read_cells
+    from datasets.config import CropSource
     from datasets.crops.ingest import ingest_crops
     from datasets.features import compute_morphology, read_features
 
@@ -205,8 +206,8 @@ def predict_screen(
         shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="phenoscout-predict-", dir=shared) as tmp:
         tmp_project = Path(tmp)
-        ingest_crops(Path(crops), tmp_project, ingest, metadata_csv=metadata_csv,
-                     seed=project.config.seed, runner=runner)  # fmt: skip
+        source = CropSource(Path(crops), metadata_csv=metadata_csv)
+        ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)

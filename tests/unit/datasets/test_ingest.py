@@ -18,7 +18,7 @@ from datasets.cells import (
     read_parts,
     write_cells,
 )
-from datasets.config import IngestConfig
+from datasets.config import CropSource, IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.pixels import PixelStore, load_part, part_file
@@ -145,7 +145,7 @@ def test_explicit_csvs_relative_to_their_folder_and_absolute(tiff_folder, tmp_pa
         "path,label\n../crops/images/A/cell0.tif,X\n"
         f"{tiff_folder / 'images' / 'B' / 'cell2.tif'},Y\n"
     )
-    report = ingest_crops(tiff_folder, project, SMALL, labels_csv=labels)
+    report = ingest_crops(CropSource(tiff_folder, labels_csv=labels), project, SMALL)
     assert report.class_counts == {"X": 1, "Y": 1}
     assert not any("found at the root" in n for n in report.notes)
 
@@ -170,7 +170,7 @@ def test_bad_labels_csv_is_one_line_error(tiff_folder, project, text, message):
     csv = tiff_folder / "truth.csv"
     csv.write_text(text)
     with pytest.raises(DataError, match=message) as info:
-        ingest_crops(tiff_folder, project, SMALL, labels_csv=csv)
+        ingest_crops(CropSource(tiff_folder, labels_csv=csv), project, SMALL)
     assert "\n" not in str(info.value)
     assert not (project / "cells.parquet").exists()
 
@@ -183,7 +183,7 @@ def test_unparsable_binary_csv(tiff_folder, project):
 
 def test_missing_explicit_csv_and_reserved_metadata_column(tiff_folder, project):
     with pytest.raises(DataError, match=r"nope\.csv: labels\.csv does not exist"):
-        ingest_crops(tiff_folder, project, SMALL, labels_csv=tiff_folder / "nope.csv")
+        ingest_crops(CropSource(tiff_folder, labels_csv=tiff_folder / "nope.csv"), project, SMALL)
     (tiff_folder / "metadata.csv").write_text("path,row\nimages/A/cell0.tif,3\n")
     with pytest.raises(DataError, match=r"metadata\.csv: column\(s\) \['row'\] clash"):
         ingest_crops(tiff_folder, project, SMALL)

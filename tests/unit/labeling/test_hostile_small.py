@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from datasets.cells import read_labels_csv
-from datasets.config import IngestConfig
+from datasets.config import CropSource, IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from labeling.cli.commands import main
@@ -65,7 +65,7 @@ def test_ground_truth_and_imports_refuse_the_same_names(tmp_path, label, why):
         read_labels_csv(csv)
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match=rf"labels.csv: line 3: class name .*{why}"):
-        ingest_crops(crops, tmp_path / "p", IngestConfig(crop_size=32), labels_csv=csv)
+        ingest_crops(CropSource(crops, labels_csv=csv), tmp_path / "p", IngestConfig(crop_size=32))
     assert not (tmp_path / "p").exists()
     assert _init(tmp_path / "q", _folder(tmp_path / "other", n=4)) == 0
     project = open_project(tmp_path / "q")
