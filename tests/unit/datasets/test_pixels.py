@@ -239,7 +239,7 @@ def test_threaded_write_is_byte_identical_to_a_serial_and_to_zarrs_own(tmp_path,
         assert writer.close() == 100
     own = zarr.create_array(store=str(tmp_path / "zarr.zarr"), shape=data.shape, dtype=data.dtype,
                             chunks=(1, 2, 8, 8), shards=(16, 2, 8, 8), fill_value=0,
-                            compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()],
+                            compressors=[BloscCodec(cname=pixels_module._CNAME, clevel=pixels_module._CLEVEL, shuffle="bitshuffle"), Crc32cCodec()],
                             config={"write_empty_chunks": True})  # fmt: skip
     own[:] = data
     serial = _files(tmp_path / "serial.zarr")
@@ -300,3 +300,20 @@ def test_a_damaged_shard_in_a_bulk_read_names_its_file(tmp_path, monkeypatch, sp
     with pytest.raises(DataError, match=r"p\.zarr/c/1/0/0/0: damaged \(") as err:
         part.rows(0, 24)
     assert "\n" not in str(err.value)
+
+
+def test_arrays_compressed_with_zstd_as_first_written_still_read(tmp_path, monkeypatch):
+    data = np.random.default_rng(6).integers(0, 4000, (40, 2, 8, 8)).astype(np.uint16)
+    with monkeypatch.context() as m:
+        m.setattr(pixels_module, "_CNAME", "zstd")
+        m.setattr(pixels_module, "_CLEVEL", 1)
+        write_part(tmp_path / "zstd.zarr", data)
+    write_part(tmp_path / "lz4.zarr", data)
+    shard = ("c", "0", "0", "0", "0")
+    zstd, lz4 = (tmp_path.joinpath(name, *shard).read_bytes() for name in ("zstd.zarr", "lz4.zarr"))
+    assert zstd != lz4
+    for name in ("zstd.zarr", "lz4.zarr"):
+        part = PartArray(tmp_path / name)
+        assert part._direct
+        np.testing.assert_array_equal(part.rows(0, 40), data)
+        np.testing.assert_array_equal(part.take(np.array([39, 3])), data[[39, 3]])
