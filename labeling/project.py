@@ -260,7 +260,7 @@ def _field_ingest(
 ) -> Callable[[Path], IngestReport]:
     """``folder -> report``: ingest ``source`` into a project folder (the truth CSV is read and
     a U-Net, if any, trained now, before the ingest)."""
-    from datasets.fields.ingest import ingest_fields
+    from datasets.fields.ingest import FieldInput, ingest_fields
     from datasets.fields.store import read_truth_csv
 
     truth_csv = source.truth_csv
@@ -268,10 +268,10 @@ def _field_ingest(
     segmenter = _segmenter(source, seed, run.train_progress)
 
     def ingest_into(folder: Path) -> IngestReport:
+        objects = FieldInput(source.fields, segmenter, source.keep_border, truth)
         return ingest_fields(
-            source.fields, folder, ingest, segmenter=segmenter, keep_border=source.keep_border,
-            truth=truth, progress=run.progress, seed=seed, runner=run.runner,
-        )  # fmt: skip
+            objects, folder, ingest, progress=run.progress, seed=seed, runner=run.runner
+        )
 
     return ingest_into
 

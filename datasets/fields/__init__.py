@@ -14,6 +14,7 @@ _EXPORTS = {
     "CONTEXT_PX": "datasets.fields.render",
     "FIELDS_FILE": "datasets.fields.store",
     "FILENAME_PATTERN": "datasets.fields.demo",
+    "FieldInput": "datasets.fields.ingest",
     "FieldSpec": "datasets.fields.spec",
     "FieldView": "datasets.fields.render",
     "HIGHLIGHT_COLOUR": "datasets.fields.render",

@@ -90,14 +90,30 @@ class _Run:
     ome: FieldImages | None = None  # writes the fields' OME-Zarr (made at the first field)
 
 
+@dataclass(frozen=True)
+class FieldInput:
+    """Whole fields to ingest, and how their objects are found and kept."""
+
+    fields: list[FieldSpec]  # from datasets.fields.files.find_fields or a CellProfiler export
+    #: ``(C, H, W) field -> (H, W) integer labels`` for fields without a mask or objects;
+    #: None: classical segmentation (datasets.segmentation.segment_field). A DataError it
+    #: raises skips that field
+    segmenter: Segmenter | None = None
+    keep_border: bool = False  # keep objects touching a field's border (left out by default)
+    #: ground truth per ``(field key, object label)`` (datasets.fields.store.read_truth_csv)
+    truth: Truth | None = None
+
+    @classmethod
+    def of(cls, fields: list[FieldSpec] | FieldInput) -> FieldInput:
+        """``fields`` as an input: a bare list is segmented classically, borders left out."""
+        return fields if isinstance(fields, FieldInput) else cls(list(fields))
+
+
 def ingest_fields(
-    fields: list[FieldSpec],
+    fields: list[FieldSpec] | FieldInput,
     project_dir: Path,
     cfg: IngestConfig | None = None,
     *,
-    segmenter: Segmenter | None = None,
-    keep_border: bool = False,
-    truth: Truth | None = None,
     progress: Progress | None = None,
     seed: int = 0,
     runner: Runner | None = None,
@@ -105,15 +121,12 @@ def ingest_fields(
     """Turn the objects of whole fields into cells: a new part of the project.
 
     Args:
-        fields: the fields (:func:`datasets.fields.files.find_fields`, or a CellProfiler export).
+        fields: the fields (:func:`datasets.fields.files.find_fields`, or a CellProfiler
+            export), or a :class:`FieldInput`: the fields, their segmenter, border objects
+            kept or not, and ground truth.
         project_dir: project folder; cells.parquet, pixels/ and fields.parquet go here.
         cfg: crop size, normalisation and channel names (``scale`` and
             ``keep_empty_channels`` do not apply: fields are cropped as they are).
-        segmenter: ``(C, H, W) field -> (H, W) integer labels`` for fields without a mask or
-            objects; default classical segmentation (:func:`datasets.segmentation.segment_field`).
-            A DataError it raises skips that field.
-        keep_border: keep objects that touch the field's border (left out by default).
-        truth: ground truth per ``(field key, object label)`` (see :func:`read_truth_csv`).
         progress: called as ``progress(fields_done, fields_total)``.
         seed: seeds the sample the normalisation ranges are computed from.
         runner: where fields are read, segmented and cropped (:mod:`datasets.parallel`, one
@@ -128,6 +141,9 @@ def ingest_fields(
             ``cfg.max_channels`` channels, or a crop size or channel count other than the
             project's.
     """
+    source = FieldInput.of(fields)
+    fields, segmenter = source.fields, source.segmenter
+    keep_border, truth = source.keep_border, source.truth
     cfg = cfg or IngestConfig()
     project = Path(project_dir)
     manifest = cell_table.read_manifest(project)

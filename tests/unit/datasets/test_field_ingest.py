@@ -17,7 +17,7 @@ from datasets.cells import read_cells, read_parts
 from datasets.config import IngestConfig
 from datasets.errors import DataError
 from datasets.fields.files import find_fields
-from datasets.fields.ingest import crop_at, ingest_fields
+from datasets.fields.ingest import FieldInput, crop_at, ingest_fields
 from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
     mask_part_file,
@@ -80,7 +80,7 @@ def test_given_masks_give_exact_objects_and_centroids(tmp_path, project):
 def test_border_objects_kept_with_keep_border(tmp_path, project):
     image, mask = disc_field()
     spec = save_field(tmp_path / "f", "A01", image, mask)
-    ingest_fields([spec], project, keep_border=True)
+    ingest_fields(FieldInput([spec], keep_border=True), project)
     cells = read_cells(project)
     assert cells["object"].tolist() == [1, 2, 3, 4]
     assert cells["touches_border"].tolist() == [False, False, False, True]
@@ -93,7 +93,7 @@ def test_crop_is_centred_on_the_centroid_and_padded_with_the_border_median(tmp_p
     image = np.stack([ramp, ramp // 2])
     _, mask = disc_field([(40, 50), (3, 100)])
     spec = save_field(tmp_path / "f", "A01", image, mask)
-    ingest_fields([spec], project, IngestConfig(crop_size=32), keep_border=True)
+    ingest_fields(FieldInput([spec], keep_border=True), project, IngestConfig(crop_size=32))
     crops = PixelStore(project).read_raw(["A01:1", "A01:2"])
     assert crops.shape == (2, 2, 32, 32)
     np.testing.assert_array_equal(crops[0], image[:, 40 - 16 : 40 + 16, 50 - 16 : 50 + 16])
@@ -165,7 +165,7 @@ def test_fields_are_read_and_released_one_at_a_time(tmp_path, project, monkeypat
 
     refs: list[weakref.ref] = []
     monkeypatch.setattr(field_tasks, "read_field", counting_read)
-    report = ingest_fields(specs, project, segmenter=segmenter)
+    report = ingest_fields(FieldInput(specs, segmenter), project)
     assert events == ["read", "segment"] * 4
     assert alive == [0, 0, 0, 0]  # no earlier field is still in memory when the next is read
     assert report.n_cells == 12
@@ -189,11 +189,11 @@ def test_a_failing_segmenter_skips_the_field(tmp_path, project):
         save_field(tmp_path / "f", "A01", image, mask),
         save_field(tmp_path / "f", "A02", image),
     ]
-    report = ingest_fields(specs, project, segmenter=lambda f: np.zeros((3, 3), np.int32))
+    report = ingest_fields(FieldInput(specs, lambda f: np.zeros((3, 3), np.int32)), project)
     ((key, reason),) = report.skipped
     assert key == "A02" and "segmentation gave (3, 3) int32; expected (96, 128)" in reason
     with pytest.raises(DataError, match="no cells in 1 field.*segmentation gave"):
-        ingest_fields([specs[1]], tmp_path / "other", segmenter=lambda f: np.ones(3))
+        ingest_fields(FieldInput([specs[1]], lambda f: np.ones(3)), tmp_path / "other")
 
 
 def test_objects_at_given_centres_keep_their_cellprofiler_columns(tmp_path, project):
@@ -220,7 +220,7 @@ def test_truth_from_csv_reaches_the_cell_table(tmp_path, project):
     spec = save_field(tmp_path / "f", "A01", image, mask)
     csv = tmp_path / "objects.csv"
     csv.write_text("field,object,phenotype\nA01,1,normal\nA01,2,mitotic\nA01,4,normal\n")
-    report = ingest_fields([spec], project, truth=read_truth_csv(csv))
+    report = ingest_fields(FieldInput([spec], truth=read_truth_csv(csv)), project)
     truth = read_cells(project)["truth"]
     assert truth.iloc[:2].tolist() == ["normal", "mitotic"] and truth.isna().iloc[2]
     assert report.class_counts == {"normal": 1, "mitotic": 1}
@@ -294,7 +294,7 @@ def test_demo_fields_with_their_true_masks(tmp_path, project):
     summary = generate_demo_fields(out, n_fields=2, size=160, seed=1)
     fields, skipped = find_fields(out, FILENAME_PATTERN, out / "masks")
     assert len(fields) == 2 and not skipped and all(f.mask_file for f in fields)
-    report = ingest_fields(fields, project, truth=read_truth_csv(out / "objects.csv"))
+    report = ingest_fields(FieldInput(fields, truth=read_truth_csv(out / "objects.csv")), project)
     table = read_fields(project)
     assert table["n_objects"].sum() == summary.n_objects
     assert report.n_cells == table["n_kept"].sum() > 0
