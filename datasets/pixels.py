@@ -734,6 +734,22 @@ def check_manifest_format(project_dir: Path, manifest: dict[str, Any]) -> None:
     raise DataError(f"{path}: pixel format {found!r} is newer than this version reads; update")
 
 
+_SCALED_IN_PLACE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+def _scale_into(raw: npt.NDArray, ranges: npt.NDArray, out: npt.NDArray[np.float32]) -> None:
+    """:func:`~datasets.normalise.apply_ranges` of ``raw`` (uint8, uint16 or float32) written
+    into ``out``, the same float32 operations without temporaries."""
+    r = np.asarray(ranges, dtype=np.float32)
+    low = r[:, 0].reshape(1, -1, 1, 1)
+    span = (r[:, 1] - r[:, 0]).reshape(1, -1, 1, 1)
+    np.subtract(raw, low, out=out, dtype=np.float32)
+    np.divide(out, span, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    if raw.dtype.kind == "f":
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+
+
 class PixelStore:
     """Read-only, lazy access to a project's crops by ``cell_id``.
 
@@ -841,8 +857,8 @@ class PixelStore:
         def block(start: int) -> None:
             stop = start + _NORM_ROWS
             part, where, sets = raw[start:stop], out[start:stop], idx[start:stop]
-            if (sets == sets[0]).all():
-                where[:] = apply_ranges(part, self._ranges[sets[0]])
+            if (sets == sets[0]).all() and part.dtype in _SCALED_IN_PLACE:
+                _scale_into(part, self._ranges[sets[0]], where)
                 return
             for k in np.unique(sets):
                 sel = sets == k

@@ -317,3 +317,16 @@ def test_arrays_compressed_with_zstd_as_first_written_still_read(tmp_path, monke
         assert part._direct
         np.testing.assert_array_equal(part.rows(0, 40), data)
         np.testing.assert_array_equal(part.take(np.array([39, 3])), data[[39, 3]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_scaling_in_place_equals_apply_ranges(dtype):
+    rng = np.random.default_rng(7)
+    raw = (rng.random((50, 3, 5, 5)) * 300 - 20).astype(np.float64)
+    if dtype == np.float32:
+        raw[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    raw = np.clip(raw, 0, None).astype(dtype) if dtype != np.float32 else raw.astype(dtype)
+    ranges = np.array([[3.0, 250.0], [0.5, 1.0], [10.0, 11.0]])
+    out = np.full(raw.shape, -7, np.float32)
+    pixels_module._scale_into(raw, ranges, out)
+    np.testing.assert_array_equal(out, apply_ranges(raw, ranges))  # bit for bit, NaN handled
