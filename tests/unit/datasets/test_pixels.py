@@ -330,3 +330,29 @@ def test_scaling_in_place_equals_apply_ranges(dtype):
     out = np.full(raw.shape, -7, np.float32)
     pixels_module._scale_into(raw, ranges, out)
     np.testing.assert_array_equal(out, apply_ranges(raw, ranges))  # bit for bit, NaN handled
+
+
+def test_the_threaded_writer_holds_a_few_shards_at_most(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)
+    lock, busy, most = threading.Lock(), [0], [0]
+    write_shard = ZarrPartWriter._write_shard
+
+    def slow(self, shard, rows):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.02)
+        write_shard(self, shard, rows)
+        with lock:
+            busy[0] -= 1
+
+    monkeypatch.setattr(ZarrPartWriter, "_write_shard", slow)
+    data = np.arange(40 * 4, dtype=np.uint8).reshape(40, 1, 2, 2)
+    writer = ZarrPartWriter(tmp_path / "p.zarr", data.shape, data.dtype, threads=2)
+    writer.append(data)  # 10 shards
+    assert len(writer._pending) < 2
+    writer.close()
+    assert 1 <= most[0] <= 2  # never more shards in flight than threads
+    np.testing.assert_array_equal(load_part(tmp_path / "p.zarr"), data)
