@@ -7,7 +7,7 @@ import pytest
 
 from labeling.strategies import Selection, select, update_state
 from labeling.strategies.arms import RoundContext, class_need, rank_balanced_margin
-from labeling.strategies.discover import n_explore
+from labeling.strategies.discover import HANDOVER, n_explore
 from labeling.strategies.unseen import unseen_class_chance
 from tests.unit.labeling.test_strategies import blob_pool
 
@@ -49,24 +49,24 @@ def _with_slice(slice_counts: dict) -> dict:
     return state
 
 
-def test_discover_hands_over_to_balanced_margin_once_no_class_is_unseen():
+def test_discover_hands_over_to_entropy_once_no_class_is_unseen():
     pool = blob_pool(True)
     sel, state = select("discover", pool, 10, np.random.default_rng(0), _with_slice({}))
-    assert "balanced_margin" not in sel.strategies, "an empty slice: everything explores"
+    assert HANDOVER not in sel.strategies, "an empty slice: everything explores"
     sel, state = select(
         "discover", pool, 10, np.random.default_rng(0), _with_slice({"A": 40, "B": 30, "C": 20})
     )
-    assert sel.strategies.count("balanced_margin") == 7
+    assert sel.strategies.count(HANDOVER) == 7
     assert sel.strategies.count("random") == 2
     assert state["unseen"]["p"] == 0.0
 
 
 def test_the_random_slice_is_counted_in_the_state_and_not_rewarded():
-    sel = Selection(["x1", "x2", "x3"], ["random", "random", "balanced_margin"], [0.0] * 3)
+    sel = Selection(["x1", "x2", "x3"], ["random", "random", HANDOVER], [0.0] * 3)
     given = {"x1": "A", "x2": "B", "x3": "C"}
     state = update_state("discover", {}, sel, given, {}, {"A"})
     assert state["slice"] == {"A": 1, "B": 1}
-    assert "random" not in state["arms"] and "balanced_margin" not in state["arms"]
+    assert "random" not in state["arms"] and HANDOVER not in state["arms"]
 
 
 def test_balanced_margin_weighs_classes_with_few_labels_up():
