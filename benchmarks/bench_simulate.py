@@ -48,7 +48,7 @@ def rare_subsample(data: SimData, seed: int = 0, share: float = RARE_SHARE) -> S
     rng = np.random.default_rng(seed)
     counts = pd.Series(data.truth).value_counts()
     big = counts[counts > 0.01 * len(data.truth)]
-    cut = list(big.index[-RARE_CLASSES:])
+    cut = list(big.index[1:][-RARE_CLASSES:])  # never the largest class
     keep = np.ones(len(data.truth), dtype=bool)
     n_rest = int(counts.drop(cut).sum())
     for name in cut:
