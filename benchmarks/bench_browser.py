@@ -16,7 +16,7 @@ it). Each round labels four tiles by key and two by click, then asks for the nex
 a markdown table: median, p95 and max of each measure. Usage::
 
     python benchmarks/bench_browser.py [--quick] [--rounds 10] [--cells 20000] [--trainer off]
-        [--first-cells 10000] [--no-first] [--workdir DIR]
+        [--first-cells 10000] [--no-first] [--workdir DIR] [--project PROJECT]
 
 ``--quick``: 3 rounds, for a smoke run on a busy machine. ``--workdir`` keeps the 20,000-cell
 screen there between runs (generated once); (a) always starts from an empty folder. Needs
@@ -149,18 +149,20 @@ def _label_by_click(page, tile: int, key: str, name: str) -> tuple[float, float]
 
 
 def labeling_rounds(
-    screen_dir: Path, cells: int, rounds: int, trainer: str
+    screen_dir: Path, cells: int, rounds: int, trainer: str, project: Path | None = None
 ) -> dict[str, list[float]]:
-    """(b) and (c) on the 20,000-cell demo, the trainer ``on`` or ``off``."""
+    """(b) and (c) on the 20,000-cell demo (or on ``project``, e.g. bench_scale's), the trainer
+    ``on`` or ``off``."""
     from labeling.store import LabelStore
 
-    screen_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(screen_dir / "demo_project", ignore_errors=True)
-    project, _ = _make_project(screen_dir, cells)
+    if project is None:
+        screen_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(screen_dir / "demo_project", ignore_errors=True)
+        project, _ = _make_project(screen_dir, cells)
     with LabelStore(project / "labels.db") as store:
         classes = [store.add_class("round"), store.add_class("elongated")]  # keys 1 and 2
     out: dict[str, list] = {k: [] for k in ("next batch", "key mark", "key drawn",
-                                            "click mark", "click drawn")}  # fmt: skip
+                                            "click mark", "click drawn", "server GiB")}  # fmt: skip
     env = {"PHENOSCOUT_TRAINER": "off"} if trainer == "off" else {}
     if trainer == "on":
         os.environ.pop("PHENOSCOUT_TRAINER", None)
@@ -187,8 +189,25 @@ def labeling_rounds(
             _wait_text(page, "this batch 0/24 labeled")
             _wait_tiles(page)
             out["next batch"].append(time.perf_counter() - t0)
+            out["server GiB"].append(_server_rss(project) / 2**30)
         out["status"] = [page.evaluate(_STATUS)]
     return out
+
+
+def _server_rss(project: Path) -> int:
+    """Resident bytes of the ``phenoscout app PROJECT`` process and its children (the trainer
+    when it runs; never the browser)."""
+    import psutil
+
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = proc.cmdline()
+            if "app" in cmd and str(project) in cmd:
+                tree = [proc, *proc.children(recursive=True)]
+                return sum(p.memory_info().rss for p in tree)
+        except psutil.Error:
+            continue
+    return 0
 
 
 def _p95(values: list[float]) -> float:
@@ -215,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-first", action="store_true", help="skip (a)")
     parser.add_argument("--workdir", type=Path, help="keep the (b)/(c) screen here")
+    parser.add_argument("--project", type=Path,
+                        help="run (b)/(c) on this project (e.g. bench_scale's million cells) "
+                             "instead of a fresh demo; two classes are added to it")  # fmt: skip
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else args.rounds
 
@@ -223,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench-rounds-")
     try:
-        loop = labeling_rounds(args.workdir or Path(tmp.name), args.cells, rounds, args.trainer)
+        loop = labeling_rounds(
+            args.workdir or Path(tmp.name), args.cells, rounds, args.trainer, args.project
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -231,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if first is not None:
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in first.items() if k != "total")
         print(f"\n(a) fresh demo of {args.first_cells} cells to the first batch: {parts}")
-    print(f"(b), (c): {args.cells}-cell demo, {rounds} rounds, trainer {args.trainer}; status:")
+    screen = args.project or f"{args.cells}-cell demo"
+    print(f"(b), (c): {screen}, {rounds} rounds, trainer {args.trainer}; status:")
     print("    " + str(loop.pop("status")[0]).replace("\n", " "))
     print("\n| measure | median s | p95 s | max s | n | target | met |")
     print("|---|---|---|---|---|---|---|")
@@ -245,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_row("(c) key -> label drawn by the server", loop["key drawn"], None))
     print(_row("(c) click -> label drawn by the server", loop["click drawn"], None))
     print(f"\n(b) per round, s: {rounds_s}")
+    print(f"app server resident memory after each round, max: {max(loop['server GiB']):.2f} GiB")
     return 0
 
 
