@@ -20,6 +20,7 @@ _EXPORTS = {
     "find_images": "datasets.crops.readers",
     "read_image_file": "datasets.crops.readers",
     "read_cells": "datasets.cells",
+    "read_cells_of": "datasets.cells",
     "PixelStore": "datasets.pixels",
     "IngestReport": "datasets.crops.ingest",
     "ingest_crops": "datasets.crops.ingest",

@@ -93,6 +93,30 @@ def read_cells(project_dir: Path, columns: list[str] | None = None) -> pd.DataFr
         raise ProjectDamagedError(path, err, DAMAGED_FIX) from err
 
 
+def read_cells_of(project_dir: Path, cell_ids: list[str], columns: list[str]) -> pd.DataFrame:
+    """The rows of the cells ``cell_ids`` only (in stored order): ``cell_id`` and ``columns``.
+
+    A filtered Parquet read, for a batch's few cells of a large table (24 of 10^6 rows in
+    0.1 s, where reading the columns whole and indexing them by id takes 0.3-0.4 s).
+
+    Raises:
+        DataError, ProjectDamagedError: as :func:`read_cells`.
+    """
+    path = Path(project_dir) / CELLS_FILE
+    wanted = ["cell_id", *[c for c in columns if c != "cell_id"]]
+    if not path.is_file():
+        raise DataError(f"{path}: no cell table; ingest crops into the project first")
+    try:
+        known = pq.read_schema(path).names
+        unknown = [c for c in wanted if c not in known]
+        if unknown:
+            raise DataError(f"{path}: no column(s) {unknown}; the table has {known}")
+        rows = pq.read_table(path, columns=wanted, filters=[("cell_id", "in", list(cell_ids))])
+        return rows.to_pandas()
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise ProjectDamagedError(path, err, DAMAGED_FIX) from err
+
+
 def write_cells(project_dir: Path, table: pd.DataFrame) -> None:
     """Write the cell table atomically (temporary file, then ``os.replace``).
 

@@ -396,7 +396,11 @@ def _items(selection: Any, pool: PoolData, head: HeadState) -> list[dict[str, An
 
 
 def _describe(project: Project, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    sources = project.cells(columns=["cell_id", "source"]).set_index("cell_id")["source"]
+    from datasets.cells import read_cells_of
+
+    ids = [it["cell_id"] for it in items]
+    rows = read_cells_of(project.path, ids, ["source"]) if ids else None
+    sources = {} if rows is None else dict(zip(rows["cell_id"], rows["source"], strict=True))
     return [
         {
             "cell_id": it["cell_id"],

@@ -14,6 +14,7 @@ from datasets.cells import (
     CELL_ID_PATTERN,
     make_cell_ids,
     read_cells,
+    read_cells_of,
     read_manifest,
     read_parts,
     write_cells,
@@ -51,6 +52,21 @@ def test_write_cells_refuses_bad_or_duplicate_ids(tmp_path):
             write_cells(tmp_path, pd.DataFrame({"cell_id": ids}))
     write_cells(tmp_path, pd.DataFrame({"cell_id": ["a", "b.2:3"]}))
     assert read_cells(tmp_path)["cell_id"].tolist() == ["a", "b.2:3"]
+
+
+def test_read_cells_of_reads_only_the_asked_cells(tmp_path):
+    table = pd.DataFrame({"cell_id": [f"c{i}" for i in range(50)],
+                          "source": [f"f{i}.tif" for i in range(50)], "plate": "p1"})  # fmt: skip
+    write_cells(tmp_path, table)
+    rows = read_cells_of(tmp_path, ["c7", "c3", "nope"], ["source"])
+    assert list(rows.columns) == ["cell_id", "source"]
+    assert rows.to_dict("records") == [  # stored order, unknown ids dropped
+        {"cell_id": "c3", "source": "f3.tif"}, {"cell_id": "c7", "source": "f7.tif"},
+    ]  # fmt: skip
+    with pytest.raises(DataError, match="no column"):
+        read_cells_of(tmp_path, ["c3"], ["well"])
+    with pytest.raises(DataError, match="no cell table"):
+        read_cells_of(tmp_path / "missing", ["c3"], ["source"])
 
 
 def test_cell_ids_are_stable():
