@@ -160,7 +160,10 @@ def labeling_rounds(
         shutil.rmtree(screen_dir / "demo_project", ignore_errors=True)
         project, _ = _make_project(screen_dir, cells)
     with LabelStore(project / "labels.db") as store:
-        classes = [store.add_class("round"), store.add_class("elongated")]  # keys 1 and 2
+        keyed = [c for c in store.classes(include_pseudo=False) if c.key]
+        # a fresh demo: two new classes, keys 1 and 2; a labeled project: its first two
+        classes = keyed[:2] if len(keyed) >= 2 else [store.add_class("round"),
+                                                      store.add_class("elongated")]  # fmt: skip
     out: dict[str, list] = {k: [] for k in ("next batch", "key mark", "key drawn",
                                             "click mark", "click drawn", "server GiB")}  # fmt: skip
     env = {"PHENOSCOUT_TRAINER": "off"} if trainer == "off" else {}
@@ -201,8 +204,8 @@ def _server_rss(project: Path) -> int:
 
     for proc in psutil.Process().children(recursive=True):
         try:
-            cmd = proc.cmdline()
-            if "app" in cmd and str(project) in cmd:
+            cmd = " ".join(proc.cmdline())  # `phenoscout app` execs streamlit
+            if "streamlit" in cmd and str(project) in cmd:
                 tree = [proc, *proc.children(recursive=True)]
                 return sum(p.memory_info().rss for p in tree)
         except psutil.Error:
