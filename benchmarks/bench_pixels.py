@@ -40,15 +40,24 @@ def load_module(path: str | None) -> ModuleType:
     return module
 
 
+def store_of(px: ModuleType, project: Path):  # noqa: ANN201 - either version's store
+    """The project's PixelStore: ``px``'s when it has one (before datasets.pixel_store)."""
+    if hasattr(px, "PixelStore"):
+        return px.PixelStore(project)
+    from datasets.pixel_store import PixelStore
+
+    return PixelStore(project)
+
+
 def table_order(px: ModuleType, project: Path) -> float:
-    store = px.PixelStore(project)
+    store = store_of(px, project)
     t0 = time.perf_counter()
     n = sum(len(ids) for ids, _ in store.iter_batches(1024))
     return n / (time.perf_counter() - t0)
 
 
 def cold(px: ModuleType, project: Path, draws: int = 9) -> list[float]:
-    ids = px.PixelStore(project)._ids.to_numpy()  # noqa: SLF001 - a benchmark may look inside
+    ids = store_of(px, project)._ids.to_numpy()  # noqa: SLF001 - a benchmark may look inside
     rng = np.random.default_rng(1)
     times = []
     for _ in range(draws):
@@ -58,7 +67,7 @@ def cold(px: ModuleType, project: Path, draws: int = 9) -> list[float]:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 os.close(fd)
         pick = list(ids[rng.choice(len(ids), 24, replace=False)])
-        store = px.PixelStore(project)
+        store = store_of(px, project)
         t0 = time.perf_counter()
         store.read(pick)
         times.append(time.perf_counter() - t0)
@@ -66,8 +75,8 @@ def cold(px: ModuleType, project: Path, draws: int = 9) -> list[float]:
 
 
 def write(px: ModuleType, project: Path, cells: int, threads: int) -> float:
-    part = px.open_part(px.part_file(project, 0))
-    rows = part.rows(0, min(cells, len(part)))
+    store = store_of(px, project)
+    rows = store.read_raw(store._ids[: min(cells, store.n_cells)].tolist())  # noqa: SLF001
     with tempfile.TemporaryDirectory(dir=project) as tmp:
         np.save(Path(tmp) / "src.npy", rows)
         if hasattr(px, "_WRITE_THREADS"):

@@ -32,7 +32,7 @@ LOCK_FILE = ".convert.lock"  # in PIXELS_DIR: held while converting
 SAMPLE_ROWS = 64  # rows compared between a .npy part and its Zarr copy (plus first and last)
 # datasets.cells.PIXELS_DIR, MANIFEST_FILE and MANIFEST_FORMAT, not imported: the check on
 # every opening stays light (datasets.cells loads pandas); a test keeps them equal.
-_PIXELS_DIR, _MANIFEST_FILE, _ZARR_FORMAT = "pixels", "parts.json", 2
+_PIXELS_DIR, _MANIFEST_FILE, _ZARR_FORMAT = "pixels", "parts.json", 2  # the first Zarr format
 
 
 def _old_files(pixels: Path) -> list[Path]:
@@ -57,7 +57,7 @@ def needs_migration(project_dir: Path) -> bool:
 
 
 @contextmanager
-def _locked(pixels: Path) -> Iterator[None]:
+def locked(pixels: Path) -> Iterator[None]:
     """Hold ``pixels/.convert.lock`` (waiting for another process that holds it)."""
     with open(pixels / LOCK_FILE, "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -138,11 +138,11 @@ def migrate_pixels(project_dir: Path) -> list[str]:
     pixels = project / _PIXELS_DIR
     if not needs_migration(project):
         return []
-    from datasets.cells import DAMAGED_FIX, MANIFEST_FORMAT, read_manifest, write_manifest
+    from datasets.cells import DAMAGED_FIX, read_manifest, write_manifest
     from datasets.fields.store import mask_part_file, npy_mask_part_file
     from datasets.pixels import npy_part_file, part_file
 
-    with _locked(pixels):
+    with locked(pixels):
         if not needs_migration(project):  # another process did it while we waited
             return []
         manifest = read_manifest(project)
@@ -165,7 +165,7 @@ def migrate_pixels(project_dir: Path) -> list[str]:
                 elif kind == "crops" and not new.exists():
                     raise ProjectDamagedError(old, "missing, and no Zarr copy", DAMAGED_FIX)
             record["file"] = part_file(Path(), part).name
-        manifest["format"] = MANIFEST_FORMAT
+        manifest["format"] = _ZARR_FORMAT  # one array per part, as format 2 records say
         write_manifest(project, manifest)
         backup = pixels / BACKUP_DIR
         if moved:

@@ -19,13 +19,13 @@ per-channel normalisation ranges (for the whole part, or one set per plate);
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import google_crc32c
 import numcodecs
@@ -38,14 +38,10 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from datasets.cells import (
     DAMAGED_FIX,
-    MANIFEST_FILE,
-    MANIFEST_FORMAT,
     PIXELS_DIR,
-    read_cells,
-    read_manifest,
 )
 from datasets.errors import DataError, ProjectDamagedError
-from datasets.normalise import apply_ranges, compute_ranges
+from datasets.normalise import compute_ranges
 
 #: Key of the single range set of a part normalised over the whole dataset.
 DATASET_GROUP = "*"
@@ -63,11 +59,10 @@ _THREADED_ROWS = 4  # from this many crops a read uses the threads
 _BULK_ROWS = 16  # from this many crops of one shard, their bytes are read in one pread
 _BLOCK_ROWS = (32, 512)  # crops one thread decodes from one such read, least and most
 _BULK_SLACK = 1 << 20  # a bulk read may carry this many unneeded bytes (plus as many as needed)
-_NORM_ROWS = 256  # crops scaled by one thread at a time
 _WRITE_THREADS = 4  # shards encoded at once while writing (Blosc releases the GIL)
 
 
-def _cpus() -> int:
+def cpus() -> int:
     """CPUs this process may use (at most :data:`_READ_THREADS`)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, min(_READ_THREADS, len(os.sched_getaffinity(0))))
@@ -103,38 +98,55 @@ def _remove(path: Path) -> None:
 
 
 class ZarrPartWriter:
-    """Writes the rows of a new sharded Zarr array in order, one whole shard at a time.
+    """Writes rows into a sharded Zarr array in order, one whole shard at a time.
 
-    zarr writes the array's metadata; the shard files are encoded here, as zarr's sharding
+    zarr writes a new array's metadata; the shard files are encoded here, as zarr's sharding
     codec lays them out (each crop Blosc-compressed plus its crc32c, in row order, then the
     index and its crc32c), a few shards at once in threads (Blosc and the checksum release the
-    GIL), so the files are the same bytes as a serial write. The array is built in a hidden
-    folder next to ``path`` and moved into place by :meth:`close`, so ``path`` is either
-    absent, the earlier array, or complete. Memory holds the shard being filled and at most
-    ``threads`` shards being encoded.
+    GIL), so the files are the same bytes as a serial write. Memory holds the shard being
+    filled and at most ``threads`` shards being encoded.
+
+    A new array is built in a hidden folder next to ``path`` and moved into place by
+    :meth:`close`, so ``path`` is either absent, the earlier array, or complete. With
+    ``append=True`` and an array at ``path`` (a plate's array, :mod:`datasets.plate_arrays`),
+    the rows go after its rows: the new shard files are staged, then moved in, then
+    ``zarr.json`` gets the new length. The shard that held the last rows is rewritten with
+    those rows' bytes unchanged, so a reader of the old length reads what it read before, and
+    an interrupted append leaves the old array (perhaps with rows past its length, unread).
     """
 
     def __init__(
-        self, path: Path, shape: tuple[int, ...], dtype: npt.DTypeLike, threads: int | None = None
+        self,
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: npt.DTypeLike,
+        threads: int | None = None,
+        append: bool = False,
     ) -> None:
+        """``shape`` is that of the rows to write, (n, ...)."""
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
         self.staged = self.path.with_name(f".{self.path.name}.tmp")
-        self.rows_per_shard = shard_rows(self.shape[1:], self.dtype)
         _remove(self.staged)
-        zarr.create_array(  # the metadata (zarr.json) only
-            store=str(self.staged),
-            shape=self.shape,
-            dtype=self.dtype,
-            chunks=(1, *self.shape[1:]),
-            shards=(self.rows_per_shard, *self.shape[1:]),
-            compressors=[
-                BloscCodec(cname=_CNAME, clevel=_CLEVEL, shuffle="bitshuffle"),
-                Crc32cCodec(),
-            ],
-            fill_value=0,
-            zarr_format=3,
-            config={"write_empty_chunks": True},  # every shard a file: a missing one is damage
-        )
+        self.start = 0  # rows in the array before these
+        self._head: tuple[bytes, npt.NDArray[np.uint64]] = (b"", np.empty((0, 2), "<u8"))
+        if append and (self.path / "zarr.json").is_file():
+            self._open_for_append()
+        else:
+            self.rows_per_shard = shard_rows(self.shape[1:], self.dtype)
+            zarr.create_array(  # the metadata (zarr.json) only
+                store=str(self.staged),
+                shape=self.shape,
+                dtype=self.dtype,
+                chunks=(1, *self.shape[1:]),
+                shards=(self.rows_per_shard, *self.shape[1:]),
+                compressors=[
+                    BloscCodec(cname=_CNAME, clevel=_CLEVEL, shuffle="bitshuffle"),
+                    Crc32cCodec(),
+                ],
+                fill_value=0,
+                zarr_format=3,
+                config={"write_empty_chunks": True},  # every shard a file: a missing one is damage
+            )
         self._blosc = numcodecs.Blosc(
             cname=_CNAME,
             clevel=_CLEVEL,
@@ -149,28 +161,58 @@ class ZarrPartWriter:
         self._filled = 0
         self.n_written = 0
 
+    def _open_for_append(self) -> None:
+        """Continue the array at ``path``: its length, shard size and its last shard's bytes."""
+        array = PartArray(self.path)
+        if array.dtype != self.dtype or array.shape[1:] != self.shape[1:]:
+            raise DataError(
+                f"{self.path}: stores {array.dtype} crops of shape {array.shape[1:]}, cannot "
+                f"append {self.dtype} crops of shape {self.shape[1:]}"
+            )
+        if not array.direct:
+            raise DataError(f"{self.path}: not in the layout phenoscout appends to")
+        self.rows_per_shard, self.start = array.rows_per_shard, len(array)
+        self.staged.mkdir(parents=True)
+        kept = self.start % self.rows_per_shard
+        if kept:  # the last shard's rows, kept byte for byte
+            shard = self.start // self.rows_per_shard
+            fd = os.open(array.shard_file(shard), os.O_RDONLY)
+            try:
+                index = array.shard_index(shard, fd)[:kept].copy()
+                end = int((index[:, 0] + index[:, 1]).max())
+                self._head = (os.pread(fd, end, 0), index)
+            finally:
+                os.close(fd)
+            if len(self._head[0]) != end:
+                raise _shard_error(array.shard_file(shard), "cut short")
+
     def append(self, rows: npt.NDArray) -> None:
         """Append ``rows`` (k, ...) after the rows appended so far (cast to the dtype)."""
         done = 0
         while done < len(rows):
             if self.n_written + self._filled + len(rows) - done > self.shape[0]:
                 raise DataError(f"{self.path}: more than {self.shape[0]} rows appended")
-            take = min(len(rows) - done, len(self._buffer) - self._filled)
+            room = self.rows_per_shard - (self.start + self.n_written) % self.rows_per_shard
+            cap = min(room, len(self._buffer))
+            take = min(len(rows) - done, cap - self._filled)
             self._buffer[self._filled : self._filled + take] = rows[done : done + take]
             self._filled += take
             done += take
-            if self._filled == len(self._buffer):
+            if self._filled == cap:
                 self._flush()
 
-    def _write_shard(self, shard: int, rows: npt.NDArray) -> None:
-        """Encode ``rows`` as shard file ``shard`` (see the class text)."""
+    def _write_shard(self, shard: int, rows: npt.NDArray, first: int) -> None:
+        """Encode ``rows`` as shard file ``shard`` from its row ``first`` on (the rows before
+        are the array's last rows, kept as they are; see the class text)."""
         index = np.full((self.rows_per_shard, 2), _EMPTY, dtype="<u8")
-        pieces: list[bytes] = []
-        offset = 0
+        head, head_index = self._head if first else (b"", index[:0])
+        index[:first] = head_index
+        pieces: list[bytes] = [head]
+        offset = len(head)
         for i in range(len(rows)):
             chunk = self._blosc.encode(np.ascontiguousarray(rows[i]))
             pieces += [chunk, google_crc32c.value(chunk).to_bytes(4, "little")]
-            index[i] = (offset, len(chunk) + 4)
+            index[first + i] = (offset, len(chunk) + 4)
             offset += len(chunk) + 4
         raw = index.tobytes()
         pieces += [raw, google_crc32c.value(raw).to_bytes(4, "little")]
@@ -181,14 +223,14 @@ class ZarrPartWriter:
     def _flush(self) -> None:
         if not self._filled:
             return
-        shard = self.n_written // self.rows_per_shard
+        shard, first = divmod(self.start + self.n_written, self.rows_per_shard)
         rows = self._buffer[: self._filled]
         self.n_written += self._filled
         self._filled = 0
         if self._pool is None:
-            self._write_shard(shard, rows)
+            self._write_shard(shard, rows, first)
             return
-        self._pending.append(self._pool.submit(self._write_shard, shard, rows))
+        self._pending.append(self._pool.submit(self._write_shard, shard, rows, first))
         self._buffer = np.empty_like(self._buffer)  # the task keeps the filled one
         while len(self._pending) >= self.threads:
             self._pending.popleft().result()
@@ -201,7 +243,7 @@ class ZarrPartWriter:
             self._pool = None
 
     def close(self) -> int:
-        """Write the last shard and move the array into place; returns the rows written.
+        """Write the last shard and move the rows into place; returns the rows written.
 
         Raises:
             DataError: when fewer rows were appended than the shape holds.
@@ -215,12 +257,30 @@ class ZarrPartWriter:
         if self.n_written != self.shape[0]:
             self.discard()
             raise DataError(f"{self.path}: {self.n_written} of {self.shape[0]} rows written")
+        if self.start:
+            self._move_appended()
+            return self.n_written
         _remove(self.path)  # a leftover of an interrupted ingest (the manifest never named it)
         os.replace(self.staged, self.path)
         return self.n_written
 
+    def _move_appended(self) -> None:
+        """Move the staged shard files into the array, then give ``zarr.json`` the new length."""
+        for staged in sorted(self.staged.joinpath("c").glob("*/**/*")):
+            if staged.is_file():
+                target = self.path / staged.relative_to(self.staged)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, target)
+        meta_file = self.path / "zarr.json"
+        meta = json.loads(meta_file.read_text())
+        meta["shape"][0] = self.start + self.n_written
+        tmp = meta_file.with_name(".zarr.json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, meta_file)
+        _remove(self.staged)
+
     def discard(self) -> None:
-        """Remove the half-written array (after its shard tasks have ended)."""
+        """Remove the half-written rows (after their shard tasks have ended)."""
         for task in self._pending:
             task.cancel()
         if self._pool is not None:
@@ -297,7 +357,7 @@ class PartArray:
             self.shape = tuple(int(s) for s in self._array.shape)
             self.dtype = np.dtype(self._array.dtype)
             shards = self._array.shards or self._array.chunks
-            self._direct = _sharded_layout(self._array.metadata.to_dict(), self.shape[1:])
+            self.direct = _sharded_layout(self._array.metadata.to_dict(), self.shape[1:])
         except _ZARR_ERRORS as err:
             raise ProjectDamagedError(self.path / "zarr.json", err, DAMAGED_FIX) from err
         self.rows_per_shard = int(shards[0])
@@ -335,7 +395,7 @@ class PartArray:
                 self.path, f"{self.shape[0]} rows, the cell table names row {last}", DAMAGED_FIX
             )
 
-    def _index(self, shard: int, fd: int) -> npt.NDArray[np.uint64]:
+    def shard_index(self, shard: int, fd: int) -> npt.NDArray[np.uint64]:
         """Shard ``shard``'s (rows_per_shard, 2) ``[offset, nbytes]`` index, checked."""
         if shard in self._indexes:
             return self._indexes[shard]
@@ -440,20 +500,21 @@ class PartArray:
             missing = [k for k in fds if k not in self._indexes]
             if len(missing) > 1:  # cold: the shards' index reads overlap
                 with ThreadPoolExecutor(min(_READ_THREADS, len(missing))) as pool:
-                    list(pool.map(lambda k: self._index(k, fds[k]), missing))
+                    list(pool.map(lambda k: self.shard_index(k, fds[k]), missing))
             where = np.empty((len(rows), 2), dtype=np.uint64)
             tasks: list[tuple[Any, ...]] = []
             bounds = np.flatnonzero(np.diff(shards)) + 1
             for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(rows)], strict=True):
                 shard = int(shards[lo])
-                where[lo:hi] = self._index(shard, fds[shard])[rows[lo:hi] % self.rows_per_shard]
+                index = self.shard_index(shard, fds[shard])
+                where[lo:hi] = index[rows[lo:hi] % self.rows_per_shard]
                 if hi - lo < _BULK_ROWS:
                     for i in range(lo, hi):
                         tasks.append(
                             (self._read_one, fds[shard], where[i], flat[i], int(rows[i]), shard)
                         )
                     continue
-                size = -(-(hi - lo) // (2 * _cpus()))
+                size = -(-(hi - lo) // (2 * cpus()))
                 size = min(max(size, _BLOCK_ROWS[0]), _BLOCK_ROWS[1])
                 for i in range(lo, hi, size):
                     j = min(i + size, hi)
@@ -472,7 +533,7 @@ class PartArray:
         return out
 
     def _read(self, rows: npt.NDArray[np.int64]) -> npt.NDArray:
-        if self._direct:
+        if self.direct:
             return self._read_direct(rows)
         self._check(rows // self.rows_per_shard)
         try:
@@ -674,28 +735,38 @@ def _flat_channels(
     return flat
 
 
+class RowArray(Protocol):
+    """Rows read by index: a :class:`PartArray`, or a part over several arrays."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, rows: npt.NDArray[np.int64]) -> npt.NDArray: ...
+
+
 def part_ranges(
-    path: Path,
+    part: RowArray,
     groups: pd.Series | None,
     percentiles: tuple[float, float],
     rng: np.random.Generator,
     sample_size: int = 2000,
+    rows: npt.NDArray[np.int64] | None = None,
 ) -> tuple[dict[str, list[list[float]]], dict[str, list[int]]]:
     """Per-group normalisation ranges of a part, from a random sample of cells per group.
 
     Args:
-        path: the part's (n, C, S, S) Zarr array.
-        groups: (n,) group name of each row (e.g. its plate), or None for one dataset-wide
+        part: the part's (n, C, S, S) crops.
+        groups: (n,) group name of each cell (e.g. its plate), or None for one dataset-wide
             group named :data:`DATASET_GROUP`.
         percentiles: low and high percentile, as for :func:`compute_ranges`.
-        rng: draws the sample rows.
+        rng: draws the sample cells.
         sample_size: at most this many cells per group.
+        rows: (n,) each cell's row of ``part`` (the cell table's ``row``); cell i is row i
+            when None.
 
     Returns:
         ``(ranges, flat)``: ranges[group] is the (C, 2) ``[low, high]`` list per channel;
         flat[group] lists the channels with no intensity range in that group.
     """
-    part = open_part(path)
     n = len(part)
     if groups is None:
         codes, names = np.zeros(n, dtype=np.int64), [DATASET_GROUP]
@@ -705,208 +776,12 @@ def part_ranges(
     ranges: dict[str, list[list[float]]] = {}
     flat: dict[str, list[int]] = {}
     for k, name in enumerate(names):
-        rows = np.flatnonzero(codes == k)
-        rows = np.sort(rng.choice(rows, size=min(sample_size, len(rows)), replace=False))
-        sample = part.take(rows)
+        cells = np.flatnonzero(codes == k)
+        cells = np.sort(rng.choice(cells, size=min(sample_size, len(cells)), replace=False))
+        sample = part.take(cells if rows is None else np.asarray(rows)[cells])
         group_ranges = np.concatenate(  # one channel at a time bounds the float64 copy
             [compute_ranges(sample[:, c : c + 1], percentiles) for c in range(sample.shape[1])]
         )
         ranges[name] = group_ranges.tolist()
         flat[name] = _flat_channels(sample, group_ranges, percentiles)
     return ranges, flat
-
-
-def check_manifest_format(project_dir: Path, manifest: dict[str, Any]) -> None:
-    """Refuse a manifest of ``.npy`` parts (not yet converted) or of a newer version.
-
-    Raises:
-        DataError: the pixels are stored in another format than this version reads.
-    """
-    path = Path(project_dir) / PIXELS_DIR / MANIFEST_FILE
-    found = manifest.get("format", 1)
-    if found == MANIFEST_FORMAT:
-        return
-    if isinstance(found, int) and found < MANIFEST_FORMAT:
-        raise DataError(
-            f"{path}: pixels stored as .npy parts by an earlier version; open the project "
-            "with phenoscout (any command) to convert them to Zarr"
-        )
-    raise DataError(f"{path}: pixel format {found!r} is newer than this version reads; update")
-
-
-_SCALED_IN_PLACE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
-
-
-def _scale_into(raw: npt.NDArray, ranges: npt.NDArray, out: npt.NDArray[np.float32]) -> None:
-    """:func:`~datasets.normalise.apply_ranges` of ``raw`` (uint8, uint16 or float32) written
-    into ``out``, the same float32 operations without temporaries."""
-    r = np.asarray(ranges, dtype=np.float32)
-    low = r[:, 0].reshape(1, -1, 1, 1)
-    span = (r[:, 1] - r[:, 0]).reshape(1, -1, 1, 1)
-    np.subtract(raw, low, out=out, dtype=np.float32)
-    np.divide(out, span, out=out)
-    np.clip(out, 0.0, 1.0, out=out)
-    if raw.dtype.kind == "f":
-        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-
-
-class PixelStore:
-    """Read-only, lazy access to a project's crops by ``cell_id``.
-
-    Part arrays are opened on first use; the ``cell_id -> (part, row)`` map and each cell's
-    normalisation range set are built once from the cell table.
-
-    Attributes:
-        n_cells: number of cells in the cell table.
-        n_channels: channels per crop.
-        crop_size: crop side S in pixels.
-        dtype: the dtype :meth:`read_raw` returns (the widest of the parts' source dtypes).
-    """
-
-    def __init__(self, project_dir: Path) -> None:
-        self.project_dir = Path(project_dir)
-        manifest = read_manifest(self.project_dir)
-        if manifest is not None and not isinstance(manifest, dict):
-            path = self.project_dir / PIXELS_DIR / MANIFEST_FILE
-            raise ProjectDamagedError(path, "not a JSON object", DAMAGED_FIX)
-        if not manifest or not manifest.get("parts"):
-            raise DataError(f"{self.project_dir}: no pixels stored; ingest crops first")
-        check_manifest_format(self.project_dir, manifest)
-        try:
-            self._parts = {int(p["part"]): p for p in manifest["parts"]}
-            self.n_channels = int(manifest["n_channels"])
-            self.crop_size = int(manifest["crop_size"])
-            self.dtype = np.result_type(*[np.dtype(p["dtype"]) for p in self._parts.values()])
-            group_cols = sorted({p["group_column"] for p in self._parts.values()
-                                 if p["group_column"]})  # fmt: skip
-        except (KeyError, TypeError, ValueError, AttributeError) as err:  # edited or overwritten
-            path = self.project_dir / PIXELS_DIR / MANIFEST_FILE
-            raise ProjectDamagedError(path, f"no valid {err}", DAMAGED_FIX) from err
-        table = read_cells(self.project_dir, ["cell_id", "part", "row", *group_cols])
-        self._ids = pd.Index(table["cell_id"])
-        self._part = table["part"].to_numpy(np.int64)
-        self._row = table["row"].to_numpy(np.int64)
-        self._ranges, self._range_idx = self._range_sets(table)
-        self._arrays: dict[int, PartArray] = {}
-        self.n_cells = len(table)
-
-    def _range_sets(self, table: pd.DataFrame) -> tuple[list[npt.NDArray], npt.NDArray]:
-        """All (C, 2) range sets, and for each cell the index of the set that applies to it."""
-        sets: list[npt.NDArray] = []
-        idx = np.zeros(len(table), dtype=np.int64)
-        for part, info in sorted(self._parts.items()):
-            in_part = self._part == part
-            column = info["group_column"]
-            groups = table.loc[in_part, column].fillna("") if column else None
-            names = sorted(set(groups)) if groups is not None else [DATASET_GROUP]
-            missing = [g for g in names if g not in info["ranges"]]
-            if missing:
-                raise DataError(
-                    f"{self.project_dir}: part {part} has no normalisation ranges for "
-                    f"{column} {missing[:3]}; the cell table was edited, re-run the ingest"
-                )
-            codes = {g: len(sets) + i for i, g in enumerate(names)}
-            sets.extend(np.asarray(info["ranges"][g], dtype=np.float64) for g in names)
-            idx[in_part] = (
-                groups.map(codes).to_numpy() if groups is not None else codes[DATASET_GROUP]
-            )
-        return sets, idx
-
-    def _positions(self, cell_ids: Sequence[str]) -> npt.NDArray[np.int64]:
-        pos = self._ids.get_indexer(list(cell_ids))
-        if (pos < 0).any():
-            unknown = [c for c, p in zip(cell_ids, pos, strict=True) if p < 0]
-            raise DataError(
-                f"{len(unknown)} unknown cell id(s), e.g. {unknown[:3]}; they are not in "
-                f"{self.project_dir / 'cells.parquet'}"
-            )
-        return pos.astype(np.int64)
-
-    def _array(self, part: int) -> PartArray:
-        if part not in self._arrays:
-            self._arrays[part] = open_part(part_file(self.project_dir, part))
-        return self._arrays[part]
-
-    def _read_positions(self, pos: npt.NDArray[np.int64]) -> npt.NDArray:
-        """Raw crops of the cells at table positions ``pos``: per part, one contiguous slice
-        when the rows are a run, else the distinct rows read concurrently."""
-        size = self.crop_size
-        out = np.empty((len(pos), self.n_channels, size, size), dtype=self.dtype)
-        parts, rows = self._part[pos], self._row[pos]
-        for part in np.unique(parts).tolist():
-            sel = np.flatnonzero(parts == part)
-            order = sel[np.argsort(rows[sel], kind="stable")]
-            part_rows = rows[order]
-            array = self._array(part)
-            run = bool((np.diff(part_rows) == 1).all())
-            whole = len(sel) == len(pos) and bool((np.diff(order) == 1).all())
-            if run and whole and array.dtype == out.dtype:
-                return array.rows(int(part_rows[0]), int(part_rows[-1]) + 1)  # no copy
-            if run:  # one contiguous run: whole shards streamed
-                out[order] = array.rows(int(part_rows[0]), int(part_rows[-1]) + 1)
-            else:
-                out[order] = array.take(part_rows)
-        return out
-
-    def _normalise(self, raw: npt.NDArray, pos: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Each crop scaled with its range set; many crops in blocks, in threads (numpy
-        releases the GIL), so scaling keeps up with reading."""
-        out = np.empty(raw.shape, dtype=np.float32)
-        idx = self._range_idx[pos]
-
-        def block(start: int) -> None:
-            stop = start + _NORM_ROWS
-            part, where, sets = raw[start:stop], out[start:stop], idx[start:stop]
-            if (sets == sets[0]).all() and part.dtype in _SCALED_IN_PLACE:
-                _scale_into(part, self._ranges[sets[0]], where)
-                return
-            for k in np.unique(sets):
-                sel = sets == k
-                where[sel] = apply_ranges(part[sel], self._ranges[k])
-
-        starts = range(0, len(raw), _NORM_ROWS)
-        if len(starts) > 1:
-            with ThreadPoolExecutor(min(_cpus(), len(starts))) as pool:
-                list(pool.map(block, starts))
-        elif len(raw):
-            block(0)
-        return out
-
-    def read_raw(self, cell_ids: Sequence[str]) -> npt.NDArray:
-        """Stored crops as they came from the source files.
-
-        Args:
-            cell_ids: ids from the cell table, any order, repeats allowed.
-
-        Returns:
-            (n, C, S, S) crops in :attr:`dtype`, in the order of ``cell_ids``.
-
-        Raises:
-            DataError: for an unknown cell id.
-        """
-        return self._read_positions(self._positions(cell_ids))
-
-    def read(self, cell_ids: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Crops scaled per channel to [0, 1] with the stored dataset (or plate) ranges.
-
-        Returns:
-            (n, C, S, S) float32 in [0, 1], in the order of ``cell_ids``.
-
-        Raises:
-            DataError: for an unknown cell id.
-        """
-        pos = self._positions(cell_ids)
-        return self._normalise(self._read_positions(pos), pos)
-
-    def iter_batches(self, batch_size: int = 1024) -> Iterator[tuple[list[str], npt.NDArray]]:
-        """All cells in cell-table order, normalised, ``batch_size`` at a time.
-
-        Yields:
-            ``(cell_ids, crops)`` with crops (k, C, S, S) float32 in [0, 1], k <= batch_size.
-        """
-        if batch_size < 1:
-            raise DataError(f"batch_size {batch_size} must be at least 1")
-        for start in range(0, self.n_cells, batch_size):
-            pos = np.arange(start, min(start + batch_size, self.n_cells), dtype=np.int64)
-            raw = self._read_positions(pos)
-            yield self._ids[start : start + len(pos)].tolist(), self._normalise(raw, pos)

@@ -2,8 +2,9 @@
 mask (cells segmented from fields, or given masks), else a discreet centre mark (crops,
 CellProfiler objects). A crop often holds two to four cells; the mark says which one is meant.
 
-Masks are read from the project's ``pixels/mask-part-NNNN.zarr`` arrays, (n, S, S) uint8 with 1
-on the cell's own object, by the cell's part and row in the cell table; an all-zero mask (an
+Masks are read from the project's mask arrays (one per plate, beside the crops': see
+``datasets.plate_arrays``), (n, S, S) uint8 with 1 on the cell's own object, by the cell's part
+and row in the cell table; an all-zero mask (an
 object known only by its centre) gets the centre mark.
 """
 
@@ -15,8 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from datasets.cells import read_cells
-from datasets.fields.store import mask_part_file
+from datasets.fields.store import mask_part
 from datasets.pixels import PartArray
+from datasets.plate_arrays import PartView
 
 MARK_RGB = (255, 214, 0)  # yellow, as the Fields page outlines cells
 MARK_ALPHA = 0.85  # the mark lets a little of the cell through
@@ -28,18 +30,19 @@ class MaskReader:
 
     def __init__(self, project_dir: Path) -> None:
         self.project_dir = Path(project_dir)
-        self._parts: dict[int, PartArray | None] = {}
+        self._parts: dict[int, PartView | None] = {}
+        self._opened: dict[str, PartArray] = {}
         self._where: dict[str, tuple[int, int]] | None = None
 
-    def _mask_part(self, part: int) -> PartArray | None:
+    def _mask_part(self, part: int) -> PartView | None:
         if part not in self._parts:
-            path = mask_part_file(self.project_dir, part)
-            self._parts[part] = PartArray(path) if path.exists() else None
+            self._parts[part] = mask_part(self.project_dir, part, self._opened)
         return self._parts[part]
 
     def has_masks(self) -> bool:
         """Whether any part of the project has object masks (a field ingest)."""
-        return any((self.project_dir / "pixels").glob("mask-part-*.zarr"))
+        pixels = self.project_dir / "pixels"
+        return any(pixels.glob("mask-part-*.zarr")) or any(pixels.glob("plates/*.mask.zarr"))
 
     def read(self, cell_ids: list[str]) -> list[npt.NDArray[np.uint8] | None]:
         """One (S, S) mask per cell, None where none is known (or it is empty)."""

@@ -4,11 +4,12 @@ Two streaming passes over the files keep memory flat however many crops there ar
 
 1. read headers (shape, dtype, layout) to size the pixel array and find odd files;
 2. read pixels file by file, pad or centre-crop them to ``crop_size`` and write them through a
-   memory-mapped window into a temporary ``.npy`` next to the part.
+   memory-mapped window into a temporary ``.npy`` in the pixels folder.
 
-Afterwards the temporary file becomes the part's sharded Zarr array ``pixels/part-NNNN.zarr``
-in one chunked copy that leaves out the all-zero channels (and rows of files that failed in
-pass 2), per-channel normalisation ranges are computed from a seeded random sample of
+Afterwards the temporary file is copied, leaving out the all-zero channels (and rows of files
+that failed in pass 2), into sharded Zarr arrays: each plate's cells appended to the plate's
+array, cells without a plate into ``pixels/part-NNNN.zarr`` (:mod:`datasets.plate_arrays`);
+per-channel normalisation ranges are computed from a seeded random sample of
 up to 2,000 cells per group (dataset or plate), and ``parts.json`` and ``cells.parquet`` are
 written atomically.
 """
@@ -43,7 +44,8 @@ from datasets.crops.resize import (
 )
 from datasets.errors import DataError
 from datasets.parallel import Runner
-from datasets.pixels import PartWriter, part_file, part_ranges, rewrite_part
+from datasets.pixels import PartWriter, RowArray, part_header, part_ranges
+from datasets.plate_arrays import FileRows, PartPixels, PartView, segment_records, store_part
 from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -187,22 +189,25 @@ def ingest_crops(
     cfg = ctx.cfg = _resolve_scale(ctx)
     dtype = widest_dtype([e.header.dtype for e in ctx.entries])
     part = len(ctx.manifest["parts"]) if ctx.manifest else 0
-    final = part_file(project, part)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_suffix(".npy.tmp")
+    (project / cell_table.PIXELS_DIR).mkdir(parents=True, exist_ok=True)
+    tmp = project / cell_table.PIXELS_DIR / f".part-{part:04d}.npy.tmp"
     try:
         nonzero = _write_pixels(ctx, tmp, dtype, progress)
         keep = _choose_channels(ctx, nonzero)
-        _finalise_pixels(ctx, tmp, final, keep)
+        written = _written_rows(ctx, tmp, keep)
+        table = _build_table(ctx, part)
+        rows, segments = store_part(project, part, written, table.get("plate"))
+        table["row"] = rows
     finally:
         tmp.unlink(missing_ok=True)
-    table = _build_table(ctx, part)
     cell_table.release_arrow_memory()
-    ranges = normalisation_ranges(cfg, report, table, final, seed)
+    view = PartView(project / cell_table.PIXELS_DIR, segments)
+    ranges = normalisation_ranges(cfg, report, table, view, seed)
     _fill_report(ctx, table, part, dtype, keep)
     n_source = ctx.entries[0].header.channels
     entry = part_entry(report, cfg, root=str(ctx.src), source_channels=n_source, keep=keep,
                        ranges=ranges)  # fmt: skip
+    entry["segments"] = segment_records(segments)
     save_part(project, manifest, cfg.crop_px, table, entry)
     logger.info("ingest finished:\n%s", report.summary())
     return report
@@ -400,17 +405,20 @@ def _choose_channels(ctx: _Context, nonzero: npt.NDArray[np.bool_]) -> list[int]
     return keep
 
 
-def _finalise_pixels(ctx: _Context, tmp: Path, final: Path, keep: list[int]) -> None:
-    """Copy the written rows and channels that stay (files that failed and all-zero channels
-    go) into the part's sharded Zarr array, one shard at a time."""
+def _written_rows(ctx: _Context, tmp: Path, keep: list[int]) -> PartPixels:
+    """The rows and channels that stay of the temporary ``.npy`` (files that failed and
+    all-zero channels go), in the order of the cell table to be built."""
     ok_rows = np.repeat([e.ok for e in ctx.entries], [e.header.n for e in ctx.entries])
-    rewrite_part(tmp, final, ok_rows, keep)
-    if ok_rows.all():
-        return
-    ctx.entries = [e for e in ctx.entries if e.ok]
-    row = 0
-    for entry in ctx.entries:
-        entry.first_row, row = row, row + entry.header.n
+    header = part_header(tmp)
+    if not ok_rows.all():
+        ctx.entries = [e for e in ctx.entries if e.ok]
+        row = 0
+        for entry in ctx.entries:
+            entry.first_row, row = row, row + entry.header.n
+    reader = FileRows(tmp, header.shape[1:], header.dtype, header.offset,
+                      source=np.flatnonzero(ok_rows), channels=tuple(keep))  # fmt: skip
+    row_shape = (len(keep), *header.shape[2:])
+    return PartPixels(int(ok_rows.sum()), row_shape, header.dtype, reader)
 
 
 def _build_table(ctx: _Context, part: int) -> pd.DataFrame:
@@ -483,14 +491,15 @@ def _group_labels(cfg: IngestConfig, report: IngestReport, table: pd.DataFrame) 
 
 
 def normalisation_ranges(
-    cfg: IngestConfig, report: IngestReport, table: pd.DataFrame, path: Path, seed: int
+    cfg: IngestConfig, report: IngestReport, table: pd.DataFrame, part: RowArray, seed: int
 ) -> dict[str, list[list[float]]]:
-    """Per-group (C, 2) ranges of part file ``path`` from a seeded sample of up to 2,000 cells
-    per group (per plate when ``table`` has a plate column and ``cfg`` allows it); records the
-    grouping and flat channels in ``report``."""
+    """Per-group (C, 2) ranges of the part's crops ``part`` (cells at the table's ``row``)
+    from a seeded sample of up to 2,000 cells per group (per plate when ``table`` has a plate
+    column and ``cfg`` allows it); records the grouping and flat channels in ``report``."""
     groups = _group_labels(cfg, report, table)
     rng = np.random.default_rng(seed)
-    ranges, flat = part_ranges(path, groups, cfg.percentiles, rng, SAMPLE_PER_GROUP)
+    ranges, flat = part_ranges(part, groups, cfg.percentiles, rng, SAMPLE_PER_GROUP,
+                              rows=table["row"].to_numpy(np.int64))  # fmt: skip
     report.flat_channels = sorted({c for channels in flat.values() for c in channels})
     if groups is not None:
         report.notes.extend(
@@ -541,7 +550,6 @@ def part_entry(
     """The ``parts.json`` record of the part a filled-in ``report`` describes."""
     return {
         "part": report.part,
-        "file": part_file(Path(), report.part).name,
         "root": root,
         "dtype": report.dtype,
         "n_cells": report.n_cells,
@@ -581,6 +589,7 @@ def save_part(
         "parts": [],
     }
     manifest["parts"].append(entry)
+    manifest["format"] = cell_table.MANIFEST_FORMAT  # a format 2 project reads on in format 3
     cell_table.write_manifest(project, manifest)
     if existing is not None:
         table = pd.concat([cell_table.read_cells(project), table], ignore_index=True)

@@ -6,8 +6,9 @@ else its given object centres (CellProfiler), else the segmenter's label image);
 ``crop_size`` pixels centred on each object's centroid (padded beyond the field's edge with the
 field's per-channel border median, as :mod:`datasets.crops.resize` pads crops) and append the crops
 and each object's own mask to the new part. Objects touching the field's border are left out
-unless ``keep_border``. The part then goes through :class:`~datasets.pixels.ZarrPartWriter` and the
-crop ingest's normalisation and manifest code, so pixels, features, tiles and everything
+unless ``keep_border``. The part's crops and masks are then appended to their plates'
+arrays (:mod:`datasets.plate_arrays`) and go through the crop ingest's normalisation and
+manifest code, so pixels, features, tiles and everything
 downstream work unchanged.
 
 Besides the crop ingest's files it writes each cell's object mask, the fields table and each
@@ -48,10 +49,9 @@ from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
     FIELD_TABLE,
     existing_fields,
-    mask_part_file,
     write_fields_table,
 )
-from datasets.pixels import ZarrPartWriter, part_file
+from datasets.plate_arrays import FileRows, PartPixels, PartView, segment_records, store_part
 from datasets.progress import Progress
 
 if TYPE_CHECKING:
@@ -64,7 +64,6 @@ Segmenter = Callable[[npt.NDArray], npt.NDArray]
 Truth = Mapping[tuple[str, int], str]
 _RESERVED = set(cell_table.BASE_COLUMNS) | set(FIELD_COLUMNS) | set(FIELD_TABLE)
 PIXELS_TMP = "pixels/.field-chunks"  # where field tasks on a cluster leave their arrays
-_COPY_BYTES = 32 << 20  # bytes copied at a time into the part file
 
 
 @dataclass
@@ -159,9 +158,12 @@ def ingest_fields(
         report.crop_size = cfg.crop_px
     truth = _follow_renames(truth or {}, fields, planned)
     part = len(manifest["parts"]) if manifest else 0
-    final, final_masks = part_file(project, part), mask_part_file(project, part)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    raw, raw_masks = final.with_suffix(".raw.tmp"), final_masks.with_suffix(".raw.tmp")
+    pixels_dir = project / cell_table.PIXELS_DIR
+    pixels_dir.mkdir(parents=True, exist_ok=True)
+    raw, raw_masks = (
+        pixels_dir / f".part-{part:04d}.raw.tmp",
+        pixels_dir / f".mask-{part:04d}.raw.tmp",
+    )
     try:
         with open(raw, "wb") as crops, open(raw_masks, "wb") as masks:
             run = _Run(project, cfg, report, segmenter or _classical, keep_border, truth,
@@ -169,16 +171,21 @@ def ingest_fields(
             _run_fields(run, part, runner, progress)
         _check_some_cells(run, fields)
         size = cfg.crop_px
-        _write_part(raw, final, (run.n_cells, n_channels, size, size), dtype)
-        _write_part(raw_masks, final_masks, (run.n_cells, size, size), np.dtype(np.uint8))
         table = _cell_table(run, part, manifest is not None)
+        written = PartPixels(run.n_cells, (n_channels, size, size), np.dtype(dtype),
+                             FileRows(raw, (n_channels, size, size), np.dtype(dtype)),
+                             FileRows(raw_masks, (size, size), np.dtype(np.uint8)))  # fmt: skip
+        rows, segments = store_part(project, part, written, table.get("plate"))
+        table["row"] = rows
         cell_table.release_arrow_memory()
-        ranges = normalisation_ranges(cfg, report, table, final, seed)
+        view = PartView(pixels_dir, segments)
+        ranges = normalisation_ranges(cfg, report, table, view, seed)
         _fill_report(run, table, part)
         write_fields_table(project, existing, run.fields)
         root = os.path.commonpath([str(p.parent) for s in planned for p in s.channel_files])
         entry = part_entry(report, cfg, root=root, source_channels=n_channels,
                            keep=list(range(n_channels)), ranges=ranges)  # fmt: skip
+        entry["segments"] = segment_records(segments)
         save_part(project, manifest, cfg.crop_px, table, entry)
     finally:
         raw.unlink(missing_ok=True)
@@ -476,24 +483,6 @@ def _check_some_cells(run: _Run, fields: list[FieldSpec]) -> None:
     first = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
     border = f", {run.n_border} touching the border left out" if run.n_border else ""
     raise DataError(f"no cells in {len(fields)} field(s){border}{first}; check the fields")
-
-
-def _write_part(raw: Path, final: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """Copy the raw rows appended field by field into the part's sharded Zarr array ``final``,
-    one shard at a time."""
-    writer = ZarrPartWriter(final, shape, dtype)
-    try:
-        row_items = int(np.prod(shape[1:]))
-        step = max(1, min(writer.rows_per_shard, _COPY_BYTES // (row_items * dtype.itemsize)))
-        for start in range(0, shape[0], step):
-            n = min(step, shape[0] - start)
-            rows = np.fromfile(raw, dtype=dtype, count=n * row_items,
-                               offset=start * row_items * dtype.itemsize)  # fmt: skip
-            writer.append(rows.reshape(n, *shape[1:]))
-        writer.close()
-    except BaseException:
-        writer.discard()
-        raise
 
 
 def _cell_table(run: _Run, part: int, has_cells: bool) -> pd.DataFrame:

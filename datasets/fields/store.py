@@ -6,8 +6,10 @@ field::
     PROJECT/fields.parquet              one row per field read (see read_fields)
     PROJECT/fields/ome/*.ome.zarr       each field's pixels and label image as OME-Zarr
                                         (datasets.fields.ome: HCS plates, or a collection)
-    PROJECT/pixels/mask-part-NNNN.zarr  (n, S, S) uint8: 1 where a crop pixel is the cell's object
-                                        (sharded Zarr, as the crops: datasets.pixels)
+    PROJECT/pixels/plates/*.mask.zarr   (n, S, S) uint8: 1 where a crop pixel is the cell's
+                                        object; one array per plate beside the crops'
+                                        (datasets.plate_arrays), mask-part-NNNN.zarr for
+                                        cells without a plate
 
 Projects made before the OME-Zarr store keep their label images as zlib TIFF in
 ``PROJECT/fields/masks/NNNNN.tif`` and read the fields' pixels from their source files.
@@ -23,11 +25,13 @@ import numpy.typing as npt
 import pandas as pd
 import tifffile
 
+from datasets.cells import PIXELS_DIR, read_parts
 from datasets.errors import DataError
 from datasets.fields.files import read_field
 from datasets.fields.ome import OME_COLUMN, read_image
 from datasets.fields.spec import FieldSpec
-from datasets.pixels import part_file
+from datasets.pixels import PartArray, part_file
+from datasets.plate_arrays import PartView, open_part_view, segments_of
 
 FIELDS_FILE = "fields.parquet"
 FIELD_MASKS_DIR = "fields/masks"  # label images (TIFF) of projects made before OME-Zarr
@@ -39,6 +43,26 @@ FIELD_TABLE = ("index", "key", "part", "channel_files", "height", "width", "n_ob
 def mask_part_file(project_dir: Path, part: int) -> Path:
     """Path of part ``part``'s per-cell object masks, (n, S, S) uint8 (a Zarr array)."""
     return part_file(project_dir, part).with_name(f"mask-part-{part:04d}.zarr")
+
+
+def mask_part(
+    project_dir: Path, part: int, opened: dict[str, PartArray] | None = None
+) -> PartView | None:
+    """Part ``part``'s per-cell object masks, (n, S, S) uint8 by the cells' ``row``; None when
+    the part has none (crops, not fields).
+
+    Args:
+        project_dir: the project folder.
+        part: the part number.
+        opened: arrays already open, by file, shared between calls.
+    """
+    record = {int(p["part"]): p for p in read_parts(project_dir)}.get(int(part))
+    pixels = Path(project_dir) / PIXELS_DIR
+    if record is None or not all(
+        s.mask and (pixels / s.mask).exists() for s in segments_of(record)
+    ):
+        return None
+    return open_part_view(project_dir, part, masks=True, opened=opened)
 
 
 def npy_mask_part_file(project_dir: Path, part: int) -> Path:

@@ -26,7 +26,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from datasets.pixels import PixelStore
+from datasets.pixel_store import PixelStore
 from models.backbone.training import (
     DeviceCrops,
     Progress,

@@ -3,6 +3,8 @@ and the masks read from a project made from fields (none for crops)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from app_pages.widgets.cell_marks import MARK_RGB, MaskReader, centre_mark, draw_mark, outline
@@ -44,7 +46,11 @@ def test_masks_come_from_the_fields_project_and_not_for_crops(tmp_path, small_pr
     (tmp_path / "pixels").mkdir()
     masks = np.zeros((int(cells["row"].max()) + 1, 4, 4), np.uint8)
     masks[cells["row"].iloc[0], 1:3, 1:3] = 1
-    write_part(mask_part_file(tmp_path, int(cells["part"].iloc[0])), masks)
+    part = int(cells["part"].iloc[0])
+    write_part(mask_part_file(tmp_path, part), masks)
+    write_part(tmp_path / "pixels" / f"part-{part:04d}.zarr", np.zeros((len(masks), 1, 4, 4)))
+    record = {"part": part, "n_cells": len(masks), "file": f"part-{part:04d}.zarr"}
+    (tmp_path / "pixels" / "parts.json").write_text(json.dumps({"format": 2, "parts": [record]}))
     import shutil
 
     shutil.copy(small_project / "cells.parquet", tmp_path / "cells.parquet")

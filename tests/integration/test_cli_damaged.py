@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from datasets.cells import read_manifest
 from datasets.morphology import FEATURES_VERSION
 from labeling.cli.commands import main
 from labeling.store.labels import LabelStore
@@ -18,7 +19,7 @@ from tests.unit.labeling.damage import corrupt_cell_index
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = f"features/morphology-v{FEATURES_VERSION}-part-0000.parquet"
-PIXELS = "pixels/part-0000.zarr"  # a sharded Zarr array: its first shard file, its metadata
+PIXELS = "<first array>"  # a sharded Zarr array (its first shard file, its metadata): _array
 COMMANDS = {
     "info": ["info", "{p}"],
     "next": ["next", "{p}", "--n", "3"],
@@ -88,11 +89,19 @@ DAMAGE = {
 }
 
 
+def _array(project: Path) -> str:
+    """The crop array of the project's first cells (the demo's first plate)."""
+    from datasets.plate_arrays import segments_of
+
+    return f"pixels/{segments_of(read_manifest(project)['parts'][0])[0].file}"
+
+
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_file_is_one_line_and_exit_2_on_every_subcommand(
     project, tmp_path, capsys, damage
 ):
     name, spoil = DAMAGE[damage]
+    name = name.replace(PIXELS, _array(project))
     cell = _cell(project)
     spoil(project / name)
     said = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.cells import read_cells, read_manifest
-from datasets.pixels import PixelStore
+from datasets.pixel_store import PixelStore
 from labeling.project import open_project
 from tests.unit.datasets.test_pixel_migration import make_old_format
 
@@ -21,7 +21,11 @@ def test_opening_an_old_project_converts_its_pixels_once(tmp_path, small_project
     open_project(project).close()
     backup = project / "pixels" / "backup-npy"
     assert [p.name for p in backup.iterdir()] == ["part-0000.npy"]
-    assert read_manifest(project)["format"] == 2
+    assert read_manifest(project)["format"] == 3  # then laid out one array per plate
+    assert [p.name for p in (project / "pixels" / "backup-format2").iterdir()] == [
+        "part-0000.zarr"  # every demo cell has a plate
+    ]
+    assert len(list((project / "pixels" / "plates").glob("*.zarr"))) == 2  # the demo's plates
     np.testing.assert_array_equal(PixelStore(project).read_raw(ids), raw)
     np.testing.assert_array_equal(np.load(backup / "part-0000.npy"), raw)
     before = sorted((p, p.stat().st_mtime_ns) for p in (project / "pixels").rglob("*"))

@@ -20,13 +20,13 @@ from datasets.fields.files import find_fields
 from datasets.fields.ingest import FieldInput, crop_at, ingest_fields
 from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
-    mask_part_file,
     read_field_image,
     read_field_mask,
     read_fields,
     read_truth_csv,
 )
-from datasets.pixels import PixelStore, load_part
+from datasets.pixel_store import PixelStore
+from datasets.plate_arrays import open_part_view
 
 SHAPE = (96, 128)
 CENTRES = [(30, 30), (50, 90), (70, 40), (2, 64)]  # the last one touches the top border
@@ -114,7 +114,8 @@ def test_object_masks_keep_only_the_cell_itself(tmp_path, project):
     image, mask = disc_field([(40, 50), (40, 60)], radius=6)  # touching neighbours
     spec = save_field(tmp_path / "f", "A01", image, mask)
     ingest_fields([spec], project, IngestConfig(crop_size=32))
-    masks = load_part(mask_part_file(project, 0))
+    view = open_part_view(project, 0, masks=True)
+    masks = view.take(read_cells(project, ["row"])["row"].to_numpy())  # in table order
     assert masks.shape == (2, 32, 32) and masks.dtype == np.uint8
     expected = (mask[40 - 16 : 40 + 16, 50 - 16 : 50 + 16] == 1).astype(np.uint8)
     np.testing.assert_array_equal(masks[0], expected)

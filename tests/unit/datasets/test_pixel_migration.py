@@ -19,18 +19,26 @@ from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.fields.store import mask_part_file, npy_mask_part_file
 from datasets.pixel_migration import BACKUP_DIR, migrate_pixels, needs_migration
-from datasets.pixels import PixelStore, load_part, npy_part_file, part_file
+from datasets.pixel_store import PixelStore
+from datasets.pixels import load_part, npy_part_file, part_file
+from datasets.plate_arrays import open_part_view
 
 
 def make_old_format(project, masks=None):
     """Store a project's parts the way earlier versions did: ``pixels/part-NNNN.npy`` (and
     ``mask-part-NNNN.npy``), parts.json of format 1 naming the .npy files."""
-    manifest = read_manifest(project)
+    manifest, table = read_manifest(project), read_cells(project)
     for record in manifest["parts"]:
         part = record["part"]
-        np.save(npy_part_file(project, part), load_part(part_file(project, part)))
-        shutil.rmtree(part_file(project, part))
+        in_part = (table["part"] == part).to_numpy()
+        rows = table.loc[in_part, "row"].to_numpy()  # the part's rows in table order
+        np.save(npy_part_file(project, part), open_part_view(project, part).take(rows))
+        table.loc[in_part, "row"] = np.arange(len(rows))
         record["file"] = f"part-{part:04d}.npy"
+        record.pop("segments", None)
+    for path in [*(project / "pixels").glob("*.zarr"), project / "pixels" / "plates"]:
+        shutil.rmtree(path, ignore_errors=True)
+    table.to_parquet(project / "cells.parquet", index=False)
     for part, mask in (masks or {}).items():
         np.save(npy_mask_part_file(project, part), mask)
     manifest["format"] = 1
@@ -54,7 +62,7 @@ def two_parts(make, tmp_path, project, rng):
 def test_constants_match_the_cell_table_module():
     assert migration._PIXELS_DIR == cells.PIXELS_DIR
     assert migration._MANIFEST_FILE == cells.MANIFEST_FILE
-    assert migration._ZARR_FORMAT == cells.MANIFEST_FORMAT
+    assert migration._ZARR_FORMAT == min(cells.READABLE_FORMATS)
 
 
 def test_old_npy_parts_are_converted_verified_and_backed_up(two_parts, caplog):

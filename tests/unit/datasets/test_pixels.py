@@ -8,16 +8,17 @@ import time
 import numpy as np
 import pytest
 
+import datasets.pixel_store as pixel_store_module
 import datasets.pixels as pixels_module
 from datasets.cells import read_cells, read_manifest
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.normalise import apply_ranges
+from datasets.pixel_store import PixelStore
 from datasets.pixels import (
     PartArray,
     PartWriter,
-    PixelStore,
     ZarrPartWriter,
     load_part,
     read_rows,
@@ -214,7 +215,7 @@ def test_an_array_in_another_layout_is_read_through_zarr(tmp_path):
                               chunks=(2, 2, 4, 4), fill_value=0)  # fmt: skip
     array[:] = data
     part = PartArray(tmp_path / "p.zarr")
-    assert not part._direct and part.rows_per_shard == 2
+    assert not part.direct and part.rows_per_shard == 2
     np.testing.assert_array_equal(part.take(np.array([6, 1, 1])), data[[6, 1, 1]])
     np.testing.assert_array_equal(part.rows(1, 6), data[1:6])
     (tmp_path / "p.zarr" / "c" / "1" / "0" / "0" / "0").unlink()  # rows 2, 3
@@ -251,7 +252,7 @@ def test_threaded_write_is_byte_identical_to_a_serial_and_to_zarrs_own(tmp_path,
 def test_a_failed_shard_task_leaves_no_array(tmp_path, monkeypatch):
     monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)
 
-    def fail(self, shard, rows):
+    def fail(self, shard, rows, first):
         if shard == 2:
             raise OSError("disk full")
 
@@ -314,7 +315,7 @@ def test_arrays_compressed_with_zstd_as_first_written_still_read(tmp_path, monke
     assert zstd != lz4
     for name in ("zstd.zarr", "lz4.zarr"):
         part = PartArray(tmp_path / name)
-        assert part._direct
+        assert part.direct
         np.testing.assert_array_equal(part.rows(0, 40), data)
         np.testing.assert_array_equal(part.take(np.array([39, 3])), data[[39, 3]])
 
@@ -328,7 +329,7 @@ def test_scaling_in_place_equals_apply_ranges(dtype):
     raw = np.clip(raw, 0, None).astype(dtype) if dtype != np.float32 else raw.astype(dtype)
     ranges = np.array([[3.0, 250.0], [0.5, 1.0], [10.0, 11.0]])
     out = np.full(raw.shape, -7, np.float32)
-    pixels_module._scale_into(raw, ranges, out)
+    pixel_store_module._scale_into(raw, ranges, out)
     np.testing.assert_array_equal(out, apply_ranges(raw, ranges))  # bit for bit, NaN handled
 
 
@@ -339,12 +340,12 @@ def test_the_threaded_writer_holds_a_few_shards_at_most(tmp_path, monkeypatch):
     lock, busy, most = threading.Lock(), [0], [0]
     write_shard = ZarrPartWriter._write_shard
 
-    def slow(self, shard, rows):
+    def slow(self, shard, rows, first):
         with lock:
             busy[0] += 1
             most[0] = max(most[0], busy[0])
         time.sleep(0.02)
-        write_shard(self, shard, rows)
+        write_shard(self, shard, rows, first)
         with lock:
             busy[0] -= 1
 
