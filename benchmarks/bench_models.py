@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 def speed(project: Path, device, steps: int, backbone: Path | None) -> tuple[object, dict]:
     """Pretrain with the shipped schedule of ``device`` (or load ``backbone``) and time
     embedding in fp32 and bf16; returns the model and the embedding folder of each."""
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
     from models.backbone.checkpoint import build_model, load_checkpoint
     from models.backbone.embed import EmbedConfig, embed_cells
     from models.backbone.pretrain import pretrain
@@ -100,7 +100,7 @@ def subsample(train: np.ndarray, y: np.ndarray, per_class: int | None, seed: int
 def finetuned_scores(project, backbone, ids, y, folds, per_class, ft, device, seed):
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
     from models.backbone.finetune import LabeledCells, finetune, predict_logits
     from models.backbone.unet import Classifier
 
@@ -125,7 +125,7 @@ def quality(project: Path, backbone, dirs: dict, device, epochs: int, seed: int 
 
     from datasets.cells import read_cells
     from datasets.features import read_features
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     cells = read_cells(project, ["cell_id", "truth"])
     ids, y = cells["cell_id"].to_numpy(str), cells["truth"].to_numpy(str)
@@ -256,7 +256,7 @@ def _demo_part(args: tuple[str, int, int]) -> str:
 
 def _morph_chunk(args: tuple[str, list[str]]) -> np.ndarray:
     from datasets.morphology import morphology_features
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     project, ids = args
     return morphology_features(PixelStore(Path(project)).read(ids))[0]
@@ -273,7 +273,7 @@ def prepare_demo(out: Path, n_cells: int, workers: int) -> None:
 
     from datasets.config import CropSource
     from datasets.crops.ingest import ingest_crops
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
     from models.backbone.training import all_cell_ids
 
     t0 = time.perf_counter()
@@ -379,7 +379,7 @@ def check(args) -> None:
 
     from datasets.cells import read_cells
     from datasets.features import read_features
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
     from labeling.evaluate import ProbeConfig, quality_table
     from models.backbone.embed import EmbedConfig, embed_cells
     from models.backbone.finetune import LabeledCells, finetune

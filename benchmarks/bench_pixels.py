@@ -1,7 +1,7 @@
 """Pixel store speed on a project: reading in table order, scattered cold reads, writing.
 
 Usage: ``python benchmarks/bench_pixels.py PROJECT [--repeat 3] [--write-cells 20000]
-[--module PATH]`` (``--module`` loads another version of ``datasets/pixels.py``, e.g. the one
+[--module PATH]`` (``--module`` loads another version of ``datasets/pixels/arrays.py``, e.g. the one
 of an earlier commit, to compare). Prints medians:
 
 1. all cells in table order, normalised (``PixelStore.iter_batches(1024)``), crops/s, warm cache;
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def load_module(path: str | None) -> ModuleType:
     if path is None:
-        import datasets.pixels
+        import datasets.pixels.arrays
 
-        return datasets.pixels
+        return datasets.pixels.arrays
     spec = importlib.util.spec_from_file_location("pixels_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -41,10 +41,10 @@ def load_module(path: str | None) -> ModuleType:
 
 
 def store_of(px: ModuleType, project: Path):  # noqa: ANN201 - either version's store
-    """The project's PixelStore: ``px``'s when it has one (before datasets.pixel_store)."""
+    """The project's PixelStore: ``px``'s when it has one (before datasets.pixels.store)."""
     if hasattr(px, "PixelStore"):
         return px.PixelStore(project)
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     return PixelStore(project)
 

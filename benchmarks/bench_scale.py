@@ -145,7 +145,7 @@ def crops_cold(project_dir: Path, draws: int = 5) -> list[float]:
     """Seconds to read 24 scattered crops after evicting the pixel files from the page cache,
     each draw with a fresh store (so the Zarr shard indexes are read from disk too) whose
     cell-id map is built first (a hash of every id, once per process: not pixel I/O)."""
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     ids = PixelStore(project_dir)._ids.to_numpy()  # noqa: SLF001 - a benchmark may look inside
     rng = np.random.default_rng(1)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "read_image_file": "datasets.crops.readers",
     "read_cells": "datasets.cells",
     "read_cells_of": "datasets.cells",
-    "PixelStore": "datasets.pixel_store",
+    "PixelStore": "datasets.pixels.store",
     "IngestReport": "datasets.crops.ingest",
     "ingest_crops": "datasets.crops.ingest",
     "morphology_features": "datasets.morphology",

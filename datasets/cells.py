@@ -26,11 +26,11 @@ import pyarrow.parquet as pq
 from datasets.errors import DataError, ProjectDamagedError
 
 CELLS_FILE = "cells.parquet"
-PIXELS_DIR = "pixels"  # crop arrays per plate, see datasets.plate_arrays
+PIXELS_DIR = "pixels"  # crop arrays per plate, see datasets.pixels.plates
 MANIFEST_FILE = "parts.json"  # in PIXELS_DIR: one record per ingest part
 #: parts.json "format": 1 = parts as .npy files (earlier versions), 2 = one sharded Zarr array
 #: per part, 3 = plated cells in one array per plate (parts record "segments", see
-#: datasets.plate_arrays); this version writes 3 and reads 2 and 3.
+#: datasets.pixels.plates); this version writes 3 and reads 2 and 3.
 MANIFEST_FORMAT = 3
 READABLE_FORMATS = (2, 3)
 DAMAGED_FIX = "restore it from a backup or re-create the project"  # a project file unreadable
@@ -142,7 +142,7 @@ def read_manifest(project_dir: Path) -> dict[str, Any] | None:
 
     It holds ``format`` (:data:`MANIFEST_FORMAT`), ``crop_size``, ``n_channels`` and ``parts``:
     one record per ingest with ``part``, ``segments`` (where its rows are stored, see
-    :mod:`datasets.plate_arrays`; in format 2 ``file``, its one ``.zarr`` array), ``root``
+    :mod:`datasets.pixels.plates`; in format 2 ``file``, its one ``.zarr`` array), ``root``
     (the crops folder), ``dtype``, ``n_cells``, ``layout``, ``source_channels``, ``channels_kept``,
     ``channel_names``, ``normalise_by``, ``group_column`` and ``ranges`` (group -> (C, 2)
     ``[low, high]``).

@@ -31,7 +31,7 @@ from datasets.morphology import (
     mask_quality,
     morphology_features,
 )
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 from datasets.progress import Progress
 
 if TYPE_CHECKING:

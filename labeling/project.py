@@ -4,7 +4,7 @@
 PROJECT/
   project.toml     ProjectConfig (schema version, channels, ingest, loop, seed)
   cells.parquet    one row per cell (datasets.cells)
-  pixels/          crops (and object masks) per ingest part, sharded Zarr (datasets.pixels)
+  pixels/          crops (and object masks) per ingest part, sharded Zarr (datasets.pixels.arrays)
   features/        morphology features per part (datasets.features)
   fields.parquet   projects made from whole fields: one row per field (datasets.fields.store)
   fields/ome/      each field's pixels and label image, OME-Zarr (datasets.fields.ome)
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from datasets.crops.ingest import IngestReport
     from datasets.parallel import Runner
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
     from datasets.segmentation.classical import SegmentConfig
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Project:
     @cached_property
     def pixels(self) -> PixelStore:
         """Read-only access to the stored crops."""
-        from datasets.pixel_store import PixelStore
+        from datasets.pixels.store import PixelStore
 
         return PixelStore(self.path)
 
@@ -152,8 +152,8 @@ def open_project(path: Path) -> Project:
             )
     project = Project(path, load_config(path / CONFIG_FILE))
     _ = project.store  # open labels.db now: a damaged or newer store is reported here
-    from datasets.pixel_migration import migrate_pixels
-    from datasets.plate_migration import migrate_to_plates
+    from datasets.pixels.npy_migration import migrate_pixels
+    from datasets.pixels.plate_migration import migrate_to_plates
 
     migrate_pixels(path)  # .npy pixel parts of earlier versions become Zarr, once, with backup
     migrate_to_plates(path)  # then one array per plate instead of one per part, once

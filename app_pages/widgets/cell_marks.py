@@ -3,7 +3,7 @@ mask (cells segmented from fields, or given masks), else a discreet centre mark 
 CellProfiler objects). A crop often holds two to four cells; the mark says which one is meant.
 
 Masks are read from the project's mask arrays (one per plate, beside the crops': see
-``datasets.plate_arrays``), (n, S, S) uint8 with 1 on the cell's own object, by the cell's part
+``datasets.pixels.plates``), (n, S, S) uint8 with 1 on the cell's own object, by the cell's part
 and row in the cell table; an all-zero mask (an
 object known only by its centre) gets the centre mark.
 """
@@ -17,8 +17,8 @@ import numpy.typing as npt
 
 from datasets.cells import read_cells
 from datasets.fields.store import mask_part
-from datasets.pixels import PartArray
-from datasets.plate_arrays import PartView
+from datasets.pixels.arrays import PartArray
+from datasets.pixels.plates import PartView
 
 MARK_RGB = (255, 214, 0)  # yellow, as the Fields page outlines cells
 MARK_ALPHA = 0.85  # the mark lets a little of the cell through

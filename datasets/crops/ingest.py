@@ -8,7 +8,7 @@ Two streaming passes over the files keep memory flat however many crops there ar
 
 Afterwards the temporary file is copied, leaving out the all-zero channels (and rows of files
 that failed in pass 2), into sharded Zarr arrays: each plate's cells appended to the plate's
-array, cells without a plate into ``pixels/part-NNNN.zarr`` (:mod:`datasets.plate_arrays`);
+array, cells without a plate into ``pixels/part-NNNN.zarr`` (:mod:`datasets.pixels.plates`);
 per-channel normalisation ranges are computed from a seeded random sample of
 up to 2,000 cells per group (dataset or plate), and ``parts.json`` and ``cells.parquet`` are
 written atomically.
@@ -44,8 +44,8 @@ from datasets.crops.resize import (
 )
 from datasets.errors import DataError
 from datasets.parallel import Runner
-from datasets.pixels import PartWriter, RowArray, part_header, part_ranges
-from datasets.plate_arrays import FileRows, PartPixels, PartView, segment_records, store_part
+from datasets.pixels.arrays import PartWriter, RowArray, part_header, part_ranges
+from datasets.pixels.plates import FileRows, PartPixels, PartView, segment_records, store_part
 from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def ingest_crops(
         keep = _choose_channels(ctx, nonzero)
         written = _written_rows(ctx, tmp, keep)
         table = _build_table(ctx, part)
-        rows, segments = store_part(project, part, written, table.get("plate"))
+        rows, segments = store_part(project, part, written, table.get("plate"), ctx.runner)
         table["row"] = rows
     finally:
         tmp.unlink(missing_ok=True)
@@ -415,8 +415,8 @@ def _written_rows(ctx: _Context, tmp: Path, keep: list[int]) -> PartPixels:
         row = 0
         for entry in ctx.entries:
             entry.first_row, row = row, row + entry.header.n
-    reader = FileRows(tmp, header.shape[1:], header.dtype, header.offset,
-                      source=np.flatnonzero(ok_rows), channels=tuple(keep))  # fmt: skip
+    source = None if ok_rows.all() else np.flatnonzero(ok_rows)
+    reader = FileRows(tmp, header.shape[1:], header.dtype, header.offset, source, tuple(keep))
     row_shape = (len(keep), *header.shape[2:])
     return PartPixels(int(ok_rows.sum()), row_shape, header.dtype, reader)
 

@@ -7,7 +7,7 @@ else its given object centres (CellProfiler), else the segmenter's label image);
 field's per-channel border median, as :mod:`datasets.crops.resize` pads crops) and append the crops
 and each object's own mask to the new part. Objects touching the field's border are left out
 unless ``keep_border``. The part's crops and masks are then appended to their plates'
-arrays (:mod:`datasets.plate_arrays`) and go through the crop ingest's normalisation and
+arrays (:mod:`datasets.pixels.plates`) and go through the crop ingest's normalisation and
 manifest code, so pixels, features, tiles and everything
 downstream work unchanged.
 
@@ -51,7 +51,7 @@ from datasets.fields.store import (
     existing_fields,
     write_fields_table,
 )
-from datasets.plate_arrays import FileRows, PartPixels, PartView, segment_records, store_part
+from datasets.pixels.plates import FileRows, PartPixels, PartView, segment_records, store_part
 from datasets.progress import Progress
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def ingest_fields(
         written = PartPixels(run.n_cells, (n_channels, size, size), np.dtype(dtype),
                              FileRows(raw, (n_channels, size, size), np.dtype(dtype)),
                              FileRows(raw_masks, (size, size), np.dtype(np.uint8)))  # fmt: skip
-        rows, segments = store_part(project, part, written, table.get("plate"))
+        rows, segments = store_part(project, part, written, table.get("plate"), runner)
         table["row"] = rows
         cell_table.release_arrow_memory()
         view = PartView(pixels_dir, segments)

@@ -8,7 +8,7 @@ field::
                                         (datasets.fields.ome: HCS plates, or a collection)
     PROJECT/pixels/plates/*.mask.zarr   (n, S, S) uint8: 1 where a crop pixel is the cell's
                                         object; one array per plate beside the crops'
-                                        (datasets.plate_arrays), mask-part-NNNN.zarr for
+                                        (datasets.pixels.plates), mask-part-NNNN.zarr for
                                         cells without a plate
 
 Projects made before the OME-Zarr store keep their label images as zlib TIFF in
@@ -30,8 +30,8 @@ from datasets.errors import DataError
 from datasets.fields.files import read_field
 from datasets.fields.ome import OME_COLUMN, read_image
 from datasets.fields.spec import FieldSpec
-from datasets.pixels import PartArray, part_file
-from datasets.plate_arrays import PartView, open_part_view, segments_of
+from datasets.pixels.arrays import PartArray, part_file
+from datasets.pixels.plates import PartView, open_part_view, segments_of
 
 FIELDS_FILE = "fields.parquet"
 FIELD_MASKS_DIR = "fields/masks"  # label images (TIFF) of projects made before OME-Zarr

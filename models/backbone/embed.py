@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 from models.backbone.training import Progress, all_cell_ids, iter_device_batches
 from models.backbone.unet import Classifier, Encoder, UNet
 from models.device import with_oom_retry

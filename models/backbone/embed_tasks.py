@@ -22,7 +22,7 @@ import numpy.typing as npt
 import torch
 
 from datasets.parallel import Runner
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 from models.backbone.embed import EmbedConfig, EmbedResult, embed_cells
 from models.backbone.unet import Classifier, Encoder, UNet
 

@@ -26,7 +26,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 from models.backbone.training import (
     DeviceCrops,
     Progress,

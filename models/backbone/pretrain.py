@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 from models.backbone.lr_schedule import cosine_decay, mark_stopped, out_of_time
 from models.backbone.training import (
     DeviceCrops,

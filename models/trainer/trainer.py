@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from datasets.parallel import Runner
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 from models.backbone.checkpoint import (
     build_model,
     get_project_id,

@@ -91,7 +91,7 @@ DAMAGE = {
 
 def _array(project: Path) -> str:
     """The crop array of the project's first cells (the demo's first plate)."""
-    from datasets.plate_arrays import segments_of
+    from datasets.pixels.plates import segments_of
 
     return f"pixels/{segments_of(read_manifest(project)['parts'][0])[0].file}"
 

@@ -127,7 +127,7 @@ def test_crop_ingest_on_two_workers_equals_one_process(small_demo, tmp_path, mon
     import datasets.crops.tasks as crop_tasks
     from datasets.cells import read_cells
     from datasets.crops.ingest import ingest_crops
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     monkeypatch.setattr(crop_tasks, "CHUNK_CELLS", 100)
     one, two = tmp_path / "one", tmp_path / "two"
@@ -181,7 +181,7 @@ def test_field_ingest_on_two_workers_equals_one_process(tmp_path):
     from datasets.fields.files import find_fields
     from datasets.fields.ingest import ingest_fields
     from datasets.fields.store import existing_fields
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     generate_demo_fields(tmp_path / "demo", n_fields=4, size=256, seed=2)
     specs, _ = find_fields(tmp_path / "demo", "{plate}_{well}_s{site}_w{channel}.tif", None)

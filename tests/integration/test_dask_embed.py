@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("distributed")
 
 from datasets.parallel import ParallelConfig  # noqa: E402
-from datasets.pixel_store import PixelStore  # noqa: E402
+from datasets.pixels.store import PixelStore  # noqa: E402
 from models.backbone import embed_tasks  # noqa: E402
 from models.backbone.embed import EmbedConfig, embed_cells  # noqa: E402
 from models.backbone.embed_tasks import embed_cells_distributed  # noqa: E402

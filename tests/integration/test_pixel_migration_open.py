@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.cells import read_cells, read_manifest
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 from labeling.project import open_project
 from tests.unit.datasets.test_pixel_migration import make_old_format
 

@@ -13,7 +13,7 @@ HEAVY = ("torch", "streamlit")
     [
         "labeling, datasets",
         "labeling.cli.commands, labeling.project, labeling.store.labels, labeling.io.export, labeling.loop",
-        "datasets.crops.ingest, datasets.pixels, datasets.features, datasets.crops.demo",
+        "datasets.crops.ingest, datasets.pixels.arrays, datasets.features, datasets.crops.demo",
     ],
 )
 def test_core_imports_stay_light(modules):

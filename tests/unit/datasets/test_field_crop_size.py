@@ -12,7 +12,7 @@ from datasets.config import IngestConfig
 from datasets.crops.resize import choose_crop_size
 from datasets.fields.ingest import _given_sides, ingest_fields
 from datasets.fields.spec import FieldSpec
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 
 SHAPE = (400, 400)
 

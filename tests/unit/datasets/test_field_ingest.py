@@ -25,8 +25,8 @@ from datasets.fields.store import (
     read_fields,
     read_truth_csv,
 )
-from datasets.pixel_store import PixelStore
-from datasets.plate_arrays import open_part_view
+from datasets.pixels.plates import open_part_view
+from datasets.pixels.store import PixelStore
 
 SHAPE = (96, 128)
 CENTRES = [(30, 30), (50, 90), (70, 40), (2, 64)]  # the last one touches the top border

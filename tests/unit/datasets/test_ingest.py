@@ -22,8 +22,8 @@ from datasets.cells import (
 from datasets.config import CropSource, IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
-from datasets.pixel_store import PixelStore
-from datasets.pixels import load_part, part_file
+from datasets.pixels.arrays import load_part, part_file
+from datasets.pixels.store import PixelStore
 
 SMALL = IngestConfig(crop_size=48)
 from tests.conftest import JURKAT  # noqa: E402

@@ -18,7 +18,7 @@ from datasets.fields.ingest import ingest_fields
 from datasets.fields.spec import FieldSpec
 from datasets.morphology import morphology_features
 from datasets.normalise import apply_ranges, compute_ranges
-from datasets.pixel_store import PixelStore
+from datasets.pixels.store import PixelStore
 
 SIZE = 32
 

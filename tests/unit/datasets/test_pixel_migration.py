@@ -10,18 +10,18 @@ import threading
 import numpy as np
 import pytest
 
-import datasets.pixel_migration as migration
-import datasets.pixels as pixels_module
+import datasets.pixels.arrays as pixels_module
+import datasets.pixels.npy_migration as migration
 from datasets import cells
 from datasets.cells import read_cells, read_manifest
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.fields.store import mask_part_file, npy_mask_part_file
-from datasets.pixel_migration import BACKUP_DIR, migrate_pixels, needs_migration
-from datasets.pixel_store import PixelStore
-from datasets.pixels import load_part, npy_part_file, part_file
-from datasets.plate_arrays import open_part_view
+from datasets.pixels.arrays import load_part, npy_part_file, part_file
+from datasets.pixels.npy_migration import BACKUP_DIR, migrate_pixels, needs_migration
+from datasets.pixels.plates import open_part_view
+from datasets.pixels.store import PixelStore
 
 
 def make_old_format(project, masks=None):
@@ -72,7 +72,7 @@ def test_old_npy_parts_are_converted_verified_and_backed_up(two_parts, caplog):
     with pytest.raises(DataError, match=r"parts\.json: pixels stored as \.npy parts .*convert"):
         PixelStore(project)
     assert needs_migration(project)
-    with caplog.at_level(logging.INFO, logger="datasets.pixel_migration"):
+    with caplog.at_level(logging.INFO, logger="datasets.pixels.npy_migration"):
         moved = migrate_pixels(project)
     assert moved == ["part-0000.npy", "mask-part-0000.npy", "part-0001.npy"]
     lines = [r.getMessage() for r in caplog.records]

@@ -8,23 +8,23 @@ import time
 import numpy as np
 import pytest
 
-import datasets.pixel_store as pixel_store_module
-import datasets.pixels as pixels_module
+import datasets.pixels.arrays as pixels_module
+import datasets.pixels.store as pixel_store_module
 from datasets.cells import read_cells, read_manifest
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.normalise import apply_ranges
-from datasets.pixel_store import PixelStore
-from datasets.pixels import (
+from datasets.pixels.arrays import (
     PartArray,
     PartWriter,
     ZarrPartWriter,
+    copy_npy_to_zarr,
     load_part,
     read_rows,
-    rewrite_part,
     write_part,
 )
+from datasets.pixels.store import PixelStore
 
 
 @pytest.fixture
@@ -123,13 +123,13 @@ def test_part_writer_windows(tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_rows(tmp_path / "p.npy", 4, 9), data[4:9])
 
 
-def test_rewrite_part_keeps_rows_and_channels_in_a_sharded_zarr_array(tmp_path, monkeypatch):
+def test_the_npy_copy_keeps_rows_and_channels_in_a_sharded_zarr_array(tmp_path, monkeypatch):
     monkeypatch.setattr(pixels_module, "_WINDOW_BYTES", 64)  # force many chunks
     monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)  # 6 rows: shards of 4 and 2
     data = np.random.default_rng(1).random((9, 3, 4, 4)).astype(np.float32)
     np.save(tmp_path / "src.npy", data)
     keep = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1], bool)
-    n = rewrite_part(tmp_path / "src.npy", tmp_path / "dst.zarr", keep, [0, 2])
+    n = copy_npy_to_zarr(tmp_path / "src.npy", tmp_path / "dst.zarr", keep, [0, 2])
     assert n == 6
     np.testing.assert_array_equal(load_part(tmp_path / "dst.zarr"), data[keep][:, [0, 2]])
     part = PartArray(tmp_path / "dst.zarr")

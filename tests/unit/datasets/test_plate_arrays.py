@@ -10,23 +10,27 @@ import numpy as np
 import pytest
 import zarr
 
-import datasets.pixels as pixels_module
+import datasets.pixels.arrays as pixels_module
 from datasets.cells import read_cells, read_manifest, write_manifest
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
-from datasets.pixel_store import PixelStore
-from datasets.pixels import PartArray, ZarrPartWriter, load_part, write_part
-from datasets.plate_arrays import (
+from datasets.pixels.arrays import PartArray, ZarrPartWriter, load_part, write_part
+from datasets.pixels.plate_migration import BACKUP_DIR, migrate_to_plates, needs_plate_layout
+from datasets.pixels.plates import (
     PLATES_DIR,
+    PartPixels,
     PartView,
     Segment,
+    copy_cells,
     open_part_view,
+    plan_copy,
     plate_file,
     read_in_spans,
     segments_of,
+    stored_segment,
 )
-from datasets.plate_migration import BACKUP_DIR, migrate_to_plates, needs_plate_layout
+from datasets.pixels.store import PixelStore
 
 SMALL = IngestConfig(crop_size=24)
 
@@ -47,7 +51,9 @@ def test_appending_keeps_the_old_rows_bytes_and_zarr_reads_the_whole(tmp_path, m
     write_part(path, first)
     old_shard = (path / "c" / "2" / "0" / "0" / "0").read_bytes()  # rows 8, 9 of 4 per shard
     for rows in (second, third):
-        writer = ZarrPartWriter(path, rows.shape, rows.dtype, threads=threads, append=True)
+        writer = ZarrPartWriter(
+            path, rows.shape, rows.dtype, threads=threads, at=len(PartArray(path))
+        )
         assert writer.start == len(PartArray(path))
         writer.append(rows[:3])
         writer.append(rows[3:])
@@ -66,7 +72,7 @@ def test_an_interrupted_append_leaves_the_array_as_it_was(tmp_path, monkeypatch)
     path = tmp_path / "p.zarr"
     first = _rows(6, 0)
     write_part(path, first)
-    writer = ZarrPartWriter(path, (9, 2, 3, 3), np.uint16, threads=1, append=True)
+    writer = ZarrPartWriter(path, (9, 2, 3, 3), np.uint16, threads=1, at=6)
     writer.append(_rows(5, 1))  # shard 1 rewritten, staged; the rest never comes
     with pytest.raises(DataError, match="5 of 9 rows written"):
         writer.close()
@@ -78,9 +84,9 @@ def test_appending_another_dtype_or_shape_is_refused(tmp_path):
     path = tmp_path / "p.zarr"
     write_part(path, _rows(5, 0))
     with pytest.raises(DataError, match=r"p\.zarr: stores uint16 crops of shape \(2, 3, 3\)"):
-        ZarrPartWriter(path, (3, 2, 3, 3), np.uint8, append=True)
+        ZarrPartWriter(path, (3, 2, 3, 3), np.uint8, at=5)
     with pytest.raises(DataError, match="cannot append uint16 crops of shape"):
-        ZarrPartWriter(path, (3, 1, 3, 3), np.uint16, append=True)
+        ZarrPartWriter(path, (3, 1, 3, 3), np.uint16, at=5)
 
 
 # ---------------------------------------------------------------- parts over several arrays
@@ -254,3 +260,18 @@ def test_zarr_json_of_an_appended_array_names_its_new_length(make, tmp_path, pro
     ingest_crops(tmp_path / "b", project, SMALL)
     meta = json.loads((project / "pixels" / plate_file("P1") / "zarr.json").read_text())
     assert meta["shape"] == [5, 2, 24, 24]
+
+
+def test_a_copy_task_run_again_writes_the_same_rows_again(tmp_path):
+    """A worker that dies after its append is retried: the rows land where they did."""
+    write_part(tmp_path / plate_file("P1"), _rows(5, 0))
+    new = _rows(6, 1)
+    pixels = PartPixels(6, (2, 3, 3), np.dtype(np.uint16), lambda rows: new[rows])
+    task = plan_copy(tmp_path, pixels, np.array([0, 1, 2, 4, 5]), "P1", part=0)
+    assert task.segment.at == 5 and task.runs == ((0, 3), (4, 6))
+    for _ in range(2):
+        assert copy_cells(task) == 5
+    stored = load_part(tmp_path / plate_file("P1"))
+    assert len(stored) == 10
+    np.testing.assert_array_equal(stored[5:], new[[0, 1, 2, 4, 5]])
+    assert stored_segment(task, 7) == Segment(7, 5, plate_file("P1"), 5)

@@ -70,7 +70,7 @@ def _real(name: str, tmp_path: Path, n: int = 80) -> np.ndarray:
 
     from datasets.cells import read_cells
     from datasets.crops.ingest import ingest_crops
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     folder = DATA / name
     if not folder.exists():
@@ -131,7 +131,7 @@ def test_stained_rgb_is_segmented_once_on_its_best_channel():
 def test_stained_rgb_override_segments_once(tmp_path):
     from datasets.crops.ingest import ingest_crops
     from datasets.features import project_channels
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     src = tmp_path / "src"
     src.mkdir()
@@ -156,7 +156,7 @@ def test_modality_of_a_whole_stored_giemsa_screen(tmp_path):
     blue move together only weakly (median correlation 0.29), the three channels clearly."""
     from datasets.cells import read_cells
     from datasets.crops.ingest import ingest_crops
-    from datasets.pixel_store import PixelStore
+    from datasets.pixels.store import PixelStore
 
     folder = DATA / "mpidb_falciparum_stages"
     if not folder.exists():

@@ -1,6 +1,6 @@
-"""Crops by ``cell_id``: :class:`PixelStore` reads a project's pixel store (:mod:`datasets.pixels`
-arrays, laid out per plate by :mod:`datasets.plate_arrays`) and scales each crop with the
-normalisation ranges of its part and plate (or the whole part).
+"""Crops by ``cell_id``: :class:`PixelStore` reads a project's pixel store (the arrays of
+:mod:`datasets.pixels.arrays`, laid out per plate by :mod:`datasets.pixels.plates`) and scales
+each crop with the normalisation ranges of its part and plate (or the whole part).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from datasets.cells import (
 )
 from datasets.errors import DataError, ProjectDamagedError
 from datasets.normalise import apply_ranges
-from datasets.pixels import DATASET_GROUP, PartArray, cpus
-from datasets.plate_arrays import PartView, segments_of
+from datasets.pixels.arrays import DATASET_GROUP, PartArray, cpus
+from datasets.pixels.plates import PartView, segments_of
 
 _NORM_ROWS = 256  # crops scaled by one thread at a time
 
@@ -73,7 +73,7 @@ class PixelStore:
 
     Arrays are opened on first use; the ``cell_id -> (part, row)`` map and each cell's
     normalisation range set are built once from the cell table. A part's rows are read through
-    its :class:`~datasets.plate_arrays.PartView` (its plates' arrays).
+    its :class:`~datasets.pixels.plates.PartView` (its plates' arrays).
 
     Attributes:
         n_cells: number of cells in the cell table.

@@ -9,7 +9,7 @@ blocks of a few hundred (one read each, decoded in threads). Ingest tasks still 
 temporary ``.npy`` through short-lived memory-mapped windows (:class:`PartWriter`); its last
 step copies it into the Zarr array shard by shard, a few shards encoded at once in threads
 (:class:`ZarrPartWriter`), so memory stays at a few shards. Projects stored as ``.npy`` parts by
-earlier versions are converted when opened (:mod:`datasets.pixel_migration`).
+earlier versions are converted when opened (:mod:`datasets.pixels.npy_migration`).
 
 ``parts.json`` records per part its source folder, dtype, layout, kept channels and the
 per-channel normalisation ranges (for the whole part, or one set per plate);
@@ -107,12 +107,22 @@ class ZarrPartWriter:
     filled and at most ``threads`` shards being encoded.
 
     A new array is built in a hidden folder next to ``path`` and moved into place by
-    :meth:`close`, so ``path`` is either absent, the earlier array, or complete. With
-    ``append=True`` and an array at ``path`` (a plate's array, :mod:`datasets.plate_arrays`),
-    the rows go after its rows: the new shard files are staged, then moved in, then
-    ``zarr.json`` gets the new length. The shard that held the last rows is rewritten with
-    those rows' bytes unchanged, so a reader of the old length reads what it read before, and
-    an interrupted append leaves the old array (perhaps with rows past its length, unread).
+    :meth:`close`, so ``path`` is either absent, the earlier array, or complete. With ``at``
+    and an array at ``path`` (a plate's array, :mod:`datasets.pixels.plates`), the rows go
+    after its first ``at`` rows (its length; less when a retried task writes again what an
+    interrupted one appended): the new shard files are staged, then moved in, then
+    ``zarr.json`` gets the new length. The shard that held row ``at - 1`` is rewritten with
+    the rows before ``at`` byte for byte, so a reader of the old length reads what it read
+    before, and an interrupted append leaves the old array (perhaps with rows past its length,
+    unread).
+
+    Args:
+        path: the ``.zarr`` folder.
+        shape: of the rows to write, (n, ...).
+        dtype: of the array.
+        threads: shards encoded at once (a few by default).
+        at: continue the array at ``path`` from this row; None (or 0 with no array there):
+            a new array.
     """
 
     def __init__(
@@ -121,16 +131,18 @@ class ZarrPartWriter:
         shape: tuple[int, ...],
         dtype: npt.DTypeLike,
         threads: int | None = None,
-        append: bool = False,
+        at: int | None = None,
     ) -> None:
-        """``shape`` is that of the rows to write, (n, ...)."""
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
         self.staged = self.path.with_name(f".{self.path.name}.tmp")
         _remove(self.staged)
         self.start = 0  # rows in the array before these
         self._head: tuple[bytes, npt.NDArray[np.uint64]] = (b"", np.empty((0, 2), "<u8"))
-        if append and (self.path / "zarr.json").is_file():
-            self._open_for_append()
+        self.appends = at is not None and (self.path / "zarr.json").is_file()
+        if self.appends:
+            self._open_for_append(int(at or 0))
+        elif at:
+            raise DataError(f"{self.path}: missing, cannot append at row {at}")
         else:
             self.rows_per_shard = shard_rows(self.shape[1:], self.dtype)
             zarr.create_array(  # the metadata (zarr.json) only
@@ -161,8 +173,9 @@ class ZarrPartWriter:
         self._filled = 0
         self.n_written = 0
 
-    def _open_for_append(self) -> None:
-        """Continue the array at ``path``: its length, shard size and its last shard's bytes."""
+    def _open_for_append(self, at: int) -> None:
+        """Continue the array at ``path`` at row ``at``: its shard size and the bytes of the
+        rows before ``at`` in that row's shard."""
         array = PartArray(self.path)
         if array.dtype != self.dtype or array.shape[1:] != self.shape[1:]:
             raise DataError(
@@ -171,7 +184,9 @@ class ZarrPartWriter:
             )
         if not array.direct:
             raise DataError(f"{self.path}: not in the layout phenoscout appends to")
-        self.rows_per_shard, self.start = array.rows_per_shard, len(array)
+        if not 0 <= at <= len(array):
+            raise DataError(f"{self.path}: {len(array)} rows, cannot append at row {at}")
+        self.rows_per_shard, self.start = array.rows_per_shard, at
         self.staged.mkdir(parents=True)
         kept = self.start % self.rows_per_shard
         if kept:  # the last shard's rows, kept byte for byte
@@ -257,7 +272,7 @@ class ZarrPartWriter:
         if self.n_written != self.shape[0]:
             self.discard()
             raise DataError(f"{self.path}: {self.n_written} of {self.shape[0]} rows written")
-        if self.start:
+        if self.appends:
             self._move_appended()
             return self.n_written
         _remove(self.path)  # a leftover of an interrupted ingest (the manifest never named it)
@@ -714,14 +729,6 @@ def copy_npy_to_zarr(
 
 def _row_bytes(header: PartHeader) -> int:
     return max(1, int(np.prod(header.shape[1:])) * header.dtype.itemsize)
-
-
-def rewrite_part(
-    src: Path, dst: Path, keep_rows: npt.NDArray[np.bool_], keep_channels: list[int]
-) -> int:
-    """The ingest's last step: the kept rows and channels of the temporary ``.npy`` part ``src``
-    become the part's Zarr array ``dst`` (:func:`copy_npy_to_zarr`); returns the rows written."""
-    return copy_npy_to_zarr(src, dst, keep_rows, keep_channels)
 
 
 def _flat_channels(

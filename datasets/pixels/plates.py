@@ -2,8 +2,8 @@
 
 An ingest (a *part*) orders its cells by plate, stably: the cell table keeps the files' order
 and each cell's ``row`` is its place in the plate order. Each plate's rows are then one run of
-part rows, appended to that plate's array (:class:`~datasets.pixels.ZarrPartWriter` with
-``append=True``), so a plate imaged again or split over several ``add`` runs stays one array
+part rows, appended to that plate's array (:class:`~datasets.pixels.arrays.ZarrPartWriter` with
+``at``), so a plate imaged again or split over several ``add`` runs stays one array
 that napari, Dask or zarr open whole. The part's record in ``parts.json`` lists these runs as
 ``segments``: part rows ``[start, start + n)`` are rows ``[at, at + n)`` of ``file`` (and of
 ``mask``, the cells' object masks, for fields). Cells without a plate keep one array per
@@ -16,11 +16,13 @@ plate name are refused before anything is written.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +30,12 @@ import pandas as pd
 
 from datasets.cells import DAMAGED_FIX, MANIFEST_FILE, PIXELS_DIR, read_parts
 from datasets.errors import DataError, ProjectDamagedError
-from datasets.pixels import PartArray, ZarrPartWriter, open_part
+from datasets.pixels.arrays import PartArray, ZarrPartWriter, open_part
+
+if TYPE_CHECKING:
+    from datasets.parallel import Runner
+
+logger = logging.getLogger(__name__)
 
 PLATES_DIR = "plates"  # in PIXELS_DIR
 _COPY_BYTES = 32 << 20  # rows copied into an array at a time, at most
@@ -76,7 +83,7 @@ def segment_records(segments: Sequence[Segment]) -> list[dict[str, Any]]:
 
 class PartView:
     """A part's rows, read-only, wherever its segments store them: the interface of
-    :class:`~datasets.pixels.PartArray` (``len``, ``dtype``, ``shape``, ``rows``, ``take``).
+    :class:`~datasets.pixels.arrays.PartArray` (``len``, ``dtype``, ``shape``, ``rows``, ``take``).
 
     Args:
         pixels_dir: ``PROJECT/pixels``.
@@ -259,9 +266,10 @@ def _check_plates(pixels_dir: Path, groups: list[str | None], pixels: PartPixels
 
 
 def _copy(path: Path, reader: RowReader, members: npt.NDArray[np.int64], shape: tuple[int, ...],
-          dtype: np.dtype, append: bool) -> int:  # fmt: skip
-    """Append rows ``members`` of ``reader`` to the array ``path``; its first new row."""
-    writer = ZarrPartWriter(path, (len(members), *shape), dtype, append=append)
+          dtype: np.dtype, at: int | None) -> None:  # fmt: skip
+    """Write rows ``members`` of ``reader`` into the array ``path`` from its row ``at`` (a new
+    array when None)."""
+    writer = ZarrPartWriter(path, (len(members), *shape), dtype, at=at)
     try:
         row_bytes = max(1, int(np.prod(shape)) * dtype.itemsize)
         step = max(1, min(writer.rows_per_shard, _COPY_BYTES // row_bytes))
@@ -271,42 +279,86 @@ def _copy(path: Path, reader: RowReader, members: npt.NDArray[np.int64], shape: 
     except BaseException:
         writer.discard()
         raise
-    return writer.start
 
 
-def append_cells(
+def _runs(members: npt.NDArray[np.int64]) -> tuple[tuple[int, int], ...]:
+    """Sorted ``members`` as ``(start, stop)`` runs (a task's argument stays small)."""
+    if not len(members):
+        return ()
+    breaks = np.flatnonzero(np.diff(members) != 1) + 1
+    starts = members[np.r_[0, breaks]].tolist()
+    stops = (members[np.r_[breaks - 1, len(members) - 1]] + 1).tolist()
+    return tuple(zip(starts, stops, strict=True))
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    """One task: a group's cells written into its arrays (see :func:`copy_cells`)."""
+
+    pixels_dir: str
+    pixels: PartPixels
+    runs: tuple[tuple[int, int], ...]  # the cells, as runs of rows of ``pixels``
+    segment: Segment  # where they go; ``at``/``mask_at`` -1: into a new array
+
+
+def copy_cells(task: CopyTask) -> int:
+    """Task: copy a group's cells into its arrays, from the rows the driver chose, so a task
+    run again after its worker died writes the same rows again. Returns the cells copied."""
+    members = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in task.runs])
+    pixels, seg, folder = task.pixels, task.segment, Path(task.pixels_dir)
+    _copy(folder / seg.file, pixels.crops, members, pixels.row_shape, pixels.dtype,
+          seg.at if seg.at >= 0 else None)  # fmt: skip
+    if pixels.masks is not None and seg.mask is not None:
+        _copy(folder / seg.mask, pixels.masks, members, pixels.row_shape[1:],
+              np.dtype(np.uint8), seg.mask_at if seg.mask_at >= 0 else None)  # fmt: skip
+    return len(members)
+
+
+def _length(path: Path) -> int:
+    """Rows of the array at ``path``; -1 when there is none (a new array)."""
+    return len(PartArray(path)) if (path / "zarr.json").is_file() else -1
+
+
+def plan_copy(
     pixels_dir: Path, pixels: PartPixels, members: npt.NDArray[np.int64], plate: str | None,
     part: int,
-) -> Segment:  # fmt: skip
-    """Append cells ``members`` (sorted rows of ``pixels``) to ``plate``'s arrays, or write
-    them as part ``part``'s arrays when ``plate`` is None.
-
-    Returns:
-        Where they went, as a segment starting at part row 0.
-    """
+) -> CopyTask:  # fmt: skip
+    """The task that appends cells ``members`` (sorted rows of ``pixels``) to ``plate``'s
+    arrays, or writes them as part ``part``'s arrays when ``plate`` is None; its segment
+    starts at part row 0 (``at`` -1 for a new array)."""
     named = plate is not None
     file = plate_file(plate) if plate is not None else part_array_file(part)
-    at = _copy(pixels_dir / file, pixels.crops, members, pixels.row_shape, pixels.dtype,
-               append=named)  # fmt: skip
-    if pixels.masks is None:
-        return Segment(0, len(members), file, at)
-    mask = plate_file(plate, masks=True) if plate is not None else part_array_file(part, True)
-    mask_at = _copy(pixels_dir / mask, pixels.masks, members, pixels.row_shape[1:],
-                    np.dtype(np.uint8), append=named)  # fmt: skip
-    return Segment(0, len(members), file, at, mask, mask_at)
+    at = _length(pixels_dir / file) if named else -1
+    mask, mask_at = None, 0
+    if pixels.masks is not None:
+        mask = plate_file(plate, masks=True) if plate is not None else part_array_file(part, True)
+        mask_at = _length(pixels_dir / mask) if named else -1
+    segment = Segment(0, len(members), file, at, mask, mask_at)
+    return CopyTask(str(pixels_dir), pixels, _runs(members), segment)
+
+
+def stored_segment(task: CopyTask, start: int) -> Segment:
+    """Where ``task``'s cells are, once copied, as part rows from ``start``."""
+    seg = task.segment
+    return replace(seg, start=start, at=max(seg.at, 0), mask_at=max(seg.mask_at, 0))
 
 
 def store_part(
-    project_dir: Path, part: int, pixels: PartPixels, plates: pd.Series | None
+    project_dir: Path,
+    part: int,
+    pixels: PartPixels,
+    plates: pd.Series | None,
+    runner: Runner | None = None,
 ) -> tuple[npt.NDArray[np.int64], list[Segment]]:
     """Store an ingest's pixels: each plate's cells appended to the plate's array, cells
-    without a plate in ``part-NNNN.zarr``.
+    without a plate in ``part-NNNN.zarr``; one task per plate.
 
     Args:
         project_dir: the project folder.
         part: the ingest's part number.
-        pixels: the written pixels, in cell-table order.
+        pixels: the written pixels, in cell-table order (readers workers can run).
         plates: (n,) each cell's plate (missing or empty: none), or None when there are none.
+        runner: where the tasks run (:mod:`datasets.parallel`); in this process when None.
 
     Returns:
         ``(rows, segments)``: each cell's part row (the cell table's ``row``) and the part's
@@ -322,11 +374,21 @@ def store_part(
     order = np.argsort(codes, kind="stable")
     rows = np.empty(pixels.n, dtype=np.int64)
     rows[order] = np.arange(pixels.n, dtype=np.int64)
-    segments, start = [], 0
+    tasks, starts, start = [], [], 0
     for code, plate in enumerate(groups):
         members = order[start : start + int((codes == code).sum())]
         if len(members):
-            stored = append_cells(pixels_dir, pixels, members, plate, part)
-            segments.append(replace(stored, start=start))
+            tasks.append(plan_copy(pixels_dir, pixels, members, plate, part))
+            starts.append(start)
             start += len(members)
-    return rows, segments
+    weights = [t.segment.n for t in tasks]
+    began = time.perf_counter()
+    if runner is None or len(tasks) < 2:
+        for task in tasks:
+            copy_cells(task)
+    else:
+        runner.map(copy_cells, tasks, weights=weights)
+    logger.info("pixels: %d cells stored in %d array(s) (%s) in %.1f s", pixels.n, len(tasks),
+                ", ".join(t.segment.file for t in tasks[:4]) + (", ..." if len(tasks) > 4 else ""),
+                time.perf_counter() - began)  # fmt: skip
+    return rows, [stored_segment(t, s) for t, s in zip(tasks, starts, strict=True)]

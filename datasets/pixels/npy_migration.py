@@ -2,7 +2,7 @@
 
 Run when a project is opened (:func:`migrate_pixels`). Each ``pixels/part-NNNN.npy`` (crops)
 and ``pixels/mask-part-NNNN.npy`` (object masks of fields) is copied into its Zarr array next
-to it (:func:`datasets.pixels.copy_npy_to_zarr`, one shard at a time), the copy is verified
+to it (:func:`datasets.pixels.arrays.copy_npy_to_zarr`, one shard at a time), the copy is verified
 (shape, dtype and a seeded sample of rows compared with the ``.npy``), ``parts.json`` is
 rewritten with format 2, and only then the ``.npy`` files are moved (renamed, not copied) into
 ``pixels/backup-npy/``. A lock file keeps two processes from converting at once: the second
@@ -80,7 +80,7 @@ def verified(old: Path, new: Path, seed: int = 0) -> bool:
     Raises:
         ProjectDamagedError: when ``old`` itself cannot be read.
     """
-    from datasets.pixels import PartArray, open_npy
+    from datasets.pixels.arrays import PartArray, open_npy
 
     source = open_npy(old)
     try:
@@ -101,7 +101,7 @@ def verified(old: Path, new: Path, seed: int = 0) -> bool:
 
 def _convert(old: Path, new: Path, part: int) -> None:
     """Copy ``old`` into ``new`` unless a verified copy is there already; log one line."""
-    from datasets.pixels import copy_npy_to_zarr
+    from datasets.pixels.arrays import copy_npy_to_zarr
 
     if new.exists() and verified(old, new, seed=part):
         logger.info("pixels: %s already converted to %s (verified)", old.name, new.name)
@@ -140,7 +140,7 @@ def migrate_pixels(project_dir: Path) -> list[str]:
         return []
     from datasets.cells import DAMAGED_FIX, read_manifest, write_manifest
     from datasets.fields.store import mask_part_file, npy_mask_part_file
-    from datasets.pixels import npy_part_file, part_file
+    from datasets.pixels.arrays import npy_part_file, part_file
 
     with locked(pixels):
         if not needs_migration(project):  # another process did it while we waited

@@ -1,7 +1,7 @@
 """Lay a project stored one array per part (``parts.json`` format 2) out one array per plate
-(format 3, :mod:`datasets.plate_arrays`), in place.
+(format 3, :mod:`datasets.pixels.plates`), in place.
 
-Run when a project is opened, after the ``.npy`` conversion (:mod:`datasets.pixel_migration`).
+Run when a project is opened, after the ``.npy`` conversion (:mod:`datasets.pixels.npy_migration`).
 For each part, each plate's cells are appended, in row order, to the plate's array (crops, and
 object masks for fields); the part's record then lists its rows as runs by plate. Cells without
 a plate stay where they were, in ``part-NNNN.zarr``. The cell table is not touched (a cell's
@@ -36,17 +36,19 @@ from datasets.cells import (
     write_manifest,
 )
 from datasets.errors import DataError, ProjectDamagedError
-from datasets.pixel_migration import locked
-from datasets.pixels import PartArray
-from datasets.plate_arrays import (
+from datasets.pixels.arrays import PartArray
+from datasets.pixels.npy_migration import locked
+from datasets.pixels.plates import (
     PLATES_DIR,
     PartPixels,
     PartView,
     Segment,
-    append_cells,
+    copy_cells,
     part_array_file,
+    plan_copy,
     plate_groups,
     segment_records,
+    stored_segment,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +88,9 @@ def _plate_segments(
             segments += [Segment(a, b - a, part_array_file(part), a, mask_file, a)
                          for a, b in _runs(codes == code)]  # fmt: skip
             continue
-        stored = append_cells(pixels_dir, pixels, members, plate, part)
+        task = plan_copy(pixels_dir, pixels, members, plate, part)
+        copy_cells(task)
+        stored = stored_segment(task, 0)
         offsets = np.searchsorted(members, [a for a, _ in _runs(codes == code)])
         segments += [Segment(a, b - a, stored.file, stored.at + int(k), stored.mask,
                              stored.mask_at + int(k))
