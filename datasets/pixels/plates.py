@@ -4,7 +4,7 @@ An ingest (a *part*) orders its cells by plate, stably: the cell table keeps the
 and each cell's ``row`` is its place in the plate order. Each plate's rows are then one run of
 part rows, appended to that plate's array (:class:`~datasets.pixels.arrays.ZarrPartWriter` with
 ``at``), so a plate imaged again or split over several ``add`` runs stays one array
-that napari, Dask or zarr open whole. The part's record in ``parts.json`` lists these runs as
+that zarr and Dask open whole. The part's record in ``parts.json`` lists these runs as
 ``segments``: part rows ``[start, start + n)`` are rows ``[at, at + n)`` of ``file`` (and of
 ``mask``, the cells' object masks, for fields). Cells without a plate keep one array per
 ingest, ``part-NNNN.zarr``, as every part did before (records without segments: one segment).
