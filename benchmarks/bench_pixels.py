@@ -1,8 +1,9 @@
 """Pixel store speed on a project: reading in table order, scattered cold reads, writing.
 
 Usage: ``python benchmarks/bench_pixels.py PROJECT [--repeat 3] [--write-cells 20000]
-[--module PATH]`` (``--module`` loads another version of ``datasets/pixels/arrays.py``, e.g. the one
-of an earlier commit, to compare). Prints medians:
+[--module PATH]`` (``--module`` loads another version of ``datasets/pixels/arrays.py``, or of
+the older ``datasets/pixels.py``, e.g. the one of an earlier commit, to compare). Prints
+medians:
 
 1. all cells in table order, normalised (``PixelStore.iter_batches(1024)``), crops/s, warm cache;
 2. 24 crops scattered over the screen, cold page cache (``posix_fadvise(DONTNEED)``) and a
@@ -79,10 +80,17 @@ def write(px: ModuleType, project: Path, cells: int, threads: int) -> float:
     rows = store.read_raw(store._ids[: min(cells, store.n_cells)].tolist())  # noqa: SLF001
     with tempfile.TemporaryDirectory(dir=project) as tmp:
         np.save(Path(tmp) / "src.npy", rows)
-        if hasattr(px, "_WRITE_THREADS"):
-            setattr(px, "_WRITE_THREADS", threads)  # noqa: B010 - another version may lack it
+        if hasattr(px, "copy_npy_to_zarr"):  # a version before datasets.pixels.writer and .npy
+            copy, writer = px.copy_npy_to_zarr, px
+        else:
+            import datasets.pixels.npy
+            import datasets.pixels.writer
+
+            copy, writer = datasets.pixels.npy.copy_npy_to_zarr, datasets.pixels.writer
+        if hasattr(writer, "_WRITE_THREADS"):
+            setattr(writer, "_WRITE_THREADS", threads)  # noqa: B010 - another version may lack it
         t0 = time.perf_counter()
-        px.copy_npy_to_zarr(Path(tmp) / "src.npy", Path(tmp) / "dst.zarr")
+        copy(Path(tmp) / "src.npy", Path(tmp) / "dst.zarr")
         return (time.perf_counter() - t0) / len(rows) * 1000
 
 

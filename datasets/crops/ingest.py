@@ -44,8 +44,9 @@ from datasets.crops.resize import (
 )
 from datasets.errors import DataError
 from datasets.parallel import Runner
-from datasets.pixels.arrays import PartWriter, RowArray, part_header, part_ranges
+from datasets.pixels.npy import PartWriter, part_header
 from datasets.pixels.plates import FileRows, PartPixels, PartView, segment_records, store_part
+from datasets.pixels.ranges import RowArray, part_ranges
 from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from datasets.cells import CELLS_FILE, read_manifest
 from datasets.errors import DataError
 from datasets.fields.store import FIELDS_FILE, read_field_mask, read_fields
-from datasets.pixels.arrays import DATASET_GROUP
+from datasets.pixels.ranges import DATASET_GROUP
 
 _CELL_COLUMNS = ["cell_id", "field", "object", "centroid_y", "centroid_x", "bbox_min_row",
                  "bbox_min_col", "bbox_max_row", "bbox_max_col"]  # fmt: skip

@@ -1,7 +1,7 @@
 """The pixel store: crops (and object masks) in sharded Zarr arrays, one per plate.
 
-- ``arrays``: the array format, its writer (new arrays and appends) and reader, the ingest's
-  temporary ``.npy``, per-part normalisation ranges.
+- ``arrays``: the array format and its reader; ``writer``: new arrays and appends;
+  ``npy``: the ingest's temporary ``.npy``; ``ranges``: per-part normalisation ranges.
 - ``plates``: one array per plate, appended by each ingest; a part's rows over several arrays.
 - ``store``: :class:`PixelStore`, crops by ``cell_id``, normalised.
 - ``npy_migration``, ``plate_migration``: projects of earlier versions converted in place, once.
@@ -15,9 +15,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DATASET_GROUP": "datasets.pixels.arrays",
+    "DATASET_GROUP": "datasets.pixels.ranges",
     "PartArray": "datasets.pixels.arrays",
-    "ZarrPartWriter": "datasets.pixels.arrays",
+    "ZarrPartWriter": "datasets.pixels.writer",
     "open_part": "datasets.pixels.arrays",
     "PixelStore": "datasets.pixels.store",
     "PartView": "datasets.pixels.plates",

@@ -2,7 +2,7 @@
 
 Run when a project is opened (:func:`migrate_pixels`). Each ``pixels/part-NNNN.npy`` (crops)
 and ``pixels/mask-part-NNNN.npy`` (object masks of fields) is copied into its Zarr array next
-to it (:func:`datasets.pixels.arrays.copy_npy_to_zarr`, one shard at a time), the copy is verified
+to it (:func:`datasets.pixels.npy.copy_npy_to_zarr`, one shard at a time), the copy is verified
 (shape, dtype and a seeded sample of rows compared with the ``.npy``), ``parts.json`` is
 rewritten with format 2, and only then the ``.npy`` files are moved (renamed, not copied) into
 ``pixels/backup-npy/``. A lock file keeps two processes from converting at once: the second
@@ -17,9 +17,10 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,22 @@ def locked(pixels: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+@contextmanager
+def migrating(project: Path, needed: Callable[[Path], bool]) -> Iterator[dict[str, Any] | None]:
+    """The project's ``parts.json``, read under the lock when ``needed(project)`` holds (asked
+    again under the lock: another process may have migrated while we waited); None when there
+    is nothing to do, nothing ingested, or a damaged manifest (the commands say so)."""
+    if not needed(project):
+        yield None
+        return
+    from datasets.cells import read_manifest
+
+    with locked(project / _PIXELS_DIR):
+        manifest = read_manifest(project) if needed(project) else None
+        valid = isinstance(manifest, dict) and isinstance(manifest.get("parts"), list)
+        yield manifest if valid else None
+
+
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -80,7 +97,8 @@ def verified(old: Path, new: Path, seed: int = 0) -> bool:
     Raises:
         ProjectDamagedError: when ``old`` itself cannot be read.
     """
-    from datasets.pixels.arrays import PartArray, open_npy
+    from datasets.pixels.arrays import PartArray
+    from datasets.pixels.npy import open_npy
 
     source = open_npy(old)
     try:
@@ -101,7 +119,7 @@ def verified(old: Path, new: Path, seed: int = 0) -> bool:
 
 def _convert(old: Path, new: Path, part: int) -> None:
     """Copy ``old`` into ``new`` unless a verified copy is there already; log one line."""
-    from datasets.pixels.arrays import copy_npy_to_zarr
+    from datasets.pixels.npy import copy_npy_to_zarr
 
     if new.exists() and verified(old, new, seed=part):
         logger.info("pixels: %s already converted to %s (verified)", old.name, new.name)
@@ -136,18 +154,14 @@ def migrate_pixels(project_dir: Path) -> list[str]:
     """
     project = Path(project_dir)
     pixels = project / _PIXELS_DIR
-    if not needs_migration(project):
-        return []
-    from datasets.cells import DAMAGED_FIX, read_manifest, write_manifest
+    from datasets.cells import DAMAGED_FIX, write_manifest
     from datasets.fields.store import mask_part_file, npy_mask_part_file
-    from datasets.pixels.arrays import npy_part_file, part_file
+    from datasets.pixels.arrays import part_file
+    from datasets.pixels.npy import npy_part_file
 
-    with locked(pixels):
-        if not needs_migration(project):  # another process did it while we waited
+    with migrating(project, needs_migration) as manifest:
+        if manifest is None:
             return []
-        manifest = read_manifest(project)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), list):
-            return []  # nothing ingested, or a damaged manifest: the commands say so
         moved: list[Path] = []
         for record in manifest["parts"]:
             try:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow.parquet as pq
 
 from datasets.cells import (
@@ -32,12 +31,11 @@ from datasets.cells import (
     MANIFEST_FORMAT,
     PIXELS_DIR,
     read_cells,
-    read_manifest,
     write_manifest,
 )
 from datasets.errors import DataError, ProjectDamagedError
 from datasets.pixels.arrays import PartArray
-from datasets.pixels.npy_migration import locked
+from datasets.pixels.npy_migration import migrating
 from datasets.pixels.plates import (
     PLATES_DIR,
     PartPixels,
@@ -47,6 +45,7 @@ from datasets.pixels.plates import (
     part_array_file,
     plan_copy,
     plate_groups,
+    runs_of,
     segment_records,
     stored_segment,
 )
@@ -66,12 +65,6 @@ def needs_plate_layout(project_dir: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format") == 2
 
 
-def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each run of True in ``mask``."""
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
 def _plate_segments(
     pixels_dir: Path, part: int, array: PartArray, plates: Any, masks: PartArray | None
 ) -> list[Segment]:
@@ -86,15 +79,15 @@ def _plate_segments(
         members = np.flatnonzero(codes == code)
         if plate is None:  # rows stay in the part's array
             segments += [Segment(a, b - a, part_array_file(part), a, mask_file, a)
-                         for a, b in _runs(codes == code)]  # fmt: skip
+                         for a, b in runs_of(members)]  # fmt: skip
             continue
         task = plan_copy(pixels_dir, pixels, members, plate, part)
         copy_cells(task)
-        stored = stored_segment(task, 0)
-        offsets = np.searchsorted(members, [a for a, _ in _runs(codes == code)])
-        segments += [Segment(a, b - a, stored.file, stored.at + int(k), stored.mask,
-                             stored.mask_at + int(k))
-                     for (a, b), k in zip(_runs(codes == code), offsets, strict=True)]  # fmt: skip
+        stored, k = stored_segment(task, 0), 0
+        for a, b in task.runs:  # each run of the part's rows, at its place in the plate's rows
+            segments.append(Segment(a, b - a, stored.file, stored.at + k, stored.mask,
+                                    stored.mask_at + k))  # fmt: skip
+            k += b - a
     return sorted(segments, key=lambda s: s.start)
 
 
@@ -153,13 +146,8 @@ def migrate_to_plates(project_dir: Path) -> list[str]:
     """
     project = Path(project_dir)
     pixels = project / PIXELS_DIR
-    if not needs_plate_layout(project):
-        return []
-    with locked(pixels):
-        if not needs_plate_layout(project):  # another process did it while we waited
-            return []
-        manifest = read_manifest(project)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), list):
+    with migrating(project, needs_plate_layout) as manifest:
+        if manifest is None:
             return []
         (pixels / PLATES_DIR).mkdir(exist_ok=True)
         try:

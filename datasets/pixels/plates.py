@@ -2,7 +2,7 @@
 
 An ingest (a *part*) orders its cells by plate, stably: the cell table keeps the files' order
 and each cell's ``row`` is its place in the plate order. Each plate's rows are then one run of
-part rows, appended to that plate's array (:class:`~datasets.pixels.arrays.ZarrPartWriter` with
+part rows, appended to that plate's array (:class:`~datasets.pixels.writer.ZarrPartWriter` with
 ``at``), so a plate imaged again or split over several ``add`` runs stays one array
 that zarr and Dask open whole. The part's record in ``parts.json`` lists these runs as
 ``segments``: part rows ``[start, start + n)`` are rows ``[at, at + n)`` of ``file`` (and of
@@ -30,7 +30,8 @@ import pandas as pd
 
 from datasets.cells import DAMAGED_FIX, MANIFEST_FILE, PIXELS_DIR, read_parts
 from datasets.errors import DataError, ProjectDamagedError
-from datasets.pixels.arrays import PartArray, ZarrPartWriter, open_part
+from datasets.pixels.arrays import PartArray, open_part
+from datasets.pixels.writer import ZarrPartWriter
 
 if TYPE_CHECKING:
     from datasets.parallel import Runner
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 PLATES_DIR = "plates"  # in PIXELS_DIR
 _COPY_BYTES = 32 << 20  # rows copied into an array at a time, at most
-_SPAN_SLACK = 4  # rows read as one span while it holds at most 4x the rows needed
+_SPAN_SLACK = 4  # rows at most this far apart are read as one span (at most 4x the rows)
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,6 @@ class PartView:
         self._n = sum(s.n for s in self.segments)
         first = self._array(0)
         self.dtype, self.shape = first.dtype, (self._n, *first.shape[1:])
-
-    def exists(self) -> bool:
-        """Whether every array of the view is on disk (a crops part has no mask arrays)."""
-        return all(f is not None and (self.pixels_dir / f).exists() for f in self._files)
 
     def _array(self, k: int) -> PartArray:
         file = self._files[k]
@@ -183,16 +180,14 @@ RowReader = Callable[[npt.NDArray[np.int64]], npt.NDArray]
 def read_in_spans(
     read_span: Callable[[int, int], npt.NDArray], rows: npt.NDArray[np.int64]
 ) -> npt.NDArray:
-    """Sorted ``rows`` through ``read_span(start, stop)``, in few reads: rows close together
-    come from one span, rows far apart from spans of their own."""
-    pieces, i = [], 0
-    while i < len(rows):
-        j = i + 1
-        while j < len(rows) and rows[j] - rows[i] < _SPAN_SLACK * (j - i + 1):
-            j += 1
+    """Sorted ``rows`` through ``read_span(start, stop)``, in few reads: rows less than
+    :data:`_SPAN_SLACK` apart come from one span (so a span carries at most that many times
+    the rows needed), rows further apart from spans of their own."""
+    bounds = [0, *(np.flatnonzero(np.diff(rows) > _SPAN_SLACK) + 1).tolist(), len(rows)]
+    pieces = []
+    for i, j in zip(bounds[:-1], bounds[1:], strict=True):
         lo = int(rows[i])
         pieces.append(read_span(lo, int(rows[j - 1]) + 1)[rows[i:j] - lo])
-        i = j
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
@@ -253,9 +248,9 @@ def plate_groups(
 def _check_plates(pixels_dir: Path, groups: list[str | None], pixels: PartPixels) -> None:
     """Refuse crops whose dtype or shape differs from an existing array of their plate."""
     for plate in groups:
-        if plate is None or not (pixels_dir / plate_file(plate) / "zarr.json").is_file():
+        path = pixels_dir / plate_file(plate) if plate is not None else None
+        if path is None or not (path / "zarr.json").is_file():
             continue
-        path = pixels_dir / plate_file(plate)
         array = PartArray(path)
         if array.dtype != pixels.dtype or array.shape[1:] != pixels.row_shape:
             raise DataError(
@@ -281,7 +276,7 @@ def _copy(path: Path, reader: RowReader, members: npt.NDArray[np.int64], shape: 
         raise
 
 
-def _runs(members: npt.NDArray[np.int64]) -> tuple[tuple[int, int], ...]:
+def runs_of(members: npt.NDArray[np.int64]) -> tuple[tuple[int, int], ...]:
     """Sorted ``members`` as ``(start, stop)`` runs (a task's argument stays small)."""
     if not len(members):
         return ()
@@ -334,7 +329,7 @@ def plan_copy(
         mask = plate_file(plate, masks=True) if plate is not None else part_array_file(part, True)
         mask_at = _length(pixels_dir / mask) if named else -1
     segment = Segment(0, len(members), file, at, mask, mask_at)
-    return CopyTask(str(pixels_dir), pixels, _runs(members), segment)
+    return CopyTask(str(pixels_dir), pixels, runs_of(members), segment)
 
 
 def stored_segment(task: CopyTask, start: int) -> Segment:

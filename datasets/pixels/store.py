@@ -25,8 +25,9 @@ from datasets.cells import (
 )
 from datasets.errors import DataError, ProjectDamagedError
 from datasets.normalise import apply_ranges
-from datasets.pixels.arrays import DATASET_GROUP, PartArray, cpus
+from datasets.pixels.arrays import PartArray, cpus
 from datasets.pixels.plates import PartView, segments_of
+from datasets.pixels.ranges import DATASET_GROUP
 
 _NORM_ROWS = 256  # crops scaled by one thread at a time
 

@@ -39,7 +39,7 @@ def test_draw_mark_outlines_with_a_mask_else_marks_the_centre_leaving_it_free():
 def test_masks_come_from_the_fields_project_and_not_for_crops(tmp_path, small_project):
     from datasets.cells import read_cells
     from datasets.fields.store import mask_part_file
-    from datasets.pixels.arrays import write_part
+    from datasets.pixels.writer import write_part
 
     assert MaskReader(small_project).read(["x"]) == [None]  # crops: no masks
     cells = read_cells(small_project, ["cell_id", "part", "row"]).head(3)

@@ -10,15 +10,17 @@ import threading
 import numpy as np
 import pytest
 
-import datasets.pixels.arrays as pixels_module
+import datasets.pixels.npy as npy_module
 import datasets.pixels.npy_migration as migration
+import datasets.pixels.writer as writer_module
 from datasets import cells
 from datasets.cells import read_cells, read_manifest
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.fields.store import mask_part_file, npy_mask_part_file
-from datasets.pixels.arrays import load_part, npy_part_file, part_file
+from datasets.pixels.arrays import load_part, part_file
+from datasets.pixels.npy import npy_part_file
 from datasets.pixels.npy_migration import BACKUP_DIR, migrate_pixels, needs_migration
 from datasets.pixels.plates import open_part_view
 from datasets.pixels.store import PixelStore
@@ -99,7 +101,7 @@ def test_a_crash_mid_conversion_leaves_the_npy_files_and_the_next_opening_finish
 ):
     project, ids, raw = two_parts
     make_old_format(project)
-    real = pixels_module.copy_npy_to_zarr
+    real = npy_module.copy_npy_to_zarr
     calls = []
 
     def dies_on_the_second_part(src, dst, *args):
@@ -110,14 +112,14 @@ def test_a_crash_mid_conversion_leaves_the_npy_files_and_the_next_opening_finish
             raise KeyboardInterrupt
         return real(src, dst, *args)
 
-    monkeypatch.setattr(pixels_module, "copy_npy_to_zarr", dies_on_the_second_part)
+    monkeypatch.setattr(npy_module, "copy_npy_to_zarr", dies_on_the_second_part)
     with pytest.raises(KeyboardInterrupt):
         migrate_pixels(project)
     assert npy_part_file(project, 0).is_file() and npy_part_file(project, 1).is_file()
     assert read_manifest(project)["format"] == 1 and not (project / "pixels" / BACKUP_DIR).exists()
-    monkeypatch.setattr(pixels_module, "copy_npy_to_zarr", real)
+    monkeypatch.setattr(npy_module, "copy_npy_to_zarr", real)
     converted = []
-    monkeypatch.setattr(pixels_module, "copy_npy_to_zarr",
+    monkeypatch.setattr(npy_module, "copy_npy_to_zarr",
                         lambda src, dst: converted.append(src.name) or real(src, dst))  # fmt: skip
     assert migrate_pixels(project) == ["part-0000.npy", "part-0001.npy"]
     assert converted == ["part-0001.npy"]  # part 0's verified copy is kept, part 1 redone
@@ -127,7 +129,7 @@ def test_a_crash_mid_conversion_leaves_the_npy_files_and_the_next_opening_finish
 def test_a_wrong_copy_is_redone_and_a_damaged_npy_is_one_line(two_parts):
     project, ids, raw = two_parts
     make_old_format(project)
-    pixels_module.write_part(part_file(project, 0), np.zeros((30, 2, 24, 24), np.uint16))
+    writer_module.write_part(part_file(project, 0), np.zeros((30, 2, 24, 24), np.uint16))
     migrate_pixels(project)  # the leftover copy differs from the .npy: converted again
     np.testing.assert_array_equal(PixelStore(project).read_raw(ids), raw)
 

@@ -9,22 +9,18 @@ import numpy as np
 import pytest
 
 import datasets.pixels.arrays as pixels_module
+import datasets.pixels.npy as npy_module
 import datasets.pixels.store as pixel_store_module
+import datasets.pixels.writer as writer_module
 from datasets.cells import read_cells, read_manifest
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
 from datasets.normalise import apply_ranges
-from datasets.pixels.arrays import (
-    PartArray,
-    PartWriter,
-    ZarrPartWriter,
-    copy_npy_to_zarr,
-    load_part,
-    read_rows,
-    write_part,
-)
+from datasets.pixels.arrays import PartArray, load_part
+from datasets.pixels.npy import PartWriter, copy_npy_to_zarr, read_rows
 from datasets.pixels.store import PixelStore
+from datasets.pixels.writer import ZarrPartWriter, write_part
 
 
 @pytest.fixture
@@ -112,7 +108,7 @@ def test_store_spans_parts_of_different_dtypes(npz_project, make, tmp_path, rng)
 
 
 def test_part_writer_windows(tmp_path, monkeypatch):
-    monkeypatch.setattr(pixels_module, "_WINDOW_BYTES", 3 * 2 * 4 * 4 * 2)  # 3 rows a window
+    monkeypatch.setattr(npy_module, "_WINDOW_BYTES", 3 * 2 * 4 * 4 * 2)  # 3 rows a window
     data = np.arange(10 * 2 * 4 * 4, dtype=np.uint16).reshape(10, 2, 4, 4)
     writer = PartWriter(tmp_path / "p.npy", data.shape, np.uint16)
     writer.write(0, data[:1])
@@ -124,8 +120,8 @@ def test_part_writer_windows(tmp_path, monkeypatch):
 
 
 def test_the_npy_copy_keeps_rows_and_channels_in_a_sharded_zarr_array(tmp_path, monkeypatch):
-    monkeypatch.setattr(pixels_module, "_WINDOW_BYTES", 64)  # force many chunks
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)  # 6 rows: shards of 4 and 2
+    monkeypatch.setattr(npy_module, "_WINDOW_BYTES", 64)  # force many chunks
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 4)  # 6 rows: shards of 4 and 2
     data = np.random.default_rng(1).random((9, 3, 4, 4)).astype(np.float32)
     np.save(tmp_path / "src.npy", data)
     keep = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1], bool)
@@ -169,7 +165,7 @@ def _flip_middle(path):
 
 @pytest.mark.parametrize("spoil", [_cut_short, _noise, _flip_middle, lambda p: p.unlink()])
 def test_a_damaged_shard_is_one_line_naming_its_file(tmp_path, monkeypatch, spoil):
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 8)
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 8)
     data = np.random.default_rng(2).integers(0, 4000, (20, 2, 6, 6)).astype(np.uint16)
     write_part(tmp_path / "p.zarr", data)
     shard = tmp_path / "p.zarr" / "c" / "1" / "0" / "0" / "0"  # rows 8..15
@@ -231,7 +227,7 @@ def test_threaded_write_is_byte_identical_to_a_serial_and_to_zarrs_own(tmp_path,
     import zarr
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 16)  # 100 rows: 7 shards, the last short
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 16)  # 100 rows: 7 shards, the last short
     data = np.random.default_rng(4).integers(0, 4000, (100, 2, 8, 8)).astype(np.uint16)
     for name, threads in (("serial.zarr", 1), ("threads.zarr", 4)):
         writer = ZarrPartWriter(tmp_path / name, data.shape, data.dtype, threads=threads)
@@ -240,7 +236,7 @@ def test_threaded_write_is_byte_identical_to_a_serial_and_to_zarrs_own(tmp_path,
         assert writer.close() == 100
     own = zarr.create_array(store=str(tmp_path / "zarr.zarr"), shape=data.shape, dtype=data.dtype,
                             chunks=(1, 2, 8, 8), shards=(16, 2, 8, 8), fill_value=0,
-                            compressors=[BloscCodec(cname=pixels_module._CNAME, clevel=pixels_module._CLEVEL, shuffle="bitshuffle"), Crc32cCodec()],
+                            compressors=[BloscCodec(cname=writer_module._CNAME, clevel=writer_module._CLEVEL, shuffle="bitshuffle"), Crc32cCodec()],
                             config={"write_empty_chunks": True})  # fmt: skip
     own[:] = data
     serial = _files(tmp_path / "serial.zarr")
@@ -250,7 +246,7 @@ def test_threaded_write_is_byte_identical_to_a_serial_and_to_zarrs_own(tmp_path,
 
 
 def test_a_failed_shard_task_leaves_no_array(tmp_path, monkeypatch):
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 4)
 
     def fail(self, shard, rows, first):
         if shard == 2:
@@ -267,7 +263,7 @@ def test_a_failed_shard_task_leaves_no_array(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("slack", [1 << 20, 0])  # one pread per block; rows far apart one by one
 def test_bulk_decode_equals_per_crop_decode(tmp_path, monkeypatch, slack):
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 64)
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 64)
     monkeypatch.setattr(pixels_module, "_BULK_SLACK", slack)
     data = np.random.default_rng(5).integers(0, 4000, (300, 2, 8, 8)).astype(np.uint16)
     write_part(tmp_path / "p.zarr", data)
@@ -290,7 +286,7 @@ original = PartArray._read_block
 
 @pytest.mark.parametrize("spoil", [_flip_middle, _cut_short])
 def test_a_damaged_shard_in_a_bulk_read_names_its_file(tmp_path, monkeypatch, spoil):
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 8)
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 8)
     monkeypatch.setattr(pixels_module, "_BULK_ROWS", 2)
     monkeypatch.setattr(pixels_module, "_BLOCK_ROWS", (2, 4))
     data = np.random.default_rng(2).integers(0, 4000, (24, 2, 6, 6)).astype(np.uint16)
@@ -306,8 +302,8 @@ def test_a_damaged_shard_in_a_bulk_read_names_its_file(tmp_path, monkeypatch, sp
 def test_arrays_compressed_with_zstd_as_first_written_still_read(tmp_path, monkeypatch):
     data = np.random.default_rng(6).integers(0, 4000, (40, 2, 8, 8)).astype(np.uint16)
     with monkeypatch.context() as m:
-        m.setattr(pixels_module, "_CNAME", "zstd")
-        m.setattr(pixels_module, "_CLEVEL", 1)
+        m.setattr(writer_module, "_CNAME", "zstd")
+        m.setattr(writer_module, "_CLEVEL", 1)
         write_part(tmp_path / "zstd.zarr", data)
     write_part(tmp_path / "lz4.zarr", data)
     shard = ("c", "0", "0", "0", "0")
@@ -336,7 +332,7 @@ def test_scaling_in_place_equals_apply_ranges(dtype):
 def test_the_threaded_writer_holds_a_few_shards_at_most(tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 4)
     lock, busy, most = threading.Lock(), [0], [0]
     write_shard = ZarrPartWriter._write_shard
 

@@ -11,11 +11,12 @@ import pytest
 import zarr
 
 import datasets.pixels.arrays as pixels_module
+import datasets.pixels.writer as writer_module
 from datasets.cells import read_cells, read_manifest, write_manifest
 from datasets.config import IngestConfig
 from datasets.crops.ingest import ingest_crops
 from datasets.errors import DataError
-from datasets.pixels.arrays import PartArray, ZarrPartWriter, load_part, write_part
+from datasets.pixels.arrays import PartArray, load_part
 from datasets.pixels.plate_migration import BACKUP_DIR, migrate_to_plates, needs_plate_layout
 from datasets.pixels.plates import (
     PLATES_DIR,
@@ -31,6 +32,7 @@ from datasets.pixels.plates import (
     stored_segment,
 )
 from datasets.pixels.store import PixelStore
+from datasets.pixels.writer import ZarrPartWriter, write_part
 
 SMALL = IngestConfig(crop_size=24)
 
@@ -45,7 +47,7 @@ def _rows(n: int, seed: int, dtype=np.uint16) -> np.ndarray:
 @pytest.mark.parametrize("threads", [1, 3])
 def test_appending_keeps_the_old_rows_bytes_and_zarr_reads_the_whole(tmp_path, monkeypatch,
                                                                       threads):  # fmt: skip
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 4)
     path = tmp_path / "p.zarr"
     first, second, third = _rows(10, 0), _rows(7, 1), _rows(4, 2)
     write_part(path, first)
@@ -68,7 +70,7 @@ def test_appending_keeps_the_old_rows_bytes_and_zarr_reads_the_whole(tmp_path, m
 
 
 def test_an_interrupted_append_leaves_the_array_as_it_was(tmp_path, monkeypatch):
-    monkeypatch.setattr(pixels_module, "_SHARD_MAX_ROWS", 4)
+    monkeypatch.setattr(writer_module, "_SHARD_MAX_ROWS", 4)
     path = tmp_path / "p.zarr"
     first = _rows(6, 0)
     write_part(path, first)
@@ -204,7 +206,7 @@ def _as_format_2(project: Path) -> None:
         table.loc[in_part, "row"] = np.arange(in_part.sum())
         del record["segments"]
         record["file"] = f"part-{part:04d}.zarr"
-    pixels_module._remove(project / "pixels" / PLATES_DIR)  # noqa: SLF001
+    pixels_module.remove_path(project / "pixels" / PLATES_DIR)  # noqa: SLF001
     manifest["format"] = 2
     write_manifest(project, manifest)
     table.to_parquet(project / "cells.parquet", index=False)
