@@ -453,6 +453,8 @@ def check(args) -> None:
             "freeze_bn": {"freeze_bn": True},
             "no shift": {"shift": 0},
             "head lr 1e-3, no split": {"lr": 1e-3, "holdout_min_per_class": 10**6},
+            "+ supervised contrastive 1.0": {"supcon": 1.0},
+            "+ supervised contrastive 0.2": {"supcon": 0.2},
         }
         backbone = backbone.cpu()
         for label, kw in variants.items():

@@ -245,7 +245,6 @@ def fresh_balanced_accuracy(
     Returns:
         ``(base, candidate)``; ``(nan, nan)`` with fewer than 2 fresh rows.
     """
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import KFold
 
     from labeling.head import HeadConfig, SklearnHead
@@ -268,8 +267,8 @@ def fresh_balanced_accuracy(
             preds[key][test_k] = np.asarray(head.classes_, dtype=object)[top]
     truth = list(y[fresh_rows])
     return (
-        float(balanced_accuracy_score(truth, list(preds["base"]))),
-        float(balanced_accuracy_score(truth, list(preds["cand"]))),
+        balanced_accuracy(truth, list(preds["base"])),
+        balanced_accuracy(truth, list(preds["cand"])),
     )
 
 
@@ -297,19 +296,30 @@ def describe_features(project: Project, key: str) -> str:
     return " + ".join(parts)
 
 
+def balanced_accuracy(truth: list, pred: list) -> float:
+    """scikit-learn's balanced accuracy (mean recall over the classes in ``truth``), without its
+    warning when a fold's predictions name a class the fold's truth lacks (common with rare
+    classes, and expected)."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(truth, pred))
+
+
 def cv_balanced_accuracy(
     x: npt.NDArray[np.float32], y: np.ndarray, folds: list, seed: int
 ) -> float:
     """Mean balanced accuracy of the loop's head over ``folds`` ((train, test) index pairs)."""
-    from sklearn.metrics import balanced_accuracy_score
-
     from labeling.head import HeadConfig, SklearnHead
 
     scores = []
     for train, test in folds:
         head = SklearnHead(HeadConfig(seed=seed)).fit(x[train], list(y[train]))
         pred = np.asarray(head.classes_, dtype=object)[head.predict_proba(x[test]).argmax(1)]
-        scores.append(balanced_accuracy_score(list(y[test]), list(pred)))
+        scores.append(balanced_accuracy(list(y[test]), list(pred)))
     return float(np.mean(scores))
 
 

@@ -13,6 +13,7 @@ from models.backbone.finetune import (  # noqa: E402
     balanced_batches,
     finetune,
     stratified_split,
+    supcon_loss,
 )
 from models.backbone.pretrain import TrainConfig, patch_mask, pretrain  # noqa: E402
 from models.backbone.training import DeviceCrops, augment, device_generator  # noqa: E402
@@ -204,3 +205,32 @@ def test_finetune_short_schedule_and_one_class(fake_pixels, tiny_config):
     one = {k: v for k, v in fake_pixels.labels.items() if v == "round"}
     with pytest.raises(ModelError, match="at least 2 classes"):
         _finetune_once(fake_pixels, tiny_config, one)
+
+
+def test_supcon_loss_matches_its_definition_and_rewards_class_clusters():
+    torch.manual_seed(0)
+    z, y = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 1, 2])
+    t = 0.5
+    u = torch.nn.functional.normalize(z, dim=1)
+    expected = []
+    for i in range(6):  # cell 5 is alone in its class: no term
+        others = [j for j in range(6) if j != i]
+        pos = [j for j in others if y[j] == y[i]]
+        if pos:
+            denom = torch.logsumexp(torch.stack([u[i] @ u[j] / t for j in others]), 0)
+            expected.append(-torch.stack([u[i] @ u[p] / t - denom for p in pos]).mean())
+    assert torch.allclose(supcon_loss(z, y, t), torch.stack(expected).mean(), atol=1e-6)
+    clustered = torch.nn.functional.one_hot(y, 3).float() + 0.01 * torch.randn(6, 3)
+    assert supcon_loss(clustered, y, t) < supcon_loss(z, y, t)
+    assert float(supcon_loss(z, torch.arange(6), t)) == 0.0  # nobody has a partner
+
+
+def test_finetune_with_supcon_learns_and_checks_its_knobs(fake_pixels, tiny_config):
+    kw = dict(max_epochs=6, patience=6, lr=1e-2, encoder_lr=1e-2, holdout_min_per_class=5)
+    plain, h0 = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, **kw)
+    model, h1 = _finetune_once(fake_pixels, tiny_config, fake_pixels.labels, supcon=1.0, **kw)
+    assert h1[0]["loss"] > h0[0]["loss"]  # the contrastive term is in the loss
+    x = torch.from_numpy(fake_pixels.crops)
+    assert (model(x).argmax(1).numpy() == np.arange(32) % 2).mean() >= 0.9
+    with pytest.raises(ModelError, match="temperature"):
+        FinetuneConfig(supcon=1.0, temperature=0.0)
