@@ -11,6 +11,7 @@ Usage (the variants measured for the README's supervised contrastive rows)::
 
     python benchmarks/bench_finetune.py /tmp/q/jurkat '{}' '{"supcon": 1.0}' '{"supcon": 0.2}'
     python benchmarks/bench_finetune.py /tmp/q/jurkat '{}' '{"supcon": 1.0}' --per-class 10
+    python benchmarks/bench_finetune.py /tmp/q/mito '{}' --group movie
 
 The project needs ``models/backbone.pt`` (``phenoscout train`` writes it) and a ``truth`` column
 (``init`` reads it from labels.csv).
@@ -39,14 +40,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("variants", nargs="+", help="JSON objects of FinetuneConfig fields")
     parser.add_argument("--per-class", type=int, default=0, help="labels per class (0: all)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--group", help="cell-table column whose groups stay in one fold")
+    parser.add_argument("--seed", type=int, default=0, help="fold shuffle and fine-tune seed")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
 
     import torch
-    from bench_models import _ft_cv, _one_fold
-    from sklearn.model_selection import StratifiedKFold
+    from bench_models import _fmt, _ft_cv, _one_fold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     from datasets.cells import read_cells
     from datasets.features import read_features
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     pixels = PixelStore(args.project)
-    cells = read_cells(args.project, ["cell_id", "truth"])
+    cells = read_cells(args.project, ["cell_id", "truth", *([args.group] if args.group else [])])
     ids, y = cells["cell_id"].to_numpy(str), cells["truth"].to_numpy(str)
     feat_ids, morph, _ = read_features(args.project)
     if not (feat_ids == ids).all():
@@ -67,15 +70,23 @@ def main(argv: list[str] | None = None) -> None:
     backbone = build_model(load_checkpoint(args.project / "models" / "backbone.pt"))
     shipped = TrainerConfig.for_device(device).finetune
     per_class = args.per_class or None
-    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(ids, y))
+    if args.group:
+        groups = cells[args.group].to_numpy(str)
+        split = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed)
+        folds = list(split.split(ids, y, groups))
+    else:
+        folds = list(
+            StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(ids, y)
+        )
     rows = np.arange(len(ids))
     probe = [
-        _one_fold(morph, y, few_per_class(train, y, per_class, k), test)
+        _one_fold(morph, y, few_per_class(train, y, per_class, args.seed + k), test)
         for k, (train, test) in enumerate(folds)
     ]
     print(
         f"{len(ids)} cells, {len(set(y))} classes, device {device}, "
-        f"{'all labels' if per_class is None else f'{per_class} per class'}; "
+        f"{'all labels' if per_class is None else f'{per_class} per class'}"
+        f"{f', folds grouped by {args.group}' if args.group else ''}; "
         "balanced accuracy / macro-F1, means over folds",
         flush=True,
     )
@@ -85,15 +96,15 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     for text in args.variants:
-        cfg = dataclasses.replace(shipped, seed=0, **json.loads(text))
+        cfg = dataclasses.replace(shipped, seed=args.seed, **json.loads(text))
         t0 = time.perf_counter()
         clf, comb, alone, secs = _ft_cv(
-            pixels, backbone, ids, y, morph, folds, per_class, cfg, device, 0, rows
+            pixels, backbone, ids, y, morph, folds, per_class, cfg, device, args.seed, rows
         )
         print(
-            f"| {text} | classifier {clf[0]:.3f} / {clf[1]:.3f} | morphology + fine-tuned "
-            f"{comb[0]:.3f} / {comb[1]:.3f} | fine-tuned alone {alone[0]:.3f} / {alone[1]:.3f} "
-            f"| {secs:.0f} s per fine-tune, {time.perf_counter() - t0:.0f} s |",
+            f"| {text} | classifier {_fmt(clf)} | morphology + fine-tuned {_fmt(comb)} | "
+            f"fine-tuned alone {_fmt(alone)} | {secs:.0f} s per fine-tune, "
+            f"{time.perf_counter() - t0:.0f} s |",
             flush=True,
         )
 
