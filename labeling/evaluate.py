@@ -6,17 +6,20 @@ all training labels and with 10 labels per class (drawn from each training fold)
 is the median over repeats (reshuffled folds and draws) of the fold mean. The truth is the
 cell table's ``truth`` column when it has one, else the project's labels (pseudo-labels
 excluded). Sets: morphology, the newest label-free backbone embedding, their combination, and
-CellProfiler columns when the cell table has them. ``phenoscout evaluate PROJECT`` prints it and
-writes ``quality.csv``. No torch here.
+CellProfiler columns when the cell table has them; with ``FinetuneEval`` (``--finetune``) also
+morphology + an embedding fine-tuned in each fold on that fold's training labels only.
+``phenoscout evaluate PROJECT`` prints it and writes ``quality.csv``. Torch loads only for the
+fine-tuned row, inside :func:`_finetuned_features`.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +30,7 @@ from labeling.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 FOLDS = 5
+FINETUNED = "morphology+fine-tuned"  # the row of ``evaluate --finetune``
 FEW_PER_CLASS = 10  # the "few labels" column: training labels per class
 MIN_PER_CLASS = FOLDS  # classes with fewer cells than folds are left out (with a note)
 COLUMNS = [
@@ -39,6 +43,10 @@ COLUMNS = [
     "repeats",
     "grouped",
 ]
+
+
+#: A fold's learned features: training rows -> (n, d) columns for every row.
+FoldFeatures = Callable[[npt.NDArray[np.int64]], npt.NDArray]
 
 
 @dataclass(frozen=True)
@@ -95,15 +103,18 @@ def one_repeat(
     per_class: int | None,
     seed: int,
     folds: int = FOLDS,
+    fold_features: FoldFeatures | None = None,
 ) -> tuple[float, float]:
-    """Mean ``(balanced accuracy, macro-F1)`` over the folds of one shuffle (``seed``)."""
+    """Mean ``(balanced accuracy, macro-F1)`` over the folds of one shuffle (``seed``); with
+    ``fold_features``, each fold's ``x`` gains the columns it returns for that fold's training
+    rows (features learned from those labels only: no leakage into the test fold)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, f1_score
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    x = _finite(x)
     y = np.asarray(y)
     if groups is None:
         split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y)
@@ -114,16 +125,21 @@ def one_repeat(
         train = few_per_class(train, y, per_class, 1000 * seed + k)
         if len(np.unique(y[train])) < 2 or len(test) == 0:
             continue
+        xk = x if fold_features is None else np.hstack([x, _finite(fold_features(train))])
         clf = make_pipeline(
             StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clf.fit(x[train], y[train])
-            pred = clf.predict(x[test])
+            clf.fit(xk[train], y[train])
+            pred = clf.predict(xk[test])
             bal.append(balanced_accuracy_score(y[test], pred))
             f1.append(f1_score(y[test], pred, average="macro", labels=np.unique(y[test])))
     return float(np.mean(bal)), float(np.mean(f1))
+
+
+def _finite(x: npt.NDArray) -> npt.NDArray[np.float64]:
+    return np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def few_per_class(
@@ -165,20 +181,54 @@ def quality_table(
         for name, _, few in jobs
         for r in range(repeats)
     )
-    rows = []
-    for j, (name, label, _) in enumerate(jobs):
-        mine = runs[j * repeats : (j + 1) * repeats]
-        rows.append({
-            "features": name,
-            "labels": label,
-            "balanced_accuracy": round(float(np.median([b for b, _ in mine])), 4),
-            "macro_f1": round(float(np.median([f for _, f in mine])), 4),
-            "n_cells": len(y),
-            "n_classes": len(np.unique(y)),
-            "repeats": repeats,
-            "grouped": groups is not None,
-        })  # fmt: skip
+    rows = [
+        _row(name, label, runs[j * repeats : (j + 1) * repeats], y, groups)
+        for j, (name, label, _) in enumerate(jobs)
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def fold_feature_rows(
+    base: npt.NDArray,
+    y: npt.NDArray,
+    fold_features: FoldFeatures,
+    *,
+    name: str,
+    groups: npt.NDArray | None = None,
+    probe: ProbeConfig | None = None,
+    per_class: int = FEW_PER_CLASS,
+) -> pd.DataFrame:
+    """The rows of :func:`quality_table` for ``base`` plus features learned per fold
+    (``fold_features``, e.g. a fine-tuned embedding), in this process: the learning may hold a
+    GPU."""
+    probe = probe or ProbeConfig()
+    rows = []
+    for label, few in (("all", None), (f"{per_class} per class", per_class)):
+        runs = [
+            one_repeat(base, y, groups, few, probe.seed + r, probe.folds, fold_features)
+            for r in range(probe.repeats)
+        ]
+        rows.append(_row(name, label, runs, y, groups))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _row(
+    name: str,
+    label: str,
+    runs: list[tuple[float, float]],
+    y: npt.NDArray,
+    groups: npt.NDArray | None,
+) -> dict:
+    return {
+        "features": name,
+        "labels": label,
+        "balanced_accuracy": round(float(np.median([b for b, _ in runs])), 4),
+        "macro_f1": round(float(np.median([f for _, f in runs])), 4),
+        "n_cells": len(y),
+        "n_classes": len(np.unique(y)),
+        "repeats": len(runs),
+        "grouped": groups is not None,
+    }
 
 
 def project_truth(project_dir: Path, group: str | None = None) -> Truth:
@@ -289,19 +339,80 @@ def evaluate_project(
     repeats: int = 5,
     seed: int = 0,
     out_dir: Path | None = None,
+    finetune: FinetuneEval | None = None,
 ) -> tuple[pd.DataFrame, Truth]:
     """The quality table of a project (see the module docstring); written to
-    ``out_dir/quality.csv`` when ``out_dir`` is given."""
-    if repeats < 1:
+    ``out_dir/quality.csv`` when ``out_dir`` is given. With ``finetune``, also the row
+    ``morphology+fine-tuned``: in each fold the project's pretrained backbone is fine-tuned on
+    the fold's training labels only (the trainer's schedule for the device) and the probe runs
+    on morphology + that embedding, ``finetune.repeats`` times."""
+    if repeats < 1 or (finetune is not None and finetune.repeats < 1):
         raise ConfigError(f"repeats={repeats}; use 1 or more")
     truth = project_truth(project_dir, group)
+    learned = _finetuned_features(Path(project_dir), truth, finetune, seed) if finetune else None
     sets = project_feature_sets(project_dir, truth.cell_ids)
     probe = ProbeConfig(repeats=repeats, seed=seed)
     table = quality_table(sets, truth.y, groups=truth.groups, probe=probe)
+    if finetune is not None and learned is not None:
+        extra = fold_feature_rows(
+            sets["morphology"],
+            truth.y,
+            learned,
+            name=FINETUNED,
+            groups=truth.groups,
+            probe=ProbeConfig(repeats=finetune.repeats, seed=seed),
+        )
+        table = pd.concat([table, extra], ignore_index=True)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         table.to_csv(Path(out_dir) / "quality.csv", index=False)
     return table, truth
+
+
+@dataclass(frozen=True)
+class FinetuneEval:
+    """``evaluate --finetune``: where to fine-tune and how often to repeat the folds."""
+
+    device: str = "auto"  # "auto" (CUDA when torch sees it), "cpu", "cuda" or "mps"
+    repeats: int = 1  # a fine-tune per fold and label setting: 10 per repeat
+    progress: Callable[[int, int], None] | None = None  # (fine-tunes done, total)
+    #: a ``models.backbone.finetune.FinetuneConfig``; None: the trainer's for the device
+    schedule: Any = None
+
+
+def _finetuned_features(
+    project_dir: Path, truth: Truth, finetune: FinetuneEval, seed: int
+) -> FoldFeatures:
+    """Fold features: fine-tune the project's backbone on the fold's training rows of
+    ``truth``, then embed the evaluated cells (torch loads here, not on ``import labeling``)."""
+    from models.folder import BACKBONE_FILE, MODELS_DIR
+
+    if not (project_dir / MODELS_DIR / BACKBONE_FILE).exists():
+        raise ConfigError(
+            f"{project_dir / MODELS_DIR / BACKBONE_FILE}: no pretrained backbone to fine-tune; "
+            f"run `phenoscout train {project_dir}` first"
+        )
+    from models.device import resolve_device
+    from models.trainer.simulation import DeepFeatures
+    from models.trainer.trainer import TrainerConfig
+
+    device = resolve_device(finetune.device)
+    schedule = finetune.schedule or TrainerConfig.for_device(device).finetune
+    deep = DeepFeatures(project_dir, device=str(device), seed=seed, schedule=schedule)
+    total = 2 * finetune.repeats * FOLDS
+    done = 0
+
+    def features(train: npt.NDArray[np.int64]) -> npt.NDArray:
+        nonlocal done
+        labels = dict(zip(truth.cell_ids[train].tolist(), truth.y[train].tolist(), strict=True))
+        emb = deep.features(labels, cell_ids=truth.cell_ids.tolist())
+        done += 1
+        logger.info("fine-tune %d/%d: %d labels", done, total, len(labels))
+        if finetune.progress is not None:
+            finetune.progress(done, total)
+        return emb
+
+    return features
 
 
 def format_table(table: pd.DataFrame, truth: Truth) -> str:
@@ -325,7 +436,12 @@ def format_table(table: pd.DataFrame, truth: Truth) -> str:
             r.labels: f"{r.balanced_accuracy:.3f} / {r.macro_f1:.3f}" for r in part.itertuples()
         }
         lines.append(f"{name:<34}" + "".join(f"{cells.get(s, '-'):>34}" for s in settings))
-    lines.append(
-        f"linear probe, {FOLDS}-fold CV, median of {int(table['repeats'].iloc[0])} repeats"
-    )
+    foot = f"linear probe, {FOLDS}-fold CV, median of {int(table['repeats'].iloc[0])} repeats"
+    tuned = table[table["features"] == FINETUNED]
+    if len(tuned):
+        foot += (
+            f"; {FINETUNED}: the backbone fine-tuned in each fold on its training labels only, "
+            f"median of {int(tuned['repeats'].iloc[0])} repeat(s)"
+        )
+    lines.append(foot)
     return "\n".join(lines)

@@ -35,6 +35,7 @@ import numpy.typing as npt
 from datasets.errors import ProjectError
 
 MODELS_DIR = "models"
+BACKBONE_FILE = "backbone.pt"  # the self-supervised U-Net every fine-tune starts from
 META_FILE = "meta.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 BACKBONE_EMBEDDINGS_FILE = "backbone_embeddings.npy"

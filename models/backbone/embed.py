@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from datasets.pixels.store import PixelStore
@@ -143,3 +145,22 @@ def embed_cells(
     seconds = time.perf_counter() - start
     logger.info("embedded %d cells in %.1f s (%.0f cells/s)", n, seconds, n / max(seconds, 1e-9))
     return EmbedResult(n, dim, seconds, size)
+
+
+def embed_ids(
+    model: UNet | Classifier | Encoder,
+    pixels: PixelStore,
+    ids: Sequence[str],
+    device: torch.device,
+    config: EmbedConfig | None = None,
+) -> npt.NDArray[np.float32]:
+    """(len(ids), d) float32 embeddings of the cells ``ids``, in that order, in memory: for a
+    few cells of a large project, where :func:`embed_cells` would embed every cell."""
+    config = config or EmbedConfig()
+    encoder = model if isinstance(model, Encoder) else model.encoder
+    encoder.to(device).eval()
+    out = [np.zeros((0, encoder.config.embedding_dim), np.float32)]
+    for x in iter_device_batches(pixels, list(ids), device, config.batch_size, workers=2):
+        with torch.inference_mode(), _autocast(device, config.bf16):
+            out.append(encoder.embed(x).float().cpu().numpy())
+    return np.concatenate(out)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from models.backbone.embed import EmbedConfig, embed_cells
-from models.backbone.finetune import LabeledCells, finetune
+from models.backbone.embed import EmbedConfig, embed_cells, embed_ids
+from models.backbone.finetune import FinetuneConfig, LabeledCells, finetune
 from models.backbone.unet import Classifier
 from models.device import resolve_device, seed_everything
 from models.trainer.trainer import Trainer, TrainerConfig
@@ -33,17 +33,22 @@ class DeepFeatures:
         device: "auto", "cpu", "cuda" or "mps".
         seed: seeds torch, numpy and python before each fine-tune.
         max_epochs: fine-tune epochs per round (short: the simulation runs many rounds).
+        schedule: the whole fine-tune schedule instead (``max_epochs`` is then unused).
     """
 
     def __init__(
-        self, project_dir: Path, device: str = "auto", seed: int = 0, max_epochs: int = 4
+        self,
+        project_dir: Path,
+        device: str = "auto",
+        seed: int = 0,
+        max_epochs: int = 4,
+        schedule: FinetuneConfig | None = None,
     ) -> None:
         config = TrainerConfig(seed=seed, cpu_threads=0, nice=0)
         config = replace(
             config,
-            finetune=replace(
-                config.finetune, max_epochs=max_epochs, short_epochs=min(max_epochs, 3)
-            ),
+            finetune=schedule
+            or replace(config.finetune, max_epochs=max_epochs, short_epochs=min(max_epochs, 3)),
         )
         self.device = resolve_device(device)
         self.seed = seed
@@ -56,9 +61,12 @@ class DeepFeatures:
             self._backbone_emb = self.features({})
         return self._backbone_emb
 
-    def features(self, labels: Mapping[str, str]) -> npt.NDArray[np.float32]:
+    def features(
+        self, labels: Mapping[str, str], cell_ids: Sequence[str] | None = None
+    ) -> npt.NDArray[np.float32]:
         """(n_cells, d) float32 embeddings in cell-table order after fine-tuning on ``labels``
-        (the pretrained backbone's embeddings when fewer than two classes are labeled)."""
+        (the pretrained backbone's embeddings when fewer than two classes are labeled); only
+        the rows of ``cell_ids``, in that order, when given."""
         seed_everything(self.seed)
         classes = tuple(sorted(set(labels.values())))
         model = self._backbone
@@ -72,6 +80,9 @@ class DeepFeatures:
                 self._trainer.config.finetune,
                 self.device,
             )
+        if cell_ids is not None:
+            embed = EmbedConfig(self._trainer.config.embed_batch)
+            return embed_ids(model, self._trainer.pixels, cell_ids, self.device, embed)
         with tempfile.TemporaryDirectory() as tmp:
             embed_cells(
                 model,

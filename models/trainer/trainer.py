@@ -55,6 +55,7 @@ from models.device import background_mode, resolve_device, seed_everything
 from models.errors import ModelError
 from models.folder import (
     BACKBONE_EMBEDDINGS_FILE,
+    BACKBONE_FILE,
     CELL_IDS_FILE,
     EMBEDDINGS_FILE,
     LOCK_FILE,
@@ -79,7 +80,6 @@ __all__ = [
     "serve",
     "trainer_lock",
 ]
-BACKBONE_FILE = "backbone.pt"  # the self-supervised U-Net every fine-tune starts from
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,35 @@ def test_evaluate_rejects_zero_repeats(small_project):
 
     with pytest.raises(ConfigError, match="repeats=0"):
         evaluate_project(small_project, repeats=0)
+
+
+def test_fold_features_are_learned_from_each_training_fold_only():
+    from labeling.evaluate import fold_feature_rows
+
+    x, y = _blobs()
+    noise = np.random.default_rng(3).normal(size=(len(y), 2))
+    seen = []
+
+    def learned(train):
+        seen.append(train)
+        return x  # stands in for an embedding fine-tuned on y[train]
+
+    table = fold_feature_rows(noise, y, learned, name="noise+learned", probe=ProbeConfig(2))
+    assert len(seen) == 2 * 2 * 5  # label settings x repeats x folds
+    for train in seen[:10]:  # all labels: each fold trains on 4/5 of the cells
+        assert 0.75 < len(train) / len(y) < 0.85
+    for train in seen[10:]:  # 10 per class, drawn from the fold
+        assert np.bincount(np.unique(y[train], return_inverse=True)[1]).max() == 10
+    assert table["features"].tolist() == ["noise+learned"] * 2
+    assert (table["balanced_accuracy"] > 0.85).all() and (table["repeats"] == 2).all()
+    alone = quality_table({"noise": noise}, y, probe=ProbeConfig(2))
+    assert (alone["balanced_accuracy"] < 0.6).all()
+
+
+def test_evaluate_finetune_needs_a_pretrained_backbone(small_project):
+    from labeling.evaluate import FinetuneEval, evaluate_project
+
+    with pytest.raises(
+        ConfigError, match=r"backbone\.pt: no pretrained backbone.*phenoscout train"
+    ):
+        evaluate_project(small_project, repeats=1, finetune=FinetuneEval("cpu"))
