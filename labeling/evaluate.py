@@ -50,6 +50,15 @@ FoldFeatures = Callable[[npt.NDArray[np.int64]], npt.NDArray]
 
 
 @dataclass(frozen=True)
+class PerFold:
+    """Fixed columns ``base`` plus columns ``learn(train rows)`` learned in each fold from that
+    fold's training labels only (no leakage into the test fold)."""
+
+    base: npt.NDArray
+    learn: FoldFeatures
+
+
+@dataclass(frozen=True)
 class Truth:
     """What the table is scored against."""
 
@@ -97,24 +106,24 @@ def probe_scores(
 
 
 def one_repeat(
-    x: npt.NDArray,
+    x: npt.NDArray | PerFold,
     y: npt.NDArray,
     groups: npt.NDArray | None,
     per_class: int | None,
     seed: int,
     folds: int = FOLDS,
-    fold_features: FoldFeatures | None = None,
 ) -> tuple[float, float]:
-    """Mean ``(balanced accuracy, macro-F1)`` over the folds of one shuffle (``seed``); with
-    ``fold_features``, each fold's ``x`` gains the columns it returns for that fold's training
-    rows (features learned from those labels only: no leakage into the test fold)."""
+    """Mean ``(balanced accuracy, macro-F1)`` over the folds of one shuffle (``seed``); with a
+    :class:`PerFold` ``x``, each fold probes its base columns plus those learned from the fold's
+    training rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, f1_score
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = _finite(x)
+    learn = x.learn if isinstance(x, PerFold) else None
+    x = _finite(x.base if isinstance(x, PerFold) else x)
     y = np.asarray(y)
     if groups is None:
         split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y)
@@ -125,7 +134,7 @@ def one_repeat(
         train = few_per_class(train, y, per_class, 1000 * seed + k)
         if len(np.unique(y[train])) < 2 or len(test) == 0:
             continue
-        xk = x if fold_features is None else np.hstack([x, _finite(fold_features(train))])
+        xk = x if learn is None else np.hstack([x, _finite(learn(train))])
         clf = make_pipeline(
             StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
         )
@@ -189,23 +198,22 @@ def quality_table(
 
 
 def fold_feature_rows(
-    base: npt.NDArray,
+    features: PerFold,
     y: npt.NDArray,
-    fold_features: FoldFeatures,
     *,
     name: str,
     groups: npt.NDArray | None = None,
     probe: ProbeConfig | None = None,
     per_class: int = FEW_PER_CLASS,
 ) -> pd.DataFrame:
-    """The rows of :func:`quality_table` for ``base`` plus features learned per fold
-    (``fold_features``, e.g. a fine-tuned embedding), in this process: the learning may hold a
-    GPU."""
+    """The rows of :func:`quality_table` for fixed columns plus columns learned per fold
+    (``features``, e.g. morphology + a fine-tuned embedding), in this process: the learning may
+    hold a GPU."""
     probe = probe or ProbeConfig()
     rows = []
     for label, few in (("all", None), (f"{per_class} per class", per_class)):
         runs = [
-            one_repeat(base, y, groups, few, probe.seed + r, probe.folds, fold_features)
+            one_repeat(features, y, groups, few, probe.seed + r, probe.folds)
             for r in range(probe.repeats)
         ]
         rows.append(_row(name, label, runs, y, groups))
@@ -355,9 +363,8 @@ def evaluate_project(
     table = quality_table(sets, truth.y, groups=truth.groups, probe=probe)
     if finetune is not None and learned is not None:
         extra = fold_feature_rows(
-            sets["morphology"],
+            PerFold(sets["morphology"], learned),
             truth.y,
-            learned,
             name=FINETUNED,
             groups=truth.groups,
             probe=ProbeConfig(repeats=finetune.repeats, seed=seed),

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from datasets.files import replace_file
 from labeling.errors import ConfigError
 from labeling.project import Project
 from models.folder import (
@@ -355,10 +355,7 @@ def _write_choice(
         "scores": choice.scores,
     }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        replace_file(path, lambda fh: fh.write(json.dumps(data).encode()))
     except OSError as exc:  # a read-only project decides again next time
         logger.warning("%s: cannot write (%s)", path, exc)
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from datasets.files import replace_file
 from labeling.errors import PoolExhaustedError
 from labeling.project import Project
 from labeling.store.labels import LabelRecord
@@ -34,6 +36,8 @@ from labeling.store.labels import LabelRecord
 logger = logging.getLogger(__name__)
 
 _CACHE_DIR = "cache"
+# what reading a cache another process is replacing, or a damaged one, can raise
+_UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
 _POOLS: dict[tuple[str, str], PoolData] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -102,7 +106,7 @@ def _load_pool(project: Project, version: str) -> PoolData:
                     z["cluster_start"],
                     nn,
                 )
-        except (OSError, KeyError, ValueError) as exc:
+        except _UNREADABLE as exc:
             logger.warning("%s: unreadable index cache (%s); rebuilding", cache, exc)
     if index is None or index.n_cells != len(ids):
         index = build_index(feats, np.random.default_rng(project.config.seed))
@@ -149,13 +153,9 @@ def _save_pool_cache(
     project: Project, version: str, ids: npt.NDArray[np.str_], feats: npt.NDArray[np.float32]
 ) -> None:
     for path, array in zip(_pool_cache_paths(project, version), (ids, feats), strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npy")
         try:
-            np.save(tmp, array, allow_pickle=False)
-            os.replace(tmp, path)
+            replace_file(path, partial(np.save, arr=array, allow_pickle=False))
         except OSError as exc:  # a read-only project still works, just without the cache
-            tmp.unlink(missing_ok=True)
             logger.warning("%s: cannot write cache (%s)", path, exc)
             return
     keep = {p.name for p in _pool_cache_paths(project, version)}
@@ -165,11 +165,8 @@ def _save_pool_cache(
 
 
 def _save_npz(path: Path, **arrays: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
     try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        replace_file(path, lambda fh: np.savez(fh, **arrays))
     except OSError as exc:  # a read-only project still works, just without the cache
         logger.warning("%s: cannot write cache (%s)", path, exc)
 
@@ -260,7 +257,7 @@ def _read_head_cache(path: Path, key: str) -> HeadState | None:
                 float(z["fit_seconds"]),
                 str(z["features"]),
             )
-    except (OSError, KeyError, ValueError) as exc:
+    except _UNREADABLE as exc:
         logger.warning("%s: unreadable head cache (%s); refitting", path, exc)
         return None
 

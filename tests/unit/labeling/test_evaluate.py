@@ -113,7 +113,7 @@ def test_evaluate_rejects_zero_repeats(small_project):
 
 
 def test_fold_features_are_learned_from_each_training_fold_only():
-    from labeling.evaluate import fold_feature_rows
+    from labeling.evaluate import PerFold, fold_feature_rows
 
     x, y = _blobs()
     noise = np.random.default_rng(3).normal(size=(len(y), 2))
@@ -123,7 +123,9 @@ def test_fold_features_are_learned_from_each_training_fold_only():
         seen.append(train)
         return x  # stands in for an embedding fine-tuned on y[train]
 
-    table = fold_feature_rows(noise, y, learned, name="noise+learned", probe=ProbeConfig(2))
+    table = fold_feature_rows(
+        PerFold(noise, learned), y, name="noise+learned", probe=ProbeConfig(2)
+    )
     assert len(seen) == 2 * 2 * 5  # label settings x repeats x folds
     for train in seen[:10]:  # all labels: each fold trains on 4/5 of the cells
         assert 0.75 < len(train) / len(y) < 0.85
