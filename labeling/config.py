@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import tomli_w
 
 from datasets.config import ChannelSpec, IngestConfig
 from datasets.errors import DataError
+from datasets.files import replace_file
 from labeling.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,5 @@ def _save_migrated(cfg: ProjectConfig, path: Path, old: int) -> None:
 
 def save_config(cfg: ProjectConfig, path: Path) -> None:
     """Write ``cfg`` as TOML atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomli_w.dumps(config_to_dict(cfg)), encoding="utf-8")
-    os.replace(tmp, path)
+    text = tomli_w.dumps(config_to_dict(cfg)).encode("utf-8")
+    replace_file(path, lambda fh: fh.write(text))
