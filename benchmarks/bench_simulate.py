@@ -128,10 +128,12 @@ def main() -> None:
             "random, orderings": verdict["random_orderings"],
             "held-out macro-F1: " + " / ".join(strategies): " / ".join(
                 f"{peers.loc[s, 'macro_f1']:.3f}" for s in strategies),
-            "F1 gap vs best other": f"{verdict['f1_gap']:+.3f} +- {verdict['f1_gap_ci']:.3f} "
-                                    f"({verdict['best_other']})",
-            "goal (labels, F1)": f"{'yes' if verdict['labels_ok'] else 'no'}, "
-                                 f"{'yes' if verdict['f1_ok'] else 'no'}",
+            "F1 gap vs best other": (
+                f"{verdict['f1_gap']:+.3f} +- {verdict['f1_gap_ci']:.3f} ({verdict['best_other']})"
+                if "f1_gap" in verdict else "-"),  # one strategy: no peer to compare with
+            "goal (labels, F1)": (
+                f"{'yes' if verdict['labels_ok'] else 'no'}, {'yes' if verdict['f1_ok'] else 'no'}"
+                if "f1_ok" in verdict else "-"),
             "round s": round(float(summary["mean_round_seconds"].mean()), 3),
         })  # fmt: skip
     table = pd.DataFrame(rows)
