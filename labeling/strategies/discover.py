@@ -4,7 +4,10 @@ Each batch holds
 
 1. a uniformly random slice (:attr:`DiscoverConfig.random_fraction` of the batch, at least one
    cell when the batch has two or more), so class prevalence and the chance of an unseen class
-   can be estimated without bias;
+   can be estimated without bias; while that chance is larger than the fraction, the slice is
+   that share of the batch (at most :attr:`DiscoverConfig.explore_full`): when one random cell
+   in three is of a class nobody has labeled, random cells are themselves good finders, and
+   they give the head an unbiased sample of the screen;
 2. exploration slots, as many as the chance of an unseen class asks for (see below), each given
    to the arm with the highest draw from its Beta posterior: a Thompson-sampling bandit over
    cluster coverage, typical cells (TypiClust), novelty, diversity, margin, predicted-rare and
@@ -107,7 +110,7 @@ class DiscoverConfig:
     """Knobs of discover (defaults measured with ``benchmarks/bench_simulate.py`` on Jurkat,
     MitoCheck, MP-IDB and rare-class subsamples of them, one default for all)."""
 
-    random_fraction: float = 0.2  # share of each batch drawn uniformly at random
+    random_fraction: float = 0.2  # least share of each batch drawn uniformly at random
     discount: float = 0.8  # weight of an arm's past evidence after each round
     new_class_reward: float = 1.0  # reward for a label of a class not seen before the batch
     disagree_reward: float = 0.25  # reward for a label that differs from the model's guess
@@ -166,12 +169,16 @@ def n_explore(n_slots: int, unseen: UnseenClass, cfg: DiscoverConfig = DEFAULT) 
     return int(min(n_slots, max(1, round(share * n_slots))))
 
 
-def _n_random(n: int, rng: np.random.Generator, cfg: DiscoverConfig) -> int:
-    """Random-slice size: round(fraction * n), at least 1 for n >= 2; for n == 1 the cell is
-    random with probability ``fraction``."""
+def _n_random(n: int, unseen: UnseenClass, rng: np.random.Generator, cfg: DiscoverConfig) -> int:
+    """Random-slice size: ``random_fraction`` of the batch, or the chance of an unseen class when
+    that is larger (at most ``explore_full``), at least 1 for n >= 2; for n == 1 the cell is
+    random with probability ``random_fraction``."""
     if n == 1:
         return int(rng.random() < cfg.random_fraction)
-    return max(1, int(round(cfg.random_fraction * n)))
+    share = cfg.random_fraction
+    if unseen.p is not None:
+        share = max(share, min(unseen.p, cfg.explore_full))
+    return max(1, int(round(share * n)))
 
 
 def _available(ctx: RoundContext, cfg: DiscoverConfig) -> tuple[list[str], list[str]]:
@@ -232,9 +239,9 @@ def run_discover(
         through :func:`reward_discover`) apart from the round's plan and unseen-class chance.
     """
     state = _checked(state, cfg)
-    n_random = _n_random(n, ctx.rng, cfg)
     explore, exploit = _available(ctx, cfg)
     unseen = unseen_chance(state)
+    n_random = _n_random(n, unseen, ctx.rng, cfg)
     n_slots = n - n_random
     k = n_explore(n_slots, unseen, cfg) if exploit else n_slots
     plan = _interleave(_allocate(explore, exploit, k, state, ctx.rng))

@@ -39,7 +39,7 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {
     "discover": Strategy(
-        "default: explores for new classes, then hands over to balanced margin; 20% random", None
+        "default: finds new classes, then hands over to entropy; 20%+ random", None
     ),
     "random": Strategy("uniformly random unlabeled cells", rank_random),
     "least_confidence": Strategy(

@@ -1,4 +1,4 @@
-"""The one unseen-class estimate and discover's hand-over from exploration to balanced margin."""
+"""The one unseen-class estimate and discover's hand-over from exploration to entropy."""
 
 from __future__ import annotations
 
@@ -59,6 +59,20 @@ def test_discover_hands_over_to_entropy_once_no_class_is_unseen():
     assert sel.strategies.count(HANDOVER) == 7
     assert sel.strategies.count("random") == 2
     assert state["unseen"]["p"] == 0.0
+
+
+def test_the_random_slice_grows_to_the_unseen_class_chance_at_most_half_the_batch():
+    pool = blob_pool(True)
+    # 3 singletons among 10 random cells: p = 0.3 > the 20% fraction
+    state = _with_slice({"A": 4, "B": 3, "C": 1, "D": 1, "E": 1})
+    sel, state = select("discover", pool, 10, np.random.default_rng(0), state)
+    assert state["unseen"]["p"] == pytest.approx(0.3)
+    assert sel.strategies.count("random") == 3
+    every = _with_slice({c: 1 for c in "ABCDEF"})  # p = 1: still half the batch
+    assert (
+        select("discover", pool, 10, np.random.default_rng(0), every)[0].strategies.count("random")
+        == 5
+    )
 
 
 def test_the_random_slice_is_counted_in_the_state_and_not_rewarded():
