@@ -8,6 +8,22 @@ from pathlib import Path
 from labeling.cli.parsing import Parents, Sub, add_parser
 from labeling.errors import PhenoScoutError
 
+#: ``--strategy`` choices for the help (the registry imports scikit-learn: too slow for --help;
+#: tests/unit/labeling/test_strategies.py keeps the two in step)
+STRATEGY_NAMES = (
+    "discover",
+    "random",
+    "least_confidence",
+    "margin",
+    "entropy",
+    "diversity",
+    "novelty",
+    "cluster_coverage",
+    "typical",
+    "balanced_margin",
+    "predicted_rare",
+)
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from labeling.project import open_project
@@ -127,8 +143,7 @@ def _add_next(sub: Sub, parents: Parents) -> None:
     p.add_argument(
         "--strategy",
         help="query strategy (default: the project's, discover); "
-        "one of random, least_confidence, margin, entropy, diversity, novelty, "
-        "cluster_coverage, predicted_rare, discover",
+        "one of " + ", ".join(STRATEGY_NAMES),
     )
     p.set_defaults(func=_cmd_next)
 

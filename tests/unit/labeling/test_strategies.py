@@ -374,3 +374,10 @@ def test_uncertainty_strategies_do_not_load_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_cli_help_names_every_strategy():
+    from labeling.cli.labeling import STRATEGY_NAMES
+    from labeling.strategies.registry import STRATEGIES
+
+    assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
