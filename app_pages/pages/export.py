@@ -1,8 +1,8 @@
 """The Export page: downloads of labels, the cell table, predictions for every cell and per-well
-predicted class counts, as CSV or Parquet; the labeled crops as a ZIP and the newest model
-checkpoint. The same as ``phenoscout export PROJECT --what
-labels|cells|predictions|wells|crops|model``; built by ``labeling.io.export`` and
-``labeling.io.bundles``, cached per label state."""
+predicted class counts, as CSV or Parquet; the labeled crops as a ZIP, the whole screen as
+AnnData (.h5ad) and the newest model checkpoint. The same as ``phenoscout export PROJECT --what
+labels|cells|predictions|wells|crops|anndata|model``; built by ``labeling.io.export``,
+``labeling.io.bundles`` and ``labeling.io.anndata_export``, cached per label state."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import streamlit as st
 
 from app_pages.server.common import cached, labels_key, run_page
 from app_pages.widgets.text import md
-from labeling.errors import DataError, NotTrainedError, ProjectError
+from labeling.errors import DataError, NotTrainedError, PhenoScoutError, ProjectError
 from labeling.io.bundles import model_checkpoint
 from labeling.project import Project
 
+#: AnnData files up to this size are offered as a download too (the browser holds them in memory);
+#: a bigger one is written to PROJECT/exports/ only.
+ANNDATA_DOWNLOAD_BYTES = 512 * 2**20
 FORMATS = {"CSV": (".csv", "text/csv"), "Parquet": (".parquet", "application/octet-stream")}
 _KINDS = (
     ("labels", "Labels", "one row per labeled cell: label, annotator, time, source, round, path "
@@ -57,7 +60,7 @@ def render_export_page(project: Project) -> None:
     st.caption(
         f"From the command line: `phenoscout export {project.path} --what labels --out "
         "labels.csv` (labels, cells, predictions or wells; .csv or .parquet; crops to a .zip; "
-        "model to a .pt)."
+        "anndata to a .h5ad; model to a .pt)."
     )
 
 
@@ -78,6 +81,7 @@ def _files(project: Project, key: tuple) -> None:
             st.download_button("Download crops (ZIP)", data=data, file_name=f"{name}-crops.zip",
                                mime="application/zip", key="dl-crops", on_click="ignore",
                                icon=":material/download:")  # fmt: skip
+    _anndata(project, key)
     with st.container(border=True, key="export-model"):
         st.markdown("**Model**: the newest trained model version's checkpoint")
         try:
@@ -89,6 +93,39 @@ def _files(project: Project, key: tuple) -> None:
                                file_name=f"{name}-v{version:04d}.pt",
                                mime="application/octet-stream", key="dl-model",
                                on_click="ignore", icon=":material/download:")  # fmt: skip
+
+
+def _anndata(project: Project, key: tuple) -> None:
+    """Write the screen as one .h5ad to PROJECT/exports/ on request, then offer it."""
+    from labeling.io.anndata_export import FEATURE_PARTS, export_anndata
+
+    with st.container(border=True, key="export-anndata"):
+        st.markdown(
+            "**AnnData**: every cell in one .h5ad for scanpy: X the chosen features (raw "
+            "values), obs the cell table with each cell's label and the model's prediction, "
+            "obsm the backbone embedding and the class probabilities"
+        )
+        choices = [*FEATURE_PARTS, "morphology+embedding"]
+        features = st.selectbox("Features in X", choices, key="anndata-features")
+        out = project.path / "exports" / f"{project.config.name}-{features}.h5ad"
+        built = st.session_state.get("anndata-built")
+        if st.button(f"Write exports/{out.name}", key="anndata-write", icon=":material/save:"):
+            try:
+                with st.spinner(f"Writing {project.store.n_cells():,} cells..."):
+                    export_anndata(project, out, features)
+            except PhenoScoutError as exc:
+                st.info(md(exc))
+                return
+            built = st.session_state["anndata-built"] = (str(out), key)
+        if built != (str(out), key) or not out.is_file():
+            return
+        size = out.stat().st_size
+        st.caption(md(f"Written: {out} ({size / 2**20:.1f} MB), for the labels as they were."))
+        if size <= ANNDATA_DOWNLOAD_BYTES:
+            st.download_button("Download AnnData (.h5ad)", data=out.read_bytes(),
+                               file_name=out.name, mime="application/x-hdf5",
+                               key="dl-anndata", on_click="ignore",
+                               icon=":material/download:")  # fmt: skip
 
 
 def frame_bytes(project: Project, what: str, suffix: str) -> bytes:

@@ -593,3 +593,23 @@ def test_project_page_adds_a_plate_in_the_background(project, tmp_path):
     assert "Added 200 cells" in at.success[0].value
     assert not [b for b in at.button if b.key.startswith("job-open-")]  # nothing to open
     assert _store(project).n_cells() == 800
+
+
+def test_export_page_writes_the_screen_as_anndata_and_offers_it(labeled, media):
+    import anndata as ad
+
+    from labeling.project import open_project
+
+    at = _page(_app(labeled), "export")
+    assert not [b for b in at.get("download_button") if b.proto.id.endswith("-dl-anndata")]
+    at.button(key="anndata-write").click().run()
+    assert not at.exception, at.exception
+    out = labeled / "exports" / f"{open_project(labeled).config.name}-morphology.h5ad"
+    assert _download(at, media, "dl-anndata") == out.read_bytes()
+    adata = ad.read_h5ad(out)
+    assert adata.n_obs == _store(labeled).n_cells() and adata.uns["features"] == "morphology"
+    got = adata.obs["label"].astype(object).dropna().to_dict()
+    assert got == _store(labeled).current_labels()
+    at.selectbox(key="anndata-features").set_value("embedding").run()  # no model version yet
+    at.button(key="anndata-write").click().run()
+    assert not at.exception and any("needs a published model version" in i.value for i in at.info)
