@@ -176,37 +176,22 @@ def _compare(
     versions: list[VersionInfo],
 ) -> FeatureChoice:
     """Morphology alone vs morphology + each embedding, judged without leakage (module doc)."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
     seed = project.config.seed
     t0 = time.perf_counter()
     morph = feature_matrix(project, pool, "morphology")
     tried: list[tuple[float, str, VersionInfo, str, dict[str, float]]] = []
     backbone = latest_backbone_version(project.path)
     if backbone is not None:
-        r, yy = rows, y
-        if len(yy) > AUTO_MAX_LABELS:
-            r, _, yy, _ = train_test_split(
-                r, yy, train_size=AUTO_MAX_LABELS, stratify=yy, random_state=seed
-            )
-        folds = list(StratifiedKFold(AUTO_FOLDS, shuffle=True, random_state=seed).split(r, yy))
         cand = feature_matrix(project, pool, f"morphology+embedding@{backbone.version}")
-        base_s = cv_balanced_accuracy(morph[r], yy, folds, seed)
-        cand_s = cv_balanced_accuracy(cand[r], yy, folds, seed)
+        base_s, cand_s = judge_backbone(morph[rows], cand[rows], y, seed)
         tried.append((cand_s - base_s, "morphology+embedding", backbone,
-                      f"cross-validated on {len(yy)} labels",
+                      f"cross-validated on {min(len(y), AUTO_MAX_LABELS)} labels",
                       {"morphology": base_s, "morphology+embedding": cand_s}))  # fmt: skip
     fresh = _fresh_candidate(pool, rows, versions, y)
     if fresh is not None:
         info, mask = fresh
-        if len(y) > AUTO_MAX_LABELS:  # every fresh label, older ones sampled to the cap
-            rng = np.random.default_rng(seed)
-            old = np.flatnonzero(~mask)
-            room = max(0, AUTO_MAX_LABELS - int(mask.sum()))
-            take = np.sort(np.concatenate([np.flatnonzero(mask), rng.permutation(old)[:room]]))
-            rows, y, mask = rows[take], y[take], mask[take]
         cand = feature_matrix(project, pool, f"morphology+finetuned@{info.version}")
-        base_s, cand_s = fresh_balanced_accuracy(morph[rows], cand[rows], y, mask, seed)
+        base_s, cand_s = judge_finetuned(morph[rows], cand[rows], y, mask, seed)
         tried.append((cand_s - base_s, "morphology+finetuned", info,
                       f"on {int(mask.sum())} labels given after it was trained",
                       {"morphology (fresh labels)": base_s,
@@ -228,6 +213,47 @@ def _compare(
     return FeatureChoice(
         name, info.version if name != "morphology" else None, f"auto: {name} ({vs})", scores
     )
+
+
+def judge_backbone(
+    x_base: npt.NDArray[np.float32], x_cand: npt.NDArray[np.float32], y: np.ndarray, seed: int
+) -> tuple[float, float]:
+    """``(base, candidate)`` balanced accuracy of the head by stratified :data:`AUTO_FOLDS`-fold
+    CV on the labeled rows (a stratified sample of :data:`AUTO_MAX_LABELS` when there are more),
+    the same folds for both: how ``auto`` judges a label-free embedding (the loop and
+    ``simulate --finetune`` alike)."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    r, yy = np.arange(len(y)), y
+    if len(y) > AUTO_MAX_LABELS:
+        r, _, yy, _ = train_test_split(
+            r, y, train_size=AUTO_MAX_LABELS, stratify=y, random_state=seed
+        )
+    folds = list(StratifiedKFold(AUTO_FOLDS, shuffle=True, random_state=seed).split(r, yy))
+    return (
+        cv_balanced_accuracy(x_base[r], yy, folds, seed),
+        cv_balanced_accuracy(x_cand[r], yy, folds, seed),
+    )
+
+
+def judge_finetuned(
+    x_base: npt.NDArray[np.float32],
+    x_cand: npt.NDArray[np.float32],
+    y: np.ndarray,
+    fresh: npt.NDArray[np.bool_],
+    seed: int,
+) -> tuple[float, float]:
+    """``(base, candidate)`` balanced accuracy on the ``fresh`` rows only (labels the fine-tuned
+    embedding was not trained on; :func:`fresh_balanced_accuracy`), every fresh row kept and
+    older ones sampled down to :data:`AUTO_MAX_LABELS` in all: how ``auto`` judges a fine-tuned
+    embedding (the loop and ``simulate --finetune`` alike)."""
+    keep = np.arange(len(y))
+    if len(y) > AUTO_MAX_LABELS:
+        old = np.flatnonzero(~fresh)
+        room = max(0, AUTO_MAX_LABELS - int(fresh.sum()))
+        rng = np.random.default_rng(seed)
+        keep = np.sort(np.concatenate([np.flatnonzero(fresh), rng.permutation(old)[:room]]))
+    return fresh_balanced_accuracy(x_base[keep], x_cand[keep], y[keep], fresh[keep], seed)
 
 
 def fresh_balanced_accuracy(

@@ -50,15 +50,12 @@ class _DeepTracker:
         )
 
     def choose(self, labels: np.ndarray, labeled: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
-        from sklearn.model_selection import StratifiedKFold
-
         from labeling.feature_sets import (
-            AUTO_FOLDS,
             AUTO_MARGIN,
             AUTO_MIN_FRESH,
             AUTO_MIN_PER_CLASS,
-            cv_balanced_accuracy,
-            fresh_balanced_accuracy,
+            judge_backbone,
+            judge_finetuned,
         )
 
         morph = self.data.features
@@ -73,18 +70,14 @@ class _DeepTracker:
             pool_rows = self.split.pool[rows]
             tried = []
             backbone = standardise(self.deep.backbone_features()[self.data.keep])
-            k = min(AUTO_FOLDS, min(int(np.sum(y == c)) for c in big))
-            folds = list(StratifiedKFold(k, shuffle=True, random_state=self.seed).split(rows, y))
             cand = np.hstack([morph, backbone])
-            gain = cv_balanced_accuracy(cand[pool_rows], y, folds, self.seed) - (
-                cv_balanced_accuracy(morph[pool_rows], y, folds, self.seed)
-            )
-            tried.append((gain, "morphology+embedding", cand))
+            base, with_emb = judge_backbone(morph[pool_rows], cand[pool_rows], y, self.seed)
+            tried.append((with_emb - base, "morphology+embedding", cand))
             for emb, trained in reversed(self.versions):
                 fresh = ~trained[rows]
                 if fresh.sum() >= AUTO_MIN_FRESH and len(set(y[fresh].tolist())) >= 2:
                     cand = np.hstack([morph, emb])
-                    base, with_emb = fresh_balanced_accuracy(
+                    base, with_emb = judge_finetuned(
                         morph[pool_rows], cand[pool_rows], y, fresh, self.seed
                     )
                     tried.append((with_emb - base, "morphology+finetuned", cand))

@@ -293,3 +293,31 @@ def test_fresh_accuracy_scores_only_fresh_rows():
     assert abs(c - b) < 0.2 and c < 0.8
     cand[40:, 0] = np.where(y[40:] == "a", 5.0, -5.0)  # and now the fresh ones too
     assert fresh_balanced_accuracy(base, cand, y, fresh, seed=0)[1] == 1.0
+
+
+def test_the_judges_cap_the_labels_and_keep_every_fresh_one(monkeypatch):
+    import labeling.feature_sets as fs
+
+    rng = np.random.default_rng(0)
+    y = np.array(["a"] * 40 + ["b"] * 20, dtype=object)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    x[:, 0] += (y == "b") * 3.0
+    fresh = np.zeros(60, dtype=bool)
+    fresh[rng.choice(60, 20, replace=False)] = True
+    monkeypatch.setattr(fs, "AUTO_MAX_LABELS", 30)
+    seen = {}
+
+    def spy_fresh(xb, xc, yy, ff, seed):
+        seen["fresh"] = (len(yy), int(ff.sum()))
+        return 0.5, 0.6
+
+    def spy_cv(xx, yy, folds, seed):
+        seen.setdefault("cv", []).append((len(yy), int(np.sum(yy == "b"))))
+        return 0.5
+
+    monkeypatch.setattr(fs, "fresh_balanced_accuracy", spy_fresh)
+    monkeypatch.setattr(fs, "cv_balanced_accuracy", spy_cv)
+    assert fs.judge_finetuned(x, x, y, fresh, 0) == (0.5, 0.6)
+    assert seen["fresh"] == (30, 20)  # every fresh label, older ones sampled to the cap
+    fs.judge_backbone(x, x, y, 0)
+    assert seen["cv"] == [(30, 10), (30, 10)]  # a stratified sample, the same for both sets
