@@ -26,6 +26,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from labeling.errors import ConfigError
+from labeling.project import open_project
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +357,7 @@ def evaluate_project(
     on morphology + that embedding, ``finetune.repeats`` times."""
     if repeats < 1 or (finetune is not None and finetune.repeats < 1):
         raise ConfigError(f"repeats={repeats}; use 1 or more")
+    open_project(Path(project_dir)).close()  # one-line error for a missing or partial project
     truth = project_truth(project_dir, group)
     learned = _finetuned_features(Path(project_dir), truth, finetune, seed) if finetune else None
     sets = project_feature_sets(project_dir, truth.cell_ids)

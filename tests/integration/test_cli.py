@@ -124,6 +124,8 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
     [
         (["init", "{tmp}/p", "--crops", "{tmp}/does_not_exist"], "does_not_exist"),
         (["info", "{tmp}/nowhere"], "no such project folder"),
+        (["evaluate", "{tmp}/nowhere"], "no such project folder"),
+        (["report", "{tmp}/nowhere", "--out", "{tmp}/r"], "no such project folder"),
         (["export", "{project}", "--out", "{tmp}/x.xlsx"], "unsupported export format"),
         (["init", "{project}", "--crops", "{tmp}"], "already exists and is not empty"),
     ],
