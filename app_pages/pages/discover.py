@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.server.common import cached, labels_key, run_page
+from app_pages.widgets.reasons import REASONS
 from app_pages.widgets.text import md
 from app_pages.widgets.tiles import WIDE_PAGE_CSS
 from labeling.errors import DataError, NotTrainedError
@@ -150,12 +151,22 @@ def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> No
     st.caption(f"Blue: cells of each class found against labels spent; {exp_note}.")
 
 
+def _found_by(strategy: str) -> str:
+    """A sub-strategy in the Label page's plain words, and its name; a label source as it is."""
+    if strategy not in REASONS:
+        return strategy.replace("_", " ")
+    short = REASONS[strategy].short
+    return short if strategy == "random" else f"{short} ({strategy.replace('_', ' ')})"
+
+
 def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
     counts = class_counts(project.store, events)
     n_slice = int(prev["n_slice"].max()) if len(prev) else 0
-    table = counts[["label", "n_labeled", "n_given", "first_found_at", "pseudo"]].merge(
+    counts["first_found_by"] = counts["first_found_by"].map(_found_by, na_action="ignore")
+    table = counts[["label", "n_labeled", "n_given", "first_found_at", "first_found_by",
+                    "pseudo"]].merge(
         prev[["label", "n_random", "estimate", "low", "high"]], on="label", how="left"
-    )
+    )  # fmt: skip
     if n_slice < MIN_SLICE:  # an interval of 0-33% says nothing: leave it out
         table = table.drop(columns=["estimate", "low", "high"])
     st.dataframe(
@@ -168,6 +179,11 @@ def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
             "n_labeled": "cells",
             "n_given": "labels",
             "first_found_at": "found at label",
+            "first_found_by": st.column_config.TextColumn(
+                "found by",
+                help="why the first cell of the class was in its batch (as on the "
+                "Label page's tiles), or how it was labeled outside a batch",
+            ),
             "pseudo": "not a class",
             "n_random": st.column_config.NumberColumn(
                 "random cells", help=f"cells of the class among the {n_slice} random cells"

@@ -58,6 +58,16 @@ def _first_found(events: Sequence[LabelRecord], pseudo: Iterable[str]) -> dict[s
     return first
 
 
+def _first_found_by(events: Sequence[LabelRecord]) -> dict[str, str]:
+    """Class -> what picked the cell of its first label: the query sub-strategy, or the label's
+    source (``import``, ``review``, ...) for a cell labeled outside a batch."""
+    first: dict[str, str] = {}
+    for e in events:
+        if e.label not in first:
+            first[e.label] = e.sub_strategy or e.source
+    return first
+
+
 def _class_names(
     events: Sequence[LabelRecord], classes: Iterable[str] | None, pseudo: Iterable[str]
 ) -> list[str]:
@@ -234,10 +244,13 @@ def stopping_signal(
 def class_counts(store: LabelStore, events: Sequence[LabelRecord] | None = None) -> pd.DataFrame:
     """Per class (pseudo-classes last): ``label, n_labeled`` (cells now carrying it),
     ``n_given`` (label events with it), ``fraction`` (of cells with a real class; NaN for
-    pseudo-classes), ``first_found_at`` (labels spent when first given), ``pseudo``, ``colour``.
+    pseudo-classes), ``first_found_at`` (labels spent when first given), ``first_found_by``
+    (the sub-strategy that picked that first cell, or the label's source outside a batch),
+    ``pseudo``, ``colour``.
     """
     live = store.label_events() if events is None else _live(events)
     first = _first_found(live, ())
+    found_by = _first_found_by(live)
     given = Counter(e.label for e in live)
     infos = store.classes(include_pseudo=True)
     n_real = sum(c.n_labeled for c in infos if not c.pseudo)
@@ -246,6 +259,7 @@ def class_counts(store: LabelStore, events: Sequence[LabelRecord] | None = None)
                          columns=["label", "n_labeled", "n_given", "pseudo", "colour"])  # fmt: skip
     frame.insert(3, "fraction", frame["n_labeled"].where(~frame["pseudo"]) / max(n_real, 1))
     frame.insert(4, "first_found_at", pd.array([first.get(c.name) for c in infos], "Int64"))
+    frame.insert(5, "first_found_by", [found_by.get(c.name) for c in infos])
     return frame
 
 

@@ -325,6 +325,12 @@ def test_discover_page_on_a_labeled_project(labeled):
     assert int(metrics["Classes found"]) >= 3
     assert not at.error
     assert not any("Cross-validation is not possible" in i.value for i in at.info)
+    table = next(d.value for d in at.dataframe if "first_found_by" in d.value.columns)
+    from app_pages.widgets.reasons import REASONS
+
+    plain = {r.short for r in REASONS.values()}
+    found = table["first_found_by"].dropna()
+    assert len(found) >= 3 and all(f.split(" (")[0] in plain for f in found), found
     assert at.selectbox(key="heat-class").options  # the plate heatmap is there
     at.radio(key="heat-value").set_value("z").run()
     assert not at.exception, at.exception

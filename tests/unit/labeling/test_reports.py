@@ -169,6 +169,15 @@ def test_class_counts_from_the_store(store: LabelStore) -> None:
     assert list(table.index[-2:]) == [UNSURE, BAD_SEGMENTATION]  # pseudo-classes last
 
 
+def test_class_counts_say_what_found_each_class_first(store: LabelStore) -> None:
+    _labeled_round(store, {"c0": "A", "c1": "B"}, "cluster_coverage", "discover")
+    _labeled_round(store, {"c2": "A", "c3": "C"}, "entropy", "discover")
+    store.submit({"c4": "D", "c5": "B"}, "ann", "review")  # outside a batch
+    found = class_counts(store).set_index("label")["first_found_by"]
+    assert found[["A", "B", "C", "D"]].tolist() == ["cluster_coverage"] * 2 + ["entropy", "review"]
+    assert found[[UNSURE, BAD_SEGMENTATION]].isna().all()
+
+
 def test_labels_per_round_counts_labels_and_new_classes(store: LabelStore) -> None:
     r1 = _labeled_round(store, {"c0": "A", "c1": "B", "c2": UNSURE}, "random", "discover")
     r2 = _labeled_round(store, {"c3": "A", "c4": "C"}, "rare", "discover")
