@@ -117,6 +117,9 @@ def main() -> None:
         print(f"\n== {name}: {len(data.truth)} cells, {len(share)} classes, rarest "
               f"{100 * share.min():.2f}% ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
         print(summary.attrs["text"], flush=True)
+        found = pd.read_csv(args.out / name / "found.csv")
+        last = found[found["strategy"] == cfg.strategies[0]].groupby("seed").tail(1)
+        last_by = last["found_by"].value_counts()
         peers = summary.attrs["peers"].set_index("strategy")
         verdict = summary.attrs["verdict"]
         strategies = list(peers.index)
@@ -135,6 +138,8 @@ def main() -> None:
                 f"{'yes' if verdict['labels_ok'] else 'no'}, {'yes' if verdict['f1_ok'] else 'no'}"
                 if "f1_ok" in verdict else "-"),
             "round s": round(float(summary["mean_round_seconds"].mean()), 3),
+            f"{cfg.strategies[0]}'s last class found by": ", ".join(
+                f"{k} {v}/{len(last)}" for k, v in last_by.items()),
         })  # fmt: skip
     table = pd.DataFrame(rows)
     (args.out / "table.md").write_text(table.to_markdown(index=False) + "\n")

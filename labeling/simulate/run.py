@@ -56,12 +56,14 @@ def run_one(
     cfg: SimConfig,
     split: Split,
     deep: DeepFeatures | None = None,
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict], dict, list[dict]]:
     """One simulated labeling run on the pool of ``split``, scored on its held-out cells.
 
     Returns:
-        ``(curve rows, summary row)``; a curve row per class per round
-        (``strategy, seed, n_labeled, label, n_found``).
+        ``(curve rows, summary row, found rows)``; a curve row per class per round
+        (``strategy, seed, n_labeled, label, n_found``); a found row per class, in order of
+        discovery (``strategy, seed, label, found_at, found_by``: the labels spent by the end
+        of the batch that first held one of its cells, and the sub-strategy that picked it).
     """
     from sklearn.metrics import f1_score
 
@@ -81,7 +83,9 @@ def run_one(
     head, proba = None, None
     tracker = _DeepTracker(data, deep, split, seed) if deep is not None else None
     state: dict[str, Any] = {}
-    curves, found_all_at = [], None
+    curves: list[dict] = []
+    found: list[dict] = []  # per class, in order of discovery
+    found_all_at = None
     round_s: list[float] = []
     budget = min(cfg.budget, n)
     while labeled.sum() < budget:
@@ -100,6 +104,11 @@ def run_one(
         idx = np.array([pos[c] for c in selection.cell_ids])
         guesses = _guesses(head, proba, idx, ids)
         known_before = set(labels[labeled].tolist())
+        spent = int(labeled.sum()) + len(idx)
+        for i, why in zip(idx, selection.strategies, strict=True):
+            if truth[i] not in known_before and all(f["label"] != truth[i] for f in found):
+                found.append(dict(strategy=strategy, seed=seed, label=truth[i],
+                                  found_at=spent, found_by=why))  # fmt: skip
         labeled[idx] = True
         labels[idx] = truth[idx]
         given = {ids[i]: truth[i] for i in idx}
@@ -140,7 +149,7 @@ def run_one(
     )
     if tracker is not None:
         summary.update(tracker.summary())
-    return curves, summary
+    return curves, summary, found
 
 
 def _guesses(head, proba, idx, cell_ids) -> dict[str, str | None]:
@@ -177,7 +186,8 @@ def simulate(
     title: str | None = None,
 ):  # -> pd.DataFrame
     """Run every strategy x seed on ``data_dir`` (or on already loaded data) and write
-    curves.csv, summary.csv, peers.csv, peers.txt and discovery.png. A folder is read with
+    curves.csv, summary.csv, found.csv (what found each class), peers.csv, peers.txt and
+    discovery.png. A folder is read with
     ``cfg.ingest`` and cached under ``cfg.cache_dir`` (see :func:`load_sim_data`); ``progress``
     counts runs; ``title`` names the screen in the plot (default the folder's name).
 
@@ -205,7 +215,7 @@ def simulate(
 
         deep = DeepFeatures(data.project_dir, seed=0)
         logger.info("fine-tuning every %d round(s)", cfg.finetune_every)
-    curves, summaries, need = [], [], []
+    curves, summaries, found, need = [], [], [], []
     runs = [(s, seed) for seed in range(cfg.seeds) for s in cfg.strategies]
     split, split_seed = None, -1
     for i, (strategy, seed) in enumerate(runs):
@@ -216,8 +226,9 @@ def simulate(
             need.append(
                 random_labels_to_all(data.truth[split.pool], cfg.batch_size, N_ORDERINGS, seed)
             )
-        c, summary = run_one(data, strategy, seed, cfg, split, deep)
+        c, summary, f = run_one(data, strategy, seed, cfg, split, deep)
         curves += c
+        found += f
         summaries.append(summary)
         if progress:
             progress(i + 1, len(runs))
@@ -234,6 +245,8 @@ def simulate(
 
     (out_dir / "curves.csv").write_bytes(csv_bytes(curves_df))
     (out_dir / "summary.csv").write_bytes(csv_bytes(summary_df))
+    found_cols = ["strategy", "seed", "label", "found_at", "found_by"]
+    (out_dir / "found.csv").write_bytes(csv_bytes(pd.DataFrame(found, columns=found_cols)))
     target = cfg.strategies[0]
     table, verdict = summarise(summary_df, np.concatenate(need), cfg.batch_size, target)
     text = format_summary(table, verdict, target)

@@ -67,6 +67,21 @@ def test_every_strategy_of_a_seed_is_scored_on_the_same_held_out_cells():
     assert all(r["macro_f1"] > 0.9 for r in rows), rows
 
 
+def test_a_run_records_what_found_each_class_and_when():
+    data = _blobs((60, 30, 6))
+    cfg = SimConfig(strategies=("discover",), budget=40, batch_size=8, seeds=1)
+    split = make_split(data, cfg, seed=0)
+    curves, summary, found = run_one(data, "discover", 0, cfg, split)
+    curve = pd.DataFrame(curves)
+    first = curve[curve["n_found"] > 0].groupby("label")["n_labeled"].min().to_dict()
+    assert {f["label"]: f["found_at"] for f in found} == first  # as the curves say
+    assert [f["found_at"] for f in found] == sorted(f["found_at"] for f in found)
+    assert max(first.values()) == summary["labels_to_all_classes"]
+    arms = {"random", "cluster_coverage", "typical", "diversity", "novelty", "margin", "entropy",
+            "predicted_rare", "more_like_this"}  # fmt: skip
+    assert {f["found_by"] for f in found} <= arms
+
+
 def _summary(need, f1):
     rows = []
     for strategy in need:
