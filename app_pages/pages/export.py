@@ -10,6 +10,7 @@ import streamlit as st
 
 from app_pages.server.common import cached, labels_key, run_page
 from app_pages.widgets.text import md
+from app_pages.widgets.tiles import WIDE_PAGE_CSS
 from labeling.errors import DataError, NotTrainedError, PhenoScoutError, ProjectError
 from labeling.io.bundles import model_checkpoint
 from labeling.project import Project
@@ -31,6 +32,7 @@ _KINDS = (
 
 def render_export_page(project: Project) -> None:
     """Draw the whole Export page for ``project``."""
+    st.html(f"<style>{WIDE_PAGE_CSS}</style>")  # the tables use the width, as on Discover
     st.header("Export")
     fmt = st.radio("Format", list(FORMATS), horizontal=True, key="export-format")
     suffix, mime = FORMATS[fmt]
