@@ -9,12 +9,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from datasets.files import replace_path
 from labeling.config import config_to_dict
 from labeling.errors import ConfigError, PhenoScoutError
 from labeling.predictions import predictions_table, well_fractions
@@ -173,22 +173,9 @@ def write_file_atomic(out: Path, write: Callable[[Path], None]) -> Path:
     out = Path(out)
     check_export_target(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
+        replace_path(out, write, mode=0o644, sync=True)
     except OSError as exc:
         raise _cannot_write(out, exc) from exc
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise _cannot_write(out, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
