@@ -3,14 +3,16 @@ cells whose features are near-identical (cosine similarity >= :data:`NEAR_DUPLIC
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from labeling.errors import PoolExhaustedError
 from labeling.strategies.arms import Ranked, RoundContext
 from labeling.strategies.pool import NEAR_DUPLICATE_COSINE, Selection
+
+logger = logging.getLogger(__name__)
 
 #: Strategy name of a cell drawn at random because its sub-strategy ran out of candidates.
 FILL = "fill"
@@ -58,7 +60,10 @@ def assemble(ctx: RoundContext, plan: Sequence[str], ranked: Mapping[str, Ranked
     """Fill one slot per entry of ``plan`` from that sub-strategy's ranking, in plan order.
 
     A candidate that is labeled, taken, or near-identical to a taken cell is skipped; when a
-    ranking runs out, the slot takes a random acceptable cell, named :data:`FILL`.
+    ranking runs out, the slot takes a random acceptable cell, named :data:`FILL`. When fewer
+    than ``len(plan)`` mutually distinct unlabeled cells are left (the end of a pool of
+    near-copies), the batch is shorter: the copies left out come in the next batch, once their
+    twins are labeled.
 
     Args:
         ctx: the round.
@@ -66,10 +71,7 @@ def assemble(ctx: RoundContext, plan: Sequence[str], ranked: Mapping[str, Ranked
         ranked: each sub-strategy's ranking.
 
     Returns:
-        The batch in plan order.
-
-    Raises:
-        PoolExhaustedError: when the pool has fewer than ``n`` mutually distinct unlabeled cells.
+        The batch in plan order (the slots that found a cell).
     """
     batch = _Batch(ctx, len(plan))
     cursor = dict.fromkeys(ranked, 0)
@@ -89,11 +91,12 @@ def assemble(ctx: RoundContext, plan: Sequence[str], ranked: Mapping[str, Ranked
             while spare_at < len(spare) and not batch.accepts(int(spare[spare_at])):
                 spare_at += 1
             if spare_at == len(spare):
-                raise PoolExhaustedError(
-                    f"pool exhausted: only {len(batch.idx)} unlabeled cells are not near-copies "
-                    f"(cosine >= {NEAR_DUPLICATE_COSINE}) of each other, {len(plan)} requested; "
-                    "ask for a smaller batch"
-                )
+                logger.info(
+                    "only %d unlabeled cells are not near-copies (cosine >= %s) of each other; "
+                    "a batch of %d instead of %d",
+                    len(batch.idx), NEAR_DUPLICATE_COSINE, len(batch.idx), len(plan),
+                )  # fmt: skip
+                break
             batch.add(int(spare[spare_at]), FILL, 0.0)
     return Selection(
         [str(ctx.ids[i]) for i in batch.idx], batch.names, [float(s) for s in batch.scores]

@@ -67,6 +67,20 @@ def test_every_strategy_of_a_seed_is_scored_on_the_same_held_out_cells():
     assert all(r["macro_f1"] > 0.9 for r in rows), rows
 
 
+def test_a_pool_of_near_copies_is_labeled_to_the_end_in_shorter_batches():
+    """Cells that are copies of each other (cosine 1) cannot share a batch; with a
+    budget larger than the pool the run still labels every cell instead of stopping."""
+    base = _blobs((10, 6, 4))  # 20 distinct cells, 6 copies of each: under 24 per batch
+    x = np.vstack([base.features] * 6)
+    y = np.concatenate([base.truth] * 6)
+    data = SimData(np.array([f"c{i:04d}" for i in range(len(y))]), x, y)
+    for strategy in ("random", "discover"):
+        cfg = SimConfig(strategies=(strategy,), budget=1000, batch_size=24, seeds=1)
+        split = make_split(data, cfg, seed=0)
+        _, summary, _ = run_one(data, strategy, 0, cfg, split)
+        assert summary["budget"] == summary["n_pool"] == len(split.pool)
+
+
 def test_a_run_records_what_found_each_class_and_when():
     data = _blobs((60, 30, 6))
     cfg = SimConfig(strategies=("discover",), budget=40, batch_size=8, seeds=1)
