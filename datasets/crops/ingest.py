@@ -40,6 +40,7 @@ from datasets.crops.resize import (
     DEFAULT_CROP_SIZE,
     FIT_QUANTILE,
     choose_scale,
+    stored_boxes,
     widest_dtype,
 )
 from datasets.errors import DataError
@@ -260,10 +261,17 @@ def _load_csvs(ctx: _Context, labels_csv: Path | None, metadata_csv: Path | None
         ctx.report.metadata_csv = str(metadata_path)
 
 
+#: Skipped files warned about one by one; the report lists them all.
+MAX_SKIP_WARNINGS = 10
+
+
 def _skip(ctx: _Context, path: Path, reason: str) -> None:
     rel = path.relative_to(ctx.src).as_posix() if path.is_relative_to(ctx.src) else str(path)
     ctx.report.skipped.append((rel, reason))
-    logger.warning("skipped %s: %s", rel, reason)
+    if len(ctx.report.skipped) <= MAX_SKIP_WARNINGS:
+        logger.warning("skipped %s: %s", rel, reason)
+    elif len(ctx.report.skipped) == MAX_SKIP_WARNINGS + 1:
+        logger.warning("skipping more files; the ingest report lists every one with its cause")
 
 
 def _reason(err: DataError, path: Path) -> str:
@@ -499,8 +507,9 @@ def normalisation_ranges(
     column and ``cfg`` allows it); records the grouping and flat channels in ``report``."""
     groups = _group_labels(cfg, report, table)
     rng = np.random.default_rng(seed)
+    boxes = stored_boxes(table["height"], table["width"], float(cfg.scale or 1.0), cfg.crop_px)
     ranges, flat = part_ranges(part, groups, cfg.percentiles, rng, SAMPLE_PER_GROUP,
-                              rows=table["row"].to_numpy(np.int64))  # fmt: skip
+                              rows=table["row"].to_numpy(np.int64), boxes=boxes)  # fmt: skip
     report.flat_channels = sorted({c for channels in flat.values() for c in channels})
     if groups is not None:
         report.notes.extend(

@@ -24,6 +24,9 @@ from PIL import Image
 from datasets.errors import DataError
 
 logger = logging.getLogger(__name__)
+# tifffile logs "ERROR ... invalid page offset" for a damaged file before raising; the ingest
+# reports that file once, with its cause, so tifffile's own lines are only noise.
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npz")
 #: Files that may sit next to crops without being reported as unsupported images.
@@ -226,9 +229,9 @@ def read_header(path: Path) -> ImageHeader:
                 header = ImageHeader(1, channels, im.height, im.width, np.dtype(dtype), layout)
         else:
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                layout, (c, h, w) = _stack_layout(series.shape)
-                header = ImageHeader(1, c, h, w, np.dtype(series.dtype), layout)
+                shape, dtype, pages = _tiff_shape(tif)
+                layout, (c, h, w) = _stack_layout(shape)
+                header = ImageHeader(1, c, h, w, dtype, PAGES if pages else layout)
     except DataError:
         raise
     except _READ_ERRORS as err:
@@ -321,11 +324,31 @@ def _read_pil(path: Path) -> tuple[npt.NDArray, str]:
     return data[None, None], layout
 
 
+#: Layout of a TIFF whose channels are separate 2-D pages without stack metadata.
+PAGES = "one page per channel"
+
+
+def _tiff_shape(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """``(shape, dtype, pages_as_channels)`` of a TIFF's image. Channels written page by page
+    (no ImageJ or OME metadata) make one 2-D series per page: when every series is 2-D with the
+    same shape and dtype, the pages are the channels; otherwise the first series is the image."""
+    series = tif.series
+    first = series[0]
+    pages = (
+        len(series) > 1
+        and len(first.shape) == 2
+        and all(s.shape == first.shape and s.dtype == first.dtype for s in series)
+    )
+    shape = (len(series), *first.shape) if pages else tuple(first.shape)
+    return shape, np.dtype(first.dtype), pages
+
+
 def _read_tiff(path: Path) -> tuple[npt.NDArray, str]:
     with tifffile.TiffFile(path) as tif:
-        data = tif.series[0].asarray()
+        _, _, pages = _tiff_shape(tif)
+        data = np.stack([s.asarray() for s in tif.series]) if pages else tif.series[0].asarray()
     layout, _ = _stack_layout(data.shape)
-    return _to_nchw(data, layout), layout
+    return _to_nchw(data, layout), PAGES if pages else layout
 
 
 def _npz_layout(path: Path, shape: tuple[int, ...]) -> tuple[str, tuple[int, int, int, int]]:

@@ -93,6 +93,18 @@ def fit_crops(images: npt.NDArray, size: int) -> npt.NDArray:
     return out
 
 
+def stored_boxes(
+    heights: npt.ArrayLike, widths: npt.ArrayLike, scale: float, size: int
+) -> npt.NDArray[np.int64]:
+    """Where each source crop lies in its stored ``size`` x ``size`` crop after
+    :func:`rescale_images` by ``scale`` and :func:`fit_crops`: (n, 4) ``top, left, height,
+    width``; the rest of the stored crop is padding."""
+    h = np.minimum(np.rint(np.asarray(heights, np.float64) * scale), size).astype(np.int64)
+    w = np.minimum(np.rint(np.asarray(widths, np.float64) * scale), size).astype(np.int64)
+    h, w = np.maximum(h, 1), np.maximum(w, 1)
+    return np.stack([(size - h) // 2, (size - w) // 2, h, w], axis=1)
+
+
 #: Share of crops whose larger side must fit in the crop size after the chosen scale.
 FIT_QUANTILE = 0.9
 

@@ -231,6 +231,17 @@ def test_unreadable_files_are_skipped_and_listed(tiff_folder, project):
     assert "Skipped 2 files" in report.summary()
 
 
+def test_many_skipped_files_warn_a_few_times_and_are_all_listed(tiff_folder, project, caplog):
+    for i in range(25):
+        (tiff_folder / "images" / "A" / f"broken{i:02d}.tif").write_bytes(b"nope" * 10)
+    with caplog.at_level("WARNING"):
+        report = ingest_crops(tiff_folder, project, SMALL)
+    assert len(report.skipped) == 25 and "Skipped 25 files" in report.summary()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 11 and "lists every one" in warned[-1], warned
+    assert not any(r.name == "tifffile" for r in caplog.records)
+
+
 def test_truncated_file_fails_in_pass_two_and_rows_are_compacted(make, tmp_path, project, rng):
     root = tmp_path / "in"
     kept = [make.blob(rng, channels=2, size=64) for _ in range(3)]
@@ -353,6 +364,25 @@ def test_dataset_normalisation_keeps_plate_differences(make, tmp_path, project, 
 def test_plate_normalisation_needs_a_plate_column(tiff_folder, project):
     with pytest.raises(DataError, match="normalise_by='plate' needs a 'plate' column"):
         ingest_crops(tiff_folder, project, IngestConfig(crop_size=48, normalise_by="plate"))
+
+
+def test_ranges_come_from_the_crops_not_their_padding(make, tmp_path, project):
+    """12-pixel crops padded to 64: the padding is 96% of the stored pixels. The ranges come
+    from the crops' own pixels, so a brighter cell stays brighter after normalisation instead
+    of both being clipped to 1."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:12, :12]
+    disc = (yy - 5.5) ** 2 + (xx - 5.5) ** 2 < 16
+    for i in range(60):
+        peak = 220 if i % 10 == 0 else 110  # one cell in ten twice as bright
+        crop = np.where(disc, peak, 10) + rng.integers(0, 5, (12, 12))
+        make.tiff(tmp_path / "in" / f"c{i:02d}.tif", crop.astype(np.uint16))
+    ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=64, scale=1.0))
+    ids = read_cells(project)["cell_id"].tolist()
+    crops = PixelStore(project).read(ids)[:, 0, 26:38, 26:38]
+    centre = crops[:, 4:8, 4:8].mean(axis=(1, 2))
+    bright, normal = centre[::10], np.delete(centre, np.s_[::10])
+    assert normal.max() < 0.6 and bright.min() > 0.9, (normal.max(), bright.min())
 
 
 def test_ranges_are_seeded(tiff_folder, tmp_path):

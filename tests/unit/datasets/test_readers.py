@@ -107,6 +107,26 @@ def test_tiff_leading_singleton_axes_are_squeezed(make, tmp_path, rng):
     assert pixels.shape == (1, 2, 40, 40) and layout == "channel-first"
 
 
+def test_tiff_written_one_page_per_channel_keeps_every_channel(tmp_path, rng):
+    """Channels saved as separate pages without stack metadata are one 2-D series each; they
+    are the image's channels, not a 1-channel image and some ignored pages."""
+    planes = rng.integers(0, 4000, size=(3, 40, 40)).astype(np.uint16)
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for plane in planes:
+            tif.write(plane)
+    header = read_header(path)
+    assert (header.channels, header.height, header.width) == (3, 40, 40)
+    pixels, layout = read_image_file(path)
+    assert layout == header.layout == "one page per channel"
+    np.testing.assert_array_equal(pixels[0], planes)
+    # pages of different sizes (e.g. a thumbnail) are not channels: the first series is read
+    with tifffile.TiffWriter(tmp_path / "thumb.tif") as tif:
+        tif.write(planes[0])
+        tif.write(planes[1, :20, :20])
+    assert read_header(tmp_path / "thumb.tif").channels == 1
+
+
 def test_truncated_tiff_header_ok_pixels_fail(make, tmp_path, rng):
     path = make.tiff(tmp_path / "t.tif", make.blob(rng, channels=3, size=64))
     data = path.read_bytes()
