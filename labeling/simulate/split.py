@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -158,12 +158,29 @@ def load_sim_data(
     y = cells["truth"].to_numpy(dtype=object)
     missing = np.array([t is None or t != t for t in y])  # None or NaN
     if missing.all():
-        raise DataError(f"{data_dir}: no labels.csv with ground truth; simulation needs one")
+        y = folder_truth(cells["source"].to_numpy(dtype=object))
+        if y is None:
+            raise DataError(
+                f"{data_dir}: no ground truth; simulation needs a labels.csv (file,label) or "
+                "the crops in one folder per class (CLASS/crop.tif)"
+            )
+        logger.warning("ground truth: the class folders (%d classes)", len(set(y.tolist())))
+        missing = np.zeros(len(y), dtype=bool)
     if missing.any():
         logger.warning("%d cells without ground truth are left out", int(missing.sum()))
     keep = ~missing
     sources = cells["source"].to_numpy(dtype=object)[keep]
     return SimData(ids[keep], standardise(feats[keep]), y[keep], path, keep, sources)
+
+
+def folder_truth(sources: npt.NDArray[np.object_]) -> npt.NDArray[np.object_] | None:
+    """Each cell's class from a folder laid out as ``CLASS/crop`` (every crop exactly one folder
+    deep, at least two folders), else None."""
+    parts = [PurePosixPath(str(s).replace("\\", "/")).parts for s in sources]
+    if not parts or any(len(p) != 2 for p in parts):
+        return None
+    y = np.array([p[0] for p in parts], dtype=object)
+    return y if len(set(y.tolist())) >= 2 else None
 
 
 def standardise(features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

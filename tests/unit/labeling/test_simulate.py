@@ -16,6 +16,7 @@ from labeling.simulate import (
     run_one,
     summarise,
 )
+from labeling.simulate.split import folder_truth
 
 
 def _truth():
@@ -136,6 +137,14 @@ def test_summarise_says_no_when_discover_is_behind_margin():
     f1 = {"discover": [0.5, 0.5], "random": [0.5, 0.5], "margin": [0.6, 0.6], "entropy": [0.5, 0.5]}
     _, verdict = summarise(_summary(need, f1), np.array([100]), 10)
     assert not verdict["labels_ok"] and not verdict["f1_ok"] and not verdict["goal_met"]
+
+
+def test_class_folders_are_the_truth_only_when_every_crop_is_one_folder_deep():
+    src = np.array(["G1/a.tif", "G2/b.tif", "G1\\c.tif"], dtype=object)
+    assert folder_truth(src).tolist() == ["G1", "G2", "G1"]
+    assert folder_truth(np.array(["G1/a.tif", "b.tif"], dtype=object)) is None  # one at the root
+    assert folder_truth(np.array(["P1/A01/a.tif", "P1/A02/b.tif"], dtype=object)) is None
+    assert folder_truth(np.array(["G1/a.tif", "G1/b.tif"], dtype=object)) is None  # one class
 
 
 def test_round_up_to_whole_batches():
