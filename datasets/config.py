@@ -99,7 +99,9 @@ def default_channels(n_channels: int, names: tuple[str, ...] = ()) -> tuple[Chan
     """
     if names and len(names) != n_channels:
         raise DataError(
-            f"{len(names)} channel names {list(names)} given for images with {n_channels} channels"
+            f"the images have {n_channels} channel(s) but {len(names)} channel names are set "
+            f"{list(names)}: crops added to a project or predicted with it need its channels; "
+            "otherwise give one name per channel (--channel-names)"
         )
     names = names or tuple(f"ch{i}" for i in range(n_channels))
     return tuple(

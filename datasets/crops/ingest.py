@@ -301,10 +301,38 @@ def _scan(ctx: _Context) -> None:
     if not ctx.entries:
         detail = f"; first error: {first_error}" if first_error else ""
         raise DataError(f"{ctx.src}: no readable image among {len(images)} files{detail}")
+    _drop_already_ingested(ctx)
     _keep_majority_channels(ctx)
     row = 0
     for entry in ctx.entries:
         entry.first_row, row = row, row + entry.header.n
+
+
+def _drop_already_ingested(ctx: _Context) -> None:
+    """Adding a folder the project already holds: only its new files are added (an instrument
+    that keeps writing into one folder); every file already in the project is left out.
+
+    Raises:
+        DataError: when every file of the folder is already in the project.
+    """
+    parts = [p["part"] for p in (ctx.manifest or {}).get("parts", []) if p["root"] == str(ctx.src)]
+    if not parts:
+        return
+    cells = cell_table.read_cells(ctx.project, ["source", "part"])
+    sources = cells.loc[cells["part"].isin(parts), "source"].astype(str)
+    held = set(sources.str.replace(r"(\.npz)#\d+$", r"\1", regex=True, case=False))
+    new = [e for e in ctx.entries if e.rel not in held]
+    n_old = len(ctx.entries) - len(new)
+    where = f"part{'s' if len(parts) > 1 else ''} {', '.join(map(str, parts))}"
+    if not new:
+        raise DataError(
+            f"{ctx.src}: all {n_old} files are already in the project ({where}); nothing to add"
+        )
+    if n_old:
+        ctx.report.notes.append(
+            f"Left out {n_old} files already in the project ({where}); added the {len(new)} new"
+        )
+    ctx.entries = new
 
 
 def _resolve_scale(ctx: _Context) -> IngestConfig:
@@ -541,9 +569,15 @@ def _fill_report(
     report.dropped_channels = [c for c in range(n_source) if c not in keep]
     counts = table["truth"].value_counts()
     report.class_counts = {str(k): int(v) for k, v in counts.items()}
-    dtypes = sorted({str(e.header.dtype) for e in ctx.entries})
-    if dtypes != [str(dtype)]:
-        report.notes.append(f"Source dtypes {dtypes} stored as {dtype}")
+    by_dtype = Counter(str(e.header.dtype) for e in ctx.entries)
+    if list(by_dtype) != [str(dtype)]:
+        odd = next(e.rel for e in ctx.entries if str(e.header.dtype) != str(dtype))
+        counts = ", ".join(f"{n} files {d}" for d, n in by_dtype.most_common())
+        report.notes.append(
+            f"Mixed bit depths ({counts}; e.g. {odd}) stored as {dtype} without rescaling: a "
+            "pixel value means the same in every file, so an 8-bit crop looks dark beside "
+            "16-bit ones. If they come from one instrument, convert them to one bit depth"
+        )
     if ctx.cfg.scale != 1.0 and not any(n.startswith("Crops larger") for n in report.notes):
         report.notes.append(f"Every image rescaled by {ctx.cfg.scale} before fitting")
 

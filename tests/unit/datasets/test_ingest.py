@@ -119,7 +119,7 @@ def test_mixed_formats_and_dtypes_upcast(make, tmp_path, project, rng):
     report = ingest_crops(tmp_path / "in", project, SMALL)
     assert report.dtype == "uint16" and report.n_cells == 2
     assert "RGB (1 files)" in report.layout and "channel-first (1 files)" in report.layout
-    assert any("stored as uint16" in n for n in report.notes)
+    assert any("stored as uint16" in n and "e.g. a.png" in n for n in report.notes)
     stored = load_part(part_file(project, 0))
     np.testing.assert_array_equal(stored[0, :, 4:44, 4:44], np.moveaxis(rgb8, -1, 0))
 
@@ -416,6 +416,19 @@ def test_second_ingest_adds_a_part(tiff_folder, project, make, tmp_path, rng):
     np.testing.assert_array_equal(
         store.read_raw(["new.tif"])[0], load_part(part_file(project, 1))[1]
     )
+
+
+def test_adding_the_same_folder_again_adds_only_its_new_files(tiff_folder, project, make, rng):
+    ingest_crops(tiff_folder, project, SMALL)
+    with pytest.raises(DataError, match=r"all 6 files are already in the project \(part 0\)"):
+        ingest_crops(tiff_folder, project, SMALL)
+    assert len(read_cells(project)) == 6  # nothing duplicated
+    make.tiff(tiff_folder / "images" / "A" / "later.tif", make.blob(rng))
+    report = ingest_crops(tiff_folder, project, SMALL)
+    assert report.n_cells == 1
+    assert any("Left out 6 files already in the project (part 0)" in n for n in report.notes)
+    table = read_cells(project)
+    assert table["source"].tolist()[-1] == "images/A/later.tif" and len(table) == 7
 
 
 def test_added_part_must_match_channels_and_crop_size(tiff_folder, project, make, tmp_path, rng):
