@@ -237,6 +237,35 @@ def morphology_features(
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0), names
 
 
+def central_object_side(image: npt.NDArray) -> int:
+    """The larger bounding-box side, in pixels, of the cell at the centre of one raw crop
+    (C, H, W) of any size and dtype: per channel, the crop is scaled to its own 1-99.8
+    percentiles (for this measurement only), its polarity read from the centre against the
+    border, and the central object segmented as for the features; the largest side over the
+    channels (a noise channel's mask spans the crop, so the answer errs towards the whole
+    crop). The crop's larger side when no channel has an object."""
+    from datasets.crops.resize import fit_crops
+
+    image = np.asarray(image)
+    size = int(max(image.shape[1:]))
+    x = fit_crops(_finite(image[None].astype(np.float32)), size)[0]
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    centre = np.hypot(yy, xx) <= size / 4.0
+    ring = np.minimum(np.minimum(yy, xx), np.minimum(-yy, -xx)) <= -(size - 1) / 2.0 + 2
+    sides = []
+    for channel in x:
+        lo, hi = np.percentile(channel, [1.0, 99.8])
+        if hi <= lo:
+            continue
+        channel = np.clip((channel - lo) / (hi - lo), 0.0, 1.0)
+        polarity = "dark" if channel[centre].mean() < np.median(channel[ring]) else "bright"
+        mask = _cell_mask(_signal(channel[None], polarity)[1])[0][0]
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(rows):
+            sides.append(int(max(rows[-1] - rows[0], cols[-1] - cols[0])) + 1)
+    return max(sides, default=size)
+
+
 def _signal(x: npt.NDArray[np.float32], polarity: str) -> tuple[npt.NDArray, npt.NDArray]:
     """The smoothed crops (B, S, S) and the same made bright-on-dark for segmentation."""
     smooth = ndimage.gaussian_filter(x, sigma=(0, 1, 1), mode="nearest", truncate=2.0)

@@ -32,6 +32,7 @@ from datasets.crops.readers import (
     ImageHeader,
     find_images,
     read_header,
+    read_image_file,
     read_npz_labels,
     scan_folder,
     skip_reason,
@@ -335,26 +336,68 @@ def _drop_already_ingested(ctx: _Context) -> None:
     ctx.entries = new
 
 
+#: Bumped when the same crops ingest to other pixels (simulation caches are keyed on it): 2, the
+#: normalisation ranges from the crops' own pixels; 3, the scale from the cells' sizes.
+INGEST_VERSION = 3
+
+#: Crops read to measure the cells in them when the crops are larger than the crop size.
+SIZE_SAMPLE = 200
+
+
 def _resolve_scale(ctx: _Context) -> IngestConfig:
     """The ingest settings with a number for the scale: the one given, or (``scale=None``) one
-    chosen for the whole screen so the typical crop fits (:func:`datasets.crops.choose_scale`)."""
+    chosen for the whole screen so the typical cell fits (:func:`datasets.crops.choose_scale`,
+    from the crops' sizes and, when they are larger than the crop size, the sizes of the cells
+    measured in a seeded sample of them)."""
     cfg = ctx.cfg
     if cfg.scale is not None:
         ctx.report.scale = cfg.scale
         return cfg
     heights = np.concatenate([np.full(e.header.n, e.header.height) for e in ctx.entries])
     widths = np.concatenate([np.full(e.header.n, e.header.width) for e in ctx.entries])
-    scale = choose_scale(heights, widths, cfg.crop_px)
+    crops_scale = choose_scale(heights, widths, cfg.crop_px)
+    if crops_scale == 1.0:
+        ctx.report.scale = 1.0
+        return replace(cfg, scale=1.0)
+    objects = _object_sides(ctx.entries)
+    scale = choose_scale(heights, widths, cfg.crop_px, objects)
     ctx.report.scale = scale
-    if scale != 1.0:
-        side = float(np.quantile(np.maximum(heights, widths), FIT_QUANTILE))
+    side = float(np.quantile(np.maximum(heights, widths), FIT_QUANTILE))
+    q = int(FIT_QUANTILE * 100)
+    if scale > crops_scale:
+        cell = float(np.quantile(objects, FIT_QUANTILE))
         ctx.report.notes.append(
-            f"Crops larger than the crop size ({int(FIT_QUANTILE * 100)}% have a larger side of "
-            f"up to {side:.0f} px): every image scaled by {scale} so they fit in "
-            f"{cfg.crop_size} px, relative sizes kept (stored in project.toml; --scale or "
-            "--crop-size override)"
+            f"Crops larger than the crop size ({q}% have a larger side of up to {side:.0f} px) "
+            f"around smaller cells ({q}% up to {cell:.0f} px, measured on {len(objects)} crops): "
+            + (f"every image scaled by {scale}" if scale < 1.0 else "images kept at full size")
+            + f" so the cells fit in {cfg.crop_size} px with a margin, the rest of each crop "
+            f"cut ({crops_scale} would have fitted whole crops); "
+            "relative sizes kept (stored in project.toml; --scale or --crop-size override)"
+        )
+    else:
+        ctx.report.notes.append(
+            f"Crops larger than the crop size ({q}% have a larger side of up to {side:.0f} px): "
+            f"every image scaled by {scale} so they fit in {cfg.crop_size} px, relative sizes "
+            "kept (stored in project.toml; --scale or --crop-size override)"
         )
     return replace(cfg, scale=scale)
+
+
+def _object_sides(entries: list[_Entry]) -> npt.NDArray[np.float64]:
+    """The cell's larger side in the first crop of up to :data:`SIZE_SAMPLE` files (a seeded
+    sample); files that fail to read are left out."""
+    from datasets.morphology import central_object_side
+
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(entries), size=min(SIZE_SAMPLE, len(entries)), replace=False)
+    sides = []
+    for i in np.sort(pick):
+        try:
+            pixels, _ = read_image_file(entries[i].path)
+        except DataError:
+            continue
+        sides.append(central_object_side(pixels[0]))
+    return np.asarray(sides, dtype=np.float64)
 
 
 def _keep_majority_channels(ctx: _Context) -> None:

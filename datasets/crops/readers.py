@@ -229,9 +229,9 @@ def read_header(path: Path) -> ImageHeader:
                 header = ImageHeader(1, channels, im.height, im.width, np.dtype(dtype), layout)
         else:
             with tifffile.TiffFile(path) as tif:
-                shape, dtype, pages = _tiff_shape(tif)
+                shape, tiff_dtype, pages = _tiff_shape(tif)
                 layout, (c, h, w) = _stack_layout(shape)
-                header = ImageHeader(1, c, h, w, dtype, PAGES if pages else layout)
+                header = ImageHeader(1, c, h, w, tiff_dtype, PAGES if pages else layout)
     except DataError:
         raise
     except _READ_ERRORS as err:

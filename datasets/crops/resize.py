@@ -109,12 +109,22 @@ def stored_boxes(
 FIT_QUANTILE = 0.9
 
 
-def choose_scale(heights: npt.ArrayLike, widths: npt.ArrayLike, crop_size: int) -> float:
+def choose_scale(
+    heights: npt.ArrayLike,
+    widths: npt.ArrayLike,
+    crop_size: int,
+    object_sides: npt.ArrayLike | None = None,
+) -> float:
     """One scale for a whole screen so the typical cell fits in ``crop_size``.
 
     The :data:`FIT_QUANTILE` quantile of each crop's larger side is brought down to
     ``crop_size``; crops that already fit leave the scale at 1 (small crops are padded, never
-    enlarged). Relative sizes are kept: every image gets the same factor.
+    enlarged). With ``object_sides`` (the larger side of the cell in each of a sample of crops,
+    :func:`datasets.morphology.central_object_side`), crops with a wide margin around a small
+    cell are shrunk only as far as the cells need: their quantile with :data:`CROP_CONTEXT`
+    around it is brought to ``crop_size`` and the margin is cut, so the cell keeps its detail.
+    Never more than the crops' rule shrinks. Relative sizes are kept: every image gets the same
+    factor.
 
     Returns:
         The factor, rounded down to 3 decimals, in [0.05, 1].
@@ -125,7 +135,21 @@ def choose_scale(heights: npt.ArrayLike, widths: npt.ArrayLike, crop_size: int) 
     typical = float(np.quantile(side, FIT_QUANTILE))
     if typical <= crop_size:
         return 1.0
-    return float(max(0.05, np.floor(1000 * crop_size / typical) / 1000))
+    scale = _fit(crop_size, typical)
+    objects = np.asarray(object_sides if object_sides is not None else [], dtype=np.float64)
+    objects = objects[np.isfinite(objects) & (objects > 0)]
+    if objects.size:
+        need = float(np.quantile(objects, FIT_QUANTILE)) * CROP_CONTEXT
+        scale = max(scale, _fit(crop_size, need))
+    return scale
+
+
+def _fit(crop_size: int, side: float) -> float:
+    """The factor that brings ``side`` to ``crop_size`` (at most 1, at least 0.05), rounded down
+    to 3 decimals."""
+    if side <= crop_size:
+        return 1.0
+    return float(max(0.05, np.floor(1000 * crop_size / side) / 1000))
 
 
 DEFAULT_CROP_SIZE = 64

@@ -18,9 +18,6 @@ import pandas as pd
 
 from datasets.normalise import compute_ranges
 
-#: Bumped when the ranges of the same crops change (simulation caches are keyed on it).
-RANGES_VERSION = 2
-
 #: Key of the single range set of a part normalised over the whole dataset.
 DATASET_GROUP = "*"
 

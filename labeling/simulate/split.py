@@ -102,12 +102,12 @@ class SimData:
 
 def _cache_key(data_dir: Path, ingest: IngestConfig) -> str:
     """Key of a dataset folder's content and of how it is ingested: the path, every file's size
-    and mtime, the feature and normalisation versions and the ingest options."""
+    and mtime, the feature and ingest versions and the ingest options."""
+    from datasets.crops.ingest import INGEST_VERSION
     from datasets.morphology import FEATURES_VERSION
-    from datasets.pixels.ranges import RANGES_VERSION
 
     options = json.dumps(dataclasses.asdict(ingest), sort_keys=True, default=str)
-    versions = f"features-v{FEATURES_VERSION}:ranges-v{RANGES_VERSION}"
+    versions = f"features-v{FEATURES_VERSION}:ingest-v{INGEST_VERSION}"
     h = hashlib.sha1(f"{data_dir.resolve()}:{versions}:{options}".encode())
     for root, _, files in sorted(os.walk(data_dir)):
         for name in sorted(files):

@@ -462,11 +462,21 @@ def test_scale_is_applied_to_every_image(make, tmp_path, project, rng):
     assert any("rescaled by 0.5" in n for n in report.notes)
 
 
+def _tight(size: int, rng) -> np.ndarray:
+    """A cell that fills its crop: a bright disc touching the crop's sides."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    disc = np.hypot(yy, xx) < size / 2
+    return (100 + 1000 * disc + rng.normal(0, 5, (size, size))).astype(np.uint16)
+
+
+SIZES = [40, 60, 80, 100, 120, 140, 160, 180, 200, 220]
+
+
 def test_crops_larger_than_the_crop_size_get_one_scale_for_the_screen(make, tmp_path, rng):
     from datasets.crops.resize import choose_scale
 
-    for k, size in enumerate([40, 60, 80, 100, 120, 140, 160, 180, 200, 220]):
-        make.tiff(tmp_path / "in" / f"c{k}.tif", make.blob(rng, channels=1, size=size)[0])
+    for k, size in enumerate(SIZES):
+        make.tiff(tmp_path / "in" / f"c{k}.tif", _tight(size, rng))
     report = ingest_crops(tmp_path / "in", tmp_path / "p", IngestConfig(crop_size=64))
     # the 90th percentile of the larger side (202 px) is brought to 64 px, the same for all
     assert report.scale == choose_scale([202], [202], 64) == 0.316
@@ -477,6 +487,24 @@ def test_crops_larger_than_the_crop_size_get_one_scale_for_the_screen(make, tmp_
     bright = (stored > 500).sum(axis=(1, 2))
     assert bright[-1] > 3 * bright[0], "relative sizes kept: the big cell stays bigger"
     assert choose_scale([20, 40, 64], [30, 64, 10], 64) == 1.0  # crops that fit: no scaling
+
+
+def test_crops_with_a_wide_margin_are_scaled_for_their_cells(make, tmp_path, rng):
+    """Cells half as wide as their crops: the scale brings the cells (with a margin), not the
+    crops, to the crop size, so the cells keep twice the detail; the margin is cut."""
+    from datasets.crops.resize import choose_scale
+
+    for k, size in enumerate(SIZES):  # make.blob: a disc of half the crop's side
+        make.tiff(tmp_path / "in" / f"c{k}.tif", make.blob(rng, channels=1, size=size)[0])
+    report = ingest_crops(tmp_path / "in", tmp_path / "p", IngestConfig(crop_size=64))
+    # 90% of the cells are up to ~101 px; with a quarter more around them -> 64 px
+    assert 0.45 < report.scale < 0.56, report.scale
+    assert report.scale > choose_scale([202], [202], 64)
+    assert any("around smaller cells" in n and "rest of each crop cut" in n for n in report.notes)
+    stored = load_part(part_file(tmp_path / "p", 0))[:, 0]
+    bright = (stored > 500).sum(axis=(1, 2))
+    assert bright[-1] > 3 * bright[0], "relative sizes kept: the big cell stays bigger"
+    assert bright[-3] < 0.9 * 64 * 64, "the cells fit with a margin"
 
 
 def test_parts_json_records_the_part(tiff_folder, project):

@@ -262,3 +262,16 @@ def test_real_ifc_profile_segments_only_the_dna_stain() -> None:
     profile = profile_channels(apply_ranges(raw, compute_ranges(raw)))
     assert profile.masked == (False, True, False)
     assert profile.polarities[1] == "bright"
+
+
+def test_central_object_side_measures_the_cell_not_the_crop(rng):
+    from datasets.morphology import central_object_side
+
+    yy, xx = np.mgrid[:150, :120] - np.array([74.5, 59.5])[:, None, None]
+    disc = np.hypot(yy, xx) < 25  # a 50-px cell in a 150 x 120 crop
+    bright = (100 + 900 * disc + rng.normal(0, 10, disc.shape)).astype(np.uint16)
+    assert abs(central_object_side(bright[None]) - 50) <= 3
+    dark_rgb = np.stack([230 - 150 * disc] * 3).astype(np.uint8)  # stained: dark on bright
+    assert abs(central_object_side(dark_rgb) - 50) <= 3
+    flat = np.full((2, 40, 30), 7, np.uint16)
+    assert central_object_side(flat) == 40  # nothing to measure: the crop's larger side
