@@ -48,7 +48,7 @@ from datasets.errors import DataError
 from datasets.parallel import Runner
 from datasets.pixels.npy import PartWriter, part_header
 from datasets.pixels.plates import FileRows, PartPixels, PartView, segment_records, store_part
-from datasets.pixels.ranges import RowArray, part_ranges
+from datasets.pixels.ranges import Placement, RowArray, part_ranges
 from datasets.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -579,8 +579,8 @@ def normalisation_ranges(
     groups = _group_labels(cfg, report, table)
     rng = np.random.default_rng(seed)
     boxes = stored_boxes(table["height"], table["width"], float(cfg.scale or 1.0), cfg.crop_px)
-    ranges, flat = part_ranges(part, groups, cfg.percentiles, rng, SAMPLE_PER_GROUP,
-                              rows=table["row"].to_numpy(np.int64), boxes=boxes)  # fmt: skip
+    place = Placement(table["row"].to_numpy(np.int64), boxes)
+    ranges, flat = part_ranges(part, groups, cfg.percentiles, rng, SAMPLE_PER_GROUP, place)
     report.flat_channels = sorted({c for channels in flat.values() for c in channels})
     if groups is not None:
         report.notes.extend(

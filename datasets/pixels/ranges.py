@@ -10,6 +10,7 @@ white (a bright phenotype erased).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -44,6 +45,17 @@ def _inside(sample: npt.NDArray, boxes: npt.NDArray[np.int64]) -> npt.NDArray:
     return np.concatenate(parts, axis=1)[None, :, None, :]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where each cell of a part is."""
+
+    #: (n,) each cell's row of the part (the cell table's ``row``); cell i is row i when None
+    rows: npt.NDArray[np.int64] | None = None
+    #: (n, 4) ``top, left, height, width`` of each cell's source pixels in its stored crop
+    #: (:func:`datasets.crops.resize.stored_boxes`); the whole crop when None
+    boxes: npt.NDArray[np.int64] | None = None
+
+
 class RowArray(Protocol):
     """Rows read by index: a :class:`PartArray`, or a part over several arrays."""
 
@@ -58,8 +70,7 @@ def part_ranges(
     percentiles: tuple[float, float],
     rng: np.random.Generator,
     sample_size: int = 2000,
-    rows: npt.NDArray[np.int64] | None = None,
-    boxes: npt.NDArray[np.int64] | None = None,
+    place: Placement | None = None,
 ) -> tuple[dict[str, list[list[float]]], dict[str, list[int]]]:
     """Per-group normalisation ranges of a part, from a random sample of cells per group.
 
@@ -70,10 +81,8 @@ def part_ranges(
         percentiles: low and high percentile, as for :func:`compute_ranges`.
         rng: draws the sample cells.
         sample_size: at most this many cells per group.
-        rows: (n,) each cell's row of ``part`` (the cell table's ``row``); cell i is row i
-            when None.
-        boxes: (n, 4) ``top, left, height, width`` of each cell's source pixels in its crop
-            (:func:`datasets.crops.resize.stored_boxes`); the whole crop when None.
+        place: each cell's row of ``part`` and the box of its source pixels in its crop
+            (:class:`Placement`); cell i is row i, and its whole crop counts, when None.
 
     Returns:
         ``(ranges, flat)``: ranges[group] is the (C, 2) ``[low, high]`` list per channel;
@@ -90,9 +99,10 @@ def part_ranges(
     for k, name in enumerate(names):
         cells = np.flatnonzero(codes == k)
         cells = np.sort(rng.choice(cells, size=min(sample_size, len(cells)), replace=False))
-        sample = part.take(cells if rows is None else np.asarray(rows)[cells])
-        if boxes is not None:
-            sample = _inside(sample, np.asarray(boxes)[cells])
+        place = place or Placement()
+        sample = part.take(cells if place.rows is None else np.asarray(place.rows)[cells])
+        if place.boxes is not None:
+            sample = _inside(sample, np.asarray(place.boxes)[cells])
         group_ranges = np.concatenate(  # one channel at a time bounds the float64 copy
             [compute_ranges(sample[:, c : c + 1], percentiles) for c in range(sample.shape[1])]
         )

@@ -41,9 +41,10 @@ def rgb_project(tmp_path_factory):
 def test_scale_and_modality_are_stored_as_values(rgb_project):
     path, report = rgb_project
     saved = tomllib.loads((path / "project.toml").read_text())["ingest"]
-    assert saved["scale"] == report.scale == 0.533  # 120-px crops brought into 64 px
+    # 120-px crops around cells of up to 80 px: the cells, with a quarter more, into 64 px
+    assert saved["scale"] == report.scale == 0.64
     assert saved["modality"] == "stained_rgb"
-    assert any("scaled by 0.533" in n for n in report.notes)
+    assert any("scaled by 0.64" in n and "around smaller cells" in n for n in report.notes)
     _, _, names = read_features(path)
     assert any(n.startswith("stain_hema") for n in names)
 
