@@ -59,13 +59,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace):  # -> TrainerConfig | None
-    """The shipped configuration, with non-deterministic kernels when asked for."""
-    if not args.nondeterministic:
+    """The shipped configuration, with non-deterministic kernels and more embedding views
+    when asked for."""
+    if not args.nondeterministic and args.embed_views == 1:
         return None
     from models.device import resolve_device
     from models.trainer.trainer import TrainerConfig
 
-    return TrainerConfig.for_device(resolve_device(args.device), deterministic=False)
+    return TrainerConfig.for_device(
+        resolve_device(args.device),
+        deterministic=not args.nondeterministic,
+        embed_views=args.embed_views,
+    )
 
 
 @contextlib.contextmanager
@@ -202,6 +207,15 @@ def _add_train(sub: Sub, parents: Parents) -> None:
         action="store_true",
         help="cudnn.benchmark and non-deterministic kernels: faster on a GPU, runs with one "
         "seed may differ slightly (default: deterministic kernels)",
+    )
+    p.add_argument(
+        "--embed-views",
+        type=int,
+        choices=[1, 2, 4, 8],
+        default=1,
+        help="average each cell's embedding over this many of its 8 rotations and flips: the "
+        "same embedding whichever way a cell lies, at that many times the embedding time "
+        "(default 1)",
     )
     p.add_argument(
         "--exit-with",

@@ -23,6 +23,7 @@ from datasets.pixels.store import PixelStore
 from models.backbone.training import Progress, all_cell_ids, iter_device_batches
 from models.backbone.unet import Classifier, Encoder, UNet
 from models.device import with_oom_retry
+from models.errors import ModelError
 
 logger = logging.getLogger(__name__)
 CUDA_BATCH = 4096  # cells per read and forward pass on CUDA, at least
@@ -45,6 +46,31 @@ class EmbedConfig:
     #: cells per forward pass (halved after an out-of-memory error); on CUDA at least CUDA_BATCH
     batch_size: int = 1024
     bf16: bool = False  # bfloat16 autocast on a CPU too (always on CUDA)
+    #: the embedding averaged over this many of the crop's 8 rotations and flips (1, 2, 4 or 8;
+    #: 8: the same embedding whichever way a cell lies). Costs as many forward passes. Jurkat,
+    #: CPU schedule, 5 folds: the fine-tuned embedding alone 0.853 -> 0.882 balanced accuracy
+    #: with 8, beside morphology 0.872 -> 0.879 (README, "The deep backbone").
+    views: int = 1
+
+    def __post_init__(self) -> None:
+        if self.views not in VIEWS:
+            raise ModelError(f"EmbedConfig.views={self.views}; use one of {VIEWS}")
+
+
+#: Allowed numbers of views: the identity, then a flip, the quarter turns, their flips.
+VIEWS = (1, 2, 4, 8)
+
+
+def dihedral(x: torch.Tensor, i: int) -> torch.Tensor:
+    """View ``i`` (0-7) of crops (n, C, H, W) under the square's 8 symmetries: ``i % 2`` a
+    left-right flip, ``i // 2`` quarter turns. View 0 is ``x``."""
+    out = torch.rot90(x, i // 2, dims=(2, 3)) if i // 2 else x
+    return torch.flip(out, dims=(3,)) if i % 2 else out
+
+
+def _order(views: int) -> list[int]:
+    """Which views to average: the identity and a flip first, then the quarter turns."""
+    return [0, 1, 2, 3, 4, 5, 6, 7][:views] if views != 4 else [0, 2, 4, 6]
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -55,8 +81,14 @@ def _autocast(device: torch.device, bf16: bool):
     return nullcontext()
 
 
-def _forward(model: UNet | Classifier | Encoder, x: torch.Tensor, with_probs: bool):
-    emb = model.encoder.embed(x) if not isinstance(model, Encoder) else model.embed(x)
+def _forward(model: UNet | Classifier | Encoder, x: torch.Tensor, with_probs: bool, views: int = 1):
+    encoder = model if isinstance(model, Encoder) else model.encoder
+    emb = encoder.embed(x)
+    if views > 1:
+        emb = emb.float()
+        for i in _order(views)[1:]:
+            emb = emb + encoder.embed(dihedral(x, i)).float()
+        emb = emb / views
     probs = torch.softmax(model.head(emb).float(), dim=1) if with_probs else None
     return emb.float(), probs
 
@@ -122,7 +154,7 @@ def embed_cells(
                     else x[s : s + sub]
                 )
                 with torch.inference_mode(), _autocast(device, bf16):
-                    parts.append(_forward(model, part, with_probs))
+                    parts.append(_forward(model, part, with_probs, config.views))
             return parts
 
         parts, fit = with_oom_retry(run, min(size, len(x)), what="embedding batch")
@@ -162,5 +194,5 @@ def embed_ids(
     out = [np.zeros((0, encoder.config.embedding_dim), np.float32)]
     for x in iter_device_batches(pixels, list(ids), device, config.batch_size, workers=2):
         with torch.inference_mode(), _autocast(device, config.bf16):
-            out.append(encoder.embed(x).float().cpu().numpy())
+            out.append(_forward(encoder, x, False, config.views)[0].cpu().numpy())
     return np.concatenate(out)

@@ -53,8 +53,7 @@ class EmbedJob:
     chunks_dir: str
     index: int
     cell_ids: list[str]
-    batch_size: int
-    bf16: bool
+    config: EmbedConfig  # batch size, bfloat16 and views, as for embed_cells
 
 
 def embed_chunk(job: EmbedJob) -> int:
@@ -72,8 +71,7 @@ def embed_chunk(job: EmbedJob) -> int:
     tmp.mkdir(parents=True)
     try:
         rows = _Rows(store, job.cell_ids)  # reads like a PixelStore of these cells only
-        config = EmbedConfig(job.batch_size, job.bf16)
-        embed_cells(job.model, rows, tmp, device, config)  # type: ignore[arg-type]
+        embed_cells(job.model, rows, tmp, device, job.config)  # type: ignore[arg-type]
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     finally:
@@ -98,7 +96,6 @@ def embed_cells_distributed(
     from models.backbone.training import all_cell_ids
 
     config = config or EmbedConfig()
-    batch_size, bf16 = config.batch_size, config.bf16
     start = time.perf_counter()
     out_dir = Path(out_dir)
     ids = all_cell_ids(pixels)
@@ -107,7 +104,7 @@ def embed_cells_distributed(
     chunks_dir.mkdir(parents=True)
     model = model.to("cpu").eval()
     jobs = [EmbedJob(model, str(pixels.project_dir), str(chunks_dir), k,
-                     ids[s : s + CHUNK_CELLS], batch_size, bf16)
+                     ids[s : s + CHUNK_CELLS], config)
             for k, s in enumerate(range(0, len(ids), CHUNK_CELLS))]  # fmt: skip
     try:
         runner.map(embed_chunk, jobs, weights=[len(j.cell_ids) for j in jobs], progress=progress)
@@ -115,7 +112,7 @@ def embed_cells_distributed(
     finally:
         shutil.rmtree(chunks_dir, ignore_errors=True)
     np.save(out_dir / "cell_ids.npy", np.asarray(ids, dtype=str))
-    return EmbedResult(len(ids), dim, time.perf_counter() - start, batch_size)
+    return EmbedResult(len(ids), dim, time.perf_counter() - start, config.batch_size)
 
 
 def _assemble(chunks_dir: Path, out_dir: Path, n_chunks: int, n: int) -> int:

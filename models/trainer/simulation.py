@@ -55,6 +55,10 @@ class DeepFeatures:
         self._trainer = Trainer(Path(project_dir), self.device, config)
         self._backbone = self._trainer.backbone()  # pretrains once, then cached on disk
 
+    def _embed_config(self) -> EmbedConfig:
+        config = self._trainer.config
+        return EmbedConfig(config.embed_batch, views=config.embed_views)
+
     def backbone_features(self) -> npt.NDArray[np.float32]:
         """The pretrained backbone's label-free embeddings of every cell (computed once)."""
         if getattr(self, "_backbone_emb", None) is None:
@@ -81,7 +85,7 @@ class DeepFeatures:
                 self.device,
             )
         if cell_ids is not None:
-            embed = EmbedConfig(self._trainer.config.embed_batch)
+            embed = self._embed_config()
             return embed_ids(model, self._trainer.pixels, cell_ids, self.device, embed)
         with tempfile.TemporaryDirectory() as tmp:
             embed_cells(
@@ -89,6 +93,6 @@ class DeepFeatures:
                 self._trainer.pixels,
                 Path(tmp),
                 self.device,
-                EmbedConfig(self._trainer.config.embed_batch),
+                self._embed_config(),
             )
             return np.load(Path(tmp) / "embeddings.npy").astype(np.float32)

@@ -91,6 +91,9 @@ class TrainerConfig:
     pretrain: TrainConfig = field(default_factory=TrainConfig)  # self-supervised schedule
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # fine-tune schedule
     embed_batch: int = 256  # cells per embedding forward pass
+    # the published embedding averaged over this many of a crop's 8 rotations and flips
+    # (EmbedConfig.views; `phenoscout train --embed-views`): 8 costs 8 forward passes
+    embed_views: int = 1
     bf16: bool = False  # bfloat16 autocast for embeddings on CPU
     keep_versions: int = 4  # published versions kept (the loop judges one on newer labels)
     cpu_threads: int = 1  # torch threads on CPU (0: leave as is)
@@ -116,8 +119,9 @@ class TrainerConfig:
 
     @property
     def embed(self) -> EmbedConfig:
-        """How every cell is embedded: ``embed_batch`` cells per pass, ``bf16`` on a CPU."""
-        return EmbedConfig(batch_size=self.embed_batch, bf16=self.bf16)
+        """How every cell is embedded: ``embed_batch`` cells per pass, ``bf16`` on a CPU,
+        averaged over ``embed_views`` views."""
+        return EmbedConfig(batch_size=self.embed_batch, bf16=self.bf16, views=self.embed_views)
 
     @classmethod
     def for_device(cls, device: torch.device | str, **overrides: Any) -> TrainerConfig:

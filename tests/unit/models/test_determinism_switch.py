@@ -33,6 +33,9 @@ def test_set_deterministic_toggles_torch_and_cudnn():
 def test_train_cli_flag_builds_a_nondeterministic_config():
     from labeling.cli.training import _train_config
 
-    args = argparse.Namespace(nondeterministic=True, device="cpu")
+    args = argparse.Namespace(nondeterministic=True, device="cpu", embed_views=1)
     assert _train_config(args).deterministic is False
-    assert _train_config(argparse.Namespace(nondeterministic=False, device="cpu")) is None
+    plain = argparse.Namespace(nondeterministic=False, device="cpu", embed_views=1)
+    assert _train_config(plain) is None
+    views = _train_config(argparse.Namespace(nondeterministic=False, device="cpu", embed_views=8))
+    assert views.deterministic is True and views.embed.views == 8
