@@ -12,6 +12,7 @@ Usage (the variants measured for the README's supervised contrastive rows)::
     python benchmarks/bench_finetune.py /tmp/q/jurkat '{}' '{"supcon": 1.0}' '{"supcon": 0.2}'
     python benchmarks/bench_finetune.py /tmp/q/jurkat '{}' '{"supcon": 1.0}' --per-class 10
     python benchmarks/bench_finetune.py /tmp/q/mito '{}' --group movie
+    python benchmarks/bench_finetune.py /tmp/q/jurkat '{}' --embed-views 8
 
 The project needs ``models/backbone.pt`` (``phenoscout train`` writes it) and a ``truth`` column
 (``init`` reads it from labels.csv).
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="fold shuffle and fine-tune seed")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--embed-views", type=int, default=1, help="embedding averaged over 1, 2, 4 or 8 views"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -99,7 +103,18 @@ def main(argv: list[str] | None = None) -> None:
         cfg = dataclasses.replace(shipped, seed=args.seed, **json.loads(text))
         t0 = time.perf_counter()
         clf, comb, alone, secs = _ft_cv(
-            pixels, backbone, ids, y, morph, folds, per_class, cfg, device, args.seed, rows
+            pixels,
+            backbone,
+            ids,
+            y,
+            morph,
+            folds,
+            per_class,
+            cfg,
+            device,
+            args.seed,
+            rows,
+            args.embed_views,
         )
         print(
             f"| {text} | classifier {_fmt(clf)} | morphology + fine-tuned {_fmt(comb)} | "

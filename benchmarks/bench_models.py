@@ -312,7 +312,7 @@ def _fmt(pair) -> str:
     return f"{pair[0]:.3f} / {pair[1]:.3f}"
 
 
-def _ft_cv(pixels, backbone, ids, y, morph, folds, per_class, ft, device, seed, rows):
+def _ft_cv(pixels, backbone, ids, y, morph, folds, per_class, ft, device, seed, rows, views=1):
     """Per fold: fine-tune on the training fold (all labels or ``per_class``), then score the
     classifier on the test fold and a linear probe on morphology + the fine-tuned embedding
     (trained on the same training fold only: no leakage). Returns means over folds."""
@@ -321,7 +321,7 @@ def _ft_cv(pixels, backbone, ids, y, morph, folds, per_class, ft, device, seed, 
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     from labeling.evaluate import few_per_class
-    from models.backbone.embed import embed_cells
+    from models.backbone.embed import EmbedConfig, embed_cells
     from models.backbone.finetune import LabeledCells, finetune, predict_logits
     from models.backbone.unet import Classifier
 
@@ -339,7 +339,7 @@ def _ft_cv(pixels, backbone, ids, y, morph, folds, per_class, ft, device, seed, 
             (balanced_accuracy_score(y[test], pred), f1_score(y[test], pred, average="macro"))
         )
         with tempfile.TemporaryDirectory() as tmp:
-            embed_cells(model.encoder, pixels, Path(tmp), device)
+            embed_cells(model.encoder, pixels, Path(tmp), device, EmbedConfig(views=views))
             emb = np.load(Path(tmp) / "embeddings.npy")[rows]
         both = np.hstack([morph, emb])
         # the probe's train part is exactly the fine-tune's: one custom fold
