@@ -551,6 +551,14 @@ def check(args) -> None:
         f"{res.n_cells / res.seconds:,.0f} cells/s (pixel store -> embeddings.npy)",
         flush=True,
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        views = EmbedConfig(shipped.embed_batch, views=8)
+        res8 = embed_cells(net, dp, Path(tmp), device, views)
+    print(
+        f"demo embed, 8 views (--embed-views 8): {res8.n_cells:,} cells in {res8.seconds:.2f} s "
+        f"= {res8.n_cells / res8.seconds:,.0f} cells/s",
+        flush=True,
+    )
     dcells = read_cells(demo / "project", ["cell_id", "truth"])
     d_ids, d_y = dcells["cell_id"].to_numpy(str), dcells["truth"].to_numpy(str)
     n_lab = min(args.labels, len(d_ids) // 2)

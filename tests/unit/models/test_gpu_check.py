@@ -42,6 +42,7 @@ def test_gpu_check_tiny_prints_every_figure(tmp_path):
         "fine-tuned, 10 per class",
         "crops/s",
         "demo embed:",
+        "demo embed, 8 views (--embed-views 8):",
         "demo fine-tune after a batch:",
         "demo re-score all:",
     ):
