@@ -14,7 +14,7 @@ _EXPORTS = {
     "CHANNELS": "datasets.crops.demo",
     "DemoSummary": "datasets.crops.demo",
     "ImageHeader": "datasets.crops.readers",
-    "IngestReport": "datasets.crops.ingest",
+    "IngestReport": "datasets.crops.report",
     "PHENOTYPES": "datasets.crops.demo",
     "PREVALENCE": "datasets.crops.demo",
     "RARE_PHENOTYPES": "datasets.crops.demo",
