@@ -3,7 +3,6 @@ no stack), while other exceptions still surface as bugs."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,8 @@ pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-APP = "../../app.py"  # relative to this file, as AppTest.from_file wants
+APP = "../../../app.py"  # relative to this file, as AppTest.from_file wants
 PAGES = ["label", "project", "fields", "discover", "review", "export"]
-
-
-@pytest.fixture(autouse=True)
-def _allowed_root(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("PHENOSCOUT_ROOT", str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture
-def project(tmp_path, small_project) -> Path:
-    return Path(shutil.copytree(small_project, tmp_path / "proj"))
 
 
 def _open(project: Path, page: str) -> AppTest:
