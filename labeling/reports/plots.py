@@ -38,6 +38,9 @@ def style_panel(ax: Any, title: str) -> None:
     ax.set_xlabel("labels spent", fontsize=8)
     ax.set_ylabel("cells found", fontsize=8)
     ax.tick_params(labelsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # cells are counted whole
     ax.grid(alpha=0.3)
 
 

@@ -379,3 +379,15 @@ def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
     )
     with pytest.raises(DataError, match="no plate and well columns"):
         well_fractions(project)
+
+
+def test_discovery_panels_count_cells_in_whole_numbers() -> None:
+    from labeling.reports.plots import class_panels, style_panel
+
+    fig, axes = class_panels(1)
+    ax = axes.flat[0]
+    ax.plot([0, 24, 48], [0, 1, 2])
+    style_panel(ax, "rare (0.1%)")
+    ticks = [t for t in ax.get_yticks() if 0 <= t <= 2]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    fig.clf()
