@@ -84,6 +84,10 @@ class CropSource:
     #: ``path`` + metadata columns carried to every export; None: ``folder/metadata.csv``
     #: when there is one
     metadata_csv: Path | None = None
+    #: one file per channel grouped into crops by a filename pattern such as
+    #: ``{cell}_w{channel}.tif`` (as for fields, :mod:`datasets.fields.files`); None: one
+    #: (multi-channel) file per crop
+    pattern: str | None = None
 
     @classmethod
     def of(cls, crops: Path | CropSource) -> CropSource:

@@ -88,7 +88,8 @@ def ingest_crops(
         size = manifest["crop_size"] if manifest else DEFAULT_CROP_SIZE
         cfg = replace(cfg, crop_size=int(size))
     report = IngestReport(crop_size=cfg.crop_px)
-    ctx = Context(Path(source.folder).resolve(), project, cfg, report, manifest, runner=runner)
+    ctx = Context(Path(source.folder).resolve(), project, cfg, report, manifest, runner=runner,
+                  pattern=source.pattern)  # fmt: skip
     check_existing(project, manifest, cfg)
     load_csvs(ctx, source.labels_csv, source.metadata_csv)
     scan(ctx)
@@ -151,7 +152,8 @@ def _write_pixels(
     total = sum(e.header.n for e in ctx.entries)
     PartWriter(tmp, (total, n_channels, size, size), dtype).close()  # full size, zeros
     jobs = [FileJob(str(e.path), e.rel, (e.header.n, e.header.channels, e.header.height,
-                                         e.header.width), e.first_row)
+                                         e.header.width), e.first_row,
+                    tuple(str(f) for f in e.channel_files))
             for e in ctx.entries]  # fmt: skip
     runner = ctx.runner or Runner()
     local = runner.config.in_process(total)  # in process: a task per file, progress per file
@@ -246,6 +248,9 @@ def _build_table(ctx: Context, part: int) -> pd.DataFrame:
             "truth": _npz_truth(entries),
         }
     )
+    if any(e.metadata for e in entries):  # the pattern's placeholders; metadata.csv overrides
+        for name in entries[0].metadata:
+            table[name] = np.repeat([e.metadata.get(name, "") for e in entries], n_per)
     skipped = [f"{root}/{f}" for f, _ in ctx.report.skipped]
     if ctx.labels is not None:  # labels.csv overrides npz labels
         labels, note = cell_table.match_csv(ctx.labels, keys, files, skipped)
@@ -253,6 +258,8 @@ def _build_table(ctx: Context, part: int) -> pd.DataFrame:
         ctx.report.notes.extend([note] if note else [])
     if ctx.metadata is not None:
         metadata, note = cell_table.match_csv(ctx.metadata, keys, files, skipped)
+        from_pattern = set(entries[0].metadata)
+        table = table.drop(columns=[c for c in metadata.columns if c in from_pattern])
         table = pd.concat([table, metadata.astype("str")], axis=1)
         ctx.report.notes.extend([note] if note else [])
     return table

@@ -9,6 +9,7 @@ scale. :mod:`datasets.crops.ingest` writes the pixels of the plan (pass 2).
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +47,9 @@ class Entry:
     labels: npt.NDArray | None = None  # npz ground truth, (n,)
     first_row: int = 0  # row of its first crop in the part file being written
     ok: bool = True  # False once pass 2 failed to read it
+    #: one file per channel (``path`` is the first), grouped by the source's pattern
+    channel_files: tuple[Path, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)  # the pattern's other placeholders
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Context:
     metadata: cell_table.PathCsv | None = None
     entries: list[Entry] = field(default_factory=list)
     runner: Runner | None = None  # where pass 2 runs (datasets.parallel); in process if None
+    pattern: str | None = None  # groups one file per channel into a crop (CropSource.pattern)
 
 
 def _resolve_csv(src: Path, given: Path | None, name: str, report: IngestReport) -> Path | None:
@@ -114,6 +119,8 @@ def scan(ctx: Context) -> None:
     for path in unsupported:
         skip(ctx, path, skip_reason(path))
     first_error = ""
+    if ctx.pattern:
+        images = _grouped(ctx, images)  # the groups are entries already
     for path in images:
         try:
             header = read_header(path)
@@ -130,9 +137,67 @@ def scan(ctx: Context) -> None:
         raise DataError(f"{ctx.src}: no readable image among {len(images)} files{detail}")
     _drop_already_ingested(ctx)
     _keep_majority_channels(ctx)
+    if not ctx.pattern:
+        _hint_one_file_per_channel(ctx)
     row = 0
     for entry in ctx.entries:
         entry.first_row, row = row, row + entry.header.n
+
+
+def _grouped(ctx: Context, images: list[Path]) -> list[Path]:
+    """Crops held in one file per channel: an entry per group of ``ctx.pattern`` (the
+    grouping of fields, :func:`datasets.fields.files.group_by_pattern`); returns no files left
+    to read one by one."""
+    from datasets.fields.files import field_header, group_by_pattern
+
+    assert ctx.pattern is not None
+    groups, skipped = group_by_pattern(images, ctx.src, ctx.pattern)
+    for name, reason in skipped:
+        skip(ctx, ctx.src / name, reason)
+    for spec in groups:
+        first = spec.channel_files[0]
+        rel = first.relative_to(ctx.src).as_posix()
+        ctx.entries.append(Entry(first, rel, field_header(spec), channel_files=spec.channel_files,
+                                 metadata=spec.metadata))  # fmt: skip
+    if not ctx.entries:
+        example = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise DataError(
+            f"{ctx.src}: no crop matches pattern {ctx.pattern!r} with every channel "
+            f"({len(images)} files){example}"
+        )
+    return []
+
+
+#: A file name that ends in a channel number: ``cell7_w2``, ``cell7-ch2``, ``cell7_Ch2.ome``.
+_CHANNEL_END = re.compile(r"^(?P<key>.+?)(?P<sep>[_\-. ]?)(?P<tok>w|ch|c|channel)(?P<num>\d{1,2})"
+                          r"(?P<suffix>(\.ome)?\.\w+)$", re.IGNORECASE)  # fmt: skip
+
+
+def _hint_one_file_per_channel(ctx: Context) -> None:
+    """Say so when the crops look like one file per channel (every file one channel, named
+    ``KEY_w1``, ``KEY_w2``, ... with the same channel numbers for every key), read one by one
+    as cells: the pattern that groups them is named in a note and a warning."""
+    if len(ctx.entries) < 4 or any(e.header.channels != 1 for e in ctx.entries):
+        return
+    groups: dict[tuple[str, ...], set[str]] = {}
+    for entry in ctx.entries:
+        m = _CHANNEL_END.match(entry.path.name)
+        if m is None:
+            return
+        key = (str(entry.path.parent), m["key"], m["sep"], m["tok"], m["suffix"])
+        groups.setdefault(key, set()).add(str(int(m["num"])))
+    sets = {frozenset(v) for v in groups.values()}
+    if len(groups) < 2 or len(sets) != 1 or len(next(iter(sets))) < 2:
+        return
+    _, _, sep, tok, suffix = next(iter(groups))
+    pattern = "{cell}" + sep + tok + "{channel}" + suffix
+    note = (
+        f"the {len(ctx.entries)} files look like one file per channel ({len(next(iter(sets)))} "
+        f"channels of {len(groups)} cells) and were read as one cell each; to group them, "
+        f"ingest again with --pattern '{pattern}'"
+    )
+    ctx.report.notes.append(note)
+    logger.warning("%s: %s", ctx.src, note)
 
 
 def _drop_already_ingested(ctx: Context) -> None:
@@ -205,6 +270,16 @@ def resolve_scale(ctx: Context) -> IngestConfig:
     return replace(cfg, scale=scale)
 
 
+def read_entry(entry: Entry) -> npt.NDArray:
+    """(n, C, H, W) pixels of an entry in the source dtype: one file, or one file per channel."""
+    if not entry.channel_files:
+        return read_image_file(entry.path)[0]
+    from datasets.fields.files import read_field
+    from datasets.fields.spec import FieldSpec
+
+    return read_field(FieldSpec(entry.rel, entry.channel_files))[None]
+
+
 def _object_sides(entries: list[Entry]) -> npt.NDArray[np.float64]:
     """The cell's larger side in the first crop of up to :data:`SIZE_SAMPLE` files (a seeded
     sample); files that fail to read are left out."""
@@ -215,7 +290,7 @@ def _object_sides(entries: list[Entry]) -> npt.NDArray[np.float64]:
     sides = []
     for i in np.sort(pick):
         try:
-            pixels, _ = read_image_file(entries[i].path)
+            pixels = read_entry(entries[i])
         except DataError:
             continue
         sides.append(central_object_side(pixels[0]))

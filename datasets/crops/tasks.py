@@ -39,6 +39,7 @@ class FileJob:
     rel: str  # posix path relative to the crops root (for the report)
     shape: tuple[int, int, int, int]  # (n, C, H, W) its header promised
     first_row: int
+    channel_files: tuple[str, ...] = ()  # one file per channel (``path`` is the first)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,13 @@ def chunk_files(jobs: list[FileJob], cells: int = CHUNK_CELLS) -> list[list[File
 
 def _read(job: FileJob, dtype: np.dtype, result: PixelResult) -> npt.NDArray:
     path = Path(job.path)
-    pixels, _ = read_image_file(path)
+    if job.channel_files:
+        from datasets.fields.files import read_field
+        from datasets.fields.spec import FieldSpec
+
+        pixels = read_field(FieldSpec(job.rel, tuple(Path(f) for f in job.channel_files)))[None]
+    else:
+        pixels, _ = read_image_file(path)
     if pixels.shape != job.shape:
         raise DataError(f"{path}: pixels have shape {pixels.shape}, header said {job.shape}")
     pixels, n_bad = replace_non_finite(pixels.astype(dtype, copy=False), path)

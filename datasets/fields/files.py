@@ -279,6 +279,31 @@ def _group(
     return fields
 
 
+def group_by_pattern(
+    files: list[Path], root: Path, pattern: str
+) -> tuple[list[FieldSpec], Skipped]:
+    """Group one file per channel by ``pattern`` (module docstring): one spec per key, its
+    channel files in channel order, each checked for one channel of one size. Crops held in one
+    file per channel are grouped by this too.
+
+    Returns:
+        ``(groups, skipped)``: groups sorted by key; skipped ``(file or key, reason)``.
+
+    Raises:
+        DataError: the pattern is invalid.
+    """
+    skipped: Skipped = []
+    checked = []
+    for spec in _group(files, root, parse_pattern(pattern), skipped):
+        try:
+            field_header(spec)
+        except DataError as err:
+            skipped.append((spec.key, str(err)))
+            continue
+        checked.append(spec)
+    return sorted(checked, key=lambda s: s.key), skipped
+
+
 def _common_channels(channels: dict[str, dict[str, Path]]) -> set[str]:
     """The channel set most fields have (ties: the larger set)."""
     counts: Counter[frozenset[str]] = Counter(frozenset(c) for c in channels.values())

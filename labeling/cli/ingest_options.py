@@ -29,7 +29,6 @@ FIELD_HINT = "{plate}_{well}_s{site}_w{channel}.tif"  # the demo's per-channel f
 # (attribute, flag) of the options that belong to one source only
 CROPS_ONLY = (("labels_csv", "--labels-csv"), ("metadata_csv", "--metadata-csv"))
 FIELDS_ONLY = (
-    ("pattern", "--pattern"),
     ("masks", "--masks"),
     ("keep_border", "--keep-border"),
     ("nuclei_channel", "--nuclei-channel"),
@@ -85,6 +84,8 @@ def check_init_options(args: argparse.Namespace) -> None:
         wrong.append("--truth (use --labels-csv with --crops)")
     if args.scale is not None and not args.crops:
         wrong.append("--scale")
+    if args.pattern and args.cellprofiler:
+        wrong.append("--pattern")
     if wrong:
         raise PhenoScoutError(f"{', '.join(wrong)} cannot be used with {source}")
     if args.segment == "given" and not args.masks:
@@ -136,8 +137,9 @@ def add_ingest_args(p: argparse.ArgumentParser) -> None:
 def add_field_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pattern",
-        help=f"group one file per channel into fields, e.g. '{FIELD_HINT}' ({{channel}} "
-        "required; other names become metadata); default: one multi-channel file per field",
+        help=f"group one file per channel into fields, e.g. '{FIELD_HINT}', or into crops, "
+        "e.g. '{cell}_w{channel}.tif' ({channel} required; other names become metadata); "
+        "default: one multi-channel file per field or crop",
     )
     p.add_argument(
         "--masks", help="folder of integer label masks named like the fields (used as given)"

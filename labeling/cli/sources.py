@@ -18,7 +18,7 @@ __all__ = ["add_crops_to", "add_fields_to", "crop_source", "init_crops", "init_f
 def crop_source(args: argparse.Namespace):  # -> CropSource
     from datasets.config import CropSource
 
-    return CropSource(Path(args.crops), args.labels_csv, args.metadata_csv)
+    return CropSource(Path(args.crops), args.labels_csv, args.metadata_csv, args.pattern)
 
 
 def init_crops(args: argparse.Namespace, then=None):  # -> (Project, IngestReport)
