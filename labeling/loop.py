@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -298,7 +299,7 @@ def next_batch(
     """Choose the next ``n`` cells for ``annotator`` with the newest head, lease and describe them.
 
     Another labeler may lease or label some of the chosen cells between the choice and the
-    lease; the lease leaves those out and the batch is chosen again (up to 3 times, then the
+    lease; the lease leaves those out and the batch is chosen again (up to 5 times, then the
     cells actually leased are returned), so no cell is ever handed to two labelers.
 
     Args:
@@ -363,7 +364,10 @@ def next_batch(
         "chosen_by": _chosen_by(project, head),
     })  # fmt: skip
     if n_leased < len(items):  # another labeler took some of these cells meanwhile
-        if _retry < 3:
+        if _retry < 5:
+            # labelers that collided would choose again in lock step (same rounds, same scores)
+            # and collide again: each waits a different while, fixed by its name, first
+            time.sleep(0.02 * (_retry + 1) * (1 + zlib.crc32(annotator.encode()) % 5))
             return next_batch(project, n, annotator, strategy, resume=False, _retry=_retry + 1)
         held = {lease["cell_id"] for lease in store.open_lease(annotator)}
         items = [it for it in items if it["cell_id"] in held]
