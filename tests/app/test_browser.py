@@ -44,7 +44,7 @@ def test_label_page_in_a_browser(label_project):
         # a click on tile 1's class button "1" (round)
         t0 = time.perf_counter()
         _tile(page, 0).locator('[role="radiogroup"] button').first.click()
-        _tile(page, 0).filter(has_text="✔ round").wait_for(timeout=15000)
+        _tile(page, 0).filter(has_text="✔ round").wait_for(timeout=45000)
         timings["click -> label shown"] = time.perf_counter() - t0
         wait_idle(page)
 
@@ -52,7 +52,7 @@ def test_label_page_in_a_browser(label_project):
         page.mouse.click(700, 10)
         t0 = time.perf_counter()
         page.keyboard.press("2")
-        _tile(page, 1).filter(has_text="✔ elongated").wait_for(timeout=15000)
+        _tile(page, 1).filter(has_text="✔ elongated").wait_for(timeout=45000)
         timings["key -> label shown"] = time.perf_counter() - t0
         wait_idle(page)
 
@@ -60,15 +60,15 @@ def test_label_page_in_a_browser(label_project):
         page.locator(".st-key-new-class input").click()
         page.keyboard.type("subnuclear blaze")
         page.keyboard.press("Enter")
-        page.locator(".st-key-cls-3").wait_for(timeout=15000)
+        page.locator(".st-key-cls-3").wait_for(timeout=45000)
         wait_idle(page)
         wait_text(page, "this batch 2/24 labeled")
 
         # a reload starts a new session: same batch, labels drawn from the store
         page.reload()
         wait_tiles(page)
-        _tile(page, 0).filter(has_text="✔ round").wait_for(timeout=15000)
-        _tile(page, 1).filter(has_text="✔ elongated").wait_for(timeout=15000)
+        _tile(page, 0).filter(has_text="✔ round").wait_for(timeout=45000)
+        _tile(page, 1).filter(has_text="✔ elongated").wait_for(timeout=45000)
         wait_text(page, "this batch 2/24 labeled")
         with LabelStore(project / "labels.db") as store:
             before = {lease["cell_id"] for lease in store.open_lease("browser")}
