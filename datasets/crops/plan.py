@@ -148,16 +148,16 @@ def _grouped(ctx: Context, images: list[Path]) -> list[Path]:
     """Crops held in one file per channel: an entry per group of ``ctx.pattern`` (the
     grouping of fields, :func:`datasets.fields.files.group_by_pattern`); returns no files left
     to read one by one."""
-    from datasets.fields.files import field_header, group_by_pattern
+    from datasets.fields.files import group_by_pattern
 
     assert ctx.pattern is not None
     groups, skipped = group_by_pattern(images, ctx.src, ctx.pattern)
     for name, reason in skipped:
         skip(ctx, ctx.src / name, reason)
-    for spec in groups:
+    for spec, header in groups:
         first = spec.channel_files[0]
         rel = first.relative_to(ctx.src).as_posix()
-        ctx.entries.append(Entry(first, rel, field_header(spec), channel_files=spec.channel_files,
+        ctx.entries.append(Entry(first, rel, header, channel_files=spec.channel_files,
                                  metadata=spec.metadata))  # fmt: skip
     if not ctx.entries:
         example = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
@@ -272,12 +272,18 @@ def resolve_scale(ctx: Context) -> IngestConfig:
 
 def read_entry(entry: Entry) -> npt.NDArray:
     """(n, C, H, W) pixels of an entry in the source dtype: one file, or one file per channel."""
-    if not entry.channel_files:
-        return read_image_file(entry.path)[0]
+    return read_source(entry.path, entry.rel, entry.channel_files)
+
+
+def read_source(path: Path, rel: str, channel_files: tuple[Path, ...] = ()) -> npt.NDArray:
+    """(n, C, H, W) pixels of one file, or (1, C, H, W) of one file per channel (read as a
+    field so held is, :func:`datasets.fields.files.read_field`)."""
+    if not channel_files:
+        return read_image_file(path)[0]
     from datasets.fields.files import read_field
     from datasets.fields.spec import FieldSpec
 
-    return read_field(FieldSpec(entry.rel, entry.channel_files))[None]
+    return read_field(FieldSpec(rel, channel_files))[None]
 
 
 def _object_sides(entries: list[Entry]) -> npt.NDArray[np.float64]:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from datasets.crops.readers import read_image_file, replace_non_finite
+from datasets.crops.plan import read_source
+from datasets.crops.readers import replace_non_finite
 from datasets.crops.resize import fit_crops, rescale_images
 from datasets.errors import DataError
 
@@ -77,13 +78,7 @@ def chunk_files(jobs: list[FileJob], cells: int = CHUNK_CELLS) -> list[list[File
 
 def _read(job: FileJob, dtype: np.dtype, result: PixelResult) -> npt.NDArray:
     path = Path(job.path)
-    if job.channel_files:
-        from datasets.fields.files import read_field
-        from datasets.fields.spec import FieldSpec
-
-        pixels = read_field(FieldSpec(job.rel, tuple(Path(f) for f in job.channel_files)))[None]
-    else:
-        pixels, _ = read_image_file(path)
+    pixels = read_source(path, job.rel, tuple(Path(f) for f in job.channel_files))
     if pixels.shape != job.shape:
         raise DataError(f"{path}: pixels have shape {pixels.shape}, header said {job.shape}")
     pixels, n_bad = replace_non_finite(pixels.astype(dtype, copy=False), path)

@@ -281,13 +281,13 @@ def _group(
 
 def group_by_pattern(
     files: list[Path], root: Path, pattern: str
-) -> tuple[list[FieldSpec], Skipped]:
+) -> tuple[list[tuple[FieldSpec, ImageHeader]], Skipped]:
     """Group one file per channel by ``pattern`` (module docstring): one spec per key, its
     channel files in channel order, each checked for one channel of one size. Crops held in one
     file per channel are grouped by this too.
 
     Returns:
-        ``(groups, skipped)``: groups sorted by key; skipped ``(file or key, reason)``.
+        ``(groups, skipped)``: ``(spec, header)`` sorted by key; skipped ``(file or key, reason)``.
 
     Raises:
         DataError: the pattern is invalid.
@@ -296,12 +296,10 @@ def group_by_pattern(
     checked = []
     for spec in _group(files, root, parse_pattern(pattern), skipped):
         try:
-            field_header(spec)
+            checked.append((spec, field_header(spec)))
         except DataError as err:
             skipped.append((spec.key, str(err)))
-            continue
-        checked.append(spec)
-    return sorted(checked, key=lambda s: s.key), skipped
+    return sorted(checked, key=lambda g: g[0].key), skipped
 
 
 def _common_channels(channels: dict[str, dict[str, Path]]) -> set[str]:
