@@ -46,7 +46,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     project = open_project(Path(args.project))
     with Runner(ParallelConfig.from_env(args.workers, args.scheduler)) as runner:
         table = predict_screen(
-            project, Path(args.crops), metadata_csv=args.metadata_csv, runner=runner
+            project, Path(args.crops), args.metadata_csv, runner, pattern=args.pattern
         )
     write_table(table, Path(args.out))
     print(f"wrote {len(table)} predictions to {args.out}")
@@ -137,6 +137,11 @@ def _add_predict(sub: Sub, parents: Parents) -> None:
     )
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster")
     p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
+    p.add_argument(
+        "--pattern",
+        help="crops saved one file per channel: how a file name splits into cell and channel, "
+        "as for init, e.g. '{cell}_w{channel}.tif'",
+    )
     p.set_defaults(func=_cmd_predict)
 
 

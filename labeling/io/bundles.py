@@ -167,7 +167,11 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
 
 
 def predict_screen(
-    project: Project, crops: Path, metadata_csv: Path | None = None, runner: Runner | None = None
+    project: Project,
+    crops: Path,
+    metadata_csv: Path | None = None,
+    runner: Runner | None = None,
+    pattern: str | None = None,
 ) -> pd.DataFrame:
     """The current head (fit on ``project``'s labels) applied to a new folder of crops.
 
@@ -182,6 +186,8 @@ def predict_screen(
         runner: where reading and features run (:mod:`datasets.parallel`); this process when
             None. On an existing cluster the temporary project lies in ``PROJECT/cache/``,
             which its workers see.
+        pattern: crops saved one file per channel, grouped as ``init --crops --pattern``
+            groups them (e.g. ``'{cell}_w{channel}.tif'``); one file per cell when None.
 
     Returns:
         One row per new cell: ``cell_id, path``, metadata, ``predicted``, ``confidence``,
@@ -206,7 +212,7 @@ def predict_screen(
         shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="phenoscout-predict-", dir=shared) as tmp:
         tmp_project = Path(tmp)
-        source = CropSource(Path(crops), metadata_csv=metadata_csv)
+        source = CropSource(Path(crops), metadata_csv=metadata_csv, pattern=pattern)
         ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner)
         ids, feats, _ = read_features(tmp_project)

@@ -344,6 +344,39 @@ def test_predict_scores_a_new_screen_with_the_project_head(labeled_copy, tmp_pat
     assert (pred["predicted"] == common).mean() > 0.4  # far above chance over >= 3 classes
 
 
+def test_predict_groups_a_screen_saved_one_file_per_channel(labeled_copy, tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    from datasets.crops.demo import generate_demo
+
+    screen, split, whole = tmp_path / "screen2", tmp_path / "per_channel", tmp_path / "whole"
+    generate_demo(screen, n_cells=100, seed=9)
+    split.mkdir()
+    whole.mkdir()
+    names = []
+    for npz in sorted(screen.rglob("*.npz")):
+        for i, crop in enumerate(np.load(npz)["images"]):
+            name = f"{npz.parent.name}-{npz.stem}-{i}"
+            for c, plane in enumerate(crop, start=1):
+                tifffile.imwrite(split / f"{name}_w{c}.tif", plane)
+            tifffile.imwrite(whole / f"{name}.tif", crop)
+            names.append(name)
+    outs = {}
+    for key, args in {
+        "split": ["--crops", split, "--pattern", "{cell}_w{channel}.tif"],
+        "whole": ["--crops", whole],
+    }.items():
+        out = tmp_path / f"{key}.csv"
+        code, stdout, err = run(capsys, "predict", labeled_copy, *args, "--out", out)
+        assert code == 0, err
+        outs[key] = pd.read_csv(out)
+    assert len(outs["split"]) == len(names) == 100
+    by_cell = outs["split"].set_index("cell")["predicted"]
+    by_path = outs["whole"].assign(cell=outs["whole"]["path"].str.removesuffix(".tif"))
+    assert by_path.set_index("cell")["predicted"].reindex(by_cell.index).equals(by_cell)
+
+
 def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
     path = shutil.copytree(small_project, tmp_path / "proj")
     code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")
