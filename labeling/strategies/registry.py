@@ -39,7 +39,7 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {
     "discover": Strategy(
-        "default: finds new classes, then hands over to entropy; 20%+ random", None
+        "default: finds new classes, then hands over to entropy; a random slice", None
     ),
     "random": Strategy("uniformly random unlabeled cells", rank_random),
     "least_confidence": Strategy(

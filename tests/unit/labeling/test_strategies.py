@@ -275,7 +275,7 @@ def test_build_index_orders_members_by_cluster_then_distance_to_centre():
 # ---------------------------------------------------------------- discover
 
 
-@pytest.mark.parametrize(("n", "n_random"), [(20, 4), (10, 2), (2, 1)])
+@pytest.mark.parametrize(("n", "n_random"), [(80, 4), (24, 1), (10, 1), (2, 1)])
 def test_discover_keeps_a_random_slice(n, n_random):
     sel, _ = select("discover", blob_pool(True), n, np.random.default_rng(0), {})
     assert sel.strategies.count("random") == n_random
