@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from datasets.cells import read_cells
-from datasets.errors import ProjectDamagedError
+from datasets.errors import DataError, ProjectDamagedError
 from datasets.morphology import (
     FEATURES_VERSION,
     MASK_QUALITY_MIN,
@@ -169,6 +169,7 @@ def compute_morphology(
     batch_size: int = 512,
     runner: Runner | None = None,
     modality: str = "auto",
+    like: Path | None = None,
 ) -> int:
     """Compute morphology features for every part that has none yet.
 
@@ -183,13 +184,23 @@ def compute_morphology(
         batch_size: cells measured at a time inside a task.
         runner: where the chunks run; in this process when None.
         modality: "auto" (detected, or as saved) or the one project.toml names.
+        like: measure with this project's channel profile (polarity, which channels are
+            segmented, modality) rather than one detected on ``project_dir``'s own crops, so
+            that the features are the same columns on the same scale (``predict`` on a new
+            screen: a screen of mostly one phenotype, or of dim cells, would otherwise choose
+            other channels to segment and give other columns).
 
     Returns:
         The number of cells whose features were computed.
+
+    Raises:
+        DataError: ``like`` has no channel profile, or one for another number of channels.
     """
     from datasets.parallel import Runner
 
     project_dir = Path(project_dir)
+    if like is not None:
+        _copy_profile(Path(like), project_dir)
     store = PixelStore(project_dir)
     profile = project_channels(project_dir, store, modality=modality)
     del store
@@ -222,6 +233,24 @@ def compute_morphology(
     for part, _ in todo:
         _join_chunks(project_dir, part)
     return total
+
+
+def _copy_profile(source: Path, project_dir: Path) -> None:
+    """Give ``project_dir`` the channel profile ``source`` measured its features with."""
+    path = _feature_dir(source) / _CHANNELS_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: no channel profile to measure with ({err})") from err
+    n_channels = PixelStore(project_dir).n_channels
+    if len(saved.get("polarities", ())) != n_channels:
+        raise DataError(
+            f"{project_dir}: {n_channels} channel(s) but {source} was measured on "
+            f"{len(saved.get('polarities', ()))}; give crops with the project's channels"
+        )
+    target = _feature_dir(project_dir) / _CHANNELS_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(saved))
 
 
 #: Cells per feature task: a few seconds of work, small enough that a lost worker costs little.

@@ -334,7 +334,10 @@ def _fill_report(
     layouts = Counter(e.header.layout for e in ctx.entries)
     report.part, report.n_files, report.n_cells = part, len(ctx.entries), len(table)
     report.n_channels, report.dtype = len(keep), str(dtype)
-    report.channel_names = channel_names(ctx.cfg, n_source, keep)
+    try:
+        report.channel_names = channel_names(ctx.cfg, n_source, keep)
+    except DataError as err:  # name the folder and a file, not only the count
+        raise DataError(f"{ctx.src} (e.g. {ctx.entries[0].rel}): {err}") from err
     report.layout = (
         next(iter(layouts))
         if len(layouts) == 1

@@ -48,6 +48,8 @@ from datasets.errors import DataError
 from datasets.fields.spec import FieldSpec
 
 logger = logging.getLogger(__name__)
+#: Skipped files warned about one by one; the ingest report lists them all.
+MAX_SKIP_WARNINGS = 10
 
 #: Files that can hold a field (or a mask).
 FIELD_SUFFIXES = (".tif", ".tiff", ".png")
@@ -192,8 +194,13 @@ def find_fields(
             f"fields are {', '.join(FIELD_SUFFIXES)} files"
             + ("" if parsed else "; pass a pattern to group one file per channel")
         )
-    for name, reason in skipped:
+    for name, reason in skipped[:MAX_SKIP_WARNINGS]:
         logger.warning("skipped %s: %s", name, reason)
+    if len(skipped) > MAX_SKIP_WARNINGS:
+        logger.warning(
+            "skipped %d more files; the ingest report lists every one with its cause",
+            len(skipped) - MAX_SKIP_WARNINGS,
+        )
     return sorted(checked, key=lambda s: s.key), skipped
 
 

@@ -214,7 +214,7 @@ def predict_screen(
         tmp_project = Path(tmp)
         source = CropSource(Path(crops), metadata_csv=metadata_csv, pattern=pattern)
         ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
-        compute_morphology(tmp_project, modality=ingest.modality, runner=runner)
+        compute_morphology(tmp_project, modality=ingest.modality, runner=runner, like=project.path)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)
     if feats.shape[1] != len(mean):

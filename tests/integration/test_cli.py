@@ -377,6 +377,28 @@ def test_predict_groups_a_screen_saved_one_file_per_channel(labeled_copy, tmp_pa
     assert by_path.set_index("cell")["predicted"].reindex(by_cell.index).equals(by_cell)
 
 
+def test_predict_measures_a_new_screen_as_the_project_was_measured(labeled_copy, tmp_path, capsys):
+    """Flat crops would choose other channels to segment (other feature columns) if their own
+    channel profile were detected; predict measures them with the project's."""
+    import numpy as np
+    import tifffile
+
+    for name, n_channels in (("flat", 2), ("three", 3)):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            plane = np.full((n_channels, 40, 40), 100 + 10 * i, np.uint16)
+            tifffile.imwrite(tmp_path / name / f"c{i}.tif", plane, photometric="minisblack")
+    out = tmp_path / "flat.csv"
+    code, _, err = run(capsys, "predict", labeled_copy, "--crops", tmp_path / "flat", "--out", out)
+    assert code == 0, err
+    assert len(pd.read_csv(out)) == 4
+    out = tmp_path / "three.csv"
+    code, _, err = run(capsys, "predict", labeled_copy, "--crops", tmp_path / "three", "--out", out)
+    assert code == 2 and "3 channel(s)" in err and "need its channels" in err
+    assert f"{tmp_path / 'three'} (e.g. c0.tif)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
     path = shutil.copytree(small_project, tmp_path / "proj")
     code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")
