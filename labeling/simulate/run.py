@@ -147,6 +147,11 @@ def run_one(
         balanced_accuracy=balanced_accuracy(list(y_test), list(pred)) if has_test else float("nan"),
         mean_round_seconds=float(np.mean(round_s)),
     )
+    if "slice" in state:  # discover: what its unseen-class estimate rests on at the end
+        from labeling.strategies.discover import unseen_chance
+
+        unseen = unseen_chance(state)
+        summary.update(random_slice=unseen.n, unseen_high=unseen.high)
     if tracker is not None:
         summary.update(tracker.summary())
     return curves, summary, found

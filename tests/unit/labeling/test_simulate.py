@@ -95,6 +95,9 @@ def test_a_run_records_what_found_each_class_and_when():
     arms = {"random", "cluster_coverage", "typical", "diversity", "novelty", "margin", "entropy",
             "predicted_rare", "more_like_this"}  # fmt: skip
     assert {f["found_by"] for f in found} <= arms
+    # the unseen-class estimate rests on at least one random cell per batch (5 batches of 8)
+    assert 5 <= summary["random_slice"] < 40 and 0 < summary["unseen_high"] <= 1
+    assert "random_slice" not in run_one(data, "margin", 0, cfg, split)[1]
 
 
 def _summary(need, f1):
