@@ -332,7 +332,8 @@ def _fill_report(
 ) -> None:
     report, n_source = ctx.report, ctx.entries[0].header.channels
     layouts = Counter(e.header.layout for e in ctx.entries)
-    report.part, report.n_files, report.n_cells = part, len(ctx.entries), len(table)
+    n_files = sum(len(e.channel_files) or 1 for e in ctx.entries)  # one per channel, grouped
+    report.part, report.n_files, report.n_cells = part, n_files, len(table)
     report.n_channels, report.dtype = len(keep), str(dtype)
     try:
         report.channel_names = channel_names(ctx.cfg, n_source, keep)

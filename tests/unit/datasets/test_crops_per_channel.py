@@ -32,7 +32,7 @@ def test_pattern_groups_channel_files_into_one_crop_with_metadata(tmp_path: Path
     _write(tmp_path / "crops", 4, 3)
     source = CropSource(tmp_path / "crops", pattern="{plate}_{cell}_w{channel}.tif")
     report = ingest_crops(source, project, SMALL)
-    assert (report.n_cells, report.n_channels) == (4, 3)
+    assert (report.n_cells, report.n_channels, report.n_files) == (4, 3, 12)
     table = read_cells(project).sort_values("cell")
     assert table["source"].iloc[0] == "plate0_cell0_w1.tif" and table["cell"].iloc[1] == "cell1"
     assert table["plate"].tolist() == ["plate0", "plate1", "plate0", "plate1"]
