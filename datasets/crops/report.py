@@ -54,7 +54,8 @@ class IngestReport:
             n_more = len(self.skipped) - _N_SHOWN
             shown = "; ".join(f"{f} ({r})" for f, r in self.skipped[:_N_SHOWN])
             more = f" and {n_more} more" if n_more > 0 else ""
-            lines.append(f"Skipped {len(self.skipped)} files: {shown}{more}")
+            noun = "file" if len(self.skipped) == 1 else "files"
+            lines.append(f"Skipped {len(self.skipped)} {noun}: {shown}{more}")
         if self.non_finite:
             n_more = len(self.non_finite) - _N_SHOWN
             shown = "; ".join(f"{f} ({n})" for f, n in self.non_finite[:_N_SHOWN])
