@@ -242,7 +242,7 @@ def create_project_from_fields(
     _check_new(path)
     ingest = ingest or IngestConfig()
     run = run or IngestRun()
-    ingest_part = _field_ingest(source, ingest, seed, run)
+    ingest_part = field_ingest(source, ingest, seed, run)
 
     def ingest_into(folder: Path) -> IngestReport:
         report = ingest_part(folder)
@@ -257,7 +257,7 @@ def _check_segment(segment: str) -> None:
         raise ConfigError(f"segment {segment!r}: allowed {SEGMENT_METHODS}")
 
 
-def _field_ingest(
+def field_ingest(
     source: FieldSource, ingest: IngestConfig, seed: int, run: IngestRun
 ) -> Callable[[Path], IngestReport]:
     """``folder -> report``: ingest ``source`` into a project folder (the truth CSV is read and
@@ -425,7 +425,7 @@ def add_fields(
     _check_segment(source.segment)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
     run = run or IngestRun()
-    ingest_into = _field_ingest(source, ingest, project.config.seed, run)
+    ingest_into = field_ingest(source, ingest, project.config.seed, run)
     report = ingest_into(project.path)
     _register_new_cells(project, run)
     return report

@@ -103,6 +103,16 @@ def check_add_options(args: argparse.Namespace) -> None:
         raise PhenoScoutError(f"{', '.join(wrong)} cannot be used with {source}")
 
 
+def check_predict_options(args: argparse.Namespace) -> None:
+    """``predict``: options of the other source (crops or fields) are an error, not ignored."""
+    wrong = [flag for name, flag in FIELDS_ONLY if given(args, name) and not args.fields]
+    wrong += ["--segment"] if args.segment and not args.fields else []
+    wrong += ["--metadata-csv"] if args.metadata_csv and not args.crops else []
+    if wrong:
+        source = "--crops" if args.crops else "--fields"
+        raise PhenoScoutError(f"{', '.join(wrong)} cannot be used with {source}")
+
+
 def add_auto_choice(p: argparse.ArgumentParser, flag: str, choices: list[str], help: str) -> None:  # noqa: A002
     """An option whose choices are ``auto`` (the default) and ``choices``."""
     p.add_argument(flag, choices=["auto", *choices], default="auto", help=help)
@@ -134,7 +144,9 @@ def add_ingest_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_field_args(p: argparse.ArgumentParser) -> None:
+def add_field_args(p: argparse.ArgumentParser, truth: bool = True) -> None:
+    """--pattern (fields or crops), the masks and segmentation of fields, and (``truth``)
+    --truth."""
     p.add_argument(
         "--pattern",
         help=f"group one file per channel into fields, e.g. '{FIELD_HINT}', or into crops, "
@@ -164,4 +176,7 @@ def add_field_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="classical only: grow nuclei into this channel's foreground to segment whole cells",
     )
-    p.add_argument("--truth", type=Path, help="ground truth field,object,label of fields' objects")
+    if truth:
+        p.add_argument(
+            "--truth", type=Path, help="ground truth field,object,label of fields' objects"
+        )

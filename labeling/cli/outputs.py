@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from labeling.cli.ingest_options import add_field_args
 from labeling.cli.parsing import Parents, Sub, add_parser
 
 
@@ -39,15 +40,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from datasets.parallel import ParallelConfig, Runner
+    from labeling.cli.ingest_options import check_predict_options
+    from labeling.cli.sources import field_source
     from labeling.io.bundles import predict_screen
     from labeling.io.export import write_table
     from labeling.project import open_project
 
+    check_predict_options(args)
     project = open_project(Path(args.project))
+    source = field_source(args)[0] if args.fields else Path(args.crops)
     with Runner(ParallelConfig.from_env(args.workers, args.scheduler)) as runner:
-        table = predict_screen(
-            project, Path(args.crops), args.metadata_csv, runner, pattern=args.pattern
-        )
+        table = predict_screen(project, source, args.metadata_csv, runner, pattern=args.pattern)
     write_table(table, Path(args.out))
     print(f"wrote {len(table)} predictions to {args.out}")
     return 0
@@ -125,23 +128,21 @@ def _add_predict(sub: Sub, parents: Parents) -> None:
         sub,
         "predict",
         parents=[parents["out_file"]],
-        help="apply the current model to a new folder of crops",
-        description="Ingest a new screen with the project's settings, score it with the head "
-        "fit on the project's labels, write cell_id, path, metadata, predicted, confidence "
-        "and p_<class> (.csv or .parquet).",
+        help="apply the current model to a new screen (crops or whole fields)",
+        description="Ingest a new screen with the project's settings, measure it as the "
+        "project was measured, score it with the head fit on the project's labels, write "
+        "cell_id, path, metadata, predicted, confidence and p_<class> (.csv or .parquet).",
     )
     p.add_argument("project", help="project folder (with labels of at least 2 classes)")
-    p.add_argument("--crops", required=True, help="folder of the new screen's crops")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--crops", help="folder of the new screen's crops")
+    source.add_argument("--fields", help="folder of the new screen's whole fields of view")
     p.add_argument(
         "--workers", type=int, help="Dask worker processes (default: one per core, 20,000+ cells)"
     )
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster")
     p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
-    p.add_argument(
-        "--pattern",
-        help="crops saved one file per channel: how a file name splits into cell and channel, "
-        "as for init, e.g. '{cell}_w{channel}.tif'",
-    )
+    add_field_args(p, truth=False)
     p.set_defaults(func=_cmd_predict)
 
 

@@ -12,7 +12,14 @@ from pathlib import Path
 from labeling.cli.ingest_options import ingest_config, segment_config
 from labeling.cli.progress import ingest_runner, tqdm_progress
 
-__all__ = ["add_crops_to", "add_fields_to", "crop_source", "init_crops", "init_fields"]
+__all__ = [
+    "add_crops_to",
+    "add_fields_to",
+    "crop_source",
+    "field_source",
+    "init_crops",
+    "init_fields",
+]
 
 
 def crop_source(args: argparse.Namespace):  # -> CropSource
@@ -86,20 +93,29 @@ def add_crops_to(args: argparse.Namespace, project):  # -> IngestReport
         return add_crops(project, crop_source(args), run=run)
 
 
-def add_fields_to(args: argparse.Namespace, project):  # -> IngestReport
+def field_source(args: argparse.Namespace):  # -> (FieldSource, skipped files)
+    """The fields of ``--fields`` (grouped by ``--pattern``, with ``--masks``), how their objects
+    are found (``--segment``, default classical), and the files left out with their reasons."""
     from datasets.fields.files import find_fields
-    from labeling.project import FieldSource, IngestRun, add_fields
+    from labeling.project import FieldSource
 
     masks = Path(args.masks) if args.masks else None
     fields, skipped = find_fields(Path(args.fields), args.pattern, masks)
+    segment = args.segment or "classical"
+    truth = getattr(args, "truth", None)
+    return FieldSource(fields, segment, segment_config(args), args.keep_border, truth), skipped
+
+
+def add_fields_to(args: argparse.Namespace, project):  # -> IngestReport
+    from labeling.project import IngestRun, add_fields
+
+    source, skipped = field_source(args)
     with (
         ingest_runner(args) as runner,
         tqdm_progress("train segmenter", unit="step") as train,
         tqdm_progress("fields", unit="field") as progress,
         tqdm_progress("features") as fp,
     ):
-        segment = args.segment or "classical"
-        source = FieldSource(fields, segment, segment_config(args), args.keep_border, args.truth)
         report = add_fields(project, source, run=IngestRun(progress, fp, train, runner))
     report.skipped[:0] = skipped
     return report

@@ -3,7 +3,7 @@
 - :func:`crops_zip`: a ZIP of the labeled crops as stored (source bit depth), one folder per
   class, a TIFF per cell with its channel names, and an index.csv.
 - :func:`model_checkpoint`: the newest published model version's ``checkpoint.pt``.
-- :func:`predict_screen`: the current head applied to a new folder of crops.
+- :func:`predict_screen`: the current head applied to a new screen (crops or whole fields).
 
 ``phenoscout export --what crops|model`` and ``phenoscout predict`` call these, and the Export
 page offers the first two as downloads. No torch here: the checkpoint is copied as bytes.
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from datasets.parallel import Runner
-    from labeling.project import Project
+    from labeling.project import FieldSource, Project
 
 logger = logging.getLogger(__name__)
 
@@ -168,20 +168,22 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
 
 def predict_screen(
     project: Project,
-    crops: Path,
+    crops: Path | FieldSource,
     metadata_csv: Path | None = None,
     runner: Runner | None = None,
     pattern: str | None = None,
 ) -> pd.DataFrame:
-    """The current head (fit on ``project``'s labels) applied to a new folder of crops.
+    """The current head (fit on ``project``'s labels) applied to a new screen.
 
-    The crops are ingested into a temporary project with ``project``'s ingest config, their
-    morphology features standardised with ``project``'s feature mean and sd (not their own, so
-    a screen of mostly one phenotype is scored on the same scale), then scored.
+    The crops (or the objects of the fields) are ingested into a temporary project with
+    ``project``'s ingest config, their morphology features measured with ``project``'s channel
+    profile and standardised with its feature mean and sd (not their own, so a screen of mostly
+    one phenotype is scored on the same scale), then scored.
 
     Args:
         project: the labeled project.
-        crops: folder of crops of the new screen (same channels).
+        crops: folder of crops of the new screen (same channels), or its whole fields
+            (segmented, or with masks, as :func:`labeling.project.add_fields` takes them).
         metadata_csv: ``path`` + metadata; ``crops/metadata.csv`` when present and None.
         runner: where reading and features run (:mod:`datasets.parallel`); this process when
             None. On an existing cluster the temporary project lies in ``PROJECT/cache/``,
@@ -203,6 +205,7 @@ def predict_screen(
     from datasets.config import CropSource
     from datasets.crops.ingest import ingest_crops
     from datasets.features import compute_morphology, read_features
+    from labeling.project import FieldSource, IngestRun, field_ingest
 
     head, mean, sd = _fit_head(project)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
@@ -212,14 +215,19 @@ def predict_screen(
         shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="phenoscout-predict-", dir=shared) as tmp:
         tmp_project = Path(tmp)
-        source = CropSource(Path(crops), metadata_csv=metadata_csv, pattern=pattern)
-        ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
+        if isinstance(crops, FieldSource):
+            run = IngestRun(runner=runner)
+            field_ingest(crops, ingest, project.config.seed, run)(tmp_project)
+        else:
+            source = CropSource(Path(crops), metadata_csv=metadata_csv, pattern=pattern)
+            ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner, like=project.path)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)
+    where = "the fields" if isinstance(crops, FieldSource) else crops
     if feats.shape[1] != len(mean):
         raise DataError(
-            f"{crops}: {feats.shape[1]} features per cell but the project has {len(mean)}; "
+            f"{where}: {feats.shape[1]} features per cell but the project has {len(mean)}; "
             "give crops with the project's channels"
         )
     proba = head.predict_proba(((feats - mean) / sd).astype(np.float32))

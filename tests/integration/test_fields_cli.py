@@ -206,6 +206,41 @@ def test_add_fields_to_a_project_keeps_labels_and_adds_cells(tmp_path, capsys, d
     assert code == 2 and "has no {channel}" in err  # crops take a pattern too: it is checked
 
 
+def test_predict_scores_a_new_plate_of_fields(tmp_path, capsys, demo_fields):
+    project = tmp_path / "p"
+    code, _, err = run(capsys, "init", project, "--fields", demo_fields, "--pattern",
+                       FILENAME_PATTERN, "--masks", demo_fields / "masks", "--truth",
+                       demo_fields / "objects.csv", "--crop-size", 32)  # fmt: skip
+    assert code == 0, err
+    opened = open_project(project)
+    cells = opened.cells(columns=["cell_id", "truth"])
+    submit_labels(opened, list(zip(cells["cell_id"], cells["truth"], strict=True)), "ann")
+    opened.close()
+    more = tmp_path / "plate_b"
+    generate_demo_fields(more, n_fields=6, size=256, seed=7)
+    out = tmp_path / "pred.csv"
+    code, stdout, err = run(capsys, "predict", project, "--fields", more, "--pattern",
+                            FILENAME_PATTERN, "--masks", more / "masks", "--out", out)  # fmt: skip
+    assert code == 0, err
+    pred = pd.read_csv(out)
+    truth = pd.read_csv(more / "objects.csv")
+    assert len(pred) >= 10 and f"wrote {len(pred)} predictions" in stdout
+    assert {"field", "object", "centroid_x", "predicted", "confidence"} <= set(pred.columns)
+    scored = pred.merge(truth, on=["field", "object"])  # border objects are left out, as by add
+    assert len(scored) == len(pred) and pred["field"].nunique() == 6
+    # the project's own fields, predicted as a new screen: the project's own predictions
+    code, _, err = run(capsys, "predict", project, "--fields", demo_fields, "--pattern",
+                       FILENAME_PATTERN, "--masks", demo_fields / "masks", "--out", out)  # fmt: skip
+    assert code == 0, err
+    again = pd.read_csv(out).set_index(["field", "object"])["predicted"].sort_index()
+    run(capsys, "export", project, "--what", "predictions", "--out", tmp_path / "own.csv")
+    own = pd.read_csv(tmp_path / "own.csv").set_index(["field", "object"])["predicted"]
+    assert len(again) == len(own) and again.equals(own.sort_index())
+    code, _, err = run(capsys, "predict", project, "--crops", more, "--masks", more / "masks",
+                       "--out", out)  # fmt: skip
+    assert code == 2 and "--masks cannot be used with --crops" in err
+
+
 def test_fields_live_in_the_project_as_ome_zarr_plates(tmp_path, capsys, demo_fields):
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Plate, Reader
