@@ -11,12 +11,14 @@ white (a bright phenotype erased).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from datasets.errors import DataError
 from datasets.normalise import compute_ranges
 
 #: Key of the single range set of a part normalised over the whole dataset.
@@ -109,3 +111,40 @@ def part_ranges(
         ranges[name] = group_ranges.tolist()
         flat[name] = _flat_channels(sample, group_ranges, percentiles)
     return ranges, flat
+
+
+def dataset_ranges(project_dir: Path) -> list[list[float]] | None:
+    """The whole-dataset ranges a project's first part was normalised with, or None when the
+    project normalises per plate (a new plate then gets ranges of its own, as ``add`` does)."""
+    from datasets.cells import read_parts
+
+    parts = read_parts(project_dir)
+    if not parts or any(p.get("normalise_by") != "dataset" for p in parts):
+        return None
+    return parts[0]["ranges"][DATASET_GROUP]
+
+
+def adopt_ranges(project_dir: Path, ranges: list[list[float]]) -> None:
+    """Normalise every part of ``project_dir`` (ingested over the whole dataset) with
+    ``ranges``, another project's (:func:`dataset_ranges`), so that its crops are scaled on that
+    project's intensity scale rather than their own: a new screen of mostly one phenotype (a
+    folder of G2 cells) keeps its intensity level instead of being stretched to its own range.
+
+    Raises:
+        DataError: a part normalised per plate, or ranges of another channel count.
+    """
+    from datasets.cells import read_manifest, write_manifest
+
+    manifest = read_manifest(project_dir)
+    if manifest is None:
+        raise DataError(f"{project_dir}: nothing ingested to normalise")
+    for part in manifest["parts"]:
+        if part.get("normalise_by") != "dataset":
+            raise DataError(f"{project_dir}: part {part['part']} is normalised per plate")
+        if len(ranges) != len(part["ranges"][DATASET_GROUP]):
+            raise DataError(
+                f"{project_dir}: {len(part['ranges'][DATASET_GROUP])} channel(s) but the ranges "
+                f"are for {len(ranges)}"
+            )
+        part["ranges"] = {DATASET_GROUP: ranges}
+    write_manifest(project_dir, manifest)

@@ -176,9 +176,12 @@ def predict_screen(
     """The current head (fit on ``project``'s labels) applied to a new screen.
 
     The crops (or the objects of the fields) are ingested into a temporary project with
-    ``project``'s ingest config, their morphology features measured with ``project``'s channel
-    profile and standardised with its feature mean and sd (not their own, so a screen of mostly
-    one phenotype is scored on the same scale), then scored.
+    ``project``'s ingest config, their pixels scaled with ``project``'s normalisation ranges
+    when it normalises over the whole dataset (when it normalises per plate, each new plate
+    gets its own, as ``add`` gives them), their morphology features measured with its channel
+    profile and standardised with its feature mean and sd (never the new screen's own: a
+    screen of mostly one phenotype, a folder of G2 cells, would be stretched to its own range
+    and lose its intensity level), then scored.
 
     Args:
         project: the labeled project.
@@ -205,10 +208,14 @@ def predict_screen(
     from datasets.config import CropSource
     from datasets.crops.ingest import ingest_crops
     from datasets.features import compute_morphology, read_features
+    from datasets.pixels.ranges import adopt_ranges, dataset_ranges
     from labeling.project import FieldSource, IngestRun, field_ingest
 
     head, mean, sd = _fit_head(project)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
+    ranges = dataset_ranges(project.path)  # None: the project normalises per plate
+    if ranges is not None:
+        ingest = dataclasses.replace(ingest, normalise_by="dataset")
     shared = None
     if runner is not None and runner.config.scheduler:
         shared = project.path / "cache"
@@ -221,6 +228,8 @@ def predict_screen(
         else:
             source = CropSource(Path(crops), metadata_csv=metadata_csv, pattern=pattern)
             ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
+        if ranges is not None:
+            adopt_ranges(tmp_project, ranges)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner, like=project.path)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)

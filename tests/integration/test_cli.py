@@ -399,6 +399,28 @@ def test_predict_measures_a_new_screen_as_the_project_was_measured(labeled_copy,
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(not JURKAT.exists(), reason="shared Jurkat data not present")
+def test_predict_keeps_the_intensity_of_a_screen_of_one_phenotype(tmp_path, capsys):
+    """A folder of G2 cells alone (more DNA than the screen) predicted as a new screen: scaled
+    with the project's ranges, each cell gets the prediction it has inside the project; scaled
+    to its own range, most became Prophase."""
+    project, out = tmp_path / "jurkat", tmp_path / "g2.csv"
+    code, _, err = run(capsys, "init", project, "--crops", JURKAT / "images", "--import-labels",
+                       JURKAT / "labels.csv")  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(
+        capsys, "predict", project, "--crops", JURKAT / "images" / "G2", "--out", out
+    )
+    assert code == 0, err
+    alone = pd.read_csv(out).set_index("path")["predicted"]
+    run(capsys, "export", project, "--what", "predictions", "--out", tmp_path / "own.csv")
+    own = pd.read_csv(tmp_path / "own.csv").set_index("path")["predicted"]
+    inside = own.rename(lambda p: p.removeprefix("G2/")).reindex(alone.index)
+    assert len(alone) == 900 and inside.notna().all()
+    assert (alone == inside).all()
+    assert (alone == "G2").mean() > 0.7
+
+
 def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
     path = shutil.copytree(small_project, tmp_path / "proj")
     code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")
