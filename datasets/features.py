@@ -199,9 +199,9 @@ def compute_morphology(
     from datasets.parallel import Runner
 
     project_dir = Path(project_dir)
-    if like is not None:
-        _copy_profile(Path(like), project_dir)
     store = PixelStore(project_dir)
+    if like is not None:
+        _copy_profile(Path(like), project_dir, store.n_channels)
     profile = project_channels(project_dir, store, modality=modality)
     del store
     cells = read_cells(project_dir, columns=["cell_id", "part"])
@@ -235,14 +235,14 @@ def compute_morphology(
     return total
 
 
-def _copy_profile(source: Path, project_dir: Path) -> None:
-    """Give ``project_dir`` the channel profile ``source`` measured its features with."""
+def _copy_profile(source: Path, project_dir: Path, n_channels: int) -> None:
+    """Give ``project_dir`` (of ``n_channels``) the channel profile ``source`` measured its
+    features with."""
     path = _feature_dir(source) / _CHANNELS_FILE
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: no channel profile to measure with ({err})") from err
-    n_channels = PixelStore(project_dir).n_channels
     if len(saved.get("polarities", ())) != n_channels:
         raise DataError(
             f"{project_dir}: {n_channels} channel(s) but {source} was measured on "

@@ -277,7 +277,7 @@ def read_entry(entry: Entry) -> npt.NDArray:
 
 def read_source(path: Path, rel: str, channel_files: tuple[Path, ...] = ()) -> npt.NDArray:
     """(n, C, H, W) pixels of one file, or (1, C, H, W) of one file per channel (read as a
-    field so held is, :func:`datasets.fields.files.read_field`)."""
+    field held that way is, :func:`datasets.fields.files.read_field`)."""
     if not channel_files:
         return read_image_file(path)[0]
     from datasets.fields.files import read_field

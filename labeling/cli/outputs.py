@@ -39,6 +39,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from datasets.config import CropSource
     from datasets.parallel import ParallelConfig, Runner
     from labeling.cli.ingest_options import check_predict_options
     from labeling.cli.sources import field_source
@@ -48,9 +49,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     check_predict_options(args)
     project = open_project(Path(args.project))
-    source = field_source(args)[0] if args.fields else Path(args.crops)
+    if args.fields:
+        screen = field_source(args)[0]
+    else:
+        screen = CropSource(Path(args.crops), metadata_csv=args.metadata_csv, pattern=args.pattern)
     with Runner(ParallelConfig.from_env(args.workers, args.scheduler)) as runner:
-        table = predict_screen(project, source, args.metadata_csv, runner, pattern=args.pattern)
+        table = predict_screen(project, screen, runner)
     write_table(table, Path(args.out))
     print(f"wrote {len(table)} predictions to {args.out}")
     return 0

@@ -33,6 +33,7 @@ from labeling.io.export import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from datasets.config import CropSource
     from datasets.parallel import Runner
     from labeling.project import FieldSource, Project
 
@@ -167,11 +168,7 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
 
 
 def predict_screen(
-    project: Project,
-    crops: Path | FieldSource,
-    metadata_csv: Path | None = None,
-    runner: Runner | None = None,
-    pattern: str | None = None,
+    project: Project, screen: Path | CropSource | FieldSource, runner: Runner | None = None
 ) -> pd.DataFrame:
     """The current head (fit on ``project``'s labels) applied to a new screen.
 
@@ -185,14 +182,13 @@ def predict_screen(
 
     Args:
         project: the labeled project.
-        crops: folder of crops of the new screen (same channels), or its whole fields
-            (segmented, or with masks, as :func:`labeling.project.add_fields` takes them).
-        metadata_csv: ``path`` + metadata; ``crops/metadata.csv`` when present and None.
+        screen: the new screen (the project's channels): a folder of crops, or a
+            :class:`~datasets.config.CropSource` (its metadata CSV, a pattern grouping one file
+            per channel), or whole fields (segmented, or with masks, as
+            :func:`labeling.project.add_fields` takes them).
         runner: where reading and features run (:mod:`datasets.parallel`); this process when
             None. On an existing cluster the temporary project lies in ``PROJECT/cache/``,
             which its workers see.
-        pattern: crops saved one file per channel, grouped as ``init --crops --pattern``
-            groups them (e.g. ``'{cell}_w{channel}.tif'``); one file per cell when None.
 
     Returns:
         One row per new cell: ``cell_id, path``, metadata, ``predicted``, ``confidence``,
@@ -222,18 +218,18 @@ def predict_screen(
         shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="phenoscout-predict-", dir=shared) as tmp:
         tmp_project = Path(tmp)
-        if isinstance(crops, FieldSource):
+        if isinstance(screen, FieldSource):
             run = IngestRun(runner=runner)
-            field_ingest(crops, ingest, project.config.seed, run)(tmp_project)
+            field_ingest(screen, ingest, project.config.seed, run)(tmp_project)
         else:
-            source = CropSource(Path(crops), metadata_csv=metadata_csv, pattern=pattern)
+            source = CropSource.of(screen)
             ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
         if ranges is not None:
             adopt_ranges(tmp_project, ranges)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner, like=project.path)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)
-    where = "the fields" if isinstance(crops, FieldSource) else crops
+    where = "the fields" if isinstance(screen, FieldSource) else CropSource.of(screen).folder
     if feats.shape[1] != len(mean):
         raise DataError(
             f"{where}: {feats.shape[1]} features per cell but the project has {len(mean)}; "
