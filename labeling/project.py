@@ -399,17 +399,21 @@ def add_crops(
     :func:`create_project`.
 
     The crops must have the project's channel count; they get their own normalisation group
-    when the metadata has a plate column. Labels already given are untouched.
+    when the metadata has a plate column, else the project's intensity scale (see
+    :func:`_keep_scale`). Labels already given are untouched.
     """
     from datasets.crops.ingest import ingest_crops
+    from datasets.pixels.ranges import dataset_ranges
 
     source = CropSource.of(crops)
     run = run or IngestRun()
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
+    ranges = dataset_ranges(project.path)
     report = ingest_crops(
         source, project.path, ingest, progress=run.progress, seed=project.config.seed,
         runner=run.runner,
     )  # fmt: skip
+    _keep_scale(project, report, ranges)
     _register_new_cells(project, run)
     return report
 
@@ -421,14 +425,32 @@ def add_fields(
     :func:`create_project_from_fields`. The fields must have the project's channel count and
     keys not used by the project yet. Labels already given are untouched.
     """
+    from datasets.pixels.ranges import dataset_ranges
+
     source = FieldSource.of(fields)
     _check_segment(source.segment)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
     run = run or IngestRun()
     ingest_into = field_ingest(source, ingest, project.config.seed, run)
+    ranges = dataset_ranges(project.path)
     report = ingest_into(project.path)
+    _keep_scale(project, report, ranges)
     _register_new_cells(project, run)
     return report
+
+
+def _keep_scale(project: Project, report: IngestReport, ranges: list[list[float]] | None) -> None:
+    """A new part normalised over the dataset takes the project's ranges (``ranges``, from
+    :func:`datasets.pixels.ranges.dataset_ranges` before the ingest; None when the project
+    normalises per plate), so its cells are scaled as the project's are: scaled to its own
+    range, a folder of one phenotype (G2 cells, twice the DNA) was stretched to look like the
+    screen. A part with a plate column (normalised per plate) keeps ranges of its own."""
+    from datasets.pixels.ranges import adopt_ranges
+
+    if ranges is None or report.normalise_by != "dataset":
+        return
+    adopt_ranges(project.path, ranges, part=report.part)
+    report.ranges_from = 0
 
 
 def _register_new_cells(project: Project, run: IngestRun) -> None:

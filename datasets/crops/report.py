@@ -22,6 +22,7 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     class_counts: dict[str, int] = field(default_factory=dict)  # ground-truth label counts
     normalise_by: str = "dataset"  # "dataset" or "plate", as resolved
+    ranges_from: int | None = None  # the part whose ranges this part took (``add``), or None
     labels_csv: str | None = None
     metadata_csv: str | None = None
     part: int = 0  # which part of the project this ingest wrote
@@ -31,6 +32,16 @@ class IngestReport:
     #: (file, count) of files whose NaN / infinite pixels were replaced by the crop's median
     non_finite: list[tuple[str, int]] = field(default_factory=list)
 
+    def _normalised(self) -> str:
+        if self.normalise_by == "plate":
+            return "Normalised per channel over each plate"
+        if self.ranges_from is not None:
+            return (
+                "Normalised per channel on the project's scale (the ranges of part "
+                f"{self.ranges_from}), so intensities compare with the cells already there"
+            )
+        return "Normalised per channel over the whole dataset"
+
     def summary(self) -> str:
         """A few human-readable lines describing the ingest."""
         names = ", ".join(self.channel_names)
@@ -38,8 +49,7 @@ class IngestReport:
             f"Ingested {self.n_cells} cells from {self.n_files} files (part {self.part})",
             f"Channels: {self.n_channels} ({names}), {self.dtype}, layout {self.layout}, "
             f"crops {self.crop_size}x{self.crop_size}",
-            "Normalised per channel over "
-            + ("each plate" if self.normalise_by == "plate" else "the whole dataset"),
+            self._normalised(),
         ]
         if self.dropped_channels:
             lines.append(f"Dropped all-zero source channels: {self.dropped_channels}")

@@ -124,11 +124,12 @@ def dataset_ranges(project_dir: Path) -> list[list[float]] | None:
     return parts[0]["ranges"][DATASET_GROUP]
 
 
-def adopt_ranges(project_dir: Path, ranges: list[list[float]]) -> None:
-    """Normalise every part of ``project_dir`` (ingested over the whole dataset) with
-    ``ranges``, another project's (:func:`dataset_ranges`), so that its crops are scaled on that
-    project's intensity scale rather than their own: a new screen of mostly one phenotype (a
-    folder of G2 cells) keeps its intensity level instead of being stretched to its own range.
+def adopt_ranges(project_dir: Path, ranges: list[list[float]], part: int | None = None) -> None:
+    """Normalise every part of ``project_dir`` (ingested over the whole dataset), or only part
+    number ``part``, with ``ranges``, a project's (:func:`dataset_ranges`), so that its crops are
+    scaled on that project's intensity scale rather than their own: a new screen or a new part of
+    mostly one phenotype (a folder of G2 cells) keeps its intensity level instead of being
+    stretched to its own range.
 
     Raises:
         DataError: a part normalised per plate, or ranges of another channel count.
@@ -138,13 +139,13 @@ def adopt_ranges(project_dir: Path, ranges: list[list[float]]) -> None:
     manifest = read_manifest(project_dir)
     if manifest is None:
         raise DataError(f"{project_dir}: nothing ingested to normalise")
-    for part in manifest["parts"]:
-        if part.get("normalise_by") != "dataset":
-            raise DataError(f"{project_dir}: part {part['part']} is normalised per plate")
-        if len(ranges) != len(part["ranges"][DATASET_GROUP]):
+    for entry in [e for e in manifest["parts"] if part is None or e["part"] == part]:
+        if entry.get("normalise_by") != "dataset":
+            raise DataError(f"{project_dir}: part {entry['part']} is normalised per plate")
+        if len(ranges) != len(entry["ranges"][DATASET_GROUP]):
             raise DataError(
-                f"{project_dir}: {len(part['ranges'][DATASET_GROUP])} channel(s) but the ranges "
+                f"{project_dir}: {len(entry['ranges'][DATASET_GROUP])} channel(s) but the ranges "
                 f"are for {len(ranges)}"
             )
-        part["ranges"] = {DATASET_GROUP: ranges}
+        entry["ranges"] = {DATASET_GROUP: ranges}
     write_manifest(project_dir, manifest)

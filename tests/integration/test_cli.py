@@ -421,6 +421,33 @@ def test_predict_keeps_the_intensity_of_a_screen_of_one_phenotype(tmp_path, caps
     assert (alone == "G2").mean() > 0.7
 
 
+@pytest.mark.skipif(not JURKAT.exists(), reason="shared Jurkat data not present")
+def test_add_keeps_the_intensity_of_a_folder_of_one_phenotype(tmp_path, capsys):
+    """G2 cells (twice G1's DNA) added to a project of G1 cells take the project's ranges: their
+    DNA stays about twice G1's. Scaled to its own range the folder was stretched (1.34x)."""
+    import json
+
+    import numpy as np
+
+    from datasets.features import read_features
+    from labeling.project import open_project
+
+    project = tmp_path / "jurkat"
+    code, _, err = run(capsys, "init", project, "--crops", JURKAT / "images" / "G1")
+    assert code == 0, err
+    code, out, err = run(capsys, "add", project, "--crops", JURKAT / "images" / "G2")
+    assert code == 0, err
+    assert "on the project's scale (the ranges of part 0)" in out
+    parts = json.loads((project / "pixels" / "parts.json").read_text())["parts"]
+    assert parts[1]["ranges"] == parts[0]["ranges"]
+    ids, feats, names = read_features(project)
+    part = open_project(project).cells(columns=["cell_id", "part"]).set_index("cell_id")
+    in_g2 = part.loc[ids.astype(str), "part"].to_numpy() == 1
+    dna = feats[:, list(names).index("ch1_integrated")]
+    assert in_g2.sum() == 900
+    assert np.median(dna[in_g2]) > 1.6 * np.median(dna[~in_g2])
+
+
 def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
     path = shutil.copytree(small_project, tmp_path / "proj")
     code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from datasets.cells import read_parts
 from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields
 from datasets.fields.files import find_fields
 from datasets.fields.store import read_fields
@@ -201,9 +202,26 @@ def test_add_fields_to_a_project_keeps_labels_and_adds_cells(tmp_path, capsys, d
     assert after.store.current_labels() == {first: "normal"}
     assert len(read_fields(project)) == 3 + 2 and cells["field"].nunique() == 5
     assert cells.loc[cells["part"] == 1, "truth"].notna().all()  # truth of the added plate
+    assert read_parts(project)[1]["normalise_by"] == "plate"  # a plate of its own: own ranges
     assert len(next_batch(after, 10, "ann")) == 10  # the loop works over both parts
     code, _, err = run(capsys, "add", project, "--crops", more, "--pattern", "x")
     assert code == 2 and "has no {channel}" in err  # crops take a pattern too: it is checked
+
+
+def test_fields_added_to_a_dataset_normalised_project_take_its_scale(tmp_path, capsys, demo_fields):
+    project, more = tmp_path / "p", tmp_path / "plate_b"
+    generate_demo_fields(more, n_fields=2, size=192, seed=7)
+    code, _, err = run(capsys, "init", project, "--fields", demo_fields, "--pattern",
+                       FILENAME_PATTERN, "--masks", demo_fields / "masks", "--crop-size", 32,
+                       "--normalise-by", "dataset")  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(capsys, "add", project, "--fields", more, "--pattern", FILENAME_PATTERN,
+                         "--masks", more / "masks")  # fmt: skip
+    assert code == 0, err
+    parts = read_parts(project)
+    assert [p["normalise_by"] for p in parts] == ["dataset", "dataset"]
+    assert parts[1]["ranges"] == parts[0]["ranges"]
+    assert "on the project's scale (the ranges of part 0)" in out
 
 
 def test_predict_scores_a_new_plate_of_fields(tmp_path, capsys, demo_fields):
