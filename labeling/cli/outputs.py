@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from labeling.cli.ingest_options import add_field_args
@@ -86,11 +87,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from labeling.project import open_project
     from labeling.reports.report import write_report
+    from labeling.reports.summary import summary_text
 
     project = open_project(Path(args.project))
+    if args.out is None:  # the summary only
+        with tempfile.TemporaryDirectory(prefix="phenoscout-report-") as tmp:
+            write_report(project, Path(tmp))
+            print(summary_text(Path(tmp)))
+        return 0
     paths = write_report(project, Path(args.out))
-    for path in paths:
-        print(path)
+    print(summary_text(Path(args.out)))
+    print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
     return 0
 
 
@@ -189,11 +196,13 @@ def _add_report(sub: Sub, parents: Parents) -> None:
     p = add_parser(
         sub,
         "report",
-        parents=[parents["project"], parents["out_dir"]],
+        parents=[parents["project"]],
         help="discovery curves, prevalence, stopping signal, "
-        "cross-validated confusion matrix (CSV and PNG)",
-        description="Write the Discover page's numbers to OUT: discovery curves, prevalence "
-        "from the random slice, the stopping signal (chance of a class not seen yet), labels "
-        "per round and the cross-validated confusion matrix, as CSV, JSON and PNG.",
+        "cross-validated confusion matrix (printed; CSV and PNG with --out)",
+        description="Print the Discover page's numbers (labels and first find per class, the "
+        "chance of a class not seen yet, cross-validated F1) and, with --out, write them all "
+        "to OUT: discovery curves, prevalence from the random slice, the stopping signal, "
+        "labels per round and the cross-validated confusion matrix, as CSV, JSON and PNG.",
     )
+    p.add_argument("--out", help="output folder for the CSV, JSON and PNG files")
     p.set_defaults(func=_cmd_report)

@@ -448,6 +448,29 @@ def test_add_keeps_the_intensity_of_a_folder_of_one_phenotype(tmp_path, capsys):
     assert np.median(dna[in_g2]) > 1.6 * np.median(dna[~in_g2])
 
 
+def test_report_prints_a_summary_and_writes_files_only_with_out(tmp_path, capsys, small_project):
+    import json
+
+    path = shutil.copytree(small_project, tmp_path / "proj")
+    code, out, _ = run(capsys, "next", path, "--n", "6", "--annotator", "ann")
+    assert code == 0
+    ids = [json.loads(line)["cell_id"] for line in out.splitlines() if line.startswith("{")]
+    given = ["interphase", "mitotic"] * 3
+    pairs = [f"{c}={g}" for c, g in zip(ids, given, strict=True)]
+    assert run(capsys, "label", path, "--annotator", "ann", *pairs)[0] == 0
+    code, out, err = run(capsys, "report", path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("6 labels, 2 classes found")
+    counts = {ln.split()[0]: int(ln.split()[1]) for ln in lines if ln.startswith(("inter", "mito"))}
+    assert counts == {"interphase": 3, "mitotic": 3}
+    assert not (path / "report").exists()
+    code, out, err = run(capsys, "report", path, "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert out.startswith("6 labels") and "wrote 10 files to" in out  # curves, PNGs, CV tables
+    assert (tmp_path / "rep" / "discovery.png").exists()
+
+
 def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
     path = shutil.copytree(small_project, tmp_path / "proj")
     code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")

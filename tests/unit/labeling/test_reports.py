@@ -25,6 +25,7 @@ from labeling.reports.report import (
     wilson_interval,
     write_report,
 )
+from labeling.reports.summary import summary_text
 from labeling.store.labels import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
 
 
@@ -284,6 +285,8 @@ def test_write_report_on_a_new_project_skips_what_needs_labels(project, tmp_path
     notes = (tmp_path / "out" / "notes.txt").read_text()
     assert "no labels yet" in notes and "cross-validation skipped" in notes
     assert json.loads((tmp_path / "out" / "stopping.json").read_text())["n_labels"] == 0
+    text = summary_text(tmp_path / "out")
+    assert text.startswith("No labels yet") and "cross-validation skipped" in text
 
 
 def test_write_report_end_to_end(project, tmp_path: Path) -> None:
@@ -322,6 +325,15 @@ def test_write_report_end_to_end(project, tmp_path: Path) -> None:
     assert confusion.to_numpy().sum() == per_class.loc[per_class["included"], "support"].sum()
     rounds = pd.read_csv(out / "rounds.csv")
     assert rounds["n_labels"].sum() == n_given
+    lines = summary_text(out).splitlines()  # what `phenoscout report` prints
+    assert lines[0].startswith(f"{n_given} labels, {stop['n_classes']} classes found")
+    assert "from 80 random cells" in lines[1]
+    rows = {ln.split()[0]: ln.split() for ln in lines[3 : 3 + len(truth_now)]}
+    for label, n in truth_now.items():  # a row per class: its labels and cross-validated F1
+        assert int(rows[label][1]) == n
+        f1 = per_class.set_index("label").loc[label, "f1"]
+        assert rows[label][-1] == f"{f1:.3f}"
+    assert lines[-1].startswith("cross-validation: ")
 
 
 # ---------------------------------------------------------------- predictions over the screen
