@@ -144,7 +144,8 @@ def add_ingest_parsers(sub: argparse._SubParsersAction) -> None:
         "add",
         help="add crops or whole fields (a new plate) to a project",
         description="Ingest another folder of crops or fields of view (a new plate) into an "
-        "existing project with its settings (channels, crop size, scale), and compute features.",
+        "existing project with its settings (channels, crop size, scale; without a plate "
+        "column in the metadata, the project's intensity ranges too), and compute features.",
     )
     p.add_argument("project", help="existing project folder")
     source = p.add_mutually_exclusive_group(required=True)
