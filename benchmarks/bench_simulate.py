@@ -7,8 +7,9 @@ the best other strategy (paired by seed, 95% t-interval), random sampling's medi
 orderings of the pools rounded up to a batch, and whether discover meets the goal (issue 14).
 
 Screens: Jurkat cell cycle, MitoCheck H2B phenotypes, MP-IDB falciparum stages (all in
-../shared/data when present), the built-in demo, and rare-class screens built from them by
-subsampling (``*-rare``: the smallest classes cut to 0.5% of the screen, at least 4 cells).
+../shared/data when present), the built-in demo, ``jurkat-bf`` (Jurkat's brightfield channel
+alone, label-free imaging: written into the work folder once), and rare-class screens built from
+them by subsampling (``*-rare``: the smallest classes cut to 0.5% of the screen, at least 4 cells).
 
 Usage::
 
@@ -58,6 +59,23 @@ def rare_subsample(data: SimData, seed: int = 0, share: float = RARE_SHARE) -> S
     return data.subset(keep)
 
 
+def brightfield_jurkat(work: Path) -> Path:
+    """Jurkat with its brightfield channel only (channel 0 of each crop, the rest dropped), as
+    a label-free screen would be imaged; written under ``work`` once, with the same labels.csv."""
+    import tifffile
+
+    src, out = DATA / REAL["jurkat"][0], work / "jurkat_brightfield"
+    if (out / "labels.csv").exists():
+        return out
+    labels = pd.read_csv(src / "labels.csv")
+    for rel in labels["path"]:
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(dst, tifffile.imread(src / rel)[0])  # crops are (3, h, w)
+    labels.to_csv(out / "labels.csv", index=False)
+    return out
+
+
 def screens(
     names: list[str], work: Path, demo_cells: int, rare_share: float = RARE_SHARE
 ) -> dict[str, tuple[SimData, str | None]]:
@@ -71,6 +89,11 @@ def screens(
             if not (path / "labels.csv").exists():
                 generate_demo(path, n_cells=demo_cells, seed=0)
             pattern = None
+        elif base == "jurkat-bf":
+            if not (DATA / REAL["jurkat"][0]).exists():
+                print(f"skipping {name}: Jurkat not found in {DATA}")
+                continue
+            path, pattern = brightfield_jurkat(work), None
         elif base in REAL:
             path, pattern = DATA / REAL[base][0], REAL[base][1]
             if not path.exists():
