@@ -444,10 +444,15 @@ def _keep_scale(project: Project, report: IngestReport, ranges: list[list[float]
     :func:`datasets.pixels.ranges.dataset_ranges` before the ingest; None when the project
     normalises per plate), so its cells are scaled as the project's are: scaled to its own
     range, a folder of one phenotype (G2 cells, twice the DNA) was stretched to look like the
-    screen. A part with a plate column (normalised per plate) keeps ranges of its own."""
+    screen. A part with a plate column (normalised per plate) keeps ranges of its own, and so
+    does a part without one added to a project normalised per plate (a plate of its own; the
+    report says so)."""
     from datasets.pixels.ranges import adopt_ranges
 
-    if ranges is None or report.normalise_by != "dataset":
+    if report.normalise_by != "dataset":
+        return
+    if ranges is None:  # the project normalises per plate: the new part is a plate of its own
+        report.new_group = report.part > 0
         return
     adopt_ranges(project.path, ranges, part=report.part)
     report.ranges_from = 0

@@ -23,6 +23,7 @@ class IngestReport:
     class_counts: dict[str, int] = field(default_factory=dict)  # ground-truth label counts
     normalise_by: str = "dataset"  # "dataset" or "plate", as resolved
     ranges_from: int | None = None  # the part whose ranges this part took (``add``), or None
+    new_group: bool = False  # ``add`` without a plate column to a project normalised per plate
     labels_csv: str | None = None
     metadata_csv: str | None = None
     part: int = 0  # which part of the project this ingest wrote
@@ -35,6 +36,11 @@ class IngestReport:
     def _normalised(self) -> str:
         if self.normalise_by == "plate":
             return "Normalised per channel over each plate"
+        if self.new_group:
+            return (
+                "Normalised per channel over these crops alone, as one new plate (the project "
+                "normalises per plate and they have no plate column)"
+            )
         if self.ranges_from is not None:
             return (
                 "Normalised per channel on the project's scale (the ranges of part "

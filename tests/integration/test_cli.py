@@ -113,10 +113,20 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
     generate_demo(plate2, n_cells=600, seed=4)
     code, out, err = run(capsys, "add", proj, "--crops", plate2)
     assert code == 0, err
+    assert "Normalised per channel over each plate" in out
     code, out, _ = run(capsys, "info", proj)
     assert "cells     1200" in out
     ids = pd.read_parquet(proj / "cells.parquet", columns=["cell_id"])["cell_id"]
     assert ids.is_unique
+
+    # crops without a plate column added to this per-plate project: a plate of their own, said so
+    loose = tmp_path / "loose"
+    generate_demo(loose, n_cells=100, seed=5)
+    (loose / "metadata.csv").unlink()
+    code, out, err = run(capsys, "add", proj, "--crops", loose)
+    assert code == 0, err
+    assert "over these crops alone, as one new plate" in out
+    assert "over the whole dataset" not in out
 
 
 @pytest.mark.parametrize(
