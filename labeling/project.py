@@ -403,17 +403,15 @@ def add_crops(
     :func:`_keep_scale`). Labels already given are untouched.
     """
     from datasets.crops.ingest import ingest_crops
-    from datasets.pixels.ranges import dataset_ranges
 
     source = CropSource.of(crops)
     run = run or IngestRun()
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
-    ranges = dataset_ranges(project.path)
     report = ingest_crops(
         source, project.path, ingest, progress=run.progress, seed=project.config.seed,
         runner=run.runner,
     )  # fmt: skip
-    _keep_scale(project, report, ranges)
+    _keep_scale(project, report)
     _register_new_cells(project, run)
     return report
 
@@ -425,32 +423,30 @@ def add_fields(
     :func:`create_project_from_fields`. The fields must have the project's channel count and
     keys not used by the project yet. Labels already given are untouched.
     """
-    from datasets.pixels.ranges import dataset_ranges
-
     source = FieldSource.of(fields)
     _check_segment(source.segment)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
     run = run or IngestRun()
     ingest_into = field_ingest(source, ingest, project.config.seed, run)
-    ranges = dataset_ranges(project.path)
     report = ingest_into(project.path)
-    _keep_scale(project, report, ranges)
+    _keep_scale(project, report)
     _register_new_cells(project, run)
     return report
 
 
-def _keep_scale(project: Project, report: IngestReport, ranges: list[list[float]] | None) -> None:
-    """A new part normalised over the dataset takes the project's ranges (``ranges``, from
-    :func:`datasets.pixels.ranges.dataset_ranges` before the ingest; None when the project
-    normalises per plate), so its cells are scaled as the project's are: scaled to its own
+def _keep_scale(project: Project, report: IngestReport) -> None:
+    """A new part (``report``'s, just added) normalised over the dataset takes the project's
+    ranges (:func:`datasets.pixels.ranges.dataset_ranges`: the first part's, when no part is
+    normalised per plate), so its cells are scaled as the project's are: scaled to its own
     range, a folder of one phenotype (G2 cells, twice the DNA) was stretched to look like the
     screen. A part with a plate column (normalised per plate) keeps ranges of its own, and so
     does a part without one added to a project normalised per plate (a plate of its own; the
     report says so)."""
-    from datasets.pixels.ranges import adopt_ranges
+    from datasets.pixels.ranges import adopt_ranges, dataset_ranges
 
     if report.normalise_by != "dataset":
         return
+    ranges = dataset_ranges(project.path)  # the new part is "dataset" too: the old parts decide
     if ranges is None:  # the project normalises per plate: the new part is a plate of its own
         report.new_group = report.part > 0
         return

@@ -90,14 +90,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from labeling.reports.summary import summary_text
 
     project = open_project(Path(args.project))
-    if args.out is None:  # the summary only
-        with tempfile.TemporaryDirectory(prefix="phenoscout-report-") as tmp:
-            write_report(project, Path(tmp))
-            print(summary_text(Path(tmp)))
-        return 0
-    paths = write_report(project, Path(args.out))
-    print(summary_text(Path(args.out)))
-    print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
+    with tempfile.TemporaryDirectory(prefix="phenoscout-report-") as tmp:  # without --out
+        out = Path(args.out or tmp)
+        paths = write_report(project, out)
+        print(summary_text(out))
+    if args.out:
+        print(f"wrote {len(paths)} files to {out}: " + ", ".join(p.name for p in paths))
     return 0
 
 
