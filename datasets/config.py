@@ -105,7 +105,7 @@ def default_channels(n_channels: int, names: tuple[str, ...] = ()) -> tuple[Chan
         raise DataError(
             f"the images have {n_channels} channel(s) but {len(names)} channel names are set "
             f"{list(names)}: crops added to a project or predicted with it need its channels; "
-            "otherwise give one name per channel (--channel-names)"
+            "otherwise give one name per channel (--channels)"
         )
     names = names or tuple(f"ch{i}" for i in range(n_channels))
     return tuple(

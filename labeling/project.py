@@ -362,10 +362,12 @@ def _create(
         compute_morphology(
             path, progress=run.feature_progress, modality=ingest.modality, runner=run.runner
         )
+        report.modality, report.modality_detected = ingest.modality, ingest.modality == "auto"
         if ingest.modality == "auto":  # store what was detected, never "auto"
             from datasets.features import saved_modality
 
-            detected = dataclasses.replace(config.ingest, modality=saved_modality(path))
+            report.modality = saved_modality(path)
+            detected = dataclasses.replace(config.ingest, modality=report.modality)
             config = dataclasses.replace(config, ingest=detected)
             save_config(config, path / CONFIG_FILE)
             project = Project(path, config)

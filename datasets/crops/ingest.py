@@ -348,7 +348,7 @@ def _fill_report(
     counts = table["truth"].value_counts()
     report.class_counts = {str(k): int(v) for k, v in counts.items()}
     by_dtype = Counter(str(e.header.dtype) for e in ctx.entries)
-    if list(by_dtype) != [str(dtype)]:
+    if len(by_dtype) > 1:  # one dtype stored as another (int16 as float32) is not mixed
         odd = next(e.rel for e in ctx.entries if str(e.header.dtype) != str(dtype))
         counts = ", ".join(f"{n} files {d}" for d, n in by_dtype.most_common())
         report.notes.append(

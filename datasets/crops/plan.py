@@ -237,14 +237,16 @@ def resolve_scale(ctx: Context) -> IngestConfig:
     from the crops' sizes and, when they are larger than the crop size, the sizes of the cells
     measured in a seeded sample of them)."""
     cfg = ctx.cfg
-    if cfg.scale is not None:
-        ctx.report.scale = cfg.scale
-        return cfg
     heights = np.concatenate([np.full(e.header.n, e.header.height) for e in ctx.entries])
     widths = np.concatenate([np.full(e.header.n, e.header.width) for e in ctx.entries])
+    if cfg.scale is not None:
+        ctx.report.scale = cfg.scale
+        _note_cut(ctx, heights, widths, cfg.scale)
+        return cfg
     crops_scale = choose_scale(heights, widths, cfg.crop_px)
     if crops_scale == 1.0:
         ctx.report.scale = 1.0
+        _note_cut(ctx, heights, widths, 1.0)
         return replace(cfg, scale=1.0)
     objects = _object_sides(ctx.entries)
     scale = choose_scale(heights, widths, cfg.crop_px, objects)
@@ -267,7 +269,27 @@ def resolve_scale(ctx: Context) -> IngestConfig:
             f"every image scaled by {scale} so they fit in {cfg.crop_size} px, relative sizes "
             "kept (stored in project.toml; --scale or --crop-size override)"
         )
+        _note_cut(ctx, heights, widths, scale)
     return replace(cfg, scale=scale)
+
+
+def _note_cut(ctx: Context, heights: npt.NDArray, widths: npt.NDArray, scale: float) -> None:
+    """Tell the user how many crops are still larger than the crop size at ``scale`` (their
+    centre is kept, the rest cut), naming the largest."""
+    crop_px = ctx.cfg.crop_px
+    side = np.maximum(heights, widths) * scale
+    cut = side > crop_px + 0.5
+    if not cut.any():
+        return
+    starts = np.cumsum([0] + [e.header.n for e in ctx.entries])
+    biggest = int(np.argmax(side))
+    entry = ctx.entries[int(np.searchsorted(starts, biggest, side="right")) - 1]
+    verb = "is" if cut.sum() == 1 else "are"
+    ctx.report.notes.append(
+        f"{int(cut.sum())} of {len(side)} crops {verb} larger than {crop_px} px at scale {scale} "
+        f"(the largest, {entry.rel}, {int(heights[biggest])}x{int(widths[biggest])} px): "
+        "their centre is kept and the rest cut"
+    )
 
 
 def read_entry(entry: Entry) -> npt.NDArray:

@@ -226,6 +226,10 @@ def read_header(path: Path) -> ImageHeader:
         elif suffix in (".png", ".jpg", ".jpeg"):
             with Image.open(path) as im:
                 channels, dtype, layout = _pil_mode(im.mode)
+                if _grey_palette(im):
+                    channels, layout = 1, GREY_PALETTE
+                if _png16_bands(im):
+                    channels, dtype, layout = _png16_bands(im), np.uint16, "16-bit colour PNG"
                 header = ImageHeader(1, channels, im.height, im.width, np.dtype(dtype), layout)
         else:
             with tifffile.TiffFile(path) as tif:
@@ -309,10 +313,47 @@ def _pil_mode(mode: str) -> tuple[int, type, str]:
     return _PIL_MODES[mode]
 
 
+#: Raw modes of PNGs with 16 bits per sample in colour (or grey+alpha), which Pillow decodes to
+#: 8 bits (keeping the high byte): these are decoded by imagecodecs at full depth instead.
+_PNG16 = {"RGB;16B": 3, "RGBA;16B": 3, "LA;16B": 1}
+
+
+def _png16_bands(im: Image.Image) -> int:
+    """Channels kept of a 16-bit colour or grey+alpha PNG (alpha dropped), 0 for any other
+    image."""
+    tile = getattr(im, "tile", None)  # an opened file's decoder list (ImageFile)
+    if im.format != "PNG" or not tile:
+        return 0
+    return _PNG16.get(str(tile[0].args), 0)
+
+
+#: Layout note of a palette image whose colours are all grey (it is read as one channel).
+GREY_PALETTE = "grey palette"
+
+
+def _grey_palette(im: Image.Image) -> bool:
+    """Whether ``im`` is a palette image whose every colour is a grey (R = G = B)."""
+    if im.mode not in ("P", "PA"):
+        return False
+    palette = im.getpalette()
+    if not palette:
+        return False
+    rgb = np.asarray(palette[: len(palette) // 3 * 3]).reshape(-1, 3)
+    return bool((rgb == rgb[:, :1]).all())
+
+
 def _read_pil(path: Path) -> tuple[npt.NDArray, str]:
     with Image.open(path) as opened:
         im: Image.Image = opened
         _, _, layout = _pil_mode(im.mode)
+        bands = _png16_bands(im)
+        if bands:
+            import imagecodecs
+
+            data = np.asarray(imagecodecs.png_decode(path.read_bytes()))
+            return np.moveaxis(data[:, :, :bands], -1, 0)[None], "16-bit colour PNG"
+        if _grey_palette(im):
+            return np.asarray(im.convert("L"))[None, None], GREY_PALETTE
         if im.mode in ("P", "PA"):
             im = im.convert("RGB")
         elif im.mode == "1":
@@ -333,6 +374,8 @@ def _tiff_shape(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, bool
     (no ImageJ or OME metadata) make one 2-D series per page: when every series is 2-D with the
     same shape and dtype, the pages are the channels; otherwise the first series is the image."""
     series = tif.series
+    if not series:  # e.g. a header pointing past the end of the file
+        raise ValueError("no image in the TIFF: a damaged header or no pages")
     first = series[0]
     pages = (
         len(series) > 1

@@ -29,6 +29,8 @@ class IngestReport:
     part: int = 0  # which part of the project this ingest wrote
     crop_size: int = 0
     scale: float = 1.0  # the dataset-wide rescale factor applied (chosen when not given)
+    modality: str = ""  # features computed for "fluorescence" or "stained_rgb" ("": not yet)
+    modality_detected: bool = False  # chosen from the pixels (``--modality auto``)
     notes: list[str] = field(default_factory=list)  # anything else worth telling the user
     #: (file, count) of files whose NaN / infinite pixels were replaced by the crop's median
     non_finite: list[tuple[str, int]] = field(default_factory=list)
@@ -48,6 +50,17 @@ class IngestReport:
             )
         return "Normalised per channel over the whole dataset"
 
+    def _modality(self) -> str:
+        what = {
+            "stained_rgb": "stained brightfield RGB (morphology + stain separation, colour and "
+            "texture features)",
+            "fluorescence": "fluorescence (morphology features per channel)",
+        }.get(self.modality, self.modality)
+        if not self.modality_detected:
+            return f"Features for {what}, as asked"
+        other = "fluorescence" if self.modality == "stained_rgb" else "stained_rgb"
+        return f"Features for {what}: detected from the pixels (--modality {other} to override)"
+
     def summary(self) -> str:
         """A few human-readable lines describing the ingest."""
         names = ", ".join(self.channel_names)
@@ -57,6 +70,8 @@ class IngestReport:
             f"crops {self.crop_size}x{self.crop_size}",
             self._normalised(),
         ]
+        if self.modality:
+            lines.append(self._modality())
         if self.dropped_channels:
             lines.append(f"Dropped all-zero source channels: {self.dropped_channels}")
         if self.flat_channels:

@@ -86,7 +86,8 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     """``["CELL_ID=CLASS", ...]`` -> {cell_id: class}, split at the first ``=``.
 
     Raises:
-        PhenoScoutError: for an item without ``=`` or with an empty side.
+        PhenoScoutError: for an item without ``=`` or with an empty side, or a cell given two
+            different classes (the same class twice is one label).
     """
     out: dict[str, str] = {}
     for item in items:
@@ -95,7 +96,13 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
             raise PhenoScoutError(
                 f"{item!r} is not CELL_ID=CLASS (e.g. plate1.A01_s1.npz:3=mitotic)"
             )
-        out[cell_id.strip()] = label
+        cell_id = cell_id.strip()
+        if out.get(cell_id, label) != label:
+            raise PhenoScoutError(
+                f"cell {cell_id} is given two classes ({out[cell_id]!r} and {label!r}); "
+                "nothing committed"
+            )
+        out[cell_id] = label
     return out
 
 

@@ -161,7 +161,7 @@ def load_sim_data(
         y = folder_truth(cells["source"].to_numpy(dtype=object))
         if y is None:
             raise DataError(
-                f"{data_dir}: no ground truth; simulation needs a labels.csv (file,label) or "
+                f"{data_dir}: no ground truth; simulation needs a labels.csv (path,label) or "
                 "the crops in one folder per class (CLASS/crop.tif)"
             )
         logger.warning("ground truth: the class folders (%d classes)", len(set(y.tolist())))

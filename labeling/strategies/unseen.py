@@ -7,9 +7,12 @@ it is valid: the RANDOM SLICE (the cells the "random" sub-strategy picked, a uni
 the screen), never on the labels other strategies chose. ``n1`` counts real classes seen exactly
 once in the slice and ``n`` the slice's size (pseudo-labels such as "unsure" included: they are
 cells of the screen too). The interval is a normal one with Esty's (1983) variance
-``(n1 (1 - n1/n) + 2 n2) / n^2`` (``n2``: classes seen exactly twice); its upper end is at least
-``1 - alpha^(1/n)``, the exact upper bound when no class is rare in the slice (a class of that
-share would be missed by all ``n`` cells with chance ``alpha``).
+``(n1 (1 - n1/n) + 2 n2) / n^2`` (``n2``: classes seen exactly twice), widened where it is
+too narrow to the one-sided exact (Clopper-Pearson) bounds of the share ``n1`` of ``n``: the
+upper end is at least ``1 - alpha^(1/n)`` when no class is rare in the slice (a class of that
+share would be missed by all ``n`` cells with chance ``alpha``), and the lower end at most
+``alpha^(1/n)`` when every cell is of a class seen once (Esty's variance is 0 there too: one
+random cell used to read "100% (100%-100%)").
 """
 
 from __future__ import annotations
@@ -75,6 +78,16 @@ def unseen_class_chance(
     p = n1 / n
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     se = math.sqrt(max(n1 * (1 - p) + 2 * n2, 0.0)) / n
-    alpha = 1 - confidence
-    high = max(p + z * se, 1 - alpha ** (1 / n))
-    return UnseenClass(p, max(0.0, p - z * se), min(1.0, high), n, n1, n2)
+    low, high = _exact_bounds(n1, n, 1 - confidence)
+    low, high = min(p - z * se, low), max(p + z * se, high)
+    return UnseenClass(p, max(0.0, low), min(1.0, high), n, n1, n2)
+
+
+def _exact_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """One-sided Clopper-Pearson bounds (each at level ``alpha``) of a share seen ``k`` times
+    in ``n``."""
+    from scipy.special import betaincinv
+
+    low = float(betaincinv(k, n - k + 1, alpha)) if k > 0 else 0.0
+    high = float(betaincinv(k + 1, n - k, 1 - alpha)) if k < n else 1.0
+    return low, high

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from labeling.cli.commands import build_parser, main
+from labeling.project import open_project
 from tests.conftest import JURKAT
 
 
@@ -197,6 +198,24 @@ def test_init_classes_first_with_keys_and_info_counts_as_the_app(tmp_path, capsy
         store.submit({ids[0]: "class 1"}, annotator="a", source="cli")  # a relabel
     code, out, _ = run(capsys, "info", proj)
     assert "labels    3 labels on 2 cells (1 unsure or bad segmentation)" in out
+
+
+def test_label_refuses_one_cell_given_two_classes_and_commits_nothing(
+    tmp_path, capsys, small_project
+):
+    proj = tmp_path / "p"
+    shutil.copytree(small_project, proj)
+    ids = pd.read_parquet(proj / "cells.parquet", columns=["cell_id"])["cell_id"].tolist()
+    pairs = [f"{ids[0]}=mitotic", f"{ids[1]}=interphase", f"{ids[0]}=interphase"]
+    code, _, err = run(capsys, "label", proj, "--no-refit", *pairs)
+    assert code == 2 and err.count("\n") == 1
+    assert f"cell {ids[0]} is given two classes ('mitotic' and 'interphase')" in err
+    project = open_project(proj)
+    assert project.store.current_labels() == {}
+    project.close()
+    # the same class twice is one label
+    code, out, _ = run(capsys, "label", proj, "--no-refit", pairs[0], pairs[0])
+    assert code == 0 and "committed 1" in out
 
 
 def test_classes_add_rename_merge(tmp_path, capsys, small_project):

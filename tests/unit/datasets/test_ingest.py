@@ -124,6 +124,28 @@ def test_mixed_formats_and_dtypes_upcast(make, tmp_path, project, rng):
     np.testing.assert_array_equal(stored[0, :, 4:44, 4:44], np.moveaxis(rgb8, -1, 0))
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float64])
+def test_one_bit_depth_stored_as_another_is_not_called_mixed(make, tmp_path, project, rng, dtype):
+    for i in range(2):
+        make.tiff(tmp_path / "in" / f"c{i}.tif", make.blob(rng, channels=2).astype(dtype))
+    report = ingest_crops(tmp_path / "in", project, SMALL)
+    assert report.n_cells == 2
+    assert not any("Mixed bit depths" in n for n in report.notes), report.notes
+
+
+def test_a_crop_still_larger_than_the_crop_size_is_named(make, tmp_path, project, rng):
+    for i in range(19):
+        make.tiff(tmp_path / "in" / f"c{i}.tif", make.blob(rng, channels=1, size=40))
+    make.tiff(tmp_path / "in" / "huge.tif", make.blob(rng, channels=1, size=300))
+    report = ingest_crops(tmp_path / "in", project, IngestConfig(crop_size=48))
+    assert report.scale == 1.0  # 90% of the crops fit: no screen-wide shrink for one
+    note = [n for n in report.notes if "larger than 48 px" in n]
+    assert note == [
+        "1 of 20 crops is larger than 48 px at scale 1.0 (the largest, huge.tif, 300x300 px): "
+        "their centre is kept and the rest cut"
+    ]
+
+
 def test_npz_members_labels_and_metadata(make, tmp_path, project, rng):
     root = tmp_path / "in"
     images = np.stack([make.blob(rng, channels=2, size=32) for _ in range(5)])

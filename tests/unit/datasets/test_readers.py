@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from datasets.crops.readers import (
     SUPPORTED_SUFFIXES,
@@ -147,6 +148,29 @@ def test_garbage_files_raise_one_line_data_error(tmp_path, name):
         read_header(path)
 
 
+def test_tiff_whose_first_page_offset_points_nowhere_names_the_cause(tmp_path, rng):
+    path = tmp_path / "bad.tif"
+    path.write_bytes(b"II*\x00" + rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match=r"bad\.tif: cannot read \(no image in the TIFF"):
+        read_image_file(path)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zstd", "jpeg"])
+def test_compressed_tiffs_are_read(tmp_path, rng, make, compression):
+    if compression == "jpeg":  # lossy and 8-bit: RGB, as microscopes' JPEG-in-TIFF is
+        image = np.moveaxis(make.blob(rng, channels=3, dtype=np.uint8, peak=200), 0, -1)
+    else:
+        image = make.blob(rng, channels=2, dtype=np.uint16, peak=40000)
+    path = tmp_path / f"{compression}.tif"
+    tifffile.imwrite(path, image, compression=compression)
+    pixels, _ = read_image_file(path)
+    assert pixels.dtype == image.dtype and pixels.size == image.size
+    if compression == "jpeg":
+        assert abs(float(pixels.mean()) - float(image.mean())) < 3
+    else:
+        np.testing.assert_array_equal(pixels[0], image)
+
+
 def test_unsupported_suffix(tmp_path):
     path = tmp_path / "a.bmp"
     path.write_bytes(b"BM")
@@ -165,6 +189,22 @@ def test_png_grey_8_and_16_bit(make, tmp_path, rng):
     assert p8.dtype == np.uint8 and p16.dtype == np.uint16 and note == "grey 16-bit"
     np.testing.assert_array_equal(p8[0, 0], grey8)
     np.testing.assert_array_equal(p16[0, 0], grey16)
+
+
+@pytest.mark.parametrize("bands, kept", [(3, 3), (4, 3), (2, 1)])
+def test_png_16_bit_colour_keeps_its_full_depth(tmp_path, rng, bands, kept):
+    # Pillow decodes 48-bit RGB (and 64-bit RGBA, 32-bit grey+alpha) PNGs to 8 bits
+    import imagecodecs
+
+    image = rng.integers(100, 60000, (30, 20, bands), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(imagecodecs.png_encode(image))
+    pixels, note = read_image_file(path)
+    assert pixels.dtype == np.uint16 and note == "16-bit colour PNG"
+    np.testing.assert_array_equal(pixels[0], np.moveaxis(image[:, :, :kept], -1, 0))
+    header = read_header(path)
+    assert (header.channels, header.height, header.width) == (kept, 30, 20)
+    assert header.dtype == np.uint16
 
 
 def test_png_rgb_and_rgba_drops_alpha(make, tmp_path, rng):
@@ -192,6 +232,18 @@ def test_palette_png_becomes_rgb(make, tmp_path, rng):
     rgb = np.moveaxis(make.blob(rng, channels=3, dtype=np.uint8, peak=200), 0, -1)
     pixels, note = read_image_file(make.pil(tmp_path / "p.png", rgb, mode="P"))
     assert pixels.shape == (1, 3, 40, 40) and note.startswith("palette")
+
+
+def test_grey_palette_png_is_one_channel(tmp_path, rng):
+    grey = rng.integers(0, 256, (30, 20), dtype=np.uint8)
+    image = Image.new("P", (20, 30))
+    image.putdata(grey.ravel().tolist())
+    image.putpalette([v for g in range(256) for v in (g, g, g)])  # every colour a grey
+    image.save(tmp_path / "g.png")
+    pixels, note = read_image_file(tmp_path / "g.png")
+    assert pixels.shape == (1, 1, 30, 20) and note == "grey palette"
+    np.testing.assert_array_equal(pixels[0, 0], grey)
+    assert read_header(tmp_path / "g.png").channels == 1
 
 
 # ---------------------------------------------------------------- npz

@@ -47,6 +47,8 @@ def test_scale_and_modality_are_stored_as_values(rgb_project):
     assert any("scaled by 0.64" in n and "around smaller cells" in n for n in report.notes)
     _, _, names = read_features(path)
     assert any(n.startswith("stain_hema") for n in names)
+    assert "Features for stained brightfield RGB" in report.summary()
+    assert "detected from the pixels (--modality fluorescence to override)" in report.summary()
 
 
 def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
@@ -56,5 +58,8 @@ def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
     project.close()
     saved = tomllib.loads((tmp_path / "p" / "project.toml").read_text())["ingest"]
     assert (saved["scale"], saved["modality"]) == (1.0, "fluorescence")
+    assert "Features for fluorescence (morphology features per channel), as asked" in (
+        report.summary()
+    )
     _, _, names = read_features(tmp_path / "p")
     assert not any(n.startswith("stain_") for n in names)

@@ -32,6 +32,20 @@ def test_no_singleton_still_leaves_an_upper_bound_and_an_empty_slice_knows_nothi
     assert empty.p is None and (empty.low, empty.high) == (0.0, 1.0)
 
 
+def test_a_slice_of_singletons_leaves_a_lower_bound_below_one():
+    # one random cell (the first batch of 24) or two of different classes: p = 1 but the
+    # share could be far lower; Esty's variance is 0 there, the exact bound is alpha^(1/n)
+    one = unseen_class_chance(["A"])
+    assert one.p == 1.0 and one.high == 1.0
+    assert one.low == pytest.approx(0.05)
+    two = unseen_class_chance(["A", "B"])
+    assert two.low == pytest.approx(0.05**0.5)
+    # 9 singletons and a class of 3 in 12 cells: the exact lower bound is below Esty's
+    nine = unseen_class_chance(list("ABCDEFGHI") + ["J"] * 3)
+    se = np.sqrt(9 * (1 - 0.75)) / 12
+    assert nine.low < 0.75 - 1.959964 * se and nine.low == pytest.approx(0.4727, abs=1e-3)
+
+
 def test_exploration_slots_shrink_as_the_unseen_chance_falls():
     many = unseen_class_chance(["A", "B", "C", "D"])  # every class a singleton
     none = unseen_class_chance({"A": 200, "B": 200})
