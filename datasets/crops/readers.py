@@ -47,6 +47,7 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     zipfile.LargeZipFile,
     tifffile.TiffFileError,
     Image.DecompressionBombError,
+    MemoryError,  # a header claiming an image larger than memory (numpy's allocation fails)
 )
 #: File content quoted by a library's error (tifffile: ``header=b'...'``), cut from messages.
 _FILE_BYTES = re.compile(r"[\s:,]*(header\s*=\s*)?b(['\"]).*?(?<!\\)\2")
@@ -386,9 +387,20 @@ def _tiff_shape(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, bool
     return shape, np.dtype(first.dtype), pages
 
 
+#: The largest image read whole (bytes of its pixels): a header claiming more is refused
+#: before any memory is taken (a field of 16 GiB is tiled before it reaches PhenoScout).
+MAX_IMAGE_BYTES = 16 * 2**30
+
+
 def _read_tiff(path: Path) -> tuple[npt.NDArray, str]:
     with tifffile.TiffFile(path) as tif:
-        _, _, pages = _tiff_shape(tif)
+        shape, dtype, pages = _tiff_shape(tif)
+        size = int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+        if size > MAX_IMAGE_BYTES:
+            raise ValueError(
+                f"the header claims {'x'.join(map(str, shape))} pixels of {dtype}, "
+                f"{size / 2**30:.1f} GiB; at most {MAX_IMAGE_BYTES // 2**30} GiB per image"
+            )
         data = np.stack([s.asarray() for s in tif.series]) if pages else tif.series[0].asarray()
     layout, _ = _stack_layout(data.shape)
     return _to_nchw(data, layout), PAGES if pages else layout

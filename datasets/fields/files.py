@@ -6,7 +6,9 @@ Two layouts:
   or last, detected as :mod:`datasets.crops.readers` does for crops); the field's key is its path
   relative to the folder without the suffix (``plate1/A01_s1``);
 * one file per channel, grouped by a filename pattern such as
-  ``{plate}_{well}_s{site}_w{channel}.tif``. Each ``{name}`` matches any text without ``/``;
+  ``{plate}_{well}_s{site}_w{channel}.tif``. Each ``{name}`` matches any text without ``/``
+  (``{well}`` a well's shape, A01 or r01c01, when the name allows, so a plate name may hold
+  ``_``);
   ``{channel}`` is required and orders the channels (numerically when they are numbers); every
   other name becomes metadata of the field's cells. A pattern without ``/`` is matched against
   file names in any subfolder, a pattern with ``/`` against paths relative to the folder. The
@@ -74,6 +76,9 @@ class FieldPattern:
 
     text: str  # the pattern as given
     regex: re.Pattern  # full-match regex with one named group per placeholder
+    #: the same with ``{well}`` any text, for names whose wells are not shaped like A01 or
+    #: r01c01 (``regex`` is tried first, so ``My_Plate_1_B02`` splits at the well)
+    loose: re.Pattern
     names: tuple[str, ...]  # metadata placeholders (all but ``channel``), in order
     key_template: str  # str.format template of the field key, e.g. "{plate}_{well}_s{site}"
     by_name: bool  # True: matched against file names; False: against relative paths
@@ -105,7 +110,7 @@ def parse_pattern(pattern: str) -> FieldPattern:
                 f"pattern {pattern!r}: placeholder {token} clashes with the cell table's own "
                 f"column {name!r}; rename it, e.g. {{well_{name}}}"
             )
-        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+?)")
+        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{_ANY})")
         if name not in seen and name != "channel":
             names.append(name)
         seen.add(name)
@@ -114,8 +119,22 @@ def parse_pattern(pattern: str) -> FieldPattern:
             f"pattern {pattern!r} has no {{channel}}; name the part of the file name that "
             "differs between channels, e.g. {plate}_{well}_s{site}_w{channel}.tif"
         )
-    regex = re.compile("".join(parts), re.IGNORECASE)
-    return FieldPattern(pattern, regex, tuple(names), _key_template(tokens), "/" not in pattern)
+    loose = "".join(parts)
+    strict = loose.replace(f"(?P<well>{_ANY})", f"(?P<well>{_WELL})", 1)
+    return FieldPattern(
+        pattern,
+        re.compile(strict, re.IGNORECASE),
+        re.compile(loose, re.IGNORECASE),
+        tuple(names),
+        _key_template(tokens),
+        "/" not in pattern,
+    )
+
+
+#: What a placeholder matches: any text without ``/``, as short as the rest allows.
+_ANY = "[^/]+?"
+#: A well as plate readers name it (A01, P24, AF48 of a 1536-well plate; r01c01 on Operetta).
+_WELL = r"[a-z]{1,2}\d{1,3}|r\d{1,3}c\d{1,3}"
 
 
 def _key_template(tokens: list[str]) -> str:
@@ -257,7 +276,8 @@ def _group(
     metadata: dict[str, dict[str, str]] = {}
     for path in files:
         rel = _rel(path, root)
-        match = parsed.regex.fullmatch(path.name if parsed.by_name else rel)
+        name = path.name if parsed.by_name else rel
+        match = parsed.regex.fullmatch(name) or parsed.loose.fullmatch(name)
         if match is None:
             skipped.append((rel, f"does not match pattern {parsed.text!r}"))
             continue

@@ -309,6 +309,7 @@ def _plan(
         raise DataError("no fields given; point to a folder of fields or a CellProfiler export")
     n_channels = int(manifest["n_channels"]) if manifest else None
     taken = set(existing["key"]) if len(existing) else set()
+    fields = _drop_already_ingested(fields, existing, report)
     planned, dtypes = [], []
     for spec in fields:
         try:
@@ -333,7 +334,47 @@ def _plan(
     if not planned or n_channels is None:
         first = f"; e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
         raise DataError(f"no readable field among {len(fields)}{first}")
+    by_dtype = {str(d): spec.key for d, spec in zip(dtypes, planned, strict=True)}
+    if len(by_dtype) > 1:
+        kinds = ", ".join(f"{d} (e.g. {key})" for d, key in by_dtype.items())
+        report.notes.append(
+            f"Mixed bit depths ({kinds}) stored as {widest_dtype(dtypes)} without rescaling: a "
+            "pixel value means the same in every field, so an 8-bit field looks dark beside "
+            "16-bit ones. If they come from one instrument, convert them to one bit depth"
+        )
     return planned, n_channels, widest_dtype(dtypes)
+
+
+def _drop_already_ingested(
+    fields: list[FieldSpec], existing: pd.DataFrame, report: IngestReport
+) -> list[FieldSpec]:
+    """``fields`` without those whose files the project already holds (a folder added again,
+    or an instrument that keeps writing into one folder), with a note.
+
+    Raises:
+        DataError: when every field is already in the project.
+    """
+    if not len(existing):
+        return fields
+
+    def files(paths: Any) -> tuple[str, ...]:
+        return tuple(str(Path(p).resolve()) for p in paths)
+
+    held = {files(paths) for paths in existing["channel_files"]}
+    new = [spec for spec in fields if files(spec.channel_files) not in held]
+    old = [spec.key for spec in fields if files(spec.channel_files) in held]
+    if not new:
+        where = Path(fields[0].channel_files[0]).parent
+        raise DataError(
+            f"{where}: all {len(old)} fields are already in the project (e.g. {old[0]}); "
+            "nothing to add"
+        )
+    if old:
+        report.notes.append(
+            f"Left out {len(old)} fields already in the project (e.g. {old[0]}); "
+            f"added the {len(new)} new"
+        )
+    return new
 
 
 def _follow_renames(truth: Truth, fields: list[FieldSpec], planned: list[FieldSpec]) -> Truth:

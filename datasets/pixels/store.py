@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from datasets.cells import (
+    CELLS_FILE,
     DAMAGED_FIX,
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -89,6 +90,9 @@ class PixelStore:
         if manifest is not None and not isinstance(manifest, dict):
             path = self.project_dir / PIXELS_DIR / MANIFEST_FILE
             raise ProjectDamagedError(path, "not a JSON object", DAMAGED_FIX)
+        if manifest is None and (self.project_dir / CELLS_FILE).is_file():
+            path = self.project_dir / PIXELS_DIR / MANIFEST_FILE
+            raise ProjectDamagedError(path, "missing, but the project has cells", DAMAGED_FIX)
         if not manifest or not manifest.get("parts"):
             raise DataError(f"{self.project_dir}: no pixels stored; ingest crops first")
         check_manifest_format(self.project_dir, manifest)

@@ -82,6 +82,7 @@ DAMAGE = {
     "pixels shard noise": (f"{PIXELS}/c/0/0/0/0", _garbage),
     "pixels array metadata noise": (f"{PIXELS}/zarr.json", _garbage),
     "parts.json noise": ("pixels/parts.json", _garbage),
+    "parts.json missing": ("pixels/parts.json", lambda path: path.unlink()),
     "project.toml noise": ("project.toml", _garbage),
     "project.toml a folder": ("project.toml", _a_folder),
     "labels.db noise pages": ("labels.db", _garbage_pages),

@@ -273,6 +273,31 @@ def test_a_second_ingest_adds_a_part_and_keeps_keys_unique(tmp_path, project):
     np.testing.assert_array_equal(read_field_mask(project, "A01.2"), mask)
 
 
+def test_fields_already_in_the_project_are_left_out(tmp_path, project):
+    image, mask = disc_field()
+    first = save_field(tmp_path / "f1", "A01", image, mask)
+    ingest_fields([first], project)
+    with pytest.raises(DataError, match=r"f1: all 1 fields are already in the project \(e.g. A01"):
+        ingest_fields([first], project)
+    second = save_field(tmp_path / "f1", "A02", image, mask)
+    report = ingest_fields([first, second], project)
+    assert "Left out 1 fields already in the project (e.g. A01); added the 1 new" in report.notes
+    assert read_fields(project)["key"].tolist() == ["A01", "A02"]
+    assert len(read_cells(project)) == 6
+
+
+def test_fields_of_mixed_bit_depths_are_named(tmp_path, project):
+    image, mask = disc_field()
+    deep = save_field(tmp_path / "f", "A01", image, mask)
+    shallow = save_field(tmp_path / "f", "A02", (image // 8).astype(np.uint8), mask)
+    report = ingest_fields([deep, shallow], project)
+    assert report.dtype == "uint16"
+    assert any(
+        n.startswith("Mixed bit depths (uint16 (e.g. A01), uint8 (e.g. A02)) stored as uint16")
+        for n in report.notes
+    ), report.notes
+
+
 def test_binary_masks_become_connected_components(tmp_path, project):
     image, mask = disc_field()
     spec = save_field(tmp_path / "f", "A01", image, ((mask > 0) * 255).astype(np.uint8))

@@ -100,6 +100,21 @@ def test_pattern_with_subfolders_and_pattern_matched_in_subfolders(tmp_path):
     assert [f.key for f in by_name] == ["P1/A01", "P2/A01"] and not skipped
 
 
+def test_a_plate_name_with_underscores_splits_at_the_well(tmp_path):
+    root = tmp_path / "f"
+    for name in ("My_Plate_1_B02", "Screen_2_r03c11", "X_odd_well"):
+        for c in (1, 2):
+            write(root / f"{name}_s1_w{c}.tif", plane(c))
+    fields, skipped = find_fields(root, PATTERN)
+    got = {f.key: (f.metadata["plate"], f.metadata["well"]) for f in fields}
+    assert got == {
+        "My_Plate_1_B02_s1": ("My_Plate_1", "B02"),
+        "Screen_2_r03c11_s1": ("Screen_2", "r03c11"),
+        "X_odd_well_s1": ("X", "odd_well"),  # no well-shaped part: the first split, as before
+    }
+    assert not skipped
+
+
 def test_channel_files_of_different_sizes_are_skipped(tmp_path):
     root = per_channel_folder(tmp_path / "f")
     write(root / "P1_B02_s1_w2.tif", plane(5, shape=(20, 32)))

@@ -155,6 +155,18 @@ def test_tiff_whose_first_page_offset_points_nowhere_names_the_cause(tmp_path, r
         read_image_file(path)
 
 
+def test_tiff_whose_header_claims_more_than_memory_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, np.zeros((10, 10), np.uint16))
+    with tifffile.TiffFile(path, mode="r+b") as tif:  # a damaged header: 200,000 px square
+        tif.pages[0].tags["ImageWidth"].overwrite(200_000)
+        tif.pages[0].tags["ImageLength"].overwrite(200_000)
+    assert read_header(path).height == 200_000  # the header alone is read
+    with pytest.raises(DataError, match=r"huge\.tif: cannot read \(the header claims "
+                       r"200000x200000 pixels of uint16, 74\.5 GiB; at most 16 GiB"):  # fmt: skip
+        read_image_file(path)
+
+
 @pytest.mark.parametrize("compression", ["lzw", "zstd", "jpeg"])
 def test_compressed_tiffs_are_read(tmp_path, rng, make, compression):
     if compression == "jpeg":  # lossy and 8-bit: RGB, as microscopes' JPEG-in-TIFF is
