@@ -142,6 +142,8 @@ def open_project(path: Path) -> Project:
         ConfigError: when its project.toml is invalid or of a newer schema.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ProjectError(f"{path}: is a file, not a project folder")
     if not path.is_dir():
         raise ProjectError(f"{path}: no such project folder; create one with `phenoscout init`")
     for required in (CONFIG_FILE, "cells.parquet", DB_FILE):

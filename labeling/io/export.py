@@ -279,6 +279,8 @@ def write_table(df: pd.DataFrame, out: Path, meta: dict | None = None) -> Path:
         PhenoScoutError: when the file cannot be written (read-only folder, full disk).
     """
     out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give a file name, e.g. {out / 'export.csv'}")
     if out.suffix.lower() not in FORMATS:
         raise ConfigError(
             f"{out}: unsupported export format {out.suffix.lower()!r}; use .csv or .parquet"

@@ -138,6 +138,8 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
         (["evaluate", "{tmp}/nowhere"], "no such project folder"),
         (["report", "{tmp}/nowhere", "--out", "{tmp}/r"], "no such project folder"),
         (["export", "{project}", "--out", "{tmp}/x.xlsx"], "unsupported export format"),
+        (["export", "{project}", "--out", "{tmp}"], "is a folder; give a file name, e.g."),
+        (["info", "{project}/cells.parquet"], "cells.parquet: is a file, not a project folder"),
         (["init", "{project}", "--crops", "{tmp}"], "already exists and is not empty"),
     ],
 )
