@@ -509,3 +509,25 @@ def _attach_masks(
                 (_rel(path, mask_root), "mask matches no field; name it <field key>.tif")
             )
     return out
+
+
+def ome_channel_names(path: Path) -> tuple[str, ...] | None:
+    """The channel names an OME-TIFF's metadata gives its first image (``Channel/@Name``), or
+    None for any other file, unreadable metadata, or names missing or not unique."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.is_ome or not tif.ome_metadata:
+                return None
+            meta = tifffile.xml2dict(tif.ome_metadata)
+        image = meta["OME"]["Image"]
+        image = image[0] if isinstance(image, list) else image
+        channels = image["Pixels"].get("Channel") or []
+    except (OSError, ValueError, KeyError, TypeError, IndexError, tifffile.TiffFileError):
+        return None
+    channels = channels if isinstance(channels, list) else [channels]
+    names = tuple(str(c.get("Name") or "").strip() for c in channels if isinstance(c, dict))
+    if not names or not all(names) or len(set(names)) != len(names):
+        return None
+    return names

@@ -43,7 +43,7 @@ from datasets.crops.ingest import (
 )
 from datasets.crops.resize import border_median, widest_dtype
 from datasets.errors import DataError
-from datasets.fields.files import FIELD_COLUMNS, field_header
+from datasets.fields.files import FIELD_COLUMNS, field_header, ome_channel_names
 from datasets.fields.ome import OME_COLUMN, FieldImages
 from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
@@ -153,6 +153,7 @@ def ingest_fields(
     report.labels_csv = "truth per field object" if truth else None
     existing = existing_fields(project)
     planned, n_channels, dtype = _plan(fields, manifest, existing, cfg, report)
+    cfg = _names_from_ome(cfg, manifest, planned, n_channels, report)
     if cfg.crop_size is None:
         cfg = dataclasses.replace(cfg, crop_size=_chosen_crop_size(planned, segmenter, report))
         report.crop_size = cfg.crop_px
@@ -192,6 +193,28 @@ def ingest_fields(
         raw_masks.unlink(missing_ok=True)
     logger.info("field ingest finished:\n%s", report.summary())
     return report
+
+
+def _names_from_ome(
+    cfg: IngestConfig,
+    manifest: dict[str, Any] | None,
+    planned: list[FieldSpec],
+    n_channels: int,
+    report: IngestReport,
+) -> IngestConfig:
+    """A new project of OME-TIFF fields without ``--channels`` takes the channel names of the
+    first field's OME metadata (when there is one per channel)."""
+    first = planned[0].channel_files
+    if cfg.channel_names or manifest or len(first) != 1:
+        return cfg
+    names = ome_channel_names(first[0])
+    if names is None or len(names) != n_channels:
+        return cfg
+    report.notes.append(
+        f"Channel names from the OME metadata of {first[0].name}: {', '.join(names)} "
+        "(--channels overrides)"
+    )
+    return dataclasses.replace(cfg, channel_names=names)
 
 
 #: Fields whose objects are measured to choose the crop size (evenly spread over the screen).

@@ -273,6 +273,19 @@ def test_a_second_ingest_adds_a_part_and_keeps_keys_unique(tmp_path, project):
     np.testing.assert_array_equal(read_field_mask(project, "A01.2"), mask)
 
 
+def test_ome_tiff_fields_name_the_channels_unless_names_are_given(tmp_path, project):
+    image, mask = disc_field()
+    path = tmp_path / "f" / "A01.ome.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, image, metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "GFP"]}})
+    spec = FieldSpec("A01", (path,), {}, save_field(tmp_path / "m", "A01", image, mask).mask_file)
+    report = ingest_fields([spec], project)
+    assert report.channel_names == ("DAPI", "GFP")
+    assert "Channel names from the OME metadata of A01.ome.tif: DAPI, GFP" in report.summary()
+    given = ingest_fields([spec], tmp_path / "p2", IngestConfig(channel_names=("H2B", "tub")))
+    assert given.channel_names == ("H2B", "tub")
+
+
 def test_fields_already_in_the_project_are_left_out(tmp_path, project):
     image, mask = disc_field()
     first = save_field(tmp_path / "f1", "A01", image, mask)
