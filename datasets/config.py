@@ -104,8 +104,8 @@ def default_channels(n_channels: int, names: tuple[str, ...] = ()) -> tuple[Chan
     if names and len(names) != n_channels:
         raise DataError(
             f"the images have {n_channels} channel(s) but {len(names)} channel names are set "
-            f"{list(names)}: crops added to a project or predicted with it need its channels; "
-            "otherwise give one name per channel (--channels)"
+            f"{list(names)}: crops added to a project or predicted with it need the project's "
+            "channels; a new project takes one name per channel (--channels)"
         )
     names = names or tuple(f"ch{i}" for i in range(n_channels))
     return tuple(

@@ -425,7 +425,7 @@ def test_predict_measures_a_new_screen_as_the_project_was_measured(labeled_copy,
     assert len(pd.read_csv(out)) == 4
     out = tmp_path / "three.csv"
     code, _, err = run(capsys, "predict", labeled_copy, "--crops", tmp_path / "three", "--out", out)
-    assert code == 2 and "3 channel(s)" in err and "need its channels" in err
+    assert code == 2 and "3 channel(s)" in err and "need the project's channels" in err
     assert f"{tmp_path / 'three'} (e.g. c0.tif)" in err
     assert len(err.strip().splitlines()) == 1
 
