@@ -106,8 +106,9 @@ def well_fractions(project: Project) -> pd.DataFrame:
     cols = project.cells(columns=None).columns
     if not {"plate", "well"} <= set(cols):
         raise DataError(
-            f"{project.path.name}/cells.parquet has no plate and well columns; give a "
-            "metadata.csv with plate,well columns when creating the project"
+            f"{project.path.name}/cells.parquet has no plate and well columns; give them when "
+            "creating the project: for crops a metadata.csv with plate,well columns, for fields "
+            "a --pattern with {plate} and {well} (e.g. {plate}_{well}_s{site}_w{channel}.tif)"
         )
     ids, head = _head(project)
     extra = ["control"] if "control" in cols else []
