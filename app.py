@@ -15,10 +15,9 @@ import streamlit as st
 
 from app_pages.pages.project import render_project_page
 from app_pages.server.common import (
-    PROJECT_PATH,
     annotator_input,
+    chosen_project,
     open_cached,
-    project_arg,
     project_sidebar,
     show_error,
     start_screen,
@@ -32,7 +31,7 @@ def main() -> None:
     # an emoji favicon is drawn in the page; a page's :material: icon would be fetched from
     # fonts.gstatic.com (the page must ask nothing of any host but its own server)
     st.set_page_config(page_title="PhenoScout", page_icon="🔬", layout="wide")
-    path = st.session_state.get(PROJECT_PATH) or project_arg()
+    path = chosen_project()  # opened in this session, or in the address (a reload), or given
     project: Project | None = None
     if path:
         try:

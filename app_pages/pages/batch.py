@@ -239,6 +239,25 @@ def key_events(sess: LabelSession, project: Project, annotator: str, widget_key:
     _apply_keys(sess, project, annotator, str(value.get("token", "")), value.get("events") or [])
 
 
+def apply_unconfirmed_keys(
+    sess: LabelSession, project: Project, annotator: str, widget_key: str
+) -> bool:
+    """Apply the browser's key events this session has not applied yet, on any run of the
+    page, not only when the queue changes: after the server restarts, a page that kept keys
+    typed while it was down sends them with its first run, to a session whose widget has no
+    earlier value, so no change callback fires. True when there were any (the page redraws)."""
+    state = st.session_state.get(widget_key) or {}
+    value = state.get("events") if hasattr(state, "get") else None
+    if not isinstance(value, dict):
+        return False
+    token, events = str(value.get("token", "")), value.get("events") or []
+    done = sess.ack[1] if sess.ack[0] == token else 0
+    if not any(isinstance(e, list) and e and isinstance(e[0], int) and e[0] > done for e in events):
+        return False
+    _apply_keys(sess, project, annotator, token, events)
+    return True
+
+
 @action
 def _apply_keys(
     sess: LabelSession, project: Project, annotator: str, token: str, events: list

@@ -38,13 +38,16 @@ from app_pages.widgets.tiles import (
 from labeling.project import Project
 from labeling.store.labels import SKIP, ClassInfo
 
-FOCUS_COLOUR = "#ff4b4b"
+#: The focused tile: a dark outline outside the tile and a pale yellow ground, never a class's
+#: colour (the 20 class colours take every hue; a red focus read as the 4th class's label ring).
+FOCUS_COLOUR = "#111827"
+FOCUS_GROUND = "#fef9c3"
 SKIP_KEY = "s"
 #: Tiles keep their size whatever their state (a label is an inset ring, not a wider border;
 #: one-line captions), so the rows below never move while you label; the focused tile keeps a
 #: margin below the page's top bar when scrolled into view.
 _LAYOUT_CSS = """
-div[class*="st-key-tile-"] {padding: 0.5rem; scroll-margin: 4.5rem 0 1rem 0;}
+div[class*="st-key-tile-"] {padding: 0.5rem; scroll-margin: 4.5rem 0 1rem 0; position: relative;}
 div[class*="st-key-tile-"] [data-testid="stCaptionContainer"] p {
     white-space: nowrap; overflow: hidden; text-overflow: ellipsis; margin: 0;}
 div[class*="st-key-tile-"] [data-testid="stTooltipHoverTarget"] {min-width: 0;}
@@ -229,7 +232,7 @@ def _class_keys(page: _Page) -> None:
                 help=f"key {c.key}" if c.key else "no key: click, or find it by name",
             )
         real = [c.name for c in classes if not c.pseudo]
-        if len(real) > FIND_FROM:
+        if len(real) >= FIND_FROM:
             st.selectbox(
                 "Find a class",
                 real,
@@ -332,7 +335,7 @@ def _styles(page: _Page) -> None:
             )
         elif it["cell_id"] in sess.skipped:
             rules.append(f".st-key-tile-{i} img {{opacity: 0.45;}}")
-    focus = f"outline: 4px solid {FOCUS_COLOUR}; outline-offset: 2px;"
+    focus = f"outline: 4px solid {FOCUS_COLOUR}; outline-offset: 3px; background: {FOCUS_GROUND};"
     # the script draws the focus (it moves it at once on a key); without it, the server does
     rules.append(f"body:not([data-ps-client]) .st-key-tile-{sess.focus} {{{focus}}}")
     rules.append(f'div[class*="st-key-tile-"][data-ps-focus] {{{focus}}}')
@@ -375,6 +378,8 @@ def _keys(page: _Page, colour: dict[str, str]) -> None:
             B.key_events, sess, page.project, page.annotator, KEYS_KEY
         ),
     )
+    if B.apply_unconfirmed_keys(sess, page.project, page.annotator, KEYS_KEY):
+        st.rerun()  # keys the server had not seen (typed while it was down): draw them
 
 
 KEYS_KEY = "label-keys"

@@ -101,15 +101,51 @@ def labels_key(project: Project) -> tuple:
     return (store.n_labels_given(), last, classes, store.n_cells())
 
 
+#: The page address's parameters that keep the annotator and the project over a reload.
+ANNOTATOR_PARAM, PROJECT_PARAM = "annotator", "project"
+
+
 def annotator_input() -> str:
-    """The sidebar's annotator name (per session); the default when left empty."""
+    """The sidebar's annotator name (per session; kept in the page's address, so a reload
+    keeps it and labels stay credited to the same person); the default when left empty."""
+    if "annotator" not in st.session_state:
+        st.session_state["annotator"] = st.query_params.get(ANNOTATOR_PARAM, DEFAULT_ANNOTATOR)
     name = st.sidebar.text_input(
         "Annotator",
-        value=DEFAULT_ANNOTATOR,
         key="annotator",
         help="Your name or initials: every label records who gave it.",
     )
-    return name.strip() or DEFAULT_ANNOTATOR
+    name = name.strip() or DEFAULT_ANNOTATOR
+    _keep_param(ANNOTATOR_PARAM, name if name != DEFAULT_ANNOTATOR else None)
+    return name
+
+
+def _keep_param(name: str, value: str | None) -> None:
+    """Set (or, for None, remove) a parameter of the page's address."""
+    if value is None:
+        if name in st.query_params:
+            del st.query_params[name]
+    elif st.query_params.get(name) != value:
+        st.query_params[name] = value
+
+
+def chosen_project() -> str | None:
+    """The project this session shows: the one opened in it, else the address's (after a
+    reload; a path under the allowed root only), else the one the app was started with."""
+    path = st.session_state.get(PROJECT_PATH)
+    if not path and st.query_params.get(PROJECT_PARAM):
+        try:
+            path = str(user_path(st.query_params[PROJECT_PARAM]))
+        except PhenoScoutError:
+            path = None
+        st.session_state[PROJECT_PATH] = path
+    path = path or project_arg()
+    started = project_arg()
+    opened = (
+        path if path and (not started or Path(path).resolve() != Path(started).resolve()) else None
+    )
+    _keep_param(PROJECT_PARAM, opened)
+    return path
 
 
 def allowed_root() -> Path:

@@ -62,6 +62,7 @@ export default function (component) {
     for (const [i, [, name]] of Object.entries(ps.clicks)) {
       ps.pending[i] = name;
       ps.done[i] = true;
+      if (+i === ps.focus) ps.focus = nextOpen(ps.done, +i);
     }
   };
   const draw = (scroll) => {
@@ -148,6 +149,12 @@ export default function (component) {
     ps.clicks[i] = [d.ids[i], name];
     ps.pending[i] = name;
     ps.done[i] = true;
+    if (i === ps.focus) {
+      // a click labels the focused tile: the focus moves on at once, as after a key, so the
+      // next key is for the next open tile (the server's drawing may come a second later)
+      ps.focus = nextOpen(ps.done, i);
+      push("focus", ps.focus, null);
+    }
     draw(false);
   };
   if (!ps.installed) {

@@ -245,3 +245,20 @@ def test_keys_typed_while_the_next_batch_loads_label_it(browser, app, project):
         assert store.current_labels()[first] == "round"
         assert store.history(first)[-1].annotator == "browser"
     page.close()
+
+
+def test_a_click_on_the_focused_tile_moves_the_focus_before_the_next_key(browser, app, project):
+    # an annotator of its own (from the address): a batch of its own, focus on tile 1
+    page, _ = _open(browser, app + "?annotator=clicker")
+    ids = page.evaluate("() => window.__psLabel.data.ids")
+    assert page.evaluate(FOCUSED)["tile"] == 0
+    page.locator(".st-key-tile-0 [class*='st-key-pick-'] button").first.click(no_wait_after=True)
+    page.keyboard.press("2")  # at once: for tile 2, not a relabel of tile 1
+    page.locator(".st-key-tile-1").filter(has_text="✔ elongated").wait_for(timeout=30000)
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
+    wait_idle(page)
+    with LabelStore(project / "labels.db") as store:
+        assert [e.label for e in store.history(ids[0])] == ["round"]
+        assert store.current_labels()[ids[1]] == "elongated"
+        assert store.history(ids[1])[-1].annotator == "clicker"
+    page.close()

@@ -76,3 +76,24 @@ def test_label_page_shows_the_trainer_line(tmp_path, small_project, monkeypatch)
     assert "model: none yet" in line and "not running (PHENOSCOUT_TRAINER=off)" in line
     assert "features: **auto**" in line
     assert not (project / "models" / "trainer.log").exists()  # nothing was started
+
+
+@pytest.mark.slow  # two app runs
+def test_annotator_and_project_come_back_from_the_address(tmp_path, small_project, monkeypatch):
+    # a reload keeps the page's address: the annotator and the project opened live there
+    monkeypatch.setenv("PHENOSCOUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("PHENOSCOUT_TRAINER", "off")
+    shutil.copytree(small_project, tmp_path / "other")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["annotator"] = "hana"
+    at.query_params["project"] = "other"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.text_input(key="annotator").value == "hana"
+    assert str(tmp_path / "other") in [c.value for c in at.sidebar.caption]
+    at.sidebar.text_input(key="annotator").set_value("ines").run()
+    assert at.query_params["annotator"] == "ines"
+    outside = AppTest.from_file(APP, default_timeout=60)
+    outside.query_params["project"] = "/etc"  # out of the root: ignored, the start screen shows
+    outside.run()
+    assert not outside.exception and "/etc" not in str(outside.session_state)
