@@ -474,9 +474,9 @@ def cellprofiler_columns(project: Project) -> list[str]:
     ]
     if not cols:
         raise ConfigError(
-            f"{path}: loop.features = {project.config.loop.features!r} needs numeric "
-            f"{CP_PREFIX}* columns (CellProfiler measurements) and the cell table has none; "
-            'import them first or set loop.features = "auto" in project.toml'
+            f"{path}: no numeric {CP_PREFIX}* columns (CellProfiler measurements) in the cell "
+            "table; create the project from a CellProfiler export to have them (where "
+            f'loop.features = {project.config.loop.features!r} asks for them, set "auto")'
         )
     return cols
 

@@ -170,6 +170,15 @@ def undo(sess: LabelSession, project: Project, annotator: str) -> None:
             relet(project, annotator, sess.items[i], sess.round_id)
         sess.notice = f"Skip of {cell_id} undone"
     else:
+        mine = [e for e in project.store.label_events() if e.annotator == annotator]
+        if mine and sess.index(mine[-1].cell_id) is None:
+            # the latest label is of an earlier batch: undoing it would bring back a cell that
+            # is not on the page
+            sess.notice = (
+                "Nothing to undo in this batch (your latest label is of an earlier batch: "
+                "change it on the Review page)"
+            )
+            return
         record = undo_last(project, annotator)
         if record is None:
             sess.notice = "Nothing to undo"

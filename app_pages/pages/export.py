@@ -97,9 +97,27 @@ def _files(project: Project, key: tuple) -> None:
                                on_click="ignore", icon=":material/download:")  # fmt: skip
 
 
+def _feature_choices(project: Project) -> list[str]:
+    """The AnnData feature sets this project has: morphology; the embedding once a model
+    version is published; CellProfiler columns when the cell table holds them."""
+    from labeling.errors import ConfigError
+    from labeling.feature_sets import cellprofiler_columns
+    from labeling.training import latest_version
+
+    choices = ["morphology"]
+    if latest_version(project.path) is not None:
+        choices += ["embedding", "morphology+embedding"]
+    try:
+        cellprofiler_columns(project)
+        choices.append("cellprofiler")
+    except ConfigError:
+        pass
+    return choices
+
+
 def _anndata(project: Project, key: tuple) -> None:
     """Write the screen as one .h5ad to PROJECT/exports/ on request, then offer it."""
-    from labeling.io.anndata_export import FEATURE_PARTS, export_anndata
+    from labeling.io.anndata_export import export_anndata
 
     with st.container(border=True, key="export-anndata"):
         st.markdown(
@@ -107,7 +125,7 @@ def _anndata(project: Project, key: tuple) -> None:
             "values), obs the cell table with each cell's label and the model's prediction, "
             "obsm the backbone embedding and the class probabilities"
         )
-        choices = [*FEATURE_PARTS, "morphology+embedding"]
+        choices = _feature_choices(project)
         features = st.selectbox("Features in X", choices, key="anndata-features")
         out = project.path / "exports" / f"{project.config.name}-{features}.h5ad"
         built = st.session_state.get("anndata-built")

@@ -113,6 +113,11 @@ def _reason(err: DataError, path: Path) -> str:
 
 def scan(ctx: Context) -> None:
     """Pass 1: headers of every file; skip unreadable, unsupported and odd-channel files."""
+    if (ctx.src / "project.toml").is_file() and (ctx.src / "cells.parquet").is_file():
+        raise DataError(
+            f"{ctx.src}: is a PhenoScout project, not a folder of crops; open it as a project "
+            "(phenoscout app PROJECT) or point to the folder its crops came from"
+        )
     images, unsupported = scan_folder(ctx.src)
     if not images:
         find_images(ctx.src)  # raises the "no images found" error

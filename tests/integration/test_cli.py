@@ -141,6 +141,7 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
         (["export", "{project}", "--out", "{tmp}"], "is a folder; give a file name, e.g."),
         (["info", "{project}/cells.parquet"], "cells.parquet: is a file, not a project folder"),
         (["init", "{project}", "--crops", "{tmp}"], "already exists and is not empty"),
+        (["init", "{tmp}/p", "--crops", "{project}"], "is a PhenoScout project, not a folder"),
     ],
 )
 def test_errors_are_one_line_with_exit_code(tmp_path, capsys, small_project, argv, needle):

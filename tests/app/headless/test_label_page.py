@@ -92,6 +92,19 @@ def test_skip_and_undo(project):
     assert store.n_labels_given() == 0
 
 
+def test_undo_after_the_next_batch_leaves_the_earlier_batch_alone(project):
+    at = _app(project)
+    _add_classes(at, "a")
+    first = _sess(at).items[0]["cell_id"]
+    at.button(key="cls-1").click().run()
+    at.button(key="next-batch").click().run()
+    assert first not in {it["cell_id"] for it in _sess(at).items}
+    at.button(key="undo").click().run()  # would bring back a cell that is not on the page
+    assert not at.exception, at.exception
+    assert _store(project).current_labels() == {first: "a"}
+    assert any("Nothing to undo in this batch" in t.value for t in at.toast), at.toast
+
+
 def test_add_class_inline_and_label_the_focused_tile(project):
     at = _app(project)
     first = _sess(at).items[0]["cell_id"]
