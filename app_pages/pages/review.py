@@ -99,7 +99,11 @@ def _in_view(cls: str, ids: list[str]) -> list[str]:
 def _disagreements(project: Project, annotator: str, display: Display) -> None:
     frame = disagreements(project)
     if frame.empty:
-        st.info("No disagreements: the model predicts every label (or there is no model yet).")
+        st.info(
+            "No disagreements: the model, fit on these labels, predicts every one of them (or "
+            "there is no model yet). **Inconsistent labels** checks each label against a model "
+            "not trained on it."
+        )
         return
     st.caption(f"{len(frame)} labeled cells the model predicts otherwise" + _cut(frame))
     items = [
