@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from datasets.cells import DAMAGED_FIX
 from datasets.files import replace_file
-from labeling.errors import ConfigError
+from labeling.errors import ConfigError, ProjectDamagedError
 from labeling.project import Project
 from models.folder import (
     VersionInfo,
@@ -465,7 +466,10 @@ def cellprofiler_columns(project: Project) -> list[str]:
     import pyarrow.parquet as pq
 
     path = project.path / "cells.parquet"
-    schema = pq.read_schema(path)
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError, pa.ArrowException) as err:  # truncated, overwritten, unreadable
+        raise ProjectDamagedError(path, err, DAMAGED_FIX) from err
     cols = [
         f.name
         for f in schema
