@@ -20,7 +20,7 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -473,17 +473,26 @@ def relet(project: Project, annotator: str, item: Mapping[str, Any], round_id: i
     return project.store.lease([lease], annotator, round_id, ttl_s=ttl_s)
 
 
-def undo_last(project: Project, annotator: str) -> LabelRecord | None:
+def undo_last(
+    project: Project, annotator: str, within: Collection[str] | None = None
+) -> LabelRecord | None:
     """Undo ``annotator``'s latest label in force; a cell left without a label that was labeled
     in a round goes back under the annotator's lease (with the strategy and guess it was handed
     out with), so it shows up open in the batch again.
 
+    Args:
+        within: the cells the undo may touch (the batch on screen); when the latest label is of
+            another cell, nothing is undone.
+
     Returns:
-        The undone record (``undone=True``, with ``sub_strategy`` and ``guess``), or None when
-        the annotator has nothing to undo.
+        The undone record (``undone=True``, with ``sub_strategy`` and ``guess``); the latest
+        label as it stands (``undone=False``) when it is not ``within``; None when the
+        annotator has nothing to undo.
     """
     store = project.store
     mine = [e for e in store.label_events() if e.annotator == annotator]
+    if within is not None and mine and mine[-1].cell_id not in within:
+        return mine[-1]
     record = store.undo_last(annotator)
     if record is None:
         return None

@@ -170,18 +170,17 @@ def undo(sess: LabelSession, project: Project, annotator: str) -> None:
             relet(project, annotator, sess.items[i], sess.round_id)
         sess.notice = f"Skip of {cell_id} undone"
     else:
-        mine = [e for e in project.store.label_events() if e.annotator == annotator]
-        if mine and sess.index(mine[-1].cell_id) is None:
-            # the latest label is of an earlier batch: undoing it would bring back a cell that
-            # is not on the page
+        # within the batch on the page: undoing a label of an earlier batch would bring back
+        # a cell that is not on it
+        record = undo_last(project, annotator, within={it["cell_id"] for it in sess.items})
+        if record is None:
+            sess.notice = "Nothing to undo"
+            return
+        if not record.undone:
             sess.notice = (
                 "Nothing to undo in this batch (your latest label is of an earlier batch: "
                 "change it on the Review page)"
             )
-            return
-        record = undo_last(project, annotator)
-        if record is None:
-            sess.notice = "Nothing to undo"
             return
         cell_id = record.cell_id
         if sess.actions and sess.actions[-1] == ("label", cell_id):
@@ -241,11 +240,18 @@ def key_events(sess: LabelSession, project: Project, annotator: str, widget_key:
     events numbered after the last one applied for this browser page. Events: ``[n, "label",
     class, cell_id]`` (a class key or skip, for the cell the page marked), ``[n, "focus", index,
     None]``, ``[n, "undo", ...]``, ``[n, "next", ...]``."""
-    state = st.session_state.get(widget_key) or {}  # first: Streamlit may stop the run here
+    queued = _queued(widget_key)  # first: Streamlit may stop the run here
+    if queued is not None:
+        _apply_keys(sess, project, annotator, *queued)
+
+
+def _queued(widget_key: str) -> tuple[str, list] | None:
+    """``(token, events)`` of the browser's key queue (``label_client.js``), or None."""
+    state = st.session_state.get(widget_key) or {}
     value = state.get("events") if hasattr(state, "get") else None
     if not isinstance(value, dict):
-        return
-    _apply_keys(sess, project, annotator, str(value.get("token", "")), value.get("events") or [])
+        return None
+    return str(value.get("token", "")), value.get("events") or []
 
 
 def apply_unconfirmed_keys(
@@ -255,11 +261,10 @@ def apply_unconfirmed_keys(
     page, not only when the queue changes: after the server restarts, a page that kept keys
     typed while it was down sends them with its first run, to a session whose widget has no
     earlier value, so no change callback fires. True when there were any (the page redraws)."""
-    state = st.session_state.get(widget_key) or {}
-    value = state.get("events") if hasattr(state, "get") else None
-    if not isinstance(value, dict):
+    queued = _queued(widget_key)
+    if queued is None:
         return False
-    token, events = str(value.get("token", "")), value.get("events") or []
+    token, events = queued
     done = sess.ack[1] if sess.ack[0] == token else 0
     if not any(isinstance(e, list) and e and isinstance(e[0], int) and e[0] > done for e in events):
         return False

@@ -139,12 +139,10 @@ def chosen_project() -> str | None:
         except PhenoScoutError:
             path = None
         st.session_state[PROJECT_PATH] = path
-    path = path or project_arg()
     started = project_arg()
-    opened = (
-        path if path and (not started or Path(path).resolve() != Path(started).resolve()) else None
-    )
-    _keep_param(PROJECT_PARAM, opened)
+    path = path or started
+    given = bool(path and started and Path(path).resolve() == Path(started).resolve())
+    _keep_param(PROJECT_PARAM, None if given or not path else path)
     return path
 
 

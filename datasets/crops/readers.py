@@ -229,8 +229,8 @@ def read_header(path: Path) -> ImageHeader:
                 channels, dtype, layout = _pil_mode(im.mode)
                 if _grey_palette(im):
                     channels, layout = 1, GREY_PALETTE
-                if _png16_bands(im):
-                    channels, dtype, layout = _png16_bands(im), np.uint16, "16-bit colour PNG"
+                if bands := _png16_bands(im):
+                    channels, dtype, layout = bands, np.uint16, "16-bit colour PNG"
                 header = ImageHeader(1, channels, im.height, im.width, np.dtype(dtype), layout)
         else:
             with tifffile.TiffFile(path) as tif:

@@ -384,8 +384,9 @@ def _drop_already_ingested(
         return tuple(str(Path(p).resolve()) for p in paths)
 
     held = {files(paths) for paths in existing["channel_files"]}
-    new = [spec for spec in fields if files(spec.channel_files) not in held]
-    old = [spec.key for spec in fields if files(spec.channel_files) in held]
+    is_held = [files(spec.channel_files) in held for spec in fields]
+    new = [spec for spec, h in zip(fields, is_held, strict=True) if not h]
+    old = [spec.key for spec, h in zip(fields, is_held, strict=True) if h]
     if not new:
         where = Path(fields[0].channel_files[0]).parent
         raise DataError(
