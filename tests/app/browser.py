@@ -144,6 +144,16 @@ def stop_server(project: Path) -> None:
             os.kill(int(proc.name), signal.SIGTERM)
 
 
+def wait_count(page, selector: str, n: int, timeout_ms: int = 30000) -> None:
+    """Wait until the page holds at least ``n`` elements matching ``selector`` (the page streams
+    in: Streamlit's status widget can be gone before the last element is drawn)."""
+    page.wait_for_function(
+        "([s, n]) => document.querySelectorAll(s).length >= n",
+        arg=[selector, n],
+        timeout=timeout_ms,
+    )
+
+
 def wait_text(page, text: str, timeout_ms: int = 30000) -> None:
     """Wait until the page's text contains ``text``."""
     page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=timeout_ms)

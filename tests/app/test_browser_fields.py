@@ -17,7 +17,14 @@ from datasets.fields.demo import FILENAME_PATTERN, generate_demo_fields
 from datasets.fields.files import find_fields
 from datasets.fields.store import read_fields
 from labeling.project import FieldSource, create_project_from_fields
-from tests.app.browser import chromium, require_browser, running_app, screenshot, wait_idle
+from tests.app.browser import (
+    chromium,
+    require_browser,
+    running_app,
+    screenshot,
+    wait_count,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 VIEWPORT = {"width": 1400, "height": 1200}
@@ -48,18 +55,19 @@ def test_fields_page_draws_the_segmentation_and_a_chosen_cell(project):
         page.goto(url + "/fields")
         page.wait_for_function(_LOADED, arg=".st-key-fields-image img", timeout=60000)
         wait_idle(page)
+        wait_count(page, '[data-testid="stMetricValue"]', 3)
         metrics = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
         assert metrics[:3] == [str(first["n_objects"]), str(first["n_kept"]),
                                str(first["n_border"])]  # fmt: skip
-        assert page.get_by_text(f"{first['n_kept']} cells in this field").is_visible()
+        page.get_by_text(f"{first['n_kept']} cells in this field").wait_for(timeout=30000)
         assert page.evaluate(_N_IMAGES) == 1
 
         grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
         page.mouse.click(grid["x"] + 15, grid["y"] + 35 + 2 * 35 + 17)  # row 3's checkbox
         page.wait_for_function(f"() => ({_N_IMAGES})() === 3", timeout=30000)
         wait_idle(page)
-        assert page.get_by_text("stored crop").is_visible()
-        assert page.get_by_text("in its field").is_visible()
+        page.get_by_text("stored crop").wait_for(timeout=30000)
+        page.get_by_text("in its field").wait_for(timeout=30000)
         screenshot(page, "fields_page")
         caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text=third)
         assert "label: not labeled" in caption.first.inner_text()

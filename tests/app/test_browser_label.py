@@ -23,6 +23,7 @@ from tests.app.browser import (
     require_browser,
     running_app,
     stop_server,
+    wait_count,
     wait_idle,
     wait_text,
     wait_tiles,
@@ -211,7 +212,7 @@ def test_discover_numbers_are_the_stores(browser, app, project):
     page.goto(app + "/discover")
     wait_text(page, "Cross-validated quality", 60000)
     wait_idle(page, 60000)
-    page.locator('[data-testid="stMetric"]').first.wait_for(timeout=60000)
+    wait_count(page, '[data-testid="stMetric"]', 4, 60000)
     texts = page.locator('[data-testid="stMetric"]').all_inner_texts()
     lines = [[x.strip() for x in m.split("\n") if x.strip()] for m in texts]
     metrics = {m[0]: m[-1] for m in lines if m}  # label first, value last
