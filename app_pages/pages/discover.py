@@ -162,7 +162,9 @@ def _found_by(strategy: str) -> str:
 def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
     counts = class_counts(project.store, events)
     n_slice = int(prev["n_slice"].max()) if len(prev) else 0
-    counts["first_found_by"] = counts["first_found_by"].map(_found_by, na_action="ignore")
+    counts["first_found_by"] = (
+        counts["first_found_by"].map(_found_by, na_action="ignore").fillna("not found yet")
+    )  # a class added by hand and never given: said, not a bare "None"
     table = counts[["label", "n_labeled", "n_given", "first_found_at", "first_found_by",
                     "pseudo"]].merge(
         prev[["label", "n_random", "estimate", "low", "high"]], on="label", how="left"
