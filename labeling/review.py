@@ -37,36 +37,56 @@ def cells_of_class(project: Project, cls: str) -> list[str]:
 
 
 def disagreements(project: Project) -> pd.DataFrame:
-    """Labeled cells whose label is not the head's predicted class.
-
-    The head is fit on the current (non-pseudo) labels, so a disagreement is a cell the model
-    cannot fit: a likely mislabel, or a class boundary worth a second look.
+    """Labeled cells whose label is not the class the head predicts for them when trained
+    without them (stratified k-fold over the current non-pseudo labels, as in
+    :func:`inconsistent_labels`): a likely mislabel, or a class boundary worth a second look. A
+    head fit on a cell's own label would mostly echo it back.
 
     Returns:
-        ``cell_id, label, predicted, confidence`` (confidence: the head's probability of
+        ``cell_id, label, predicted, confidence`` (confidence: the out-of-fold probability of
         ``predicted``, float), most confident disagreement first; empty (same columns) while
-        fewer than two classes have labels.
+        fewer than two classes have two labels. Cells of a class with one label are not checked.
     """
-    from labeling.loop import fit_head, pool_data
+    from labeling.reports.report import _cv_proba
 
     columns = ["cell_id", "label", "predicted", "confidence"]
-    pool = pool_data(project)
-    head = fit_head(project, pool)
-    if head.proba is None:
+    cv = _cross_validation_set(project)
+    if cv is None:
         return pd.DataFrame(columns=columns)
-    labels = project.store.current_labels(include_pseudo=False)
-    ids = [c for c in labels if c in pool.position]
-    rows = np.array([pool.position[c] for c in ids], dtype=np.int64)
-    proba = np.asarray(head.proba)[rows] if len(rows) else np.zeros((0, len(head.classes)))
-    names = np.asarray(head.classes, dtype=object)
+    keep, x, y, folds = cv
+    classes, proba = _cv_proba(x, y, folds, int(project.config.seed))
     frame = pd.DataFrame({
-        "cell_id": ids,
-        "label": [labels[c] for c in ids],
-        "predicted": names[proba.argmax(axis=1)] if len(ids) else [],
-        "confidence": proba.max(axis=1).astype(float) if len(ids) else [],
+        "cell_id": keep,
+        "label": y,
+        "predicted": np.asarray(classes, dtype=object)[proba.argmax(axis=1)],
+        "confidence": proba.max(axis=1).astype(float),
     })  # fmt: skip
     out = frame[frame["label"] != frame["predicted"]]
-    return out.sort_values("confidence", ascending=False, ignore_index=True)[columns]
+    return out.sort_values(["confidence", "cell_id"], ascending=[False, True], ignore_index=True)[
+        columns
+    ]
+
+
+def _cross_validation_set(
+    project: Project,
+) -> tuple[list[str], np.ndarray, np.ndarray, int] | None:
+    """The labeled cells cross-validation can check (their class has >= 2 labels), with the
+    loop's features, labels and number of folds; None while fewer than 2 such classes."""
+    from collections import Counter
+
+    from labeling.loop import pool_data
+    from labeling.reports.report import MAX_FOLDS
+
+    labels = project.store.current_labels(include_pseudo=False)
+    pool = pool_data(project)
+    counts = Counter(lab for c, lab in labels.items() if c in pool.position)
+    keep = sorted(c for c, lab in labels.items() if c in pool.position and counts[lab] >= 2)
+    y = np.array([labels[c] for c in keep], dtype=object)
+    if len(set(y.tolist())) < 2:
+        return None
+    x = np.asarray(pool.features[[pool.position[c] for c in keep]], dtype=np.float32)
+    folds = max(2, min(MAX_FOLDS, min(Counter(y.tolist()).values())))
+    return keep, x, y, folds
 
 
 def inconsistent_labels(project: Project, k: int = NEIGHBOURS) -> pd.DataFrame:
@@ -82,20 +102,14 @@ def inconsistent_labels(project: Project, k: int = NEIGHBOURS) -> pd.DataFrame:
     """
     from collections import Counter
 
-    from labeling.loop import pool_data
-    from labeling.reports.report import MAX_FOLDS, _cv_predict
+    from labeling.reports.report import _cv_predict
 
     columns = ["cell_id", "label", "cv_predicted", "neighbours", "agree"]
-    labels = project.store.current_labels(include_pseudo=False)
-    pool = pool_data(project)
-    counts = Counter(lab for c, lab in labels.items() if c in pool.position)
-    keep = sorted(c for c, lab in labels.items() if c in pool.position and counts[lab] >= 2)
-    y = np.array([labels[c] for c in keep], dtype=object)
-    if len(set(y.tolist())) < 2:
+    cv = _cross_validation_set(project)
+    if cv is None:
         return pd.DataFrame(columns=columns)
-    x = np.asarray(pool.features[[pool.position[c] for c in keep]], dtype=np.float32)
-    folds = max(2, min(MAX_FOLDS, min(Counter(y.tolist()).values())))
-    cv = _cv_predict(x, y, folds, int(project.config.seed))
+    keep, x, y, folds = cv
+    cv_pred = _cv_predict(x, y, folds, int(project.config.seed))
     sq = (x * x).sum(axis=1)
     dist = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
     np.fill_diagonal(dist, np.inf)
@@ -104,8 +118,8 @@ def inconsistent_labels(project: Project, k: int = NEIGHBOURS) -> pd.DataFrame:
     for i, cell in enumerate(keep):
         votes = Counter(y[near[i]].tolist()).most_common(1)
         major, n_major = votes[0] if votes else (None, 0)
-        if cv[i] != y[i] and major is not None and major != y[i]:
-            rows.append((cell, y[i], cv[i], major, n_major / max(near.shape[1], 1)))
+        if cv_pred[i] != y[i] and major is not None and major != y[i]:
+            rows.append((cell, y[i], cv_pred[i], major, n_major / max(near.shape[1], 1)))
     out = pd.DataFrame(rows, columns=columns)
     return out.sort_values(["agree", "cell_id"], ascending=[False, True], ignore_index=True)
 

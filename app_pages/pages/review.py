@@ -30,7 +30,7 @@ from app_pages.widgets.tiles import (
 from labeling.errors import PhenoScoutError
 from labeling.loop import submit_labels
 from labeling.project import Project
-from labeling.review import cells_of_class, confident_unlabeled, disagreements, similar_cells
+from labeling.review import cells_of_class, confident_unlabeled, similar_cells
 from labeling.store.labels import ClassInfo
 
 MODES = (
@@ -97,15 +97,19 @@ def _in_view(cls: str, ids: list[str]) -> list[str]:
 
 
 def _disagreements(project: Project, annotator: str, display: Display) -> None:
-    frame = disagreements(project)
+    from app_pages.server.common import cached, labels_key
+
+    frame = cached("labeling.review.disagreements", str(project.path), labels_key(project))
     if frame.empty:
         st.info(
-            "No disagreements: the model, fit on these labels, predicts every one of them (or "
-            "there is no model yet). **Inconsistent labels** checks each label against a model "
-            "not trained on it."
+            "No disagreements: trained without each labeled cell, the model predicts its label "
+            "for every one (or too few labels to check: two classes need two labels each)."
         )
         return
-    st.caption(f"{len(frame)} labeled cells the model predicts otherwise" + _cut(frame))
+    st.caption(
+        f"{len(frame)} labeled cells the model, trained without them, predicts otherwise"
+        + _cut(frame)
+    )
     items = [
         {"cell_id": r.cell_id, "caption": f"model: {md(r.predicted)} {r.confidence:.0%}"}
         for r in frame.head(MAX_TILES).itertuples()

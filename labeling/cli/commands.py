@@ -3,7 +3,8 @@
 
 The subcommands live by concept: :mod:`labeling.cli.ingest` (demo, init, add; helped by
 :mod:`~labeling.cli.demo`, :mod:`~labeling.cli.sources`, :mod:`~labeling.cli.ingest_options`
-and :mod:`~labeling.cli.progress`), :mod:`labeling.cli.labeling` (info, next, label, classes),
+and :mod:`~labeling.cli.progress`), :mod:`labeling.cli.labeling` (info, next, label, classes,
+review),
 :mod:`labeling.cli.outputs` (export, predict, evaluate, report) and
 :mod:`labeling.cli.training` (simulate, train, app)."""
 
@@ -34,7 +35,7 @@ EPILOG = """examples:
 _SUBCOMMANDS = (  # in the order ``phenoscout --help`` lists them
     _outputs._add_export, _outputs._add_predict, _outputs._add_evaluate, _labeling._add_info,
     _labeling._add_next, _labeling._add_label, _training._add_simulate, _outputs._add_report,
-    _labeling._add_classes, _training._add_train, _training._add_app,
+    _labeling._add_classes, _labeling._add_review, _training._add_train, _training._add_app,
 )  # fmt: skip
 
 

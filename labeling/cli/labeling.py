@@ -1,4 +1,5 @@
-"""``phenoscout`` subcommands that label: ``info``, ``classes``, ``next`` and ``label``."""
+"""``phenoscout`` subcommands that label: ``info``, ``classes``, ``next``, ``label`` and
+``review`` (the Review page's views)."""
 
 from __future__ import annotations
 
@@ -123,6 +124,77 @@ def _cmd_label(args: argparse.Namespace) -> int:
                 f"{head.fit_seconds:.2f} s)"
             )
     return 0
+
+
+#: ``phenoscout review`` views, as on the Review page
+REVIEW_VIEWS = ("disagreements", "inconsistent", "class", "confident", "similar")
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from labeling import review
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    needs = {"class": "--class", "confident": "--class", "similar": "--cell"}
+    if args.view in needs and not (args.cls if needs[args.view] == "--class" else args.cell):
+        raise PhenoScoutError(f"review {args.view} needs {needs[args.view]}")
+    if args.view == "disagreements":
+        frame = review.disagreements(project)
+    elif args.view == "inconsistent":
+        frame = review.inconsistent_labels(project)
+    elif args.view == "class":
+        frame = pd.DataFrame({"cell_id": review.cells_of_class(project, args.cls)})
+    elif args.view == "confident":
+        frame = review.confident_unlabeled(project, args.cls, args.n)
+    else:
+        frame = pd.DataFrame({"cell_id": review.similar_cells(project, args.cell, args.n)})
+    if args.view in ("disagreements", "inconsistent", "class"):
+        frame = frame.head(args.n)
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise PhenoScoutError(f"{out}: is a folder; give a file name ending .csv")
+        frame.to_csv(out, index=False)
+        print(f"wrote {len(frame)} rows to {out}")
+    elif frame.empty:
+        print(f"no cells: {_EMPTY[args.view]}")
+    else:
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+_EMPTY = {
+    "disagreements": "trained without each labeled cell, the model predicts its label for every "
+    "one (or too few labels to check: two classes need two labels each)",
+    "inconsistent": "no labeled cell is contradicted by both its cross-validated prediction and "
+    "its nearest labeled neighbours (or too few labels to tell)",
+    "class": "no cell carries this class",
+    "confident": "no unlabeled cell is left",
+    "similar": "no unlabeled cell is left",
+}
+
+
+def _add_review(sub: Sub, parents: Parents) -> None:
+    p = add_parser(
+        sub,
+        "review",
+        parents=[parents["project"]],
+        help="the Review page's views: disagreements, inconsistent labels, a class's cells, ...",
+        description="Print (or write with --out) one of the Review page's lists of cells: "
+        "disagreements (labels the model, trained without the cell, predicts otherwise; most "
+        "confident first), inconsistent (contradicted by both that model and the nearest labeled "
+        "neighbours), class (the cells of --class, in labeling order), confident (the unlabeled "
+        "cells most likely of --class) or similar (the unlabeled cells nearest to --cell). "
+        "Relabel with `phenoscout label`.",
+    )
+    p.add_argument("view", choices=REVIEW_VIEWS, help="which list")
+    p.add_argument("--class", dest="cls", metavar="NAME", help="the class (class, confident)")
+    p.add_argument("--cell", metavar="CELL_ID", help="the query cell (similar)")
+    p.add_argument("--n", type=int, default=50, help="at most this many cells (default 50)")
+    p.add_argument("--out", help="write the list to this CSV instead of printing it")
+    p.set_defaults(func=_cmd_review)
 
 
 def _add_info(sub: Sub, parents: Parents) -> None:

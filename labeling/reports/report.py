@@ -335,16 +335,26 @@ def _cv_predict(
     x: npt.NDArray[np.float32], y: npt.NDArray[np.object_], k: int, seed: int
 ) -> npt.NDArray[np.object_]:
     """Out-of-fold predictions of the loop's head (stratified k-fold)."""
+    classes, proba = _cv_proba(x, y, k, seed)
+    return np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+
+
+def _cv_proba(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.object_], k: int, seed: int
+) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """Out-of-fold class probabilities of the loop's head (stratified k-fold; every class needs
+    >= k labels, so each fold's head knows every class): ``(sorted classes, proba (n, C))``."""
     from sklearn.model_selection import StratifiedKFold
 
     from labeling.head import HeadConfig, SklearnHead
 
-    pred = np.empty(len(y), dtype=object)
+    classes = sorted(set(y.tolist()))
+    proba = np.zeros((len(y), len(classes)), dtype=np.float32)
     for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
         head = SklearnHead(HeadConfig(seed=seed)).fit(x[train], y[train].tolist())
-        proba = head.predict_proba(x[test])
-        pred[test] = np.asarray(head.classes_, dtype=object)[proba.argmax(axis=1)]
-    return pred
+        cols = [classes.index(c) for c in head.classes_]
+        proba[np.ix_(test, cols)] = head.predict_proba(x[test])
+    return classes, proba
 
 
 def _per_class(

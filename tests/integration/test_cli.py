@@ -33,6 +33,7 @@ def test_every_subcommand_explains_itself(capsys):
         "label",
         "simulate",
         "report",
+        "review",
         "train",
         "app",
     } <= set(sub.choices)
@@ -285,6 +286,33 @@ def labeled_copy(tmp_path, small_project):
     submit_labels(proj, {first: "odd/class:name"}, "ann")
     proj.close()
     return path
+
+
+def test_review_lists_the_review_pages_cells(labeled_copy, tmp_path, capsys):
+    import pandas as pd
+
+    from labeling.project import open_project
+    from labeling.review import disagreements
+
+    proj = open_project(labeled_copy)
+    labels, expected = proj.store.current_labels(), disagreements(proj)
+    proj.close()
+    cls = pd.Series(labels).mode()[0]
+    code, out, _ = run(capsys, "review", labeled_copy, "disagreements", "--out", tmp_path / "d.csv")
+    assert code == 0 and f"wrote {len(expected)} rows" in out
+    written = pd.read_csv(tmp_path / "d.csv")
+    assert written["cell_id"].tolist() == expected["cell_id"].tolist()
+    code, out, _ = run(capsys, "review", labeled_copy, "class", "--class", cls, "--n", "3")
+    shown = out.split()[1:]
+    assert code == 0 and out.split()[0] == "cell_id" and len(shown) == 3
+    assert all(labels[c] == cls for c in shown)
+    code, out, _ = run(capsys, "review", labeled_copy, "similar", "--cell", shown[0], "--n", "4")
+    near = out.split()[1:]
+    assert code == 0 and len(near) == 4 and not set(near) & set(labels)
+    code, _, err = run(capsys, "review", labeled_copy, "confident")
+    assert code == 2 and "review confident needs --class" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "review", labeled_copy, "confident", "--class", "nope")
+    assert code == 2 and "'nope'" in err and "Traceback" not in err
 
 
 def test_export_crops_zip_one_folder_per_class(labeled_copy, tmp_path, capsys):
