@@ -187,6 +187,8 @@ def labeling_rounds(
                 out["click drawn"].append(drawn)
             _wait_text(page, "this batch 6/24 labeled")
             page.mouse.click(700, 5)
+            page.keyboard.press("n")  # 18 tiles open: the first n asks
+            _wait_text(page, "cells of this batch have no label yet")
             t0 = time.perf_counter()
             page.keyboard.press("n")
             _wait_text(page, "this batch 0/24 labeled")

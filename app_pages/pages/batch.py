@@ -52,6 +52,8 @@ class LabelSession:
     actions: list[tuple[str, str]] = field(default_factory=list)  # ("label"|"skip", cell_id)
     error: str | None = None  # a PhenoScoutError message from the latest action, to show once
     notice: str | None = None  # a one-off message from the latest action (toast)
+    warning: str | None = None  # a question from the latest action, shown until the next one
+    asked_next: bool = False  # "next batch" with open tiles was asked for once: the next goes
     ack: tuple[str, int] = ("", 0)  # (browser page token, number of its latest key applied)
     lock: threading.RLock = field(default_factory=threading.RLock)  # one action at a time
 
@@ -64,7 +66,7 @@ class LabelSession:
     ) -> None:
         """Show a new batch, focused on its first open tile."""
         self.owner, self.items, self.round_id = owner, items, round_id
-        self.skipped, self.actions = set(), []
+        self.skipped, self.actions, self.asked_next = set(), [], False
         self.focus = next_open(items, -1, labels, set())
 
     def index(self, cell_id: str) -> int | None:
@@ -131,6 +133,7 @@ def label_cell(
 ) -> None:
     """Commit ``name`` (a class, or SKIP) for ``cell_id``; focus the next open tile."""
     submit_labels(project, {cell_id: name}, annotator=annotator, source="batch")
+    sess.asked_next = False
     if name == SKIP:
         sess.skipped.add(cell_id)
     else:
@@ -162,6 +165,7 @@ def pick_changed(
 def undo(sess: LabelSession, project: Project, annotator: str) -> None:
     """Revert the latest label (``labeling.loop.undo_last``, which leases the cell back) or skip
     of this annotator; focus its cell."""
+    sess.asked_next = False
     if sess.actions and sess.actions[-1][0] == "skip":
         _, cell_id = sess.actions.pop()
         sess.skipped.discard(cell_id)
@@ -193,7 +197,21 @@ def undo(sess: LabelSession, project: Project, annotator: str) -> None:
 
 @action
 def new_batch(sess: LabelSession, project: Project, annotator: str) -> None:
-    """Refit the head and hand out the next batch (the open cells of this one are released)."""
+    """Refit the head and hand out the next batch (the open cells of this one are released).
+    While tiles of this batch are open, the first request only asks (a warning on the page);
+    a second one, with no label, skip or undo between, goes on."""
+    labels = project.store.current_labels(include_pseudo=True)
+    n_open = sum(it["cell_id"] not in labels and it["cell_id"] not in sess.skipped
+                 for it in sess.items)  # fmt: skip
+    if n_open and not sess.asked_next:
+        sess.asked_next = True
+        cells = "1 cell of this batch has" if n_open == 1 else f"{n_open} cells of this batch have"
+        sess.warning = (
+            f"{cells} no label yet. Press **n** (Next batch) again to leave "
+            f"{'it' if n_open == 1 else 'them'} for later (back to the pool, for any batch), "
+            "or label or skip (**s**) first."
+        )
+        return
     items = next_batch(project, project.config.loop.batch_size, annotator, resume=False)
     labels = project.store.current_labels(include_pseudo=True)
     sess.reset((str(project.path), annotator), items, open_round(project, annotator), labels)

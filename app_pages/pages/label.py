@@ -2,7 +2,8 @@
 
 Keys (Streamlit native shortcuts): a class's key (1..9, 0, then letters for the 11th class on;
 u, b) labels the focused tile and moves the focus to the next open one; s skips it, z undoes, n
-asks for the next batch, the left and right arrows move the focus. A small script in the page
+asks for the next batch (while tiles are open, the first n asks and a second goes on), the
+left and right arrows move the focus. A small script in the page
 (``label_client.js``) keeps the focused tile in view and shows a key's effect at once.
 """
 
@@ -157,10 +158,13 @@ def _messages(page: _Page) -> None:
     sess = page.sess
     error, sess.error = sess.error, None
     notice, sess.notice = sess.notice, None
+    warning = sess.warning if sess.asked_next else None  # until the next action answers it
     done = all(it["cell_id"] in page.labels or it["cell_id"] in sess.skipped for it in sess.items)
     with st.container(key="messages"):
         if error:
             st.error(md(error))
+        if warning:
+            st.warning(warning)
         if sess.items and done:
             st.success("Batch done: press **n** (Next batch) for the next one.")
     if notice:

@@ -23,7 +23,10 @@ export default function (component) {
     ps.queue = ps.queue.filter((e) => e[0] > data.ack[1]);
   }
   let buffered = [];
-  if (ps.waitBatch !== undefined && ps.waitBatch !== data.batch) {
+  // the wait ends with the next batch, or with the server's answer to "next" on this batch
+  // (with open tiles the first n only asks: the keys typed since are for this batch)
+  const answered = data.ack && data.ack[0] === ps.token && data.ack[1] >= ps.waitSeq;
+  if (ps.waitBatch !== undefined && (ps.waitBatch !== data.batch || answered)) {
     ps.waitBatch = undefined;
     buffered = ps.buffer || [];  // keys typed while the batch was on its way
     ps.buffer = [];
@@ -109,6 +112,7 @@ export default function (component) {
     } else if (key === d.nextKey && !repeat) {
       push("next", null, null);
       ps.waitBatch = d.batch;
+      ps.waitSeq = ps.seq;
       ps.buffer = [];
     } else {
       return false;

@@ -232,19 +232,32 @@ def test_discover_numbers_are_the_stores(browser, app, project):
     page.close()
 
 
-def test_keys_typed_while_the_next_batch_loads_label_it(browser, app, project):
-    page, _ = _open(browser, app)
+def test_next_with_open_tiles_asks_and_keys_typed_meanwhile_label_the_right_batch(
+    browser, app, project
+):
+    page, _ = _open(browser, app + "?annotator=nexter")  # a batch of its own, all 24 open
     old = page.evaluate("() => window.__psLabel.data.batch")
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    page.keyboard.press("n")  # open tiles: the server only asks
+    page.keyboard.press("1")  # at once: held until the answer, then for this batch's tile 1
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
+    wait_idle(page)
+    assert page.evaluate("() => window.__psLabel.data.batch") == old
+    with LabelStore(project / "labels.db") as store:
+        assert store.current_labels()[first] == "round"
     page.keyboard.press("n")
+    page.get_by_text("23 cells of this batch have no label yet").wait_for(timeout=30000)
+    wait_idle(page)
+    page.keyboard.press("n")  # asked twice in a row: the next batch
     page.keyboard.press("1")  # at once: for the first cell of the batch on its way
     page.wait_for_function(
         "old => window.__psLabel.data.batch !== old", arg=old, timeout=60000
     )  # fmt: skip
     page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
-    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    new_first = page.evaluate("() => window.__psLabel.data.ids[0]")
     with LabelStore(project / "labels.db") as store:
-        assert store.current_labels()[first] == "round"
-        assert store.history(first)[-1].annotator == "browser"
+        assert new_first != first and store.current_labels()[new_first] == "round"
+        assert store.history(new_first)[-1].annotator == "nexter"
     page.close()
 
 

@@ -98,11 +98,35 @@ def test_undo_after_the_next_batch_leaves_the_earlier_batch_alone(project):
     first = _sess(at).items[0]["cell_id"]
     at.button(key="cls-1").click().run()
     at.button(key="next-batch").click().run()
+    at.button(key="next-batch").click().run()  # the first one asks: 23 cells are open
     assert first not in {it["cell_id"] for it in _sess(at).items}
     at.button(key="undo").click().run()  # would bring back a cell that is not on the page
     assert not at.exception, at.exception
     assert _store(project).current_labels() == {first: "a"}
     assert any("Nothing to undo in this batch" in t.value for t in at.toast), at.toast
+
+
+def test_next_batch_with_open_tiles_asks_before_leaving_them(project):
+    at = _app(project)
+    _add_classes(at, "a")
+    old = [it["cell_id"] for it in _sess(at).items]
+    n_rounds = len(_store(project).rounds())
+    at.button(key="next-batch").click().run()
+    assert [it["cell_id"] for it in _sess(at).items] == old  # asked, did not move on
+    assert "24 cells of this batch have no label yet" in at.warning[0].value
+    at.button(key="cls-1").click().run()  # an answer: labeling goes on, the question goes
+    assert not at.warning
+    at.button(key="next-batch").click().run()
+    assert "23 cells of this batch" in at.warning[0].value
+    assert len(_store(project).rounds()) == n_rounds
+    at.button(key="next-batch").click().run()  # asked twice in a row: leave them
+    assert not at.exception, at.exception
+    new = [it["cell_id"] for it in _sess(at).items]
+    assert not at.warning and len(_store(project).rounds()) == n_rounds + 1
+    assert old[0] not in new and len(new) == 24  # (open cells may be chosen again)
+    assert _store(project).current_labels() == {old[0]: "a"}
+    leased = {lease["cell_id"] for lease in _store(project).open_lease("browser")}
+    assert leased == set(new)  # the 23 left open went back to the pool
 
 
 def test_add_class_inline_and_label_the_focused_tile(project):
