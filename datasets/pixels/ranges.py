@@ -115,11 +115,14 @@ def part_ranges(
 
 def dataset_ranges(project_dir: Path) -> list[list[float]] | None:
     """The whole-dataset ranges a project's first part was normalised with, or None when the
-    project normalises per plate (a new plate then gets ranges of its own, as ``add`` does)."""
+    project normalises per plate (its first part does: a new plate then gets ranges of its own,
+    as ``add`` does). Plates added later with ranges of their own (a part with a plate column)
+    do not change the project's scale: a folder without plates added after them still takes
+    the first part's ranges."""
     from datasets.cells import read_parts
 
     parts = read_parts(project_dir)
-    if not parts or any(p.get("normalise_by") != "dataset" for p in parts):
+    if not parts or parts[0].get("normalise_by") != "dataset":
         return None
     return parts[0]["ranges"][DATASET_GROUP]
 

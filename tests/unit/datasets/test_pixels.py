@@ -353,3 +353,18 @@ def test_the_threaded_writer_holds_a_few_shards_at_most(tmp_path, monkeypatch):
     writer.close()
     assert 1 <= most[0] <= 2  # never more shards in flight than threads
     np.testing.assert_array_equal(load_part(tmp_path / "p.zarr"), data)
+
+
+def test_the_projects_scale_is_its_first_parts_even_after_plates_of_their_own(tmp_path):
+    from datasets.cells import write_manifest
+    from datasets.pixels.ranges import DATASET_GROUP, dataset_ranges
+
+    (tmp_path / "pixels").mkdir()
+    first = {"part": 0, "normalise_by": "dataset", "ranges": {DATASET_GROUP: [[10.0, 900.0]]}}
+    plate = {"part": 1, "normalise_by": "plate", "ranges": {"P2": [[5.0, 400.0]]}}
+    write_manifest(tmp_path, {"parts": [first, plate]})
+    assert dataset_ranges(tmp_path) == [[10.0, 900.0]]  # a plate added with its own ranges
+    write_manifest(tmp_path, {"parts": [plate, first]})
+    assert dataset_ranges(tmp_path) is None  # a project normalised per plate
+    write_manifest(tmp_path, {"parts": []})
+    assert dataset_ranges(tmp_path) is None
