@@ -27,8 +27,11 @@ export default function (component) {
   // (with open tiles the first n only asks: the keys typed since are for this batch)
   const answered = data.ack && data.ack[0] === ps.token && data.ack[1] >= ps.waitSeq;
   if (ps.waitBatch !== undefined && (ps.waitBatch !== data.batch || answered)) {
+    const moved = ps.waitBatch !== data.batch;
     ps.waitBatch = undefined;
-    buffered = ps.buffer || [];  // keys typed while the batch was on its way
+    // keys typed while the answer was on its way; an n among them is a second n for this
+    // batch, never a skip of the new one
+    buffered = (ps.buffer || []).filter((k) => !(moved && k === data.nextKey));
     ps.buffer = [];
   }
   // clicks on a tile's class buttons go to the server as Streamlit's own widget values; their
@@ -129,7 +132,7 @@ export default function (component) {
       || e.key === d.undoKey || e.key === d.nextKey;
     if (ps.waitBatch !== undefined) {
       // the next batch is on its way: keep the keys for it (applied when it is drawn)
-      if (known && e.key !== d.nextKey) ps.buffer.push(e.key);
+      if (known && !(e.repeat && e.key === d.nextKey)) ps.buffer.push(e.key);
       if (known) { e.preventDefault(); e.stopPropagation(); }
       return;
     }
@@ -169,6 +172,7 @@ export default function (component) {
   replay();
   for (const key of buffered) {
     if (ps.waitBatch === undefined) handle(key, false);
+    else ps.buffer.push(key);  // an n among them asked again: the rest wait for its answer
   }
   // the tiles of this run may still be on their way: try again for a moment
   let tries = 0;

@@ -247,8 +247,7 @@ def test_next_with_open_tiles_asks_and_keys_typed_meanwhile_label_the_right_batc
         assert store.current_labels()[first] == "round"
     page.keyboard.press("n")
     page.get_by_text("23 cells of this batch have no label yet").wait_for(timeout=30000)
-    wait_idle(page)
-    page.keyboard.press("n")  # asked twice in a row: the next batch
+    page.keyboard.press("n")  # asked twice in a row (as soon as asked): the next batch
     page.keyboard.press("1")  # at once: for the first cell of the batch on its way
     page.wait_for_function(
         "old => window.__psLabel.data.batch !== old", arg=old, timeout=60000
