@@ -2,8 +2,8 @@
 
 Starts ``phenoscout app`` on a copy of the small demo project, labels one cell by a click and
 one by a key, adds a class by typing (which must not fire the page's shortcuts), reloads,
-asks for the next batch and checks the label store; prints the timings and saves
-artifacts/label_page.png.
+asks for the next batch (twice: the page asks first) and checks the label store; prints the
+timings and saves artifacts/label_page.png.
 """
 
 from __future__ import annotations
@@ -74,9 +74,13 @@ def test_label_page_in_a_browser(label_project):
             before = {lease["cell_id"] for lease in store.open_lease("browser")}
         assert len(before) == 22
 
-        # next batch: a refit, new cells
+        # next batch: with 22 tiles open the page asks first; a second click goes on
+        next_button = page.locator(".st-key-next-batch button").first  # (2nd: a hidden copy)
+        next_button.click()
+        wait_text(page, "22 cells of this batch have no label yet")
+        wait_idle(page)
         t0 = time.perf_counter()
-        page.locator(".st-key-next-batch button").first.click()  # (2nd: a hidden copy)
+        next_button.click()
         wait_text(page, "this batch 0/24 labeled")
         wait_tiles(page)
         timings["next batch -> rendered"] = time.perf_counter() - t0
