@@ -37,6 +37,7 @@ from labeling.project import Project
 from labeling.store.labels import SKIP
 
 SESSION = "label_session"  # session key of the LabelSession
+KEYS_KEY = "label-keys"  # widget key of the page's keyboard (label_client.js)
 
 
 @dataclass
@@ -157,6 +158,7 @@ def pick_changed(
 ) -> None:
     """A tile's class buttons changed: commit the choice and focus the next open tile."""
     choice = st.session_state.get(widget_key)  # first: Streamlit may stop the run here
+    _keys_first(sess, project, annotator, _queued(KEYS_KEY))
     if choice is not None:
         label_cell(sess, project, annotator, cell_id, choice)
 
@@ -218,14 +220,14 @@ def new_batch(sess: LabelSession, project: Project, annotator: str) -> None:
 
 
 @action
-def move_focus(sess: LabelSession, step: int) -> None:
+def move_focus(sess: LabelSession, project: Project, annotator: str, step: int) -> None:
     """Move the focus ``step`` tiles (wrapping round)."""
     if sess.items:
         sess.focus = (sess.focus + step) % len(sess.items)
 
 
 @action
-def set_focus(sess: LabelSession, index: int) -> None:
+def set_focus(sess: LabelSession, project: Project, annotator: str, index: int) -> None:
     sess.focus = index
 
 
@@ -233,6 +235,7 @@ def add_class(sess: LabelSession, project: Project, annotator: str, and_label: b
     """Create the class typed in the add-class box; with ``and_label``, give it to the focused
     tile."""
     name = st.session_state.get("new-class", "")  # first: Streamlit may stop the run here
+    _keys_first(sess, project, annotator, _queued(KEYS_KEY))
     _add_class(sess, project, annotator, name, and_label)
 
 
@@ -249,6 +252,7 @@ def _add_class(
 def find_changed(sess: LabelSession, project: Project, annotator: str, widget_key: str) -> None:
     """A class was picked in the type-to-find box: label the focused tile with it."""
     choice = st.session_state.get(widget_key)  # first: Streamlit may stop the run here
+    _keys_first(sess, project, annotator, _queued(KEYS_KEY))
     if choice:
         label_focused(sess, project, annotator, choice)
 
@@ -259,6 +263,28 @@ def key_events(sess: LabelSession, project: Project, annotator: str, widget_key:
     class, cell_id]`` (a class key or skip, for the cell the page marked), ``[n, "focus", index,
     None]``, ``[n, "undo", ...]``, ``[n, "next", ...]``."""
     queued = _queued(widget_key)  # first: Streamlit may stop the run here
+    if queued is not None:
+        _apply_keys(sess, project, annotator, *queued)
+
+
+def after_keys(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn(sess, project, annotator, *args)`` as a button's callback that first applies the
+    browser's key events the server has not applied yet: keys typed before a click come before
+    it, but Streamlit may call the click's callback before the keys' own (a key, then "Add +
+    label focused" at once, labeled the tile the key had labeled)."""
+
+    @functools.wraps(fn)
+    def callback(sess: LabelSession, project: Project, annotator: str, *args: Any) -> None:
+        _keys_first(sess, project, annotator, _queued(KEYS_KEY))  # reads first
+        fn(sess, project, annotator, *args)
+
+    return callback
+
+
+def _keys_first(
+    sess: LabelSession, project: Project, annotator: str, queued: tuple[str, list] | None
+) -> None:
+    """Apply the events of ``queued`` (the key queue, read before any work) not applied yet."""
     if queued is not None:
         _apply_keys(sess, project, annotator, *queued)
 

@@ -178,26 +178,34 @@ def _toolbar(page: _Page) -> None:
             "Next batch (n)",
             key="next-batch",
             type="primary",
-            on_click=B.new_batch,
+            on_click=B.after_keys(B.new_batch),
             args=(sess, project, annotator),
             help="Refit the model on all labels and choose the next batch",
         )
         st.button(
             "Undo (z)",
             key="undo",
-            on_click=B.undo,
+            on_click=B.after_keys(B.undo),
             args=(sess, project, annotator),
             help="Revert your latest label or skip",
         )
         st.button(
             "Skip (s)",
             key="skip",
-            on_click=B.label_focused,
+            on_click=B.after_keys(B.label_focused),
             args=(sess, project, annotator, SKIP),
             help="Skip the focused cell (no label)",
         )
-        st.button("◀ Previous", key="focus-prev", on_click=B.move_focus, args=(sess, -1))
-        st.button("Next cell ▶", key="focus-next", on_click=B.move_focus, args=(sess, 1))
+        for label, key, step in (
+            ("◀ Previous", "focus-prev", -1),
+            ("Next cell ▶", "focus-next", 1),
+        ):
+            st.button(
+                label,
+                key=key,
+                on_click=B.after_keys(B.move_focus),
+                args=(sess, project, annotator, step),
+            )
         with st.form("add-class-form", clear_on_submit=True, border=False, width="content"):
             with st.container(horizontal=True, vertical_alignment="center"):
                 st.text_input(
@@ -231,7 +239,7 @@ def _class_keys(page: _Page) -> None:
             st.button(
                 f"{c.key} · {md(c.name)}" if c.key else md(c.name),
                 key=class_button_key(c, i),
-                on_click=B.label_focused,
+                on_click=B.after_keys(B.label_focused),
                 args=(sess, project, annotator, c.name),
                 help=f"key {c.key}" if c.key else "no key: click, or find it by name",
             )
@@ -287,8 +295,8 @@ def _tile(page: _Page, i: int, png: bytes) -> None:
             f"▶ {i + 1} (focused)" if focused else f"{i + 1}",
             key=f"focus-{i}",
             type="tertiary",
-            on_click=B.set_focus,
-            args=(sess, i),
+            on_click=B.after_keys(B.set_focus),
+            args=(sess, page.project, page.annotator, i),
             help="Focus this cell: the class keys label it; the sidebar zooms in",
         )
         st.image(png, width="stretch")
@@ -386,7 +394,7 @@ def _keys(page: _Page, colour: dict[str, str]) -> None:
         st.rerun()  # keys the server had not seen (typed while it was down): draw them
 
 
-KEYS_KEY = "label-keys"
+KEYS_KEY = B.KEYS_KEY
 
 
 def _run_number() -> int:

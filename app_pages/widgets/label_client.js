@@ -22,6 +22,16 @@ export default function (component) {
   if (data.ack && data.ack[0] === ps.token) {
     ps.queue = ps.queue.filter((e) => e[0] > data.ack[1]);
   }
+  // events the run drawn here had not applied: a state value can be dropped when a click's
+  // run overtakes a key's (seen under load: a key, then a click at once, and the key was never
+  // applied). Send them again, through this drawing's setter, a few times at most in a row
+  if (!ps.queue.length) {
+    ps.resent = 0;
+  } else if ((ps.resent || 0) < 3) {
+    ps.resent = (ps.resent || 0) + 1;
+    const events = ps.queue.slice();
+    window.setTimeout(() => setStateValue("events", { token: ps.token, events }), 0);
+  }
   let buffered = [];
   // the wait ends with the next batch, or with the server's answer to "next" on this batch
   // (with open tiles the first n only asks: the keys typed since are for this batch)

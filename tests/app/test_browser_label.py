@@ -260,6 +260,23 @@ def test_next_with_open_tiles_asks_and_keys_typed_meanwhile_label_the_right_batc
     page.close()
 
 
+def test_a_key_whose_state_the_server_never_got_is_sent_again(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=dropped")
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    # a key queued but its state value dropped on the way (seen under load when a click's run
+    # overtook the key's): in the queue, never sent
+    page.evaluate(
+        """cell => { const ps = window.__psLabel; ps.seq += 1;
+        ps.queue.push([ps.seq, "label", "round", cell]); }""",
+        first,
+    )
+    page.locator(".st-key-focus-5 button").first.click()  # any run: its drawing sends it again
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
+    with LabelStore(project / "labels.db") as store:
+        assert store.current_labels()[first] == "round"
+    page.close()
+
+
 def test_a_click_on_the_focused_tile_moves_the_focus_before_the_next_key(browser, app, project):
     # an annotator of its own (from the address): a batch of its own, focus on tile 1
     page, _ = _open(browser, app + "?annotator=clicker")

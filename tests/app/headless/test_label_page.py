@@ -143,6 +143,22 @@ def test_add_class_inline_and_label_the_focused_tile(project):
     assert [c.name for c in _store(project).classes(include_pseudo=False)] == ["weird blob"]
 
 
+def test_a_key_the_server_holds_comes_before_a_click_in_the_same_run(project):
+    at = _app(project)
+    _add_classes(at, "a")
+    ids = [it["cell_id"] for it in _sess(at).items]
+    # the browser's key queue holds "a" for tile 1 (typed just before the click); Streamlit may
+    # call the click's callback first: the key still comes first, the click is for tile 2
+    at.session_state["label-keys"] = {
+        "events": {"token": "t1", "events": [[1, "label", "a", ids[0]]]}
+    }
+    at.text_input(key="new-class").input("late")
+    at.button(key="add-label-class").click().run()
+    assert not at.exception, at.exception
+    assert _store(project).current_labels() == {ids[0]: "a", ids[1]: "late"}
+    assert _sess(at).ack == ("t1", 1)
+
+
 def test_next_batch_gives_new_cells_and_a_model(project):
     at = _app(project)
     _add_classes(at, "a", "b")
