@@ -10,6 +10,8 @@ from datasets.errors import DataError
 
 #: Default display colours, one per channel position (nucleus first, as most screens order them).
 DEFAULT_COLOURS = ("#3b82f6", "#22c55e", "#ef4444", "#eab308", "#d946ef")
+#: a stained RGB image's channels: in their own colours, the blend is the image as it was
+RGB_COLOURS = ("#ff0000", "#00ff00", "#0000ff")
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 NORMALISE_BY = ("auto", "dataset", "plate")
 
@@ -71,6 +73,12 @@ class IngestConfig:
             )
         if self.normalise_by not in NORMALISE_BY:
             raise DataError(f"normalise_by {self.normalise_by!r}: allowed {NORMALISE_BY}")
+        twice = sorted({n for n in self.channel_names if self.channel_names.count(n) > 1})
+        if twice:
+            raise DataError(
+                f"channel name(s) {', '.join(map(repr, twice))} given twice "
+                f"({', '.join(self.channel_names)}); name each channel once"
+            )
 
 
 @dataclass(frozen=True)
@@ -111,3 +119,10 @@ def default_channels(n_channels: int, names: tuple[str, ...] = ()) -> tuple[Chan
     return tuple(
         ChannelSpec(n, DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]) for i, n in enumerate(names)
     )
+
+
+def rgb_channels(names: tuple[str, ...] = ()) -> tuple[ChannelSpec, ...]:
+    """The three channels of a stained RGB screen, named ``names`` or R, G, B, coloured red,
+    green and blue (the fluorescence defaults would show red as blue and blue as red)."""
+    names = names or ("R", "G", "B")
+    return tuple(ChannelSpec(n, c) for n, c in zip(names, RGB_COLOURS, strict=True))

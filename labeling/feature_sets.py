@@ -479,8 +479,13 @@ def cellprofiler_columns(project: Project) -> list[str]:
     if not cols:
         raise ConfigError(
             f"{path}: no numeric {CP_PREFIX}* columns (CellProfiler measurements) in the cell "
-            "table; create the project from a CellProfiler export to have them (where "
-            f'loop.features = {project.config.loop.features!r} asks for them, set "auto")'
+            "table; create the project from a CellProfiler export to have them"
+            + (
+                f" (project.toml's loop.features = {project.config.loop.features!r} asks for "
+                'them: set it to "auto")'
+                if project.config.loop.features != "auto"
+                else ""
+            )
         )
     return cols
 

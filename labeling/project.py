@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets.config import CropSource, IngestConfig, default_channels
+from datasets.config import CropSource, IngestConfig, default_channels, rgb_channels
 from datasets.errors import DataError
 from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
 from datasets.progress import Progress
@@ -371,6 +371,10 @@ def _create(
             report.modality = saved_modality(path)
             detected = dataclasses.replace(config.ingest, modality=report.modality)
             config = dataclasses.replace(config, ingest=detected)
+        if report.modality == "stained_rgb" and len(channels) == 3:
+            given = tuple(report.channel_names) if ingest.channel_names else ()
+            config = dataclasses.replace(config, channels=rgb_channels(given))
+        if config is not project.config:
             save_config(config, path / CONFIG_FILE)
             project = Project(path, config)
         if then is not None:

@@ -8,14 +8,25 @@ cheap.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 _EXPORTS = {
     "build_parser": "labeling.cli.commands",
-    "main": "labeling.cli.commands",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "main"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``phenoscout`` command (:func:`labeling.cli.commands.main`); a Ctrl-C
+    while its modules load ends as quietly as one while it runs."""
+    try:
+        from labeling.cli.commands import main as run
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return run(argv)
 
 
 def __getattr__(name: str) -> Any:

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%Y-%m-%d %H:%M:%S",
     )
     try:
+        seed = getattr(args, "seed", None)
+        if isinstance(seed, int) and seed < 0:  # numpy refuses a negative seed deep inside
+            raise PhenoScoutError(f"--seed {seed}: use 0 or more")
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
         return code

@@ -52,7 +52,7 @@ def _cmd_classes(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
     store = open_project(Path(args.project)).store
-    if args.add:
+    if args.add is not None:
         info = store.add_class(args.add)
         print(f"added {info.name!r} (key {info.key or '-'})")
     if args.rename:
@@ -113,7 +113,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
     labels = parse_assignments(args.assignments)
     project = open_project(Path(args.project))
     n = project.store.submit(labels, annotator=args.annotator, source="cli")
-    print(f"committed {n}", flush=True)
+    same = len(labels) - n  # the label each cell already carries (or skips): stored before
+    print(f"committed {n}" + (f" ({same} unchanged: already so)" if same else ""), flush=True)
     if not args.no_refit:
         from labeling.loop import fit_head
 
@@ -145,6 +146,9 @@ def _cmd_review(args: argparse.Namespace) -> int:
     elif args.view == "inconsistent":
         frame = review.inconsistent_labels(project)
     elif args.view == "class":
+        known = [c.name for c in project.store.classes(include_pseudo=True)]
+        if args.cls not in known:
+            raise PhenoScoutError(f"no class {args.cls!r}; the classes: {', '.join(known)}")
         frame = pd.DataFrame({"cell_id": review.cells_of_class(project, args.cls)})
     elif args.view == "confident":
         frame = review.confident_unlabeled(project, args.cls, args.n)

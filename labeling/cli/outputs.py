@@ -9,6 +9,7 @@ from pathlib import Path
 
 from labeling.cli.ingest_options import add_field_args
 from labeling.cli.parsing import Parents, Sub, add_parser
+from labeling.errors import PhenoScoutError
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -26,6 +27,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from labeling.io.bundles import crops_zip, model_checkpoint, write_bytes_atomic
 
         if args.what == "crops":
+            if Path(args.out).suffix.lower() != ".zip":
+                raise PhenoScoutError(
+                    f"{args.out}: the labeled crops are a .zip file; name it e.g. crops.zip"
+                )
             write_bytes_atomic(crops_zip(project), Path(args.out))
             n = len(project.store.current_labels(include_pseudo=True))
             print(f"wrote {n} labeled crops to {args.out}")

@@ -76,13 +76,20 @@ def import_labels(project: Project, csv_path: Path, annotator: str = IMPORT_ANNO
     index = _path_index(project)
     labels: dict[str, str] = {}
     unknown: list[str] = []
-    for raw, label in zip(df["path"], df["label"]):
+    where: dict[str, int] = {}  # cell_id -> the line that labeled it
+    for line, (raw, label) in enumerate(zip(df["path"], df["label"]), start=2):
         candidates = (raw, str((csv_path.parent / raw).resolve()), str(Path(raw).resolve()))
         cell_id = next((index[c] for c in candidates if c in index), None)
         if cell_id is None:
             unknown.append(raw)
+        elif labels.get(cell_id, label) != label:
+            raise DataError(
+                f"{csv_path}: line {line}: {raw!r} is {label!r} but line {where[cell_id]} made "
+                f"the same cell {labels[cell_id]!r}; one class per cell, nothing was imported"
+            )
         else:
             labels[cell_id] = label
+            where.setdefault(cell_id, line)
     if unknown:
         raise DataError(
             f"{csv_path}: {len(unknown)} path(s) match no cell of the project, e.g. "

@@ -143,6 +143,10 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
         (["info", "{project}/cells.parquet"], "cells.parquet: is a file, not a project folder"),
         (["init", "{project}", "--crops", "{tmp}"], "already exists and is not empty"),
         (["init", "{tmp}/p", "--crops", "{project}"], "is a PhenoScout project, not a folder"),
+        (["init", "{tmp}/p", "--crops", "{tmp}", "--seed", "-5"], "--seed -5: use 0 or more"),
+        (["init", "{tmp}/p", "--crops", "{tmp}", "--channels", "A,A,C"], "'A' given twice"),
+        (["export", "{project}", "--what", "crops", "--out", "{tmp}/c.csv"], "are a .zip file"),
+        (["review", "{project}", "class", "--class", "nope"], "no class 'nope'; the classes:"),
     ],
 )
 def test_errors_are_one_line_with_exit_code(tmp_path, capsys, small_project, argv, needle):
@@ -219,7 +223,9 @@ def test_label_refuses_one_cell_given_two_classes_and_commits_nothing(
     project.close()
     # the same class twice is one label
     code, out, _ = run(capsys, "label", proj, "--no-refit", pairs[0], pairs[0])
-    assert code == 0 and "committed 1" in out
+    assert code == 0 and out.splitlines()[0] == "committed 1"
+    code, out, _ = run(capsys, "label", proj, "--no-refit", pairs[0], pairs[1])  # sent again
+    assert code == 0 and out.splitlines()[0] == "committed 1 (1 unchanged: already so)"
 
 
 def test_classes_add_rename_merge(tmp_path, capsys, small_project):
@@ -235,8 +241,9 @@ def test_classes_add_rename_merge(tmp_path, capsys, small_project):
     assert code == 0 and "(1 cells)" in out
     code, out, _ = run(capsys, "classes", proj, "--rename", "mitotic", "mitotic (M)")
     assert code == 0 and "mitotic (M)" in out and "Mitosis" not in out.split("renamed")[1]
-    code, _, err = run(capsys, "classes", proj, "--add", "  ")
-    assert code == 2 and "empty" in err
+    for blank in ("  ", ""):
+        code, _, err = run(capsys, "classes", proj, "--add", blank)
+        assert code == 2 and "empty" in err
 
 
 def test_export_predictions_and_wells(tmp_path, capsys, small_project):

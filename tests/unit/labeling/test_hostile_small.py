@@ -45,6 +45,17 @@ def test_failed_import_labels_leaves_no_project_and_a_rerun_works(tmp_path, caps
     assert open_project(project).store.current_labels() == {"c01.tif": "a"}
 
 
+def test_imported_labels_that_contradict_each_other_import_nothing(tmp_path, capsys):
+    crops = _folder(tmp_path / "crops", n=8)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("path,label\nc01.tif,a\nc02.tif,b\nc01.tif,b\nc02.tif,b\n")
+    project = tmp_path / "p"
+    assert _init(project, crops, "--import-labels", twice) == 2
+    err = capsys.readouterr().err
+    assert "twice.csv: line 4: 'c01.tif' is 'b' but line 2 made the same cell 'a'" in err
+    assert err.count("\n") == 1 and not project.exists()
+
+
 def test_failed_init_keeps_an_empty_folder_the_user_made(tmp_path, capsys):
     crops = _folder(tmp_path / "crops", n=8)
     bad = tmp_path / "bad.csv"

@@ -49,6 +49,11 @@ def test_scale_and_modality_are_stored_as_values(rgb_project):
     assert any(n.startswith("stain_hema") for n in names)
     assert "Features for stained brightfield RGB" in report.summary()
     assert "detected from the pixels (--modality fluorescence to override)" in report.summary()
+    # shown in their own colours: red as red, blue as blue
+    channels = tomllib.loads((path / "project.toml").read_text())["channels"]
+    assert [(c["name"], c["colour"]) for c in channels] == [
+        ("R", "#ff0000"), ("G", "#00ff00"), ("B", "#0000ff")
+    ]  # fmt: skip
 
 
 def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
@@ -56,8 +61,9 @@ def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
     cfg = IngestConfig(scale=1.0, modality="fluorescence")
     project, report = create_project(tmp_path / "p", src, cfg)
     project.close()
-    saved = tomllib.loads((tmp_path / "p" / "project.toml").read_text())["ingest"]
-    assert (saved["scale"], saved["modality"]) == (1.0, "fluorescence")
+    saved = tomllib.loads((tmp_path / "p" / "project.toml").read_text())
+    assert (saved["ingest"]["scale"], saved["ingest"]["modality"]) == (1.0, "fluorescence")
+    assert saved["channels"][0]["colour"] == "#3b82f6"  # as fluorescence: the usual colours
     assert "Features for fluorescence (morphology features per channel), as asked" in (
         report.summary()
     )
