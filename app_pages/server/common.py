@@ -103,19 +103,25 @@ def labels_key(project: Project) -> tuple:
 
 #: The page address's parameters that keep the annotator and the project over a reload.
 ANNOTATOR_PARAM, PROJECT_PARAM = "annotator", "project"
+_ANNOTATOR_KEPT = "annotator_kept"  # not a widget's key: Streamlit never drops it
 
 
 def annotator_input() -> str:
     """The sidebar's annotator name (per session; kept in the page's address, so a reload
     keeps it and labels stay credited to the same person); the default when left empty."""
-    if "annotator" not in st.session_state:
-        st.session_state["annotator"] = st.query_params.get(ANNOTATOR_PARAM, DEFAULT_ANNOTATOR)
+    if "annotator" not in st.session_state:  # a new session, or a run without the sidebar
+        # (the start screen) dropped the widget's value, and a page switch the address's
+        kept = st.session_state.get(_ANNOTATOR_KEPT)
+        st.session_state["annotator"] = kept or st.query_params.get(
+            ANNOTATOR_PARAM, DEFAULT_ANNOTATOR
+        )
     name = st.sidebar.text_input(
         "Annotator",
         key="annotator",
         help="Your name or initials: every label records who gave it.",
     )
     name = name.strip() or DEFAULT_ANNOTATOR
+    st.session_state[_ANNOTATOR_KEPT] = name
     _keep_param(ANNOTATOR_PARAM, name if name != DEFAULT_ANNOTATOR else None)
     return name
 

@@ -139,3 +139,20 @@ def test_project_page_adds_a_plate_in_the_background(project, tmp_path):
     assert "Added 200 cells" in at.success[0].value
     assert not [b for b in at.button if b.key.startswith("job-open-")]  # nothing to open
     assert _store(project).n_cells() == 800
+
+
+def test_a_project_created_from_an_open_one_keeps_the_annotator(project, small_demo, tmp_path):
+    at = _app(project)
+    at.text_input(key="annotator").input("carol").run()
+    _page(at, "project")
+    at.text_input(key="proj-crops").input(str(small_demo)).run()
+    at.text_input(key="proj-new-path").input(str(tmp_path / "second"))
+    at.button(key="proj-create").click().run()
+    assert not at.exception, at.exception
+    status = _wait_job(at)
+    assert status.state == "done", status.error
+    at.button(key=f"job-open-{status.job_id}").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["project_path"] == str((tmp_path / "second").resolve())
+    assert at.text_input(key="annotator").value == "carol"
+    assert _sess(at).owner[1] == "carol"
