@@ -136,6 +136,12 @@ export default function (component) {
     const d = ps.data;
     if (!d || e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
+    if (t && t.tagName === "INPUT" && e.key === "Enter") {
+      // Enter confirms a box (annotator, new class, find a class): the keys go back to the
+      // tiles, not on into the box (a class key after Enter renamed the annotator "alice1")
+      window.setTimeout(() => t.blur(), 0);
+      return;
+    }
     if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
     if (!d.ids.length || !tile(0)) return;  // not on the Label page
     const known = d.keys[e.key] !== undefined || /^Arrow(Left|Right)$/.test(e.key)

@@ -277,6 +277,25 @@ def test_a_key_whose_state_the_server_never_got_is_sent_again(browser, app, proj
     page.close()
 
 
+def test_enter_in_the_annotator_box_gives_the_keys_back_to_the_tiles(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=entering")
+    old = page.evaluate("() => window.__psLabel.data.batch")
+    box = page.locator(".st-key-annotator input")
+    box.fill("alice")
+    box.press("Enter")
+    page.wait_for_function(  # alice's own batch
+        "old => window.__psLabel.data.batch !== old", arg=old, timeout=30000
+    )  # fmt: skip
+    wait_idle(page)
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    page.keyboard.press("1")  # a class key, not a letter of the name
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
+    assert box.input_value() == "alice"
+    with LabelStore(project / "labels.db") as store:
+        assert store.history(first)[-1].annotator == "alice"
+    page.close()
+
+
 def test_a_click_on_the_focused_tile_moves_the_focus_before_the_next_key(browser, app, project):
     # an annotator of its own (from the address): a batch of its own, focus on tile 1
     page, _ = _open(browser, app + "?annotator=clicker")
