@@ -362,6 +362,7 @@ def next_batch(
         "features": head.features, "features_why": head.features_reason,
         "embedding_version": model_version_of(head.features),
         "chosen_by": _chosen_by(project, head),
+        "cells": [it["cell_id"] for it in items],  # the batch's order: a reload keeps it
     })  # fmt: skip
     if n_leased < len(items):  # another labeler took some of these cells meanwhile
         if _retry < 5:
@@ -431,10 +432,11 @@ def submit_labels(
 def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
     """The annotator's batch as it stands in the store: what a reload of the app shows.
 
-    The cells the annotator already labeled in the open round(s) come first (in labeling
-    order), then the still-open leased cells (in batch order). When nothing is open, a new
-    batch is chosen (as :func:`next_batch` with ``resume=True``). Skipped cells are not in
-    the store, so they drop out of a rebuilt batch.
+    The cells of the open round(s) in the order they were handed out: the ones the annotator
+    already labeled, the still-open leased ones, and the ones skipped (``"skipped": True``:
+    no label, no lease). Rounds from before the order was kept: the labeled cells first (in
+    labeling order), then the open ones (in batch order), skipped ones left out. When nothing
+    is open, a new batch is chosen (as :func:`next_batch` with ``resume=True``).
 
     Returns:
         One dict per cell, as :func:`next_batch`: ``cell_id, path, strategy, guess,
@@ -450,7 +452,15 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
         if mine and event.cell_id not in open_ids:
             done[event.cell_id] = {"cell_id": event.cell_id, "sub_strategy": event.sub_strategy,
                                    "guess": event.guess}  # fmt: skip
-    return [*_describe(project, list(done.values())), *open_items]
+    order = [c for r in store.rounds() if r["round_id"] in rounds
+             for c in (r["timings"] or {}).get("cells", [])]  # fmt: skip
+    labeled = store.current_labels(include_pseudo=True)
+    skipped = [{"cell_id": c} for c in dict.fromkeys(order)
+               if c not in done and c not in open_ids and c not in labeled]  # fmt: skip
+    items = [*_describe(project, list(done.values())), *open_items]
+    items += [{**it, "skipped": True} for it in _describe(project, skipped)]
+    at = {c: i for i, c in enumerate(dict.fromkeys(order))}
+    return sorted(items, key=lambda it: at.get(it["cell_id"], len(at)))  # stable: old rounds
 
 
 def open_round(project: Project, annotator: str) -> int | None:

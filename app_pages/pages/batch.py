@@ -65,10 +65,12 @@ class LabelSession:
         round_id: int | None,
         labels: dict[str, str],
     ) -> None:
-        """Show a new batch, focused on its first open tile."""
+        """Show a new batch, focused on its first open tile (cells marked ``skipped`` by
+        ``labeling.loop.current_batch`` show as skipped)."""
         self.owner, self.items, self.round_id = owner, items, round_id
-        self.skipped, self.actions, self.asked_next = set(), [], False
-        self.focus = next_open(items, -1, labels, set())
+        self.skipped = {it["cell_id"] for it in items if it.get("skipped")}
+        self.actions, self.asked_next = [], False
+        self.focus = next_open(items, -1, labels, self.skipped)
 
     def index(self, cell_id: str) -> int | None:
         ids = [it["cell_id"] for it in self.items]

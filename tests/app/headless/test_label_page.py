@@ -197,15 +197,18 @@ def test_a_new_session_resumes_the_batch_with_its_labels(project):
     ids = [it["cell_id"] for it in _sess(at).items]
     at.button(key="focus-3").click().run()
     at.button(key="cls-1").click().run()
+    at.button(key="focus-5").click().run()
+    at.button(key="skip").click().run()
     again = _app(project)  # a reload: a new session on the same server
     items = _sess(again).items
-    assert items[0]["cell_id"] == ids[3]  # labeled cells first, then the open ones in order
-    assert [it["cell_id"] for it in items[1:]] == ids[:3] + ids[4:]
+    assert [it["cell_id"] for it in items] == ids  # the tiles in their places
     assert again.pills(key=pick_key(ids[3], "a")).value == "a"
-    assert _sess(again).focus == 1
+    assert _sess(again).focus == 0  # the first open tile
+    assert _sess(again).skipped == {ids[5]}  # still skipped
     other = _app(project)
     other.text_input(key="annotator").input("someone else").run()  # gets cells of their own
-    assert not {it["cell_id"] for it in _sess(other).items} & set(ids)
+    mine = set(ids) - {ids[5]}  # the skipped cell went back to the pool
+    assert not {it["cell_id"] for it in _sess(other).items} & mine
 
 
 def test_channel_controls_and_side_by_side(project):
