@@ -77,11 +77,13 @@ def _stopping(project: Project, events: list) -> None:
         stop["labels_since_new_class"],
         help=None if last is None else f"{md(last)}, found at label {stop['last_new_class_at']}",
     )
+    high = None if p_new is None else float(stop["p_new_class_high"])
     cols[3].metric(
         "Chance of a new class",
-        "-" if p_new is None else _pct(float(p_new)),
+        "-" if p_new is None else _pct(float(p_new)) + (f" (≤ {_pct(high)})" if high else ""),
         help="Good-Turing estimate on the random slice: classes seen exactly once there, "
-        "divided by its cells. discover explores less as it falls.",
+        "divided by its cells; in brackets the upper end of its 95% interval (a 0% from 14 "
+        "random cells may still be 19%). discover explores less as it falls.",
     )
     with st.container(key="stop-words"):
         if p_new is None:
@@ -171,6 +173,8 @@ def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
     )  # fmt: skip
     if n_slice < MIN_SLICE:  # an interval of 0-33% says nothing: leave it out
         table = table.drop(columns=["estimate", "low", "high"])
+    for column in ("first_found_at", "n_random"):  # never found, or a pseudo-class: "-"
+        table[column] = table[column].astype("Int64").astype("string").fillna("-")
     st.dataframe(
         table,
         hide_index=True,
@@ -216,8 +220,10 @@ def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
 def _rounds(project: Project, events: list) -> None:
     rounds = labels_per_round(project.store, events)
     rounds = rounds.assign(round=rounds["round_id"].astype("string").fillna("outside rounds"))
+    given = rounds[rounds["n_labels"] > 0]  # a batch left unlabeled (another annotator's, a
+    # reload's) is no bar; the table below lists every round
     chart = (
-        alt.Chart(rounds)
+        alt.Chart(given)
         .mark_bar()
         .encode(
             x=alt.X("round:N", title="round", sort=None),
@@ -228,6 +234,8 @@ def _rounds(project: Project, events: list) -> None:
         .properties(height=240)
     )
     st.altair_chart(chart, key="rounds-chart")
+    if len(given) < len(rounds):
+        st.caption(f"{len(rounds) - len(given)} rounds without labels are only in the table.")
     with st.expander("Rounds table"):
         st.dataframe(
             rounds.drop(columns="round"), hide_index=True, key="rounds-table", width="stretch"

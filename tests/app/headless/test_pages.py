@@ -28,6 +28,8 @@ def test_discover_page_on_a_labeled_project(labeled):
     from app_pages.widgets.reasons import REASONS
 
     plain = {r.short for r in REASONS.values()}
+    assert table.set_index("label").loc["unseen so far", "first_found_at"] == "-"
+    assert not table.isna().any().any(), table  # no bare None shown
     found = table.set_index("label")["first_found_by"]
     assert found.pop("unseen so far") == "not found yet"
     found = found[found != "not found yet"]  # and the pseudo-classes no one used
