@@ -45,6 +45,8 @@ PER_ROW = 6
 QUERY = "review_query"  # session key: the cell whose neighbours "more like this" shows
 MESSAGE = "review_message"  # session key: (kind, text) from the latest click
 IN_VIEW = "review_in_view"  # session key: (class, cell ids) the By class grid shows
+#: session key: (class, tiles, caption, labels key) the montage shows until "Recompute"
+MONTAGE_IN_VIEW = "review_montage_in_view"
 
 
 def render_review_page(project: Project, annotator: str) -> None:
@@ -177,23 +179,36 @@ def _montage(project: Project, annotator: str, display: Display) -> None:
         st.info("Needs labels of at least 2 classes.")
         return
     cls = st.selectbox("Class", classes, key="montage-class")
-    try:
-        table = cached("labeling.predictions.predicted_labels", str(project.path),
-                       labels_key(project))  # fmt: skip
-    except NotTrainedError as exc:
-        st.info(md(exc))
-        return
-    mine = table[table["predicted"] == cls].sort_values("confidence", ascending=False)
-    if mine.empty:
-        st.info(f"The model gives no cell to {md(cls)}.")
-        return
-    n = min(len(mine), 24)
-    picks = mine.iloc[[round(i * (len(mine) - 1) / max(n - 1, 1)) for i in range(n)]]
-    st.caption(
-        f"{len(mine)} cells predicted **{md(cls)}**: {n} of them at evenly spaced ranks, from "
-        "the most confident (first) to the least (last)."
-    )
-    items = [{"cell_id": r.cell_id, "caption": f"p {r.confidence:.0%}"} for r in picks.itertuples()]
+    key = labels_key(project)
+    kept = st.session_state.get(MONTAGE_IN_VIEW)
+    if kept and kept[0] == cls:  # a relabel here changes its tile, not the whole montage
+        _, items, caption, made_with = kept
+    else:
+        try:
+            table = cached("labeling.predictions.predicted_labels", str(project.path), key)
+        except NotTrainedError as exc:
+            st.info(md(exc))
+            return
+        mine = table[table["predicted"] == cls].sort_values("confidence", ascending=False)
+        if mine.empty:
+            st.info(f"The model gives no cell to {md(cls)}.")
+            return
+        n = min(len(mine), 24)
+        picks = mine.iloc[[round(i * (len(mine) - 1) / max(n - 1, 1)) for i in range(n)]]
+        caption = (
+            f"{len(mine)} cells predicted **{md(cls)}**: {n} of them at evenly spaced ranks, "
+            "from the most confident (first) to the least (last)."
+        )
+        items = [{"cell_id": r.cell_id, "caption": f"p {r.confidence:.0%}"}
+                 for r in picks.itertuples()]  # fmt: skip
+        made_with = key
+        st.session_state[MONTAGE_IN_VIEW] = (cls, items, caption, made_with)
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(caption)
+        if made_with != key and st.button("Recompute", key="montage-refresh",
+                                          help="Refit on the labels given since"):  # fmt: skip
+            st.session_state.pop(MONTAGE_IN_VIEW, None)
+            st.rerun()
     _grid(project, annotator, display, items, "mtg", "review")
 
 

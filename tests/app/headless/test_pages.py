@@ -155,6 +155,16 @@ def test_review_montage_runs_from_the_most_to_the_least_confident(labeled):
     assert shown[-1] == mine["cell_id"].iloc[-1]  # the least confident last
     conf = mine.set_index("cell_id")["confidence"]
     assert list(conf[shown]) == sorted(conf[shown], reverse=True)
+    # a relabel changes its tile, not the montage; "Recompute" refits on the new labels
+    other = next(c for c in at.selectbox(key="montage-class").options if c != cls)
+    at.pills[0].set_value(other).run()
+    assert not at.exception, at.exception
+    assert _store(labeled).current_labels()[shown[0]] == other
+    again = [p.key.split("-pick-")[1].rsplit("-", 1)[0] for p in at.pills]
+    assert again == shown and at.pills[0].value == other
+    at.button(key="montage-refresh").click().run()
+    assert not at.exception, at.exception
+    assert not [b for b in at.button if b.key == "montage-refresh"]
 
 
 def test_export_page_offers_crops_zip_and_says_when_there_is_no_model(labeled, media):
