@@ -60,6 +60,11 @@ class SimConfig:
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.batch_size > self.budget >= 1:
+            raise ConfigError(
+                f"budget {self.budget} is smaller than one batch of {self.batch_size}; give a "
+                "budget of at least one batch"
+            )
         if self.budget < 1 or self.batch_size < 1 or self.seeds < 1 or self.finetune_every < 1:
             raise ConfigError(
                 f"budget {self.budget}, batch size {self.batch_size}, seeds {self.seeds} and "

@@ -71,6 +71,8 @@ def summarise(
             runs_all=int(runs["labels_to_all_classes"].notna().sum()),
             labels_to_all=float(runs["need"].median()),
             macro_f1=float(runs["macro_f1"].median()),
+            # most runs never saw every class: the median is only "more than the budget"
+            labels_censored=bool(float(runs["need"].median()) > float(runs["budget"].max())),
         )
         if target in wide_need and name != target:
             row["d_labels"], row["d_labels_ci"] = _t_interval(
@@ -86,6 +88,7 @@ def summarise(
             table[col] = np.nan
     random_median = round_up(float(np.median(random_need)), batch_size)
     verdict: dict[str, Any] = {
+        "budget": int(s["budget"].max()),
         "random_orderings": random_median,
         "labels_goal": round_up(random_median / 2, batch_size),
     }
@@ -96,8 +99,10 @@ def summarise(
         gap, half = _t_interval((wide_f1[target] - wide_f1[best]).to_numpy(float))
         uncertain = [x for x in ("margin", "entropy") if x in med.index]
         t_need = med.loc[target, "labels_to_all"]
-        labels_ok = t_need <= verdict["labels_goal"] and (
-            not uncertain or t_need <= min(med.loc[x, "labels_to_all"] for x in uncertain)
+        labels_ok = (
+            not med.loc[target, "labels_censored"]  # it did not find them all: never "yes"
+            and t_need <= verdict["labels_goal"]
+            and (not uncertain or t_need <= min(med.loc[x, "labels_to_all"] for x in uncertain))
         )
         peers = [x for x in PEERS if x in med.index] or others
         best_peer_f1 = max(med.loc[x, "macro_f1"] for x in peers)
@@ -119,12 +124,22 @@ def format_summary(table, verdict: dict[str, Any], target: str = "discover") -> 
         f"{'strategy':<18}{'seeds':>6}{'found all':>10}{'labels to all':>15}{'macro-F1':>10}"
         f"{f'{target} - it: labels':>26}{'F1':>18}"
     ]
+    censored = False
     for r in table.itertuples(index=False):
         d_l = "" if math.isnan(r.d_labels) else f"{r.d_labels:+.1f} +- {r.d_labels_ci:.1f}"
         d_f = "" if math.isnan(r.d_f1) else f"{r.d_f1:+.3f} +- {r.d_f1_ci:.3f}"
+        need = f"{r.labels_to_all:.0f}"
+        if getattr(r, "labels_censored", False):
+            need = f">{verdict.get('budget', r.labels_to_all):.0f}"
+        censored |= r.runs_all < r.seeds
         lines.append(
             f"{r.strategy:<18}{r.seeds:>6}{f'{r.runs_all}/{r.seeds}':>10}"
-            f"{r.labels_to_all:>15.0f}{r.macro_f1:>10.3f}{d_l:>26}{d_f:>18}"
+            f"{need:>15}{r.macro_f1:>10.3f}{d_l:>26}{d_f:>18}"
+        )
+    if censored:
+        lines.append(
+            "a run that never saw every class counts as the budget plus one batch in medians "
+            "and differences (a lower bound); '>N': most runs did not find them all in N labels"
         )
     lines.append(
         f"random over orderings of the pool: median {verdict['random_orderings']} labels "

@@ -10,6 +10,7 @@ from labeling.errors import ConfigError
 from labeling.simulate import (
     SimConfig,
     SimData,
+    format_summary,
     holdout_split,
     make_split,
     round_up,
@@ -142,6 +143,20 @@ def test_summarise_says_no_when_discover_is_behind_margin():
     assert not verdict["labels_ok"] and not verdict["f1_ok"] and not verdict["goal_met"]
 
 
+def test_a_median_run_that_never_found_every_class_reads_more_than_the_budget():
+    need = {"discover": [None, None, 30], "margin": [None, None, None], "random": [90, None, 80]}
+    f1 = {"discover": [0.5] * 3, "margin": [0.5] * 3, "random": [0.5] * 3}
+    table, verdict = summarise(_summary(need, f1), np.array([100]), 10)
+    rows = table.set_index("strategy")
+    assert rows["labels_censored"].tolist() == [True, True, False]
+    assert not verdict["labels_ok"]  # discover did not find them all: not ahead of anyone
+    lines = format_summary(table, verdict).splitlines()
+    assert lines[1].split()[:4] == ["discover", "3", "1/3", ">100"]
+    assert lines[2].split()[:4] == ["margin", "3", "0/3", ">100"]
+    assert lines[3].split()[:4] == ["random", "3", "2/3", "90"]
+    assert any("never saw every class counts as the budget plus one batch" in x for x in lines)
+
+
 def test_class_folders_are_the_truth_only_when_every_crop_is_one_folder_deep():
     src = np.array(["G1/a.tif", "G2/b.tif", "G1\\c.tif"], dtype=object)
     assert folder_truth(src).tolist() == ["G1", "G2", "G1"]
@@ -159,6 +174,8 @@ def test_config_rejects_a_bad_holdout_and_pattern():
         SimConfig(holdout=1.0)
     with pytest.raises(ConfigError, match="group pattern"):
         SimConfig(group_pattern="(")
+    with pytest.raises(ConfigError, match="smaller than one batch of 24"):
+        SimConfig(budget=10, batch_size=24)
 
 
 def test_cli_prints_the_peer_table_and_caches_per_ingest_option(
