@@ -85,7 +85,8 @@ class _Run:
     cells: list[pd.DataFrame] = field(default_factory=list)
     fields: list[dict[str, Any]] = field(default_factory=list)
     n_cells: int = 0
-    n_border: int = 0
+    n_border: int = 0  # objects left out for touching a field's border
+    n_touching: int = 0  # objects touching a field's border, kept or left out
     ome: FieldImages | None = None  # writes the fields' OME-Zarr (made at the first field)
 
 
@@ -441,7 +442,9 @@ def _append_field(run: _Run, result: FieldResult, part: int) -> None:
     image, labels = load_array(result.image), load_array(result.labels)
     assert image is not None  # set whenever the field was not skipped
     ome_rel, mask_rel = _field_images(run).add(index, spec.key, spec.metadata, image, labels)
-    run.n_border += result.n_objects - len(kept)
+    n_border = result.n_objects - len(kept)  # left out at the border (none with keep_border)
+    run.n_border += n_border
+    run.n_touching += int(kept["touches_border"].sum()) + n_border  # kept or left out
     if result.n_objects == 0:
         run.report.skipped.append((spec.key, "no objects found (empty field)"))
     crops, masks = load_array(result.crops), load_array(result.masks)
@@ -456,7 +459,7 @@ def _append_field(run: _Run, result: FieldResult, part: int) -> None:
         "index": index, "key": spec.key, "part": part,
         "channel_files": [str(p) for p in spec.channel_files],
         "height": result.height, "width": result.width, "n_objects": result.n_objects,
-        "n_kept": len(kept), "n_border": result.n_objects - len(kept), "mask": mask_rel,
+        "n_kept": len(kept), "n_border": n_border, "mask": mask_rel,
         "mask_file": str(spec.mask_file or ""), OME_COLUMN: ome_rel, **_metadata(spec),
     })  # fmt: skip
 
@@ -571,5 +574,5 @@ def _fill_report(run: _Run, table: pd.DataFrame, part: int) -> None:
     counts = table["truth"].value_counts()
     report.class_counts = {str(k): int(v) for k, v in counts.items()}
     what = "kept (keep_border)" if run.keep_border else "left out (keep_border keeps them)"
-    report.notes.insert(0, f"{len(run.fields)} fields read; {run.n_border} objects touching "
+    report.notes.insert(0, f"{len(run.fields)} fields read; {run.n_touching} objects touching "
                            f"the field border {what}")  # fmt: skip

@@ -59,6 +59,13 @@ def test_classical_segmentation_and_a_failed_create_leaves_nothing(tmp_path, dem
     )
     table = read_fields(project.path)
     assert report.n_cells == table["n_objects"].sum() > 20 and (table["n_border"] == 0).all()
+    without, report_without = create_project_from_fields(tmp_path / "r", FieldSource(fields))
+    without.close()
+    touching = report.n_cells - report_without.n_cells  # kept here, left out there
+    assert touching > 0 and f"{touching} objects touching the field border left out" in (
+        report_without.summary()
+    )
+    assert f"{touching} objects touching the field border kept (keep_border)" in report.summary()
     assert (table["mask_file"] == "").all()
     assert (project.path / table["mask"].iloc[0] / "zarr.json").is_file()  # OME-Zarr labels
     project.close()
