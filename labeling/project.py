@@ -419,9 +419,29 @@ def add_crops(
         source, project.path, ingest, progress=run.progress, seed=project.config.seed,
         runner=run.runner,
     )  # fmt: skip
+    _note_other_kind(project, report)
     _keep_scale(project, report)
     _register_new_cells(project, run)
     return report
+
+
+def _note_other_kind(project: Project, report: IngestReport) -> None:
+    """A note when the crops just added (``report``'s part) are of another bit depth or layout
+    than the project's first part: an 8-bit RGB folder added to a 16-bit fluorescence screen
+    is on another intensity scale, which the features would read as a phenotype."""
+    from datasets.cells import read_parts
+
+    parts = read_parts(project.path)
+    first = parts[0] if parts else {}
+    other = [f"{what} {new} (the project's: {first[key]})"
+             for what, key, new in (("bit depth", "dtype", report.dtype),
+                                    ("layout", "layout", report.layout))
+             if first.get(key) and new and first[key] != new]  # fmt: skip
+    if other and report.part > 0:
+        report.notes.append(
+            "These crops differ from the project's: " + "; ".join(other) + ". Their intensities "
+            "are on another scale; the model will read that as a difference of phenotype."
+        )
 
 
 def add_fields(

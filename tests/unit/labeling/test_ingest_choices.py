@@ -69,3 +69,24 @@ def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
     )
     _, _, names = read_features(tmp_path / "p")
     assert not any(n.startswith("stain_") for n in names)
+
+
+def test_adding_crops_of_another_bit_depth_or_layout_is_said(tmp_path):
+    import tifffile
+
+    from labeling.project import add_crops
+
+    src = _rgb_screen(tmp_path / "rgb", n=4)  # 8-bit RGB PNGs
+    other = tmp_path / "fluo"
+    other.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):  # 16-bit, three channels first
+        image = rng.integers(0, 4000, (3, 40, 40), dtype=np.uint16)
+        tifffile.imwrite(other / f"f{i}.tif", image, photometric="minisblack")
+    project, _ = create_project(tmp_path / "p", src)
+    report = add_crops(project, other)
+    note = next(n for n in report.notes if n.startswith("These crops differ from the project's"))
+    assert "bit depth uint16 (the project's: uint8)" in note and "layout" in note
+    again = add_crops(project, _rgb_screen(tmp_path / "rgb2", n=4))  # the same kind: no note
+    assert not any(n.startswith("These crops differ") for n in again.notes)
+    project.close()
