@@ -256,15 +256,18 @@ def _read_csv_text(path: Path) -> pd.DataFrame:
     return table
 
 
-def read_path_csv(path: Path, required: tuple[str, ...]) -> PathCsv:
+def read_path_csv(path: Path, required: tuple[str, ...], crops_dir: Path | None = None) -> PathCsv:
     """A CSV with a ``path`` column, keyed by :func:`path_key` of each path.
 
-    Paths are relative to the CSV's folder (absolute paths are accepted); ``file.npz#i`` names
-    one image of an npz file. Values are strings, empty cells are missing (NaN).
+    Paths are relative to the CSV's folder, or when they all name files there, to
+    ``crops_dir`` (as ``--import-labels`` reads them; absolute paths are accepted);
+    ``file.npz#i`` names one image of an npz file. Values are strings, empty cells are missing
+    (NaN).
 
     Args:
         path: the CSV file.
         required: columns besides ``path`` that must exist.
+        crops_dir: the crops folder the CSV describes.
 
     Raises:
         DataError: one line naming the CSV and the cause, for an unparsable file, a missing
@@ -284,8 +287,12 @@ def read_path_csv(path: Path, required: tuple[str, ...]) -> PathCsv:
         line = int(empty.to_numpy().argmax()) + 2
         raise DataError(f"{path}: line {line} has an empty path; every row needs a path")
     keys, codes, files = _path_keys(str(path.resolve().parent), texts)
+    if crops_dir is not None and not all(os.path.isfile(f) for f in files):
+        under = _path_keys(str(Path(crops_dir).resolve()), texts)
+        if all(os.path.isfile(f) for f in under[2]):
+            keys, codes, files = under
     _check_duplicates(path, texts, keys)
-    _check_files_exist(path, texts, codes, files)
+    _check_files_exist(path, texts, codes, files, crops_dir)
     release_arrow_memory()
     return PathCsv(path, keys, table.reset_index(drop=True))
 
@@ -303,18 +310,23 @@ def _check_duplicates(path: Path, texts: pd.Series, keys: pd.Series) -> None:
 
 
 def _check_files_exist(
-    path: Path, texts: pd.Series, codes: npt.NDArray[np.intp], files: list[str]
+    path: Path,
+    texts: pd.Series,
+    codes: npt.NDArray[np.intp],
+    files: list[str],
+    crops_dir: Path | None = None,
 ) -> None:
     exists = np.array([os.path.isfile(f) for f in files], dtype=bool)
     missing = texts[~exists[codes]].tolist()
     if missing:
+        where = "the CSV's folder" + (f" or to {crops_dir}" if crops_dir is not None else "")
         raise DataError(
             f"{path}: {len(missing)} path(s) name missing files, e.g. {missing[:_N_SHOWN]}; "
-            "paths are relative to the CSV's folder"
+            f"paths are relative to {where}"
         )
 
 
-def read_labels_csv(path: Path) -> PathCsv:
+def read_labels_csv(path: Path, crops_dir: Path | None = None) -> PathCsv:
     """Ground-truth labels from a ``path,label`` CSV.
 
     Returns:
@@ -327,7 +339,7 @@ def read_labels_csv(path: Path) -> PathCsv:
     """
     from datasets.names import class_name_problem
 
-    table = read_path_csv(path, ("label",))
+    table = read_path_csv(path, ("label",), crops_dir)
     labels = table.values["label"].fillna("")
     clean = []
     for line, label in enumerate(labels, start=2):
@@ -338,14 +350,14 @@ def read_labels_csv(path: Path) -> PathCsv:
     return PathCsv(table.path, table.keys, pd.Series(clean, dtype="str", name="label").to_frame())
 
 
-def read_metadata_csv(path: Path) -> PathCsv:
+def read_metadata_csv(path: Path, crops_dir: Path | None = None) -> PathCsv:
     """Per-image metadata (plate, well, site, control, ...) from a CSV with a ``path`` column.
 
     Raises:
         DataError: see :func:`read_path_csv`, and for a column that clashes with a cell table
             column (``cell_id``, ``row``, ...).
     """
-    table = read_path_csv(path, ())
+    table = read_path_csv(path, (), crops_dir)
     clash = [c for c in table.values.columns if c in BASE_COLUMNS]
     if clash:
         raise DataError(

@@ -86,10 +86,10 @@ def load_csvs(ctx: Context, labels_csv: Path | None, metadata_csv: Path | None) 
     labels_path = _resolve_csv(ctx.src, labels_csv, "labels.csv", ctx.report)
     metadata_path = _resolve_csv(ctx.src, metadata_csv, "metadata.csv", ctx.report)
     if labels_path is not None:
-        ctx.labels = cell_table.read_labels_csv(labels_path)
+        ctx.labels = cell_table.read_labels_csv(labels_path, ctx.src)
         ctx.report.labels_csv = str(labels_path)
     if metadata_path is not None:
-        ctx.metadata = cell_table.read_metadata_csv(metadata_path)
+        ctx.metadata = cell_table.read_metadata_csv(metadata_path, ctx.src)
         ctx.report.metadata_csv = str(metadata_path)
 
 

@@ -132,10 +132,16 @@ def add_ingest_args(p: argparse.ArgumentParser) -> None:
         "project folder; default $PHENOSCOUT_SCHEDULER",
     )
     p.add_argument(
-        "--labels-csv", type=Path, help="ground truth path,label (simulation/evaluation only)"
+        "--labels-csv",
+        type=Path,
+        help="ground truth path,label (simulation/evaluation only); paths relative to the "
+        "CSV's folder or to the crops folder",
     )
     p.add_argument(
-        "--metadata-csv", type=Path, help="path + metadata columns (plate, well, site, control)"
+        "--metadata-csv",
+        type=Path,
+        help="path + metadata columns (plate, well, site, control); paths relative to the "
+        "CSV's folder or to the crops folder",
     )
     p.add_argument(
         "--import-labels",

@@ -189,6 +189,23 @@ def test_explicit_csvs_relative_to_their_folder_and_absolute(tiff_folder, tmp_pa
     assert not any("found at the root" in n for n in report.notes)
 
 
+def test_csvs_elsewhere_may_name_paths_under_the_crops_folder(tiff_folder, project, tmp_path):
+    from datasets.cells import read_cells
+
+    elsewhere = tmp_path / "notes"
+    elsewhere.mkdir()
+    truth = (tiff_folder / "labels.csv").read_text()  # paths relative to the crops folder
+    (elsewhere / "truth.csv").write_text(truth)
+    (elsewhere / "meta.csv").write_text(
+        "path,plate\n" + "".join(f"images/A/cell{i}.tif,P1\n" for i in range(3))
+    )
+    source = CropSource(tiff_folder, elsewhere / "truth.csv", elsewhere / "meta.csv")
+    ingest_crops(source, project, SMALL)
+    cells = read_cells(project, ["source", "truth", "plate"]).set_index("source")
+    assert cells.loc["images/B/cell1.tif", "truth"] == "B"
+    assert cells.loc["images/A/cell2.tif", "plate"] == "P1"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
