@@ -296,7 +296,15 @@ def _segmenter(
 
     pairs = _train_pairs([f for f in fields if f.mask_file is not None])
     channel = config.channel if config is not None else 0
-    return make_unet_segmenter(pairs or None, channel=channel, seed=seed, progress=train_progress)
+    from labeling.simulate.split import default_cache_dir
+
+    return make_unet_segmenter(
+        pairs or None,
+        channel=channel,
+        seed=seed,
+        progress=train_progress,
+        cache_dir=default_cache_dir() / "segmenters",  # one per masks and settings: trained once
+    )
 
 
 def _no_segmentation(image: npt.NDArray) -> npt.NDArray:

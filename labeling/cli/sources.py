@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from labeling.cli.ingest_options import ingest_config, segment_config
@@ -66,6 +67,7 @@ def init_fields(args: argparse.Namespace, then=None):  # -> (Project, IngestRepo
     if args.cellprofiler and not ingest.channel_names:  # CellProfiler's own channel names
         names = cellprofiler_channels(objects, images_csv, object_name=args.object_name)
         ingest = dataclasses.replace(ingest, channel_names=tuple(names))
+    _say_unet(segment)
     with (
         ingest_runner(args) as runner,
         tqdm_progress("train segmenter", unit="step") as train,
@@ -110,6 +112,7 @@ def add_fields_to(args: argparse.Namespace, project):  # -> IngestReport
     from labeling.project import IngestRun, add_fields
 
     source, skipped = field_source(args)
+    _say_unet(source.segment)
     with (
         ingest_runner(args) as runner,
         tqdm_progress("train segmenter", unit="step") as train,
@@ -119,3 +122,14 @@ def add_fields_to(args: argparse.Namespace, project):  # -> IngestReport
         report = add_fields(project, source, run=IngestRun(progress, fp, train, runner))
     report.skipped[:0] = skipped
     return report
+
+
+def _say_unet(segment: str) -> None:
+    """One line before minutes of silence (a progress bar shows only on a terminal)."""
+    if segment == "unet":
+        print(
+            "segment unet: training the U-Net segmenter first (minutes on a CPU; kept in the "
+            "cache, so the same masks train once)",
+            file=sys.stderr,
+            flush=True,
+        )
