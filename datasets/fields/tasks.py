@@ -139,6 +139,31 @@ def _centre_objects(
     return pd.concat([out, carried], axis=1)
 
 
+def _refuse_a_label_image(spec: FieldSpec, image: npt.NDArray) -> None:
+    """A DataError for a field whose one channel is a label image (a mask left among the
+    fields: objects numbered 1..n, each a flat patch), not a microscope image, which would be
+    segmented and cropped as if it were one: integer values, a background of 0 over 5% of the
+    field or more, at least 2 objects, and 80% of object pixels equal to their right neighbour
+    (0.94 on dsb2018's mask; 0.05 on its image: a microscope image's noise makes neighbours
+    differ)."""
+    if image.shape[0] != 1 or image.dtype.kind not in "iu":
+        return
+    plane = image[0]
+    background = plane == 0
+    if background.mean() < 0.05:
+        return
+    inside = ~background[:, :-1]
+    if not inside.any() or (plane[:, 1:] == plane[:, :-1])[inside].mean() < 0.8:
+        return
+    n = len(np.unique(plane)) - 1
+    if n < 2:
+        return
+    raise DataError(
+        f"{spec.channel_files[0]}: a label image ({n} numbered objects), not a microscope "
+        "image: put masks in a masks folder (--masks) or name them FIELD_mask.tif"
+    )
+
+
 def process_field(job: FieldJob) -> FieldResult:
     """Task: read, segment and crop one field (see the module docstring); a DataError
     skips the field (the result says why)."""
@@ -147,7 +172,9 @@ def process_field(job: FieldJob) -> FieldResult:
     spec, size = job.spec, job.crop_size
     result = FieldResult(job.number, spec.key)
     try:
-        image = read_field(spec, result.non_finite).astype(np.dtype(job.dtype), copy=False)
+        image = read_field(spec, result.non_finite)
+        _refuse_a_label_image(spec, image)
+        image = image.astype(np.dtype(job.dtype), copy=False)
         if image.shape[0] != job.n_channels:
             raise DataError(f"{spec.channel_files[0]}: {image.shape[0]} channels, expected "
                             f"{job.n_channels}")  # fmt: skip

@@ -27,6 +27,9 @@ from datasets.fields.store import (
 )
 from datasets.pixels.plates import open_part_view
 from datasets.pixels.store import PixelStore
+from tests.conftest import SHARED_DATA
+
+DSB = SHARED_DATA / "dsb2018_nuclei_field"
 
 SHAPE = (96, 128)
 CENTRES = [(30, 30), (50, 90), (70, 40), (2, 64)]  # the last one touches the top border
@@ -339,3 +342,16 @@ def test_demo_fields_with_their_true_masks(tmp_path, project):
     assert report.n_cells == table["n_kept"].sum() > 0
     cells = read_cells(project)
     assert cells["truth"].notna().all() and set(cells["plate"]) <= {"P1", "P2"}
+
+
+@pytest.mark.skipif(not DSB.exists(), reason="shared dsb2018 field not present")
+def test_a_mask_left_among_the_fields_is_skipped_as_a_label_image(tmp_path):
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for name in ("img2d.tif", "mask2d.tif"):  # the mask beside its field, not in masks/
+        (folder / name).write_bytes((DSB / name).read_bytes())
+    fields, _ = find_fields(folder, None)
+    report = ingest_fields(fields, tmp_path / "p")
+    assert [key for key, _ in report.skipped] == ["mask2d"]
+    assert "a label image (125 numbered objects), not a microscope image" in report.skipped[0][1]
+    assert report.n_cells > 90  # the field itself
