@@ -103,8 +103,12 @@ def test_markup_in_names_is_text_on_every_page(app, project):
             wait_idle(page)
             page.wait_for_timeout(1500)  # late images and charts
             if name == "label":  # label the focused cell: the zoom shows the annotator
+                old = page.evaluate("() => window.__psLabel.data.batch")
                 page.locator(".st-key-annotator input").fill(ANNOTATOR)
                 page.locator(".st-key-annotator input").press("Enter")
+                page.wait_for_function(  # the annotator's own batch is drawn
+                    "old => window.__psLabel.data.batch !== old", arg=old, timeout=60000
+                )
                 wait_idle(page)
                 page.locator(".st-key-class-keys button").first.click()
                 page.wait_for_timeout(800)
