@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NEGATIVE = "negative"  # the value of the cell table's ``control`` column for negative controls
-_INTERNAL = ("cell_id", "source", "part", "row", "height", "width", "truth")
 
 
 def _head(project: Project) -> tuple[list[str], HeadState]:
@@ -68,9 +67,9 @@ def predictions_table(project: Project) -> pd.DataFrame:
     ids, head = _head(project)
     frame = _predicted(ids, head)
     probs = pd.DataFrame(np.asarray(head.proba), columns=[f"p_{c}" for c in head.classes])
-    cells = project.cells()
-    meta = [c for c in cells.columns if c not in _INTERNAL]
-    left = cells[["cell_id", "source", *meta]].rename(columns={"source": "path"})
+    from labeling.io.export import cell_paths
+
+    left = cell_paths(project, project.cells())
     return left.merge(pd.concat([frame, probs], axis=1), on="cell_id", how="inner")
 
 

@@ -184,6 +184,19 @@ def metadata_columns(cells: pd.DataFrame) -> list[str]:
     return [c for c in cells.columns if c not in _INTERNAL]
 
 
+def cell_paths(project: Project, cells: pd.DataFrame) -> pd.DataFrame:
+    """``cell_id, path`` (the crop or field it came from, relative to its folder), ``folder``
+    (that folder, when the project was made from more than one: the same relative path can be in
+    two plates' folders) and the metadata columns of ``cells``."""
+    from datasets.cells import read_parts
+
+    out = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})
+    roots = {int(p["part"]): str(p.get("root", "")) for p in read_parts(project.path)}
+    if len(set(roots.values())) > 1 and "part" in cells.columns:
+        out.insert(2, "folder", cells["part"].map(roots).to_numpy())
+    return out
+
+
 def labels_table(project: Project) -> pd.DataFrame:
     """One row per labeled cell: ``cell_id, label, annotator, labeled_at, round_id,
     label_source, pseudo, duration_ms`` (the time the label took), then ``path`` and the cell's
@@ -193,18 +206,17 @@ def labels_table(project: Project) -> pd.DataFrame:
     True: they are labels a user gave, never training classes."""
     labels = project.store.current_labels_frame(include_pseudo=True)
     labels = labels.rename(columns={"source": "label_source"})
-    cells = project.cells()
-    meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})
-    return labels.merge(meta, on="cell_id", how="left")
+    return labels.merge(cell_paths(project, project.cells()), on="cell_id", how="left")
 
 
 def cells_table(project: Project) -> pd.DataFrame:
-    """One row per cell: ``cell_id, path``, metadata, and ``truth`` when ground truth exists."""
+    """One row per cell: ``cell_id, path`` (``folder`` too when the project has several),
+    metadata, and ``truth`` when ground truth exists."""
     cells = project.cells()
-    cols = ["cell_id", "source", *metadata_columns(cells)]
+    out = cell_paths(project, cells)
     if "truth" in cells.columns and cells["truth"].notna().any():
-        cols.append("truth")
-    return cells[cols].rename(columns={"source": "path"})
+        out["truth"] = cells["truth"].to_numpy()
+    return out
 
 
 def table_bytes(df: pd.DataFrame, fmt: str, meta: dict | None = None) -> bytes:

@@ -120,6 +120,13 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
     assert "cells     1200" in out
     ids = pd.read_parquet(proj / "cells.parquet", columns=["cell_id"])["cell_id"]
     assert ids.is_unique
+    # the same relative paths in two folders: the export names each cell's folder
+    run(capsys, "export", proj, "--out", tmp_path / "cells2.csv", "--what", "cells")
+    both = pd.read_csv(tmp_path / "cells2.csv")
+    assert list(both.columns[:3]) == ["cell_id", "path", "folder"]
+    assert both.groupby("folder").size().to_dict() == {
+        str(small_demo.resolve()): 600, str(plate2.resolve()): 600
+    }  # fmt: skip
 
     # crops without a plate column added to this per-plate project: a plate of their own, said so
     loose = tmp_path / "loose"
