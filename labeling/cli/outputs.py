@@ -27,6 +27,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from labeling.io.bundles import crops_zip, model_checkpoint, write_bytes_atomic
 
         if args.what == "crops":
+            from labeling.io.export import check_export_target
+
+            check_export_target(Path(args.out))  # a project's own file: that, first
             if Path(args.out).suffix.lower() != ".zip":
                 raise PhenoScoutError(
                     f"{args.out}: the labeled crops are a .zip file; name it e.g. crops.zip"

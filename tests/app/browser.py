@@ -57,35 +57,54 @@ def free_port() -> int:
 @contextmanager
 def running_app(project: Path, timeout_s: float = 60, env: dict[str, str] | None = None):
     """Start ``phenoscout app PROJECT`` on a free port (``env`` added to the environment, e.g.
-    ``PHENOSCOUT_TRAINER=off``); yield its URL; stop it afterwards."""
+    ``PHENOSCOUT_TRAINER=off``); yield its URL; stop it afterwards. A port taken between
+    :func:`free_port` and the server's start (another process's) means another port."""
+    for attempt in range(3):
+        proc, log, url = _start_app(project, env)
+        try:
+            if _wait_health(proc, url, timeout_s):
+                yield url
+                return
+            taken = (
+                "is not available" in (ARTIFACTS / f"app-{url.rsplit(':', 1)[1]}.log").read_text()
+            )
+            if not taken or attempt == 2:
+                raise RuntimeError(f"the app did not start on {url} (exit {proc.poll()})")
+        finally:
+            _stop(proc, log)
+
+
+def _start_app(project: Path, env: dict[str, str] | None):
     port = free_port()
     exe = shutil.which("phenoscout", path=str(Path(sys.executable).parent))
     cmd = [exe, "app", str(project), "--port", str(port)]
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"app-{port}.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})})  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the app did not start on {url} (exit {proc.poll()})"
-                    ) from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
+    return proc, log, f"http://127.0.0.1:{port}"
+
+
+def _wait_health(proc: subprocess.Popen, url: str, timeout_s: float) -> bool:
+    """True once the server answers; False when it exited or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            return True
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen, log) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
 
 
 @contextmanager
