@@ -278,9 +278,10 @@ def project_truth(project_dir: Path, group: str | None = None) -> Truth:
     small = counts[counts < MIN_PER_CLASS]
     ok = ~y.isin(small.index).to_numpy()
     if (counts >= MIN_PER_CLASS).sum() < 2:
+        what = "the truth column has" if source == "truth column" else "no truth column and"
         raise ConfigError(
-            f"{project_dir}: no truth column and too few labels to evaluate: need 2 classes "
-            f"with at least {MIN_PER_CLASS} labels each; have {counts.to_dict()}"
+            f"{project_dir}: {what} too few labels to evaluate: need 2 classes with at least "
+            f"{MIN_PER_CLASS} cells each; have {counts.to_dict()}"
         )
     groups = None if grp is None else np.asarray(grp.astype(str))[ok]
     return Truth(

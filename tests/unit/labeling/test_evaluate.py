@@ -112,6 +112,19 @@ def test_evaluate_rejects_zero_repeats(small_project):
         evaluate_project(small_project, repeats=0)
 
 
+def test_a_truth_column_of_one_class_is_named_as_such(small_project, tmp_path):
+    import shutil
+
+    from labeling.evaluate import project_truth
+
+    path = shutil.copytree(small_project, tmp_path / "p")
+    cells = pd.read_parquet(path / "cells.parquet")
+    cells["truth"] = "only"
+    cells.to_parquet(path / "cells.parquet", index=False)
+    with pytest.raises(ConfigError, match="the truth column has too few labels to evaluate"):
+        project_truth(path)
+
+
 def test_fold_features_are_learned_from_each_training_fold_only():
     from labeling.evaluate import PerFold, fold_feature_rows
 
