@@ -102,6 +102,9 @@ def crops_zip(project: Project) -> bytes:
     return buffer.getvalue()
 
 
+_IMAGE_SUFFIX = re.compile(r"\.(tiff?|png|jpe?g|bmp|gif|webp)$", re.IGNORECASE)
+
+
 def _crops_index(project: Project) -> pd.DataFrame:
     """One row per labeled cell (pseudo-classes too): ``cell_id, class, folder, file``, then the
     label's annotator, time, source, round and the cell's path and metadata.
@@ -109,7 +112,7 @@ def _crops_index(project: Project) -> pd.DataFrame:
     Raises:
         DataError: no cell is labeled yet.
     """
-    from labeling.io.export import metadata_columns
+    from labeling.io.export import cell_paths
 
     labels = project.store.current_labels_frame(include_pseudo=True)
     if labels.empty:
@@ -118,7 +121,8 @@ def _crops_index(project: Project) -> pd.DataFrame:
     used: set[str] = set()
     files = []
     for cell_id, label in zip(labels["cell_id"], labels["label"]):
-        stem = f"{folders[label]}/{safe_name(cell_id)}"
+        name = _IMAGE_SUFFIX.sub("", safe_name(cell_id)) or safe_name(cell_id)  # no .tif.tif
+        stem = f"{folders[label]}/{name}"
         file, n = f"{stem}.tif", 1
         while file.lower() in used:  # two ids made alike by safe_name (or by case)
             n += 1
@@ -128,9 +132,7 @@ def _crops_index(project: Project) -> pd.DataFrame:
     labels.insert(2, "folder", labels["label"].map(folders))
     labels.insert(3, "file", files)
     labels = labels.rename(columns={"label": "class", "source": "label_source"})
-    cells = project.cells()
-    meta = cells[["cell_id", "source", *metadata_columns(cells)]].rename(columns={"source": "path"})
-    return labels.merge(meta, on="cell_id", how="left")
+    return labels.merge(cell_paths(project, project.cells()), on="cell_id", how="left")
 
 
 def _tiff_bytes(crop: npt.NDArray, names: list[str], colours: list[str]) -> bytes:

@@ -157,3 +157,14 @@ def test_read_errors_quote_no_file_content(tmp_path):
     with pytest.raises(DataError) as err:
         read_header(bad)
     assert "TOPS" not in str(err.value) and str(err.value).startswith(f"{bad}: cannot read")
+
+
+def test_crops_of_tiff_files_are_named_once_tif_in_the_zip(tmp_path):
+    crops = _folder(tmp_path / "crops", n=4)
+    assert _init(tmp_path / "p", crops) == 0
+    project = open_project(tmp_path / "p")
+    submit_labels(project, {"c01.tif": "a", "c02.tif": "b"}, "ann")
+    with zipfile.ZipFile(io.BytesIO(crops_zip(project))) as zf:
+        names = sorted(n for n in zf.namelist() if n != "index.csv")
+    project.close()
+    assert names == ["a/c01.tif", "b/c02.tif"]  # not c01.tif.tif
