@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from labeling.cli.parsing import Parents, Sub, add_parser
@@ -80,6 +81,12 @@ def _cmd_next(args: argparse.Namespace) -> int:
     )
     for item in batch:
         print(json.dumps(item, ensure_ascii=False))
+    if len(batch) < args.n:  # on stderr: stdout stays one JSON line per cell
+        print(
+            f"{len(batch)} cells of the {args.n} asked for: a batch holds no labeled or leased "
+            "cell and no near-copies of one another (they come in a later batch)",
+            file=sys.stderr,
+        )
     return 0
 
 

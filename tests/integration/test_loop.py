@@ -94,8 +94,15 @@ def test_head_is_cached_for_the_same_labels(project):
 
 def test_cli_next_and_label(project, capsys):
     assert main(["next", str(project.path), "--n", "4", "--annotator", "ann"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in out.out.splitlines()]
     assert len(lines) == 4 and all(set(x) >= {"cell_id", "path", "strategy"} for x in lines)
+    assert out.err == ""  # as many as asked: nothing to say
+    n_cells = project.store.n_cells()
+    assert main(["next", str(project.path), "--n", str(n_cells + 10), "--annotator", "bob"]) == 0
+    out = capsys.readouterr()
+    n = len(out.out.splitlines())
+    assert n <= n_cells - 4 and out.err.startswith(f"{n} cells of the {n_cells + 10} asked for")
     args = [f'{lines[0]["cell_id"]}=odd = name, "quoted" 🦠', f"{lines[1]['cell_id']}=mitotic"]
     assert main(["label", str(project.path), "--annotator", "ann", *args]) == 0
     assert capsys.readouterr().out.startswith("committed 2")
