@@ -142,7 +142,12 @@ export default function (component) {
       window.setTimeout(() => t.blur(), 0);
       return;
     }
-    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    // a box one types in keeps its keys; a slider (an input of type range inside), a switch
+    // or a checkbox keeps only its arrows: the class keys, s, z and n still label
+    const typing = t && (t.isContentEditable || /^(TEXTAREA|SELECT)$/.test(t.tagName)
+      || (t.tagName === "INPUT" && !/^(range|checkbox|radio|color|button|submit)$/i.test(t.type)));
+    if (typing) return;
+    if (t && t.tagName === "INPUT" && /^Arrow/.test(e.key)) return;
     if (!d.ids.length || !tile(0)) return;  // not on the Label page
     const known = d.keys[e.key] !== undefined || /^Arrow(Left|Right)$/.test(e.key)
       || e.key === d.undoKey || e.key === d.nextKey;

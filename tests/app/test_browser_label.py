@@ -296,6 +296,22 @@ def test_enter_in_the_annotator_box_gives_the_keys_back_to_the_tiles(browser, ap
     page.close()
 
 
+def test_class_keys_label_while_a_slider_has_the_focus(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=slider")
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    page.get_by_text("Channels: colour").first.click()
+    thumb = page.locator('[data-testid="stSlider"] input[type=range]').nth(1)
+    thumb.focus()
+    page.keyboard.press("ArrowLeft")  # the slider's own key: max shown 1.00 -> 0.99
+    wait_idle(page)
+    assert page.evaluate("() => document.activeElement.type") == "range"
+    page.keyboard.press("1")  # a class key: the focused tile, not the slider
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
+    with LabelStore(project / "labels.db") as store:
+        assert store.current_labels()[first] == "round"
+    page.close()
+
+
 def test_a_click_on_the_focused_tile_moves_the_focus_before_the_next_key(browser, app, project):
     # an annotator of its own (from the address): a batch of its own, focus on tile 1
     page, _ = _open(browser, app + "?annotator=clicker")
