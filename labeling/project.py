@@ -303,7 +303,7 @@ def _segmenter(
         channel=channel,
         seed=seed,
         progress=train_progress,
-        cache_dir=default_cache_dir() / "segmenters",  # one per masks and settings: trained once
+        cache=default_cache_dir() / "segmenters",  # one per masks and settings: trained once
     )
 
 

@@ -298,7 +298,6 @@ def make_unet_segmenter(
     seed: int = 0,
     progress: Progress | None = None,
     cache: Path | None = None,
-    cache_dir: Path | None = None,
 ) -> Callable[[npt.NDArray], npt.NDArray[np.int32]]:
     """A field segmenter for ingest: ``field (C, H, W) or (H, W) -> (H, W) int32 labels``.
 
@@ -309,16 +308,15 @@ def make_unet_segmenter(
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         seed: training seed.
         progress: ``progress(done_steps, total_steps)`` while training.
-        cache: checkpoint file; reused when it was trained on the same data and settings,
-            otherwise (re)written after training.
-        cache_dir: instead of ``cache``, a folder of checkpoints, one per training data and
-            settings (``segmenter-<fingerprint>.pt``), so that ``init``, ``add`` and
-            ``predict`` on the same masks (or none) train once.
+        cache: a checkpoint file (``.pt``), reused when it was trained on the same data and
+            settings, otherwise (re)written after training; or a folder of checkpoints, one per
+            training data and settings (``segmenter-<fingerprint>.pt``), so that ``init``,
+            ``add`` and ``predict`` on the same masks (or none) train once.
     """
     resolve_device(device)  # an absent device is an error before any cache or training
     key = _pairs_key(train_pairs, channel, seed)
-    if cache is None and cache_dir is not None:
-        cache = Path(cache_dir) / f"segmenter-{key[:20]}.pt"
+    if cache is not None and Path(cache).suffix != ".pt":  # a folder of checkpoints
+        cache = Path(cache) / f"segmenter-{key[:20]}.pt"
     model = _cached(cache, key, device)
     if model is not None:
         logger.info("using the cached segmenter %s", cache)

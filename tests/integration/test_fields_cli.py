@@ -81,8 +81,8 @@ def test_unet_trains_on_the_fields_with_masks_and_segments_the_others(
     unmasked = [type(f)(f.key, f.channel_files, f.metadata) for f in fields[:1]]
     calls = {}
 
-    def make_unet_segmenter(train_pairs, *, channel, seed, progress, cache_dir):
-        calls.update(n_pairs=len(train_pairs), channel=channel, seed=seed, cache_dir=cache_dir)
+    def make_unet_segmenter(train_pairs, *, channel, seed, progress, cache):
+        calls.update(n_pairs=len(train_pairs), channel=channel, seed=seed, cache=cache)
         return lambda field: (
             calls.setdefault("segmented", []).append(field.shape)
             or (np.zeros(field.shape[1:], np.int32))
@@ -94,7 +94,7 @@ def test_unet_trains_on_the_fields_with_masks_and_segments_the_others(
     source = FieldSource(unmasked + fields[1:], segment="unet")
     _, report = create_project_from_fields(tmp_path / "p", source, seed=5)
     assert calls["n_pairs"] == 2 and calls["seed"] == 5 and calls["channel"] == 0
-    assert calls["cache_dir"].name == "segmenters"  # trained once per masks and settings
+    assert calls["cache"].name == "segmenters"  # trained once per masks and settings
     assert calls["segmented"] == [(2, 192, 192)]  # only the field without a mask
     assert (fields[0].key, "no objects found (empty field)") in report.skipped
 

@@ -224,11 +224,11 @@ def test_a_cache_folder_keeps_one_segmenter_per_training_data(
     counted_training, disc_pairs, tmp_path
 ):
     folder = tmp_path / "segmenters"
-    seg.make_unet_segmenter(disc_pairs, device="cpu", cache_dir=folder)
-    seg.make_unet_segmenter(disc_pairs[:2], device="cpu", cache_dir=folder)
+    seg.make_unet_segmenter(disc_pairs, device="cpu", cache=folder)
+    seg.make_unet_segmenter(disc_pairs[:2], device="cpu", cache=folder)
     assert counted_training == [(3, 0), (2, 0)] and len(list(folder.glob("segmenter-*.pt"))) == 2
-    seg.make_unet_segmenter(disc_pairs, device="cpu", cache_dir=folder)  # the first: kept
-    seg.make_unet_segmenter(disc_pairs[:2], device="cpu", cache_dir=folder)
+    seg.make_unet_segmenter(disc_pairs, device="cpu", cache=folder)  # the first: kept
+    seg.make_unet_segmenter(disc_pairs[:2], device="cpu", cache=folder)
     assert len(counted_training) == 2
 
 
