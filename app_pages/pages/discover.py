@@ -175,6 +175,9 @@ def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
         table = table.drop(columns=["estimate", "low", "high"])
     for column in ("first_found_at", "n_random"):  # never found, or a pseudo-class: "-"
         table[column] = table[column].astype("Int64").astype("string").fillna("-")
+    for column in ("estimate", "low", "high"):  # a pseudo-class has no prevalence: "-"
+        if column in table:
+            table[column] = table[column].map(lambda v: "-" if pd.isna(v) else f"{v:.1%}")
     st.dataframe(
         table,
         hide_index=True,
@@ -194,9 +197,9 @@ def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
             "n_random": st.column_config.NumberColumn(
                 "random cells", help=f"cells of the class among the {n_slice} random cells"
             ),
-            "estimate": st.column_config.NumberColumn("prevalence", format="percent"),
-            "low": st.column_config.NumberColumn("95% low", format="percent"),
-            "high": st.column_config.NumberColumn("95% high", format="percent"),
+            "estimate": "prevalence",
+            "low": "95% low",
+            "high": "95% high",
         },
     )
     if n_slice < MIN_SLICE:

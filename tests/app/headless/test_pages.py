@@ -41,6 +41,26 @@ def test_discover_page_on_a_labeled_project(labeled):
     assert not at.exception, at.exception
 
 
+def test_discover_class_table_with_prevalence_shows_no_bare_none(labeled):
+    from labeling.loop import next_batch, submit_labels
+    from labeling.project import open_project
+
+    proj = open_project(labeled)
+    truth = proj.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
+    for _ in range(2):  # 48 random cells: prevalence is shown
+        batch = next_batch(proj, 24, annotator="ann", strategy="random", resume=False)
+        submit_labels(proj, {b["cell_id"]: truth[b["cell_id"]] for b in batch}, "ann")
+    proj.close()
+    at = _page(_app(labeled), "discover")
+    table = next(d.value for d in at.dataframe if "first_found_by" in d.value.columns)
+    assert {"estimate", "low", "high"} <= set(table.columns)
+    assert not table.isna().any().any(), table
+    shown = table.set_index("label")
+    assert shown.loc["unsure", "estimate"] == "-"  # a pseudo-class has no prevalence
+    real = shown.loc[~shown["pseudo"].astype(bool), "estimate"]
+    assert real.str.endswith("%").any()
+
+
 def test_discover_page_says_what_is_missing(project):
     at = _page(_app(project), "discover")
     assert "No labels yet" in at.info[0].value
