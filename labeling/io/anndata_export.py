@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,17 @@ __all__ = ["FEATURE_PARTS", "anndata_for", "export_anndata"]
 #: What ``--features`` may name, alone or joined by ``+`` (``morphology+embedding``).
 FEATURE_PARTS = ("morphology", "embedding", "cellprofiler")
 SUFFIX = ".h5ad"
+
+
+def _channel_of(names: list[str], channels: list[str]) -> list[str]:
+    """The channel name of each feature named ``ch<i>_...`` (morphology, per channel); "" for
+    the others (whole-cell shape, stains, embedding, CellProfiler)."""
+    out = []
+    for name in names:
+        found = re.match(r"^(?:\w+:)?ch(\d+)_", name)
+        i = int(found.group(1)) if found else -1
+        out.append(channels[i] if 0 <= i < len(channels) else "")
+    return out
 
 
 def _feature_block(
@@ -161,8 +173,11 @@ def anndata_for(project: Project, features: str = "morphology") -> Any:
         blocks.append(block)
         names += [f"{part.strip()}:{c}" if "+" in features else c for c in cols]
     x = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
-    var = pd.DataFrame(index=pd.Index(names, dtype=object))
-    adata = ad.AnnData(X=x, obs=_writable(obs), var=var)
+    var = pd.DataFrame(
+        {"channel": _channel_of(names, list(project.channel_names))},
+        index=pd.Index(names, dtype=object),
+    )
+    adata = ad.AnnData(X=x, obs=_writable(obs), var=_writable(var))
     found = latest_backbone_embeddings(project.path)
     if found is not None:
         adata.obsm["X_embedding"] = _aligned(np.asarray(found[1], dtype=str), found[2], ids)

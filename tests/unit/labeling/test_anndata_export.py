@@ -58,6 +58,11 @@ def test_round_trip_features_labels_predictions_and_embedding(project, tmp_path)
     back = ad.read_h5ad(out)
     ids, feats, names = read_features(project.path)
     assert back.shape == (n, len(names)) and list(back.var_names) == names
+    channel = dict(zip(back.var_names, back.var["channel"]))  # the user's channel names
+    assert channel["ch1_mean"] == project.channel_names[1] and channel[names[0]] in (
+        "",
+        *project.channel_names,
+    )
     order = {c: i for i, c in enumerate(ids)}
     rows = [order[c] for c in back.obs_names]
     np.testing.assert_allclose(back.X, feats[rows], rtol=0, atol=1e-6)
