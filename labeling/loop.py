@@ -455,8 +455,10 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
     order = [c for r in store.rounds() if r["round_id"] in rounds
              for c in (r["timings"] or {}).get("cells", [])]  # fmt: skip
     labeled = store.current_labels(include_pseudo=True)
+    taken = store.leased_ids(exclude_annotator=annotator)  # skipped, then handed to another
     skipped = [{"cell_id": c} for c in dict.fromkeys(order)
-               if c not in done and c not in open_ids and c not in labeled]  # fmt: skip
+               if c not in done and c not in open_ids and c not in labeled
+               and c not in taken]  # fmt: skip
     items = [*_describe(project, list(done.values())), *open_items]
     items += [{**it, "skipped": True} for it in _describe(project, skipped)]
     at = {c: i for i, c in enumerate(dict.fromkeys(order))}

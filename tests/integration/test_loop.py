@@ -193,8 +193,14 @@ def test_current_batch_rebuilds_the_batch_after_a_reload(project):
     again = current_batch(project, "ann")
     assert [x["cell_id"] for x in again] == ids  # in the batch's order, the skipped one too
     assert [x["cell_id"] for x in again if x.get("skipped")] == [ids[5]]
+    # a skipped cell handed to someone else since is theirs: it leaves this batch
+    round_id = project.store.start_round("bob", "random", None, 1)
+    assert project.store.lease([{"cell_id": ids[5]}], "bob", round_id) == 1
+    assert ids[5] not in [x["cell_id"] for x in current_batch(project, "ann")]
     assert again[3]["strategy"] == batch[3]["strategy"] and again[3]["guess"] == batch[3]["guess"]
-    assert current_batch(project, "bob")[0]["cell_id"] not in ids  # a new batch for someone else
+    bobs = {x["cell_id"] for x in current_batch(project, "bob")}
+    assert bobs == {ids[5]}  # bob's open batch: the cell handed to him
+    assert not {x["cell_id"] for x in current_batch(project, "cy")} & set(ids)  # a new batch
 
 
 def test_undo_last_reverts_and_leases_the_cell_back(project):
