@@ -53,8 +53,9 @@ class LabelSession:
     actions: list[tuple[str, str]] = field(default_factory=list)  # ("label"|"skip", cell_id)
     error: str | None = None  # a PhenoScoutError message from the latest action, to show once
     notice: str | None = None  # a one-off message from the latest action (toast)
-    warning: str | None = None  # a question from the latest action, shown until the next one
-    asked_next: bool = False  # "next batch" with open tiles was asked for once: the next goes
+    #: "next batch" with open tiles asked this once (shown until the next action answers it):
+    #: the next request goes on
+    warning: str | None = None
     ack: tuple[str, int] = ("", 0)  # (browser page token, number of its latest key applied)
     lock: threading.RLock = field(default_factory=threading.RLock)  # one action at a time
 
@@ -69,7 +70,7 @@ class LabelSession:
         ``labeling.loop.current_batch`` show as skipped)."""
         self.owner, self.items, self.round_id = owner, items, round_id
         self.skipped = {it["cell_id"] for it in items if it.get("skipped")}
-        self.actions, self.asked_next = [], False
+        self.actions, self.warning = [], None
         self.focus = next_open(items, -1, labels, self.skipped)
 
     def index(self, cell_id: str) -> int | None:
@@ -136,7 +137,7 @@ def label_cell(
 ) -> None:
     """Commit ``name`` (a class, or SKIP) for ``cell_id``; focus the next open tile."""
     submit_labels(project, {cell_id: name}, annotator=annotator, source="batch")
-    sess.asked_next = False
+    sess.warning = None
     if name == SKIP:
         sess.skipped.add(cell_id)
     else:
@@ -169,7 +170,7 @@ def pick_changed(
 def undo(sess: LabelSession, project: Project, annotator: str) -> None:
     """Revert the latest label (``labeling.loop.undo_last``, which leases the cell back) or skip
     of this annotator; focus its cell."""
-    sess.asked_next = False
+    sess.warning = None
     if sess.actions and sess.actions[-1][0] == "skip":
         _, cell_id = sess.actions.pop()
         sess.skipped.discard(cell_id)
@@ -207,8 +208,7 @@ def new_batch(sess: LabelSession, project: Project, annotator: str) -> None:
     labels = project.store.current_labels(include_pseudo=True)
     n_open = sum(it["cell_id"] not in labels and it["cell_id"] not in sess.skipped
                  for it in sess.items)  # fmt: skip
-    if n_open and not sess.asked_next:
-        sess.asked_next = True
+    if n_open and sess.warning is None:
         cells = "1 cell of this batch has" if n_open == 1 else f"{n_open} cells of this batch have"
         sess.warning = (
             f"{cells} no label yet. Press **n** (Next batch) again to leave "
@@ -217,7 +217,6 @@ def new_batch(sess: LabelSession, project: Project, annotator: str) -> None:
         )
         return
     items = next_batch(project, project.config.loop.batch_size, annotator, resume=False)
-    labels = project.store.current_labels(include_pseudo=True)
     sess.reset((str(project.path), annotator), items, open_round(project, annotator), labels)
 
 
@@ -264,9 +263,7 @@ def key_events(sess: LabelSession, project: Project, annotator: str, widget_key:
     events numbered after the last one applied for this browser page. Events: ``[n, "label",
     class, cell_id]`` (a class key or skip, for the cell the page marked), ``[n, "focus", index,
     None]``, ``[n, "undo", ...]``, ``[n, "next", ...]``."""
-    queued = _queued(widget_key)  # first: Streamlit may stop the run here
-    if queued is not None:
-        _apply_keys(sess, project, annotator, *queued)
+    _keys_first(sess, project, annotator, _queued(widget_key))  # the read first
 
 
 def after_keys(fn: Callable[..., None]) -> Callable[..., None]:

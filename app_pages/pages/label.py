@@ -158,7 +158,7 @@ def _messages(page: _Page) -> None:
     sess = page.sess
     error, sess.error = sess.error, None
     notice, sess.notice = sess.notice, None
-    warning = sess.warning if sess.asked_next else None  # until the next action answers it
+    warning = sess.warning  # until the next action answers it
     done = all(it["cell_id"] in page.labels or it["cell_id"] in sess.skipped for it in sess.items)
     with st.container(key="messages"):
         if error:

@@ -65,9 +65,7 @@ def running_app(project: Path, timeout_s: float = 60, env: dict[str, str] | None
             if _wait_health(proc, url, timeout_s):
                 yield url
                 return
-            taken = (
-                "is not available" in (ARTIFACTS / f"app-{url.rsplit(':', 1)[1]}.log").read_text()
-            )
+            taken = "is not available" in Path(log.name).read_text()  # the port, meanwhile
             if not taken or attempt == 2:
                 raise RuntimeError(f"the app did not start on {url} (exit {proc.poll()})")
         finally:
