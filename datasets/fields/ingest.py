@@ -231,7 +231,7 @@ def _chosen_crop_size(
     diameter of the area); the default when no size is known. Said in the report."""
     from datasets.crops.resize import DEFAULT_CROP_SIZE, FIT_QUANTILE, choose_crop_size
     from datasets.fields.files import read_field
-    from datasets.fields.tasks import find_objects
+    from datasets.fields.tasks import find_objects, refuse_a_label_image
 
     step = max(1, len(planned) // SIZE_SAMPLE_FIELDS)
     sides = []
@@ -241,6 +241,7 @@ def _chosen_crop_size(
             continue
         try:
             image = read_field(spec, [])
+            refuse_a_label_image(spec, image)
             objects, _ = find_objects(spec, image, segmenter or _classical, [])
         except DataError:
             continue  # the main pass skips it and says why

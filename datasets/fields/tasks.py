@@ -139,7 +139,7 @@ def _centre_objects(
     return pd.concat([out, carried], axis=1)
 
 
-def _refuse_a_label_image(spec: FieldSpec, image: npt.NDArray) -> None:
+def refuse_a_label_image(spec: FieldSpec, image: npt.NDArray) -> None:
     """A DataError for a field whose one channel is a label image (a mask left among the
     fields: objects numbered 1..n, each a flat patch), not a microscope image, which would be
     segmented and cropped as if it were one: integer values, a background of 0 over 5% of the
@@ -173,7 +173,7 @@ def process_field(job: FieldJob) -> FieldResult:
     result = FieldResult(job.number, spec.key)
     try:
         image = read_field(spec, result.non_finite)
-        _refuse_a_label_image(spec, image)
+        refuse_a_label_image(spec, image)
         image = image.astype(np.dtype(job.dtype), copy=False)
         if image.shape[0] != job.n_channels:
             raise DataError(f"{spec.channel_files[0]}: {image.shape[0]} channels, expected "

@@ -351,7 +351,9 @@ def test_a_mask_left_among_the_fields_is_skipped_as_a_label_image(tmp_path):
     for name in ("img2d.tif", "mask2d.tif"):  # the mask beside its field, not in masks/
         (folder / name).write_bytes((DSB / name).read_bytes())
     fields, _ = find_fields(folder, None)
-    report = ingest_fields(fields, tmp_path / "p")
+    report = ingest_fields(fields, tmp_path / "p", IngestConfig(crop_size=None))
     assert [key for key, _ in report.skipped] == ["mask2d"]
     assert "a label image (125 numbered objects), not a microscope image" in report.skipped[0][1]
     assert report.n_cells > 90  # the field itself
+    size_note = next(n for n in report.notes if n.startswith("Crop size"))
+    assert f"from {report.n_cells} objects' sizes" in size_note  # the mask's objects not counted
