@@ -24,7 +24,10 @@ one image):
    typical radius, after which neighbours whose shared boundary dips less than h = 0.1
    typical radius (at least 0.5 px) below the lower peak merge again (the h-maxima
    criterion, without the cost of a morphological reconstruction).
-7. Objects outside ``[min_area, max_area]`` dropped, labels renumbered 1..n.
+7. Objects outside ``[min_area, max_area]`` dropped, labels renumbered 1..n. By default both
+   follow the typical radius r, so a field at 60x segments like one at 20x: smaller than a
+   disc of r/4 (at least 30 px) is a speck, larger than 25 typical discs (a disc of 5 r) an
+   unsplit clump or debris.
 
 Optional cell regions: nuclei grown by up to ``expand_px`` pixels into the foreground of
 ``cell_channel`` (each pixel to its nearest nucleus).
@@ -58,28 +61,48 @@ _TRUNCATE = 2.5  # local-mean kernel cut at this many widths (a mean, not a prec
 _DIST_SIGMA = 1.0  # smoothing of the distance map before seeding (px)
 _STAT_STEP = 2  # image statistics (percentiles, Otsu, noise) on every 2nd row and column
 _CROSS = ndi.generate_binary_structure(2, 1)
+SPECK_AREA = 30  # px: smaller components are noise whatever the magnification
+_TILE_AREA = 5000  # px: background tiles are as wide as a disc of this area (or max_area)
 
 
 @dataclass(frozen=True)
 class SegmentConfig:
     """How :func:`segment_nuclei` and :func:`segment_field` find objects.
 
-    Defaults suit nuclei of about 4-40 px radius (20x objectives, with or without binning).
-    ``min_area`` 30 px is a disc of about 6 px diameter: smaller specks are noise or debris,
-    while apoptotic fragments and condensed mitotic plates at 20x are larger. ``max_area``
-    5000 px is a disc of 80 px diameter (26 um at 0.325 um/px), larger than any single nucleus
-    at 20x: such objects are unsplit clumps or debris.
+    The object size range follows the field's typical nuclear radius r unless given
+    (:meth:`size_range`): objects smaller than a disc of r/4 are specks of noise or debris
+    (never less than ``SPECK_AREA`` 30 px, a disc of about 6 px diameter), while apoptotic
+    fragments and condensed mitotic plates are larger; objects larger than 25 typical discs
+    (a disc of 5 r) are unsplit clumps or debris. On the DSB 2018 field rescaled 0.6x-4x
+    (nuclei of 7-90 px diameter, a 10x to a 60x objective) this keeps the object F1 at
+    0.92-0.97, where fixed limits of 30 and 5,000 px gave 0.01 at 3x (``benchmarks/
+    bench_segment.py``).
     """
 
     channel: int = 0  # nuclear channel of a (C, H, W) field
     sigma: float = 1.0  # Gaussian smoothing before thresholding (px); 0 = none
     threshold: str = "local"  # "local": floor AND above the local mean; "otsu": floor alone
     polarity: str = "auto"  # "bright" (fluorescence), "dark" (brightfield stains), "auto"
-    min_area: int = 30  # smallest object kept (px)
-    max_area: int = 5000  # largest object kept (px)
+    min_area: int | None = None  # smallest object kept (px); None: from the typical radius
+    max_area: int | None = None  # largest object kept (px); None: from the typical radius
     split: bool = True  # split touching nuclei (distance-transform watershed)
     cell_channel: int | None = None  # grow nuclei into this channel's foreground -> cells
     expand_px: int = 15  # how far cells reach beyond their nucleus (px)
+
+    @property
+    def speck_area(self) -> int:
+        """Components smaller than this (px) are noise before the size range is known."""
+        return self.min_area if self.min_area is not None else SPECK_AREA
+
+    def size_range(self, radius: float) -> tuple[float, float]:
+        """Smallest and largest object area kept (px) on a field of typical nuclear radius
+        ``radius`` (px): ``min_area`` and ``max_area`` where given."""
+        smallest = max(SPECK_AREA, np.pi * (radius / 4.0) ** 2)
+        largest = 25.0 * np.pi * radius**2
+        return (
+            float(self.min_area) if self.min_area is not None else smallest,
+            float(self.max_area) if self.max_area is not None else max(largest, smallest),
+        )
 
     def __post_init__(self) -> None:
         checks = (
@@ -87,8 +110,11 @@ class SegmentConfig:
             ("sigma", self.sigma, 0.0 <= self.sigma <= 20.0, "0-20 px"),
             ("threshold", self.threshold, self.threshold in THRESHOLDS, str(THRESHOLDS)),
             ("polarity", self.polarity, self.polarity in POLARITIES, str(POLARITIES)),
-            ("min_area", self.min_area, self.min_area >= 1, "at least 1 px"),
-            ("max_area", self.max_area, self.max_area >= self.min_area, "at least min_area"),
+            ("min_area", self.min_area, self.min_area is None or self.min_area >= 1,
+             "None or at least 1 px"),
+            ("max_area", self.max_area,
+             self.max_area is None or self.max_area >= (self.min_area or 1),
+             "None or at least min_area"),
             ("cell_channel", self.cell_channel,
              self.cell_channel is None or self.cell_channel >= 0, "None or an index >= 0"),
             ("expand_px", self.expand_px, self.expand_px >= 0, "0 or more px"),
@@ -153,14 +179,15 @@ def segment_nuclei(image: npt.NDArray, cfg: SegmentConfig | None = None) -> npt.
     if not rough.any():
         logger.debug("no pixel above the floor %.4g (noise %.3g): no objects", floor, noise)
         return np.zeros(signal.shape, dtype=np.int32)
-    radius = _typical_radius(rough)
+    radius = _typical_radius(rough, cfg.speck_area)
     if cfg.threshold == "local":
         rough &= signal > ndi.gaussian_filter(signal, _LOCAL_WIDTH * radius, truncate=_TRUNCATE)
     del signal
     mask = ndi.binary_opening(_fill_holes(rough), _CROSS)
-    mask = morphology.remove_small_objects(mask, max_size=cfg.min_area - 1)
+    mask = morphology.remove_small_objects(mask, max_size=cfg.speck_area - 1)
     labels = _split(mask, radius) if cfg.split else ndi.label(mask)[0]
-    labels = _filter_sizes(labels.astype(np.int32, copy=False), cfg.min_area, cfg.max_area)
+    smallest, largest = cfg.size_range(radius)
+    labels = _filter_sizes(labels.astype(np.int32, copy=False), smallest, largest)
     logger.debug("%d nuclei (typical radius %.1f px, floor %.4g)", labels.max(), radius, floor)
     return labels
 
@@ -248,20 +275,21 @@ def _signal(image: npt.NDArray, cfg: SegmentConfig) -> tuple[npt.NDArray[np.floa
     standard deviation of its noise, and the polarity.
 
     The noise is that of the raw pixels (from neighbour differences, blind to smooth
-    structure; at least the rounding noise of integer pixels and 1e-4 of the image's range)
-    times the smoothing kernel's noise gain.
+    structure) times the smoothing kernel's noise gain, and at least the rounding noise of
+    integer pixels (smoothing does not average away the steps of a smooth gradient, which
+    are not independent) and 1e-4 of the image's range.
     """
     x = _as_float(image)
     diff = np.diff(x[::_STAT_STEP], axis=1)
     noise = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / np.sqrt(2.0)
-    rounding = 1.0 / np.sqrt(12.0) if np.asarray(image).dtype.kind in "biu" else 0.0
-    noise = max(noise, rounding, 1e-4 * float(x.max() - x.min()))
     if cfg.sigma > 0:
         ndi.gaussian_filter(x, cfg.sigma, output=x)
         delta = np.zeros((65, 65), dtype=np.float64)
         delta[32, 32] = 1.0
         noise *= float(np.linalg.norm(ndi.gaussian_filter(delta, cfg.sigma)))
-    _flatten(x, _background_tile(cfg.max_area))
+    rounding = 1.0 / np.sqrt(12.0) if np.asarray(image).dtype.kind in "biu" else 0.0
+    noise = max(noise, rounding, 1e-4 * float(x.max() - x.min()))
+    _flatten(x, _background_tile(cfg.max_area or _TILE_AREA))
     polarity = _tail_polarity(x) if cfg.polarity == "auto" else cfg.polarity
     if polarity == "dark":
         np.negative(x, out=x)
@@ -337,15 +365,25 @@ def _fill_holes(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return ~outside[background]
 
 
-def _typical_radius(mask: npt.NDArray[np.bool_]) -> float:
-    """Median over connected components of their largest distance to the background (px);
-    components thinner than 2 px (specks of noise) say nothing about nuclear size."""
+def _typical_radius(mask: npt.NDArray[np.bool_], speck_area: int) -> float:
+    """Median over connected components of their largest distance to the background (px),
+    over the components at least a third as deep as the component a typical foreground pixel
+    lies in (the area-weighted median): specks of noise along the ragged rims of large
+    nuclei (hundreds of them on a field at 40-60x) and components thinner than 2 px say
+    nothing about nuclear size, and clumps (about one nucleus wide) barely bias it."""
     components, n = ndi.label(mask)
     depth = _distance(mask)
     peaks = np.zeros(n + 1, dtype=np.float32)
     np.maximum.at(peaks, components[mask], depth[mask])
-    peaks = peaks[peaks >= 2.0]
-    return float(np.median(peaks)) if len(peaks) else 2.0
+    areas = np.bincount(components.ravel(), minlength=n + 1)
+    keep = (peaks >= 2.0) & (areas >= speck_area)
+    keep[0] = False
+    if not keep.any():
+        return 2.0
+    order = np.argsort(peaks[keep], kind="stable")
+    weight = np.cumsum(areas[keep][order])
+    typical = peaks[keep][order][np.searchsorted(weight, 0.5 * weight[-1])]
+    return float(np.median(peaks[keep & (peaks >= typical / 3.0)]))
 
 
 def _split(mask: npt.NDArray[np.bool_], radius: float) -> npt.NDArray[np.int32]:
@@ -421,7 +459,9 @@ def _merge_shallow(
     return group[labels]
 
 
-def _filter_sizes(labels: npt.NDArray[np.int32], min_area: int, max_area: int) -> npt.NDArray:
+def _filter_sizes(
+    labels: npt.NDArray[np.int32], min_area: float, max_area: float
+) -> npt.NDArray[np.int32]:
     """``labels`` without objects outside [min_area, max_area], renumbered 1..n."""
     areas = np.bincount(labels.ravel())
     keep = (areas >= min_area) & (areas <= max_area)

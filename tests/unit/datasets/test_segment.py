@@ -230,3 +230,36 @@ def test_dsb2018_field_with_default_settings():
     score = score_segmentation(truth, segment_nuclei(image))
     assert score.n_true == 112
     assert score.f1 >= 0.85 and score.mean_iou >= 0.8
+
+
+def _magnified(image: np.ndarray, truth: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and ``truth`` as a ``factor`` times stronger objective would see them: pixels
+    interpolated, labels repeated, fresh pixel noise (5% of the image's spread) added."""
+    from skimage.transform import rescale
+
+    big = rescale(image.astype(np.float64), factor, order=1)
+    big += np.random.default_rng(0).normal(0.0, 0.05 * big.std(), big.shape)
+    labels = np.kron(truth, np.ones((factor, factor), dtype=truth.dtype))
+    return np.clip(big, 0, 65535).astype(np.uint16), labels
+
+
+def test_object_sizes_follow_the_magnification():
+    from datasets.fields.demo import make_field
+
+    image, truth, _ = make_field(np.random.default_rng(3), size=256)
+    for factor in (1, 4):  # 4x: nuclei of ~8,000 px, beyond any fixed 20x size range
+        big, labels = _magnified(image[0], truth, factor)
+        score = score_segmentation(labels, segment_nuclei(big))
+        assert score.f1 >= 0.9, (factor, score)
+    smallest, largest = SegmentConfig().size_range(radius=40.0)
+    assert smallest == pytest.approx(np.pi * 100) and largest == pytest.approx(25 * np.pi * 1600)
+    assert SegmentConfig(min_area=5, max_area=9).size_range(radius=40.0) == (5.0, 9.0)
+
+
+@pytest.mark.skipif(not (NUCLEI_FIELD / "img2d.tif").is_file(), reason="shared data absent")
+def test_dsb2018_field_at_three_times_the_magnification():
+    image = tifffile.imread(NUCLEI_FIELD / "img2d.tif")
+    truth = tifffile.imread(NUCLEI_FIELD / "mask2d.tif")
+    big, labels = _magnified(image, truth, 3)  # nuclei of ~60 px across: a 60x objective
+    score = score_segmentation(labels, segment_nuclei(big))
+    assert score.n_true == 112 and score.f1 >= 0.9 and score.mean_iou >= 0.8
