@@ -382,6 +382,7 @@ def _create(
         if report.modality == "stained_rgb" and len(channels) == 3:
             given = tuple(report.channel_names) if ingest.channel_names else ()
             config = dataclasses.replace(config, channels=rgb_channels(given))
+            report.channel_names = tuple(c.name for c in config.channels)
         if config is not project.config:
             save_config(config, path / CONFIG_FILE)
             project = Project(path, config)

@@ -54,6 +54,7 @@ def test_scale_and_modality_are_stored_as_values(rgb_project):
     assert [(c["name"], c["colour"]) for c in channels] == [
         ("R", "#ff0000"), ("G", "#00ff00"), ("B", "#0000ff")
     ]  # fmt: skip
+    assert "Channels: 3 (R, G, B)" in report.summary()  # the report says the names kept
 
 
 def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
