@@ -496,6 +496,10 @@ def _write_csv(frame: pd.DataFrame, path: Path, files: list[Path], index: bool =
     files.append(path)
 
 
+#: Random-slice size under which report --out notes that prevalence is still rough.
+FEW_RANDOM = 30
+
+
 def _write_discovery(
     events: list[LabelRecord], classes: list[str], out: Path, files: list[Path], notes: list[str]
 ) -> None:
@@ -505,6 +509,12 @@ def _write_discovery(
     if random_slice(events):
         expected = expected_random_curve(np.arange(1, len(events) + 1), prev)
         _write_csv(prev, out / "prevalence.csv", files)
+        n_slice = int(prev["n_slice"].iloc[0]) if len(prev) else 0
+        if n_slice < FEW_RANDOM:
+            notes.append(
+                f"prevalence rests on {n_slice} random cell(s) so far: its intervals "
+                "(low, high in prevalence.csv) are wide"
+            )
         cols = {"expected": "expected_random", "low": "expected_low", "high": "expected_high"}
         curves = curves.merge(expected.rename(columns=cols), on=["n_labeled", "label"], how="left")
         expected = expected_random_curve(len(events), prev)

@@ -280,6 +280,18 @@ def _label_like_the_loop(project, rng: np.random.Generator) -> int:
     return len(random_ids) + len(rare) + 1
 
 
+def test_write_report_says_when_prevalence_rests_on_few_random_cells(project, tmp_path):
+    truth = project.cells(columns=["cell_id", "truth"]).set_index("cell_id")["truth"]
+    ids = [str(c) for c in truth.index[:12]]
+    round_id = project.store.start_round("ann", "discover", None, len(ids))
+    project.store.lease([{"cell_id": c, "sub_strategy": "random"} for c in ids], "ann", round_id)
+    project.store.submit({c: truth[c] for c in ids}, "ann", "batch")
+    write_report(project, tmp_path / "out")
+    notes = (tmp_path / "out" / "notes.txt").read_text()
+    assert "prevalence rests on 12 random cell(s) so far" in notes
+    assert (pd.read_csv(tmp_path / "out" / "prevalence.csv")["n_slice"] == 12).all()
+
+
 def test_write_report_on_a_new_project_skips_what_needs_labels(project, tmp_path: Path) -> None:
     files = write_report(project, tmp_path / "out")
     names = {f.name for f in files}
