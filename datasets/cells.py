@@ -287,9 +287,10 @@ def read_path_csv(path: Path, required: tuple[str, ...], crops_dir: Path | None 
         line = int(empty.to_numpy().argmax()) + 2
         raise DataError(f"{path}: line {line} has an empty path; every row needs a path")
     keys, codes, files = _path_keys(str(path.resolve().parent), texts)
-    if crops_dir is not None and not all(os.path.isfile(f) for f in files):
+    found = sum(os.path.isfile(f) for f in files)
+    if crops_dir is not None and found < len(files):  # the folder under which more exist
         under = _path_keys(str(Path(crops_dir).resolve()), texts)
-        if all(os.path.isfile(f) for f in under[2]):
+        if sum(os.path.isfile(f) for f in under[2]) > found:
             keys, codes, files = under
     _check_duplicates(path, texts, keys)
     _check_files_exist(path, texts, codes, files, crops_dir)

@@ -56,15 +56,24 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from labeling.io.imports import import_labels
+    from datasets.errors import DataError
+    from labeling.io.imports import check_label_csv, import_labels
     from labeling.project import open_project
 
     check_add_options(args)
     project = open_project(Path(args.project))
+    if args.import_labels:  # a bad file stops before any cell is added
+        check_label_csv(project, Path(args.import_labels))
     report = add_crops_to(args, project) if args.crops else add_fields_to(args, project)
     print(report.summary())
     if args.import_labels:
-        n = import_labels(project, Path(args.import_labels))
+        try:
+            n = import_labels(project, Path(args.import_labels), part=report.part)
+        except DataError as e:
+            raise DataError(
+                f"{e}. The {report.n_cells} cells were added; import the labels once fixed "
+                f"with: phenoscout label {args.project} --csv {args.import_labels}"
+            ) from e
         print(f"imported {n} labels from {args.import_labels}")
     return 0
 

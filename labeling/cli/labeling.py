@@ -117,11 +117,25 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 def _cmd_label(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
-    labels = parse_assignments(args.assignments)
+    if not args.assignments and not args.csv:
+        raise PhenoScoutError("label needs CELL_ID=CLASS pairs or --csv FILE")
+    if args.assignments and args.csv:
+        raise PhenoScoutError("give CELL_ID=CLASS pairs or --csv FILE, not both")
     project = open_project(Path(args.project))
-    n = project.store.submit(labels, annotator=args.annotator, source="cli")
-    same = len(labels) - n  # the label each cell already carries (or skips): stored before
-    print(f"committed {n}" + (f" ({same} unchanged: already so)" if same else ""), flush=True)
+    if args.csv:
+        from labeling.io.imports import import_labels
+
+        n = import_labels(project, Path(args.csv), annotator=args.annotator)
+        print(f"committed {n} from {args.csv}", flush=True)
+    else:
+        labels = parse_assignments(args.assignments)
+        n = project.store.submit(labels, annotator=args.annotator, source="cli")
+        same = len(labels) - n  # the label each cell already carries (or skips): stored before
+        print(f"committed {n}" + (f" ({same} unchanged: already so)" if same else ""), flush=True)
+        merged = project.store.merge_targets()
+        for name in sorted({lab.strip() for lab in labels.values()} & set(merged)):
+            print(f"note: class {name!r} was merged into {merged[name]!r}: stored as "
+                  f"{merged[name]!r}")  # fmt: skip
     if not args.no_refit:
         from labeling.loop import fit_head
 
@@ -249,9 +263,15 @@ def _add_label(sub: Sub, parents: Parents) -> None:
     )
     p.add_argument(
         "assignments",
-        nargs="+",
+        nargs="*",
         metavar="CELL_ID=CLASS",
         help="split at the first '=' (class names may contain '=' and spaces)",
+    )
+    p.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="labels from a path,label CSV instead (paths as for init --import-labels: cell "
+        "ids, or paths relative to the CSV's or the crops folder); all or nothing",
     )
     p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
     p.set_defaults(func=_cmd_label)

@@ -193,6 +193,13 @@ class ClassTable:
             conn.execute("UPDATE classes SET name = ? WHERE class_id = ?", (clean, class_id))
         logger.info("%s: renamed class %r to %r", self.path.name, old, clean)
 
+    def merge_targets(self) -> dict[str, str]:
+        """Each merged-away class name -> the name of the class its labels now go to."""
+        rows = self.db.read(
+            "SELECT k.name, t.name FROM classes k JOIN classes t ON t.class_id = k.merged_into"
+        )
+        return {str(a): str(b) for a, b in rows}
+
     def merge_classes(self, source: str, target: str) -> int:
         """Merge ``source`` into ``target``: cells labeled ``source`` now count as ``target``.
 

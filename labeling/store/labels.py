@@ -363,6 +363,7 @@ class LabelStore:
     classes = Delegate("_classes", ClassTable.classes)
     rename_class = Delegate("_classes", ClassTable.rename_class)
     merge_classes = Delegate("_classes", ClassTable.merge_classes)
+    merge_targets = Delegate("_classes", ClassTable.merge_targets)
     set_class_key = Delegate("_classes", ClassTable.set_class_key)
     set_class_colour = Delegate("_classes", ClassTable.set_class_colour)
 

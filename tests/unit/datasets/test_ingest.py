@@ -231,6 +231,13 @@ def test_bad_labels_csv_is_one_line_error(tiff_folder, project, text, message):
     assert not (project / "cells.parquet").exists()
 
 
+def test_a_csv_elsewhere_with_one_missing_path_names_only_that_one(tiff_folder, project, tmp_path):
+    csv = tmp_path / "truth.csv"  # paths relative to the crops folder, one of them gone
+    csv.write_text("path,label\nimages/A/cell0.tif,A\nimages/A/gone.tif,A\n")
+    with pytest.raises(DataError, match=r"1 path\(s\) name missing files, e.g. \['images/A/gone"):
+        ingest_crops(CropSource(tiff_folder, labels_csv=csv), project, SMALL)
+
+
 def test_unparsable_binary_csv(tiff_folder, project):
     (tiff_folder / "labels.csv").write_bytes(b"\xff\xfe\x00\x81path\x00,label\n\x9c")
     with pytest.raises(DataError, match=r"labels\.csv: "):
