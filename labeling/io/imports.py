@@ -48,7 +48,7 @@ def _read_label_csv(path: Path):  # -> pd.DataFrame
 def _check_case(path: Path, names: list[str], existing: tuple[str, ...] = ()) -> None:
     """A DataError naming the line of the first class that differs from an earlier one of the
     file, or from a class of the project (``existing``), only by case."""
-    seen = {name.casefold(): (name, None) for name in existing}
+    seen: dict[str, tuple[str, int | None]] = {n.casefold(): (n, None) for n in existing}
     for line, name in enumerate(names, start=2):
         other, at = seen.setdefault(name.casefold(), (name, line))
         if other != name:
