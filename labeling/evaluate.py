@@ -284,6 +284,12 @@ def project_truth(project_dir: Path, group: str | None = None) -> Truth:
             f"{MIN_PER_CLASS} cells each; have {counts.to_dict()}"
         )
     groups = None if grp is None else np.asarray(grp.astype(str))[ok]
+    if groups is not None and len(set(groups.tolist())) < FOLDS:
+        raise ConfigError(
+            f"{project_dir}: --group {group}: {len(set(groups.tolist()))} group(s); {FOLDS}-fold "
+            f"CV grouped by it needs at least {FOLDS} (group by a finer column, e.g. well, or "
+            "leave --group out)"
+        )
     return Truth(
         np.asarray(ids)[ok],
         np.asarray(y)[ok],

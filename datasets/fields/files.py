@@ -94,7 +94,7 @@ def parse_pattern(pattern: str) -> FieldPattern:
     tokens = [t for t in re.split(r"(\{[^{}]*\})", pattern) if t]
     parts, names, seen = [], [], set()
     for token in tokens:
-        if not token.startswith("{"):
+        if not (token.startswith("{") and token.endswith("}")):
             if "{" in token or "}" in token:
                 raise DataError(f"pattern {pattern!r}: unbalanced brace in {token!r}")
             parts.append(re.escape(token))

@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         seed = getattr(args, "seed", None)
         if isinstance(seed, int) and seed < 0:  # numpy refuses a negative seed deep inside
             raise PhenoScoutError(f"--seed {seed}: use 0 or more")
+        n = getattr(args, "n", None)
+        if isinstance(n, int) and n < 1:
+            raise PhenoScoutError(f"--n {n}: use 1 or more")
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
         return code
@@ -89,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_gone()
     except PhenoScoutError as exc:
         print(f"phenoscout {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be made, a file where a folder must be, ...
+        if args.verbose:
+            raise
+        what = exc.strerror or str(exc)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"phenoscout {args.command}: error: {what}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -72,7 +72,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         except DataError as e:
             raise DataError(
                 f"{e}. The {report.n_cells} cells were added; import the labels once fixed "
-                f"with: phenoscout label {args.project} --csv {args.import_labels}"
+                f"with: phenoscout import-labels {args.project} {args.import_labels}"
             ) from e
         print(f"imported {n} labels from {args.import_labels}")
     return 0

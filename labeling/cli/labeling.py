@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labeling.cli.parsing import Parents, Sub, add_parser
 from labeling.errors import PhenoScoutError
+
+if TYPE_CHECKING:
+    from labeling.project import Project
 
 #: ``--strategy`` choices for the help (the registry imports scikit-learn: too slow for --help;
 #: tests/unit/labeling/test_strategies.py keeps the two in step)
@@ -117,26 +121,33 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 def _cmd_label(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
-    if not args.assignments and not args.csv:
-        raise PhenoScoutError("label needs CELL_ID=CLASS pairs or --csv FILE")
-    if args.assignments and args.csv:
-        raise PhenoScoutError("give CELL_ID=CLASS pairs or --csv FILE, not both")
+    labels = parse_assignments(args.assignments)
     project = open_project(Path(args.project))
-    if args.csv:
-        from labeling.io.imports import import_labels
+    n = project.store.submit(labels, annotator=args.annotator, source="cli")
+    same = len(labels) - n  # the label each cell already carries (or skips): stored before
+    print(f"committed {n}" + (f" ({same} unchanged: already so)" if same else ""), flush=True)
+    merged = project.store.merge_targets()
+    for name in sorted({lab.strip() for lab in labels.values()} & set(merged)):
+        print(f"note: class {name!r} was merged into {merged[name]!r}: stored as "
+              f"{merged[name]!r}")  # fmt: skip
+    _refit(project, args.no_refit)
+    return 0
 
-        n = import_labels(project, Path(args.csv), annotator=args.annotator)
-        print(f"committed {n} from {args.csv}", flush=True)
-    else:
-        labels = parse_assignments(args.assignments)
-        n = project.store.submit(labels, annotator=args.annotator, source="cli")
-        same = len(labels) - n  # the label each cell already carries (or skips): stored before
-        print(f"committed {n}" + (f" ({same} unchanged: already so)" if same else ""), flush=True)
-        merged = project.store.merge_targets()
-        for name in sorted({lab.strip() for lab in labels.values()} & set(merged)):
-            print(f"note: class {name!r} was merged into {merged[name]!r}: stored as "
-                  f"{merged[name]!r}")  # fmt: skip
-    if not args.no_refit:
+
+def _cmd_import_labels(args: argparse.Namespace) -> int:
+    from labeling.io.imports import import_labels
+    from labeling.project import open_project
+
+    project = open_project(Path(args.project))
+    n = import_labels(project, Path(args.csv), annotator=args.annotator)
+    print(f"imported {n} labels from {args.csv}", flush=True)
+    _refit(project, args.no_refit)
+    return 0
+
+
+def _refit(project: Project, skip: bool) -> None:
+    """Refit the head after labels were committed, unless ``skip``, and say so."""
+    if not skip:
         from labeling.loop import fit_head
 
         head = fit_head(project)
@@ -145,7 +156,6 @@ def _cmd_label(args: argparse.Namespace) -> int:
                 f"head refit: {head.version} ({len(head.classes)} classes, "
                 f"{head.fit_seconds:.2f} s)"
             )
-    return 0
 
 
 #: ``phenoscout review`` views, as on the Review page
@@ -181,6 +191,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.is_dir():
             raise PhenoScoutError(f"{out}: is a folder; give a file name ending .csv")
+        out.parent.mkdir(parents=True, exist_ok=True)  # as export does
         frame.to_csv(out, index=False)
         print(f"wrote {len(frame)} rows to {out}")
     elif frame.empty:
@@ -263,18 +274,24 @@ def _add_label(sub: Sub, parents: Parents) -> None:
     )
     p.add_argument(
         "assignments",
-        nargs="*",
+        nargs="+",
         metavar="CELL_ID=CLASS",
         help="split at the first '=' (class names may contain '=' and spaces)",
     )
-    p.add_argument(
-        "--csv",
-        metavar="FILE",
-        help="labels from a path,label CSV instead (paths as for init --import-labels: cell "
-        "ids, or paths relative to the CSV's or the crops folder); all or nothing",
-    )
     p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
     p.set_defaults(func=_cmd_label)
+    p = add_parser(
+        sub,
+        "import-labels",
+        parents=[parents["project"], parents["annotator"]],
+        help="commit the labels of a path,label CSV (existing labels, another tool's)",
+        description="Commit a path,label CSV's labels in one transaction, all or nothing: "
+        "paths as for init --import-labels (cell ids, absolute paths, or paths relative to "
+        "the CSV's folder or to the crops folder); a cell labeled otherwise already stops it.",
+    )
+    p.add_argument("csv", help="the path,label CSV")
+    p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
+    p.set_defaults(func=_cmd_import_labels)
 
 
 def _add_classes(sub: Sub, parents: Parents) -> None:

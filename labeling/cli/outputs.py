@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from labeling.cli.ingest_options import add_field_args
-from labeling.cli.parsing import Parents, Sub, add_parser
+from labeling.cli.parsing import Parents, Sub, add_parser, out_folder
 from labeling.errors import PhenoScoutError
 
 
@@ -73,7 +73,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from labeling.cli.progress import tqdm_progress
     from labeling.evaluate import FinetuneEval, evaluate_project, format_table
 
-    out = Path(args.out) if args.out else None
+    out = out_folder(args.out) if args.out else None
     with tqdm_progress("fine-tunes", unit="fine-tune") as progress:
         finetune = (
             FinetuneEval(args.device, args.finetune_repeats, progress) if args.finetune else None
@@ -99,7 +99,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     project = open_project(Path(args.project))
     with tempfile.TemporaryDirectory(prefix="phenoscout-report-") as tmp:  # without --out
-        out = Path(args.out or tmp)
+        out = out_folder(args.out) if args.out else Path(tmp)
         paths = write_report(project, out)
         print(summary_text(out))
     if args.out:

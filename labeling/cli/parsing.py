@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 Parents = dict[str, argparse.ArgumentParser]
 Sub = argparse._SubParsersAction
@@ -31,3 +32,18 @@ def add_parser(
     """``sub.add_parser`` with the help line, description and parent parsers every subcommand
     passes."""
     return sub.add_parser(name, parents=parents or [], help=help, description=description)
+
+
+def out_folder(value: str) -> Path:
+    """``--out`` of a command that writes several files: a folder (made when missing), never
+    an existing file.
+
+    Raises:
+        PhenoScoutError: when ``value`` is an existing file.
+    """
+    from labeling.errors import PhenoScoutError
+
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise PhenoScoutError(f"--out {path}: is a file; give a folder for the output files")
+    return path

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from labeling.cli.ingest_options import add_auto_choice
-from labeling.cli.parsing import Parents, Sub, add_parser
+from labeling.cli.parsing import Parents, Sub, add_parser, out_folder
 from labeling.cli.progress import tqdm_progress
 from labeling.errors import PhenoScoutError
 
@@ -19,7 +19,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from labeling.simulate import SimConfig, simulate
 
     cfg = SimConfig(
-        strategies=tuple(s.strip() for s in args.strategy.split(",") if s.strip()),
+        strategies=tuple(dict.fromkeys(s.strip() for s in args.strategy.split(",") if s.strip())),
         budget=args.budget,
         batch_size=args.batch_size,
         seeds=args.seeds,
@@ -30,9 +30,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         ingest=ingest_config(args),
     )
     with tqdm_progress("runs") as progress:
-        summary = simulate(Path(args.data_dir), cfg, Path(args.out), progress=progress)
+        summary = simulate(Path(args.data_dir), cfg, out_folder(args.out), progress=progress)
     print(summary.attrs["text"])
-    print(f"wrote {args.out}/peers.txt, peers.csv, curves.csv, summary.csv, discovery.png")
+    print(f"wrote {args.out}/peers.txt, peers.csv, curves.csv, summary.csv, found.csv, "
+          "discovery.png")  # fmt: skip
     return 0
 
 

@@ -113,7 +113,13 @@ class RoundsAndLeases:
         n_cells: int,
         state: dict[str, Any] | None = None,
     ) -> int:
-        """Record the start of a query round (``state``: strategy JSON state); return its id."""
+        """Record the start of a query round (``state``: strategy JSON state); return its id.
+
+        Raises:
+            StoreError: an empty ``annotator`` (the labels would have no one to go to).
+        """
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise StoreError(f"annotator {annotator!r} is empty; give a name or initials")
         state_json = _dumps(state)
         with self.db.write() as conn:
             cur = conn.execute(

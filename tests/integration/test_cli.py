@@ -600,13 +600,13 @@ def test_labels_imported_with_a_new_plate_go_to_its_cells(tmp_path, capsys, smal
     (tmp_path / "wrong.csv").write_text("path,label\nnot_there.tif,x\n")
     code, _, err = run(capsys, "add", proj, "--crops", plate2, "--import-labels",
                        tmp_path / "wrong.csv")  # fmt: skip
-    assert code == 2 and "match no cell" in err and f"phenoscout label {proj} --csv" in err
-    code, _, err = run(capsys, "label", proj, "--csv", rel, "--no-refit")
+    assert code == 2 and "match no cell" in err and f"phenoscout import-labels {proj} " in err
+    code, _, err = run(capsys, "import-labels", proj, rel, "--no-refit")
     assert code == 2 and "names a cell in each of 2 crops folders" in err and "line 2" in err
     inside = plate2 / "mine.csv"  # relative to the CSV's folder: one cell
     truth.to_csv(inside, index=False)
-    code, out, err = run(capsys, "label", proj, "--csv", inside, "--no-refit")
-    assert code == 0 and "committed 5" in out, err
+    code, out, err = run(capsys, "import-labels", proj, inside, "--no-refit")
+    assert code == 0 and "imported 5 labels" in out, err
     project = open_project(proj)
     cells = project.cells(columns=["cell_id", "source", "part"]).set_index("cell_id")
     labels = project.store.current_labels()
@@ -616,7 +616,7 @@ def test_labels_imported_with_a_new_plate_go_to_its_cells(tmp_path, capsys, smal
     assert sorted(cells.loc[list(new), "source"]) == sorted(truth["path"])
     # a file that would change a label stops whole
     (tmp_path / "over.csv").write_text(f"path,label\n{old_id},other\n")
-    code, _, err = run(capsys, "label", proj, "--csv", tmp_path / "over.csv")
+    code, _, err = run(capsys, "import-labels", proj, tmp_path / "over.csv")
     assert code == 2 and "already carry another label" in err and "line 2" in err
     assert open_project(proj).store.current_labels()[old_id] == "mine"
     # a third plate with its labels in one go: they go to its cells
@@ -630,3 +630,24 @@ def test_labels_imported_with_a_new_plate_go_to_its_cells(tmp_path, capsys, smal
     cells = project.cells(columns=["cell_id", "part"]).set_index("cell_id")["part"]
     parts = pd.Series(project.store.current_labels()).index.map(cells).value_counts()
     assert parts.to_dict() == {0: 1, 1: 5, 2: 4}
+
+
+def test_bad_outputs_and_counts_are_one_line_errors(tmp_path, capsys, small_project):
+    a_file = tmp_path / "a.csv"
+    a_file.write_text("x\n")
+    cases = [
+        (("review", small_project, "disagreements", "--n", "0"), "--n 0: use 1 or more"),
+        (("next", small_project, "--n", "-3"), "--n -3: use 1 or more"),
+        (("next", small_project, "--annotator", ""), "annotator '' is empty"),
+        (("report", small_project, "--out", a_file), f"--out {a_file}: is a file"),
+        (("evaluate", small_project, "--out", a_file), f"--out {a_file}: is a file"),
+        (("evaluate", small_project, "--group", "plate"), "--group plate: 2 group(s)"),
+        (("init", a_file / "proj", "--crops", tmp_path), f"Not a directory: {a_file / 'proj'}"),
+    ]
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    out = tmp_path / "new" / "deeper" / "d.csv"  # review --out makes its folder, as export does
+    code, stdout, err = run(capsys, "review", small_project, "inconsistent", "--out", out)
+    assert code == 0 and out.is_file() and f"to {out}" in stdout, err

@@ -55,6 +55,7 @@ def test_pattern_names_key_and_escaped_literals():
         ("{plate}_{1x}_w{channel}.tif", "is not a name"),
         ("{row}{col}_w{channel}.tif", "clashes with the cell table"),
         ("{well}_w{channel}}.tif", "unbalanced brace"),
+        ("{cell_w{channel}.tif", "unbalanced brace in '{cell_w'"),
     ],
 )
 def test_bad_patterns_are_one_line_errors(pattern, message):
