@@ -429,9 +429,32 @@ def add_crops(
         runner=run.runner,
     )  # fmt: skip
     _note_other_kind(project, report)
+    _note_shared_plates(project, report)
     _keep_scale(project, report)
     _register_new_cells(project, run)
     return report
+
+
+def _note_shared_plates(project: Project, report: IngestReport) -> None:
+    """A note when the part just added names plates the project holds already: their cells
+    join those plates (per-well counts and per-plate normalisation pool them), which is right
+    for more sites of the same plate and wrong for a new plate that reuses the names."""
+    from datasets.cells import read_cells
+
+    if report.part == 0:
+        return
+    try:
+        cells = read_cells(project.path, ["part", "plate"])
+    except DataError:  # no plate column: nothing to share
+        return
+    new = cells["part"] == report.part
+    shared = sorted(set(cells.loc[new, "plate"].dropna()) & set(cells.loc[~new, "plate"].dropna()))
+    if shared:
+        report.notes.append(
+            f"Plate name(s) {', '.join(map(str, shared[:5]))} are the project's already: these "
+            "cells join those plates (per-well counts add up); if this is a new plate, give it "
+            "a name of its own in metadata.csv"
+        )
 
 
 def _note_other_kind(project: Project, report: IngestReport) -> None:
@@ -466,6 +489,7 @@ def add_fields(
     run = run or IngestRun()
     ingest_into = field_ingest(source, ingest, project.config.seed, run)
     report = ingest_into(project.path)
+    _note_shared_plates(project, report)
     _keep_scale(project, report)
     _register_new_cells(project, run)
     return report

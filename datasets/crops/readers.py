@@ -178,6 +178,11 @@ def _stack_layout(shape: tuple[int, ...]) -> tuple[str, tuple[int, int, int]]:
     """Layout note and ``(C, H, W)`` of one image of ``shape`` (2-D or 3-D)."""
     shape = _squeeze_leading(tuple(int(s) for s in shape))
     if len(shape) == 2:
+        if min(shape) <= _MIN_SIDE:
+            raise ValueError(
+                f"image of {shape[0]}x{shape[1]} px is too small for a cell crop; sides must be "
+                f"longer than {_MIN_SIDE} px"
+            )
         return "2-D", (1, shape[0], shape[1])
     if len(shape) != 3:
         raise ValueError(f"image has shape {shape}; expected 2-D (H, W) or 3-D (C, H, W)")

@@ -116,6 +116,7 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
     code, out, err = run(capsys, "add", proj, "--crops", plate2)
     assert code == 0, err
     assert "Normalised per channel over each plate" in out
+    assert "Plate name(s) plate1, plate2 are the project's already" in out  # demo names again
     code, out, _ = run(capsys, "info", proj)
     assert "cells     1200" in out
     ids = pd.read_parquet(proj / "cells.parquet", columns=["cell_id"])["cell_id"]

@@ -354,3 +354,10 @@ def test_header_agrees_with_pixels_for_every_format(make, tmp_path, rng):
         pixels, layout = read_image_file(path)
         assert pixels.shape == (header.n, header.channels, header.height, header.width)
         assert pixels.dtype == header.dtype and layout == header.layout
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 64), (64, 5)])
+def test_a_2d_image_too_small_for_a_cell_is_a_clear_error(make, tmp_path, shape):
+    path = make.tiff(tmp_path / "tiny.tif", np.ones(shape, np.uint16))
+    with pytest.raises(DataError, match=r"tiny\.tif: cannot read \(image of .* is too small"):
+        read_header(path)
