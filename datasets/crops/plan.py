@@ -191,15 +191,21 @@ def _hint_one_file_per_channel(ctx: Context) -> None:
             return
         key = (str(entry.path.parent), m["key"], m["sep"], m["tok"], m["suffix"])
         groups.setdefault(key, set()).add(str(int(m["num"])))
-    sets = {frozenset(v) for v in groups.values()}
-    if len(groups) < 2 or len(sets) != 1 or len(next(iter(sets))) < 2:
-        return
+    from collections import Counter
+
+    sets = Counter(frozenset(v) for v in groups.values())
+    usual, n_usual = sets.most_common(1)[0]
+    if len(groups) < 2 or len(usual) < 2 or n_usual < 0.9 * len(groups):
+        return  # a few keys missing a channel still look per-channel; a mixture does not
     _, _, sep, tok, suffix = next(iter(groups))
     pattern = "{cell}" + sep + tok + "{channel}" + suffix
+    odd = len(groups) - n_usual
     note = (
-        f"the {len(ctx.entries)} files look like one file per channel ({len(next(iter(sets)))} "
-        f"channels of {len(groups)} cells) and were read as one cell each; to group them, "
-        f"ingest again with --pattern '{pattern}'"
+        f"the {len(ctx.entries)} files look like one file per channel ({len(usual)} channels "
+        f"of {len(groups)} cells"
+        + (f", {odd} of them with other channels" if odd else "")
+        + f") and were read as one cell each; to group them, ingest again with --pattern "
+        f"'{pattern}'"
     )
     ctx.report.notes.append(note)
     logger.warning("%s: %s", ctx.src, note)

@@ -68,3 +68,10 @@ def test_single_channel_crops_named_by_number_get_no_hint(tmp_path: Path, projec
         tifffile.imwrite(folder / f"cell_{i}.tif", np.full((24, 24), i + 1, dtype=np.uint16))
     report = ingest_crops(folder, project, SMALL)
     assert not any("--pattern" in note for note in report.notes)
+
+
+def test_the_hint_survives_a_cell_missing_one_channel_file(tmp_path: Path, project: Path):
+    _write(tmp_path / "crops", 12, 3, skip=(5, 3))
+    report = ingest_crops(tmp_path / "crops", project, SMALL)
+    note = next(n for n in report.notes if "--pattern" in n)
+    assert "3 channels of 12 cells, 1 of them with other channels" in note
