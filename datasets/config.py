@@ -73,6 +73,11 @@ class IngestConfig:
             )
         if self.normalise_by not in NORMALISE_BY:
             raise DataError(f"normalise_by {self.normalise_by!r}: allowed {NORMALISE_BY}")
+        if any(not n.strip() for n in self.channel_names):
+            raise DataError(
+                f"channel names {list(self.channel_names)}: one is empty; give each channel a "
+                "name, e.g. DNA,Cytoplasm"
+            )
         twice = sorted({n for n in self.channel_names if self.channel_names.count(n) > 1})
         if twice:
             raise DataError(

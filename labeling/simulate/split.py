@@ -204,9 +204,16 @@ def _groups(data: SimData, pattern: str | None) -> npt.NDArray[np.object_] | Non
         raise ConfigError("a group pattern needs the cells' source paths")
     rx = re.compile(pattern)
     out = np.empty(len(data.sources), dtype=object)
+    n_matched = 0
     for i, src in enumerate(data.sources):
         m = rx.search(str(src))
         out[i] = (m.group(1) if m.groups() else m.group(0)) if m else str(src)
+        n_matched += m is not None
+    if n_matched == 0:
+        raise ConfigError(
+            f"group pattern {pattern!r} matches no cell's path (e.g. {data.sources[0]!r}); "
+            "fix it or leave it out"
+        )
     return out
 
 

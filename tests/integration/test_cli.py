@@ -153,6 +153,7 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
         (["init", "{tmp}/p", "--crops", "{project}"], "is a PhenoScout project, not a folder"),
         (["init", "{tmp}/p", "--crops", "{tmp}", "--seed", "-5"], "--seed -5: use 0 or more"),
         (["init", "{tmp}/p", "--crops", "{tmp}", "--channels", "A,A,C"], "'A' given twice"),
+        (["init", "{tmp}/p", "--crops", "{tmp}", "--channels", " , "], "one is empty"),
         (["export", "{project}", "--what", "crops", "--out", "{tmp}/c.csv"], "are a .zip file"),
         (["review", "{project}", "class", "--class", "nope"], "no class 'nope'; the classes:"),
     ],

@@ -195,3 +195,14 @@ def test_cli_prints_the_peer_table_and_caches_per_ingest_option(
     assert (tmp_path / "out" / "peers.csv").exists()
     assert len(list((tmp_path / "cache" / "sim").iterdir())) == 2, "one cache per ingest option"
     assert _cache_key(small_demo, IngestConfig()) != _cache_key(small_demo, IngestConfig(scale=1))
+
+
+def test_a_group_pattern_that_matches_no_path_is_refused():
+    from labeling.simulate.split import SimData, _groups
+
+    sources = np.array(["movie1/a.tif", "movie2/b.tif"], dtype=object)
+    data = SimData(np.array(["a", "b"]), np.zeros((2, 1), np.float32),
+                   np.array(["x", "y"], dtype=object), sources=sources)  # fmt: skip
+    assert _groups(data, r"(movie\d)/").tolist() == ["movie1", "movie2"]
+    with pytest.raises(ConfigError, match=r"group pattern 'zzz\(\.\)' matches no cell's path"):
+        _groups(data, "zzz(.)")
