@@ -218,20 +218,29 @@ def predict_screen(
     if runner is not None and runner.config.scheduler:
         shared = project.path / "cache"
         shared.mkdir(parents=True, exist_ok=True)
+    if isinstance(screen, FieldSource):
+        first = screen.fields[0].channel_files[0] if screen.fields else None
+        where = f"{Path(first).parent} (e.g. {Path(first).name})" if first else "the fields"
+    else:
+        where = str(CropSource.of(screen).folder)
     with tempfile.TemporaryDirectory(prefix="phenoscout-predict-", dir=shared) as tmp:
         tmp_project = Path(tmp)
-        if isinstance(screen, FieldSource):
-            run = IngestRun(runner=runner)
-            field_ingest(screen, ingest, project.config.seed, run)(tmp_project)
-        else:
-            source = CropSource.of(screen)
-            ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
+        try:
+            if isinstance(screen, FieldSource):
+                run = IngestRun(runner=runner)
+                field_ingest(screen, ingest, project.config.seed, run)(tmp_project)
+            else:
+                source = CropSource.of(screen)
+                ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
+        except DataError as e:  # name the screen when the message does not
+            if where.split(" (e.g.")[0] in str(e):
+                raise
+            raise DataError(f"{where}: {e}") from e
         if ranges is not None:
             adopt_ranges(tmp_project, ranges)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner, like=project.path)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)
-    where = "the fields" if isinstance(screen, FieldSource) else CropSource.of(screen).folder
     if feats.shape[1] != len(mean):
         raise DataError(
             f"{where}: {feats.shape[1]} features per cell but the project has {len(mean)}; "
