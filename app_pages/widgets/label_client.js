@@ -8,6 +8,8 @@
 // Meanwhile the page shows each key's effect at once (an optimistic mark): the tile gets its
 // label's colour and a "pending" badge, the focus moves on and is scrolled into view. Each
 // drawing of the page replaces the marks of the events it has applied.
+const RESEND_MS = 4000;  // unconfirmed events are sent again after this long without a drawing
+
 export default function (component) {
   const { data, setStateValue } = component;
   const ps = (window.__psLabel = window.__psLabel || {
@@ -19,6 +21,7 @@ export default function (component) {
   const serverMoved = ps.data === undefined || ps.data.focus !== data.focus || ps.data.batch !== data.batch;
   ps.data = data;
   ps.send = setStateValue;
+  ps.drawnAt = Date.now();
   if (data.ack && data.ack[0] === ps.token) {
     ps.queue = ps.queue.filter((e) => e[0] > data.ack[1]);
   }
@@ -188,6 +191,17 @@ export default function (component) {
   if (!ps.installed) {
     document.addEventListener("keydown", onKey, true);
     document.addEventListener("click", onClick, true);
+    // events the server has not confirmed and no drawing for a while: the server was away (a
+    // restart, a lost connection) and the state value sent then went nowhere. Send the queue
+    // again every few seconds until a drawing confirms it, so that no key waits for the next
+    // key to reach the labels (the server applies each event once, whatever is sent twice)
+    window.setInterval(() => {
+      const now = Date.now();
+      if (!ps.queue.length || !ps.send || now - ps.drawnAt < RESEND_MS) return;
+      if (now - (ps.resentAt || 0) < RESEND_MS) return;
+      ps.resentAt = now;
+      ps.send("events", { token: ps.token, events: ps.queue.slice() });
+    }, 1000);
     ps.installed = true;
   }
   replay();

@@ -277,6 +277,22 @@ def test_a_key_whose_state_the_server_never_got_is_sent_again(browser, app, proj
     page.close()
 
 
+def test_a_key_sent_while_the_server_was_away_arrives_without_another_key(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=away")
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    # a key whose state value went nowhere (the server restarting, the connection lost) and no
+    # run after it: the page itself sends the queue again, no other key or click needed
+    page.evaluate(
+        """cell => { const ps = window.__psLabel; ps.seq += 1;
+        ps.queue.push([ps.seq, "label", "round", cell]); }""",
+        first,
+    )
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=40000)
+    with LabelStore(project / "labels.db") as store:
+        assert store.current_labels()[first] == "round"
+    page.close()
+
+
 def test_enter_in_the_annotator_box_gives_the_keys_back_to_the_tiles(browser, app, project):
     page, _ = _open(browser, app + "?annotator=entering")
     old = page.evaluate("() => window.__psLabel.data.batch")
