@@ -26,7 +26,7 @@ from app_pages.widgets.text import code, md
 from app_pages.widgets.tiles import png
 from datasets.config import IngestConfig
 from datasets.fields.demo import FILENAME_PATTERN
-from datasets.fields.files import field_header, find_fields
+from datasets.fields.files import field_header, find_fields, looks_per_channel
 from datasets.fields.preview import preview_field
 from datasets.fields.spec import SEGMENT_METHODS, FieldSpec
 from datasets.segmentation.classical import SegmentConfig
@@ -75,6 +75,15 @@ def _form(root: Path) -> None:
     fields = checked_fields(fields, root)  # each file, before any is read: one may be a link out
     n_channels, summary = _summary(fields)
     st.success(summary)
+    if not pattern.strip() and n_channels == 1:
+        found = looks_per_channel([Path(f.channel_files[0]) for f in fields], "name")
+        if found is not None:
+            st.warning(
+                f"These {len(fields)} files look like one file per channel ({found.n_channels} "
+                f"channels of {found.n_keys} fields): type a pattern, e.g. "
+                f"{code(found.pattern)} or {code(FILENAME_PATTERN)}, so that each field gets "
+                "all its channels (without one, each file is segmented as a field of its own)."
+            )
     _skipped(skipped)
     settings, preview = st.columns(2, gap="medium")
     with settings:
@@ -115,7 +124,8 @@ def _summary(fields: list[FieldSpec]) -> tuple[int, str]:
     n_masks = sum(f.mask_file is not None for f in fields)
     masks = f"{n_masks} with a mask" if n_masks else "none with a mask"
     size = f"{header.height}×{header.width} px, {header.dtype}"
-    text = f"{len(fields)} fields found ({masks}): {header.channels} channels, {size}"
+    channels = f"{header.channels} channel{'s' if header.channels != 1 else ''}"
+    text = f"{len(fields)} fields found ({masks}): {channels}, {size}"
     return header.channels, text
 
 
@@ -151,7 +161,9 @@ def _check_segment(fields: list[FieldSpec], segment: str) -> bool:
     ingested (given masks only, and no field has one)."""
     n_masks = sum(f.mask_file is not None for f in fields)
     if segment != "given":
-        if n_masks:
+        if n_masks == len(fields):
+            st.caption(f"All {n_masks} fields use their mask; none is segmented.")
+        elif n_masks:
             st.caption(f"{n_masks} fields use their mask; the other {len(fields) - n_masks} "
                        f"are segmented ({segment}).")  # fmt: skip
         return True

@@ -9,7 +9,6 @@ scale. :mod:`datasets.crops.ingest` writes the pixels of the plan (pass 2).
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -173,40 +172,18 @@ def _grouped(ctx: Context, images: list[Path]) -> list[Path]:
     return []
 
 
-#: A file name that ends in a channel number: ``cell7_w2``, ``cell7-ch2``, ``cell7_Ch2.ome``.
-_CHANNEL_END = re.compile(r"^(?P<key>.+?)(?P<sep>[_\-. ]?)(?P<tok>w|ch|c|channel)(?P<num>\d{1,2})"
-                          r"(?P<suffix>(\.ome)?\.\w+)$", re.IGNORECASE)  # fmt: skip
-
-
 def _hint_one_file_per_channel(ctx: Context) -> None:
-    """Say so when the crops look like one file per channel (every file one channel, named
-    ``KEY_w1``, ``KEY_w2``, ... with the same channel numbers for every key), read one by one
-    as cells: the pattern that groups them is named in a note and a warning."""
-    if len(ctx.entries) < 4 or any(e.header.channels != 1 for e in ctx.entries):
-        return
-    groups: dict[tuple[str, ...], set[str]] = {}
-    for entry in ctx.entries:
-        m = _CHANNEL_END.match(entry.path.name)
-        if m is None:
-            return
-        key = (str(entry.path.parent), m["key"], m["sep"], m["tok"], m["suffix"])
-        groups.setdefault(key, set()).add(str(int(m["num"])))
-    from collections import Counter
+    """Say so when the crops look like one file per channel
+    (:func:`datasets.fields.files.looks_per_channel`), read one by one as cells: the pattern
+    that groups them is named in a note and a warning."""
+    from datasets.fields.files import looks_per_channel
 
-    sets = Counter(frozenset(v) for v in groups.values())
-    usual, n_usual = sets.most_common(1)[0]
-    if len(groups) < 2 or len(usual) < 2 or n_usual < 0.9 * len(groups):
-        return  # a few keys missing a channel still look per-channel; a mixture does not
-    _, _, sep, tok, suffix = next(iter(groups))
-    pattern = "{cell}" + sep + tok + "{channel}" + suffix
-    odd = len(groups) - n_usual
-    note = (
-        f"the {len(ctx.entries)} files look like one file per channel ({len(usual)} channels "
-        f"of {len(groups)} cells"
-        + (f", {odd} of them with other channels" if odd else "")
-        + f") and were read as one cell each; to group them, ingest again with --pattern "
-        f"'{pattern}'"
-    )
+    if any(e.header.channels != 1 for e in ctx.entries):
+        return
+    found = looks_per_channel([e.path for e in ctx.entries], "cell")
+    if found is None:
+        return
+    note = found.note(len(ctx.entries), "cell")
     ctx.report.notes.append(note)
     logger.warning("%s: %s", ctx.src, note)
 

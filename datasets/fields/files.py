@@ -84,6 +84,52 @@ class FieldPattern:
     by_name: bool  # True: matched against file names; False: against relative paths
 
 
+#: A file name that ends in a channel number: ``cell7_w2``, ``cell7-ch2``, ``cell7_Ch2.ome``.
+_CHANNEL_END = re.compile(r"^(?P<key>.+?)(?P<sep>[_\-. ]?)(?P<tok>w|ch|c|channel)(?P<num>\d{1,2})"
+                          r"(?P<suffix>(\.ome)?\.\w+)$", re.IGNORECASE)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChannelFiles:
+    """Files that look like one file per channel (:func:`looks_per_channel`)."""
+
+    pattern: str  # the --pattern that groups them, e.g. ``{cell}_w{channel}.tif``
+    n_channels: int  # channels of the usual key
+    n_keys: int  # cells or fields the files would make
+    n_odd: int  # keys with other channels (one missing, say)
+
+    def note(self, n_files: int, what: str) -> str:
+        """The hint, e.g. "the 12 files look like one file per channel (2 channels of 6
+        fields) and were read as one field each; ..."."""
+        odd = f", {self.n_odd} of them with other channels" if self.n_odd else ""
+        return (
+            f"the {n_files} files look like one file per channel ({self.n_channels} channels "
+            f"of {self.n_keys} {what}s{odd}) and were read as one {what} each; to group them, "
+            f"ingest again with --pattern '{self.pattern}'"
+        )
+
+
+def looks_per_channel(paths: list[Path], placeholder: str) -> ChannelFiles | None:
+    """Whether single-channel files named ``KEY_w1``, ``KEY_w2``, ... (also ``-ch``, ``c``,
+    ``channel``) hold one channel each of the same keys: every name ends so, and 90% of the
+    keys (at least 2) have the same 2 or more channel numbers. None otherwise."""
+    if len(paths) < 4:
+        return None
+    groups: dict[tuple[str, ...], set[str]] = {}
+    for path in paths:
+        m = _CHANNEL_END.match(path.name)
+        if m is None:
+            return None
+        key = (str(path.parent), m["key"], m["sep"], m["tok"], m["suffix"])
+        groups.setdefault(key, set()).add(str(int(m["num"])))
+    usual, n_usual = Counter(frozenset(v) for v in groups.values()).most_common(1)[0]
+    if len(groups) < 2 or len(usual) < 2 or n_usual < 0.9 * len(groups):
+        return None  # a few keys missing a channel still look per-channel; a mixture does not
+    _, _, sep, tok, suffix = next(iter(groups))
+    pattern = "{" + placeholder + "}" + sep + tok + "{channel}" + suffix
+    return ChannelFiles(pattern, len(usual), len(groups), len(groups) - n_usual)
+
+
 def parse_pattern(pattern: str) -> FieldPattern:
     """Compile a filename pattern such as ``{plate}_{well}_s{site}_w{channel}.tif``.
 

@@ -154,6 +154,7 @@ def ingest_fields(
     report.labels_csv = "truth per field object" if truth else None
     existing = existing_fields(project)
     planned, n_channels, dtype = _plan(fields, manifest, existing, cfg, report)
+    _hint_one_file_per_channel(planned, n_channels, report)
     cfg = _names_from_ome(cfg, manifest, planned, n_channels, report)
     if cfg.crop_size is None:
         cfg = dataclasses.replace(cfg, crop_size=_chosen_crop_size(planned, segmenter, report))
@@ -216,6 +217,25 @@ def _names_from_ome(
         "(--channels overrides)"
     )
     return dataclasses.replace(cfg, channel_names=names)
+
+
+def _hint_one_file_per_channel(
+    planned: list[FieldSpec], n_channels: int, report: IngestReport
+) -> None:
+    """Say so (a note and a warning) when one-channel fields look like one file per channel of
+    fewer fields (:func:`datasets.fields.files.looks_per_channel`): each would be segmented
+    alone, the cytoplasm's file as if it were nuclei."""
+    from datasets.fields.files import looks_per_channel
+
+    if n_channels != 1 or any(len(spec.channel_files) != 1 for spec in planned):
+        return
+    found = looks_per_channel([Path(spec.channel_files[0]) for spec in planned], "name")
+    if found is not None:
+        note = found.note(len(planned), "field") + (
+            " (or name its parts, e.g. '{plate}_{well}_s{site}_w{channel}.tif')"
+        )
+        report.notes.append(note)
+        logger.warning("%s", note)
 
 
 #: Fields whose objects are measured to choose the crop size (evenly spread over the screen).

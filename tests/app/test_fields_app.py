@@ -200,6 +200,16 @@ def test_fields_form_segments_the_preview_when_a_field_has_no_mask(base):
     assert at.button(key="pf-create").disabled
 
 
+def test_fields_form_without_a_pattern_suggests_one_for_channel_files(base):
+    at = _form()
+    _type(at, pf_folder="fields")  # 4 files named ..._w1.tif, ..._w2.tif
+    assert at.success[0].value.startswith("4 fields found (none with a mask): 1 channel, ")
+    hint = next(w.value for w in at.warning if "one file per channel" in w.value)
+    assert "2 channels of 2 fields" in hint and "_w{channel}.tif" in hint
+    _type(at, pf_pattern=FILENAME_PATTERN)
+    assert not any("one file per channel" in w.value for w in at.warning)
+
+
 def test_fields_form_bad_input_is_one_line(base):
     (base / "empty").mkdir(exist_ok=True)
     at = _form()

@@ -357,3 +357,14 @@ def test_a_mask_left_among_the_fields_is_skipped_as_a_label_image(tmp_path):
     assert report.n_cells > 90  # the field itself
     size_note = next(n for n in report.notes if n.startswith("Crop size"))
     assert f"from {report.n_cells} objects' sizes" in size_note  # the mask's objects not counted
+
+
+def test_channel_files_read_without_a_pattern_name_the_pattern(tmp_path, project):
+    from datasets.fields.demo import generate_demo_fields
+
+    generate_demo_fields(tmp_path / "demo", n_fields=2, size=160, seed=1)  # P1_..._w1.tif, _w2
+    fields, _ = find_fields(tmp_path / "demo", None)
+    report = ingest_fields(fields, project)
+    note = next(n for n in report.notes if "--pattern" in n)
+    assert "the 4 files look like one file per channel (2 channels of 2 fields)" in note
+    assert "_w{channel}.tif'" in note
