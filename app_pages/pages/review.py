@@ -279,10 +279,11 @@ def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> 
         for i, label in enumerate(labels)
         if label
     ]
-    # a cell id never wraps mid-number: one line, cut with "…" (the whole id in the zoom)
+    # a cell id never wraps mid-number: one line, cut at its start with "…" (the whole id in
+    # the zoom); the other lines (its label, the model's guess and confidence) wrap
     rules.append(
         f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] p '
-        "{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.8rem;}"
+        "{overflow-wrap: anywhere; font-size: 0.8rem;}"  # the model's line wraps, never cut
         f'div[class*="st-key-{prefix}-tile-"] [data-testid="stCaptionContainer"] code '
         "{white-space: nowrap; font-size: 0.7rem; padding: 0; display: inline-block;"
         " max-width: 100%; overflow: hidden; text-overflow: ellipsis; vertical-align: bottom;"

@@ -263,6 +263,13 @@ def pill_colours(scope: str, classes: Sequence[ClassInfo]) -> list[str]:
         f"{sel}:nth-of-type({i + 1}) {{border-bottom: 4px solid {css_colour(c.colour)};}}"
         for i, c in enumerate(classes)
     ]
+    # the chosen class in its own colour, not the theme's red for every class
+    rules += [
+        f'{sel}:nth-of-type({i + 1})[aria-checked="true"] {{border-color: {css_colour(c.colour)}'
+        f" !important; background: color-mix(in srgb, {css_colour(c.colour)} 28%, white)"
+        " !important; color: #262730 !important; font-weight: 600;}"
+        for i, c in enumerate(classes)
+    ]
     return rules
 
 
