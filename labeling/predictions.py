@@ -96,7 +96,8 @@ def well_fractions(project: Project) -> pd.DataFrame:
     has a ``control`` column with ``"negative"`` wells, also ``z``: (fraction - mean) / sd over
     the negative-control wells of the same plate (of all plates when the plate has fewer than
     2), sd floored at one cell's share of a median control well so that a class the controls
-    never show gets a finite z; NaN with fewer than 2 control wells.
+    never show gets a finite z; NaN with fewer than 2 control wells; and ``n_controls``, the
+    control wells the z rests on.
 
     Raises:
         DataError: the cell table has no ``plate`` and ``well`` columns.
@@ -126,6 +127,9 @@ def well_fractions(project: Project) -> pd.DataFrame:
         negative = pred.loc[pred["control"].astype(str) == NEGATIVE, ["plate", "well"]]
         controls = set(map(tuple, negative.drop_duplicates().to_numpy()))
         out["z"] = _z_scores(frac, n_well, controls).stack().to_numpy()
+        per_plate = pd.Series([p for p, _ in controls], dtype=object).value_counts()
+        n_ctrl = out["plate"].map(per_plate).fillna(0).astype(np.int64)
+        out["n_controls"] = n_ctrl.where(n_ctrl >= 2, len(controls))  # fewer: all plates'
     out["n_cells"] = out["n_cells"].astype(np.int64)
     return out
 

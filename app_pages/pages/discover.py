@@ -112,6 +112,12 @@ def _stopping(project: Project, events: list) -> None:
 
 def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> None:
     curves = discovery_curves(events, classes)
+    seen = curves.groupby("label", sort=False)["n_found"].max()
+    unseen = seen.index[seen == 0].tolist()  # a flat line at zero per class says less than a list
+    curves = curves[~curves["label"].isin(unseen)]
+    if curves.empty:  # only pseudo-labels (unsure, bad segmentation) so far
+        st.caption("No class found yet: the curves start with the first cell of a class.")
+        return
     n = len(events)
     step = max(1, n // _MAX_POINTS)
     keep = (curves["n_labeled"] % step == 0) | (curves["n_labeled"] == n)
@@ -133,7 +139,13 @@ def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> No
     base = alt.Chart().encode(x=alt.X("n_labeled:Q", title="labels spent"))
     tips = ["label", "n_labeled", "n_found"] + (["expected", "low", "high"] if has_slice else [])
     found = base.mark_line(interpolate="step-after", color="#2563eb").encode(
-        y=alt.Y("n_found:Q", title="cells found"), tooltip=tips
+        y=alt.Y(
+            "n_found:Q",
+            title="cells found",
+            scale=alt.Scale(nice=True),
+            axis=alt.Axis(tickMinStep=1, format="d"),
+        ),  # whole cells, the top labeled
+        tooltip=tips,
     )
     layers = [found]
     if has_slice:
@@ -151,6 +163,11 @@ def _discovery_chart(events: list, classes: list[str], prev: pd.DataFrame) -> No
     )  # fmt: skip
     st.altair_chart(chart, key="discovery-chart")
     st.caption(f"Blue: cells of each class found against labels spent; {exp_note}.")
+    if unseen:
+        shown = ", ".join(unseen[:12]) + (
+            f" and {len(unseen) - 12} more" if len(unseen) > 12 else ""
+        )
+        st.caption(f"Not found yet (no panel): {shown}.")
 
 
 def _found_by(strategy: str) -> str:
@@ -194,7 +211,7 @@ def _counts(project: Project, events: list, prev: pd.DataFrame) -> None:
                 "Label page's tiles), or how it was labeled outside a batch",
             ),
             "pseudo": "not a class",
-            "n_random": st.column_config.NumberColumn(
+            "n_random": st.column_config.TextColumn(  # a count, or "-": text
                 "random cells", help=f"cells of the class among the {n_slice} random cells"
             ),
             "estimate": "prevalence",
@@ -229,8 +246,13 @@ def _rounds(project: Project, events: list) -> None:
         alt.Chart(given)
         .mark_bar()
         .encode(
-            x=alt.X("round:N", title="round", sort=None),
-            y=alt.Y("n_labels:Q", title="labels"),
+            x=alt.X("round:N", title="round", sort=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(
+                "n_labels:Q",
+                title="labels",
+                scale=alt.Scale(nice=True, zero=True),
+                axis=alt.Axis(tickMinStep=1),
+            ),
             color=alt.Color("new_classes:Q", title="new classes", scale=alt.Scale(scheme="blues")),
             tooltip=["round", "strategy", "annotator", "n_labels", "new_class_names", "seconds"],
         )
@@ -238,7 +260,13 @@ def _rounds(project: Project, events: list) -> None:
     )
     st.altair_chart(chart, key="rounds-chart")
     if len(given) < len(rounds):
-        st.caption(f"{len(rounds) - len(given)} rounds without labels are only in the table.")
+        empty = rounds.loc[rounds["n_labels"] == 0, "round"].astype(str).tolist()
+        which = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        one = len(empty) == 1
+        st.caption(
+            f"Round{'' if one else 's'} {which} {'has' if one else 'have'} no labels (a batch "
+            "left for later or to another annotator): in the table only."
+        )
     with st.expander("Rounds table"):
         st.dataframe(
             rounds.drop(columns="round"), hide_index=True, key="rounds-table", width="stretch"
@@ -272,6 +300,10 @@ def _predicted(project: Project, key: tuple) -> None:
     _plate_heatmap(wells, list(dist["label"]))
 
 
+#: Control wells per plate below which the Per-well z caption warns that z is rough.
+MIN_CONTROLS = 5
+
+
 def _plate_heatmap(wells: pd.DataFrame, labels: list[str]) -> None:
     st.markdown("**Per well**")
     left, right = st.columns([2, 1])
@@ -298,8 +330,14 @@ def _plate_heatmap(wells: pd.DataFrame, labels: list[str]) -> None:
         .facet(column=alt.Column("plate:N", title=None))
     )
     st.altair_chart(chart, key="plate-heatmap")
-    st.caption(f"Share of each well's cells predicted as {md(cls)}" + (
-        "; z-score against the negative-control wells." if value == "z" else "."))  # fmt: skip
+    note = "."
+    if value == "z":
+        few = int(data["n_controls"].min()) if "n_controls" in data else 0
+        note = f"; z-score against the negative-control wells ({few} on the fewest plate)."
+        if few < MIN_CONTROLS:
+            note += (f" With fewer than {MIN_CONTROLS} control wells their spread is a rough "
+                     "guess: read large z with care.")  # fmt: skip
+    st.caption(f"Share of each well's cells predicted as {md(cls)}{note}")
 
 
 def _quality(project: Project, key: tuple) -> None:

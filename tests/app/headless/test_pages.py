@@ -32,6 +32,8 @@ def test_discover_page_on_a_labeled_project(labeled):
     assert not table.isna().any().any(), table  # no bare None shown
     found = table.set_index("label")["first_found_by"]
     assert found.pop("unseen so far") == "not found yet"
+    assert any(c.value.startswith("Not found yet (no panel): ") and "unseen so far" in c.value
+               for c in at.caption)  # no flat curve for it  # fmt: skip
     found = found[found != "not found yet"]  # and the pseudo-classes no one used
     assert len(found) >= 3 and all(f.split(" (")[0] in plain for f in found), found
     assert at.selectbox(key="heat-class").options  # the plate heatmap is there

@@ -383,7 +383,9 @@ def test_well_fractions_per_well_with_z_against_negative_controls(project) -> No
 
     _label_two_rounds(project)
     wells = well_fractions(project)
-    assert list(wells.columns) == ["plate", "well", "label", "n_cells", "n_well", "fraction", "z"]
+    assert list(wells.columns) == [
+        "plate", "well", "label", "n_cells", "n_well", "fraction", "z", "n_controls"
+    ]  # fmt: skip
     per_well = wells.groupby(["plate", "well"])
     assert per_well["fraction"].sum().to_numpy() == pytest.approx(1.0)
     assert per_well["n_cells"].sum().sum() == 600
@@ -394,6 +396,7 @@ def test_well_fractions_per_well_with_z_against_negative_controls(project) -> No
     # so each plate is compared with the controls of both plates)
     assert ctrl.groupby("label")["z"].mean().abs().max() < 1e-9
     assert np.isfinite(wells["z"]).all()
+    assert (wells["n_controls"] == len(controls)).all()  # 1 per plate: all plates' controls
 
 
 def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
