@@ -237,7 +237,10 @@ def add_class(sess: LabelSession, project: Project, annotator: str, and_label: b
     tile."""
     name = st.session_state.get("new-class", "")  # first: Streamlit may stop the run here
     _keys_first(sess, project, annotator, _queued(KEYS_KEY))
+    before = sess.error
     _add_class(sess, project, annotator, name, and_label)
+    if sess.error is before:  # added: the box is emptied; refused, it keeps what was typed
+        st.session_state["new-class"] = ""
 
 
 @action

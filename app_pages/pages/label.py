@@ -206,7 +206,7 @@ def _toolbar(page: _Page) -> None:
                 on_click=B.after_keys(B.move_focus),
                 args=(sess, project, annotator, step),
             )
-        with st.form("add-class-form", clear_on_submit=True, border=False, width="content"):
+        with st.form("add-class-form", border=False, width="content"):  # emptied once added
             with st.container(horizontal=True, vertical_alignment="center"):
                 st.text_input(
                     "New class",

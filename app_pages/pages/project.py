@@ -24,7 +24,14 @@ import streamlit as st
 
 from app_pages.pages.project_fields import checked_fields, render_fields_form
 from app_pages.server import jobs
-from app_pages.server.common import PROJECT_PATH, allowed_root, open_cached, project_arg, user_path
+from app_pages.server.common import (
+    PROJECT_PATH,
+    allowed_root,
+    error_text,
+    open_cached,
+    project_arg,
+    user_path,
+)
 from app_pages.widgets.text import code, md
 from datasets.config import CropSource, IngestConfig
 from datasets.crops.demo import CHANNELS as DEMO_CHANNELS
@@ -102,15 +109,42 @@ def _classes_section(project: Project) -> None:
         st.caption(
             ", ".join(f"{md(c.name)} ({c.key or '-'})" for c in real) if real else "None yet."
         )
-        with st.form("proj-classes-form", clear_on_submit=True, border=False):
-            typed = st.text_input(
+        with st.form("proj-classes-form", border=False):
+            st.text_input(
                 "Add classes (comma-separated)",
                 key="proj-classes",
                 placeholder="interphase, mitotic, apoptotic",
             )
-            if st.form_submit_button("Add classes", key="proj-classes-add") and typed.strip():
-                added = add_classes(project, class_list(typed))
-                st.success(md("Added: " + ", ".join(added)) if added else "No new class.")
+            st.form_submit_button(
+                "Add classes", key="proj-classes-add", on_click=_add_typed, args=(project,)
+            )
+        said = st.session_state.pop(CLASSES_SAID, None)
+        if said:
+            kind, text = said
+            (st.success if kind == "ok" else st.error)(text)
+
+
+#: Session key of the add-classes form's answer, shown on the run after the button's callback.
+CLASSES_SAID = "proj-classes-said"
+
+
+def _add_typed(project: Project) -> None:
+    """The add-classes button's callback: add what was typed and empty the box; on an error,
+    say why and keep what was typed, so that it can be corrected."""
+    typed = st.session_state.get("proj-classes", "")
+    if not typed.strip():
+        st.session_state[CLASSES_SAID] = ("error", "Type one or more class names first.")
+        return
+    try:
+        added = add_classes(project, class_list(typed))
+    except PhenoScoutError as exc:
+        st.session_state[CLASSES_SAID] = ("error", md(error_text(exc)))
+        return
+    st.session_state["proj-classes"] = ""
+    st.session_state[CLASSES_SAID] = (
+        "ok",
+        md("Added: " + ", ".join(added)) if added else "No new class.",
+    )
 
 
 def _open_section() -> None:

@@ -137,9 +137,11 @@ def test_add_class_inline_and_label_the_focused_tile(project):
     assert not at.exception, at.exception
     assert _store(project).current_labels() == {first: "weird blob"}
     assert at.button(key="cls-1").label == "1 · weird blob"
+    assert at.text_input(key="new-class").value == ""  # added: the box is emptied
     _add_classes(at, "Weird blob")  # differs only by case: refused with a message
     assert not at.exception
     assert "only by case" in at.error[0].value
+    assert at.text_input(key="new-class").value == "Weird blob"  # kept, to be corrected
     assert [c.name for c in _store(project).classes(include_pseudo=False)] == ["weird blob"]
 
 

@@ -73,9 +73,15 @@ def test_project_page_adds_classes_to_the_open_project(project):
     at.button(key="proj-classes-add").click().run()
     assert not at.exception, at.exception
     assert any("given twice" in e.value for e in at.error)
+    assert at.text_input(key="proj-classes").value == "mitotic, Mitotic"  # kept to correct
+    at.text_input(key="proj-classes").input("")
+    at.button(key="proj-classes-add").click().run()
+    assert [e.value for e in at.error] == ["Type one or more class names first."]
     at.text_input(key="proj-classes").input("mitotic, apoptotic")
     at.button(key="proj-classes-add").click().run()
     assert not at.exception and not at.error, at.exception
+    assert at.text_input(key="proj-classes").value == ""  # added: emptied
+    assert [s.value for s in at.success] == ["Added: mitotic (1), apoptotic (2)"]
     classes = _store(project).classes(include_pseudo=False)
     assert [(c.name, c.key) for c in classes] == [("mitotic", "1"), ("apoptotic", "2")]
 
