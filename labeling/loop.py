@@ -363,6 +363,12 @@ def next_batch(
         "embedding_version": model_version_of(head.features),
         "chosen_by": _chosen_by(project, head),
         "cells": [it["cell_id"] for it in items],  # the batch's order: a reload keeps it
+        # and what each tile said (why chosen, the guess and its confidence): a reload shows
+        # it on labeled and skipped tiles too, whose leases are gone
+        "shown": {it["cell_id"]: [it.get("sub_strategy"), it.get("guess"),
+                                  None if it.get("confidence") is None
+                                  else round(float(it["confidence"]), 4)]
+                  for it in items},
     })  # fmt: skip
     if n_leased < len(items):  # another labeler took some of these cells meanwhile
         if _retry < 5:
@@ -380,7 +386,7 @@ def _chosen_by(project: Project, head: HeadState) -> str:
     from labeling.feature_sets import describe_features
 
     if head.version is None:
-        return "no classifier yet (fewer than 2 classes labeled): chosen to cover the screen"
+        return "the screen's spread, before a classifier existed (fewer than 2 classes labeled)"
     return f"the classifier on {describe_features(project, head.features)}"
 
 
@@ -440,7 +446,8 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
 
     Returns:
         One dict per cell, as :func:`next_batch`: ``cell_id, path, strategy, guess,
-        confidence`` (``confidence`` None for the already-labeled cells).
+        confidence`` (as the round recorded them when it handed the cell out; rounds from
+        before that was kept: ``confidence`` None for the already-labeled cells).
     """
     store = project.store
     open_items = next_batch(project, project.config.loop.batch_size, annotator, resume=True)
@@ -461,6 +468,13 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
                and c not in taken]  # fmt: skip
     items = [*_describe(project, list(done.values())), *open_items]
     items += [{**it, "skipped": True} for it in _describe(project, skipped)]
+    shown = {c: v for r in store.rounds() if r["round_id"] in rounds
+             for c, v in ((r["timings"] or {}).get("shown") or {}).items()}  # fmt: skip
+    for it in items:  # what the tile said when handed out, where the store has lost it
+        strategy, guess, confidence = shown.get(it["cell_id"], (None, None, None))
+        it["strategy"] = it.get("strategy") or strategy
+        it["guess"] = it.get("guess") or guess
+        it["confidence"] = it["confidence"] if it.get("confidence") is not None else confidence
     at = {c: i for i, c in enumerate(dict.fromkeys(order))}
     return sorted(items, key=lambda it: at.get(it["cell_id"], len(at)))  # stable: old rounds
 

@@ -166,6 +166,12 @@ def pick_changed(
         label_cell(sess, project, annotator, cell_id, choice)
 
 
+def _tile_name(sess: LabelSession, cell_id: str) -> str:
+    """``"tile 5"`` (as numbered on the page) for a cell of the batch, else its id."""
+    i = sess.index(cell_id)
+    return f"tile {i + 1}" if i is not None else cell_id
+
+
 @action
 def undo(sess: LabelSession, project: Project, annotator: str) -> None:
     """Revert the latest label (``labeling.loop.undo_last``, which leases the cell back) or skip
@@ -177,7 +183,7 @@ def undo(sess: LabelSession, project: Project, annotator: str) -> None:
         i = sess.index(cell_id)
         if i is not None and sess.round_id is not None:
             relet(project, annotator, sess.items[i], sess.round_id)
-        sess.notice = f"Skip of {cell_id} undone"
+        sess.notice = f"Skip of {_tile_name(sess, cell_id)} undone"
     else:
         # within the batch on the page: undoing a label of an earlier batch would bring back
         # a cell that is not on it
@@ -194,7 +200,7 @@ def undo(sess: LabelSession, project: Project, annotator: str) -> None:
         cell_id = record.cell_id
         if sess.actions and sess.actions[-1] == ("label", cell_id):
             sess.actions.pop()
-        sess.notice = f"Label {record.label!r} of {cell_id} undone"
+        sess.notice = f"Label {record.label!r} of {_tile_name(sess, cell_id)} undone"
     i = sess.index(cell_id)
     if i is not None:
         sess.focus = i

@@ -162,8 +162,9 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
     info = latest_version(project.path)
     if info is None or not (info.path / "checkpoint.pt").exists():
         raise ProjectError(
-            f"{project.path}: no trained model yet (no models/vNNNN/checkpoint.pt); run "
-            f"`phenoscout train {project.path}` first"
+            f"{project.path}: no trained model yet: the backbone trains in the background "
+            f"while the app is open (on a GPU after each batch), or run `phenoscout train "
+            f"{project.path}`"
         )
     path = info.path / "checkpoint.pt"
     return info.version, path.read_bytes()

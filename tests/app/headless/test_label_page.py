@@ -207,6 +207,9 @@ def test_a_new_session_resumes_the_batch_with_its_labels(project):
     assert again.pills(key=pick_key(ids[3], "a")).value == "a"
     assert _sess(again).focus == 0  # the first open tile
     assert _sess(again).skipped == {ids[5]}  # still skipped
+    said = [{k: it[k] for k in ("strategy", "guess", "confidence")} for it in _sess(at).items]
+    shown = [{k: it[k] for k in ("strategy", "guess", "confidence")} for it in items]
+    assert shown == said  # labeled and skipped tiles too: why chosen, the guess, its confidence
     other = _app(project)
     other.text_input(key="annotator").input("someone else").run()  # gets cells of their own
     mine = set(ids) - {ids[5]}  # the skipped cell went back to the pool
