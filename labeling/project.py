@@ -331,7 +331,9 @@ def _train_pairs(fields: list[FieldSpec]) -> list[tuple[npt.NDArray, npt.NDArray
 
 
 def _check_new(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise ProjectError(f"{path}: is a file; choose a new folder for the project")
+    if path.exists() and any(path.iterdir()):
         raise ProjectError(
             f"{path}: already exists and is not empty; choose a new folder, "
             "or add images to it with `phenoscout add`"

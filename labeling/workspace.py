@@ -105,7 +105,9 @@ def check_new_project_folder(path: Path) -> Path:
     if not str(path).strip():
         raise ProjectError("type a folder for the new project first")
     path = Path(path).expanduser().resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise ProjectError(f"{path}: is a file; choose a new folder for the project")
+    if path.exists() and any(path.iterdir()):
         raise ProjectError(f"{path}: already exists and is not empty; choose a new folder")
     return path
 

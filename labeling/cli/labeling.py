@@ -61,8 +61,11 @@ def _cmd_classes(args: argparse.Namespace) -> int:
         info = store.add_class(args.add)
         print(f"added {info.name!r} (key {info.key or '-'})")
     if args.rename:
+        from labeling.store.names import normalise_class_name
+
         store.rename_class(*args.rename)
-        print(f"renamed {args.rename[0]!r} to {args.rename[1]!r}")
+        old, new = (normalise_class_name(n) for n in args.rename)
+        print(f"renamed {old!r} to {new!r}")
     if args.merge:
         n = store.merge_classes(*args.merge)
         print(f"merged {args.merge[0]!r} into {args.merge[1]!r} ({n} cells)")

@@ -150,6 +150,7 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
         (["export", "{project}", "--out", "{tmp}"], "is a folder; give a file name, e.g."),
         (["info", "{project}/cells.parquet"], "cells.parquet: is a file, not a project folder"),
         (["init", "{project}", "--crops", "{tmp}"], "already exists and is not empty"),
+        (["init", "{project}/cells.parquet", "--crops", "{tmp}"], "cells.parquet: is a file;"),
         (["init", "{tmp}/p", "--crops", "{project}"], "is a PhenoScout project, not a folder"),
         (["init", "{tmp}/p", "--crops", "{tmp}", "--seed", "-5"], "--seed -5: use 0 or more"),
         (["init", "{tmp}/p", "--crops", "{tmp}", "--channels", "A,A,C"], "'A' given twice"),
