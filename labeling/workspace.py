@@ -96,6 +96,22 @@ def demo_project(
     return project
 
 
+#: Folder names that say what a folder holds, not which screen: a project is named after the
+#: folder above them (``screen7/images`` -> ``screen7_project``).
+GENERIC_FOLDERS = frozenset({"images", "image", "imgs", "crops", "cells", "data", "tiles",
+                             "fields", "raw", "tif", "tiff", "png", "jpg", "input"})  # fmt: skip
+
+
+def suggested_project_folder(root: Path, source: Path) -> Path:
+    """``root / NAME_project`` for a project made from ``source`` (a folder of crops or
+    fields), NAME the folder's name, or its parent's when the name is generic."""
+    source = Path(source)
+    name = source.name
+    if name.lower() in GENERIC_FOLDERS and source.parent.name:
+        name = source.parent.name
+    return Path(root) / f"{name or 'screen'}_project"
+
+
 def check_new_project_folder(path: Path) -> Path:
     """``path`` resolved, when a new project can be created there.
 

@@ -57,6 +57,7 @@ from labeling.workspace import (
     demo_project,
     set_channels,
     subfolders,
+    suggested_project_folder,
 )
 
 WHOLE = "(the whole folder)"
@@ -166,7 +167,7 @@ def _create_section() -> None:
         base_path = user_path(base)
         sub = st.selectbox("Crops in", [WHOLE, *subfolders(base_path)], key="proj-subfolder")
         crops = base_path if sub == WHOLE else user_path(base_path / sub)  # a link may leave
-        default = str(allowed_root() / f"{crops.name}_project")
+        default = str(suggested_project_folder(allowed_root(), crops))
         target = st.text_input("New project folder", value=default, key="proj-new-path")
         names, colours = _channel_fields()
         classes = st.text_input(

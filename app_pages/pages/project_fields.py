@@ -33,7 +33,11 @@ from datasets.segmentation.classical import SegmentConfig
 from labeling.errors import PhenoScoutError, ProjectError
 from labeling.jobs import Job
 from labeling.project import FieldSource, IngestRun, create_project_from_fields
-from labeling.workspace import check_new_project_folder, resolve_user_path
+from labeling.workspace import (
+    check_new_project_folder,
+    resolve_user_path,
+    suggested_project_folder,
+)
 
 SEGMENT_NAMES = {
     "classical": "Classical (nuclei: threshold + watershed)",
@@ -102,7 +106,7 @@ def _form(root: Path) -> None:
         ready = _check_segment(fields, segment)
     with preview:
         _preview(fields, segment, SegmentConfig(channel=nuclear), keep_border)
-    default = str(root / f"{Path(folder.strip()).name}_project")
+    default = str(suggested_project_folder(root, Path(folder.strip())))
     target = st.text_input("New project folder", value=default, key="pf-new-path")
     if st.button("Create project", key="pf-create", type="primary", disabled=not ready):
         path = check_new_project_folder(resolve_user_path(target, root))

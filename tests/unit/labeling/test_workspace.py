@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,12 @@ def test_demo_project_is_made_once_then_opened(tmp_path, monkeypatch):
     again = demo_project(n_cells=999)
     assert again.store.n_cells() == 300  # opened, not regenerated
     again.close()
+
+
+def test_a_project_is_named_after_its_screen_not_a_generic_folder(tmp_path):
+    from labeling.workspace import suggested_project_folder
+
+    assert suggested_project_folder(tmp_path, Path("/data/screen7/images")) == (
+        tmp_path / "screen7_project"
+    )
+    assert suggested_project_folder(tmp_path, Path("/data/plate3")) == tmp_path / "plate3_project"
