@@ -342,7 +342,7 @@ def _fill_report(
     report.layout = (
         next(iter(layouts))
         if len(layouts) == 1
-        else ", ".join(f"{k} ({v} files)" for k, v in layouts.most_common())
+        else ", ".join(f"{k} ({v} file{'s' if v != 1 else ''})" for k, v in layouts.most_common())
     )
     report.dropped_channels = [c for c in range(n_source) if c not in keep]
     counts = table["truth"].value_counts()
@@ -350,7 +350,9 @@ def _fill_report(
     by_dtype = Counter(str(e.header.dtype) for e in ctx.entries)
     if len(by_dtype) > 1:  # one dtype stored as another (int16 as float32) is not mixed
         odd = next(e.rel for e in ctx.entries if str(e.header.dtype) != str(dtype))
-        counts = ", ".join(f"{n} files {d}" for d, n in by_dtype.most_common())
+        counts = ", ".join(
+            f"{n} file{'s' if n != 1 else ''} {d}" for d, n in by_dtype.most_common()
+        )
         report.notes.append(
             f"Mixed bit depths ({counts}; e.g. {odd}) stored as {dtype} without rescaling: a "
             "pixel value means the same in every file, so an 8-bit crop looks dark beside "

@@ -118,8 +118,9 @@ def test_mixed_formats_and_dtypes_upcast(make, tmp_path, project, rng):
     make.tiff(tmp_path / "in" / "b.tif", make.blob(rng, channels=3))  # uint16, channel-first
     report = ingest_crops(tmp_path / "in", project, SMALL)
     assert report.dtype == "uint16" and report.n_cells == 2
-    assert "RGB (1 files)" in report.layout and "channel-first (1 files)" in report.layout
+    assert "RGB (1 file)" in report.layout and "channel-first (1 file)" in report.layout
     assert any("stored as uint16" in n and "e.g. a.png" in n for n in report.notes)
+    assert any("1 file uint8" in n for n in report.notes), report.notes
     stored = load_part(part_file(project, 0))
     np.testing.assert_array_equal(stored[0, :, 4:44, 4:44], np.moveaxis(rgb8, -1, 0))
 
