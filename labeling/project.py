@@ -16,7 +16,6 @@ PROJECT/
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import shutil
 from collections.abc import Callable
@@ -289,9 +288,9 @@ def _segmenter(
     if segment == "given" or not needs:
         return _no_segmentation
     if segment == "classical":
-        from datasets.segmentation.classical import SegmentConfig, segment_field
+        from datasets.segmentation.classical import ClassicalSegmenter
 
-        return functools.partial(segment_field, cfg=config or SegmentConfig())
+        return ClassicalSegmenter(config)
     from models.segmentation.segmentation import make_unet_segmenter
 
     pairs = _train_pairs([f for f in fields if f.mask_file is not None])

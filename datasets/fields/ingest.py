@@ -87,6 +87,8 @@ class _Run:
     n_cells: int = 0
     n_border: int = 0  # objects left out for touching a field's border
     n_touching: int = 0  # objects touching a field's border, kept or left out
+    n_small: int = 0  # objects segmentation left out as too small
+    n_large: int = 0  # ... and as too large
     ome: FieldImages | None = None  # writes the fields' OME-Zarr (made at the first field)
 
 
@@ -169,7 +171,7 @@ def ingest_fields(
     )
     try:
         with open(raw, "wb") as crops, open(raw_masks, "wb") as masks:
-            run = _Run(project, cfg, report, segmenter or _classical, keep_border, truth,
+            run = _Run(project, cfg, report, segmenter or _classical(), keep_border, truth,
                        n_channels, dtype, len(existing), crops, masks, planned)  # fmt: skip
             _run_fields(run, part, runner, progress)
         _check_some_cells(run, fields)
@@ -262,7 +264,7 @@ def _chosen_crop_size(
         try:
             image = read_field(spec, [])
             refuse_a_label_image(spec, image)
-            objects, _ = find_objects(spec, image, segmenter or _classical, [])
+            objects, _ = find_objects(spec, image, segmenter or _classical(), [])
         except DataError:
             continue  # the main pass skips it and says why
         objects = objects[~objects["touches_border"].astype(bool)]
@@ -335,10 +337,10 @@ def _run_fields(
             shutil.rmtree(chunks, ignore_errors=True)
 
 
-def _classical(image: npt.NDArray) -> npt.NDArray:
-    from datasets.segmentation.classical import segment_field
+def _classical() -> Segmenter:
+    from datasets.segmentation.classical import ClassicalSegmenter
 
-    return segment_field(image)
+    return ClassicalSegmenter()
 
 
 def _plan(
@@ -466,6 +468,8 @@ def _append_field(run: _Run, result: FieldResult, part: int) -> None:
     n_border = result.n_objects - len(kept)  # left out at the border (none with keep_border)
     run.n_border += n_border
     run.n_touching += int(kept["touches_border"].sum()) + n_border  # kept or left out
+    run.n_small += result.dropped[0]
+    run.n_large += result.dropped[1]
     if result.n_objects == 0:
         run.report.skipped.append((spec.key, "no objects found (empty field)"))
     crops, masks = load_array(result.crops), load_array(result.masks)
@@ -597,3 +601,8 @@ def _fill_report(run: _Run, table: pd.DataFrame, part: int) -> None:
     what = "kept (keep_border)" if run.keep_border else "left out (keep_border keeps them)"
     report.notes.insert(0, f"{len(run.fields)} fields read; {run.n_touching} objects touching "
                            f"the field border {what}")  # fmt: skip
+    from datasets.segmentation.classical import Dropped
+
+    dropped = Dropped(run.n_small, run.n_large).note()
+    if dropped:
+        report.notes.insert(1, dropped)

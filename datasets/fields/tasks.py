@@ -53,6 +53,7 @@ class FieldResult:
     notes: list[str] = field(default_factory=list)
     non_finite: list[tuple[str, int]] = field(default_factory=list)
     n_objects: int = 0
+    dropped: tuple[int, int] = (0, 0)  # objects the segmenter left out: too small, too large
     kept: pd.DataFrame | None = None  # the kept objects' table
     height: int = 0
     width: int = 0
@@ -179,6 +180,9 @@ def process_field(job: FieldJob) -> FieldResult:
             raise DataError(f"{spec.channel_files[0]}: {image.shape[0]} channels, expected "
                             f"{job.n_channels}")  # fmt: skip
         objects, labels = find_objects(spec, image, job.segmenter, result.notes)
+        counts = getattr(job.segmenter, "dropped", None)  # a ClassicalSegmenter's, this field's
+        if counts is not None and spec.mask_file is None and spec.objects is None:
+            result.dropped = (counts.small, counts.large)
     except DataError as err:
         result.skipped = str(err)
         return result

@@ -124,13 +124,16 @@ class SegmentConfig:
                 raise DataError(f"SegmentConfig.{name}={value!r} is invalid; use {allowed}")
 
 
-def segment_field(field: npt.NDArray, cfg: SegmentConfig | None = None) -> npt.NDArray[np.int32]:
+def segment_field(
+    field: npt.NDArray, cfg: SegmentConfig | None = None, counts: Dropped | None = None
+) -> npt.NDArray[np.int32]:
     """Segment one field of view: nuclei from ``cfg.channel``, or cells around them when
     ``cfg.cell_channel`` is set.
 
     Args:
         field: (C, H, W) channel-first, or (H, W) for one channel; any real dtype.
         cfg: segmentation settings; the defaults when None.
+        counts: when given, the objects left out for their size are added to it.
 
     Returns:
         (H, W) int32 labels, 0 = background, objects 1..n.
@@ -153,18 +156,21 @@ def segment_field(field: npt.NDArray, cfg: SegmentConfig | None = None) -> npt.N
                 f"SegmentConfig.{name}={idx} but the field has {field.shape[0]} channel(s) "
                 f"(0-{field.shape[0] - 1}); pick one of those"
             )
-    nuclei = segment_nuclei(field[cfg.channel], cfg)
+    nuclei = segment_nuclei(field[cfg.channel], cfg, counts)
     if cfg.cell_channel is None:
         return nuclei
     return _grow_cells(nuclei, field[cfg.cell_channel], cfg)
 
 
-def segment_nuclei(image: npt.NDArray, cfg: SegmentConfig | None = None) -> npt.NDArray[np.int32]:
+def segment_nuclei(
+    image: npt.NDArray, cfg: SegmentConfig | None = None, counts: Dropped | None = None
+) -> npt.NDArray[np.int32]:
     """Segment nuclei in one channel (see the module docstring for the method).
 
     Args:
         image: (H, W) any real dtype (8/16-bit, float); bright or dark nuclei.
         cfg: segmentation settings (``channel`` and ``cell_channel`` are not used here).
+        counts: when given, the objects left out for their size are added to it.
 
     Returns:
         (H, W) int32 labels, 0 = background, nuclei 1..n; all zero for an empty or flat field.
@@ -187,8 +193,11 @@ def segment_nuclei(image: npt.NDArray, cfg: SegmentConfig | None = None) -> npt.
     mask = morphology.remove_small_objects(mask, max_size=cfg.speck_area - 1)
     labels = _split(mask, radius) if cfg.split else ndi.label(mask)[0]
     smallest, largest = cfg.size_range(radius)
-    labels = _filter_sizes(labels.astype(np.int32, copy=False), smallest, largest)
+    labels, dropped = _filter_sizes(labels.astype(np.int32, copy=False), smallest, largest)
     logger.debug("%d nuclei (typical radius %.1f px, floor %.4g)", labels.max(), radius, floor)
+    if counts is not None:
+        counts.small += dropped[0]
+        counts.large += dropped[1]
     return labels
 
 
@@ -461,14 +470,48 @@ def _merge_shallow(
 
 def _filter_sizes(
     labels: npt.NDArray[np.int32], min_area: float, max_area: float
-) -> npt.NDArray[np.int32]:
-    """``labels`` without objects outside [min_area, max_area], renumbered 1..n."""
+) -> tuple[npt.NDArray[np.int32], tuple[int, int]]:
+    """``labels`` without objects outside [min_area, max_area], renumbered 1..n, and how many
+    were too small and too large."""
     areas = np.bincount(labels.ravel())
-    keep = (areas >= min_area) & (areas <= max_area)
-    keep[0] = False
+    present = areas > 0
+    present[0] = False
+    small, large = present & (areas < min_area), present & (areas > max_area)
+    keep = present & ~small & ~large
     new_ids = np.zeros(len(areas), dtype=np.int32)
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return new_ids[labels]
+    return new_ids[labels], (int(small.sum()), int(large.sum()))
+
+
+@dataclass
+class Dropped:
+    """Objects segmentation left out for their size (see :meth:`SegmentConfig.size_range`)."""
+
+    small: int = 0  # specks smaller than the smallest object kept
+    large: int = 0  # clumps or debris larger than the largest
+
+    def note(self) -> str | None:
+        """One line for an ingest report; None when nothing was left out."""
+        if not (self.small or self.large):
+            return None
+        return (
+            f"Segmentation left out {self.small} specks (smaller than a disc of a quarter of "
+            f"the field's typical nuclear radius) and {self.large} clumps (larger than 25 "
+            "typical nuclei); from Python, SegmentConfig's min_area and max_area set others"
+        )
+
+
+class ClassicalSegmenter:
+    """:func:`segment_field` with ``cfg`` as a picklable segmenter (fields ingest runs it in
+    worker processes); each call's size-filtered objects are in :attr:`dropped`."""
+
+    def __init__(self, cfg: SegmentConfig | None = None) -> None:
+        self.cfg = cfg or SegmentConfig()
+        self.dropped = Dropped()
+
+    def __call__(self, field: npt.NDArray) -> npt.NDArray[np.int32]:
+        self.dropped = Dropped()
+        return segment_field(field, self.cfg, self.dropped)
 
 
 def _grow_cells(

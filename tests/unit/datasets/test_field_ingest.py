@@ -368,3 +368,20 @@ def test_channel_files_read_without_a_pattern_name_the_pattern(tmp_path, project
     note = next(n for n in report.notes if "--pattern" in n)
     assert "the 4 files look like one file per channel (2 channels of 2 fields)" in note
     assert "_w{channel}.tif'" in note
+
+
+def test_the_report_counts_objects_segmentation_left_out_for_their_size(tmp_path, project):
+    yy, xx = np.mgrid[:140, :140]
+    image = np.full((140, 140), 200.0) + np.random.default_rng(0).normal(0, 20, (140, 140))
+    for cy, cx in ((28, 28), (28, 112), (112, 28), (112, 112), (70, 70)):
+        image[np.hypot(yy - cy, xx - cx) < 20] += 800  # nuclei of 20 px radius
+    for cy, cx in ((8, 64), (132, 64)):
+        image[np.hypot(yy - cy, xx - cx) < 3.5] += 800  # two specks: larger than noise
+    (tmp_path / "f").mkdir()
+    tifffile.imwrite(tmp_path / "f" / "A01.tif", np.clip(image, 0, None).astype(np.uint16))
+    fields, _ = find_fields(tmp_path / "f", None)
+    report = ingest_fields(
+        FieldInput(fields, keep_border=True), project, IngestConfig(crop_size=64)
+    )
+    assert report.n_cells == 5
+    assert any(n.startswith("Segmentation left out 2 specks") for n in report.notes), report.notes

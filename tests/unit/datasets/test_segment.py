@@ -263,3 +263,21 @@ def test_dsb2018_field_at_three_times_the_magnification():
     big, labels = _magnified(image, truth, 3)  # nuclei of ~60 px across: a 60x objective
     score = score_segmentation(labels, segment_nuclei(big))
     assert score.n_true == 112 and score.f1 >= 0.9 and score.mean_iou >= 0.8
+
+
+def test_objects_left_out_for_their_size_are_counted():
+    from datasets.segmentation.classical import ClassicalSegmenter, Dropped
+
+    centres = [(28, 28), (28, 112), (112, 28), (112, 112), (70, 70)]
+    image, _ = discs(centres, radius=20.0, size=140)
+    yy, xx = np.mgrid[:140, :140]
+    for cy, cx in ((8, 64), (132, 64)):  # two small blobs of ~38 px: more than noise, less
+        image[np.hypot(yy - cy, xx - cx) < 3.5] = 1000  # than a disc of a quarter radius
+    segmenter = ClassicalSegmenter()
+    labels = segmenter(image)
+    assert labels.max() == 5 and (segmenter.dropped.small, segmenter.dropped.large) == (2, 0)
+    assert "left out 2 specks" in (segmenter.dropped.note() or "")
+    assert Dropped().note() is None
+    counts = Dropped()
+    assert segment_nuclei(image, SegmentConfig(max_area=300), counts).max() == 0
+    assert counts.large == 5  # every disc (~1,250 px) is above a max_area of 300
