@@ -167,6 +167,7 @@ def _create_section() -> None:
         base_path = user_path(base)
         sub = st.selectbox("Crops in", [WHOLE, *subfolders(base_path)], key="proj-subfolder")
         crops = base_path if sub == WHOLE else user_path(base_path / sub)  # a link may leave
+        st.caption(_crops_summary(str(crops)))
         default = str(suggested_project_folder(allowed_root(), crops))
         target = st.text_input("New project folder", value=default, key="proj-new-path")
         names, colours = _channel_fields()
@@ -316,6 +317,29 @@ def _open(path: Path) -> None:
     if had_project:  # the navigation has the Label page
         st.switch_page("app_pages/pages/label.py")
     st.rerun()  # the start screen: the next run draws the navigation, Label first
+
+
+@st.cache_data(show_spinner=False, ttl=30, max_entries=8)
+def _crops_summary(folder: str) -> str:
+    """One line on what a crops folder holds: image files (a few named), other files, and
+    whether its labels.csv and metadata.csv are there (cached a little: the form reruns on
+    every keystroke)."""
+    from collections import Counter
+
+    images, other = scan_folder(Path(folder))
+    if not images:
+        return f"No image files (TIFF, PNG, JPEG, npz) in this folder ({len(other)} other files)."
+    kinds = Counter(p.suffix.lower() for p in images)
+    rel = [str(p.relative_to(folder)) for p in images[:3]]
+    side = [name for name in ("labels.csv", "metadata.csv") if (Path(folder) / name).is_file()]
+    return (
+        f"{len(images)} image files ("
+        + ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+        + f"; e.g. {', '.join(md(r) for r in rel)})"
+        + (f", {len(other)} other files left out" if other else "")
+        + (f"; {' and '.join(side)} found: used" if side else "; no labels.csv or metadata.csv")
+        + "."
+    )
 
 
 def _checked_crops(folder: Path) -> Path:

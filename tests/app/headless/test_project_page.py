@@ -26,6 +26,10 @@ def test_project_page_creates_a_project_in_the_background(small_demo, tmp_path):
     assert not at.exception, at.exception
     assert at.selectbox(key="proj-subfolder").options == ["(the whole folder)", small_demo.name]
     at.selectbox(key="proj-subfolder").set_value(small_demo.name).run()
+    said = next(c.value for c in at.caption if "image files" in c.value)
+    assert said.startswith("12 image files (12 .npz; e.g. plate1/B02_s1.npz") and (
+        "labels.csv and metadata.csv found" in said
+    )
     new = tmp_path / "created"
     at.text_input(key="proj-new-path").input(str(new))
     at.text_input(key="proj-channels").input("DNA, Cyto").run()
