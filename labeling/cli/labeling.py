@@ -142,7 +142,7 @@ def _cmd_import_labels(args: argparse.Namespace) -> int:
     from labeling.project import open_project
 
     project = open_project(Path(args.project))
-    n = import_labels(project, Path(args.csv), annotator=args.annotator)
+    n = import_labels(project, Path(args.csv), annotator=args.annotator, relabel=args.relabel)
     print(f"imported {n} labels from {args.csv}", flush=True)
     _refit(project, args.no_refit)
     return 0
@@ -290,9 +290,16 @@ def _add_label(sub: Sub, parents: Parents) -> None:
         help="commit the labels of a path,label CSV (existing labels, another tool's)",
         description="Commit a path,label CSV's labels in one transaction, all or nothing: "
         "paths as for init --import-labels (cell ids, absolute paths, or paths relative to "
-        "the CSV's folder or to the crops folder); a cell labeled otherwise already stops it.",
+        "the CSV's folder or to the crops folder); a cell labeled otherwise already stops it "
+        "unless --relabel.",
     )
     p.add_argument("csv", help="the path,label CSV")
+    p.add_argument(
+        "--relabel",
+        action="store_true",
+        help="let the file change labels cells already carry (the history keeps the old ones); "
+        "without it such a file imports nothing",
+    )
     p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
     p.set_defaults(func=_cmd_import_labels)
 

@@ -112,7 +112,11 @@ class _PathIndex:
 
 
 def import_labels(
-    project: Project, csv_path: Path, annotator: str = IMPORT_ANNOTATOR, part: int | None = None
+    project: Project,
+    csv_path: Path,
+    annotator: str = IMPORT_ANNOTATOR,
+    part: int | None = None,
+    relabel: bool = False,
 ) -> int:
     """Commit the labels of a ``path,label`` CSV to the store, in one transaction.
 
@@ -120,7 +124,8 @@ def import_labels(
     absolute path (``file.npz#i`` for an image inside an npz). A path relative to the crops
     folder that two parts share names the cell of part ``part`` (the crops just added); without
     ``part`` it is an error. A cell that already carries another label keeps it: such a file
-    stops with nothing imported (labels are changed one by one, on purpose).
+    stops with nothing imported, unless ``relabel`` (a curated file meant to change labels;
+    the history keeps the old ones).
 
     Returns:
         The number of labels committed.
@@ -159,12 +164,12 @@ def import_labels(
         )
     current = project.store.current_labels(include_pseudo=True)
     other = [c for c, lab in labels.items() if current.get(c, lab) != lab]
-    if other:
+    if other and not relabel:
         c = other[0]
         raise DataError(
             f"{csv_path}: line {where[c]}: {len(other)} cell(s) already carry another label, "
             f"e.g. {c} is {current[c]!r}, the file says {labels[c]!r}; nothing was imported "
-            "(relabel them one by one: phenoscout label PROJECT CELL_ID=CLASS)"
+            "(to change them on purpose: import-labels --relabel)"
         )
     n = project.store.submit(labels, annotator=annotator, source="import")
     logger.info("imported %d labels from %s", n, csv_path)

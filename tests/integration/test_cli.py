@@ -622,6 +622,10 @@ def test_labels_imported_with_a_new_plate_go_to_its_cells(tmp_path, capsys, smal
     code, _, err = run(capsys, "import-labels", proj, tmp_path / "over.csv")
     assert code == 2 and "already carry another label" in err and "line 2" in err
     assert open_project(proj).store.current_labels()[old_id] == "mine"
+    code, out, err = run(capsys, "import-labels", proj, tmp_path / "over.csv", "--relabel",
+                         "--no-refit")  # fmt: skip
+    assert code == 0 and "imported 1 labels" in out, err
+    assert open_project(proj).store.current_labels()[old_id] == "other"
     # a third plate with its labels in one go: they go to its cells
     plate3 = tmp_path / "plate3"
     generate_demo(plate3, n_cells=100, seed=5)

@@ -10,6 +10,7 @@ import zipfile
 import pandas as pd
 import pytest
 
+from datasets.errors import DataError
 from labeling.io.bundles import crops_zip
 from labeling.io.export import csv_bytes, export_table, neutralise_formula, unquote_formula
 from labeling.io.imports import import_labels
@@ -62,7 +63,9 @@ def test_labels_csv_is_neutralised_parquet_raw_and_import_round_trips(hostile_pr
     assert set(parquet["annotator"]) == {"+ann", "-ann"}
     before = project.store.current_labels()
     submit_labels(project, {c: "other" for c in before}, "x")
-    assert import_labels(project, tmp_path / "labels.csv") == 4
+    with pytest.raises(DataError, match="already carry another label"):
+        import_labels(project, tmp_path / "labels.csv")  # labels change on purpose only
+    assert import_labels(project, tmp_path / "labels.csv", relabel=True) == 4
     assert project.store.current_labels() == before
 
 
