@@ -57,6 +57,10 @@ class LabelSession:
     #: the next request goes on
     warning: str | None = None
     ack: tuple[str, int] = ("", 0)  # (browser page token, number of its latest key applied)
+    #: each tile's label as the page last drew it (None: open): a key or click on a tile drawn
+    #: open whose cell was labeled since (another tab, the CLI) does not overwrite that label
+    shown: dict[str, str | None] = field(default_factory=dict)
+    kept: str | None = None  # such a label kept: said once, as a warning
     lock: threading.RLock = field(default_factory=threading.RLock)  # one action at a time
 
     def reset(
@@ -135,8 +139,21 @@ def next_open(
 def label_cell(
     sess: LabelSession, project: Project, annotator: str, cell_id: str, name: str
 ) -> None:
-    """Commit ``name`` (a class, or SKIP) for ``cell_id``; focus the next open tile."""
+    """Commit ``name`` (a class, or SKIP) for ``cell_id``; focus the next open tile. A tile
+    drawn open whose cell was labeled meanwhile (in another tab of the same annotator, from the
+    command line) keeps that label, and the page says so: the same key again relabels it."""
+    if sess.shown.get(cell_id, "") is None:
+        now = [r.label for r in project.store.history(cell_id) if not r.undone]
+        if now:
+            sess.shown[cell_id] = now[-1]
+            sess.kept = (
+                f"{_tile_name(sess, cell_id).capitalize()} was labeled {now[-1]!r} meanwhile "
+                "(in another tab, or from the command line), so your choice did not replace "
+                "it; choose again to relabel it."
+            )
+            return
     submit_labels(project, {cell_id: name}, annotator=annotator, source="batch")
+    sess.shown[cell_id] = None if name == SKIP else name
     sess.warning = None
     if name == SKIP:
         sess.skipped.add(cell_id)

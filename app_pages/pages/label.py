@@ -89,6 +89,7 @@ def render_label_page(project: Project, annotator: str | None = None) -> None:
         store.classes(include_pseudo=True),
         store.current_labels(include_pseudo=True),
     )
+    sess.shown = {it["cell_id"]: page.labels.get(it["cell_id"]) for it in sess.items}
     _status_line(page)
     status_line(project)  # model version, the trainer's work, the round's features
     _messages(page)
@@ -159,12 +160,15 @@ def _messages(page: _Page) -> None:
     error, sess.error = sess.error, None
     notice, sess.notice = sess.notice, None
     warning = sess.warning  # until the next action answers it
+    kept, sess.kept = sess.kept, None
     done = all(it["cell_id"] in page.labels or it["cell_id"] in sess.skipped for it in sess.items)
     with st.container(key="messages"):
         if error:
             st.error(md(error))
         if warning:
             st.warning(warning)
+        if kept:
+            st.warning(md(kept))
         if sess.items and done:
             st.success("Batch done: press **n** (Next batch) for the next one.")
     if notice:

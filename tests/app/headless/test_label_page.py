@@ -290,3 +290,20 @@ def test_display_settings_survive_other_pages(project):
     at.toggle(key="side-by-side").set_value(False).run()
     _page(at, "label")
     assert at.toggle(key="side-by-side").value is False
+
+
+def test_a_tile_labeled_meanwhile_elsewhere_keeps_that_label_until_chosen_again(project):
+    at = _app(project)
+    _add_classes(at, "a", "b")
+    first = _sess(at).items[0]["cell_id"]
+    assert _sess(at).focus == 0
+    # another tab of the same annotator labels tile 1 after this page drew it open
+    _store(project).submit({first: "b"}, annotator="browser", source="batch")
+    at.button(key="cls-1").click().run()  # this page's key for tile 1: class a
+    assert not at.exception, at.exception
+    assert _store(project).current_labels()[first] == "b"  # kept
+    assert any("Tile 1 was labeled 'b' meanwhile" in w.value for w in at.warning)
+    _sess(at).focus = 0
+    at.button(key="cls-1").click().run()  # chosen again, on a page that shows it: relabeled
+    assert _store(project).current_labels()[first] == "a"
+    assert not any("meanwhile" in w.value for w in at.warning)
