@@ -304,16 +304,15 @@ def _tile(page: _Page, i: int, png: bytes) -> None:
             help="Focus this cell: the class keys label it; the sidebar zooms in",
         )
         st.image(png, width="stretch")
-        if page.display.hide_guesses:
-            info, detail = "reason hidden  \nguess hidden", None
-        else:
+        info, detail = "", None  # hidden: the tile says only its state (every tile alike)
+        if not page.display.hide_guesses:
             reason = chosen_reason(item.get("strategy"))
             info, detail = md(reason.short), md(reason.detail)
-            info += f"  \nguess {md(guess_text(item))}"
+            info += f"  \nguess {md(guess_text(item))}  \n"
         state = f"✔ **{md(label)}**" if label else ("skipped" if skipped else "not labeled")
-        # one element, not the image's caption (see STACK.md); three lines, each kept to one
+        # one element, not the image's caption (see STACK.md); its lines each kept to one
         # line: a tile is as tall labeled as not
-        st.caption(f"{info}  \n{state}", help=detail)
+        st.caption(f"{info}{state}", help=detail)
         shown = label if label is not None else (SKIP if skipped else None)
         key = pick_key(item["cell_id"], shown)
         st.pills(
