@@ -44,6 +44,7 @@ _SHARE = np.array([0.70, 0.10, 0.08, 0.07, 0.05])  # of cells, per phenotype, be
 FILENAME_PATTERN = "{plate}_{well}_s{site}_w{channel}.tif"
 MULTICHANNEL_PATTERN = "{plate}_{well}_s{site}.tif"
 LAYOUTS = ("per-channel", "multichannel")
+MIN_FIELD_SIZE = 64  # px a side: room for a few whole cells
 _N_PLATES, _SITES_PER_WELL, _ROWS = 2, 2, "BCDEFGHIJKLMNO"
 _CAMERA_OFFSET, _READ_NOISE = 100.0, 4.0  # ADU, electrons (uint16); uint8 is rescaled
 _MAX_TRIES = 25  # placements tried per cell before it is given up
@@ -146,6 +147,8 @@ def generate_demo_fields(
         raise DataError(
             f"n_fields={n_fields}, layout={layout!r}: use n_fields >= 1 and a layout in {LAYOUTS}"
         )
+    if size < MIN_FIELD_SIZE:  # before the folder is made: a refused call writes nothing
+        raise DataError(f"size={size}: a demo field is at least {MIN_FIELD_SIZE} px a side")
     out_dir = Path(out_dir)
     prepare_demo_folder(out_dir, _README_MARK, "demo fields", ("*.tif", "masks/*.tif"))
     rng = np.random.default_rng(seed)
@@ -174,7 +177,7 @@ def generate_demo_fields(
 
 
 def _check_args(size: int, n_objects: int | None, channels: int, dtype: npt.DTypeLike) -> None:
-    if size < 64 or (n_objects is not None and n_objects < 0) or not 1 <= channels <= 5:
+    if size < MIN_FIELD_SIZE or (n_objects is not None and n_objects < 0) or not 1 <= channels <= 5:
         raise DataError(
             f"size={size}, n_objects={n_objects}, channels={channels}: use size >= 64, "
             "n_objects >= 0 (or None) and 1-5 channels"

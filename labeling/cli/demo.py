@@ -14,6 +14,11 @@ __all__ = ["add_demo_parser"]
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.fields is not None:
         return _demo_fields(args)
+    given = [f"--{n}" for n in ("size", "layout") if getattr(args, n) is not None]
+    if given:
+        from labeling.errors import PhenoScoutError
+
+        raise PhenoScoutError(f"{' and '.join(given)} shape demo fields; add --fields N")
     from datasets.crops.demo import generate_demo
 
     with ingest_runner(args) as runner, tqdm_progress("demo cells") as progress:
@@ -29,6 +34,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _demo_fields(args: argparse.Namespace) -> int:
     from datasets.fields.demo import generate_demo_fields
 
+    args.size = 512 if args.size is None else args.size
+    args.layout = args.layout or "per-channel"
     with tqdm_progress("demo fields", unit="field") as progress:
         summary = generate_demo_fields(
             Path(args.out), n_fields=args.fields, size=args.size, seed=args.seed,
@@ -60,11 +67,10 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--cells", type=int, default=20000, help="number of cells (default 20000)")
     what.add_argument("--fields", type=int, help="write N whole fields of view instead of crops")
-    p.add_argument("--size", type=int, default=512, help="field side in pixels (default 512)")
+    p.add_argument("--size", type=int, help="fields: side in pixels (default 512)")
     p.add_argument(
         "--layout",
         choices=["per-channel", "multichannel"],
-        default="per-channel",
         help="fields as one file per channel ({plate}_{well}_s{site}_w{channel}.tif, default) "
         "or one multi-channel TIFF per field",
     )

@@ -155,6 +155,8 @@ def test_init_info_export_import_add(tmp_path, capsys, small_demo):
         (["init", "{tmp}/p", "--crops", "{tmp}", "--seed", "-5"], "--seed -5: use 0 or more"),
         (["init", "{tmp}/p", "--crops", "{tmp}", "--channels", "A,A,C"], "'A' given twice"),
         (["init", "{tmp}/p", "--crops", "{tmp}", "--channels", " , "], "one is empty"),
+        (["demo", "--out", "{tmp}/d", "--cells", "200", "--size", "90"], "add --fields N"),
+        (["demo", "--out", "{tmp}/d", "--fields", "1", "--size", "10"], "at least 64 px"),
         (["export", "{project}", "--what", "crops", "--out", "{tmp}/c.csv"], "are a .zip file"),
         (["review", "{project}", "class", "--class", "nope"], "no class 'nope'; the classes:"),
     ],
@@ -164,6 +166,7 @@ def test_errors_are_one_line_with_exit_code(tmp_path, capsys, small_project, arg
     code, out, err = run(capsys, *argv)
     assert code == 2
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # a refused demo writes nothing
 
 
 def test_empty_and_corrupt_input(tmp_path, capsys):
