@@ -16,12 +16,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from labeling.io.export import export_table
     from labeling.project import open_project
 
+    if args.features is not None and args.what != "anndata":
+        raise PhenoScoutError(f"--features is for --what anndata, not --what {args.what}")
+    if args.what == "model" and Path(args.out).suffix.lower() not in (".pt", ".pth"):
+        raise PhenoScoutError(
+            f"{args.out}: the model is a PyTorch checkpoint; name it e.g. model.pt"
+        )
     project = open_project(Path(args.project))
     if args.what == "anndata":
         from labeling.io.anndata_export import export_anndata
 
-        n = export_anndata(project, Path(args.out), features=args.features)
-        print(f"wrote {n} cells ({args.features}) to {args.out}")
+        features = args.features or "morphology"
+        n = export_anndata(project, Path(args.out), features=features)
+        print(f"wrote {n} cells ({features}) to {args.out}")
         return 0
     if args.what in ("crops", "model"):
         from labeling.io.bundles import crops_zip, model_checkpoint, write_bytes_atomic
@@ -133,7 +140,6 @@ def _add_export(sub: Sub, parents: Parents) -> None:
     )
     p.add_argument(
         "--features",
-        default="morphology",
         help="anndata only: the features in X: morphology (default), embedding, cellprofiler, "
         "or two joined by '+'",
     )

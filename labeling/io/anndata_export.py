@@ -168,6 +168,9 @@ def anndata_for(project: Project, features: str = "morphology") -> Any:
     obs, fitted = _obs(project)
     ids = obs.index.to_numpy(dtype=str)
     blocks, names = [], []
+    parts = [p.strip() for p in features.split("+")]
+    if len(set(parts)) < len(parts):
+        raise ConfigError(f"features {features!r}: a feature set named twice; name each once")
     for part in features.split("+"):
         block, cols = _feature_block(project, part.strip(), ids)
         blocks.append(block)
