@@ -65,7 +65,8 @@ class IngestReport:
         """A few human-readable lines describing the ingest."""
         names = ", ".join(self.channel_names)
         lines = [
-            f"Ingested {self.n_cells} cells from {self.n_files} files (part {self.part})",
+            f"Ingested {self.n_cells} cells from {self.n_files} "
+            f"{'fields' if self.layout == 'whole fields' else 'files'} (part {self.part})",
             f"Channels: {self.n_channels} ({names}), {self.dtype}, layout {self.layout}, "
             f"crops {self.crop_size}x{self.crop_size}",
             self._normalised(),
