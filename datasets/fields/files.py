@@ -254,10 +254,11 @@ def find_fields(
         checked = _attach_masks(checked, shapes, mask_root, root, skipped)
     if not checked:
         first = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        grouped = None if parsed else looks_per_channel(files, "name")
         raise DataError(
             f"{root}: no fields found ({len(files)} image files, {len(skipped)} skipped{first}); "
             f"fields are {', '.join(FIELD_SUFFIXES)} files"
-            + ("" if parsed else "; pass a pattern to group one file per channel")
+            + (f"; one file per channel? pass --pattern '{grouped.pattern}'" if grouped else "")
         )
     for name, reason in skipped[:MAX_SKIP_WARNINGS]:
         logger.warning("skipped %s: %s", name, reason)
