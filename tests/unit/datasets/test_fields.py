@@ -228,3 +228,15 @@ def test_the_mask_of_a_skipped_field_is_not_reported_twice(tmp_path):
     fields, skipped = find_fields(root, PATTERN, root / "masks")
     assert [f.key for f in fields] == ["P1_A01_s1", "P1_A03_s1"]
     assert [name for name, _ in skipped] == ["P1_A02_s1"]
+
+
+def test_no_readable_field_names_a_pattern_only_for_channel_files(tmp_path):
+    for folder, names in (("per", ["A01_w1", "A01_w2", "A02_w1", "A02_w2"]), ("one", ["a", "b"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / f"{name}.tif").write_bytes(b"II*\x00broken")
+    with pytest.raises(DataError, match=r"one file per channel\? pass --pattern '\{name\}_w"):
+        find_fields(tmp_path / "per", None)
+    with pytest.raises(DataError) as info:
+        find_fields(tmp_path / "one", None)
+    assert "no fields found" in str(info.value) and "pattern" not in str(info.value)
