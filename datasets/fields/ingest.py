@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from datasets import cells as cell_table
@@ -41,16 +40,18 @@ from datasets.crops.ingest import (
     part_entry,
     save_part,
 )
-from datasets.crops.resize import border_median, widest_dtype
+from datasets.crops.resize import widest_dtype
 from datasets.errors import DataError
 from datasets.fields.files import FIELD_COLUMNS, field_header, ome_channel_names
 from datasets.fields.ome import OME_COLUMN, FieldImages
+from datasets.fields.sizes import chosen_crop_size, hint_one_file_per_channel
 from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
     FIELD_TABLE,
     existing_fields,
     write_fields_table,
 )
+from datasets.fields.tasks import Segmenter
 from datasets.pixels.plates import FileRows, PartPixels, PartView, segment_records, store_part
 from datasets.progress import Progress
 
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Segmenter = Callable[[npt.NDArray], npt.NDArray]
 Truth = Mapping[tuple[str, int], str]
 _RESERVED = set(cell_table.BASE_COLUMNS) | set(FIELD_COLUMNS) | set(FIELD_TABLE)
 PIXELS_TMP = "pixels/.field-chunks"  # where field tasks on a cluster leave their arrays
@@ -156,10 +156,11 @@ def ingest_fields(
     report.labels_csv = "truth per field object" if truth else None
     existing = existing_fields(project)
     planned, n_channels, dtype = _plan(fields, manifest, existing, cfg, report)
-    _hint_one_file_per_channel(planned, n_channels, report)
+    hint_one_file_per_channel(planned, n_channels, report)
     cfg = _names_from_ome(cfg, manifest, planned, n_channels, report)
     if cfg.crop_size is None:
-        cfg = dataclasses.replace(cfg, crop_size=_chosen_crop_size(planned, segmenter, report))
+        size = chosen_crop_size(planned, segmenter or _classical(), report)
+        cfg = dataclasses.replace(cfg, crop_size=size)
         report.crop_size = cfg.crop_px
     truth = _follow_renames(truth or {}, fields, planned)
     part = len(manifest["parts"]) if manifest else 0
@@ -219,86 +220,6 @@ def _names_from_ome(
         "(--channels overrides)"
     )
     return dataclasses.replace(cfg, channel_names=names)
-
-
-def _hint_one_file_per_channel(
-    planned: list[FieldSpec], n_channels: int, report: IngestReport
-) -> None:
-    """Say so (a note and a warning) when one-channel fields look like one file per channel of
-    fewer fields (:func:`datasets.fields.files.looks_per_channel`): each would be segmented
-    alone, the cytoplasm's file as if it were nuclei."""
-    from datasets.fields.files import looks_per_channel
-
-    if n_channels != 1 or any(len(spec.channel_files) != 1 for spec in planned):
-        return
-    found = looks_per_channel([Path(spec.channel_files[0]) for spec in planned], "name")
-    if found is not None:
-        note = found.note(len(planned), "field") + (
-            " (or name its parts, e.g. '{plate}_{well}_s{site}_w{channel}.tif')"
-        )
-        report.notes.append(note)
-        logger.warning("%s", note)
-
-
-#: Fields whose objects are measured to choose the crop size (evenly spread over the screen).
-SIZE_SAMPLE_FIELDS = 6
-
-
-def _chosen_crop_size(
-    planned: list[FieldSpec], segmenter: Segmenter | None, report: IngestReport
-) -> int:
-    """One crop size for the screen from its objects' larger sides
-    (:func:`datasets.crops.resize.choose_crop_size`) on a few fields: their masks, their
-    segmentation, or CellProfiler's AreaShape measurements (major axis, else the equivalent
-    diameter of the area); the default when no size is known. Said in the report."""
-    from datasets.crops.resize import DEFAULT_CROP_SIZE, FIT_QUANTILE, choose_crop_size
-    from datasets.fields.files import read_field
-    from datasets.fields.tasks import find_objects, refuse_a_label_image
-
-    step = max(1, len(planned) // SIZE_SAMPLE_FIELDS)
-    sides = []
-    for spec in planned[::step][:SIZE_SAMPLE_FIELDS]:
-        if spec.objects is not None:
-            sides.append(_given_sides(spec.objects))
-            continue
-        try:
-            image = read_field(spec, [])
-            refuse_a_label_image(spec, image)
-            objects, _ = find_objects(spec, image, segmenter or _classical(), [])
-        except DataError:
-            continue  # the main pass skips it and says why
-        objects = objects[~objects["touches_border"].astype(bool)]
-        height = objects["bbox_max_row"].to_numpy(float) - objects["bbox_min_row"].to_numpy(float)
-        width = objects["bbox_max_col"].to_numpy(float) - objects["bbox_min_col"].to_numpy(float)
-        sides.append(np.maximum(height, width))
-    side = np.concatenate(sides) if sides else np.zeros(0)
-    side = side[np.isfinite(side) & (side > 0)]
-    size = choose_crop_size(side)
-    if side.size == 0:
-        report.notes.append(
-            f"Crop size {size} px (the default: no object size known; --crop-size overrides)"
-        )
-    else:
-        typical = float(np.quantile(side, FIT_QUANTILE))
-        more = "" if size > DEFAULT_CROP_SIZE else f" (the default {DEFAULT_CROP_SIZE} fits)"
-        report.notes.append(
-            f"Crop size {size} px chosen for the screen from {side.size} objects' sizes: "
-            f"{int(FIT_QUANTILE * 100)}% have a larger side of up to {typical:.0f} px{more}; "
-            "stored in project.toml, --crop-size overrides"
-        )
-    return size
-
-
-def _given_sides(objects: pd.DataFrame) -> npt.NDArray[np.float64]:
-    """Objects' larger sides from CellProfiler measurements (NaN when none is exported)."""
-    for suffix, to_side in (
-        ("AreaShape_MajorAxisLength", lambda v: v),
-        ("AreaShape_Area", lambda v: 2.0 * np.sqrt(np.maximum(v, 0.0) / np.pi)),
-    ):
-        cols = [c for c in objects.columns if str(c).endswith(suffix)]
-        if cols:
-            return to_side(pd.to_numeric(objects[cols[0]], errors="coerce").to_numpy(float))
-    return np.full(len(objects), np.nan)
 
 
 #: Cells a field is assumed to hold when deciding whether a local cluster is worth starting.
@@ -496,54 +417,6 @@ def _field_images(run: _Run) -> FieldImages:
         names = channel_names(run.cfg, run.n_channels, list(range(run.n_channels)))
         run.ome = FieldImages(run.project, names, [p for p in known if isinstance(p, str)])
     return run.ome
-
-
-def centre_pixels(objects: pd.DataFrame, size: tuple[int, int]) -> npt.NDArray[np.int64]:
-    """(n, 2) pixel (row, col) of each object's centroid, rounded half up, inside the field."""
-    yx = np.floor(objects[["centroid_y", "centroid_x"]].to_numpy(np.float64) + 0.5)
-    return np.clip(yx, 0, np.array(size) - 1).astype(np.int64)
-
-
-def _windows(
-    stack: npt.NDArray, centres: npt.NDArray[np.int64], size: int, fill: npt.NDArray
-) -> npt.NDArray:
-    """(n, K, size, size) windows of ``stack`` (K, H, W) centred on ``centres`` (n, 2):
-    pixel (size // 2, size // 2) of each window is its centre; ``fill`` (K,) beyond the edge."""
-    half = size // 2
-    k, h, w = stack.shape
-    padded = np.empty((k, h + 2 * half, w + 2 * half), dtype=stack.dtype)
-    padded[...] = fill.astype(stack.dtype)[:, None, None]
-    padded[:, half : half + h, half : half + w] = stack
-    view = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
-    return np.moveaxis(view[:, centres[:, 0], centres[:, 1]], 0, 1)
-
-
-def crop_at(image: npt.NDArray, centres: npt.NDArray[np.int64], size: int) -> npt.NDArray:
-    """Crops of a field centred on given pixels, never rescaled.
-
-    Args:
-        image: (C, H, W) field, any numeric dtype.
-        centres: (n, 2) int (row, col) inside the field; each lands on crop pixel
-            (size // 2, size // 2).
-        size: crop side in pixels.
-
-    Returns:
-        (n, C, size, size) in ``image``'s dtype; pixels beyond the field's edge hold the
-        field's per-channel border median (rounded for integer dtypes).
-    """
-    fill = border_median(image[None])[0]
-    if image.dtype.kind in "iu":
-        info = np.iinfo(image.dtype)
-        fill = np.clip(np.rint(fill), info.min, info.max)
-    return _windows(image, centres, size, fill)
-
-
-def object_masks(
-    labels: npt.NDArray, centres: npt.NDArray[np.int64], values: npt.NDArray, size: int
-) -> npt.NDArray[np.uint8]:
-    """(n, size, size) uint8: 1 where the crop at each centre shows its own object ``values``."""
-    windows = _windows(labels[None], centres, size, np.zeros(1))[:, 0]
-    return (windows == np.asarray(values)[:, None, None]).astype(np.uint8)
 
 
 def _metadata(spec: FieldSpec) -> dict[str, str]:

@@ -168,7 +168,7 @@ def refuse_a_label_image(spec: FieldSpec, image: npt.NDArray) -> None:
 def process_field(job: FieldJob) -> FieldResult:
     """Task: read, segment and crop one field (see the module docstring); a DataError
     skips the field (the result says why)."""
-    from datasets.fields.ingest import centre_pixels, crop_at, object_masks
+    from datasets.fields.cropping import centre_pixels, crop_at, object_masks
 
     spec, size = job.spec, job.crop_size
     result = FieldResult(job.number, spec.key)

@@ -10,7 +10,8 @@ import tifffile
 from datasets.cells import read_manifest
 from datasets.config import IngestConfig
 from datasets.crops.resize import choose_crop_size
-from datasets.fields.ingest import _given_sides, ingest_fields
+from datasets.fields.ingest import ingest_fields
+from datasets.fields.sizes import given_sides
 from datasets.fields.spec import FieldSpec
 from datasets.pixels.store import PixelStore
 
@@ -62,10 +63,10 @@ def test_a_given_crop_size_overrides(tmp_path):
 
 def test_cellprofiler_sizes_from_areashape():
     major = pd.DataFrame({"cp_AreaShape_MajorAxisLength": [30.0, 90.0], "cp_AreaShape_Area": 1})
-    assert _given_sides(major).tolist() == [30.0, 90.0]
+    assert given_sides(major).tolist() == [30.0, 90.0]
     area = pd.DataFrame({"cp_AreaShape_Area": [np.pi * 50**2]})
-    assert _given_sides(area) == pytest.approx([100.0])
-    assert np.isnan(_given_sides(pd.DataFrame({"y": [1.0]}))).all()
+    assert given_sides(area) == pytest.approx([100.0])
+    assert np.isnan(given_sides(pd.DataFrame({"y": [1.0]}))).all()
 
 
 def test_project_stores_the_number_and_add_reuses_it(tmp_path):

@@ -16,8 +16,9 @@ import datasets.fields.tasks as field_tasks
 from datasets.cells import read_cells, read_parts
 from datasets.config import IngestConfig
 from datasets.errors import DataError
+from datasets.fields.cropping import crop_at
 from datasets.fields.files import find_fields
-from datasets.fields.ingest import FieldInput, crop_at, ingest_fields
+from datasets.fields.ingest import FieldInput, ingest_fields
 from datasets.fields.spec import FieldSpec
 from datasets.fields.store import (
     read_field_image,
