@@ -267,10 +267,15 @@ def _add_next(sub: Sub, parents: Parents) -> None:
 
 
 def _add_label(sub: Sub, parents: Parents) -> None:
+    """``label`` and ``import-labels``: both commit in one transaction, then refit the head."""
+    commit = argparse.ArgumentParser(add_help=False)
+    commit.add_argument(
+        "--no-refit", action="store_true", help="commit only; do not refit the head"
+    )
     p = add_parser(
         sub,
         "label",
-        parents=[parents["project"], parents["annotator"]],
+        parents=[parents["project"], parents["annotator"], commit],
         help="commit labels CELL_ID=CLASS ... in one transaction",
         description="Commit labels in one transaction (a new class is created "
         "as needed), print 'committed N', then refit the head.",
@@ -281,12 +286,11 @@ def _add_label(sub: Sub, parents: Parents) -> None:
         metavar="CELL_ID=CLASS",
         help="split at the first '=' (class names may contain '=' and spaces)",
     )
-    p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
     p.set_defaults(func=_cmd_label)
     p = add_parser(
         sub,
         "import-labels",
-        parents=[parents["project"], parents["annotator"]],
+        parents=[parents["project"], parents["annotator"], commit],
         help="commit the labels of a path,label CSV (existing labels, another tool's)",
         description="Commit a path,label CSV's labels in one transaction, all or nothing: "
         "paths as for init --import-labels (cell ids, absolute paths, or paths relative to "
@@ -300,7 +304,6 @@ def _add_label(sub: Sub, parents: Parents) -> None:
         help="let the file change labels cells already carry (the history keeps the old ones); "
         "without it such a file imports nothing",
     )
-    p.add_argument("--no-refit", action="store_true", help="commit only; do not refit the head")
     p.set_defaults(func=_cmd_import_labels)
 
 

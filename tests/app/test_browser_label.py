@@ -262,34 +262,37 @@ def test_next_with_open_tiles_asks_and_keys_typed_meanwhile_label_the_right_batc
 
 def test_a_key_whose_state_the_server_never_got_is_sent_again(browser, app, project):
     page, _ = _open(browser, app + "?annotator=dropped")
-    first = page.evaluate("() => window.__psLabel.data.ids[0]")
     # a key queued but its state value dropped on the way (seen under load when a click's run
     # overtook the key's): in the queue, never sent
-    page.evaluate(
-        """cell => { const ps = window.__psLabel; ps.seq += 1;
-        ps.queue.push([ps.seq, "label", "round", cell]); }""",
-        first,
-    )
+    first = _queue_unsent_key(page)
     page.locator(".st-key-focus-5 button").first.click()  # any run: its drawing sends it again
-    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=30000)
-    with LabelStore(project / "labels.db") as store:
-        assert store.current_labels()[first] == "round"
-    page.close()
+    _wait_labeled_round(page, project, first, timeout_ms=30000)
 
 
 def test_a_key_sent_while_the_server_was_away_arrives_without_another_key(browser, app, project):
     page, _ = _open(browser, app + "?annotator=away")
-    first = page.evaluate("() => window.__psLabel.data.ids[0]")
     # a key whose state value went nowhere (the server restarting, the connection lost) and no
     # run after it: the page itself sends the queue again, no other key or click needed
+    first = _queue_unsent_key(page)
+    _wait_labeled_round(page, project, first, timeout_ms=40000)
+
+
+def _queue_unsent_key(page) -> str:
+    """Put the key "round" for tile 1 in the page's queue without sending it; its cell id."""
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
     page.evaluate(
         """cell => { const ps = window.__psLabel; ps.seq += 1;
         ps.queue.push([ps.seq, "label", "round", cell]); }""",
         first,
     )
-    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=40000)
+    return first
+
+
+def _wait_labeled_round(page, project: Path, cell: str, timeout_ms: int) -> None:
+    """Wait until tile 1 shows "round", check the store says so, close the page."""
+    page.locator(".st-key-tile-0").filter(has_text="✔ round").wait_for(timeout=timeout_ms)
     with LabelStore(project / "labels.db") as store:
-        assert store.current_labels()[first] == "round"
+        assert store.current_labels()[cell] == "round"
     page.close()
 
 
