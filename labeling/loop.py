@@ -459,8 +459,8 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
         if mine and event.cell_id not in open_ids:
             done[event.cell_id] = {"cell_id": event.cell_id, "sub_strategy": event.sub_strategy,
                                    "guess": event.guess}  # fmt: skip
-    order = [c for r in store.rounds() if r["round_id"] in rounds
-             for c in (r["timings"] or {}).get("cells", [])]  # fmt: skip
+    timings = [r["timings"] or {} for r in store.rounds() if r["round_id"] in rounds]
+    order = [c for t in timings for c in t.get("cells", [])]
     labeled = store.current_labels(include_pseudo=True)
     taken = store.leased_ids(exclude_annotator=annotator)  # skipped, then handed to another
     skipped = [{"cell_id": c} for c in dict.fromkeys(order)
@@ -468,8 +468,7 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
                and c not in taken]  # fmt: skip
     items = [*_describe(project, list(done.values())), *open_items]
     items += [{**it, "skipped": True} for it in _describe(project, skipped)]
-    shown = {c: v for r in store.rounds() if r["round_id"] in rounds
-             for c, v in ((r["timings"] or {}).get("shown") or {}).items()}  # fmt: skip
+    shown = {c: v for t in timings for c, v in (t.get("shown") or {}).items()}
     for it in items:  # what the tile said when handed out, where the store has lost it
         strategy, guess, confidence = shown.get(it["cell_id"], (None, None, None))
         it["strategy"] = it.get("strategy") or strategy

@@ -41,7 +41,6 @@ def _read_label_csv(path: Path):  # -> pd.DataFrame
             raise DataError(f"{path}: line {line}: {problem}")
         clean.append(name)
     df["label"] = clean
-    _check_case(path, clean)
     return df
 
 
@@ -67,9 +66,16 @@ def check_label_csv(project: Project, csv_path: Path) -> None:
     Raises:
         DataError: naming the file (and the line) and the cause.
     """
-    df = _read_label_csv(Path(csv_path))
+    _checked_label_csv(project, Path(csv_path))
+
+
+def _checked_label_csv(project: Project, path: Path):  # -> pd.DataFrame
+    """The CSV read (:func:`_read_label_csv`) and its class names checked for case clashes,
+    among themselves and with the project's classes."""
+    df = _read_label_csv(path)
     existing = tuple(c.name for c in project.store.classes(include_pseudo=True))
-    _check_case(Path(csv_path), df["label"].tolist(), existing)
+    _check_case(path, df["label"].tolist(), existing)
+    return df
 
 
 class _PathIndex:
@@ -135,9 +141,7 @@ def import_labels(
             (nothing is committed then).
     """
     csv_path = Path(csv_path)
-    df = _read_label_csv(csv_path)
-    _check_case(csv_path, df["label"].tolist(),
-                tuple(c.name for c in project.store.classes(include_pseudo=True)))  # fmt: skip
+    df = _checked_label_csv(project, csv_path)
     index = _PathIndex(project, part)
     labels: dict[str, str] = {}
     unknown: list[str] = []
