@@ -40,14 +40,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]+')
+#: Names Windows reserves for devices, with or without an extension ("con", "COM1.tif").
+_DEVICE = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\.|$)", re.IGNORECASE)
 _BATCH = 256  # crops read per PixelStore.read_raw call
 _IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
 def safe_name(name: str) -> str:
     """``name`` as a file or folder name on every OS: path separators, control and reserved
-    characters become ``_``; leading dots and trailing dots/spaces go; never empty."""
+    characters become ``_``; leading dots and trailing dots/spaces go; a Windows device name
+    (``con``, ``aux``, ``com1``, ...) gets a trailing ``_`` before any extension; never empty."""
     out = _UNSAFE.sub("_", str(name)).strip().lstrip(".").rstrip(". ")
+    out = _DEVICE.sub(lambda m: m.group(1) + "_" + m.group(2), out)
     return out or "_"
 
 

@@ -36,3 +36,12 @@ def test_other_dtypes_are_plain_tiffs_with_named_channels(dtype):
 
 def test_safe_name_keeps_folders_inside_the_zip():
     assert safe_name("../a/b:c") == "_a_b_c" and safe_name("...") == "_"
+
+
+def test_safe_name_avoids_windows_device_names():
+    assert [safe_name(n) for n in ["con", "AUX", "com1.tif", "nul.", "lpt9 "]] == [
+        "con_", "AUX_", "com1_.tif", "nul_", "lpt9_",
+    ]  # fmt: skip
+    assert [safe_name(n) for n in ["console", "com10", "aux_cells", "my con"]] == [
+        "console", "com10", "aux_cells", "my con",
+    ]  # fmt: skip
