@@ -458,18 +458,38 @@ def _note_shared_plates(project: Project, report: IngestReport) -> None:
         )
 
 
-def _note_other_kind(project: Project, report: IngestReport) -> None:
-    """A note when the crops just added (``report``'s part) are of another bit depth or layout
-    than the project's first part: an 8-bit RGB folder added to a 16-bit fluorescence screen
-    is on another intensity scale, which the features would read as a phenotype."""
+def other_kind(project: Project, report: IngestReport) -> list[str]:
+    """How the images ``report`` ingested differ from the project's first part in bit depth or
+    in being colour (RGB) images (``["bit depth uint8 (the project's: uint16)"]``); empty when
+    they are alike or either is unknown. Another kind is on another intensity scale, which the
+    features would read as a phenotype. How files are laid out (npz stacks, one file per
+    channel, channels first or last) does not count: it changes no intensity."""
     from datasets.cells import read_parts
 
     parts = read_parts(project.path)
     first = parts[0] if parts else {}
-    other = [f"{what} {new} (the project's: {first[key]})"
-             for what, key, new in (("bit depth", "dtype", report.dtype),
-                                    ("layout", "layout", report.layout))
-             if first.get(key) and new and first[key] != new]  # fmt: skip
+    out = []
+    if first.get("dtype") and report.dtype and first["dtype"] != report.dtype:
+        out.append(f"bit depth {report.dtype} (the project's: {first['dtype']})")
+    if first.get("layout") and report.layout:
+        new, old = _colour(report.layout), _colour(first["layout"])
+        if new != old:
+            out.append(f"{new} images (the project's: {old})")
+    return out
+
+
+def _colour(layout: str) -> str:
+    """``"colour (RGB)"`` for a layout note of RGB, palette or colour files, else ``"grey or
+    multichannel"`` (a mixed folder's note counts as colour when any of its files are)."""
+    colour = "RGB" in layout or "colour" in layout
+    return "colour (RGB)" if colour else "grey or multichannel"
+
+
+def _note_other_kind(project: Project, report: IngestReport) -> None:
+    """A note when the crops just added (``report``'s part) are of another kind than the
+    project's first part (:func:`other_kind`): an 8-bit RGB folder added to a 16-bit
+    fluorescence screen is on another intensity scale."""
+    other = other_kind(project, report)
     if other and report.part > 0:
         report.notes.append(
             "These crops differ from the project's: " + "; ".join(other) + ". Their intensities "

@@ -70,7 +70,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         screen = CropSource(Path(args.crops), metadata_csv=args.metadata_csv, pattern=args.pattern)
     with Runner(ParallelConfig.from_env(args.workers, args.scheduler)) as runner:
-        table = predict_screen(project, screen, runner)
+        table = predict_screen(project, screen, runner, allow_other_kind=args.allow_other_kind)
     write_table(table, Path(args.out))
     print(f"wrote {len(table)} predictions to {args.out}")
     return 0
@@ -165,6 +165,12 @@ def _add_predict(sub: Sub, parents: Parents) -> None:
     )
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster")
     p.add_argument("--metadata-csv", type=Path, help="path + metadata (default CROPS/metadata.csv)")
+    p.add_argument(
+        "--allow-other-kind",
+        action="store_true",
+        help="score images of another bit depth or layout than the project's (refused by "
+        "default: their intensities are on another scale)",
+    )
     add_field_args(p, truth=False)
     p.set_defaults(func=_cmd_predict)
 

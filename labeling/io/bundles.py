@@ -175,7 +175,10 @@ def model_checkpoint(project: Project) -> tuple[int, bytes]:
 
 
 def predict_screen(
-    project: Project, screen: Path | CropSource | FieldSource, runner: Runner | None = None
+    project: Project,
+    screen: Path | CropSource | FieldSource,
+    runner: Runner | None = None,
+    allow_other_kind: bool = False,
 ) -> pd.DataFrame:
     """The current head (fit on ``project``'s labels) applied to a new screen.
 
@@ -196,6 +199,9 @@ def predict_screen(
         runner: where reading and features run (:mod:`datasets.parallel`); this process when
             None. On an existing cluster the temporary project lies in ``PROJECT/cache/``,
             which its workers see.
+        allow_other_kind: score crops of another bit depth or layout than the project's
+            (:func:`labeling.project.other_kind`) instead of refusing them: their intensities
+            are on another scale, so their predictions are rarely meaningful.
 
     Returns:
         One row per new cell: ``cell_id, path``, metadata, ``predicted``, ``confidence``,
@@ -203,7 +209,8 @@ def predict_screen(
 
     Raises:
         NotTrainedError: fewer than two classes have labels.
-        DataError: unreadable crops, or features that do not match the project's.
+        DataError: unreadable crops, crops of another bit depth or layout (unless
+            ``allow_other_kind``), or features that do not match the project's.
     """
     import pandas as pd
 
@@ -212,7 +219,7 @@ def predict_screen(
     from datasets.crops.ingest import ingest_crops
     from datasets.features import compute_morphology, read_features
     from datasets.pixels.ranges import adopt_ranges, dataset_ranges
-    from labeling.project import FieldSource, IngestRun, field_ingest
+    from labeling.project import FieldSource, IngestRun, field_ingest, other_kind
 
     head, mean, sd = _fit_head(project)
     ingest = dataclasses.replace(project.config.ingest, channel_names=tuple(project.channel_names))
@@ -233,14 +240,23 @@ def predict_screen(
         try:
             if isinstance(screen, FieldSource):
                 run = IngestRun(runner=runner)
-                field_ingest(screen, ingest, project.config.seed, run)(tmp_project)
+                report = field_ingest(screen, ingest, project.config.seed, run)(tmp_project)
             else:
                 source = CropSource.of(screen)
-                ingest_crops(source, tmp_project, ingest, seed=project.config.seed, runner=runner)
+                report = ingest_crops(
+                    source, tmp_project, ingest, seed=project.config.seed, runner=runner
+                )
         except DataError as e:  # name the screen when the message does not
             if where.split(" (e.g.")[0] in str(e):
                 raise
             raise DataError(f"{where}: {e}") from e
+        other = other_kind(project, report)
+        if other and not allow_other_kind:
+            raise DataError(
+                f"{where}: these images differ from the project's: {'; '.join(other)}; their "
+                "intensities are on another scale, which the model would read as a phenotype. "
+                "Save them as the project's were, or pass --allow-other-kind to predict anyway"
+            )
         if ranges is not None:
             adopt_ranges(tmp_project, ranges)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner, like=project.path)

@@ -139,3 +139,29 @@ def test_predict_needs_two_classes(tmp_path, small_project, small_demo, capsys):
     path = shutil.copytree(small_project, tmp_path / "proj")
     code, _, err = run(capsys, "predict", path, "--crops", small_demo, "--out", tmp_path / "p.csv")
     assert code == 2 and "at least 2 classes" in err
+
+
+def test_predict_refuses_images_of_another_bit_depth(labeled_copy, tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    from datasets.crops.demo import generate_demo
+
+    screen, eight = tmp_path / "screen2", tmp_path / "eight_bit"
+    generate_demo(screen, n_cells=100, seed=9)
+    eight.mkdir()
+    for npz in sorted(screen.rglob("*.npz")):
+        for i, crop in enumerate(np.load(npz)["images"]):
+            tifffile.imwrite(
+                eight / f"{npz.parent.name}-{npz.stem}-{i}.tif", (crop // 257).astype(np.uint8)
+            )
+    out = tmp_path / "pred.csv"
+    code, _, err = run(capsys, "predict", labeled_copy, "--crops", eight, "--out", out)
+    assert code != 0 and not out.exists()
+    assert "bit depth uint8 (the project's: uint16)" in err and str(eight) in err
+    assert len(err.strip().splitlines()) == 1
+    code, stdout, err = run(
+        capsys, "predict", labeled_copy, "--crops", eight, "--out", out, "--allow-other-kind"
+    )
+    assert code == 0, err
+    assert len(pd.read_csv(out)) == 100

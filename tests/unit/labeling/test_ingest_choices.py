@@ -72,7 +72,7 @@ def test_modality_and_scale_can_be_overridden(tmp_path, rgb_project):
     assert not any(n.startswith("stain_") for n in names)
 
 
-def test_adding_crops_of_another_bit_depth_or_layout_is_said(tmp_path):
+def test_adding_crops_of_another_bit_depth_or_colour_is_said(tmp_path):
     import tifffile
 
     from labeling.project import add_crops
@@ -87,7 +87,8 @@ def test_adding_crops_of_another_bit_depth_or_layout_is_said(tmp_path):
     project, _ = create_project(tmp_path / "p", src)
     report = add_crops(project, other)
     note = next(n for n in report.notes if n.startswith("These crops differ from the project's"))
-    assert "bit depth uint16 (the project's: uint8)" in note and "layout" in note
+    assert "bit depth uint16 (the project's: uint8)" in note
+    assert "grey or multichannel images (the project's: colour (RGB))" in note
     again = add_crops(project, _rgb_screen(tmp_path / "rgb2", n=4))  # the same kind: no note
     assert not any(n.startswith("These crops differ") for n in again.notes)
     project.close()
