@@ -61,6 +61,9 @@ class LabelSession:
     #: open whose cell was labeled since (another tab, the CLI) does not overwrite that label
     shown: dict[str, str | None] = field(default_factory=dict)
     kept: str | None = None  # such a label kept: said once, as a warning
+    #: every tile done and the focus left where the last label put it: a class key then is a
+    #: slip (a double tap on the last tile), not a relabel; moving the focus asks for one
+    parked: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)  # one action at a time
 
     def reset(
@@ -76,6 +79,12 @@ class LabelSession:
         self.skipped = {it["cell_id"] for it in items if it.get("skipped")}
         self.actions, self.warning = [], None
         self.focus = next_open(items, -1, labels, self.skipped)
+        self.parked = self.all_done(labels)
+
+    def all_done(self, labels: dict[str, str]) -> bool:
+        """Every tile of the batch labeled or skipped (False for an empty batch)."""
+        ids = [it["cell_id"] for it in self.items]
+        return bool(ids) and all(c in labels or c in self.skipped for c in ids)
 
     def index(self, cell_id: str) -> int | None:
         ids = [it["cell_id"] for it in self.items]
@@ -164,6 +173,7 @@ def label_cell(
     if i is not None:
         labels = project.store.current_labels(include_pseudo=True)
         sess.focus = next_open(sess.items, i, labels, sess.skipped)
+        sess.parked = sess.all_done(labels)
 
 
 @action
@@ -174,12 +184,23 @@ def label_focused(sess: LabelSession, project: Project, annotator: str, name: st
 
 
 def pick_changed(
-    sess: LabelSession, project: Project, annotator: str, cell_id: str, widget_key: str
+    sess: LabelSession,
+    project: Project,
+    annotator: str,
+    cell_id: str,
+    widget_key: str,
+    drawn: str | None,
 ) -> None:
-    """A tile's class buttons changed: commit the choice and focus the next open tile."""
+    """A tile's class buttons changed: commit the choice and focus the next open tile.
+
+    ``drawn`` is the choice the buttons were drawn with. A value equal to it is no click (a
+    chosen button cannot be chosen again): it is the browser sending back the buttons of an
+    earlier drawing, e.g. a label's, after an undo made the tile open again; the server has
+    forgotten that widget, so Streamlit calls this as for a change, and it would relabel the
+    tile (seen: a key, z a quarter second later, and the label came back a second after)."""
     choice = st.session_state.get(widget_key)  # first: Streamlit may stop the run here
     _keys_first(sess, project, annotator, _queued(KEYS_KEY))
-    if choice is not None:
+    if choice is not None and choice != drawn:
         label_cell(sess, project, annotator, cell_id, choice)
 
 
@@ -221,6 +242,7 @@ def undo(sess: LabelSession, project: Project, annotator: str) -> None:
     i = sess.index(cell_id)
     if i is not None:
         sess.focus = i
+    sess.parked = False
 
 
 @action
@@ -248,11 +270,13 @@ def move_focus(sess: LabelSession, project: Project, annotator: str, step: int) 
     """Move the focus ``step`` tiles (wrapping round)."""
     if sess.items:
         sess.focus = (sess.focus + step) % len(sess.items)
+        sess.parked = False
 
 
 @action
 def set_focus(sess: LabelSession, project: Project, annotator: str, index: int) -> None:
     sess.focus = index
+    sess.parked = False
 
 
 def add_class(sess: LabelSession, project: Project, annotator: str, and_label: bool) -> None:
@@ -355,9 +379,12 @@ def _apply_keys(
         sess.ack = (token, seq)  # before the work: an event that fails is not tried again
         done = seq
         if kind == "label" and isinstance(arg, str) and isinstance(cell, str):
+            if sess.parked:  # the batch is done: a slip, not a relabel (the page ignores it too)
+                continue
             label_cell(sess, project, annotator, cell, arg)
         elif kind == "focus" and isinstance(arg, int) and 0 <= arg < len(sess.items):
             sess.focus = arg
+            sess.parked = False
         elif kind == "undo":
             undo(sess, project, annotator)
         elif kind == "next":

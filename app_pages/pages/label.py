@@ -170,7 +170,10 @@ def _messages(page: _Page) -> None:
         if kept:
             st.warning(md(kept))
         if sess.items and done:
-            st.success("Batch done: press **n** (Next batch) for the next one.")
+            st.success(
+                "Batch done: press **n** (Next batch) for the next one. To change a label, "
+                "choose its tile first (the arrow keys or a click)."
+            )
     if notice:
         st.toast(md(notice))
 
@@ -324,7 +327,7 @@ def _tile(page: _Page, i: int, png: bytes) -> None:
             format_func=functools.partial(_option_label, page),
             label_visibility="collapsed",
             on_change=B.pick_changed,
-            args=(sess, page.project, page.annotator, item["cell_id"], key),
+            args=(sess, page.project, page.annotator, item["cell_id"], key, shown),
         )
 
 
@@ -372,6 +375,7 @@ def _keys(page: _Page, colour: dict[str, str]) -> None:
     keys[SKIP_KEY] = SKIP
     data = {
         "focus": sess.focus,
+        "parked": sess.parked,
         "ids": [it["cell_id"] for it in sess.items],
         "done": [it["cell_id"] in labels or it["cell_id"] in sess.skipped for it in sess.items],
         "keys": keys,

@@ -251,7 +251,7 @@ def _grid(
                     format_func=lambda name: md(class_option(name, classes)),
                     label_visibility="collapsed",
                     on_change=_picked,
-                    args=(project, annotator, cell_id, key, source),
+                    args=(project, annotator, cell_id, key, source, label),
                 )
                 if prefix == "rv":
                     st.button("More like this", key=f"similar-{cell_id}", type="tertiary",
@@ -292,10 +292,14 @@ def _styles(prefix: str, classes: list[ClassInfo], labels: list[str | None]) -> 
     st.html("<style>" + "\n".join(rules) + "</style>")
 
 
-def _picked(project: Project, annotator: str, cell_id: str, key: str, source: str) -> None:
-    """A tile's class buttons changed: commit the new label."""
+def _picked(
+    project: Project, annotator: str, cell_id: str, key: str, source: str, drawn: str | None
+) -> None:
+    """A tile's class buttons changed: commit the new label. A value equal to ``drawn`` (the
+    label the buttons were drawn with) is the browser sending back an earlier drawing's buttons,
+    not a click (see ``app_pages.pages.batch.pick_changed``)."""
     choice = st.session_state.get(key)
-    if choice is None:
+    if choice is None or choice == drawn:
         return
     try:
         submit_labels(project, {cell_id: choice}, annotator=annotator, source=source)

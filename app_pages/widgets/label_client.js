@@ -68,21 +68,27 @@ export default function (component) {
     const d = ps.data;
     ps.done = d.done.slice();
     ps.focus = d.focus;
+    ps.parked = d.parked;
     ps.pending = {};
     for (const [, kind, arg, cell] of ps.queue) {
-      if (kind === "focus") ps.focus = arg;
+      if (kind === "focus") {
+        ps.focus = arg;
+        ps.parked = false;
+      }
       if (kind !== "label") continue;
       const i = d.ids.indexOf(cell);
       if (i < 0) continue;
       ps.pending[i] = arg;
       ps.done[i] = true;
       ps.focus = nextOpen(ps.done, i);
+      ps.parked = ps.done.every(Boolean);
     }
     for (const [i, [, name]] of Object.entries(ps.clicks)) {
       ps.pending[i] = name;
       ps.done[i] = true;
       if (+i === ps.focus) ps.focus = nextOpen(ps.done, +i);
     }
+    if (Object.keys(ps.clicks).length && ps.done.every(Boolean)) ps.parked = true;
   };
   const draw = (scroll) => {
     document.body.setAttribute("data-ps-client", "1");
@@ -115,14 +121,19 @@ export default function (component) {
     const n = d.ids.length;
     if (key === "ArrowRight" || key === "ArrowLeft") {
       ps.focus = (ps.focus + (key === "ArrowRight" ? 1 : -1) + n) % n;
+      ps.parked = false;
       push("focus", ps.focus, null);
     } else if (d.keys[key] !== undefined) {
+      // the batch is done and the focus was left on its last tile: a slip (a double tap),
+      // not a relabel; the arrows or a click on a tile choose a tile to relabel
+      if (ps.parked) return true;
       const name = d.keys[key];
       const i = ps.focus;
       push("label", name, d.ids[i]);
       ps.pending[i] = name;
       ps.done[i] = true;
       ps.focus = nextOpen(ps.done, i);
+      ps.parked = ps.done.every(Boolean);
     } else if (key === d.undoKey && !repeat) {
       push("undo", null, null);
     } else if (key === d.nextKey && !repeat) {
@@ -186,6 +197,7 @@ export default function (component) {
       ps.focus = nextOpen(ps.done, i);
       push("focus", ps.focus, null);
     }
+    if (ps.done.every(Boolean)) ps.parked = true;
     draw(false);
   };
   if (!ps.installed) {

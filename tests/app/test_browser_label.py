@@ -346,3 +346,48 @@ def test_a_click_on_the_focused_tile_moves_the_focus_before_the_next_key(browser
         assert store.current_labels()[ids[1]] == "elongated"
         assert store.history(ids[1])[-1].annotator == "clicker"
     page.close()
+
+
+def test_z_at_once_after_a_key_undoes_it_for_good(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=quickundo")
+    first = page.evaluate("() => window.__psLabel.data.ids[0]")
+    page.keyboard.press("1")
+    time.sleep(0.25)  # the drawing of the key's label is on its way
+    page.keyboard.press("z")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _undone(project, first):
+        time.sleep(0.2)
+    time.sleep(6)  # the page's resends and the runs they start
+    wait_idle(page)
+    with LabelStore(project / "labels.db") as store:
+        assert first not in store.current_labels()
+        assert [(e.label, e.undone) for e in store.history(first)] == [("round", True)]
+    page.close()
+
+
+def _undone(project: Path, cell: str) -> bool:
+    with LabelStore(project / "labels.db") as store:
+        return any(e.undone for e in store.history(cell))
+
+
+def test_a_key_after_the_batch_is_done_relabels_nothing_until_a_tile_is_chosen(
+    browser, app, project
+):
+    page, _ = _open(browser, app + "?annotator=doubletap")
+    ids = page.evaluate("() => window.__psLabel.data.ids")
+    for _ in ids:
+        page.keyboard.press("1")
+        time.sleep(0.05)
+    page.keyboard.press("2")  # a double tap on the last tile
+    page.get_by_text("Batch done").wait_for(timeout=60000)
+    time.sleep(2)
+    wait_idle(page)
+    with LabelStore(project / "labels.db") as store:
+        assert all([e.label for e in store.history(c)] == ["round"] for c in ids)
+    page.keyboard.press("ArrowLeft")  # a tile chosen: its key relabels it
+    page.keyboard.press("2")
+    last = len(ids) - 2
+    page.locator(f".st-key-tile-{last}").filter(has_text="✔ elongated").wait_for(timeout=30000)
+    with LabelStore(project / "labels.db") as store:
+        assert store.current_labels()[ids[last]] == "elongated"
+    page.close()
