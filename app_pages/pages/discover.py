@@ -25,11 +25,14 @@ from labeling.reports.report import (
     prevalence,
     stopping_signal,
 )
+from labeling.strategies.unseen import FEW_RANDOM
 
 _MAX_POINTS = 400  # x positions per class drawn in the discovery chart
 
 
-MIN_SLICE = 30  # random cells from which the expected curve, its band and prevalence are drawn
+#: Random cells from which the expected curve, its band and prevalence are drawn, and the
+#: chance of a new class leads with its estimate (before: with its upper bound)
+MIN_SLICE = FEW_RANDOM
 
 
 def render_discover_page(project: Project) -> None:
@@ -78,12 +81,19 @@ def _stopping(project: Project, events: list) -> None:
         help=None if last is None else f"{md(last)}, found at label {stop['last_new_class_at']}",
     )
     high = None if p_new is None else float(stop["p_new_class_high"])
+    if p_new is None:
+        chance = "-"
+    elif n_random < MIN_SLICE:  # "0%" from 7 random cells reads as "no new class": it is not
+        chance = f"≤ {_pct(float(high or 1.0))}"
+    else:
+        chance = _pct(float(p_new)) + (f" (≤ {_pct(high)})" if high else "")
     cols[3].metric(
         "Chance of a new class",
-        "-" if p_new is None else _pct(float(p_new)) + (f" (≤ {_pct(high)})" if high else ""),
+        chance,
         help="Good-Turing estimate on the random slice: classes seen exactly once there, "
         "divided by its cells; in brackets the upper end of its 95% interval (a 0% from 14 "
-        "random cells may still be 19%). discover explores less as it falls.",
+        f"random cells may still be 19%). Under {MIN_SLICE} random cells only that upper end "
+        "is shown. discover explores less as it falls.",
     )
     with st.container(key="stop-words"):
         if p_new is None:

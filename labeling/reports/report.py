@@ -32,7 +32,7 @@ from labeling.predictions import predicted_distribution as predicted_distributio
 from labeling.predictions import well_fractions as well_fractions
 from labeling.reports.plots import class_panels, finish_panels, pyplot, save_figure, style_panel
 from labeling.store.labels import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
-from labeling.strategies.unseen import unseen_class_chance
+from labeling.strategies.unseen import FEW_RANDOM, unseen_class_chance
 
 if TYPE_CHECKING:
     from labeling.project import Project
@@ -496,8 +496,10 @@ def _write_csv(frame: pd.DataFrame, path: Path, files: list[Path], index: bool =
     files.append(path)
 
 
-#: Random-slice size under which report --out notes that prevalence is still rough.
-FEW_RANDOM = 30
+
+
+def _cells(n: int) -> str:
+    return "cell" if n == 1 else "cells"
 
 
 def _write_discovery(
@@ -507,17 +509,21 @@ def _write_discovery(
     prev = prevalence(events, classes)
     expected = None
     if random_slice(events):
-        expected = expected_random_curve(np.arange(1, len(events) + 1), prev)
         _write_csv(prev, out / "prevalence.csv", files)
         n_slice = int(prev["n_slice"].iloc[0]) if len(prev) else 0
-        if n_slice < FEW_RANDOM:
+        if n_slice < FEW_RANDOM:  # as the Discover page: a curve from 3 random cells misleads
             notes.append(
-                f"prevalence rests on {n_slice} random cell(s) so far: its intervals "
-                "(low, high in prevalence.csv) are wide"
+                f"prevalence rests on {n_slice} random {_cells(n_slice)} so far: its intervals "
+                "(low, high in prevalence.csv) are wide, and the curve of labeling at random "
+                f"is drawn from {FEW_RANDOM} random cells on"
             )
-        cols = {"expected": "expected_random", "low": "expected_low", "high": "expected_high"}
-        curves = curves.merge(expected.rename(columns=cols), on=["n_labeled", "label"], how="left")
-        expected = expected_random_curve(len(events), prev)
+        else:
+            expected = expected_random_curve(np.arange(1, len(events) + 1), prev)
+            cols = {"expected": "expected_random", "low": "expected_low", "high": "expected_high"}
+            curves = curves.merge(
+                expected.rename(columns=cols), on=["n_labeled", "label"], how="left"
+            )
+            expected = expected_random_curve(len(events), prev)
     else:
         notes.append(
             "prevalence skipped: no labels from the random slice yet "

@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from labeling.strategies.unseen import FEW_RANDOM
+
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
@@ -35,8 +37,16 @@ def _headline(stop: dict[str, Any]) -> list[str]:
             f"; the last new one ({stop['last_new_class']}) at label "
             f"{stop['last_new_class_at']}, {stop['labels_since_new_class']} labels ago"
         )
+    n_random = int(stop["n_random"])
     if stop["p_new_class"] is None:
         chance = "Chance of a class not seen yet: no random cells labeled yet to estimate it"
+    elif n_random < FEW_RANDOM:  # lead with what so few cells can say: an upper bound
+        chance = (
+            "Chance that the next cell is of a class not seen yet: at most "
+            f"{_pct(stop['p_new_class_high'])} (the upper end of its 95% interval; the "
+            f"estimate, {_pct(stop['p_new_class'])}, rests on only {n_random} random "
+            f"cell{'' if n_random == 1 else 's'})"
+        )
     else:
         chance = (
             f"Chance that the next cell is of a class not seen yet: {_pct(stop['p_new_class'])} "

@@ -22,6 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
+#: Random cells under which the estimate (and prevalence, and the curve of labeling at random)
+#: is a rough guide: ``report`` and the Discover page then lead with the interval's upper end.
+FEW_RANDOM = 30
+
 
 @dataclass(frozen=True)
 class UnseenClass:

@@ -288,8 +288,14 @@ def test_write_report_says_when_prevalence_rests_on_few_random_cells(project, tm
     project.store.submit({c: truth[c] for c in ids}, "ann", "batch")
     write_report(project, tmp_path / "out")
     notes = (tmp_path / "out" / "notes.txt").read_text()
-    assert "prevalence rests on 12 random cell(s) so far" in notes
+    assert "prevalence rests on 12 random cells so far" in notes
     assert (pd.read_csv(tmp_path / "out" / "prevalence.csv")["n_slice"] == 12).all()
+    curves = pd.read_csv(tmp_path / "out" / "discovery.csv")  # no random curve from 12 cells
+    assert "expected_random" not in curves.columns and len(curves) > 0
+    chance = summary_text(tmp_path / "out").splitlines()[1]  # led by the upper end alone
+    high = json.loads((tmp_path / "out" / "stopping.json").read_text())["p_new_class_high"]
+    assert chance.startswith(f"Chance that the next cell is of a class not seen yet: at most "
+                             f"{100 * high:.1f}% (the upper end") and "only 12 random cells" in chance  # fmt: skip
 
 
 def test_write_report_on_a_new_project_skips_what_needs_labels(project, tmp_path: Path) -> None:
