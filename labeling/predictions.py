@@ -22,7 +22,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NEGATIVE = "negative"  # the value of the cell table's ``control`` column for negative controls
+
+def is_negative(control: pd.Series) -> pd.Series:
+    """Which values of a ``control`` column mark negative controls: any spelling that starts
+    with "neg", in any case (``negative``, ``Negative``, ``neg``, ``NEG_CTRL``)."""
+    return control.astype(str).str.strip().str.lower().str.startswith("neg")
+
+
+def control_note(project: Project) -> str | None:
+    """A line for the user when the cell table has a ``control`` column but no value of it marks
+    negative controls (:func:`is_negative`), so no well gets a z; else None."""
+    if "control" not in project.cells(columns=None).columns:
+        return None
+    control = project.cells(columns=["control"])["control"].dropna()
+    if is_negative(control).any():
+        return None
+    seen = ", ".join(repr(v) for v in control.astype(str).value_counts().index[:5]) or "none"
+    return (
+        f"{project.path.name}: the control column names no negative controls (values: {seen}); "
+        "mark them 'negative' in metadata.csv for a z-score per well"
+    )
 
 
 def _head(project: Project) -> tuple[list[str], HeadState]:
@@ -93,11 +112,11 @@ def well_fractions(project: Project) -> pd.DataFrame:
 
     One row per (plate, well, class): ``plate, well, label, n_cells`` (cells of the well
     predicted as the class), ``n_well`` (cells of the well), ``fraction``. When the cell table
-    has a ``control`` column with ``"negative"`` wells, also ``z``: (fraction - mean) / sd over
-    the negative-control wells of the same plate (of all plates when the plate has fewer than
-    2), sd floored at one cell's share of a median control well so that a class the controls
-    never show gets a finite z; NaN with fewer than 2 control wells; and ``n_controls``, the
-    control wells the z rests on.
+    has a ``control`` column with negative-control wells (:func:`is_negative`), also ``z``:
+    (fraction - mean) / sd over the negative-control wells of the same plate (of all plates when
+    the plate has fewer than 2), sd floored at one cell's share of a median control well so that
+    a class the controls never show gets a finite z; NaN with fewer than 2 control wells; and
+    ``n_controls``, the control wells the z rests on.
 
     Raises:
         DataError: the cell table has no ``plate`` and ``well`` columns.
@@ -124,7 +143,7 @@ def well_fractions(project: Project) -> pd.DataFrame:
     out["n_well"] = n_well.reindex(pd.MultiIndex.from_frame(out[["plate", "well"]])).to_numpy()
     out["fraction"] = out["n_cells"] / out["n_well"]
     if extra:
-        negative = pred.loc[pred["control"].astype(str) == NEGATIVE, ["plate", "well"]]
+        negative = pred.loc[is_negative(pred["control"]), ["plate", "well"]]
         controls = set(map(tuple, negative.drop_duplicates().to_numpy()))
         out["z"] = _z_scores(frac, n_well, controls).stack().to_numpy()
         per_plate = pd.Series([p for p, _ in controls], dtype=object).value_counts()

@@ -344,7 +344,10 @@ def _plate_heatmap(wells: pd.DataFrame, labels: list[str]) -> None:
     if value == "z":
         few = int(data["n_controls"].min()) if "n_controls" in data else 0
         note = f"; z-score against the negative-control wells ({few} on the fewest plate)."
-        if few < MIN_CONTROLS:
+        if few == 0:
+            note = ("; no z: no well is marked as a negative control (a control value starting "
+                    "with 'neg', e.g. negative, in metadata.csv).")  # fmt: skip
+        elif few < MIN_CONTROLS:
             note += (f" With fewer than {MIN_CONTROLS} control wells their spread is a rough "
                      "guess: read large z with care.")  # fmt: skip
     st.caption(f"Share of each well's cells predicted as {md(cls)}{note}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,6 +52,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 0
     n = export_table(project, Path(args.out), what=args.what)
     print(f"wrote {n} rows to {args.out}")
+    if args.what == "wells":
+        from labeling.predictions import control_note
+
+        note = control_note(project)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

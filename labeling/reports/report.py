@@ -496,8 +496,6 @@ def _write_csv(frame: pd.DataFrame, path: Path, files: list[Path], index: bool =
     files.append(path)
 
 
-
-
 def _cells(n: int) -> str:
     return "cell" if n == 1 else "cells"
 

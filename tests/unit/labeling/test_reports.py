@@ -405,6 +405,25 @@ def test_well_fractions_per_well_with_z_against_negative_controls(project) -> No
     assert (wells["n_controls"] == len(controls)).all()  # 1 per plate: all plates' controls
 
 
+def test_negative_controls_in_any_spelling_or_a_note_when_none(project, monkeypatch) -> None:
+    from labeling.predictions import control_note, is_negative
+    from labeling.reports.report import well_fractions
+
+    values = pd.Series(["Negative", " NEG_CTRL", "neg", "positive", "DMSO", None])
+    assert is_negative(values).tolist() == [True, True, True, False, False, False]
+    _label_two_rounds(project)
+    cells = project.cells()
+    assert control_note(project) is None
+    spelled = cells.assign(control=cells["control"].replace({"negative": "Negative"}))
+    monkeypatch.setattr(type(project), "cells", lambda self, columns=None: spelled)
+    assert np.isfinite(well_fractions(project)["z"]).all()  # "Negative" counts
+    none = cells.assign(control=cells["control"].replace({"negative": "ctrl"}))
+    monkeypatch.setattr(type(project), "cells", lambda self, columns=None: none)
+    assert well_fractions(project)["z"].isna().all()
+    note = control_note(project)
+    assert note is not None and "no negative controls" in note and "'ctrl'" in note
+
+
 def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
     from labeling.reports.report import well_fractions
 
