@@ -12,6 +12,7 @@ page offers the first two as downloads. No torch here: the checkpoint is copied 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import re
@@ -46,12 +47,22 @@ _BATCH = 256  # crops read per PixelStore.read_raw call
 _IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
+#: Longest file or folder name in the crops ZIP: a class folder and a cell's file together stay
+#: well under Windows' 260-character path limit.
+NAME_MAX = 80
+
+
 def safe_name(name: str) -> str:
     """``name`` as a file or folder name on every OS: path separators, control and reserved
     characters become ``_``; leading dots and trailing dots/spaces go; a Windows device name
-    (``con``, ``aux``, ``com1``, ...) gets a trailing ``_`` before any extension; never empty."""
+    (``con``, ``aux``, ``com1``, ...) gets a trailing ``_`` before any extension; a name longer
+    than :data:`NAME_MAX` is cut and ends in a hash of the whole name (so cut names stay
+    distinct); never empty."""
     out = _UNSAFE.sub("_", str(name)).strip().lstrip(".").rstrip(". ")
     out = _DEVICE.sub(lambda m: m.group(1) + "_" + m.group(2), out)
+    if len(out) > NAME_MAX:
+        digest = hashlib.sha1(str(name).encode("utf-8")).hexdigest()[:8]
+        out = out[: NAME_MAX - 9].rstrip(". ") + "-" + digest
     return out or "_"
 
 

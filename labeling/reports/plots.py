@@ -24,6 +24,17 @@ def pyplot():  # -> the matplotlib.pyplot module, on the file-only Agg backend
     return plt
 
 
+#: Characters of a class name shown in a figure (panel titles, tick labels); the rest is "…".
+NAME_CHARS = 28
+
+
+def short(name: object, n: int = NAME_CHARS) -> str:
+    """``name`` cut to ``n`` characters with "…", so that a long class name (up to 200 are
+    allowed) cannot crowd a figure's panels or shrink a heatmap to a corner."""
+    text = str(name)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def class_panels(n_panels: int) -> tuple[Any, Any]:
     """A grid of up to four panels per row, one per class: ``(figure, axes (rows, cols))``."""
     plt = pyplot()
@@ -106,5 +117,5 @@ def plot_discovery(
             lw=1.2,
             label="random (expected)",
         )
-        style_panel(ax, f"{cls} ({100 * prevalence[cls]:.2g}%)")
+        style_panel(ax, f"{short(cls)} ({100 * prevalence[cls]:.2g}%)")
     return finish_panels(fig, axes, len(classes), out, title)

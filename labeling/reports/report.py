@@ -30,7 +30,14 @@ import pandas as pd
 from labeling.errors import ConfigError, DataError, NotTrainedError
 from labeling.predictions import predicted_distribution as predicted_distribution
 from labeling.predictions import well_fractions as well_fractions
-from labeling.reports.plots import class_panels, finish_panels, pyplot, save_figure, style_panel
+from labeling.reports.plots import (
+    class_panels,
+    finish_panels,
+    pyplot,
+    save_figure,
+    short,
+    style_panel,
+)
 from labeling.store.labels import BAD_SEGMENTATION, UNSURE, LabelRecord, LabelStore
 from labeling.strategies.unseen import FEW_RANDOM, unseen_class_chance
 
@@ -462,7 +469,7 @@ def plot_discovery_report(
             ax.fill_between(x, e["low"], e["high"], color="#9ca3af", alpha=0.25, lw=0,
                             label="random, 95% interval")  # fmt: skip
         found = int(c["n_found"].iloc[-1]) if len(c) else 0
-        style_panel(ax, f"{cls} ({found} found)")
+        style_panel(ax, f"{short(cls)} ({found} found)")
     return finish_panels(fig, axes, len(classes), out, title)
 
 
@@ -478,8 +485,8 @@ def plot_confusion(confusion: pd.DataFrame, out: Path, title: str = "") -> Path:
     for i, j in np.ndindex(counts.shape):
         colour = "white" if norm[i, j] > 0.5 else "black"
         ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8, color=colour)
-    ax.set_xticks(range(k), [str(c) for c in confusion.columns], rotation=45, ha="right")
-    ax.set_yticks(range(k), [str(c) for c in confusion.index])
+    ax.set_xticks(range(k), [short(c) for c in confusion.columns], rotation=45, ha="right")
+    ax.set_yticks(range(k), [short(c) for c in confusion.index])
     ax.set_xlabel("predicted (cross-validated)")
     ax.set_ylabel("true label")
     fig.colorbar(im, ax=ax, label="share of the true class")

@@ -38,6 +38,14 @@ def test_safe_name_keeps_folders_inside_the_zip():
     assert safe_name("../a/b:c") == "_a_b_c" and safe_name("...") == "_"
 
 
+def test_safe_name_cuts_long_names_and_keeps_them_distinct():
+    from labeling.io.bundles import NAME_MAX
+
+    a, b = safe_name("x" * 200 + "a"), safe_name("x" * 200 + "b")
+    assert len(a) == len(b) == NAME_MAX and a != b and a.startswith("x" * 60)
+    assert safe_name("x" * NAME_MAX) == "x" * NAME_MAX
+
+
 def test_safe_name_avoids_windows_device_names():
     assert [safe_name(n) for n in ["con", "AUX", "com1.tif", "nul.", "lpt9 "]] == [
         "con_", "AUX_", "com1_.tif", "nul_", "lpt9_",

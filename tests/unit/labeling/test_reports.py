@@ -445,3 +445,17 @@ def test_discovery_panels_count_cells_in_whole_numbers() -> None:
     ticks = [t for t in ax.get_yticks() if 0 <= t <= 2]
     assert ticks and all(float(t).is_integer() for t in ticks)
     fig.clf()
+
+
+def test_long_class_names_are_cut_in_figures(monkeypatch, tmp_path) -> None:
+    from labeling.reports import report
+    from labeling.reports.plots import NAME_CHARS, short
+
+    assert short("x" * 200) == "x" * (NAME_CHARS - 1) + "…" and short("G1") == "G1"
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, out: drawn.setdefault("fig", fig))
+    names = ["y" * 200, "G1"]
+    report.plot_confusion(pd.DataFrame([[3, 1], [0, 4]], index=names, columns=names), tmp_path)
+    ax = drawn["fig"].axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    assert ticks == [short(n) for n in names] * 2 and max(map(len, ticks)) == NAME_CHARS
