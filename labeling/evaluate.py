@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from datasets.words import count
 from labeling.errors import ConfigError
 from labeling.project import open_project
 
@@ -452,12 +453,14 @@ def format_table(table: pd.DataFrame, truth: Truth) -> str:
             r.labels: f"{r.balanced_accuracy:.3f} / {r.macro_f1:.3f}" for r in part.itertuples()
         }
         lines.append(f"{name:<34}" + "".join(f"{cells.get(s, '-'):>34}" for s in settings))
-    foot = f"linear probe, {FOLDS}-fold CV, median of {int(table['repeats'].iloc[0])} repeats"
+    foot = (
+        f"linear probe, {FOLDS}-fold CV, median of {count(int(table['repeats'].iloc[0]), 'repeat')}"
+    )
     tuned = table[table["features"] == FINETUNED]
     if len(tuned):
         foot += (
             f"; {FINETUNED}: the backbone fine-tuned in each fold on its training labels only, "
-            f"median of {int(tuned['repeats'].iloc[0])} repeat(s)"
+            f"median of {count(int(tuned['repeats'].iloc[0]), 'repeat')}"
         )
     lines.append(foot)
     return "\n".join(lines)

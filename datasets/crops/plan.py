@@ -32,6 +32,7 @@ from datasets.crops.report import IngestReport
 from datasets.crops.resize import FIT_QUANTILE, choose_scale
 from datasets.errors import DataError
 from datasets.parallel import Runner
+from datasets.words import count
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +325,6 @@ def _keep_majority_channels(ctx: Context) -> None:
     if len(counts) > 1:
         for entry in ctx.entries:
             if entry.header.channels != n_channels:
-                reason = f"{entry.header.channels} channels, most files have {n_channels}"
+                reason = f"{count(entry.header.channels, 'channel')}, most files have {n_channels}"
                 skip(ctx, entry.path, reason)
         ctx.entries = [e for e in ctx.entries if e.header.channels == n_channels]

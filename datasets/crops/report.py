@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from datasets.words import count
+
 _N_SHOWN = 5  # skipped files named in the summary
 
 
@@ -65,8 +67,9 @@ class IngestReport:
         """A few human-readable lines describing the ingest."""
         names = ", ".join(self.channel_names)
         lines = [
-            f"Ingested {self.n_cells} cells from {self.n_files} "
-            f"{'fields' if self.layout == 'whole fields' else 'files'} (part {self.part})",
+            f"Ingested {count(self.n_cells, 'cell')} from "
+            f"{count(self.n_files, 'field' if self.layout == 'whole fields' else 'file')} "
+            f"(part {self.part})",
             f"Channels: {self.n_channels} ({names}), {self.dtype}, layout {self.layout}, "
             f"crops {self.crop_size}x{self.crop_size}",
             self._normalised(),
@@ -94,7 +97,7 @@ class IngestReport:
             more = f" and {n_more} more" if n_more > 0 else ""
             lines.append(
                 f"NaN or infinite pixels replaced by the crop's median in "
-                f"{len(self.non_finite)} files: {shown}{more}"
+                f"{count(len(self.non_finite), 'file')}: {shown}{more}"
             )
         lines.extend(self.notes)
         return "\n".join(lines)

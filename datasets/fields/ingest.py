@@ -54,6 +54,7 @@ from datasets.fields.store import (
 from datasets.fields.tasks import Segmenter
 from datasets.pixels.plates import FileRows, PartPixels, PartView, segment_records, store_part
 from datasets.progress import Progress
+from datasets.words import count
 
 if TYPE_CHECKING:
     from datasets.fields.tasks import FieldResult
@@ -448,7 +449,7 @@ def _check_some_cells(run: _Run, fields: list[FieldSpec]) -> None:
     skipped = run.report.skipped
     first = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
     border = f", {run.n_border} touching the border left out" if run.n_border else ""
-    raise DataError(f"no cells in {len(fields)} field(s){border}{first}; check the fields")
+    raise DataError(f"no cells in {count(len(fields), 'field')}{border}{first}; check the fields")
 
 
 def _cell_table(run: _Run, part: int, has_cells: bool) -> pd.DataFrame:
@@ -472,8 +473,9 @@ def _fill_report(run: _Run, table: pd.DataFrame, part: int) -> None:
     counts = table["truth"].value_counts()
     report.class_counts = {str(k): int(v) for k, v in counts.items()}
     what = "kept (keep_border)" if run.keep_border else "left out (keep_border keeps them)"
-    report.notes.insert(0, f"{len(run.fields)} fields read; {run.n_touching} objects touching "
-                           f"the field border {what}")  # fmt: skip
+    report.notes.insert(0, f"{count(len(run.fields), 'field')} read; "
+                           f"{count(run.n_touching, 'object')} touching the field border "
+                           f"{what}")  # fmt: skip
     from datasets.segmentation.classical import Dropped
 
     dropped = Dropped(run.n_small, run.n_large).note()

@@ -12,8 +12,10 @@ imports what it needs when it runs. The parts: :mod:`~labeling.cli.demo` (``demo
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
+from datasets.words import count
 from labeling.cli.demo import add_demo_parser
 from labeling.cli.ingest_options import (
     add_auto_choice,
@@ -50,8 +52,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
         keys = {c.name: c.key for c in project.store.classes(include_pseudo=False)}
         print("classes: " + ", ".join(f"{n} [{keys.get(n) or '-'}]" for n in classes))
     if imported:
-        print(f"imported {imported[0]} labels from {args.import_labels}")
-    print(f"project ready: {project.path}  (next: phenoscout app {project.path})")
+        print(f"imported {count(imported[0], 'label')} from {args.import_labels}")
+    print(f"project ready: {project.path}  (next: phenoscout app {shlex.quote(str(project.path))})")
     return 0
 
 
@@ -74,7 +76,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
                 f"{e}. The {report.n_cells} cells were added; import the labels once fixed "
                 f"with: phenoscout import-labels {args.project} {args.import_labels}"
             ) from e
-        print(f"imported {n} labels from {args.import_labels}")
+        print(f"imported {count(n, 'label')} from {args.import_labels}")
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from datasets.words import count
 from labeling.cli.parsing import Parents, Sub, add_parser
 from labeling.errors import PhenoScoutError
 
@@ -89,9 +90,17 @@ def _cmd_next(args: argparse.Namespace) -> int:
     for item in batch:
         print(json.dumps(item, ensure_ascii=False))
     if len(batch) < args.n:  # on stderr: stdout stays one JSON line per cell
+        store = project.store
+        busy = set(store.current_labels(include_pseudo=True)) | store.leased_ids()
+        n_free = store.n_cells() - len(busy)
+        later = (
+            "near-copies of these come in a later batch"
+            if n_free > 0
+            else "no other cell is unlabeled and free"
+        )
         print(
             f"{len(batch)} cells of the {args.n} asked for: a batch holds no labeled or leased "
-            "cell and no near-copies of one another (they come in a later batch)",
+            f"cell and no near-copies of one another ({later})",
             file=sys.stderr,
         )
     return 0
@@ -143,7 +152,7 @@ def _cmd_import_labels(args: argparse.Namespace) -> int:
 
     project = open_project(Path(args.project))
     n = import_labels(project, Path(args.csv), annotator=args.annotator, relabel=args.relabel)
-    print(f"imported {n} labels from {args.csv}", flush=True)
+    print(f"imported {count(n, 'label')} from {args.csv}", flush=True)
     _refit(project, args.no_refit)
     return 0
 

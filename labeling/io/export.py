@@ -140,7 +140,7 @@ def _cannot_write(out: Path, exc: OSError) -> PhenoScoutError:
     else:
         why = "check the folder"
     return PhenoScoutError(
-        f"{out}: cannot write ({exc.strerror or exc}); {why} and export again - nothing was "
+        f"{out}: cannot write ({exc.strerror or exc}); {why} and try again - nothing was "
         "written, a file already there is unchanged"
     )
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from datasets.errors import DataError
+from datasets.words import count
 from labeling.project import Project
 
 logger = logging.getLogger(__name__)
@@ -22,11 +23,17 @@ def _read_label_csv(path: Path):  # -> pd.DataFrame
         raise DataError(f"{path}: no such labels file") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot parse as CSV ({str(exc).strip()})") from exc
+    plain = [str(c).strip().lower() for c in df.columns]  # "Path", " label": the same columns
+    if len(set(plain)) == len(plain):
+        df.columns = plain
     missing = {"path", "label"} - set(df.columns)
     if missing:
+        found = list(df.columns)
+        sep = next((s for s in (";", "\t", "|") if len(found) == 1 and s in str(found[0])), None)
+        hint = f"; it looks separated by {sep!r}: save it comma-separated" if sep else ""
         raise DataError(
             f"{path}: missing column(s) {sorted(missing)}; expected a header 'path,label' "
-            f"(found {list(df.columns)})"
+            f"(found {found}){hint}"
         )
     from labeling.io.export import unquote_formula
 
@@ -171,7 +178,7 @@ def import_labels(
     if other and not relabel:
         c = other[0]
         raise DataError(
-            f"{csv_path}: line {where[c]}: {len(other)} cell(s) already carry another label, "
+            f"{csv_path}: line {where[c]}: {count(len(other), 'cell')} already with another label, "
             f"e.g. {c} is {current[c]!r}, the file says {labels[c]!r}; nothing was imported "
             "(to change them on purpose: import-labels --relabel)"
         )

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from datasets.words import count
 from labeling.errors import ConfigError, DataError, NotTrainedError
 from labeling.predictions import predicted_distribution as predicted_distribution
 from labeling.predictions import well_fractions as well_fractions
@@ -330,7 +331,7 @@ def _cv_data(
     missing = [c for c in keep if c not in pos]
     if missing:
         raise DataError(
-            f"{len(missing)} labeled cell(s) have no features, e.g. {missing[:3]}; "
+            f"{count(len(missing), 'labeled cell')} without features, e.g. {missing[:3]}; "
             "compute them with `phenoscout features PROJECT`"
         )
     rows = np.array([pos[c] for c in keep], dtype=np.int64)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from datasets.words import count
 from labeling.strategies.unseen import FEW_RANDOM
 
 
@@ -51,7 +52,7 @@ def _headline(stop: dict[str, Any]) -> list[str]:
         chance = (
             f"Chance that the next cell is of a class not seen yet: {_pct(stop['p_new_class'])} "
             f"(95% interval {_pct(stop['p_new_class_low'])}-{_pct(stop['p_new_class_high'])}), "
-            f"from {stop['n_random']} random cells"
+            f"from {count(int(stop['n_random']), 'random cell')}"
         )
     return [head, chance]
 

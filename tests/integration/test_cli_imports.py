@@ -26,6 +26,7 @@ def test_labels_imported_with_a_new_plate_go_to_its_cells(tmp_path, capsys, smal
     rel = tmp_path / "rel.csv"  # ./ in front, as a shell's find writes them
     truth.assign(path="./" + truth["path"]).to_csv(rel, index=False)
     for bad, why in (("path,class\na.tif,x\n", "missing column(s) ['label']"),
+                     ("path;label\na.tif;x\n", "looks separated by ';'"),
                      ("path,label\na.tif,Mine\n", "line 2: class 'Mine' differs from the "
                       "project's class 'mine' only by case")):  # fmt: skip
         (tmp_path / "bad.csv").write_text(bad)
@@ -53,11 +54,11 @@ def test_labels_imported_with_a_new_plate_go_to_its_cells(tmp_path, capsys, smal
     # a file that would change a label stops whole
     (tmp_path / "over.csv").write_text(f"path,label\n{old_id},other\n")
     code, _, err = run(capsys, "import-labels", proj, tmp_path / "over.csv")
-    assert code == 2 and "already carry another label" in err and "line 2" in err
+    assert code == 2 and "already with another label" in err and "line 2" in err
     assert open_project(proj).store.current_labels()[old_id] == "mine"
     code, out, err = run(capsys, "import-labels", proj, tmp_path / "over.csv", "--relabel",
                          "--no-refit")  # fmt: skip
-    assert code == 0 and "imported 1 labels" in out, err
+    assert code == 0 and "imported 1 label " in out, err
     assert open_project(proj).store.current_labels()[old_id] == "other"
     # a third plate with its labels in one go: they go to its cells
     plate3 = tmp_path / "plate3"

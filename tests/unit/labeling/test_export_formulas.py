@@ -63,7 +63,7 @@ def test_labels_csv_is_neutralised_parquet_raw_and_import_round_trips(hostile_pr
     assert set(parquet["annotator"]) == {"+ann", "-ann"}
     before = project.store.current_labels()
     submit_labels(project, {c: "other" for c in before}, "x")
-    with pytest.raises(DataError, match="already carry another label"):
+    with pytest.raises(DataError, match="already with another label"):
         import_labels(project, tmp_path / "labels.csv")  # labels change on purpose only
     assert import_labels(project, tmp_path / "labels.csv", relabel=True) == 4
     assert project.store.current_labels() == before
@@ -76,3 +76,12 @@ def test_crops_zip_index_and_report_csvs_are_neutralised(hostile_project, tmp_pa
     write_report(hostile_project, tmp_path / "report")
     counts = (tmp_path / "report" / "counts.csv").read_text()
     assert "'=SUM(1)" in counts and "\n=SUM" not in counts and ",=SUM" not in counts
+
+
+def test_a_labels_header_in_other_case_or_with_spaces_is_read(tmp_path):
+    from labeling.io.imports import _read_label_csv
+
+    path = tmp_path / "labels.csv"
+    path.write_text("Path, Label\na.tif,G1\n")
+    df = _read_label_csv(path)
+    assert df[["path", "label"]].values.tolist() == [["a.tif", "G1"]]

@@ -248,7 +248,7 @@ def test_cross_validated_needs_two_classes_with_two_labels() -> None:
 
 def test_cross_validated_labeled_cell_without_features() -> None:
     features, labels = _blobs({"A": 3, "B": 3})
-    with pytest.raises(DataError, match=r"1 labeled cell\(s\) have no features.*'zz'"):
+    with pytest.raises(DataError, match=r"1 labeled cell without features.*'zz'"):
         cross_validated(features=features, labels={**labels, "zz": "A"})
 
 
