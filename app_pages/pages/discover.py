@@ -386,15 +386,12 @@ def _quality(project: Project, key: tuple) -> None:
         st.altair_chart((rect + text).properties(width=alt.Step(48), height=alt.Step(32)),
                         key="confusion-chart")  # fmt: skip
     with right:
-        st.dataframe(
-            per_class,
-            hide_index=True,
-            key="per-class-table",
-            column_config={
-                c: st.column_config.NumberColumn(c, format="%.2f")
-                for c in ("precision", "recall", "f1")
-            },
-        )
+        scores = ("precision", "recall", "f1")  # none for a class left out: "-", not "None"
+        shown = per_class.assign(**{
+            c: per_class[c].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+            for c in scores if c in per_class
+        })  # fmt: skip
+        st.dataframe(shown, hide_index=True, key="per-class-table")
 
 
 if __name__ == "__main__":  # run by Streamlit as a page of app.py

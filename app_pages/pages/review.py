@@ -264,7 +264,8 @@ def _legend(classes: list[ClassInfo]) -> None:
     parts = []
     for c in classes:
         key = html.escape(c.key or class_option(c.name, classes))
-        parts.append(f'<span style="border-bottom: 3px solid {css_colour(c.colour)}">'
+        parts.append(f'<span style="border-bottom: 3px solid {css_colour(c.colour)}; '
+                     'white-space: nowrap">'
                      f"<b>{key}</b> {html.escape(c.name)}</span>")  # fmt: skip
     st.html('<div style="font-size: 0.9rem">Class buttons: ' + " &nbsp; ".join(parts) + "</div>")
 

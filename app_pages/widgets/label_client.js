@@ -104,6 +104,19 @@ export default function (component) {
       const colour = ps.data.colours[name];
       if (colour) el.style.setProperty("box-shadow", `inset 0 0 0 3px ${colour}`, "important");
     }
+    // each class button names its class on hover (the button shows only its key)
+    const keyOf = {};
+    for (const [k, name] of Object.entries(ps.data.keys)) keyOf[name] = k;
+    document.querySelectorAll('div[class*="st-key-pick-"]').forEach((group) => {
+      group.querySelectorAll("button").forEach((b, j) => {
+        const name = ps.data.options[j];
+        const tip = name === undefined ? "" : name + (keyOf[name] ? ` (key ${keyOf[name]})` : "");
+        if (tip && b.title !== tip) {
+          b.title = tip;
+          b.setAttribute("aria-label", tip);
+        }
+      });
+    });
     const el = tile(ps.focus);
     if (!el) return false;
     el.setAttribute("data-ps-focus", "1");

@@ -36,6 +36,17 @@ _PALETTE = tuple(
     "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #bcbd22 #17becf #393b79 "
     "#aec7e8 #ffbb78 #98df8a #ff9896 #c5b0d5 #c49c94 #f7b6d2 #dbdb8d #9edae5 #6b6ecf".split()
 )
+
+
+def extra_colour(n: int) -> str:
+    """The ``n``-th colour after the palette's 20: hues a golden angle apart, darker than the
+    palette's, so a screen of 21+ classes gets no repeated ring colour."""
+    import colorsys
+
+    r, g, b = colorsys.hls_to_rgb((0.07 + n * 0.381966) % 1.0, 0.32, 0.75)
+    return "#{:02x}{:02x}{:02x}".format(*(round(255 * v) for v in (r, g, b)))
+
+
 PSEUDO_CLASSES = ((UNSURE, "#b0b0b0", "u"), (BAD_SEGMENTATION, "#5a5a5a", "b"))
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -116,7 +127,8 @@ class ClassTable:
         if colour is None:
             used = {r[5] for r in active}
             n_real = sum(1 for r in by_name.values() if not r[3])
-            colour = next((c for c in _PALETTE if c not in used), _PALETTE[n_real % len(_PALETTE)])
+            extra = (extra_colour(n_real + i) for i in range(1000))
+            colour = next(c for c in (*_PALETTE, *extra) if c not in used)
         colour = self._check_colour(colour)
         cur = conn.execute(
             "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 0)",

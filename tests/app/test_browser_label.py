@@ -396,3 +396,11 @@ def test_a_key_after_the_batch_is_done_relabels_nothing_until_a_tile_is_chosen(
     with LabelStore(project / "labels.db") as store:
         assert store.current_labels()[ids[last]] == "elongated"
     page.close()
+
+
+def test_class_buttons_name_their_class_on_hover(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=hover")
+    buttons = page.locator(".st-key-tile-0 [class*='st-key-pick-'] button")
+    assert buttons.nth(0).get_attribute("title") == "round (key 1)"
+    assert buttons.nth(1).get_attribute("aria-label") == "elongated (key 2)"
+    page.close()

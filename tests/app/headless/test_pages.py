@@ -18,9 +18,12 @@ from tests.app.headless.apptest import (  # noqa: E402
 def test_discover_page_on_a_labeled_project(labeled):
     with _store(labeled) as store:  # a class added by hand, no cell given it
         store.add_class("unseen so far")
+        ids = [r[0] for r in store.read("SELECT cell_id FROM cells")]
+        free = next(c for c in ids if c not in store.current_labels())
+        store.submit({free: "single"}, "ann", "cli")  # one label: left out of the CV
     at = _page(_app(labeled), "discover")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Labels"] == "60"
+    assert metrics["Labels"] == "61"
     assert int(metrics["Classes found"]) >= 3
     assert not at.error
     assert not any("Cross-validation is not possible" in i.value for i in at.info)
@@ -30,8 +33,11 @@ def test_discover_page_on_a_labeled_project(labeled):
     plain = {r.short for r in REASONS.values()}
     assert table.set_index("label").loc["unseen so far", "first_found_at"] == "-"
     assert not table.isna().any().any(), table  # no bare None shown
+    scores = next(d.value for d in at.dataframe if "recall" in d.value.columns)
+    assert not scores.isna().any().any(), scores  # a class left out of the CV reads "-"
     found = table.set_index("label")["first_found_by"]
     assert found.pop("unseen so far") == "not found yet"
+    assert found.pop("single") == "cli"  # labeled outside a batch
     assert any(c.value.startswith("Not found yet (no panel): ") and "unseen so far" in c.value
                for c in at.caption)  # no flat curve for it  # fmt: skip
     found = found[found != "not found yet"]  # and the pseudo-classes no one used

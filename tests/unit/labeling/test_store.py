@@ -237,7 +237,9 @@ def test_keys_colours_and_pseudo_classes(store: LabelStore) -> None:
     keys = [c.key for c in infos + more]
     assert keys[-1] is None and len(set(keys[:-1])) == 29  # 29 keys, then none
     assert not {"u", "b", "s", "z", "n", "c", "r"} & set(keys)  # the app's other keys
-    assert len({c.colour for c in (infos + more)[:20]}) == 20
+    colours = [c.colour for c in infos + more]  # 30 classes: no ring colour repeated
+    assert len(set(colours)) == 30 and colours[20] not in colours[:20]
+    assert not {c.colour for c in store.classes() if c.pseudo} & set(colours)
     with pytest.raises(StoreError, match="key '1' is already used by class 'k0'"):
         store.set_class_key("k10", "1")
     store.set_class_key("k0", None)
