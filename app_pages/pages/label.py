@@ -53,6 +53,14 @@ div[class*="st-key-tile-"] [data-testid="stCaptionContainer"] p {
     white-space: nowrap; overflow: hidden; text-overflow: ellipsis; margin: 0;}
 div[class*="st-key-tile-"] [data-testid="stTooltipHoverTarget"] {min-width: 0;}
 div[class*="st-key-focus-"] button {min-height: 1.6rem; padding: 0 0.25rem;}
+div[data-testid="stHorizontalBlock"]:has(> div > div > div > div[class*="st-key-tile-"]) {
+    flex-wrap: wrap;}
+@media (max-width: 1100px) {  /* a row of 6 tiles as 3 + 3: cells large enough to judge */
+  div[data-testid="stHorizontalBlock"]:has(> div > div > div > div[class*="st-key-tile-"])
+  > div[data-testid="stColumn"] {flex: 1 1 calc(33.3% - 1rem); min-width: calc(33.3% - 1rem);}}
+@media (max-width: 640px) {
+  div[data-testid="stHorizontalBlock"]:has(> div > div > div > div[class*="st-key-tile-"])
+  > div[data-testid="stColumn"] {flex: 1 1 calc(50% - 1rem); min-width: calc(50% - 1rem);}}
 div[class*="st-key-tile-"][data-ps-pending]::after {
     content: "pending: " attr(data-ps-pending); position: absolute; top: 0.25rem; right: 0.4rem;
     font-size: 0.75rem; background: #ffffffd0; padding: 0 0.3rem; border-radius: 0.2rem;}

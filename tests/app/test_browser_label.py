@@ -404,3 +404,12 @@ def test_class_buttons_name_their_class_on_hover(browser, app, project):
     assert buttons.nth(0).get_attribute("title") == "round (key 1)"
     assert buttons.nth(1).get_attribute("aria-label") == "elongated (key 2)"
     page.close()
+
+
+def test_a_narrow_window_shows_fewer_larger_tiles(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=narrow", width=900, height=800)
+    boxes = page.evaluate("""() => [...document.querySelectorAll('div[class*="st-key-tile-"]')]
+        .map(e => e.getBoundingClientRect()).map(r => [Math.round(r.top), r.width])""")
+    first_row = [w for top, w in boxes if top == boxes[0][0]]
+    assert len(first_row) == 3 and min(w for _, w in boxes) > 150, boxes
+    page.close()
