@@ -137,14 +137,22 @@ def _add_typed(project: Project) -> None:
         st.session_state[CLASSES_SAID] = ("error", "Type one or more class names first.")
         return
     try:
-        added = add_classes(project, class_list(typed))
+        names = class_list(typed)
+        have = {c.name.casefold(): c.name for c in project.store.classes(include_pseudo=True)}
+        there = [f"{n!r} is the class {have[n.casefold()]!r}" if have[n.casefold()] != n
+                 else f"{n!r} is a class" for n in names if n.casefold() in have]  # fmt: skip
+        added = add_classes(project, names)
     except PhenoScoutError as exc:
         st.session_state[CLASSES_SAID] = ("error", md(error_text(exc)))
+        return
+    already = f"already there: {'; '.join(there)}" if there else ""
+    if not added:  # the box keeps what was typed, to be corrected
+        st.session_state[CLASSES_SAID] = ("error", md(f"No new class ({already})."))
         return
     st.session_state["proj-classes"] = ""
     st.session_state[CLASSES_SAID] = (
         "ok",
-        md("Added: " + ", ".join(added)) if added else "No new class.",
+        md("Added: " + ", ".join(added) + (f" ({already})" if already else "")),
     )
 
 

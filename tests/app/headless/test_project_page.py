@@ -86,8 +86,21 @@ def test_project_page_adds_classes_to_the_open_project(project):
     assert not at.exception and not at.error, at.exception
     assert at.text_input(key="proj-classes").value == ""  # added: emptied
     assert [s.value for s in at.success] == ["Added: mitotic (1), apoptotic (2)"]
+    at.text_input(key="proj-classes").input("MITOTIC")
+    at.button(key="proj-classes-add").click().run()
+    assert [e.value for e in at.error] == [
+        "No new class (already there: 'MITOTIC' is the class 'mitotic')."
+    ]
+    assert at.text_input(key="proj-classes").value == "MITOTIC"
+    at.text_input(key="proj-classes").input("apoptotic, giant")
+    at.button(key="proj-classes-add").click().run()
+    assert [s.value for s in at.success] == [
+        "Added: giant (3) (already there: 'apoptotic' is a class)"
+    ]
     classes = _store(project).classes(include_pseudo=False)
-    assert [(c.name, c.key) for c in classes] == [("mitotic", "1"), ("apoptotic", "2")]
+    assert [(c.name, c.key) for c in classes] == [
+        ("mitotic", "1"), ("apoptotic", "2"), ("giant", "3")
+    ]  # fmt: skip
 
 
 def test_project_page_bad_paths_are_errors(project, tmp_path):
