@@ -224,13 +224,17 @@ def stopping_signal(
     None while the slice is empty.
 
     Returns:
-        JSON-ready dict: ``n_labels`` (labels spent), ``n_classes`` (classes found),
+        JSON-ready dict: ``n_labels`` (labels spent), ``n_classes`` (classes found: with
+        cells now),
         ``last_new_class`` and ``last_new_class_at`` (None before any), ``labels_since_new_class``,
         ``n_random`` (slice size), ``n_singletons`` (n1), ``p_new_class``,
         ``p_new_class_low``, ``p_new_class_high``.
     """
     live = _live(events)
-    first = _first_found(live, pseudo)
+    now = set({e.cell_id: e.label for e in live}.values())  # each cell's latest label
+    # a class whose every cell was relabeled since (a slip, corrected) is not found: the count
+    # is the Label page's, classes with cells now
+    first = {k: t for k, t in _first_found(live, pseudo).items() if k in now}
     last = max(first.items(), key=lambda kv: kv[1]) if first else (None, None)
     slice_ = random_slice(live)
     unseen = unseen_class_chance(slice_.values(), pseudo=pseudo)

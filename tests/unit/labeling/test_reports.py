@@ -135,6 +135,12 @@ def test_stopping_signal_good_turing_and_labels_since_new_class() -> None:
     json.dumps(s)
 
 
+def test_a_class_relabeled_away_is_not_found() -> None:
+    events = [ev("c1", "A", "random"), ev("c2", "B", "rare"), ev("c2", "A", "review")]
+    s = stopping_signal(events)  # c2's B was a slip, corrected: B has no cell now
+    assert s["n_classes"] == 1 and s["last_new_class"] == "A" and s["n_labels"] == 3
+
+
 def test_stopping_signal_without_random_slice_or_labels() -> None:
     s = stopping_signal([ev("c1", UNSURE), ev("c2", "A", "discover")])
     assert s["p_new_class"] is None and s["n_random"] == 0
