@@ -442,7 +442,9 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
     already labeled, the still-open leased ones, and the ones skipped (``"skipped": True``:
     no label, no lease). Rounds from before the order was kept: the labeled cells first (in
     labeling order), then the open ones (in batch order), skipped ones left out. When nothing
-    is open, a new batch is chosen (as :func:`next_batch` with ``resume=True``).
+    is open, the annotator's newest batch if they finished it (every cell labeled or skipped:
+    a reload shows it done, and the page's "next batch" goes on), else a new batch (as
+    :func:`next_batch` with ``resume=True``).
 
     Returns:
         One dict per cell, as :func:`next_batch`: ``cell_id, path, strategy, guess,
@@ -450,8 +452,13 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
         before that was kept: ``confidence`` None for the already-labeled cells).
     """
     store = project.store
-    open_items = next_batch(project, project.config.loop.batch_size, annotator, resume=True)
-    rounds = {lease["round_id"] for lease in store.open_lease(annotator)}
+    done_round = _done_round(project, annotator)
+    if done_round is not None:  # every tile labeled or skipped: shown done, n goes on
+        open_items: list[dict[str, Any]] = []
+        rounds = {done_round}
+    else:
+        open_items = next_batch(project, project.config.loop.batch_size, annotator, resume=True)
+        rounds = {lease["round_id"] for lease in store.open_lease(annotator)}
     open_ids = {it["cell_id"] for it in open_items}
     done: dict[str, dict[str, Any]] = {}
     for event in store.label_events():
@@ -476,6 +483,33 @@ def current_batch(project: Project, annotator: str) -> list[dict[str, Any]]:
         it["confidence"] = it["confidence"] if it.get("confidence") is not None else confidence
     at = {c: i for i, c in enumerate(dict.fromkeys(order))}
     return sorted(items, key=lambda it: at.get(it["cell_id"], len(at)))  # stable: old rounds
+
+
+def _done_round(project: Project, annotator: str) -> int | None:
+    """The annotator's newest round when they hold no open lease, labeled a cell in it, and its
+    leases cannot have run out yet (so every cell not labeled was skipped): a reload then shows
+    that batch done, as it was left, rather than a new one. Else None."""
+    from datetime import datetime
+
+    store = project.store
+    if store.open_lease(annotator):
+        return None
+    mine = [r for r in store.rounds() if r["annotator"] == annotator]
+    if not mine or not (mine[-1]["timings"] or {}).get("cells"):
+        return None
+    started = datetime.fromisoformat(str(mine[-1]["started_at"]).replace("Z", "+00:00"))
+    if time.time() - started.timestamp() >= project.config.loop.lease_minutes * 60:
+        return None  # its open cells may have run out rather than been skipped: a new batch
+    round_id = mine[-1]["round_id"]
+    labeled_here = any(e.round_id == round_id and e.annotator == annotator
+                       for e in store.label_events())  # fmt: skip
+    return round_id if labeled_here else None
+
+
+def shown_round(project: Project, annotator: str) -> int | None:
+    """The round of the batch a reload shows: the open one (:func:`open_round`), else a done
+    one (see :func:`current_batch`)."""
+    return open_round(project, annotator) or _done_round(project, annotator)
 
 
 def open_round(project: Project, annotator: str) -> int | None:

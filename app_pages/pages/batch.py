@@ -30,6 +30,7 @@ from labeling.loop import (
     next_batch,
     open_round,
     relet,
+    shown_round,
     submit_labels,
     undo_last,
 )
@@ -127,7 +128,7 @@ def resume_batch(project: Project, annotator: str) -> tuple[list[dict[str, Any]]
     """The annotator's current batch as it stands in the store (``labeling.loop.current_batch``)
     and its round id."""
     items = current_batch(project, annotator)
-    return items, open_round(project, annotator)
+    return items, shown_round(project, annotator)
 
 
 def next_open(

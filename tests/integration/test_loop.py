@@ -203,6 +203,30 @@ def test_current_batch_rebuilds_the_batch_after_a_reload(project):
     assert not {x["cell_id"] for x in current_batch(project, "cy")} & set(ids)  # a new batch
 
 
+def test_a_reload_of_a_finished_batch_shows_it_done(project, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from labeling import loop
+    from labeling.loop import current_batch, shown_round
+
+    batch = next_batch(project, 6, annotator="fin")
+    ids = [x["cell_id"] for x in batch]
+    truth = _truth(project)
+    submit_labels(project, {ids[0]: SKIP}, annotator="fin")
+    submit_labels(project, {c: truth[c] for c in ids[1:]}, annotator="fin")
+    n_rounds = len(project.store.rounds())
+    again = current_batch(project, "fin")  # the batch as left, skip and all: no new round
+    assert [x["cell_id"] for x in again] == ids and len(project.store.rounds()) == n_rounds
+    assert [x["cell_id"] for x in again if x.get("skipped")] == [ids[0]]
+    assert shown_round(project, "fin") == project.store.rounds()[-1]["round_id"]
+    later = time.time() + 61 * 60  # past the 60-minute leases: its open cells may have run
+    clock = SimpleNamespace(time=lambda: later, perf_counter=time.perf_counter)
+    monkeypatch.setattr(loop, "time", clock)  # out, not been skipped
+    fresh = current_batch(project, "fin")  # then a new batch, as before
+    assert not {x["cell_id"] for x in fresh} & set(ids[1:]) and fresh
+
+
 def test_undo_last_reverts_and_leases_the_cell_back(project):
     from labeling.loop import current_batch, undo_last
 
