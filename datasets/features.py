@@ -153,6 +153,17 @@ def project_channels(
     return profile
 
 
+def sampled_modality(project_dir: Path, seed: int = 0) -> str:
+    """The modality :func:`datasets.stain.detect_modality` reads from a seeded sample of a
+    project's crops as stored now (whatever ``project.toml`` chose): a way to tell whether two
+    screens are of one kind."""
+    from datasets.stain import detect_modality
+
+    ids = read_cells(project_dir, columns=["cell_id"])["cell_id"].to_numpy()
+    pick = np.random.default_rng(seed).choice(len(ids), min(len(ids), _SAMPLE), replace=False)
+    return detect_modality(PixelStore(project_dir).read(list(ids[np.sort(pick)])))
+
+
 def saved_modality(project_dir: Path) -> str:
     """The modality the features of a project were computed for ("fluorescence" when none)."""
     path = _feature_dir(project_dir) / _CHANNELS_FILE

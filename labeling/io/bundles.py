@@ -270,6 +270,8 @@ def predict_screen(
             )
         if ranges is not None:
             adopt_ranges(tmp_project, ranges)
+        if len(project.channel_names) == 3 and not allow_other_kind:  # RGB stain or 3 dyes?
+            _check_same_modality(project.path, tmp_project, where)
         compute_morphology(tmp_project, modality=ingest.modality, runner=runner, like=project.path)
         ids, feats, _ = read_features(tmp_project)
         cells = read_cells(tmp_project)
@@ -287,6 +289,25 @@ def predict_screen(
     meta = [c for c in cells.columns if c not in internal]
     left = cells[["cell_id", "source", *meta]].rename(columns={"source": "path"})
     return left.merge(pd.concat([scored, probs], axis=1), on="cell_id", how="inner")
+
+
+def _check_same_modality(project_dir: Path, screen_dir: Path, where: str) -> None:
+    """Refuse a new screen whose crops read as another modality than the project's (stained
+    RGB against three fluorescence channels, or the reverse), both detected from the pixels.
+
+    Raises:
+        DataError: they differ; the message names ``where`` and --allow-other-kind.
+    """
+    from datasets.features import sampled_modality
+
+    words = {"stained_rgb": "stained brightfield RGB", "fluorescence": "fluorescence channels"}
+    new, own = sampled_modality(screen_dir), sampled_modality(project_dir)
+    if new != own:
+        raise DataError(
+            f"{where}: these images look like {words[new]}, the project's like {words[own]} "
+            "(detected from the pixels); the model would read that as a phenotype. Give "
+            "images of the project's kind, or pass --allow-other-kind to predict anyway"
+        )
 
 
 def _fit_head(project: Project):  # -> (SklearnHead, mean (d,), sd (d,))

@@ -92,3 +92,30 @@ def test_adding_crops_of_another_bit_depth_or_colour_is_said(tmp_path):
     again = add_crops(project, _rgb_screen(tmp_path / "rgb2", n=4))  # the same kind: no note
     assert not any(n.startswith("These crops differ") for n in again.notes)
     project.close()
+
+
+def test_predict_refuses_fluorescence_like_images_on_a_stained_project(rgb_project, tmp_path):
+    from labeling.errors import DataError
+    from labeling.io.bundles import predict_screen
+    from labeling.loop import submit_labels
+    from labeling.project import open_project
+
+    path, _ = rgb_project
+    project = open_project(path)
+    ids = project.cells(columns=["cell_id"])["cell_id"].tolist()
+    submit_labels(project, {c: ("big", "small")[i % 2] for i, c in enumerate(ids)}, "ann")
+    dark = tmp_path / "dark"  # the same kind of file (8-bit RGB PNG), bright cells on black
+    dark.mkdir()
+    yy, xx = np.mgrid[:120, :120] - 59.5
+    for i in range(6):
+        disc = np.hypot(yy, xx) < (24 if i % 2 else 40)
+        rgb = np.stack([np.where(disc, c, 8) for c in (200, 40, 90)], axis=-1).astype(np.uint8)
+        Image.fromarray(rgb).save(dark / f"d{i}.png")
+    with pytest.raises(DataError, match="look like fluorescence channels, the project's like "
+                       "stained brightfield RGB") as err:  # fmt: skip
+        predict_screen(project, dark)
+    assert str(dark) in str(err.value)
+    assert len(predict_screen(project, dark, allow_other_kind=True)) == 6
+    same = predict_screen(project, _rgb_screen(tmp_path / "more", n=4))  # its own kind: scored
+    assert len(same) == 4
+    project.close()
