@@ -75,6 +75,7 @@ export default function (component) {
         ps.focus = arg;
         ps.parked = false;
       }
+      if (kind === "undo") ps.parked = false;
       if (kind !== "label") continue;
       const i = d.ids.indexOf(cell);
       if (i < 0) continue;
@@ -148,6 +149,7 @@ export default function (component) {
       ps.focus = nextOpen(ps.done, i);
       ps.parked = ps.done.every(Boolean);
     } else if (key === d.undoKey && !repeat) {
+      ps.parked = false;  // the undone tile is open again: the next key labels it
       push("undo", null, null);
     } else if (key === d.nextKey && !repeat) {
       push("next", null, null);

@@ -413,3 +413,20 @@ def test_a_narrow_window_shows_fewer_larger_tiles(browser, app, project):
     first_row = [w for top, w in boxes if top == boxes[0][0]]
     assert len(first_row) == 3 and min(w for _, w in boxes) > 150, boxes
     page.close()
+
+
+def test_z_after_the_batch_is_done_opens_the_last_tile_for_the_next_key(browser, app, project):
+    page, _ = _open(browser, app + "?annotator=doneundo")
+    ids = page.evaluate("() => window.__psLabel.data.ids")
+    for _ in ids:
+        page.keyboard.press("1")
+        time.sleep(0.05)
+    page.get_by_text("Batch done").wait_for(timeout=60000)
+    wait_idle(page)
+    page.keyboard.press("z")
+    page.keyboard.press("2")  # at once: for the tile the undo opened
+    last = len(ids) - 1
+    page.locator(f".st-key-tile-{last}").filter(has_text="✔ elongated").wait_for(timeout=30000)
+    with LabelStore(project / "labels.db") as store:
+        assert store.current_labels()[ids[last]] == "elongated"
+    page.close()
