@@ -78,7 +78,7 @@ def test_given_masks_give_exact_objects_and_centroids(tmp_path, project):
     assert cells["cell_id"].tolist() == ["A01:1", "A01:2", "A01:3"]
     assert set(cells["plate"]) == {"P1"} and set(cells["field"]) == {"A01"}
     assert (cells["area"] == 81).all() and (cells["height"] == 11).all()
-    assert "1 objects touching the field border left out" in report.summary()
+    assert "1 object touching the field border left out" in report.summary()
 
 
 def test_border_objects_kept_with_keep_border(tmp_path, project):
