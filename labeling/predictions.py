@@ -9,6 +9,7 @@ so these tables cost one argmax over the cached probabilities. ``labeling.report
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -124,14 +125,17 @@ def well_fractions(project: Project) -> pd.DataFrame:
     """
     cols = project.cells(columns=None).columns
     if not {"plate", "well"} <= set(cols):
+        lack = " and ".join(c for c in ("plate", "well") if c not in cols)
         raise DataError(
-            f"{project.path.name}/cells.parquet has no plate and well columns; give them when "
+            f"{project.path.name}/cells.parquet has no {lack} column; give plate and well when "
             "creating the project: for crops a metadata.csv with plate,well columns, for fields "
             "a --pattern with {plate} and {well} (e.g. {plate}_{well}_s{site}_w{channel}.tif)"
         )
     ids, head = _head(project)
     extra = ["control"] if "control" in cols else []
+    extra += ["part"] if "part" in cols else []
     cells = project.cells(columns=["cell_id", "plate", "well", *extra])
+    cells = _plate_of_every_part(project, cells)
     pred = cells.merge(_predicted(ids, head), on="cell_id", how="inner")
     pred["plate"], pred["well"] = pred["plate"].astype(str), pred["well"].astype(str)
     counts = pd.crosstab([pred["plate"], pred["well"]], pred["predicted"])
@@ -142,7 +146,7 @@ def well_fractions(project: Project) -> pd.DataFrame:
     out.columns = ["plate", "well", "label", "n_cells"]
     out["n_well"] = n_well.reindex(pd.MultiIndex.from_frame(out[["plate", "well"]])).to_numpy()
     out["fraction"] = out["n_cells"] / out["n_well"]
-    if extra:
+    if "control" in cols:
         negative = pred.loc[is_negative(pred["control"]), ["plate", "well"]]
         controls = set(map(tuple, negative.drop_duplicates().to_numpy()))
         out["z"] = _z_scores(frac, n_well, controls).stack().to_numpy()
@@ -150,7 +154,27 @@ def well_fractions(project: Project) -> pd.DataFrame:
         n_ctrl = out["plate"].map(per_plate).fillna(0).astype(np.int64)
         out["n_controls"] = n_ctrl.where(n_ctrl >= 2, len(controls))  # fewer: all plates'
     out["n_cells"] = out["n_cells"].astype(np.int64)
+    out.attrs["n_without_well"] = int(pred["well"].isna().sum() + (pred["well"] == "nan").sum())
     return out
+
+
+def _plate_of_every_part(project: Project, cells: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with a plate for the cells of a part added without one (a plate of its own, as
+    its normalisation is): its folder's name, or ``part N`` when that is a plate already."""
+    missing = cells["plate"].isna() | (cells["plate"].astype(str).str.strip() == "")
+    if not missing.any() or "part" not in cells:
+        return cells
+    from datasets.cells import read_parts
+
+    roots = {int(p["part"]): Path(str(p.get("root", ""))).name for p in read_parts(project.path)}
+    taken = set(cells.loc[~missing, "plate"].astype(str))
+    names = {}
+    for part in cells.loc[missing, "part"].unique():
+        name = roots.get(int(part)) or f"part {int(part)}"
+        names[part] = name if name not in taken else f"{name} (part {int(part)})"
+    cells = cells.copy()
+    cells.loc[missing, "plate"] = cells.loc[missing, "part"].map(names)
+    return cells
 
 
 def _z_scores(

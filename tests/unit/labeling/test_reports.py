@@ -430,6 +430,21 @@ def test_negative_controls_in_any_spelling_or_a_note_when_none(project, monkeypa
     assert note is not None and "no negative controls" in note and "'ctrl'" in note
 
 
+def test_a_part_added_without_plates_is_a_plate_of_its_own_per_well(project, monkeypatch):
+    from labeling.reports.report import well_fractions
+
+    _label_two_rounds(project)
+    cells = project.cells()
+    last = cells["plate"] == cells["plate"].iloc[-1]  # as if added later, without a plate
+    moved = cells.assign(part=np.where(last, 1, 0), plate=cells["plate"].where(~last))
+    monkeypatch.setattr(type(project), "cells", lambda self, columns=None: moved)
+    parts = [{"part": 0, "root": "/data/screen"}, {"part": 1, "root": "/data/extra_wells"}]
+    monkeypatch.setattr("datasets.cells.read_parts", lambda path: parts)
+    wells = well_fractions(project)
+    assert wells.groupby(["plate", "well"])["n_well"].first().sum() == len(cells)  # none lost
+    assert "extra_wells" in set(wells["plate"]) and wells.attrs["n_without_well"] == 0
+
+
 def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
     from labeling.reports.report import well_fractions
 
@@ -437,7 +452,7 @@ def test_well_fractions_needs_plate_and_well(project, monkeypatch) -> None:
     monkeypatch.setattr(
         type(project), "cells", lambda self, columns=None: cells.drop(columns=["plate", "well"])
     )
-    with pytest.raises(DataError, match="no plate and well columns"):
+    with pytest.raises(DataError, match="no plate and well column"):
         well_fractions(project)
 
 
