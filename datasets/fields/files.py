@@ -499,7 +499,32 @@ def read_mask(path: Path, field_size: tuple[int, int]) -> npt.NDArray:
         return mask.astype(np.uint8)
     if mask.dtype.kind == "i" and mask.min() < 0:
         raise DataError(f"{path}: mask has negative labels; labels are 0 (background) or above")
+    _refuse_scattered_labels(path, mask)
     return mask
+
+
+def _refuse_scattered_labels(path: Path, mask: npt.NDArray) -> None:
+    """Refuse an image whose values lie in far more separate pieces than it has values: a label
+    image holds one piece per object (a few more where an object is cut), an intensity image
+    (a field given as its own mask) scatters each grey level over the field.
+
+    Raises:
+        DataError: more than 3 pieces per label (at most its largest label: no sort of the
+            field's pixels) and at least 30 pieces. A mask of one value (binary) is left to
+            :func:`datasets.fields.tasks` to split.
+    """
+    from skimage.measure import label
+
+    top = int(mask.max())
+    if top == 0 or not (mask[mask != 0] != top).any():
+        return
+    n_pieces = int(label(mask, background=0, connectivity=2).max())
+    if n_pieces >= 30 and n_pieces > 3 * top:
+        raise DataError(
+            f"{path}: not a label image: its values (up to {top}) lie in {n_pieces} separate "
+            "pieces (a label image holds one piece per object); is it an intensity image? "
+            "Give the objects' label image, or leave --masks out to segment"
+        )
 
 
 def _mask_index(mask_root: Path) -> dict[str, Path]:
@@ -546,6 +571,18 @@ def _attach_masks(
             skipped.append((_rel(mask, mask_root), f"mask of field {spec.key}: {problem}"))
             continue
         out.append(FieldSpec(spec.key, spec.channel_files, spec.metadata, mask, spec.objects))
+    if fields and not used:  # --masks given and no mask named for any field: a mistake
+        looks = _mask_candidates(fields[0], root)[0]
+        raise DataError(
+            f"{mask_root}: no mask matches a field ({len(index)} image files there; field "
+            f"{fields[0].key} looks for {looks}.tif); name each mask after its field, or leave "
+            "--masks out to segment"
+        )
+    if len(used) < len(fields):
+        logger.warning(
+            "masks for %d of %d fields; the other %d are segmented",
+            len(used), len(fields), len(fields) - len(used),
+        )  # fmt: skip
     skipped_fields = {name.lower() for name, _ in skipped}
     for path in sorted(set(index.values()) - used - field_files):
         base = _MASK_STEM.sub("", _stem(_rel(path, mask_root))).lower()

@@ -386,3 +386,29 @@ def test_the_report_counts_objects_segmentation_left_out_for_their_size(tmp_path
     )
     assert report.n_cells == 5
     assert any(n.startswith("Segmentation left out 2 specks") for n in report.notes), report.notes
+
+
+def test_an_intensity_image_given_as_a_mask_is_refused(tmp_path):
+    from datasets.fields.files import read_mask
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 200, (128, 128)).astype(np.uint16)  # every grey level scattered
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    with pytest.raises(DataError, match="grey.tif: not a label image"):
+        read_mask(tmp_path / "grey.tif", (128, 128))
+    labels = np.zeros((128, 128), np.uint16)  # 40 objects, one of them in two pieces
+    for k in range(40):
+        r, c = divmod(k, 8)
+        labels[4 + 15 * r : 12 + 15 * r, 4 + 15 * c : 12 + 15 * c] = k + 1
+    labels[120:124, 120:124] = 1
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    assert np.array_equal(read_mask(tmp_path / "labels.tif", (128, 128)), labels)
+
+
+def test_masks_that_match_no_field_are_an_error(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "m").mkdir()
+    tifffile.imwrite(tmp_path / "f" / "A01.tif", np.zeros((64, 64), np.uint16))
+    tifffile.imwrite(tmp_path / "m" / "other.tif", np.zeros((64, 64), np.uint16))
+    with pytest.raises(DataError, match=r"m: no mask matches a field .*field A01 looks for a01"):
+        find_fields(tmp_path / "f", masks=tmp_path / "m")
