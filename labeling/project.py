@@ -454,8 +454,9 @@ def _note_shared_plates(project: Project, report: IngestReport) -> None:
         report.notes.append(
             f"Plate name(s) {', '.join(map(str, shared[:5]))} are the project's already: these "
             "cells join those plates (per-well counts add up); if this is a new plate, give it "
-            "a name of its own in metadata.csv"
-        )
+            + ("a name of its own in the file names ({plate} in --pattern)"
+               if report.layout == "whole fields" else "a name of its own in metadata.csv")
+        )  # fmt: skip
 
 
 def other_kind(project: Project, report: IngestReport) -> list[str]:

@@ -162,7 +162,7 @@ def layout_3d(shape: tuple[int, ...]) -> str:
     else:
         why = "cannot tell the channel axis from the spatial axes"
     raise ValueError(
-        f"ambiguous image shape {tuple(shape)}: {why}; save crops as (C, H, W) or (H, W, C) "
+        f"ambiguous image shape {tuple(shape)}: {why}; save images as (C, H, W) or (H, W, C) "
         f"with C = 1-{_MAX_CHANNELS} and H, W > {_MIN_SIDE}"
     )
 
