@@ -45,9 +45,19 @@ def main() -> None:
     project_sidebar(project)
     start_trainer_once(project)  # the project's background trainer (PHENOSCOUT_TRAINER=off: none)
     annotator_input()  # here, not on the Label page: it keeps its value on every page
+    label = st.Page(
+        "app_pages/pages/label.py",
+        title="Label",
+        icon=":material/label:",
+        url_path="main",
+        default=True,
+    )  # fmt: skip (served at "/")
     pages = [
-        st.Page("app_pages/pages/label.py", title="Label", icon=":material/label:",
-                url_path="label", default=True),
+        label,
+        # the default page is served at "/": "/label" (a bookmark, a link) leads there too,
+        # not to Streamlit's "Page not found"
+        st.Page(lambda: st.switch_page(label), title="Label", url_path="label",
+                visibility="hidden"),
         st.Page("app_pages/pages/project.py", title="Project", icon=":material/folder_open:",
                 url_path="project"),
         st.Page("app_pages/pages/fields.py", title="Fields", icon=":material/grid_view:",

@@ -416,3 +416,12 @@ def test_keys_after_the_batch_is_done_relabel_nothing_until_a_tile_is_chosen(bro
         labels = store.current_labels()
         assert labels[ids[last]] == labels[ids[last - 1]] == "elongated"
     page.close()
+
+
+def test_the_label_address_opens_the_label_page(browser, app):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(app + "/label")  # a bookmark of the page's name: no "Page not found"
+    wait_tiles(page)
+    wait_idle(page)
+    assert "Page not found" not in page.locator("body").inner_text()
+    page.close()
