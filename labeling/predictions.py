@@ -129,7 +129,8 @@ def well_fractions(project: Project) -> pd.DataFrame:
         raise DataError(
             f"{project.path.name}/cells.parquet has no {lack} column; give plate and well when "
             "creating the project: for crops a metadata.csv with plate,well columns, for fields "
-            "a --pattern with {plate} and {well} (e.g. {plate}_{well}_s{site}_w{channel}.tif)"
+            "a --pattern with {plate} and {well} (e.g. {plate}_{well}_s{site}_w{channel}.tif, or "
+            "{plate}_{well}_s{site}.tif for one multi-channel file per field)"
         )
     ids, head = _head(project)
     extra = ["control"] if "control" in cols else []

@@ -130,12 +130,17 @@ def looks_per_channel(paths: list[Path], placeholder: str) -> ChannelFiles | Non
     return ChannelFiles(pattern, len(usual), len(groups), len(groups) - n_usual)
 
 
-def parse_pattern(pattern: str) -> FieldPattern:
+def parse_pattern(pattern: str, one_file_per_field: bool = False) -> FieldPattern:
     """Compile a filename pattern such as ``{plate}_{well}_s{site}_w{channel}.tif``.
 
+    Args:
+        pattern: the pattern.
+        one_file_per_field: a pattern without ``{channel}`` is allowed: each file is a whole
+            (multi-channel) field, the pattern names its metadata (``{plate}_{well}_s{site}.tif``).
+
     Raises:
-        DataError: without ``{channel}``, for a placeholder that is not a name or names a cell
-            table column, or for an unbalanced brace.
+        DataError: without ``{channel}`` (unless ``one_file_per_field``), for a placeholder that
+            is not a name or names a cell table column, or for an unbalanced brace.
     """
     tokens = [t for t in re.split(r"(\{[^{}]*\})", pattern) if t]
     parts, names, seen = [], [], set()
@@ -160,7 +165,7 @@ def parse_pattern(pattern: str) -> FieldPattern:
         if name not in seen and name != "channel":
             names.append(name)
         seen.add(name)
-    if "channel" not in seen:
+    if "channel" not in seen and not one_file_per_field:
         raise DataError(
             f"pattern {pattern!r} has no {{channel}}; name the part of the file name that "
             "differs between channels, e.g. {plate}_{well}_s{site}_w{channel}.tif"
@@ -172,7 +177,7 @@ def parse_pattern(pattern: str) -> FieldPattern:
         re.compile(strict, re.IGNORECASE),
         re.compile(loose, re.IGNORECASE),
         tuple(names),
-        _key_template(tokens),
+        _key_template(tokens) if "channel" in seen else _SUFFIX.sub("", pattern).strip("/"),
         "/" not in pattern,
     )
 
@@ -234,7 +239,7 @@ def find_fields(
     """
     root = _folder(folder, "fields")
     mask_root = _folder(masks, "masks") if masks is not None else None
-    parsed = parse_pattern(pattern) if pattern else None
+    parsed = parse_pattern(pattern, one_file_per_field=True) if pattern else None
     files, skipped = _field_files(root, mask_root)
     if parsed is None:
         fields = _single_files(files, root, skipped)
@@ -333,10 +338,12 @@ def _group(
         parent = Path(rel).parent.as_posix()
         if parsed.by_name and parent != ".":
             key = f"{parent}/{key}"
-        channel = values["channel"]
+        channel = values.get("channel", "1")  # no {channel}: a multi-channel file per field
         if channel in channels[key]:
             other = _rel(channels[key][channel], root)
-            skipped.append((rel, f"second file for channel {channel} of field {key} ({other})"))
+            why = (f"second file for channel {channel} of field {key} ({other})"
+                   if "channel" in values else f"same field {key} as {other}")  # fmt: skip
+            skipped.append((rel, why))
             continue
         channels[key][channel] = path
         metadata[key] = {n: values[n] for n in parsed.names}

@@ -46,7 +46,8 @@ def _demo_fields(args: argparse.Namespace) -> int:
           f"{summary.n_objects} objects to {out}")  # fmt: skip
     for name, count in sorted(summary.class_counts.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<24} {count:>7}")
-    pattern = f" --pattern '{FIELD_HINT}'" if args.layout == "per-channel" else ""
+    one_file = "{plate}_{well}_s{site}.tif"  # a multi-channel file per field: metadata only
+    pattern = f" --pattern '{FIELD_HINT if args.layout == 'per-channel' else one_file}'"
     print(
         f"next: phenoscout init PROJECT --fields {out}{pattern} --masks {summary.mask_dir} "
         f"--truth {out / 'objects.csv'}"

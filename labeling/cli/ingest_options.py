@@ -156,8 +156,9 @@ def add_field_args(p: argparse.ArgumentParser, truth: bool = True) -> None:
     p.add_argument(
         "--pattern",
         help=f"group one file per channel into fields, e.g. '{FIELD_HINT}', or into crops, "
-        "e.g. '{cell}_w{channel}.tif' ({channel} required; other names become metadata); "
-        "default: one multi-channel file per field or crop",
+        "e.g. '{cell}_w{channel}.tif' (other names become metadata; for fields a pattern "
+        "without {channel}, e.g. '{plate}_{well}_s{site}.tif', names the metadata of one "
+        "multi-channel file per field); default: one multi-channel file per field or crop",
     )
     p.add_argument(
         "--masks", help="folder of integer label masks named like the fields (used as given)"

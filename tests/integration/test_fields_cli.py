@@ -123,7 +123,8 @@ def test_cli_demo_fields(tmp_path, capsys):
     code, out, _ = run(capsys, "demo", "--fields", 1, "--size", 128, "--out", tmp_path / "d",
                        "--layout", "multichannel")  # fmt: skip
     assert code == 0 and "wrote 1 128x128 fields (multichannel)" in out
-    assert "next: phenoscout init PROJECT --fields" in out and "--pattern" not in out
+    assert "next: phenoscout init PROJECT --fields" in out  # the pattern names the metadata
+    assert "--pattern '{plate}_{well}_s{site}.tif'" in out
     assert len(list((tmp_path / "d").glob("*.tif"))) == 1
 
 
@@ -159,7 +160,7 @@ def test_cli_init_from_a_cellprofiler_export(tmp_path, capsys):
     [
         (["--fields", "{tmp}/nowhere"], "fields folder does not exist"),
         (["--fields", "{tmp}/empty"], "empty: no fields found"),
-        (["--fields", "{tmp}/empty", "--pattern", "{well}.tif"], r"has no \{channel\}"),
+        (["--fields", "{tmp}/empty", "--pattern", "{well}.tif"], "empty: no fields found"),
         (
             ["--cellprofiler", "{tmp}/Nuclei.csv", "--pattern", "{well}_w{channel}.tif"],
             "--pattern cannot be used with --cellprofiler",

@@ -240,3 +240,14 @@ def test_no_readable_field_names_a_pattern_only_for_channel_files(tmp_path):
     with pytest.raises(DataError) as info:
         find_fields(tmp_path / "one", None)
     assert "no fields found" in str(info.value) and "pattern" not in str(info.value)
+
+
+def test_a_pattern_without_channel_names_the_metadata_of_multichannel_fields(tmp_path):
+    for name in ("P1_B02_s1.tif", "P1_B02_s2.tif", "P2_C03_s1.tif"):
+        tifffile.imwrite(tmp_path / name, np.zeros((2, 32, 32), np.uint16))
+    fields, skipped = find_fields(tmp_path, pattern="{plate}_{well}_s{site}.tif")
+    assert not skipped and [f.key for f in fields] == ["P1_B02_s1", "P1_B02_s2", "P2_C03_s1"]
+    assert [len(f.channel_files) for f in fields] == [1, 1, 1]
+    assert fields[2].metadata == {"plate": "P2", "well": "C03", "site": "1"}
+    with pytest.raises(DataError, match="has no {channel}"):  # crops: channels are files
+        parse_pattern("{plate}_{well}.tif")
