@@ -153,11 +153,13 @@ def open_project(path: Path) -> Project:
             )
     project = Project(path, load_config(path / CONFIG_FILE))
     _ = project.store  # open labels.db now: a damaged or newer store is reported here
-    from datasets.pixels.npy_migration import migrate_pixels
-    from datasets.pixels.plate_migration import migrate_to_plates
+    from datasets.pixels.npy_migration import migrate_pixels, stored_per_part
 
     migrate_pixels(path)  # .npy pixel parts of earlier versions become Zarr, once, with backup
-    migrate_to_plates(path)  # then one array per plate instead of one per part, once
+    if stored_per_part(path):  # then one array per plate instead of one per part, once
+        from datasets.pixels.plate_migration import migrate_to_plates
+
+        migrate_to_plates(path)
     return project
 
 

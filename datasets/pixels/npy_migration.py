@@ -51,6 +51,17 @@ def _old_manifest(pixels: Path) -> bool:
     return isinstance(found, int) and found < _ZARR_FORMAT
 
 
+def stored_per_part(project_dir: Path) -> bool:
+    """Whether ``parts.json`` says the project is stored one Zarr array per part (format 2, to
+    be laid out per plate by :mod:`datasets.pixels.plate_migration`): a cheap check, here so
+    that opening a project imports neither pandas nor Zarr to make it."""
+    try:
+        manifest = json.loads((Path(project_dir) / _PIXELS_DIR / _MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False  # nothing ingested, or damaged: the commands that read it say so
+    return isinstance(manifest, dict) and manifest.get("format") == _ZARR_FORMAT
+
+
 def needs_migration(project_dir: Path) -> bool:
     """Whether the project still stores pixels as ``.npy`` parts (a cheap check)."""
     pixels = Path(project_dir) / _PIXELS_DIR
@@ -154,6 +165,8 @@ def migrate_pixels(project_dir: Path) -> list[str]:
     """
     project = Path(project_dir)
     pixels = project / _PIXELS_DIR
+    if not needs_migration(project):  # the usual case: no pandas or Zarr imported to say so
+        return []
     from datasets.cells import DAMAGED_FIX, write_manifest
     from datasets.fields.store import mask_part_file, npy_mask_part_file
     from datasets.pixels.arrays import part_file

@@ -15,7 +15,6 @@ from doing this at once. A crash before the new ``parts.json`` leaves the projec
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -35,7 +34,7 @@ from datasets.cells import (
 )
 from datasets.errors import DataError, ProjectDamagedError
 from datasets.pixels.arrays import PartArray
-from datasets.pixels.npy_migration import migrating
+from datasets.pixels.npy_migration import migrating, stored_per_part
 from datasets.pixels.plates import (
     PLATES_DIR,
     PartPixels,
@@ -57,12 +56,9 @@ SAMPLE_ROWS = 64  # rows per part compared between the old array and the new lay
 
 
 def needs_plate_layout(project_dir: Path) -> bool:
-    """Whether ``parts.json`` says the project is stored one array per part (a cheap check)."""
-    try:
-        manifest = json.loads((Path(project_dir) / PIXELS_DIR / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return False  # nothing ingested, or damaged: the commands that read it say so
-    return isinstance(manifest, dict) and manifest.get("format") == 2
+    """Whether ``parts.json`` says the project is stored one array per part (a cheap check:
+    :func:`datasets.pixels.npy_migration.stored_per_part`)."""
+    return stored_per_part(project_dir)
 
 
 def _plate_segments(
