@@ -142,7 +142,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
     for name in sorted({lab.strip() for lab in labels.values()} & set(merged)):
         print(f"note: class {name!r} was merged into {merged[name]!r}: stored as "
               f"{merged[name]!r}")  # fmt: skip
-    _refit(project, args.no_refit)
+    _refit(project, args.no_refit or n == 0)  # nothing new: the head is as it was
     return 0
 
 
@@ -153,7 +153,7 @@ def _cmd_import_labels(args: argparse.Namespace) -> int:
     project = open_project(Path(args.project))
     n = import_labels(project, Path(args.csv), annotator=args.annotator, relabel=args.relabel)
     print(f"imported {count(n, 'label')} from {args.csv}", flush=True)
-    _refit(project, args.no_refit)
+    _refit(project, args.no_refit or n == 0)
     return 0
 
 

@@ -106,6 +106,9 @@ def test_cli_next_and_label(project, capsys):
     args = [f'{lines[0]["cell_id"]}=odd = name, "quoted" 🦠', f"{lines[1]['cell_id']}=mitotic"]
     assert main(["label", str(project.path), "--annotator", "ann", *args]) == 0
     assert capsys.readouterr().out.startswith("committed 2")
+    assert main(["label", str(project.path), "--annotator", "ann", *args]) == 0
+    again = capsys.readouterr().out  # nothing new: no refit of the head
+    assert again.startswith("committed 0 (2 unchanged") and "head refit" not in again
     labels = project.store.current_labels()
     assert labels[lines[0]["cell_id"]] == 'odd = name, "quoted" 🦠'
     # one unknown id: nothing of that call is committed
