@@ -302,7 +302,8 @@ def _plan(
         dtypes.append(header.dtype)
     if not planned or n_channels is None:
         first = f"; e.g. {report.skipped[0][0]}: {report.skipped[0][1]}" if report.skipped else ""
-        raise DataError(f"no readable field among {len(fields)}{first}")
+        where = f"{Path(fields[0].channel_files[0]).parent}: " if fields else ""
+        raise DataError(f"{where}no readable field among {len(fields)}{first}")
     by_dtype = {str(d): spec.key for d, spec in zip(dtypes, planned, strict=True)}
     if len(by_dtype) > 1:
         kinds = ", ".join(f"{d} (e.g. {key})" for d, key in by_dtype.items())

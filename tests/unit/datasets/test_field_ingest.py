@@ -324,7 +324,8 @@ def test_binary_masks_become_connected_components(tmp_path, project):
 
 def test_no_field_readable_is_an_error(tmp_path, project):
     spec = FieldSpec("gone", (tmp_path / "gone.tif",))
-    with pytest.raises(DataError, match="no readable field among 1; e.g. gone: .*gone.tif"):
+    where = f"{tmp_path}: no readable field among 1; e.g. gone: .*gone.tif"  # names its folder
+    with pytest.raises(DataError, match=where):
         ingest_fields([spec], project)
     with pytest.raises(DataError, match="no fields given"):
         ingest_fields([], project)
