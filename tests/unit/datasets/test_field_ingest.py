@@ -413,3 +413,18 @@ def test_masks_that_match_no_field_are_an_error(tmp_path):
     tifffile.imwrite(tmp_path / "m" / "other.tif", np.zeros((64, 64), np.uint16))
     with pytest.raises(DataError, match=r"m: no mask matches a field .*field A01 looks for a01"):
         find_fields(tmp_path / "f", masks=tmp_path / "m")
+
+
+def test_a_field_that_cannot_fit_in_memory_is_refused_before_it_is_read(
+    tmp_path, project, monkeypatch
+):
+    import datasets.fields.ingest as field_ingest
+
+    image, mask = disc_field()
+    spec = save_field(tmp_path / "f", "A01", image, mask)
+    need = field_ingest.PEAK_PER_PIXEL_BYTE * image.nbytes
+    monkeypatch.setattr(field_ingest, "available_memory", lambda: need - 1)
+    with pytest.raises(DataError, match=r"A01.*field needs about .* GiB to segment and measure"):
+        ingest_fields([spec], project)
+    monkeypatch.setattr(field_ingest, "available_memory", lambda: need + 1)
+    assert ingest_fields([spec], project).n_cells == 3
