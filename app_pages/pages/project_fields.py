@@ -65,9 +65,10 @@ def _form(root: Path) -> None:
     pattern = st.text_input(
         "File name pattern (one file per channel)", key="pf-pattern",
         placeholder=FILENAME_PATTERN,
-        help=f"e.g. {FILENAME_PATTERN}: {{channel}} is required, the other names (plate, well, "
-        "site, ...) become metadata of the cells. Leave empty when each file holds all the "
-        "channels of one field.",
+        help=f"e.g. {FILENAME_PATTERN}: {{channel}} groups the files of one field, the other "
+        "names (plate, well, site, ...) become metadata of the cells. Without {channel} (e.g. "
+        "{plate}_{well}_s{site}.tif) each file holds all the channels of one field and the "
+        "pattern only names its metadata. Leave empty for neither.",
     )  # fmt: skip
     masks = st.text_input("Masks folder (optional: integer label images, used as given)",
                           key="pf-masks", placeholder="screen1/masks")  # fmt: skip
@@ -79,7 +80,7 @@ def _form(root: Path) -> None:
     fields = checked_fields(fields, root)  # each file, before any is read: one may be a link out
     n_channels, summary = _summary(fields)
     st.success(summary)
-    if not pattern.strip() and n_channels == 1:
+    if "{channel}" not in pattern and n_channels == 1:  # no pattern, or one of metadata only
         found = looks_per_channel([Path(f.channel_files[0]) for f in fields], "name")
         if found is not None:
             st.warning(

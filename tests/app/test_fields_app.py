@@ -206,6 +206,8 @@ def test_fields_form_without_a_pattern_suggests_one_for_channel_files(base):
     assert at.success[0].value.startswith("4 fields found (none with a mask): 1 channel, ")
     hint = next(w.value for w in at.warning if "one file per channel" in w.value)
     assert "2 channels of 2 fields" in hint and "_w{channel}.tif" in hint
+    _type(at, pf_pattern="{plate}_{well}.tif")  # metadata only: each file a field, still hinted
+    assert any("one file per channel" in w.value for w in at.warning)
     _type(at, pf_pattern=FILENAME_PATTERN)
     assert not any("one file per channel" in w.value for w in at.warning)
 
@@ -215,8 +217,8 @@ def test_fields_form_bad_input_is_one_line(base):
     at = _form()
     _type(at, pf_folder="empty")
     assert len(at.error) == 1 and "no fields found" in at.error[0].value
-    _type(at, pf_folder="fields", pf_pattern="{plate}_{well}.tif")
-    assert len(at.error) == 1 and "has no {channel}" in at.error[0].value
+    _type(at, pf_folder="fields", pf_pattern="{plate}_{well.tif")
+    assert len(at.error) == 1 and "unbalanced brace" in at.error[0].value
     _type(at, pf_pattern="{plate}_{well}_x{site}_c{channel}.tif")
     assert len(at.error) == 1 and "no fields found (4 image files, 5 skipped" in at.error[0].value
     _type(at, pf_pattern=FILENAME_PATTERN)
