@@ -237,7 +237,17 @@ def resolve_scale(ctx: Context) -> IngestConfig:
         ctx.report.scale = 1.0
         _note_cut(ctx, heights, widths, 1.0)
         return replace(cfg, scale=1.0)
-    objects = _object_sides(ctx.entries)
+    objects, unreadable = _object_sides(ctx.entries)
+    if unreadable:  # a header that reads but pixels that do not: such a file sizes nothing
+        for entry, reason in unreadable:
+            skip(ctx, entry.path, reason)
+        gone = {id(entry) for entry, _ in unreadable}
+        ctx.entries = [e for e in ctx.entries if id(e) not in gone]
+        if not ctx.entries:
+            raise DataError(f"{ctx.src}: no readable crop ({len(gone)} files failed to read)")
+        heights = np.concatenate([np.full(e.header.n, e.header.height) for e in ctx.entries])
+        widths = np.concatenate([np.full(e.header.n, e.header.width) for e in ctx.entries])
+        crops_scale = choose_scale(heights, widths, cfg.crop_px)
     scale = choose_scale(heights, widths, cfg.crop_px, objects)
     ctx.report.scale = scale
     side = float(np.quantile(np.maximum(heights, widths), FIT_QUANTILE))
@@ -297,21 +307,25 @@ def read_source(path: Path, rel: str, channel_files: tuple[Path, ...] = ()) -> n
     return read_field(FieldSpec(rel, channel_files))[None]
 
 
-def _object_sides(entries: list[Entry]) -> npt.NDArray[np.float64]:
+def _object_sides(
+    entries: list[Entry],
+) -> tuple[npt.NDArray[np.float64], list[tuple[Entry, str]]]:
     """The cell's larger side in the first crop of up to :data:`SIZE_SAMPLE` files (a seeded
-    sample); files that fail to read are left out."""
+    sample), and the sampled files that fail to read, with why (left out of the sizes; the
+    caller skips them, so their header sizes choose no scale either)."""
     from datasets.morphology import central_object_side
 
     rng = np.random.default_rng(0)
     pick = rng.choice(len(entries), size=min(SIZE_SAMPLE, len(entries)), replace=False)
-    sides = []
+    sides, unreadable = [], []
     for i in np.sort(pick):
         try:
             pixels = read_entry(entries[i])
-        except DataError:
+        except DataError as err:
+            unreadable.append((entries[i], _reason(err, entries[i].path)))
             continue
         sides.append(central_object_side(pixels[0]))
-    return np.asarray(sides, dtype=np.float64)
+    return np.asarray(sides, dtype=np.float64), unreadable
 
 
 def _keep_majority_channels(ctx: Context) -> None:

@@ -119,3 +119,22 @@ def test_predict_refuses_fluorescence_like_images_on_a_stained_project(rgb_proje
     same = predict_screen(project, _rgb_screen(tmp_path / "more", n=4))  # its own kind: scored
     assert len(same) == 4
     project.close()
+
+
+def test_crops_whose_pixels_fail_to_read_choose_no_scale(tmp_path):
+    from datasets.crops.ingest import ingest_crops
+
+    good = _rgb_screen(tmp_path / "good", n=8)
+    mixed = _rgb_screen(tmp_path / "mixed", n=8)
+    rng = np.random.default_rng(1)
+    for i in range(4):  # large crops whose headers read and whose pixels are cut short
+        big = rng.integers(0, 255, (260, 260, 3), dtype=np.uint8)
+        path = mixed / "images" / f"cut{i}.png"
+        Image.fromarray(big).save(path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    alone = ingest_crops(good, tmp_path / "p1")
+    report = ingest_crops(mixed, tmp_path / "p2")
+    assert report.scale == alone.scale and report.n_cells == 8
+    assert sorted(f for f, _ in report.skipped) == [f"images/cut{i}.png" for i in range(4)]
+    said = [[n for n in r.notes if n.startswith("Crops larger")] for r in (report, alone)]
+    assert said[0] == said[1] and "up to 120 px" in said[0][0]  # not the cut files' 260 px
