@@ -317,7 +317,8 @@ def _no_segmentation(image: npt.NDArray) -> npt.NDArray:
 
 def _train_pairs(fields: list[FieldSpec]) -> list[tuple[npt.NDArray, npt.NDArray]]:
     """(field (C, H, W), labels (H, W)) of every field with a readable mask."""
-    from datasets.fields.files import read_field, read_mask
+    from datasets.fields.files import read_field
+    from datasets.fields.masks import read_mask
 
     pairs = []
     for spec in fields:

@@ -47,7 +47,7 @@ _EXPORTS = {
     "read_field_image": "datasets.fields.store",
     "read_field_mask": "datasets.fields.store",
     "read_fields": "datasets.fields.store",
-    "read_mask": "datasets.fields.files",
+    "read_mask": "datasets.fields.masks",
     "read_truth_csv": "datasets.fields.store",
     "reduce_plane": "datasets.fields.render",
     "render_field": "datasets.fields.render",

@@ -9,17 +9,15 @@ Two layouts:
   ``{plate}_{well}_s{site}_w{channel}.tif``. Each ``{name}`` matches any text without ``/``
   (``{well}`` a well's shape, A01 or r01c01, when the name allows, so a plate name may hold
   ``_``);
-  ``{channel}`` is required and orders the channels (numerically when they are numbers); every
-  other name becomes metadata of the field's cells. A pattern without ``/`` is matched against
+  ``{channel}`` orders the channels (numerically when they are numbers); every other name
+  becomes metadata of the field's cells (a pattern without ``{channel}`` only names the
+  metadata of one multi-channel file per field). A pattern without ``/`` is matched against
   file names in any subfolder, a pattern with ``/`` against paths relative to the folder. The
   key is the pattern without ``{channel}`` (and the text joining it to the rest, such as
   ``_w``) and without the suffix: ``P1_A01_s1`` for ``P1_A01_s1_w2.tif``.
 
-Masks (integer label images, 0 = background) are matched to fields by name: for a field of key
-``K`` the masks folder is searched for ``K``, the last part of ``K``, or the first channel
-file's stem, each followed by nothing, ``_mask``, ``_masks`` or ``_cp_masks`` (as cellpose
-writes) and ``.tif``, ``.tiff`` or ``.png``; case is ignored. So ``masks/P1_A01_s1.tif`` and
-``masks/P1_A01_s1_w1_cp_masks.png`` both belong to field ``P1_A01_s1``.
+Masks (integer label images, 0 = background) are matched to fields by name
+(:mod:`datasets.fields.masks`).
 
 Bad input never raises for one field: the field (or file) goes to the ``skipped`` list with a
 one-line reason, and the rest of the screen is read.
@@ -55,14 +53,11 @@ MAX_SKIP_WARNINGS = 10
 
 #: Files that can hold a field (or a mask).
 FIELD_SUFFIXES = (".tif", ".tiff", ".png")
-#: Name endings of a mask file after the field's name.
-MASK_ENDINGS = ("", "_mask", "_masks", "_cp_masks")
 #: Cell-table columns a field ingest adds (besides the crop ingest's BASE_COLUMNS).
 FIELD_COLUMNS = (
     "field", "object", "centroid_y", "centroid_x", "bbox_min_row", "bbox_min_col",
     "bbox_max_row", "bbox_max_col", "area", "touches_border",
 )  # fmt: skip
-_MASK_STEM = re.compile(r"_(cp_masks|masks|mask)$", re.IGNORECASE)
 _SUFFIX = re.compile(r"(\.ome)?\.(tiff?|png)$", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _SEPARATORS = "_-. /"
@@ -208,11 +203,13 @@ def _natural(value: str) -> tuple[int, int, str]:
     return (0, int(value), value) if value.isdigit() else (1, 0, value.lower())
 
 
-def _rel(path: Path, root: Path) -> str:
+def rel_path(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (POSIX), or whole when it lies elsewhere."""
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
-def _stem(rel: str) -> str:
+def strip_suffix(rel: str) -> str:
+    """A field file's name or path without its image suffix (``.ome.tif``, ``.png``, ...)."""
     return _SUFFIX.sub("", rel)
 
 
@@ -256,7 +253,9 @@ def find_fields(
             continue
         checked.append(spec)
     if mask_root is not None:
-        checked = _attach_masks(checked, shapes, mask_root, root, skipped)
+        from datasets.fields.masks import attach_masks
+
+        checked = attach_masks(checked, shapes, mask_root, root, skipped)
     if not checked:
         first = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         grouped = None if parsed else looks_per_channel(files, "name")
@@ -285,12 +284,14 @@ def _folder(path: Path, what: str) -> Path:
 
 def _field_files(root: Path, mask_root: Path | None) -> tuple[list[Path], Skipped]:
     """Candidate field files under ``root``, leaving out masks; what was left out and why."""
+    from datasets.fields.masks import MASK_STEM
+
     images, unsupported = scan_folder(root)
-    skipped: Skipped = [(_rel(p, root), skip_reason(p)) for p in unsupported]
+    skipped: Skipped = [(rel_path(p, root), skip_reason(p)) for p in unsupported]
     default_masks = root / "masks"
     files = []
     for path in images:
-        rel = _rel(path, root)
+        rel = rel_path(path, root)
         if mask_root is not None and path.is_relative_to(mask_root) and mask_root != root:
             continue
         if mask_root is None and path.is_relative_to(default_masks):
@@ -299,7 +300,7 @@ def _field_files(root: Path, mask_root: Path | None) -> tuple[list[Path], Skippe
             continue
         if path.suffix.lower() not in FIELD_SUFFIXES:
             skipped.append((rel, f"unsupported file type {path.suffix.lower()!r} for a field"))
-        elif _MASK_STEM.search(_stem(path.name)):
+        elif MASK_STEM.search(strip_suffix(path.name)):
             if mask_root is None:
                 skipped.append((rel, "named like a mask; pass its folder as the masks folder"))
         else:
@@ -311,10 +312,12 @@ def _single_files(files: list[Path], root: Path, skipped: Skipped) -> list[Field
     """One field per file, keyed by its relative path without the suffix."""
     fields: dict[str, FieldSpec] = {}
     for path in files:
-        key = _stem(_rel(path, root))
+        key = strip_suffix(rel_path(path, root))
         if key in fields:
             other = fields[key].channel_files[0].name
-            skipped.append((_rel(path, root), f"same field name {key!r} as {other}; rename one"))
+            skipped.append(
+                (rel_path(path, root), f"same field name {key!r} as {other}; rename one")
+            )
             continue
         fields[key] = FieldSpec(key, (path,))
     return list(fields.values())
@@ -327,7 +330,7 @@ def _group(
     channels: dict[str, dict[str, Path]] = defaultdict(dict)
     metadata: dict[str, dict[str, str]] = {}
     for path in files:
-        rel = _rel(path, root)
+        rel = rel_path(path, root)
         name = path.name if parsed.by_name else rel
         match = parsed.regex.fullmatch(name) or parsed.loose.fullmatch(name)
         if match is None:
@@ -340,7 +343,7 @@ def _group(
             key = f"{parent}/{key}"
         channel = values.get("channel", "1")  # no {channel}: a multi-channel file per field
         if channel in channels[key]:
-            other = _rel(channels[key][channel], root)
+            other = rel_path(channels[key][channel], root)
             why = (f"second file for channel {channel} of field {key} ({other})"
                    if "channel" in values else f"same field {key} as {other}")  # fmt: skip
             skipped.append((rel, why))
@@ -469,137 +472,6 @@ def read_field(spec: FieldSpec, non_finite: list[tuple[str, int]] | None = None)
         _check_plane(spec, path, pixels.shape[1], pixels.shape[2:], first)
         planes.append(pixels[0, 0])
     return np.stack(planes).astype(widest_dtype([p.dtype for p in planes]), copy=False)
-
-
-def mask_problem(channels: int, size: tuple[int, ...], dtype: np.dtype, field_size) -> str | None:
-    """Why a mask of this header cannot label a field of ``field_size`` (H, W); None if it can."""
-    if channels != 1:
-        return f"{channels} channels; a mask is one integer label image (0 = background)"
-    if np.dtype(dtype).kind not in "iub":
-        return (
-            f"dtype {np.dtype(dtype)} is not an integer label image; save masks as uint16 or "
-            "int32 labels (0 = background)"
-        )
-    if tuple(size) != tuple(field_size):
-        return (
-            f"{size[0]}x{size[1]} pixels but the field is {field_size[0]}x{field_size[1]}; "
-            "a mask must have its field's size"
-        )
-    return None
-
-
-def read_mask(path: Path, field_size: tuple[int, int]) -> npt.NDArray:
-    """An integer label image of a field.
-
-    Returns:
-        (H, W) integer labels, 0 = background (bool masks as uint8).
-
-    Raises:
-        DataError: unreadable, several channels, not integer, wrong size or negative labels.
-    """
-    pixels, _ = read_image_file(Path(path))
-    problem = mask_problem(pixels.shape[1], pixels.shape[2:], pixels.dtype, field_size)
-    if problem:
-        raise DataError(f"{path}: mask {problem}")
-    mask = pixels[0, 0]
-    if mask.dtype == np.bool_:
-        return mask.astype(np.uint8)
-    if mask.dtype.kind == "i" and mask.min() < 0:
-        raise DataError(f"{path}: mask has negative labels; labels are 0 (background) or above")
-    _refuse_scattered_labels(path, mask)
-    return mask
-
-
-def _refuse_scattered_labels(path: Path, mask: npt.NDArray) -> None:
-    """Refuse an image whose values lie in far more separate pieces than it has values: a label
-    image holds one piece per object (a few more where an object is cut), an intensity image
-    (a field given as its own mask) scatters each grey level over the field.
-
-    Raises:
-        DataError: more than 3 pieces per label (at most its largest label: no sort of the
-            field's pixels) and at least 30 pieces. A mask of one value (binary) is left to
-            :func:`datasets.fields.tasks` to split.
-    """
-    from skimage.measure import label
-
-    top = int(mask.max())
-    if top == 0 or not (mask[mask != 0] != top).any():
-        return
-    n_pieces = int(label(mask, background=0, connectivity=2).max())
-    if n_pieces >= 30 and n_pieces > 3 * top:
-        raise DataError(
-            f"{path}: not a label image: its values (up to {top}) lie in {n_pieces} separate "
-            "pieces (a label image holds one piece per object); is it an intensity image? "
-            "Give the objects' label image, or leave --masks out to segment"
-        )
-
-
-def _mask_index(mask_root: Path) -> dict[str, Path]:
-    """Lower-cased path stems (relative to the masks folder) of every mask file -> file."""
-    images, _ = scan_folder(mask_root)
-    return {
-        _stem(_rel(p, mask_root)).lower(): p for p in images if p.suffix.lower() in FIELD_SUFFIXES
-    }
-
-
-def _mask_candidates(spec: FieldSpec, root: Path) -> list[str]:
-    first = _stem(_rel(spec.channel_files[0], root))
-    bases = dict.fromkeys([spec.key, spec.key.rsplit("/", 1)[-1], first, first.rsplit("/", 1)[-1]])
-    return [f"{b}{end}".lower() for b in bases for end in MASK_ENDINGS]
-
-
-def _attach_masks(
-    fields: list[FieldSpec],
-    shapes: dict[str, tuple[int, int]],
-    mask_root: Path,
-    root: Path,
-    skipped: Skipped,
-) -> list[FieldSpec]:
-    """Fields with their ``mask_file`` set; fields whose mask is unusable go to ``skipped``."""
-    index = _mask_index(mask_root)
-    field_files = {p for spec in fields for p in spec.channel_files}
-    used: set[Path] = set()
-    out = []
-    for spec in fields:
-        found = (index[c] for c in _mask_candidates(spec, root) if c in index)
-        mask = next((m for m in found if m not in field_files), None)
-        if mask is None:
-            out.append(spec)
-            continue
-        used.add(mask)
-        try:
-            header = read_header(mask)
-            problem = mask_problem(
-                header.channels, (header.height, header.width), header.dtype, shapes[spec.key]
-            )
-        except DataError as err:
-            problem = str(err).removeprefix(f"{mask}: ")
-        if problem:
-            skipped.append((_rel(mask, mask_root), f"mask of field {spec.key}: {problem}"))
-            continue
-        out.append(FieldSpec(spec.key, spec.channel_files, spec.metadata, mask, spec.objects))
-    if fields and not used:  # --masks given and no mask named for any field: a mistake
-        looks = _mask_candidates(fields[0], root)[0]
-        raise DataError(
-            f"{mask_root}: no mask matches a field ({len(index)} image files there; field "
-            f"{fields[0].key} looks for {looks}.tif); name each mask after its field, or leave "
-            "--masks out to segment"
-        )
-    if len(used) < len(fields):
-        logger.warning(
-            "masks for %d of %d fields; the other %d are segmented",
-            len(used), len(fields), len(fields) - len(used),
-        )  # fmt: skip
-    skipped_fields = {name.lower() for name, _ in skipped}
-    for path in sorted(set(index.values()) - used - field_files):
-        base = _MASK_STEM.sub("", _stem(_rel(path, mask_root))).lower()
-        if base in skipped_fields:
-            continue  # the mask of a field skipped above: its reason is listed already
-        if mask_root != root or _MASK_STEM.search(_stem(path.name)):
-            skipped.append(
-                (_rel(path, mask_root), "mask matches no field; name it <field key>.tif")
-            )
-    return out
 
 
 def ome_channel_names(path: Path) -> tuple[str, ...] | None:

@@ -16,7 +16,8 @@ import numpy.typing as npt
 
 from datasets.config import default_channels
 from datasets.errors import DataError
-from datasets.fields.files import read_field, read_mask
+from datasets.fields.files import read_field
+from datasets.fields.masks import read_mask
 from datasets.fields.render import (
     DISPLAY_SIZE,
     HIGHLIGHT_COLOUR,

@@ -20,7 +20,8 @@ import pandas as pd
 from scipy import ndimage
 
 from datasets.errors import DataError
-from datasets.fields.files import read_field, read_mask
+from datasets.fields.files import read_field
+from datasets.fields.masks import read_mask
 from datasets.fields.spec import FieldSpec
 
 __all__ = ["FieldJob", "FieldResult", "find_objects", "load_array", "process_field"]

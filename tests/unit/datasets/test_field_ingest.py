@@ -390,7 +390,7 @@ def test_the_report_counts_objects_segmentation_left_out_for_their_size(tmp_path
 
 
 def test_an_intensity_image_given_as_a_mask_is_refused(tmp_path):
-    from datasets.fields.files import read_mask
+    from datasets.fields.masks import read_mask
 
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 200, (128, 128)).astype(np.uint16)  # every grey level scattered

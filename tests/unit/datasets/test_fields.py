@@ -10,7 +10,8 @@ import tifffile
 from PIL import Image
 
 from datasets.errors import DataError
-from datasets.fields.files import field_header, find_fields, parse_pattern, read_field, read_mask
+from datasets.fields.files import field_header, find_fields, parse_pattern, read_field
+from datasets.fields.masks import read_mask
 
 PATTERN = "{plate}_{well}_s{site}_w{channel}.tif"
 
