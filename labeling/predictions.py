@@ -138,6 +138,7 @@ def well_fractions(project: Project) -> pd.DataFrame:
     cells = project.cells(columns=["cell_id", "plate", "well", *extra])
     cells = _plate_of_every_part(project, cells)
     pred = cells.merge(_predicted(ids, head), on="cell_id", how="inner")
+    n_without_well = int(pred["well"].isna().sum())
     pred["plate"], pred["well"] = pred["plate"].astype(str), pred["well"].astype(str)
     counts = pd.crosstab([pred["plate"], pred["well"]], pred["predicted"])
     counts = counts.reindex(columns=list(head.classes), fill_value=0)
@@ -155,7 +156,7 @@ def well_fractions(project: Project) -> pd.DataFrame:
         n_ctrl = out["plate"].map(per_plate).fillna(0).astype(np.int64)
         out["n_controls"] = n_ctrl.where(n_ctrl >= 2, len(controls))  # fewer: all plates'
     out["n_cells"] = out["n_cells"].astype(np.int64)
-    out.attrs["n_without_well"] = int(pred["well"].isna().sum() + (pred["well"] == "nan").sum())
+    out.attrs["n_without_well"] = n_without_well
     return out
 
 

@@ -50,22 +50,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
             write_bytes_atomic(data, Path(args.out))
             print(f"wrote model v{version:04d} checkpoint to {args.out}")
         return 0
-    if args.what != "wells":
-        n = export_table(project, Path(args.out), what=args.what)
-        print(f"wrote {n} rows to {args.out}")
-        return 0
-    from labeling.io.export import check_export_target, export_frame, export_meta, write_table
-    from labeling.predictions import control_note
+    table = export_table(project, Path(args.out), what=args.what)
+    print(f"wrote {len(table)} rows to {args.out}")
+    if args.what == "wells":
+        from labeling.predictions import control_note
 
-    check_export_target(Path(args.out))
-    wells = export_frame(project, "wells")
-    write_table(wells, Path(args.out), meta=export_meta(project, "wells"))
-    print(f"wrote {len(wells)} rows to {args.out}")
-    notes = [control_note(project)]
-    no_well = int(wells.attrs.get("n_without_well", 0))
-    notes += [f"{no_well} cells have no well and are left out" if no_well else None]
-    for note in filter(None, notes):
-        print(f"note: {note}", file=sys.stderr)
+        notes = [control_note(project)]
+        no_well = int(table.attrs.get("n_without_well", 0))
+        if no_well:
+            notes.append(f"{no_well} cells have no well and are left out")
+        for note in filter(None, notes):
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

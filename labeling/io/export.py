@@ -322,12 +322,12 @@ def export_meta(project: Project, what: str) -> dict:
     return {"what": what, "config": config_to_dict(project.config)}
 
 
-def export_table(project: Project, out: Path, what: str = "labels") -> int:
+def export_table(project: Project, out: Path, what: str = "labels") -> pd.DataFrame:
     """Export ``what`` (one of ``EXPORT_KINDS``, see :func:`export_frame`) of ``project`` to
     ``out``.
 
     Returns:
-        The number of rows written.
+        The table written (its ``attrs`` as :func:`export_frame` made them).
 
     Raises:
         ConfigError: for an unknown ``what`` or an unsupported suffix.
@@ -338,4 +338,4 @@ def export_table(project: Project, out: Path, what: str = "labels") -> int:
     df = export_frame(project, what)
     write_table(df, out, meta=export_meta(project, what))
     logger.info("exported %d %s rows to %s", len(df), what, out)
-    return len(df)
+    return df
