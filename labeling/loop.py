@@ -500,10 +500,8 @@ def _done_round(project: Project, annotator: str) -> int | None:
     started = datetime.fromisoformat(str(mine[-1]["started_at"]).replace("Z", "+00:00"))
     if time.time() - started.timestamp() >= project.config.loop.lease_minutes * 60:
         return None  # its open cells may have run out rather than been skipped: a new batch
-    round_id = mine[-1]["round_id"]
-    labeled_here = any(e.round_id == round_id and e.annotator == annotator
-                       for e in store.label_events())  # fmt: skip
-    return round_id if labeled_here else None
+    round_id = int(mine[-1]["round_id"])
+    return round_id if store.labeled_in_round(round_id, annotator) else None
 
 
 def shown_round(project: Project, annotator: str) -> int | None:

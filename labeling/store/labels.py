@@ -373,6 +373,7 @@ class LabelStore:
     last_state = Delegate("_rounds", RoundsAndLeases.last_state)
     seconds_per_label = Delegate("_rounds", RoundsAndLeases.seconds_per_label)
     rounds = Delegate("_rounds", RoundsAndLeases.rounds)
+    labeled_in_round = Delegate("_rounds", RoundsAndLeases.labeled_in_round)
     lease = Delegate("_rounds", RoundsAndLeases.lease)
     leased_ids = Delegate("_rounds", RoundsAndLeases.leased_ids)
     open_lease = Delegate("_rounds", RoundsAndLeases.open_lease)

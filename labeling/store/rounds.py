@@ -172,6 +172,15 @@ class RoundsAndLeases:
             d["timings"], d["state"] = _loads(d["timings"]), _loads(d["state"])
         return out
 
+    def labeled_in_round(self, round_id: int, annotator: str) -> bool:
+        """Whether ``annotator`` gave a label (not undone) in round ``round_id`` (an index
+        lookup, not a read of every label)."""
+        rows = self.db.read(
+            "SELECT 1 FROM labels WHERE round_id = ? AND annotator = ? AND undone = 0 LIMIT 1",
+            (round_id, annotator),
+        )
+        return bool(rows)
+
     # ------------------------------------------------------------------ leases
     @staticmethod
     def lease_info(conn: sqlite3.Connection, cell_ids: list[str]) -> dict[str, tuple[Any, ...]]:
