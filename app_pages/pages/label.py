@@ -53,18 +53,19 @@ div[class*="st-key-tile-"] [data-testid="stCaptionContainer"] p {
     white-space: nowrap; overflow: hidden; text-overflow: ellipsis; margin: 0;}
 div[class*="st-key-tile-"] [data-testid="stTooltipHoverTarget"] {min-width: 0;}
 div[class*="st-key-focus-"] button {min-height: 1.6rem; padding: 0 0.25rem;}
-div[data-testid="stHorizontalBlock"]:has(> div > div > div > div[class*="st-key-tile-"]) {
-    flex-wrap: wrap;}
-@media (max-width: 1100px) {  /* a row of 6 tiles as 3 + 3: cells large enough to judge */
-  div[data-testid="stHorizontalBlock"]:has(> div > div > div > div[class*="st-key-tile-"])
-  > div[data-testid="stColumn"] {flex: 1 1 calc(33.3% - 1rem); min-width: calc(33.3% - 1rem);}}
-@media (max-width: 640px) {
-  div[data-testid="stHorizontalBlock"]:has(> div > div > div > div[class*="st-key-tile-"])
-  > div[data-testid="stColumn"] {flex: 1 1 calc(50% - 1rem); min-width: calc(50% - 1rem);}}
 div[class*="st-key-tile-"][data-ps-pending]::after {
     content: "pending: " attr(data-ps-pending); position: absolute; top: 0.25rem; right: 0.4rem;
     font-size: 0.75rem; background: #ffffffd0; padding: 0 0.3rem; border-radius: 0.2rem;}
 """
+#: A row of tiles (st.columns holding tiles: row > column > block > wrapper > tile) wraps in a
+#: narrow window, 3 + 3 under 1,100 px and 2 + 2 + 2 under 640 px: cells large enough to judge.
+_ROW = 'div[data-testid="stHorizontalBlock"]:has(> div > div > div > div[class*="st-key-tile-"])'
+_GRID_CSS = "".join(
+    [f"{_ROW} {{flex-wrap: wrap;}}"]
+    + [f"@media (max-width: {px}px) {{{_ROW} > div[data-testid=\"stColumn\"] "
+       f"{{flex: 1 1 calc({share} - 1rem); min-width: calc({share} - 1rem);}}}}"
+       for px, share in ((1100, "33.3%"), (640, "50%"))]
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,7 @@ def _styles(page: _Page) -> None:
             f".st-key-{class_button_key(c, i)} button {{border-left: 10px solid {colour[c.name]};}}"
         )
     rules += pill_colours("pick-", classes)
-    rules += [WIDE_PAGE_CSS, _LAYOUT_CSS]
+    rules += [WIDE_PAGE_CSS, _LAYOUT_CSS, _GRID_CSS]
     st.html("<style>" + "\n".join(rules) + "</style>")
     _keys(page, colour)
 

@@ -508,10 +508,6 @@ def _write_csv(frame: pd.DataFrame, path: Path, files: list[Path], index: bool =
     files.append(path)
 
 
-def _cells(n: int) -> str:
-    return "cell" if n == 1 else "cells"
-
-
 def _write_discovery(
     events: list[LabelRecord], classes: list[str], out: Path, files: list[Path], notes: list[str]
 ) -> None:
@@ -523,7 +519,7 @@ def _write_discovery(
         n_slice = int(prev["n_slice"].iloc[0]) if len(prev) else 0
         if n_slice < FEW_RANDOM:  # as the Discover page: a curve from 3 random cells misleads
             notes.append(
-                f"prevalence rests on {n_slice} random {_cells(n_slice)} so far: its intervals "
+                f"prevalence rests on {count(n_slice, 'random cell')} so far: its intervals "
                 "(low, high in prevalence.csv) are wide, and the curve of labeling at random "
                 f"is drawn from {FEW_RANDOM} random cells on"
             )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sqlite3
@@ -127,8 +128,8 @@ class ClassTable:
         if colour is None:
             used = {r[5] for r in active}
             n_real = sum(1 for r in by_name.values() if not r[3])
-            extra = (extra_colour(n_real + i) for i in range(1000))
-            colour = next(c for c in (*_PALETTE, *extra) if c not in used)
+            extra = (extra_colour(n_real + i) for i in itertools.count())
+            colour = next(c for c in itertools.chain(_PALETTE, extra) if c not in used)
         colour = self._check_colour(colour)
         cur = conn.execute(
             "INSERT INTO classes(name, colour, key, created_at, pseudo) VALUES (?, ?, ?, ?, 0)",
